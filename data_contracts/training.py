@@ -1,0 +1,88 @@
+"""Contracts of the global (unpartitioned) assets: features, predictions."""
+
+import numpy as np
+import pandera.pandas as pa
+from pandera.typing import Series
+
+
+class Products(pa.DataFrameModel):
+    """All batches combined, one row per sample_id (latest batch wins)."""
+
+    sample_id: Series[str] = pa.Field(unique=True)
+    batch: Series[str]
+    is_labeled: Series[bool]
+    price: Series[float] = pa.Field(nullable=True, gt=0)
+
+    @pa.dataframe_check(name="labeled_rows_have_price")
+    def labeled_have_price(cls, df) -> bool:
+        return bool((df["price"].notna() == df["is_labeled"]).all())
+
+    class Config:
+        coerce = True
+
+
+class BrandFeatures(pa.DataFrameModel):
+    """Engineered brand / quantity / IPQ features, one row per product."""
+
+    sample_id: Series[str] = pa.Field(unique=True)
+    brand: Series[str]
+    pack_count: Series[float] = pa.Field(ge=1, nullable=True)
+
+    class Config:
+        coerce = True
+
+
+class KnnFeatures(pa.DataFrameModel):
+    """Neighbour-price features (out-of-fold for labeled rows)."""
+
+    sample_id: Series[str] = pa.Field(unique=True)
+
+    @pa.dataframe_check(name="knn_columns_finite")
+    def finite(cls, df) -> bool:
+        cols = [c for c in df.columns if c.startswith("knn_") and not c.startswith("knn_image")]
+        return bool(cols) and bool(np.isfinite(df[cols].to_numpy(dtype=float)).all())
+
+    class Config:
+        coerce = True
+
+
+class FeatureMatrix(pa.DataFrameModel):
+    """Model input: one row per product, ``fold`` -1 for unlabeled rows."""
+
+    sample_id: Series[str] = pa.Field(unique=True)
+    fold: Series[int] = pa.Field(ge=-1)
+    price: Series[float] = pa.Field(nullable=True, gt=0)
+
+    @pa.dataframe_check(name="unlabeled_rows_have_fold_minus_one")
+    def folds_ok(cls, df) -> bool:
+        return bool(((df["fold"] == -1) == df["price"].isna()).all())
+
+    class Config:
+        coerce = True
+
+
+class OofPredictions(pa.DataFrameModel):
+    """Out-of-fold predictions of one model for every labeled row."""
+
+    sample_id: Series[str] = pa.Field(unique=True)
+    fold: Series[int] = pa.Field(ge=0)
+    price: Series[float] = pa.Field(gt=0)
+    pred_price: Series[float] = pa.Field(gt=0)
+
+    class Config:
+        coerce = True
+
+
+class PricePredictions(pa.DataFrameModel):
+    """Competition format: every unlabeled sample_id exactly once, price finite and > 0 (USD)."""
+
+    sample_id: Series[str] = pa.Field(unique=True)
+    price: Series[float] = pa.Field(gt=0, le=1e6)
+
+    @pa.check("price", name="finite")
+    def finite(cls, s: Series[float]) -> Series[bool]:
+        return np.isfinite(s)
+
+    class Config:
+        strict = True
+        coerce = True

@@ -1,0 +1,121 @@
+"""IO managers on universal-pathlib: one base path (local or ``s3://…``) for every stored asset.
+
+* ``parquet``  – pandas DataFrames (``.parquet``; embedding vectors as list columns)
+* ``faiss``    – a FAISS index (``faiss.serialize_index`` bytes, ``.faiss``)
+* ``lightgbm`` – a list of LightGBM boosters (``model_to_string``; JSON list, ``.lgbm.json``)
+* ``pickle``   – anything else (small dicts, torch state dicts), ``.pkl``
+
+Paths are ``<base>/<asset key parts>/<partition>.<ext>``: derived from the asset key and partition,
+never from the clock, so re-runs overwrite in place.
+"""
+
+import io
+import json
+import pickle
+from typing import Any, Optional
+
+import dagster as dg
+from pydantic import Field
+from upath import UPath
+
+from pricing_assets.resources import storage_options_for
+
+
+class _BaseIO(dg.UPathIOManager):
+    def _write_bytes(self, path: UPath, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        if path.exists():
+            path.unlink()
+        tmp.rename(path)
+
+
+class ParquetIOManager(_BaseIO):
+    """pandas DataFrame <-> parquet (pyarrow)."""
+
+    extension = ".parquet"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        import pandas as pd
+
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()}: parquet IO manager needs a DataFrame, got {type(obj)}")
+        buf = io.BytesIO()
+        obj.to_parquet(buf, index=False)
+        self._write_bytes(path, buf.getvalue())
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        import pandas as pd
+
+        return pd.read_parquet(io.BytesIO(path.read_bytes()))
+
+
+class FaissIOManager(_BaseIO):
+    """``faiss.Index`` <-> bytes of ``faiss.serialize_index``."""
+
+    extension = ".faiss"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        import faiss
+
+        self._write_bytes(path, faiss.serialize_index(obj).tobytes())
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        import faiss
+        import numpy as np
+
+        return faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+
+
+class LightGBMIOManager(_BaseIO):
+    """``list[lightgbm.Booster]`` (one per CV fold) <-> JSON list of ``model_to_string()`` texts."""
+
+    extension = ".lgbm.json"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        models = obj if isinstance(obj, list) else [obj]
+        payload = [{"model": m.model_to_string(), "best_iteration": int(m.best_iteration)} for m in models]
+        self._write_bytes(path, json.dumps(payload).encode())
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        import lightgbm as lgb
+
+        out = []
+        for item in json.loads(path.read_bytes()):
+            b = lgb.Booster(model_str=item["model"])
+            b.best_iteration = item["best_iteration"]
+            out.append(b)
+        return out
+
+
+class PickleIOManager(_BaseIO):
+    """Any picklable object (small model bundles, state dicts)."""
+
+    extension = ".pkl"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        self._write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        return pickle.loads(path.read_bytes())
+
+
+_KINDS = {"parquet": ParquetIOManager, "faiss": FaissIOManager, "lightgbm": LightGBMIOManager, "pickle": PickleIOManager}
+
+
+class PricingIOManager(dg.ConfigurableIOManagerFactory):
+    """Configurable factory: ``kind`` picks the format, ``base_path`` is local or ``s3://bucket/prefix``.
+
+    Credentials for S3 come from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``),
+    the endpoint from ``endpoint_url`` (any S3-compatible store).
+    """
+
+    base_path: str = Field(description="local folder or s3://bucket/prefix")
+    kind: str = Field(default="pickle", description="parquet | faiss | lightgbm | pickle")
+    endpoint_url: Optional[str] = None
+
+    def create_io_manager(self, context) -> dg.UPathIOManager:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown IO manager kind {self.kind!r}; expected one of {sorted(_KINDS)}")
+        return _KINDS[self.kind](base_path=UPath(self.base_path, **storage_options_for(self.base_path, self.endpoint_url)))

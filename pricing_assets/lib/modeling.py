@@ -1,0 +1,144 @@
+"""Cross-validation folds and the LightGBM price model (pure functions, no Dagster)."""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pricing_assets.lib.metrics import smape
+
+#: LightGBM defaults, chosen by 5-fold CV on the bundled sample (benchmarks/bench_models.py), not tuned
+#: per run. Regression on log1p(price): SMAPE is close to an L1 loss in log space.
+LGBM_PARAMS: dict = {
+    "objective": "huber",
+    "alpha": 1.0,
+    "learning_rate": 0.03,
+    "num_leaves": 31,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.7,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbosity": -1,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+
+
+def assign_folds(sample_ids: pd.Series, groups: pd.Series, n_splits: int = 5, seed: int = 42) -> np.ndarray:
+    """Deterministic grouped K-fold assignment (scikit-learn ``GroupKFold`` with shuffling).
+
+    Rows sharing a group (e.g. the same image link: product variants) land in the same fold, so
+    neither kNN features nor models see a near-copy of a validation row. The result depends only on
+    the set of (sample_id, group) pairs, not on row order.
+
+    Args:
+        sample_ids: (n,) str ids.
+        groups: (n,) group labels (str); missing values become the row's own sample_id.
+        n_splits: K.
+        seed: shuffling seed.
+
+    Returns:
+        (n,) int64 fold ids in ``0..K-1``, aligned with the input order.
+
+    Raises:
+        ValueError: if there are fewer rows than folds.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    n = len(sample_ids)
+    if n < n_splits:
+        raise ValueError(f"assign_folds: {n} labeled rows < {n_splits} folds")
+    ids = pd.Series(sample_ids, dtype=str).reset_index(drop=True)
+    grp = pd.Series(groups).reset_index(drop=True).astype(object)
+    grp = grp.where(grp.notna() & (grp.astype(str).str.len() > 0), ids).astype(str)
+    order = np.argsort(ids.to_numpy(), kind="stable")
+    folds_sorted = np.empty(n, dtype=np.int64)
+    splitter = GroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for f, (_, val) in enumerate(splitter.split(np.zeros(n), groups=grp.to_numpy()[order])):
+        folds_sorted[val] = f
+    folds = np.empty(n, dtype=np.int64)
+    folds[order] = folds_sorted
+    return folds
+
+
+@dataclass
+class CvResult:
+    """Out-of-fold result of a K-fold model.
+
+    Attributes:
+        oof_log: (n,) float64 OOF predictions of log1p(price) for the training rows.
+        models: one fitted model per fold (predict by averaging them).
+        best_iterations: per-fold early-stopping iteration (LightGBM) or epoch (MLP).
+        fold_smape: per-fold SMAPE (percent) on price scale.
+        seconds: wall time of the whole CV.
+    """
+
+    oof_log: np.ndarray
+    models: list
+    best_iterations: list[int] = field(default_factory=list)
+    fold_smape: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def oof_smape(self, y_log: np.ndarray) -> float:
+        """OOF SMAPE in percent against true ``log1p(price)`` (n,)."""
+        return smape(np.expm1(y_log), np.expm1(self.oof_log))
+
+
+def train_lightgbm_cv(
+    X: pd.DataFrame,
+    y_log: np.ndarray,
+    folds: np.ndarray,
+    params: dict | None = None,
+    num_boost_round: int = 3000,
+    early_stopping_rounds: int = 150,
+    seed: int = 42,
+    num_threads: int = 0,
+    categorical: list[str] | None = None,
+    log=None,
+) -> CvResult:
+    """K-fold LightGBM regression on ``log1p(price)`` with early stopping on each held-out fold.
+
+    Args:
+        X: (n, p) features; float columns, plus ``categorical`` columns as pandas ``category``.
+        y_log: (n,) float64 ``log1p(price USD)``.
+        folds: (n,) int fold ids (from :func:`assign_folds`).
+        params: LightGBM params merged over :data:`LGBM_PARAMS`.
+        num_boost_round / early_stopping_rounds: boosting budget.
+        seed: LightGBM seed (with ``deterministic=True`` the same inputs give the same model).
+        num_threads: 0 = LightGBM default (all cores).
+        log: optional ``callable(str)`` for progress lines.
+
+    Returns:
+        :class:`CvResult` with ``models`` = list of ``lightgbm.Booster``.
+    """
+    import lightgbm as lgb
+
+    t0 = time.perf_counter()
+    p = {**LGBM_PARAMS, **(params or {}), "seed": seed, "num_threads": num_threads}
+    oof = np.zeros(len(X), dtype=np.float64)
+    models, iters, fold_scores = [], [], []
+    for f in np.unique(folds):
+        tr, va = folds != f, folds == f
+        dtr = lgb.Dataset(X[tr], y_log[tr], categorical_feature=categorical or "auto", free_raw_data=False)
+        dva = lgb.Dataset(X[va], y_log[va], reference=dtr)
+        booster = lgb.train(
+            p,
+            dtr,
+            num_boost_round=num_boost_round,
+            valid_sets=[dva],
+            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+        )
+        oof[va] = booster.predict(X[va], num_iteration=booster.best_iteration)
+        models.append(booster)
+        iters.append(int(booster.best_iteration))
+        fold_scores.append(smape(np.expm1(y_log[va]), np.expm1(oof[va])))
+        if log:
+            log(f"lightgbm fold {f}: best_iter={booster.best_iteration} smape={fold_scores[-1]:.2f}")
+    return CvResult(oof, models, iters, fold_scores, time.perf_counter() - t0)
+
+
+def predict_lightgbm(models: list, X: pd.DataFrame) -> np.ndarray:
+    """Average of the fold boosters' predictions of ``log1p(price)``: (n,) float64."""
+    return np.mean([m.predict(X, num_iteration=m.best_iteration) for m in models], axis=0)
