@@ -242,6 +242,8 @@ def test_build_brand_features_on_real_rows(sample_items):
     assert chex["qty_per_pack"] == pytest.approx(4.5 * GRAMS_PER_OUNCE, rel=1e-6)
     assert chex["name_qty"] == pytest.approx(4.5 * GRAMS_PER_OUNCE, rel=1e-6)
     assert chex["log_qty"] == pytest.approx(np.log1p(31.5 * GRAMS_PER_OUNCE), rel=1e-6)
+    assert chex["log_grams"] == chex["log_qty"]
+    assert np.isnan(chex["log_ml"]) and np.isnan(chex["log_count"])
     assert chex["n_bullets"] == 4 and chex["has_description"] == 0
 
     frontier = feats.iloc[1]  # "FRONTIER Organic Bulk Garlic Flakes, 1 LB"
