@@ -26,6 +26,7 @@ import re
 import time
 import tomllib
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -548,7 +549,8 @@ def _export_effnet_onnx(spec: EmbeddingModelSpec, weights_path: str, cache_dir: 
     model = Pooled(load_effnet_lite0_torch(weights_path)).eval()
     dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation / constant-folding notes
             torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["features"],
                               dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}})
