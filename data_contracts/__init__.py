@@ -11,7 +11,7 @@ from data_contracts.training import (
     BrandFeatures,
     FeatureMatrix,
     KnnFeatures,
-    OofPredictions,
+    ModelPredictions,
     PricePredictions,
     Products,
 )
@@ -26,7 +26,7 @@ CONTRACTS = {
     "brand_features": BrandFeatures,
     "knn_features": KnnFeatures,
     "feature_matrix": FeatureMatrix,
-    "oof_predictions": OofPredictions,
+    "model_predictions": ModelPredictions,
     "price_predictions": PricePredictions,
 }
 

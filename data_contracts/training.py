@@ -61,13 +61,18 @@ class FeatureMatrix(pa.DataFrameModel):
         coerce = True
 
 
-class OofPredictions(pa.DataFrameModel):
-    """Out-of-fold predictions of one model for every labeled row."""
+class ModelPredictions(pa.DataFrameModel):
+    """One model's predictions for every product: out-of-fold for labeled rows (fold >= 0), from the
+    fold models' average for unlabeled rows (fold -1). Prices in USD."""
 
     sample_id: Series[str] = pa.Field(unique=True)
-    fold: Series[int] = pa.Field(ge=0)
-    price: Series[float] = pa.Field(gt=0)
-    pred_price: Series[float] = pa.Field(gt=0)
+    fold: Series[int] = pa.Field(ge=-1)
+    price: Series[float] = pa.Field(nullable=True, gt=0)
+    pred_price: Series[float] = pa.Field(gt=0, le=1e6)
+
+    @pa.check("pred_price", name="finite")
+    def finite(cls, s: Series[float]) -> Series[bool]:
+        return np.isfinite(s)
 
     class Config:
         coerce = True

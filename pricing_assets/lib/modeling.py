@@ -142,3 +142,75 @@ def train_lightgbm_cv(
 def predict_lightgbm(models: list, X: pd.DataFrame) -> np.ndarray:
     """Average of the fold boosters' predictions of ``log1p(price)``: (n,) float64."""
     return np.mean([m.predict(X, num_iteration=m.best_iteration) for m in models], axis=0)
+
+
+def model_input(fm: pd.DataFrame) -> pd.DataFrame:
+    """Feature columns of the ``feature_matrix`` (drops ids/labels; ``category`` as pandas category)."""
+    X = fm.drop(columns=["sample_id", "fold", "price"])
+    if "category" in X:
+        X["category"] = X["category"].astype("category")
+    return X
+
+
+def predictions_frame(fm: pd.DataFrame, oof_log: np.ndarray, test_log: np.ndarray) -> pd.DataFrame:
+    """The ``ModelPredictions`` frame: OOF for labeled rows, ``test_log`` for unlabeled rows.
+
+    Args:
+        fm: feature matrix (sample_id, fold, price, ...), n rows.
+        oof_log: (n_labeled,) OOF ``log1p`` predictions in the order of labeled rows of ``fm``.
+        test_log: (n_unlabeled,) ``log1p`` predictions for the unlabeled rows.
+
+    Returns:
+        DataFrame sample_id, fold, price, pred_price (USD, clipped to >= 0.01).
+    """
+    lab = (fm["fold"] >= 0).to_numpy()
+    pred = np.empty(len(fm), dtype=np.float64)
+    pred[lab] = oof_log
+    pred[~lab] = test_log
+    return pd.DataFrame(
+        {
+            "sample_id": fm["sample_id"].to_numpy(),
+            "fold": fm["fold"].to_numpy(),
+            "price": fm["price"].to_numpy(),
+            "pred_price": np.clip(np.expm1(pred), 0.01, None),
+        }
+    )
+
+
+def fit_blend_weights(oof_prices: np.ndarray, y_price: np.ndarray) -> np.ndarray:
+    """Convex blend weights minimising OOF SMAPE of a weighted geometric mean of model predictions.
+
+    The blend is ``exp(sum_j w_j * log(p_j))`` with ``w >= 0, sum w = 1`` (geometric mean suits a
+    relative-error metric). Fitted with SciPy SLSQP from equal weights.
+
+    Args:
+        oof_prices: (n, m) OOF predicted prices (USD) of m models.
+        y_price: (n,) true prices (USD).
+
+    Returns:
+        (m,) float64 weights.
+    """
+    from scipy.optimize import minimize
+
+    logs = np.log(np.clip(oof_prices, 1e-6, None))
+    m = logs.shape[1]
+    if m == 1:
+        return np.ones(1)
+
+    def loss(w):
+        return smape(y_price, np.exp(logs @ w))
+
+    res = minimize(
+        loss,
+        np.full(m, 1.0 / m),
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * m,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+    )
+    w = np.clip(res.x, 0, None)
+    return w / w.sum()
+
+
+def apply_blend(prices: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted geometric mean of (n, m) predicted prices with (m,) weights: (n,) USD."""
+    return np.exp(np.log(np.clip(prices, 1e-6, None)) @ weights)

@@ -1,0 +1,34 @@
+# Two commands matter on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup demo test test-fast ui clean
+
+setup: $(VENV)/.installed
+
+# torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU wheel (a looser pin pulls a CUDA build).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+## Ingest the bundled real sample as two batches, materialise every asset, export predictions.
+demo: setup
+	$(BIN)/pricing ingest data/sample/amazon_pricing_sample.csv --batch sample_labeled
+	$(BIN)/pricing ingest data/sample/amazon_pricing_unlabeled.csv --batch sample_unlabeled
+	$(BIN)/pricing materialize
+	$(BIN)/pricing predictions --out artifacts/predictions.csv
+
+test: setup
+	$(BIN)/pytest -q
+
+## The web UI on http://127.0.0.1:3000 (same instance as the CLI).
+ui: setup
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf .dagster_home artifacts

@@ -1,0 +1,141 @@
+"""Embedding stage: one partitioned asset per enabled model of the registry
+(``pricing_assets/embedding_models.toml``), keyed ``embeddings/<modality>/<model name>``.
+
+Vectors are cached by ``(model, content_hash)`` under ``<storage>/embedding_cache``: a row whose
+content didn't change is never embedded twice, even when it shows up again in a later batch, and a
+run killed mid-partition resumes from the last stored chunk.
+"""
+
+import hashlib
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from data_contracts import embedding_schema
+from pricing_assets.assets.common import preview, stopwatch
+from pricing_assets.checks import contract_result, contract_spec
+from pricing_assets.partitions import catalog_batches
+from pricing_assets.resources import DeviceResource, StorageResource
+
+GROUP = "embeddings"
+
+
+def embedding_key(spec) -> dg.AssetKey:
+    """Asset key ``embeddings/<modality>/<name>`` of a registry entry."""
+    return dg.AssetKey(["embeddings", spec.modality, spec.name])
+
+
+def _frame(sample_ids, keys, vectors: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sample_id": pd.Series(list(sample_ids), dtype=object),
+            "content_hash": pd.Series(list(keys), dtype=object),
+            "embedding": pd.Series(list(vectors.astype(np.float32)), dtype=object),
+        }
+    )
+
+
+def _metadata(spec, device: str, stats: dict, out: pd.DataFrame, extra: dict) -> dict:
+    return {
+        "model": spec.name,
+        "source": str(spec.source),
+        "dim": spec.dim,
+        "device": device,
+        "rows": len(out),
+        **extra,
+        **{k: (round(float(v), 3) if isinstance(v, float) else int(v)) for k, v in stats.items()},
+        "preview": preview(out[["sample_id", "content_hash"]]),
+    }
+
+
+def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
+    """Asset embedding catalog text (+ OCR text) of each row with a text model: (n, dim) float32."""
+    key = embedding_key(spec)
+
+    @dg.asset(
+        key=key,
+        partitions_def=catalog_batches,
+        group_name=GROUP,
+        io_manager_key="parquet_io_manager",
+        ins={"catalog_items": dg.AssetIn("catalog_items"), "ocr_text": dg.AssetIn("ocr_text")},
+        check_specs=[contract_spec(key)],
+        pool="gpu",
+        description=f"{spec.name} text embeddings ({spec.dim}-d, L2-normalised) of catalog text + OCR text.",
+        kinds={"python", "pytorch"},
+    )
+    def _text_embeddings(
+        context: dg.AssetExecutionContext, catalog_items: pd.DataFrame, ocr_text: pd.DataFrame, device: DeviceResource, storage: StorageResource
+    ):
+        from pricing_assets.lib.embeddings import embed_with_cache, load_encoder, text_for_embedding
+
+        ocr = ocr_text.set_index("sample_id")["ocr_text"].reindex(catalog_items["sample_id"]).fillna("").to_numpy()
+        texts = [
+            text_for_embedding(r.item_name, r.bullets, r.description, o or None)
+            for r, o in zip(catalog_items.itertuples(index=False), ocr)
+        ]
+        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        dev = device.resolve()
+        with stopwatch() as t:
+            encoder = load_encoder(spec, device=dev, cache_dir=storage.local_model_cache())
+            vectors, stats = embed_with_cache(
+                encoder,
+                keys,
+                lambda idx: [texts[i] for i in idx],
+                cache_dir=f"{storage.embedding_cache()}",
+                progress=lambda done, total: context.log.info(f"{spec.name}: {done}/{total} rows to embed"),
+            )
+        out = _frame(catalog_items["sample_id"], keys, vectors)
+        yield dg.Output(out, metadata=_metadata(spec, dev, stats, out, {"wall_seconds": round(t(), 2)}))
+        yield contract_result(out, embedding_schema(spec.dim), key)
+
+    return _text_embeddings
+
+
+def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
+    """Asset embedding the stored photo of each row that has one: (n_with_image, dim) float32."""
+    key = embedding_key(spec)
+
+    @dg.asset(
+        key=key,
+        partitions_def=catalog_batches,
+        group_name=GROUP,
+        io_manager_key="parquet_io_manager",
+        ins={"product_images": dg.AssetIn("product_images")},
+        check_specs=[contract_spec(key)],
+        pool="gpu",
+        description=f"{spec.name} image embeddings ({spec.dim}-d, L2-normalised) for rows with a stored photo.",
+        kinds={"python", "onnx"},
+    )
+    def _image_embeddings(context: dg.AssetExecutionContext, product_images: pd.DataFrame, device: DeviceResource, storage: StorageResource):
+        from pricing_assets.lib.embeddings import embed_with_cache, load_encoder
+        from pricing_assets.lib.images import open_image_rgb
+
+        ok = product_images[product_images["status"] == "ok"].reset_index(drop=True)
+        uris = ok["image_uri"].tolist()
+        dev = device.resolve()
+        opts = storage.storage_options or None
+        with stopwatch() as t:
+            if len(ok):
+                encoder = load_encoder(spec, device=dev, cache_dir=storage.local_model_cache())
+                vectors, stats = embed_with_cache(
+                    encoder,
+                    ok["sha256"].tolist(),
+                    lambda idx: [open_image_rgb(uris[i], storage_options=opts) for i in idx],
+                    cache_dir=storage.embedding_cache(),
+                    progress=lambda done, total: context.log.info(f"{spec.name}: {done}/{total} images to embed"),
+                )
+            else:
+                vectors, stats = np.zeros((0, spec.dim), np.float32), {"rows": 0, "computed": 0, "cached": 0}
+        out = _frame(ok["sample_id"], ok["sha256"], vectors)
+        extra = {"rows_without_image": int(len(product_images) - len(ok)), "wall_seconds": round(t(), 2)}
+        yield dg.Output(out, metadata=_metadata(spec, dev, stats, out, extra))
+        yield contract_result(out, embedding_schema(spec.dim), key)
+
+    return _image_embeddings
+
+
+def build_embedding_assets(registry: dict) -> list[dg.AssetsDefinition]:
+    """One asset per enabled registry entry (text and image modalities)."""
+    builders = {"text": build_text_embedding_asset, "image": build_image_embedding_asset}
+    return [builders[s.modality](s) for s in registry.values() if s.enabled]

@@ -1,0 +1,216 @@
+"""Global training assets (unpartitioned, re-run on top of all batches): ``products``,
+``brand_features``, ``product_index`` + ``knn_features`` and ``feature_matrix``."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from data_contracts import BrandFeatures, FeatureMatrix, KnnFeatures, Products
+from pricing_assets.assets.common import batch_order, merge_batches, preview, stopwatch
+from pricing_assets.assets.embeddings import embedding_key
+from pricing_assets.checks import contract_result, contract_spec
+from pricing_assets.lib.training_data import DEDUP_RULE, latest_wins
+
+GROUP = "training"
+
+
+class TrainingConfig(dg.Config):
+    """CV and feature settings (editable in the Launchpad, recorded with the run)."""
+
+    n_folds: int = 5
+    seed: int = 42
+    knn_k: int = 10
+    text_pca_components: int = 32
+    image_pca_components: int = 16
+
+
+@dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("products")])
+def products(
+    context: dg.AssetExecutionContext, config: TrainingConfig, catalog_items, product_images, ocr_text
+):
+    """Every batch combined, one row per ``sample_id`` (latest batch wins), joined with its image
+    status/metadata and OCR text, plus the CV ``fold`` of labeled rows (-1 for unlabeled)."""
+    from pricing_assets.lib.modeling import assign_folds
+
+    with stopwatch() as t:
+        items = merge_batches(context, catalog_items, "catalog_items")
+        order = batch_order(context)
+        items, replaced = latest_wins(items, order)
+        imgs = merge_batches(context, product_images, "product_images")
+        ocr = merge_batches(context, ocr_text, "ocr_text")
+        out = items.merge(imgs, on=["sample_id", "batch"], how="left", validate="one_to_one")
+        out = out.merge(ocr, on=["sample_id", "batch"], how="left", validate="one_to_one", suffixes=("", "_ocr"))
+        out["is_labeled"] = out["price"].notna()
+        out["fold"] = -1
+        lab = out["is_labeled"].to_numpy()
+        if lab.sum() >= config.n_folds:
+            out.loc[lab, "fold"] = assign_folds(out.loc[lab, "sample_id"], out.loc[lab, "image_link"], config.n_folds, config.seed)
+    yield dg.Output(
+        out,
+        metadata={
+            "rows": len(out),
+            "labeled_rows": int(lab.sum()),
+            "unlabeled_rows": int((~lab).sum()),
+            "batches": len(set(out["batch"])),
+            "replaced_by_later_batch": replaced,
+            "dedup_rule": DEDUP_RULE,
+            "with_image": int((out["status"] == "ok").sum()),
+            "seconds": round(t(), 2),
+            "preview": preview(out[["sample_id", "batch", "item_name", "price", "fold", "status"]]),
+        },
+    )
+    yield contract_result(out, Products, "products")
+
+
+@dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("brand_features")])
+def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
+    """Brand, coarse category, pack count / IPQ, quantities in canonical units (g, ml, count), text stats."""
+    from pricing_assets.lib.features import build_brand_features
+
+    with stopwatch() as t:
+        feats = build_brand_features(products)
+    top = feats["brand"].value_counts().head(10)
+    yield dg.Output(
+        feats,
+        metadata={
+            "rows": len(feats),
+            "distinct_brands": int(feats["brand"].nunique()),
+            "unknown_brand_share": round(float((feats["brand"] == "unknown").mean()), 4),
+            "categories": dg.MetadataValue.json({k: int(v) for k, v in feats["category"].value_counts().items()}),
+            "top_brands": dg.MetadataValue.json({k: int(v) for k, v in top.items()}),
+            "rows_per_s": round(len(feats) / max(t(), 1e-9), 1),
+            "preview": preview(feats),
+        },
+    )
+    yield contract_result(feats, BrandFeatures, "brand_features")
+
+
+def _embeddings_in(registry) -> dict:
+    return {f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in registry.values() if s.enabled}
+
+
+def build_training_assets(registry: dict) -> list:
+    """``product_index``/``knn_features`` and ``feature_matrix``, wired to every enabled embedding asset."""
+    specs = {s.name: s for s in registry.values() if s.enabled}
+    text_specs = [s for s in specs.values() if s.modality == "text"]
+    image_specs = [s for s in specs.values() if s.modality == "image"]
+
+    def _embeddings(context, kwargs, frame_ids):
+        from pricing_assets.lib.training_data import embedding_matrix
+
+        out = {}
+        for name, spec in specs.items():
+            emb = merge_batches(context, kwargs[f"emb__{name}"], f"emb__{name}")
+            out[name] = embedding_matrix(emb, frame_ids, spec.dim)
+        return out
+
+    @dg.multi_asset(
+        outs={
+            "product_index": dg.AssetOut(
+                io_manager_key="faiss_io_manager",
+                group_name=GROUP,
+                description="FAISS inner-product index over labeled products' text embeddings (row i = i-th labeled row of products).",
+            ),
+            "knn_features": dg.AssetOut(
+                io_manager_key="parquet_io_manager",
+                group_name=GROUP,
+                description="kNN neighbour-price features: out-of-fold for labeled rows, against all labeled rows for unlabeled ones.",
+            ),
+        },
+        ins={"products": dg.AssetIn("products"), **_embeddings_in(registry)},
+        check_specs=[contract_spec("knn_features")],
+    )
+    def product_index(context: dg.AssetExecutionContext, config: TrainingConfig, products: pd.DataFrame, **kwargs):
+        from pricing_assets.lib.knn import build_index, knn_price_features
+
+        with stopwatch() as t:
+            embs = _embeddings(context, kwargs, products["sample_id"])
+            log_price = np.log1p(products["price"].to_numpy(dtype=float))
+            folds = products["fold"].to_numpy()
+            parts = [products[["sample_id"]].reset_index(drop=True)]
+            for s in text_specs:
+                vec, _ = embs[s.name]
+                parts.append(knn_price_features(vec, log_price, folds, k=config.knn_k, prefix=f"knn_{s.name}"))
+            for s in image_specs:
+                vec, has = embs[s.name]
+                feats = pd.DataFrame(np.nan, index=range(len(products)), columns=[f"knn_image_{s.name}_{c}" for c in ("median", "wmean", "std", "top1", "top1_sim", "mean_sim")], dtype=np.float32)
+                lab_img = has & np.isfinite(log_price)
+                if lab_img.sum() >= 2 * config.n_folds:
+                    sub = knn_price_features(vec[has], log_price[has], np.where(np.isfinite(log_price[has]), folds[has], -1), k=config.knn_k, prefix=f"knn_image_{s.name}")
+                    feats.loc[has, :] = sub.to_numpy()
+                parts.append(feats)
+            knn = pd.concat(parts, axis=1)
+            lab = products["is_labeled"].to_numpy()
+            primary = text_specs[0].name
+            index = build_index(embs[primary][0][lab])
+        first = [c for c in knn.columns if c.startswith("knn_")][:2]
+        corr = float(np.corrcoef(knn.loc[lab, first[0]], log_price[lab])[0, 1]) if lab.sum() > 2 else float("nan")
+        yield dg.Output(index, output_name="product_index", metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": primary})
+        yield dg.Output(
+            knn,
+            output_name="knn_features",
+            metadata={
+                "rows": len(knn),
+                "k": config.knn_k,
+                f"corr({first[0]}, log_price)": round(corr, 4),
+                "seconds": round(t(), 2),
+                "preview": preview(knn),
+            },
+        )
+        yield contract_result(knn, KnnFeatures, "knn_features")
+
+    @dg.asset(
+        group_name=GROUP,
+        io_manager_key="parquet_io_manager",
+        ins={
+            "products": dg.AssetIn("products"),
+            "brand_features": dg.AssetIn("brand_features"),
+            "knn_features": dg.AssetIn("knn_features"),
+            **_embeddings_in(registry),
+        },
+        check_specs=[contract_spec("feature_matrix")],
+    )
+    def feature_matrix(
+        context: dg.AssetExecutionContext,
+        config: TrainingConfig,
+        products: pd.DataFrame,
+        brand_features: pd.DataFrame,
+        knn_features: pd.DataFrame,
+        **kwargs,
+    ):
+        """Model input: engineered features, OOF target encodings, kNN features, embedding PCA."""
+        from pricing_assets.lib.training_data import pca_components, target_encodings
+
+        with stopwatch() as t:
+            base = products[["sample_id", "fold", "price"]].reset_index(drop=True)
+            bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
+            kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
+            img = products[["width", "height", "n_bytes"]].astype(float).reset_index(drop=True)
+            img["has_image"] = (products["status"] == "ok").astype(np.float32).to_numpy()
+            img["ocr_lines"] = products["n_lines"].fillna(0).astype(np.float32).to_numpy()
+            log_price = np.log1p(base["price"].to_numpy(dtype=float))
+            te = target_encodings({"brand": bf["brand"], "category": bf["category"]}, log_price, base["fold"].to_numpy())
+            embs = _embeddings(context, kwargs, base["sample_id"])
+            pcs = [
+                pca_components(*embs[s.name], config.text_pca_components if s.modality == "text" else config.image_pca_components, prefix=s.name, seed=config.seed)
+                for s in specs.values()
+            ]
+            numeric = bf.drop(columns=["brand", "category"]).select_dtypes("number").astype(np.float32)
+            fm = pd.concat([base, numeric, te, kn, img.astype(np.float32), *pcs], axis=1)
+            fm["category"] = bf["category"].astype(str)
+        yield dg.Output(
+            fm,
+            metadata={
+                "rows": len(fm),
+                "labeled_rows": int((fm["fold"] >= 0).sum()),
+                "features": fm.shape[1] - 3,
+                "feature_groups": dg.MetadataValue.json(
+                    {"engineered": numeric.shape[1], "target_encoding": te.shape[1], "knn": kn.shape[1], "image": img.shape[1], "embedding_pca": int(sum(p.shape[1] for p in pcs))}
+                ),
+                "seconds": round(t(), 2),
+                "preview": preview(fm.iloc[:, :12]),
+            },
+        )
+        yield contract_result(fm, FeatureMatrix, "feature_matrix")
+
+    return [product_index, feature_matrix]

@@ -1,0 +1,186 @@
+"""``pricing``: ingest catalog files, materialise what's missing, export predictions.
+
+Runs in process against the Dagster instance at ``$DAGSTER_HOME`` (default ``./.dagster_home``), so
+the web UI shows the same run history.
+
+    pricing ingest data/sample/amazon_pricing_sample.csv --batch sample_labeled
+    pricing materialize            # every missing batch partition, then the global assets
+    pricing predictions --out artifacts/predictions.csv
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import dagster as dg
+
+PER_ROW_GROUPS = ("ingest", "images", "embeddings")
+GLOBAL_GROUPS = ("training", "models", "serving")
+
+
+def get_instance() -> dg.DagsterInstance:
+    """The persistent instance at ``$DAGSTER_HOME`` (created with the bundled ``infra/dagster.yaml``
+    settings when the folder is new)."""
+    from pricing_assets.settings import REPO_ROOT, load_settings
+
+    home = load_settings().home
+    os.environ["DAGSTER_HOME"] = home
+    os.makedirs(home, exist_ok=True)
+    cfg = os.path.join(home, "dagster.yaml")
+    bundled = REPO_ROOT / "infra" / "dagster.yaml"
+    if not os.path.exists(cfg) and bundled.exists():
+        with open(cfg, "w") as f:
+            f.write(bundled.read_text())
+    return dg.DagsterInstance.get()
+
+
+def ingest(instance: dg.DagsterInstance, path: str, batch: str | None, storage_options: dict | None = None) -> str:
+    """Store ``path`` (local or ``s3://``) as batch ``batch`` and register its dynamic partition.
+
+    Returns:
+        the batch name (partition key).
+    """
+    from pricing_assets.definitions import build_resources
+    from pricing_assets.lib.batches import batch_name_for, store_batch
+    from pricing_assets.partitions import CATALOG_BATCHES
+    from pricing_assets.settings import load_settings
+
+    batch = batch or batch_name_for(path)
+    storage = build_resources(load_settings())["storage"]
+    dst = store_batch(path, storage.batches_dir(), batch, src_options=storage_options, dst_options=storage.storage_options)
+    if not instance.has_dynamic_partition(CATALOG_BATCHES, batch):
+        instance.add_dynamic_partitions(CATALOG_BATCHES, [batch])
+    print(f"ingested {path} -> {dst} as batch {batch!r}")
+    return batch
+
+
+def missing_batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
+    """Registered batches for which some per-row asset has no materialisation yet (ingestion order)."""
+    from pricing_assets.partitions import CATALOG_BATCHES
+
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
+    done = [set(instance.get_materialized_partitions(k)) for k in keys]
+    return [b for b in instance.get_dynamic_partitions(CATALOG_BATCHES) if any(b not in d for d in done)]
+
+
+def _log_config(level: str) -> dict:
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
+def materialize(instance: dg.DagsterInstance, defs: dg.Definitions, batches: list[str] | None = None, log_level: str = "WARNING") -> dict:
+    """Materialise the per-row assets of ``batches`` (default: every batch missing something), then
+    the global assets (features, models, index, predictions, report), all in process.
+
+    Returns:
+        ``{"batches": [...], "seconds": {step: s}}``.
+
+    Raises:
+        RuntimeError: when a run fails (its run id and the failing step are in the message).
+    """
+    graph = defs.resolve_asset_graph()
+    assets = list(defs.assets)
+    resources = dict(defs.resources)
+    todo = missing_batches(instance, defs) if batches is None else batches
+    timings = {}
+    for i, batch in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] batch {batch}: {', '.join(PER_ROW_GROUPS)} …", flush=True)
+        t0 = time.perf_counter()
+        res = dg.materialize(
+            assets, instance=instance, resources=resources, partition_key=batch,
+            selection=dg.AssetSelection.groups(*PER_ROW_GROUPS), run_config=_log_config(log_level), raise_on_error=False,
+        )
+        _raise_if_failed(res, f"batch {batch}")
+        timings[f"batch:{batch}"] = round(time.perf_counter() - t0, 1)
+        print(f"      done in {timings[f'batch:{batch}']} s", flush=True)
+    if any(graph.get(k).partitions_def is None for k in graph.get_all_asset_keys()):
+        print(f"global assets: {', '.join(GLOBAL_GROUPS)} …", flush=True)
+        t0 = time.perf_counter()
+        res = dg.materialize(
+            assets, instance=instance, resources=resources,
+            selection=dg.AssetSelection.groups(*GLOBAL_GROUPS), run_config=_log_config(log_level), raise_on_error=False,
+        )
+        _raise_if_failed(res, "global assets")
+        timings["global"] = round(time.perf_counter() - t0, 1)
+        print(f"      done in {timings['global']} s", flush=True)
+    return {"batches": todo, "seconds": timings}
+
+
+def _raise_if_failed(res, what: str) -> None:
+    if res.success:
+        return
+    failed = [e for e in res.all_events if e.is_step_failure or (e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed)]
+    detail = "; ".join(
+        f"{e.step_key}: {e.event_specific_data.error.message.strip()[:300]}" if e.is_step_failure else f"blocking check failed: {e.event_specific_data.asset_key.to_user_string()}:{e.event_specific_data.check_name}"
+        for e in failed[:5]
+    )
+    raise RuntimeError(f"{what}: run {res.run_id} failed: {detail or 'see the run in the UI'}")
+
+
+def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: str) -> int:
+    """Write the latest ``price_predictions`` as CSV ``sample_id,price`` to ``out``; returns rows."""
+    df = defs.load_asset_value("price_predictions", instance=instance)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    df.to_csv(out, index=False)
+    return len(df)
+
+
+def oof_summary(instance: dg.DagsterInstance) -> dict:
+    """Latest OOF SMAPE figures from the materialisation metadata of the model assets."""
+    out = {}
+    for key in ("lightgbm_predictions", "fusion_mlp_predictions", "price_blend"):
+        ev = instance.get_latest_materialization_event(dg.AssetKey(key))
+        if ev and ev.asset_materialization and "oof_smape" in ev.asset_materialization.metadata:
+            out[key] = ev.asset_materialization.metadata["oof_smape"].value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pricing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("ingest", help="store a catalog file (local or s3://) and register it as a batch partition")
+    p.add_argument("path")
+    p.add_argument("--batch", help="partition key (default: the file's stem)")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// source")
+    p = sub.add_parser("materialize", help="materialise missing batch partitions, then the global assets")
+    p.add_argument("--batch", action="append", help="only these batches (repeatable); default: every batch missing something")
+    p.add_argument("--log-level", default="WARNING")
+    p = sub.add_parser("predictions", help="write the latest predictions as CSV")
+    p.add_argument("--out", required=True)
+    sub.add_parser("batches", help="list registered batches and whether each is complete")
+    args = parser.parse_args(argv)
+
+    instance = get_instance()
+    if args.cmd == "ingest":
+        ingest(instance, args.path, args.batch, {"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
+        return 0
+    from pricing_assets.definitions import defs
+
+    if args.cmd == "materialize":
+        t0 = time.perf_counter()
+        try:
+            res = materialize(instance, defs, args.batch, args.log_level)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"materialised {len(res['batches'])} batch(es) + global assets in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
+        for k, v in oof_summary(instance).items():
+            print(f"OOF SMAPE {k}: {v:.3f}")
+        return 0
+    if args.cmd == "predictions":
+        n = write_predictions(instance, defs, args.out)
+        print(f"wrote {n} predictions to {args.out}")
+        return 0
+    if args.cmd == "batches":
+        from pricing_assets.partitions import CATALOG_BATCHES
+
+        missing = set(missing_batches(instance, defs))
+        for b in instance.get_dynamic_partitions(CATALOG_BATCHES):
+            print(f"{b}\t{'incomplete' if b in missing else 'complete'}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The code location: ``defs`` = every asset, check, resource, IO manager, sensor and schedule."""
+
+import dagster as dg
+
+from pricing_assets.assets import images, ingest, serving, training
+from pricing_assets.assets.embeddings import build_embedding_assets
+from pricing_assets.assets.models import MODEL_PREDICTION_ASSETS, build_blend_asset, lightgbm_model
+from pricing_assets.io_managers import PricingIOManager
+from pricing_assets.lib.embeddings import load_registry
+from pricing_assets.resources import DeviceResource, ImageFetchResource, OcrResource, StorageResource
+from pricing_assets.settings import Settings, load_settings
+
+
+def build_resources(s: Settings) -> dict:
+    """Resources and IO managers for the given settings (one storage base path for everything)."""
+    assets_base = f"{s.storage.rstrip('/')}/assets"
+    io = {kind: PricingIOManager(base_path=assets_base, kind=kind, endpoint_url=s.s3_endpoint) for kind in ("parquet", "faiss", "lightgbm", "pickle")}
+    return {
+        "io_manager": io["pickle"],
+        "parquet_io_manager": io["parquet"],
+        "faiss_io_manager": io["faiss"],
+        "lightgbm_io_manager": io["lightgbm"],
+        "device": DeviceResource(device=s.device),
+        "storage": StorageResource(base_path=s.storage, endpoint_url=s.s3_endpoint),
+        "image_fetch": ImageFetchResource(mirror_dir=s.image_mirror, offline=s.images_offline),
+        "ocr": OcrResource(backend=s.ocr_backend),
+    }
+
+
+def build_assets(registry: dict | None = None) -> list:
+    """Every asset definition, with one embedding asset per enabled registry entry."""
+    registry = registry if registry is not None else load_registry()
+    return [
+        *dg.load_assets_from_modules([ingest, images]),
+        *build_embedding_assets(registry),
+        training.products,
+        training.brand_features,
+        *training.build_training_assets(registry),
+        lightgbm_model,
+        build_blend_asset(MODEL_PREDICTION_ASSETS),
+        serving.price_predictions,
+        serving.build_evaluation_asset(MODEL_PREDICTION_ASSETS),
+    ]
+
+
+def build_defs(settings: Settings | None = None, registry: dict | None = None) -> dg.Definitions:
+    """The ``Definitions`` for ``settings`` (default: from the environment)."""
+    s = settings or load_settings()
+    return dg.Definitions(
+        assets=build_assets(registry),
+        resources=build_resources(s),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs()

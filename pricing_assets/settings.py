@@ -1,0 +1,51 @@
+"""Environment-driven settings of the code location (read once at load; no secrets here).
+
+| variable | default | meaning |
+|---|---|---|
+| ``DAGSTER_HOME`` | ``./.dagster_home`` | Dagster instance (run history, schedules) |
+| ``PRICING_STORAGE`` | ``$DAGSTER_HOME/storage`` | base path of batches, images, caches and assets; local or ``s3://bucket/prefix`` |
+| ``PRICING_S3_ENDPOINT`` | unset | endpoint of an S3-compatible store (credentials: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) |
+| ``PRICING_DEVICE`` | ``auto`` | ``auto`` (CUDA when present) / ``cpu`` / ``cuda`` |
+| ``PRICING_IMAGE_MIRROR`` | ``data/sample/images`` | local folder of photos named by the link's basename, consulted first |
+| ``PRICING_IMAGES_OFFLINE`` | ``0`` | ``1``: never download photos (rows not in mirror/store are ``missing``) |
+| ``PRICING_OCR_BACKEND`` | ``rapidocr`` | ``rapidocr`` / ``paddleocr`` |
+| ``PRICING_INBOX`` | ``$DAGSTER_HOME/inbox`` | folder or ``s3://`` prefix watched by the new-catalog sensor |
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pricing_assets.resources import default_home
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str
+    storage: str
+    s3_endpoint: str | None
+    device: str
+    image_mirror: str | None
+    images_offline: bool
+    ocr_backend: str
+    inbox: str
+
+
+def load_settings(env: dict | None = None) -> Settings:
+    """Settings from ``env`` (default ``os.environ``), see the module docstring for the variables."""
+    env = os.environ if env is None else env
+    home = os.path.abspath(env.get("DAGSTER_HOME") or default_home())
+    mirror = env.get("PRICING_IMAGE_MIRROR", str(SAMPLE_DIR / "images"))
+    return Settings(
+        home=home,
+        storage=env.get("PRICING_STORAGE") or os.path.join(home, "storage"),
+        s3_endpoint=env.get("PRICING_S3_ENDPOINT") or None,
+        device=env.get("PRICING_DEVICE", "auto"),
+        image_mirror=mirror or None,
+        images_offline=env.get("PRICING_IMAGES_OFFLINE", "0").lower() in ("1", "true", "yes"),
+        ocr_backend=env.get("PRICING_OCR_BACKEND", "rapidocr"),
+        inbox=env.get("PRICING_INBOX") or os.path.join(home, "inbox"),
+    )
