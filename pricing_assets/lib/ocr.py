@@ -1,0 +1,294 @@
+"""OCR on product photos: pluggable backends and a row-wise runner that never drops a row.
+
+Backends follow :class:`OcrBackend` (``name`` + ``read(image) -> [(text, confidence)]``):
+
+- :class:`RapidOcrBackend` (default): ``rapidocr==3.10.0`` on onnxruntime with the PP-OCR ONNX
+  det/rec models shipped inside the wheel, so it works offline. Settings from
+  ``shared/notes/stack.md``: no angle classifier, detector input limited to 480 px on the longest
+  side (about 0.5-1 s per photo on one CPU core). Language, OCR version and model type are left at
+  the defaults on purpose: changing them makes RapidOCR download other models.
+- :class:`PaddleOcrBackend` (optional): PaddleOCR 3.x pipeline when the ``paddleocr`` package and
+  its det/rec models are on disk; otherwise :class:`OcrBackendUnavailable` says what is missing.
+
+:func:`run_ocr` reads the ``image_uri`` of every ``status == "ok"`` row of the image stage
+(:func:`pricing_assets.lib.images.fetch_images`) and returns one row per input row.
+Parsing quantities out of the OCR text lives in ``pricing_assets.lib.features``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import pandas as pd
+from PIL import Image
+
+from pricing_assets.lib.images import open_image_rgb
+
+#: Output columns of :func:`run_ocr`, in order.
+OCR_COLUMNS = ["sample_id", "ocr_status", "ocr_text", "n_lines", "mean_conf", "seconds", "ocr_reason"]
+#: Separator between text lines in ``ocr_text``.
+LINE_SEPARATOR = " | "
+
+
+class OcrBackendUnavailable(RuntimeError):
+    """The requested OCR backend cannot run here (package or model files missing)."""
+
+
+@runtime_checkable
+class OcrBackend(Protocol):
+    """Reads text lines from one image.
+
+    ``name`` identifies the backend and its settings (use it in cache keys).
+    ``read(image)`` takes an RGB ``PIL.Image.Image`` and returns ``[(text, confidence)]`` in
+    reading order as the engine reports it, confidence a float in [0, 1]; an image without text
+    gives ``[]``.
+    """
+
+    name: str
+
+    def read(self, image: Image.Image) -> list[tuple[str, float]]: ...
+
+
+def _clip01(x: Any) -> float:
+    v = float(x)
+    if math.isnan(v):
+        return 0.0
+    return min(1.0, max(0.0, v))
+
+
+class RapidOcrBackend:
+    """RapidOCR 3.10.0 (PP-OCR det + rec ONNX models from the wheel, onnxruntime, CPU).
+
+    Raises:
+        OcrBackendUnavailable: if ``rapidocr`` or ``onnxruntime`` cannot be imported.
+    """
+
+    #: Engine settings, from shared/notes/stack.md (tested offline on this machine kind).
+    PARAMS = {"Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 480}
+    name = "rapidocr-3.10.0:ppocr-det480-nocls"
+
+    def __init__(self) -> None:
+        try:
+            import onnxruntime  # noqa: F401 - fail early with a clear message
+            from rapidocr import RapidOCR
+        except ImportError as exc:
+            raise OcrBackendUnavailable(
+                f"RapidOCR backend needs 'rapidocr==3.10.0' and 'onnxruntime' ({exc}); "
+                "install with: pip install rapidocr==3.10.0 onnxruntime"
+            ) from exc
+        self._engine = RapidOCR(params=dict(self.PARAMS))
+
+    def read(self, image: Image.Image) -> list[tuple[str, float]]:
+        """OCR one image.
+
+        Args:
+            image: PIL image (converted to RGB here). Passed to RapidOCR as a PIL image, which it
+                converts RGB -> BGR itself (a bare ``np.asarray`` would be taken as BGR already).
+
+        Returns:
+            ``[(text, confidence in [0, 1])]``, ``[]`` when nothing is detected.
+        """
+        res = self._engine(image.convert("RGB"))
+        txts = getattr(res, "txts", None)
+        if not txts:
+            return []
+        scores = getattr(res, "scores", None) or [float("nan")] * len(txts)
+        return [(str(t), _clip01(s)) for t, s in zip(txts, scores)]
+
+
+def _paddlex_cache_home() -> Path:
+    # PaddleX 3.x keeps downloaded models under $PADDLE_PDX_CACHE_HOME/official_models,
+    # default ~/.paddlex/official_models (paddlex/utils/cache.py).
+    return Path(os.environ.get("PADDLE_PDX_CACHE_HOME", Path.home() / ".paddlex")) / "official_models"
+
+
+class PaddleOcrBackend:
+    """PaddleOCR 3.x pipeline (text detection + recognition, no document preprocessing).
+
+    Args:
+        det_model_name: PaddleOCR detection model name.
+        rec_model_name: PaddleOCR recognition model name.
+        det_model_dir: folder of the detection model; default ``<PaddleX cache>/official_models/
+            <det_model_name>``.
+        rec_model_dir: folder of the recognition model; same default rule.
+        **paddle_kwargs: passed on to ``paddleocr.PaddleOCR`` (e.g. ``device="cpu"``).
+
+    Raises:
+        OcrBackendUnavailable: ``paddleocr`` is not importable, a model folder is missing or empty
+            (PaddleOCR would try to download it, which fails offline), or the pipeline fails to
+            build. The message says what is missing and how to install it.
+    """
+
+    INSTALL_HINT = (
+        "install with: pip install paddleocr paddlepaddle  (about 1.4 GB), then fetch the models "
+        "once on a machine with internet access (e.g. run PaddleOCR once) and copy "
+        "~/.paddlex/official_models here, or pass det_model_dir/rec_model_dir"
+    )
+
+    def __init__(
+        self,
+        det_model_name: str = "PP-OCRv5_mobile_det",
+        rec_model_name: str = "PP-OCRv5_mobile_rec",
+        det_model_dir: str | os.PathLike | None = None,
+        rec_model_dir: str | os.PathLike | None = None,
+        **paddle_kwargs: Any,
+    ) -> None:
+        os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")  # no network probe
+        try:
+            import paddleocr
+        except ImportError as exc:
+            raise OcrBackendUnavailable(
+                f"PaddleOCR backend unavailable: the 'paddleocr' package is not installed ({exc}); "
+                + self.INSTALL_HINT
+            ) from exc
+
+        dirs = {
+            "detection": Path(det_model_dir) if det_model_dir else _paddlex_cache_home() / det_model_name,
+            "recognition": Path(rec_model_dir) if rec_model_dir else _paddlex_cache_home() / rec_model_name,
+        }
+        missing = [f"{kind} model at {d}" for kind, d in dirs.items() if not d.is_dir() or not any(d.iterdir())]
+        if missing:
+            raise OcrBackendUnavailable(
+                "PaddleOCR backend unavailable: missing " + "; ".join(missing) + ". " + self.INSTALL_HINT
+            )
+        try:
+            self._ocr = paddleocr.PaddleOCR(
+                text_detection_model_name=det_model_name,
+                text_detection_model_dir=str(dirs["detection"]),
+                text_recognition_model_name=rec_model_name,
+                text_recognition_model_dir=str(dirs["recognition"]),
+                use_doc_orientation_classify=False,
+                use_doc_unwarping=False,
+                use_textline_orientation=False,
+                **paddle_kwargs,
+            )
+        except Exception as exc:  # noqa: BLE001 - any build failure means "cannot run here"
+            raise OcrBackendUnavailable(
+                f"PaddleOCR backend unavailable: building the pipeline failed "
+                f"({type(exc).__name__}: {exc}). " + self.INSTALL_HINT
+            ) from exc
+        self.name = f"paddleocr:{det_model_name}+{rec_model_name}"
+
+    def read(self, image: Image.Image) -> list[tuple[str, float]]:
+        """OCR one image.
+
+        Args:
+            image: PIL image; sent to ``PaddleOCR.predict`` as a (h, w, 3) uint8 BGR array
+                (PaddleX's convention for array input, as it reads files with OpenCV).
+
+        Returns:
+            ``[(text, confidence in [0, 1])]`` from each result's ``rec_texts``/``rec_scores``.
+        """
+        import numpy as np
+
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        lines: list[tuple[str, float]] = []
+        for res in self._ocr.predict(bgr):
+            texts = list(res.get("rec_texts") or [])
+            scores = list(res.get("rec_scores") or [])
+            scores += [float("nan")] * (len(texts) - len(scores))
+            lines.extend((str(t), _clip01(s)) for t, s in zip(texts, scores))
+        return lines
+
+
+_BACKENDS: dict[str, Callable[[], OcrBackend]] = {
+    "rapidocr": RapidOcrBackend,
+    "paddleocr": PaddleOcrBackend,
+}
+
+
+def get_ocr_backend(name: str) -> OcrBackend:
+    """Build an OCR backend by name.
+
+    Args:
+        name: ``"rapidocr"`` or ``"paddleocr"`` (case-insensitive).
+
+    Returns:
+        A ready :class:`OcrBackend`.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+        OcrBackendUnavailable: the backend cannot run here.
+    """
+    key = str(name).strip().lower()
+    if key not in _BACKENDS:
+        raise ValueError(f"unknown OCR backend {name!r}; choose one of {sorted(_BACKENDS)}")
+    return _BACKENDS[key]()
+
+
+def run_ocr(
+    images: pd.DataFrame,
+    backend: OcrBackend,
+    progress: Callable[[int, int], None] | None = None,
+    storage_options: dict | None = None,
+) -> pd.DataFrame:
+    """OCR the stored photo of every row; one output row per input row, same order.
+
+    Args:
+        images: DataFrame with ``sample_id``, ``status`` and ``image_uri`` (the output of
+            ``fetch_images``). Only rows with ``status == "ok"`` and a non-empty ``image_uri`` are
+            read.
+        backend: an :class:`OcrBackend`.
+        progress: optional ``progress(done, total)`` after each row.
+        storage_options: fsspec options to open ``image_uri`` (e.g. S3 ``endpoint_url``).
+
+    Returns:
+        DataFrame with columns :data:`OCR_COLUMNS`: ``sample_id`` (str), ``ocr_status``
+        (``"ok"`` | ``"no_image"`` | ``"error"``), ``ocr_text`` (str, non-empty lines joined by
+        ``" | "``, "" when none), ``n_lines`` (int64), ``mean_conf`` (float64 mean confidence in
+        [0, 1], NaN when no line), ``seconds`` (float64 wall seconds to open + OCR the image;
+        0.0 for rows without an image and for repeats of an ``image_uri`` already read in this
+        call, which reuse its result), ``ocr_reason`` (str, "" when ok: why there is no image,
+        or ``"<ExceptionType>: <message>"`` for errors).
+        An exception on one image marks that row ``error`` and the run goes on.
+
+    Raises:
+        KeyError: if a required column is missing.
+        OcrBackendUnavailable: raised by the backend (affects every row, so not a row fault).
+    """
+    missing = [c for c in ("sample_id", "status", "image_uri") if c not in images.columns]
+    if missing:
+        raise KeyError(f"run_ocr: images lacks column(s) {missing}; has {list(images.columns)}")
+
+    total = len(images)
+    cache: dict[str, tuple[str, int, float]] = {}
+    records = []
+    for done, (sid, status, uri) in enumerate(
+        zip(images["sample_id"].tolist(), images["status"].tolist(), images["image_uri"].tolist()),
+        start=1,
+    ):
+        rec = {"sample_id": str(sid), "ocr_text": "", "n_lines": 0, "mean_conf": float("nan"),
+               "seconds": 0.0, "ocr_reason": ""}
+        has_uri = isinstance(uri, str) and uri.strip() != ""
+        if status != "ok" or not has_uri:
+            rec["ocr_status"] = "no_image"
+            rec["ocr_reason"] = f"image status {status!r}" if status != "ok" else "image_uri is empty"
+        elif uri in cache:
+            text, n, conf = cache[uri]
+            rec.update(ocr_status="ok", ocr_text=text, n_lines=n, mean_conf=conf)
+        else:
+            t0 = time.perf_counter()
+            try:
+                lines = backend.read(open_image_rgb(uri, storage_options))
+                kept = [(str(t).strip(), float(c)) for t, c in lines if str(t).strip()]
+                text = LINE_SEPARATOR.join(t for t, _ in kept)
+                conf = sum(c for _, c in kept) / len(kept) if kept else float("nan")
+                cache[uri] = (text, len(kept), conf)
+                rec.update(ocr_status="ok", ocr_text=text, n_lines=len(kept), mean_conf=conf)
+            except OcrBackendUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - isolate one bad image from the batch
+                rec["ocr_status"] = "error"
+                rec["ocr_reason"] = f"{type(exc).__name__}: {exc}"
+            rec["seconds"] = time.perf_counter() - t0
+        records.append(rec)
+        if progress is not None:
+            progress(done, total)
+
+    out = pd.DataFrame.from_records(records, columns=OCR_COLUMNS)
+    return out.astype({"sample_id": str, "n_lines": "int64", "mean_conf": "float64", "seconds": "float64"})
