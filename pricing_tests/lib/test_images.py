@@ -511,3 +511,16 @@ def test_s3_store_on_moto(tmp_path, server):
         assert len(fs.ls("bucket/images/links")) == 1
     finally:
         moto.stop()
+
+
+def test_bundled_truncated_photo_is_reported_corrupt(tmp_path):
+    """81cDZz+v6sL.jpg in the bundled sample is a real partial download (exactly 24 KiB)."""
+    rows = _frame(
+        "https://m.media-amazon.com/images/I/81cDZz+v6sL.jpg",
+        "https://m.media-amazon.com/images/I/617LyMgoMJL.jpg",
+    )
+    out = fetch_images(rows, _cfg(tmp_path, mirror_dir=str(IMAGES), offline=True))
+    assert out["status"].tolist() == ["corrupt", "ok"]
+    assert out.loc[0, "source"] == "mirror"
+    assert out.loc[0, "reason"].startswith("mirror file 81cDZz+v6sL.jpg: Pillow cannot decode JPEG")
+    assert out.loc[0, "image_uri"] is None
