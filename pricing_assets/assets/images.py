@@ -41,7 +41,7 @@ def product_images(
 
     def progress(done: int, total: int) -> None:
         if done % step == 0 or done == total:
-            context.log.info(f"product_images: {done}/{total} rows")
+            context.log.info(f"product_images: {done}/{total} distinct links")
 
     with stopwatch() as t:
         images = fetch_images(raw_catalog[["sample_id", "image_link"]], cfg, progress=progress)
@@ -68,7 +68,7 @@ def product_images(
     check_specs=[contract_spec("ocr_text")],
     pool="gpu",
 )
-def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, ocr: OcrResource):
+def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, ocr: OcrResource, storage: StorageResource):
     """Text lines read from each product photo (PP-OCR through RapidOCR by default)."""
     from pricing_assets.lib.ocr import get_ocr_backend, run_ocr
 
@@ -86,7 +86,7 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
                 context.log.info(f"ocr_text: {done}/{total} images")
 
         with stopwatch() as t:
-            out = run_ocr(product_images, backend, progress=progress)
+            out = run_ocr(product_images, backend, progress=progress, storage_options=storage.storage_options or None)
     n_ok = int((out["ocr_status"] == "ok").sum())
     yield dg.Output(
         out,
@@ -95,7 +95,7 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
             "images_read": n_ok,
             "status_counts": dg.MetadataValue.json({k: int(v) for k, v in out["ocr_status"].value_counts().items()}),
             "rows_with_text": int((out["n_lines"] > 0).sum()),
-            "s_per_image": round(float(out.loc[out["ocr_status"] == "ok", "seconds"].mean()), 3) if n_ok else 0.0,
+            "s_per_image": round(float(out.loc[(out["ocr_status"] == "ok") & (out["seconds"] > 0), "seconds"].mean()), 3) if n_ok else 0.0,
             "preview": preview(out[out["n_lines"] > 0][["sample_id", "ocr_text", "mean_conf"]] if n_ok else out),
         },
     )
