@@ -5,9 +5,12 @@ import dagster as dg
 from pricing_assets.assets import images, ingest, serving, training
 from pricing_assets.assets.embeddings import build_embedding_assets
 from pricing_assets.assets.models import MODEL_PREDICTION_ASSETS, build_blend_asset, lightgbm_model
+from pricing_assets.automation import build_automation_sensor, with_global_automation
 from pricing_assets.io_managers import PricingIOManager
 from pricing_assets.lib.embeddings import load_registry
 from pricing_assets.resources import DeviceResource, ImageFetchResource, OcrResource, StorageResource
+from pricing_assets.schedules import build_nightly_retrain_schedule, catalog_batch_job, nightly_retrain_job
+from pricing_assets.sensors import build_inbox_sensor
 from pricing_assets.settings import Settings, load_settings
 
 
@@ -47,8 +50,12 @@ def build_defs(settings: Settings | None = None, registry: dict | None = None) -
     """The ``Definitions`` for ``settings`` (default: from the environment)."""
     s = settings or load_settings()
     return dg.Definitions(
-        assets=build_assets(registry),
+        # one automation policy for every unpartitioned asset (pricing_assets/automation.py)
+        assets=with_global_automation(build_assets(registry)),
         resources=build_resources(s),
+        jobs=[catalog_batch_job, nightly_retrain_job],
+        sensors=[build_inbox_sensor(s.inbox, s.s3_endpoint, on=s.automation_on), build_automation_sensor(on=s.automation_on)],
+        schedules=[build_nightly_retrain_schedule(on=s.automation_on)],
         executor=dg.in_process_executor,
     )
 

@@ -10,6 +10,7 @@
 | ``PRICING_IMAGES_OFFLINE`` | ``0`` | ``1``: never download photos (rows not in mirror/store are ``missing``) |
 | ``PRICING_OCR_BACKEND`` | ``rapidocr`` | ``rapidocr`` / ``paddleocr`` |
 | ``PRICING_INBOX`` | ``$DAGSTER_HOME/inbox`` | folder or ``s3://`` prefix watched by the new-catalog sensor |
+| ``PRICING_AUTOMATION`` | ``0`` | ``1``: inbox sensor, automation sensor and nightly schedule start *running* by default |
 """
 
 import os
@@ -32,6 +33,7 @@ class Settings:
     images_offline: bool
     ocr_backend: str
     inbox: str
+    automation_on: bool = False
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -48,4 +50,5 @@ def load_settings(env: dict | None = None) -> Settings:
         images_offline=env.get("PRICING_IMAGES_OFFLINE", "0").lower() in ("1", "true", "yes"),
         ocr_backend=env.get("PRICING_OCR_BACKEND", "rapidocr"),
         inbox=env.get("PRICING_INBOX") or os.path.join(home, "inbox"),
+        automation_on=env.get("PRICING_AUTOMATION", "0").lower() in ("1", "true", "yes"),
     )

@@ -1,0 +1,45 @@
+"""Jobs and the nightly retrain schedule.
+
+Dagster pitfall: ``dagster asset materialize --select '*'`` (or a job over ``AssetSelection.all()``)
+fails here, because the selection mixes two partition schemes (the ``catalog_batches`` dynamic
+partitions of the per-row assets and the unpartitioned global assets). Every job therefore selects
+one side by *group*: :data:`catalog_batch_job` the per-row groups (one run per batch partition),
+:data:`nightly_retrain_job` the global groups.
+"""
+
+import dagster as dg
+
+from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, default_status
+from pricing_assets.partitions import catalog_batches
+
+#: Cron of the nightly retrain, in UTC (02:00, after the day's catalog drops).
+NIGHTLY_CRON = "0 2 * * *"
+
+catalog_batch_job = dg.define_asset_job(
+    "catalog_batch_job",
+    selection=dg.AssetSelection.groups(*PER_ROW_GROUPS),
+    partitions_def=catalog_batches,
+    description="Per-row assets of one catalog batch: catalog, quarantine, items, images, OCR, embeddings.",
+)
+
+nightly_retrain_job = dg.define_asset_job(
+    "nightly_retrain_job",
+    selection=dg.AssetSelection.groups(*GLOBAL_GROUPS),
+    description="Global assets over every batch: products, features, kNN index, models, blend, predictions, report.",
+)
+
+
+def build_nightly_retrain_schedule(on: bool = False) -> dg.ScheduleDefinition:
+    """``nightly_retrain`` at :data:`NIGHTLY_CRON` UTC; stopped unless ``on`` (``PRICING_AUTOMATION=1``).
+
+    Retrains even without new data (same seeds: same models), so a day whose automation was blocked
+    or switched off still ends with fresh models.
+    """
+    return dg.ScheduleDefinition(
+        name="nightly_retrain",
+        job=nightly_retrain_job,
+        cron_schedule=NIGHTLY_CRON,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING if default_status(on) == dg.DefaultSensorStatus.RUNNING else dg.DefaultScheduleStatus.STOPPED,
+        description="Retrain features, models and predictions over every batch at 02:00 UTC.",
+    )
