@@ -3,14 +3,14 @@
 Dagster pitfall: ``dagster asset materialize --select '*'`` (or a job over ``AssetSelection.all()``)
 fails here, because the selection mixes two partition schemes (the ``catalog_batches`` dynamic
 partitions of the per-row assets and the unpartitioned global assets). Every job therefore selects
-one side by *group*: :data:`catalog_batch_job` the per-row groups (one run per batch partition),
+one side by *group*: :data:`catalog_batch_job` the per-row groups (one run per batch partition;
+its ``catalog_batches`` partitioning is inferred from the selection),
 :data:`nightly_retrain_job` the global groups.
 """
 
 import dagster as dg
 
 from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, default_status
-from pricing_assets.partitions import catalog_batches
 
 #: Cron of the nightly retrain, in UTC (02:00, after the day's catalog drops).
 NIGHTLY_CRON = "0 2 * * *"
@@ -18,7 +18,6 @@ NIGHTLY_CRON = "0 2 * * *"
 catalog_batch_job = dg.define_asset_job(
     "catalog_batch_job",
     selection=dg.AssetSelection.groups(*PER_ROW_GROUPS),
-    partitions_def=catalog_batches,
     description="Per-row assets of one catalog batch: catalog, quarantine, items, images, OCR, embeddings.",
 )
 
