@@ -83,6 +83,7 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
                 keys,
                 lambda idx: [texts[i] for i in idx],
                 cache_dir=f"{storage.embedding_cache()}",
+                storage_options=storage.storage_options or None,
                 progress=lambda done, total: context.log.info(f"{spec.name}: {done}/{total} rows to embed"),
             )
         out = _frame(catalog_items["sample_id"], keys, vectors)
@@ -123,6 +124,7 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
                     ok["sha256"].tolist(),
                     lambda idx: [open_image_rgb(uris[i], storage_options=opts) for i in idx],
                     cache_dir=storage.embedding_cache(),
+                    storage_options=opts,
                     progress=lambda done, total: context.log.info(f"{spec.name}: {done}/{total} images to embed"),
                 )
             else:
