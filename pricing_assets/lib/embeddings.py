@@ -647,41 +647,52 @@ def _list_shards(fs, model_dir: str) -> list[str]:
     return sorted(fs.glob(f"{model_dir}/shard-*.parquet"))
 
 
-def _read_cache(fs, model_dir: str, wanted: set[str], dim: int) -> dict[str, np.ndarray]:
-    """Vectors for the wanted keys present in the cache. Reads the key column of every shard
-    (one pass, parallel), then vectors only from shards holding wanted keys."""
+def _read_cache(fs, model_dir: str, wanted: list[str], dim: int) -> tuple[list[str], np.ndarray]:
+    """Cached vectors for the wanted keys: ``(keys, (m, dim) float32)``, keys unique.
+
+    One scan reads only the ``key`` column of every shard (parallel, no vectors); one more reads
+    vectors, filtered to the wanted keys, from just the shards that hold any of them."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
+    empty = ([], np.zeros((0, dim), dtype=np.float32))
     shards = _list_shards(fs, model_dir)
     if not shards or not wanted:
-        return {}
-    needed_shards = []
+        return empty
+    wanted_arr = pa.array(wanted, type=pa.string())
+    key_chunks, shard_ids, paths = [], [], {}
     for tagged in ds.dataset(shards, format="parquet", filesystem=fs).scanner(columns=["key"]).scan_batches():
-        keys = tagged.record_batch.column(0)
-        if len(keys) and pc.any(pc.is_in(keys, value_set=_pa_strings(wanted))).as_py():
-            needed_shards.append(tagged.fragment.path)
-    if not needed_shards:
-        return {}
-    out: dict[str, np.ndarray] = {}
-    for shard in dict.fromkeys(needed_shards):
-        tbl = ds.dataset(shard, format="parquet", filesystem=fs).to_table(
-            columns=["key", "vector"], filter=ds.field("key").isin(_pa_strings(wanted)))
-        vtype = tbl.schema.field("vector").type
-        if getattr(vtype, "list_size", None) != dim:
-            raise CacheError(f"cache shard {shard} has vectors of type {vtype}, expected {dim} float32 per row; "
-                             f"the model changed: delete {model_dir} or rename the registry entry")
-        vec = tbl.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vec = vec.astype(np.float32, copy=False).reshape(-1, dim)
-        for k, v in zip(tbl.column("key").to_pylist(), vec):
-            out.setdefault(k, v)
-    return out
-
-
-def _pa_strings(values):
-    import pyarrow as pa
-
-    return pa.array(sorted(values), type=pa.string())
+        col = tagged.record_batch.column(0)
+        key_chunks.append(col)
+        shard_ids.append(np.full(len(col), paths.setdefault(tagged.fragment.path, len(paths)), dtype=np.int32))
+    if not key_chunks:
+        return empty
+    hit = pc.is_in(pa.chunked_array(key_chunks, type=pa.string()), value_set=wanted_arr)
+    hit_np = hit.to_numpy(zero_copy_only=False).astype(bool)
+    needed_ids = set(np.unique(np.concatenate(shard_ids)[hit_np]).tolist())
+    if not needed_ids:
+        return empty
+    needed = [p for p, i in paths.items() if i in needed_ids]
+    try:
+        tbl = ds.dataset(needed, format="parquet", filesystem=fs).to_table(
+            columns=["key", "vector"], filter=ds.field("key").isin(wanted_arr))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise CacheError(f"cache {model_dir} has shards of different vector types ({exc}); delete it "
+                         f"or rename the registry entry") from exc
+    vtype = tbl.schema.field("vector").type
+    if getattr(vtype, "list_size", None) != dim:
+        raise CacheError(f"cache {model_dir} holds vectors of type {vtype}, expected {dim} float32 per row; "
+                         f"the model changed: delete that folder or rename the registry entry")
+    keys = tbl.column("key").to_pylist()
+    vec = tbl.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vec = vec.astype(np.float32, copy=False).reshape(-1, dim)
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):  # the same key may sit in two shards (concurrent writers)
+        first.setdefault(k, i)
+    if len(first) != len(keys):
+        vec = vec[list(first.values())]
+    return list(first), vec
 
 
 def _write_shard(fs, model_dir: str, keys: list[str], vectors: np.ndarray, spec: EmbeddingModelSpec) -> str:
@@ -769,9 +780,10 @@ def embed_with_cache(
     if _is_local(fs):
         fs.makedirs(model_dir, exist_ok=True)
 
-    found = _read_cache(fs, model_dir, set(first_row), spec.dim)
-    todo = [k for k in first_row if k not in found]
-    computed: dict[str, np.ndarray] = {}
+    cached_keys, cached_vecs = _read_cache(fs, model_dir, list(first_row), spec.dim)
+    cached_set = set(cached_keys)
+    todo = [k for k in first_row if k not in cached_set]
+    new_vecs: list[np.ndarray] = []
     shards = 0
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
@@ -783,13 +795,15 @@ def embed_with_cache(
         vecs = encoder.encode(inputs)
         _write_shard(fs, model_dir, chunk, vecs, spec)
         shards += 1
-        computed.update(zip(chunk, vecs))
+        new_vecs.append(vecs)
         if progress is not None:
             progress(min(start + chunk_size, len(todo)), len(todo))
 
-    out = np.empty((len(keys), spec.dim), dtype=np.float32)
-    for i, k in enumerate(keys):
-        out[i] = found[k] if k in found else computed[k]
+    import pandas as pd
+
+    all_vecs = np.concatenate([cached_vecs, *new_vecs], axis=0)
+    position = pd.Index(cached_keys + todo).get_indexer(keys)  # unique index -> row of all_vecs
+    out = all_vecs[position]
     seconds = time.perf_counter() - t0
     stats = {
         "rows": len(keys),

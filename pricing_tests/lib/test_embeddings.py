@@ -411,6 +411,18 @@ def test_cache_resumes_after_crash(tmp_path):
     np.testing.assert_allclose(v, FakeEncoder().encode(texts), atol=1e-6)
 
 
+def test_cache_tolerates_a_key_stored_twice(tmp_path):
+    """Two processes racing on one partition may both write a chunk; readers keep one copy."""
+    texts, keys = _rows(10)
+    enc = FakeEncoder()
+    v1, _ = embed_with_cache(enc, keys, _loader(texts, []), str(tmp_path), chunk_size=4)
+    shard = sorted((tmp_path / "fake").glob("shard-*.parquet"))[0]
+    (tmp_path / "fake" / "shard-zzcopy.parquet").write_bytes(shard.read_bytes())
+    v2, s2 = embed_with_cache(enc, keys, _loader(texts, []), str(tmp_path))
+    assert (s2["cached"], s2["computed"]) == (10, 0)
+    np.testing.assert_array_equal(v1, v2)
+
+
 def test_cache_errors_name_the_problem(tmp_path):
     texts, keys = _rows(5)
     enc = FakeEncoder()
