@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import math
 import os
 import re
@@ -438,6 +439,9 @@ class _DualTowerEncoder(Encoder):
         self.model.eval().to(device)
         if spec.modality == "text":
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=rc)
+            params = inspect.signature(self.model.get_text_features).parameters
+            self._text_takes_mask = "attention_mask" in params or any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         else:
             self.processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=rc)
 
@@ -464,8 +468,10 @@ class _DualTowerEncoder(Encoder):
             else:
                 enc = self.tokenizer(batch, padding=True, truncation=True,
                                      max_length=self.spec.max_tokens, return_tensors="pt")
-                out = self.model.get_text_features(input_ids=enc["input_ids"].to(self.device),
-                                                   attention_mask=enc["attention_mask"].to(self.device))
+                kw = {"input_ids": enc["input_ids"].to(self.device)}
+                if self._text_takes_mask:  # remote-code towers (Marqo) take input_ids only
+                    kw["attention_mask"] = enc["attention_mask"].to(self.device)
+                out = self.model.get_text_features(**kw)
         return self._features(out).float().cpu().numpy()
 
 
