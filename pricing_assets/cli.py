@@ -38,17 +38,23 @@ def get_instance() -> dg.DagsterInstance:
 def ingest(instance: dg.DagsterInstance, path: str, batch: str | None, storage_options: dict | None = None) -> str:
     """Store ``path`` (local or ``s3://``) as batch ``batch`` and register its dynamic partition.
 
+    ``storage_options`` are the source's fsspec options; by default an ``s3://`` source uses
+    ``PRICING_S3_ENDPOINT`` (credentials from the ``AWS_*`` environment variables).
+
     Returns:
         the batch name (partition key).
     """
     from pricing_assets.definitions import build_resources
     from pricing_assets.lib.batches import batch_name_for, store_batch
     from pricing_assets.partitions import CATALOG_BATCHES
+    from pricing_assets.resources import storage_options_for
     from pricing_assets.settings import load_settings
 
     batch = batch or batch_name_for(path)
-    storage = build_resources(load_settings())["storage"]
-    dst = store_batch(path, storage.batches_dir(), batch, src_options=storage_options, dst_options=storage.storage_options)
+    settings = load_settings()
+    storage = build_resources(settings)["storage"]
+    src_options = storage_options if storage_options is not None else storage_options_for(path, settings.s3_endpoint)
+    dst = store_batch(path, storage.batches_dir(), batch, src_options=src_options, dst_options=storage.storage_options)
     if not instance.has_dynamic_partition(CATALOG_BATCHES, batch):
         instance.add_dynamic_partitions(CATALOG_BATCHES, [batch])
     print(f"ingested {path} -> {dst} as batch {batch!r}")
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ingest", help="store a catalog file (local or s3://) and register it as a batch partition")
     p.add_argument("path")
     p.add_argument("--batch", help="partition key (default: the file's stem)")
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// source")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// source (default: PRICING_S3_ENDPOINT)")
     p = sub.add_parser("materialize", help="materialise missing batch partitions, then the global assets")
     p.add_argument("--batch", action="append", help="only these batches (repeatable); default: every batch missing something")
     p.add_argument("--log-level", default="WARNING")
