@@ -9,6 +9,7 @@
 | ``PRICING_IMAGE_MIRROR`` | ``data/sample/images`` | local folder of photos named by the link's basename, consulted first |
 | ``PRICING_IMAGES_OFFLINE`` | ``0`` | ``1``: never download photos (rows not in mirror/store are ``missing``) |
 | ``PRICING_OCR_BACKEND`` | ``rapidocr`` | ``rapidocr`` / ``paddleocr`` |
+| ``PRICING_MODEL_CACHE`` | ``~/.cache/pricing_assets`` | local folder for models exported at run time (EfficientNet ONNX) |
 | ``PRICING_INBOX`` | ``$DAGSTER_HOME/inbox`` | folder or ``s3://`` prefix watched by the new-catalog sensor |
 | ``PRICING_AUTOMATION`` | ``0`` | ``1``: inbox sensor, automation sensor and nightly schedule start *running* by default |
 """
@@ -33,6 +34,7 @@ class Settings:
     images_offline: bool
     ocr_backend: str
     inbox: str
+    model_cache: str = ""
     automation_on: bool = False
 
 
@@ -50,5 +52,6 @@ def load_settings(env: dict | None = None) -> Settings:
         images_offline=env.get("PRICING_IMAGES_OFFLINE", "0").lower() in ("1", "true", "yes"),
         ocr_backend=env.get("PRICING_OCR_BACKEND", "rapidocr"),
         inbox=env.get("PRICING_INBOX") or os.path.join(home, "inbox"),
+        model_cache=env.get("PRICING_MODEL_CACHE") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pricing_assets"),
         automation_on=env.get("PRICING_AUTOMATION", "0").lower() in ("1", "true", "yes"),
     )

@@ -1,0 +1,39 @@
+"""Helpers shared by tests: paths and slices of the bundled real sample, the `pricing` script."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "data" / "sample"
+LABELED_CSV = SAMPLE / "amazon_pricing_sample.csv"
+UNLABELED_CSV = SAMPLE / "amazon_pricing_unlabeled.csv"
+IMAGES = SAMPLE / "images"
+
+def image_basenames() -> set[str]:
+    return {p.name for p in IMAGES.glob("*.jpg")}
+
+
+def sample_slice(n_labeled: int = 120, n_with_image: int = 8, n_unlabeled: int = 30) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Deterministic slice of real rows: ``n_with_image`` labeled rows whose photo is bundled, the
+    rest without; and the first ``n_unlabeled`` unlabeled rows."""
+    lab = pd.read_csv(LABELED_CSV, dtype={"sample_id": str})
+    has = lab["image_link"].str.rsplit("/", n=1).str[-1].isin(image_basenames())
+    lab = pd.concat([lab[has].head(n_with_image), lab[~has].head(n_labeled - n_with_image)], ignore_index=True)
+    unl = pd.read_csv(UNLABELED_CSV, dtype={"sample_id": str}).head(n_unlabeled)
+    return lab, unl
+
+
+
+PRICING = str(Path(sys.executable).parent / "pricing")
+
+
+def run_pricing(args, env, check=True):
+    """Run the ``pricing`` console script of this venv; raise with its output when it fails."""
+    res = subprocess.run([PRICING, *args], env=env, capture_output=True, text=True, timeout=900)
+    if check and res.returncode != 0:
+        raise AssertionError(f"pricing {' '.join(args)} exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr[-4000:]}")
+    return res

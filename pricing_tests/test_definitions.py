@@ -1,0 +1,97 @@
+"""The code location loads, and its asset graph has the expected shape (keys, groups, partitions,
+blocking contract checks, GPU pool, IO managers). A renamed asset or lost dependency fails here."""
+
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from pricing_assets.definitions import build_defs
+from pricing_assets.lib.embeddings import load_registry
+from pricing_assets.settings import load_settings
+
+PER_ROW = {
+    "raw_catalog": "ingest",
+    "catalog_quarantine": "ingest",
+    "catalog_items": "ingest",
+    "product_images": "images",
+    "ocr_text": "images",
+    "embeddings/text/minilm_l6": "embeddings",
+    "embeddings/image/effnet_lite0": "embeddings",
+}
+GLOBAL = {
+    "products": "training",
+    "brand_features": "training",
+    "product_index": "training",
+    "knn_features": "training",
+    "feature_matrix": "training",
+    "lightgbm_model": "models",
+    "lightgbm_predictions": "models",
+    "price_blend": "models",
+    "price_predictions": "serving",
+    "evaluation_report": "serving",
+}
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    home = tmp_path_factory.mktemp("defs_home")
+    return build_defs(load_settings({"DAGSTER_HOME": str(home)})).resolve_asset_graph()
+
+
+def test_expected_assets_groups_and_partitioning(graph):
+    keys = {k.to_user_string(): k for k in graph.get_all_asset_keys()}
+    for name, group in {**PER_ROW, **GLOBAL}.items():
+        assert name in keys, f"missing asset {name}"
+        node = graph.get(keys[name])
+        assert node.group_name == group, (name, node.group_name)
+        partitioned = node.partitions_def is not None
+        assert partitioned == (name in PER_ROW), name
+        if partitioned:
+            assert node.partitions_def.name == "catalog_batches"
+
+
+def test_every_enabled_registry_model_has_an_asset(graph):
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for spec in load_registry().values():
+        assert (f"embeddings/{spec.modality}/{spec.name}" in keys) == spec.enabled, spec.name
+
+
+def test_lineage(graph):
+    def parents(name):
+        return {k.to_user_string() for k in graph.get(dg.AssetKey.from_user_string(name)).parent_keys}
+
+    assert parents("catalog_items") == {"raw_catalog"}
+    assert parents("ocr_text") == {"product_images"}
+    assert parents("embeddings/text/minilm_l6") == {"catalog_items", "ocr_text"}
+    assert parents("embeddings/image/effnet_lite0") == {"product_images"}
+    assert {"catalog_items", "product_images", "ocr_text"} <= parents("products")
+    assert "feature_matrix" in parents("lightgbm_model")
+    assert parents("price_predictions") == {"price_blend"}
+
+
+def test_every_data_asset_has_a_blocking_contract_check(graph):
+    checks = {ck.asset_key.to_user_string(): ck for ck in graph.asset_check_keys if ck.name == "contract"}
+    exempt = {"product_index", "lightgbm_model", "evaluation_report"}  # index/model objects, report table
+    for name in {**PER_ROW, **GLOBAL}:
+        if name in exempt or name.endswith("_model"):
+            continue
+        assert name in checks, f"{name} has no contract check"
+        assert graph.get_check_spec(checks[name]).blocking, name
+
+
+def test_heavy_steps_use_the_gpu_pool(graph):
+    for name in ("ocr_text", "embeddings/text/minilm_l6", "embeddings/image/effnet_lite0"):
+        assert graph.get(dg.AssetKey.from_user_string(name)).pools == {"gpu"}, name
+
+
+def test_code_location_loads_without_heavy_imports():
+    code = (
+        "import sys, pricing_assets.definitions as d; "
+        "heavy = [m for m in ('torch', 'faiss', 'lightgbm', 'transformers', 'onnxruntime', 'rapidocr', 'sentence_transformers') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", f"heavy modules imported at load: {out.stdout}"

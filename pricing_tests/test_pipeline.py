@@ -1,0 +1,104 @@
+"""The whole asset graph on a small real slice: every asset materialised, every contract check
+passed, counts reconciled, and a second run of the embedding assets embeds nothing."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from pricing_assets.definitions import build_defs
+from pricing_assets.settings import load_settings
+
+
+@pytest.fixture(scope="module")
+def instance(materialized_home):
+    return dg.DagsterInstance.from_config(str(materialized_home["home"]))
+
+
+@pytest.fixture(scope="module")
+def defs(materialized_home):
+    return build_defs(load_settings({"DAGSTER_HOME": str(materialized_home["home"]), "PRICING_IMAGES_OFFLINE": "1"}))
+
+
+def _meta(instance, key, partition=None):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_coercible(key), asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    assert records, f"{key} [{partition}] was never materialised"
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def test_every_asset_is_materialised(instance, defs):
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        if graph.get(key).partitions_def is None:
+            assert instance.get_latest_materialization_event(key) is not None, key.to_user_string()
+        else:
+            assert set(instance.get_materialized_partitions(key)) == {"lab", "unlabeled"}, key.to_user_string()
+
+
+def test_every_contract_check_passed(instance, defs):
+    check_keys = list(defs.resolve_asset_graph().asset_check_keys)
+    assert len(check_keys) >= 15
+    for ck in check_keys:
+        evals = instance.event_log_storage.get_asset_check_execution_history(ck, limit=5)
+        assert evals, f"{ck.to_user_string()} never ran"
+        assert all(e.status.value == "SUCCEEDED" for e in evals), ck.to_user_string()
+
+
+def test_counts_reconcile_per_batch(instance, slice_files):
+    for batch, n in (("lab", slice_files["n_labeled"]), ("unlabeled", slice_files["n_unlabeled"])):
+        raw = _meta(instance, "raw_catalog", batch)
+        assert raw["rows_in"] == n == raw["rows"] + raw["quarantined_rows"]
+        assert _meta(instance, "catalog_items", batch)["rows"] == raw["rows"]
+        assert _meta(instance, "product_images", batch)["rows"] == raw["rows"]
+        assert _meta(instance, "ocr_text", batch)["rows"] == raw["rows"]
+        assert _meta(instance, ["embeddings", "text", "minilm_l6"], batch)["rows"] == raw["rows"]
+    assert _meta(instance, "raw_catalog", "lab")["labeled_rows"] == slice_files["n_labeled"]
+    assert _meta(instance, "raw_catalog", "unlabeled")["labeled_rows"] == 0
+
+
+def test_bundled_photos_are_found_and_embedded(instance, slice_files):
+    imgs = _meta(instance, "product_images", "lab")
+    counts = imgs["status_counts"]
+    assert counts["ok"] + counts.get("corrupt", 0) == slice_files["n_images"]
+    assert counts["missing"] == slice_files["n_labeled"] - slice_files["n_images"]
+    assert _meta(instance, ["embeddings", "image", "effnet_lite0"], "lab")["rows"] == counts["ok"]
+    assert _meta(instance, "ocr_text", "lab")["images_read"] == counts["ok"]
+
+
+def test_global_assets_report_model_figures(instance, slice_files):
+    products = _meta(instance, "products")
+    assert products["rows"] == slice_files["n_labeled"] + slice_files["n_unlabeled"]
+    assert products["labeled_rows"] == slice_files["n_labeled"]
+    lgb = _meta(instance, "lightgbm_predictions")
+    assert 0 < lgb["oof_smape"] < 200 and lgb["labeled_rows"] == slice_files["n_labeled"]
+    blend = _meta(instance, "price_blend")
+    assert abs(sum(blend["weights"].values()) - 1) < 1e-6
+    report = _meta(instance, "evaluation_report")
+    assert report["blend_oof_smape"] == pytest.approx(blend["oof_smape"], abs=1e-3)
+    assert "data:image/png;base64," in report["pred_vs_actual"]
+    assert _meta(instance, "price_predictions")["rows"] == slice_files["n_unlabeled"]
+
+
+def test_stored_outputs_line_up(instance, defs, slice_files):
+    fm = defs.load_asset_value("feature_matrix", instance=instance)
+    assert len(fm) == slice_files["n_labeled"] + slice_files["n_unlabeled"]
+    assert (fm["fold"] >= 0).sum() == slice_files["n_labeled"]
+    emb = defs.load_asset_value(["embeddings", "text", "minilm_l6"], instance=instance, partition_key="lab")
+    m = np.stack(emb["embedding"].to_numpy())
+    assert m.shape == (slice_files["n_labeled"], 384)
+    np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-4)
+    index = defs.load_asset_value("product_index", instance=instance)
+    assert index.ntotal == slice_files["n_labeled"] and index.d == 384
+
+
+def test_second_run_embeds_nothing(instance, defs):
+    res = dg.materialize(
+        list(defs.assets), instance=instance, resources=dict(defs.resources), partition_key="lab",
+        selection=dg.AssetSelection.groups("embeddings"),
+    )
+    assert res.success
+    for key in (["embeddings", "text", "minilm_l6"], ["embeddings", "image", "effnet_lite0"]):
+        m = _meta(instance, key, "lab")
+        assert m["computed"] == 0 and m["cached"] >= 1, (key, m)
