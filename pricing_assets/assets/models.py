@@ -1,4 +1,6 @@
-"""Model stage: ``lightgbm_model`` (+ its predictions) and ``price_blend`` (weights fitted on OOF)."""
+"""Model stage: ``lightgbm_model``, ``fusion_mlp_model`` and ``tfidf_ridge_model`` (each with its
+``*_predictions``: OOF for labeled rows, fold-average for unlabeled ones) and ``price_blend``
+(convex weights fitted on OOF)."""
 
 import dagster as dg
 import numpy as np
@@ -8,11 +10,12 @@ from data_contracts import ModelPredictions
 from pricing_assets.assets.common import preview
 from pricing_assets.checks import contract_result, contract_spec
 from pricing_assets.lib.metrics import smape
+from pricing_assets.resources import DeviceResource
 
 GROUP = "models"
 
 #: Model prediction assets that the blend combines (each a ``ModelPredictions`` frame).
-MODEL_PREDICTION_ASSETS = ["lightgbm_predictions"]
+MODEL_PREDICTION_ASSETS = ["lightgbm_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"]
 
 
 class LightGBMConfig(dg.Config):
@@ -69,6 +72,120 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
         "preview": preview(preds),
     })
     yield contract_result(preds, ModelPredictions, "lightgbm_predictions")
+
+
+class FusionMLPConfig(dg.Config):
+    """Fusion MLP hyper-parameters (defaults from ``lib.mlp.MLPConfig``)."""
+
+    text_hidden: int = 256
+    image_hidden: int = 64
+    tab_hidden: int = 128
+    head_hidden: int = 256
+    dropout: float = 0.2
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 80
+    patience: int = 10
+    seed: int = 42
+
+
+#: feature_matrix columns the MLP's tabular branch skips: ids/labels, and the embedding PCA columns
+#: (the MLP sees the full embeddings in its own branches).
+def _mlp_tab_exclude(specs) -> tuple[str, ...]:
+    return ("sample_id", "fold", "price", *(f"{s.name}_pc" for s in specs))
+
+
+def build_model_assets(registry: dict) -> list:
+    """``fusion_mlp`` (wired to every enabled embedding asset) and ``tfidf_ridge``."""
+    from pricing_assets.assets.common import merge_batches
+    from pricing_assets.assets.training import _embeddings_in
+
+    specs = [s for s in registry.values() if s.enabled]
+
+    @dg.multi_asset(
+        outs={
+            "fusion_mlp_model": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP, description="One fusion-MLP state dict per CV fold (text + image + tabular branches), pickled."),
+            "fusion_mlp_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description="Fusion MLP: OOF predictions (labeled rows) and fold-average predictions (unlabeled rows)."),
+        },
+        ins={"feature_matrix": dg.AssetIn("feature_matrix"), **_embeddings_in(registry)},
+        check_specs=[contract_spec("fusion_mlp_predictions")],
+        pool="gpu",
+    )
+    def fusion_mlp(context: dg.AssetExecutionContext, config: FusionMLPConfig, device: DeviceResource, feature_matrix: pd.DataFrame, **kwargs):
+        """K-fold fusion MLP on ``log1p(price)``, same folds as LightGBM; OOF SMAPE in metadata."""
+        from pricing_assets.lib.mlp import MLPConfig, MLPInputs, predict_mlp, tabular_matrix, train_mlp_cv
+        from pricing_assets.lib.modeling import predictions_frame
+        from pricing_assets.lib.training_data import embedding_matrix
+
+        dev = device.resolve()
+        ids = feature_matrix["sample_id"]
+        text, image, has_image = [], [], np.zeros(len(ids), dtype=bool)
+        for s in specs:
+            vec, has = embedding_matrix(merge_batches(context, kwargs[f"emb__{s.name}"], f"emb__{s.name}"), ids, s.dim)
+            if s.modality == "text":
+                text.append(vec)
+            else:
+                image.append(vec)
+                has_image |= has
+        if not text:
+            raise ValueError("fusion_mlp: no enabled text embedding model in the registry")
+        image_m = np.hstack(image) if image else np.zeros((len(ids), 1), dtype=np.float32)
+        tab, tab_cols = tabular_matrix(feature_matrix, exclude_prefixes=_mlp_tab_exclude(specs))
+        inputs = MLPInputs(np.hstack(text), image_m, has_image, tab, tab_cols)
+        lab = (feature_matrix["fold"] >= 0).to_numpy()
+        y = np.log1p(feature_matrix.loc[lab, "price"].to_numpy(dtype=float))
+        cfg = MLPConfig(**{k: getattr(config, k) for k in MLPConfig.__dataclass_fields__ if hasattr(config, k)})
+        cv = train_mlp_cv(inputs.take(lab), y, feature_matrix.loc[lab, "fold"].to_numpy(), cfg, device=dev, log=context.log.info)
+        test_log = predict_mlp(cv.models, inputs.take(~lab), device=dev) if (~lab).any() else np.zeros(0)
+        preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
+        yield dg.Output(cv.models, output_name="fusion_mlp_model", metadata={
+            "folds": len(cv.models),
+            "best_epochs": dg.MetadataValue.json(cv.best_iterations),
+            "dims": dg.MetadataValue.json({"text": inputs.text.shape[1], "image": inputs.image.shape[1], "tabular": inputs.tab.shape[1]}),
+            "rows_with_image": int(has_image.sum()),
+            "device": dev,
+            "train_seconds": round(cv.seconds, 2),
+        })
+        yield dg.Output(preds, output_name="fusion_mlp_predictions", metadata={
+            **_oof_metadata(preds),
+            "fold_smape": dg.MetadataValue.json([round(x, 3) for x in cv.fold_smape]),
+            "preview": preview(preds),
+        })
+        yield contract_result(preds, ModelPredictions, "fusion_mlp_predictions")
+
+    @dg.multi_asset(
+        outs={
+            "tfidf_ridge_model": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP, description="One word+char TF-IDF -> ridge pipeline per CV fold, pickled."),
+            "tfidf_ridge_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description="TF-IDF + ridge: OOF predictions (labeled rows) and fold-average predictions (unlabeled rows)."),
+        },
+        check_specs=[contract_spec("tfidf_ridge_predictions")],
+    )
+    def tfidf_ridge(context: dg.AssetExecutionContext, products: pd.DataFrame):
+        """K-fold TF-IDF (word 1-2 + char 2-5 grams) + ridge on ``log1p(price)`` over the catalog text,
+        same folds as LightGBM; a cheap, strong text model for the blend."""
+        from pricing_assets.lib.modeling import TFIDF_RIDGE_PARAMS, predict_tfidf_ridge, predictions_frame, product_text, train_tfidf_ridge_cv
+
+        base = products.reset_index(drop=True)
+        text = product_text(base)
+        lab = (base["fold"] >= 0).to_numpy()
+        y = np.log1p(base.loc[lab, "price"].to_numpy(dtype=float))
+        cv = train_tfidf_ridge_cv(text[lab].reset_index(drop=True), y, base.loc[lab, "fold"].to_numpy(), unlabeled_texts=text[~lab], log=context.log.info)
+        test_log = predict_tfidf_ridge(cv.models, text[~lab]) if (~lab).any() else np.zeros(0)
+        preds = predictions_frame(base, cv.oof_log, test_log)
+        yield dg.Output(cv.models, output_name="tfidf_ridge_model", metadata={
+            "folds": len(cv.models),
+            "params": dg.MetadataValue.json({k: list(v) if isinstance(v, tuple) else v for k, v in TFIDF_RIDGE_PARAMS.items()}),
+            "train_seconds": round(cv.seconds, 2),
+        })
+        yield dg.Output(preds, output_name="tfidf_ridge_predictions", metadata={
+            **_oof_metadata(preds),
+            "fold_smape": dg.MetadataValue.json([round(x, 3) for x in cv.fold_smape]),
+            "preview": preview(preds),
+        })
+        yield contract_result(preds, ModelPredictions, "tfidf_ridge_predictions")
+
+    return [fusion_mlp, tfidf_ridge]
 
 
 def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:

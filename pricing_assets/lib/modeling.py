@@ -1,4 +1,5 @@
-"""Cross-validation folds and the LightGBM price model (pure functions, no Dagster)."""
+"""Cross-validation folds, the LightGBM and TF-IDF + ridge price models, and the OOF blend (pure
+functions, no Dagster)."""
 
 import time
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ def train_lightgbm_cv(
     num_threads: int = 0,
     categorical: list[str] | None = None,
     log=None,
+    inner_valid_fraction: float = 0.1,
 ) -> CvResult:
     """K-fold LightGBM regression on ``log1p(price)`` with early stopping on each held-out fold.
 
@@ -109,6 +111,9 @@ def train_lightgbm_cv(
         seed: LightGBM seed (with ``deterministic=True`` the same inputs give the same model).
         num_threads: 0 = LightGBM default (all cores).
         log: optional ``callable(str)`` for progress lines.
+        inner_valid_fraction: share of the training folds (seeded random rows) held back for early
+            stopping, so the held-out fold never chooses the iteration count and OOF SMAPE stays an
+            honest estimate; 0 = stop on the held-out fold itself (optimistic, for comparison only).
 
     Returns:
         :class:`CvResult` with ``models`` = list of ``lightgbm.Booster``.
@@ -121,8 +126,16 @@ def train_lightgbm_cv(
     models, iters, fold_scores = [], [], []
     for f in np.unique(folds):
         tr, va = folds != f, folds == f
+        es = va
+        if inner_valid_fraction > 0:
+            tr_idx = np.flatnonzero(tr)
+            rng = np.random.default_rng(seed + int(f))
+            inner = tr_idx[rng.permutation(len(tr_idx))[: max(1, int(round(len(tr_idx) * inner_valid_fraction)))]]
+            es = np.zeros(len(X), dtype=bool)
+            es[inner] = True
+            tr = tr & ~es
         dtr = lgb.Dataset(X[tr], y_log[tr], categorical_feature=categorical or "auto", free_raw_data=False)
-        dva = lgb.Dataset(X[va], y_log[va], reference=dtr)
+        dva = lgb.Dataset(X[es], y_log[es], reference=dtr)
         booster = lgb.train(
             p,
             dtr,
@@ -214,3 +227,133 @@ def fit_blend_weights(oof_prices: np.ndarray, y_price: np.ndarray) -> np.ndarray
 def apply_blend(prices: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted geometric mean of (n, m) predicted prices with (m,) weights: (n,) USD."""
     return np.exp(np.log(np.clip(prices, 1e-6, None)) @ weights)
+
+
+def product_text(items: pd.DataFrame) -> pd.Series:
+    """One text per product for bag-of-words models: item name, bullets, description and the
+    ``Value``/``Unit`` line, newline-joined (the parsed parts of ``catalog_content``).
+
+    Args:
+        items: frame with ``item_name`` and optionally ``bullets`` (str or list of str),
+            ``description``, ``ipq_value``, ``ipq_unit``, ``ocr_text``.
+
+    Returns:
+        (n,) str Series aligned with ``items`` (index reset).
+
+    Raises:
+        KeyError: if ``item_name`` is missing.
+    """
+    if "item_name" not in items:
+        raise KeyError("product_text: items lack column 'item_name'")
+
+    def _s(v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if isinstance(v, (list, tuple, np.ndarray)):
+            return "\n".join(str(x) for x in v)
+        return str(v)
+
+    cols = [c for c in ("item_name", "bullets", "description") if c in items]
+    parts = [items[c].map(_s) for c in cols]
+    if "ipq_value" in items and "ipq_unit" in items:
+        parts.append("value " + items["ipq_value"].map(_s) + " " + items["ipq_unit"].map(_s))
+    text = parts[0]
+    for p in parts[1:]:
+        text = text + "\n" + p
+    return text.reset_index(drop=True)
+
+
+#: TF-IDF + ridge settings: word 1-2-grams and char 2-5-grams (within word boundaries), sublinear tf;
+#: ridge alpha chosen on 5-fold CV of the bundled sample among {1, 2, 4, 8} (benchmarks/bench_models.py).
+TFIDF_RIDGE_PARAMS: dict = {"alpha": 2.0, "word_ngrams": (1, 2), "char_ngrams": (2, 5), "max_features": 200_000, "min_df": 2}
+
+
+def tfidf_vectorizer(params: dict | None = None):
+    """Unfitted word + char TF-IDF ``FeatureUnion`` (scikit-learn), params over :data:`TFIDF_RIDGE_PARAMS`.
+
+    ``fit_transform(texts) -> (n, <= 2 * max_features) float64 sparse``, rows L2-normalised per part.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    p = {**TFIDF_RIDGE_PARAMS, **(params or {})}
+    parts = [("word", TfidfVectorizer(ngram_range=p["word_ngrams"], min_df=p["min_df"], max_features=p["max_features"], sublinear_tf=True, strip_accents="unicode"))]
+    if p["char_ngrams"]:
+        parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=p["char_ngrams"], min_df=p["min_df"], max_features=p["max_features"], sublinear_tf=True)))
+    return FeatureUnion(parts)
+
+
+def train_tfidf_ridge_cv(
+    texts: pd.Series,
+    y_log: np.ndarray,
+    folds: np.ndarray,
+    params: dict | None = None,
+    unlabeled_texts: pd.Series | None = None,
+    log=None,
+) -> CvResult:
+    """K-fold TF-IDF + ridge on ``log1p(price)``.
+
+    The TF-IDF vocabulary / IDF weights are fitted once on every text given (labeled and
+    ``unlabeled_texts``): unsupervised, no price enters, so it is not a leak (as with the embedding
+    PCA); only the ridge is refitted per fold, on the training folds.
+
+    Args:
+        texts: (n,) str product texts of the labeled rows (:func:`product_text`).
+        y_log: (n,) float64 ``log1p(price USD)``.
+        folds: (n,) int fold ids (>= 2 distinct).
+        params: overrides of :data:`TFIDF_RIDGE_PARAMS`.
+        unlabeled_texts: optional (m,) str texts to include in the vocabulary fit.
+
+    Returns:
+        :class:`CvResult` whose ``models`` are fitted sklearn pipelines (vectoriser -> ridge), one
+        per fold; deterministic (no randomness).
+
+    Raises:
+        ValueError: on length mismatch or fewer than 2 folds.
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    texts = pd.Series(texts).fillna("").astype(str).reset_index(drop=True)
+    y_log = np.asarray(y_log, dtype=np.float64)
+    folds = np.asarray(folds)
+    if not (len(texts) == len(y_log) == len(folds)):
+        raise ValueError(f"train_tfidf_ridge_cv: length mismatch {len(texts)}, {len(y_log)}, {len(folds)}")
+    uniq = np.unique(folds)
+    if len(uniq) < 2:
+        raise ValueError(f"train_tfidf_ridge_cv: needs >= 2 folds, got {uniq.tolist()}")
+    t0 = time.perf_counter()
+    p = {**TFIDF_RIDGE_PARAMS, **(params or {})}
+    corpus = texts if unlabeled_texts is None else pd.concat([texts, pd.Series(unlabeled_texts).fillna("").astype(str)], ignore_index=True)
+    vec = tfidf_vectorizer(p).fit(corpus)
+    X = vec.transform(texts)
+    oof = np.zeros(len(y_log))
+    models, scores = [], []
+    for f in uniq:
+        tr, va = folds != f, folds == f
+        ridge = Ridge(alpha=p["alpha"]).fit(X[tr], y_log[tr])
+        oof[va] = ridge.predict(X[va])
+        models.append(make_pipeline(vec, ridge))
+        scores.append(smape(np.expm1(y_log[va]), np.clip(np.expm1(oof[va]), 0.01, None)))
+        if log:
+            log(f"tfidf_ridge fold {f}: smape={scores[-1]:.2f}")
+    return CvResult(oof, models, [], scores, time.perf_counter() - t0)
+
+
+def predict_tfidf_ridge(models: list, texts: pd.Series) -> np.ndarray:
+    """Average of the fold pipelines' ``log1p(price)`` predictions for (n,) str texts: (n,) float64.
+
+    Pipelines sharing one fitted vectoriser (as :func:`train_tfidf_ridge_cv` makes them) transform
+    the texts once.
+
+    Raises:
+        ValueError: if ``models`` is empty.
+    """
+    if not models:
+        raise ValueError("predict_tfidf_ridge: no models")
+    texts = pd.Series(texts).fillna("").astype(str)
+    vec = models[0][0]
+    if all(m[0] is vec for m in models):
+        X = vec.transform(texts)
+        return np.mean([m[-1].predict(X) for m in models], axis=0)
+    return np.mean([m.predict(texts) for m in models], axis=0)

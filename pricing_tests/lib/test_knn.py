@@ -1,0 +1,82 @@
+"""kNN neighbour-price features: out-of-fold guarantees (a row's own price never reaches its own
+features), unlabeled rows against all labeled rows, neighbour statistics."""
+
+import numpy as np
+import pytest
+
+from pricing_assets.lib.knn import KNN_STATS, build_index, knn_price_features, neighbour_stats
+
+
+def _data(n=60, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, d)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    log_price = rng.uniform(1, 5, n)
+    folds = np.arange(n) % 3
+    return v, log_price, folds
+
+
+def test_changing_a_labeled_price_never_changes_its_own_features():
+    v, lp, folds = _data()
+    base = knn_price_features(v, lp, folds, k=5)
+    for i in (0, 7, 31):
+        lp2 = lp.copy()
+        lp2[i] = 50.0  # absurd price
+        new = knn_price_features(v, lp2, folds, k=5)
+        assert np.array_equal(new.iloc[i].to_numpy(), base.iloc[i].to_numpy())
+        # nor those of any row in its fold: each fold only sees the other folds
+        same = folds == folds[i]
+        assert np.array_equal(new[same].to_numpy(), base[same].to_numpy())
+        # but rows of other folds that retrieve it do change (the feature is live)
+        assert not np.array_equal(new[~same].to_numpy(), base[~same].to_numpy())
+
+
+def test_duplicate_of_a_row_in_the_same_fold_is_not_retrieved():
+    v, lp, folds = _data()
+    v[1] = v[0]  # near-copy (variant) in the same fold as row 0 after reassigning
+    folds[1] = folds[0]
+    lp[1] = 9.0
+    feats = knn_price_features(v, lp, folds, k=3)
+    assert feats.loc[0, "knn_top1"] != pytest.approx(9.0)
+    assert feats.loc[0, "knn_top1_sim"] < 0.999
+
+
+def test_unlabeled_rows_query_all_labeled_rows():
+    v, lp, folds = _data()
+    lp = lp.copy()
+    folds = folds.copy()
+    # row 5 unlabeled, and an exact copy of labeled row 10 (any fold): it must find it at sim 1
+    lp[5], folds[5] = np.nan, -1
+    v[5] = v[10]
+    feats = knn_price_features(v, lp, folds, k=4)
+    assert feats.loc[5, "knn_top1_sim"] == pytest.approx(1.0, abs=1e-5)
+    assert feats.loc[5, "knn_top1"] == pytest.approx(lp[10], rel=1e-6)
+    assert list(feats.columns) == [f"knn_{s}" for s in KNN_STATS]
+    assert feats.shape == (60, 6) and feats.dtypes.eq(np.float32).all()
+    assert np.isfinite(feats.to_numpy()).all()
+
+
+def test_neighbour_stats_values():
+    sims = np.array([[0.9, 0.8, 0.1]], dtype=np.float32)
+    lp = np.array([[1.0, 2.0, 6.0]])
+    s = neighbour_stats(sims, lp, temperature=0.05)
+    assert s.shape == (1, 6)
+    med, wmean, std, top1, top1_sim, mean_sim = s[0]
+    assert med == 2.0 and top1 == 1.0 and top1_sim == pytest.approx(0.9)
+    assert mean_sim == pytest.approx(0.6)
+    w = np.exp((sims[0] - 0.9) / 0.05)
+    assert wmean == pytest.approx(float((w / w.sum()) @ lp[0]), rel=1e-5)
+    assert 1.0 < wmean < 1.2  # dominated by the closest neighbour
+    assert std == pytest.approx(float(np.std(lp[0])), rel=1e-5)
+
+
+def test_errors():
+    v, lp, folds = _data(n=10)
+    with pytest.raises(ValueError, match="length mismatch"):
+        knn_price_features(v, lp[:9], folds)
+    with pytest.raises(ValueError, match="at least 2 labeled"):
+        knn_price_features(v, np.full(10, np.nan), folds)
+    with pytest.raises(ValueError, match="NaN/inf"):
+        build_index(np.full((2, 3), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"expected \(n, d\)"):
+        build_index(np.zeros(3, dtype=np.float32))

@@ -1,0 +1,144 @@
+"""Folds, LightGBM and TF-IDF ridge CV (determinism, held-out labels never used), blend weights."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pricing_assets.lib.metrics import smape
+from pricing_assets.lib.modeling import (
+    apply_blend,
+    assign_folds,
+    fit_blend_weights,
+    model_input,
+    predict_lightgbm,
+    predict_tfidf_ridge,
+    predictions_frame,
+    product_text,
+    train_lightgbm_cv,
+    train_tfidf_ridge_cv,
+)
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_pricing_sample.csv"
+
+
+@pytest.fixture(scope="module")
+def real():
+    """800 real labeled rows: parsed text, log price, folds."""
+    from pricing_assets.lib.catalog import parse_catalog_content
+
+    df = pd.read_csv(SAMPLE, dtype={"sample_id": str}, nrows=800)
+    parsed = pd.DataFrame([parse_catalog_content(t) for t in df["catalog_content"]])
+    folds = assign_folds(df["sample_id"], df["image_link"], 4, 42)
+    return parsed, np.log1p(df["price"].to_numpy(dtype=float)), folds
+
+
+def _tabular(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 4)), columns=list("abcd"))
+    X["category"] = pd.Categorical(rng.choice(["food", "toys"], n))
+    y = 2.0 + X["a"].to_numpy() + 0.5 * (X["category"] == "food").to_numpy() + rng.normal(0, 0.1, n)
+    return X, y, np.arange(n) % 3
+
+
+def test_assign_folds_groups_deterministic_and_order_free():
+    ids = pd.Series([str(i) for i in range(40)])
+    groups = pd.Series([f"img{i // 2}" for i in range(40)])  # pairs of variants
+    f = assign_folds(ids, groups, 4, 42)
+    assert f.dtype == np.int64 and sorted(set(f)) == [0, 1, 2, 3]
+    assert all(f[2 * i] == f[2 * i + 1] for i in range(20))
+    perm = np.random.default_rng(1).permutation(40)
+    f2 = assign_folds(ids[perm].reset_index(drop=True), groups[perm].reset_index(drop=True), 4, 42)
+    assert np.array_equal(f2, f[perm])
+    with pytest.raises(ValueError, match="3 labeled rows < 5 folds"):
+        assign_folds(ids[:3], groups[:3], 5)
+
+
+def test_lightgbm_deterministic_and_learns():
+    X, y, folds = _tabular()
+    a = train_lightgbm_cv(X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
+    b = train_lightgbm_cv(X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
+    assert np.array_equal(a.oof_log, b.oof_log)
+    assert np.array_equal(predict_lightgbm(a.models, X[:20]), predict_lightgbm(b.models, X[:20]))
+    assert len(a.models) == 3 and len(a.fold_smape) == 3
+    med = smape(np.expm1(y), np.full(len(y), np.expm1(np.median(y))))
+    assert a.oof_smape(y) < 0.5 * med
+
+
+def test_lightgbm_held_out_labels_never_used():
+    """Early stopping uses an inner split of the training folds: scrambling fold 0's labels leaves
+    fold 0's OOF predictions bit-identical."""
+    X, y, folds = _tabular()
+    a = train_lightgbm_cv(X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
+    y2 = y.copy()
+    y2[folds == 0] = np.random.default_rng(5).uniform(0, 8, (folds == 0).sum())
+    b = train_lightgbm_cv(X, y2, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
+    assert np.array_equal(a.oof_log[folds == 0], b.oof_log[folds == 0])
+    assert a.best_iterations[0] == b.best_iterations[0]
+
+
+def test_tfidf_ridge_on_real_rows(real):
+    parsed, y, folds = real
+    text = product_text(parsed)
+    assert len(text) == 800 and text.iloc[0].startswith(parsed["item_name"].iloc[0])
+    a = train_tfidf_ridge_cv(text, y, folds)
+    b = train_tfidf_ridge_cv(text, y, folds)
+    assert np.array_equal(a.oof_log, b.oof_log)
+    med = np.zeros(len(y))
+    for f in np.unique(folds):
+        med[folds == f] = np.median(y[folds != f])
+    # beats the median on real rows, by a clear margin
+    assert a.oof_smape(y) < smape(np.expm1(y), np.expm1(med)) - 5
+    # held-out labels never used
+    y2 = y.copy()
+    y2[folds == 1] = 0.5
+    c = train_tfidf_ridge_cv(text, y2, folds)
+    assert np.array_equal(a.oof_log[folds == 1], c.oof_log[folds == 1])
+    # fold models share one vectoriser; predicting = averaging the fold ridges
+    p = predict_tfidf_ridge(a.models, text[:5])
+    assert p.shape == (5,) and np.allclose(p, np.mean([m.predict(text[:5]) for m in a.models], axis=0))
+    with pytest.raises(ValueError, match="length mismatch"):
+        train_tfidf_ridge_cv(text[:10], y, folds)
+
+
+def test_product_text_joins_parts():
+    items = pd.DataFrame({"item_name": ["Tea", None], "bullets": [["strong", "black"], None], "description": [np.nan, "d"], "ipq_value": [12.0, np.nan], "ipq_unit": ["Ounce", None]})
+    t = product_text(items)
+    assert t.iloc[0] == "Tea\nstrong\nblack\n\nvalue 12.0 Ounce"
+    assert t.iloc[1] == "\n\nd\nvalue  "
+    with pytest.raises(KeyError, match="item_name"):
+        product_text(pd.DataFrame({"x": [1]}))
+
+
+def test_blend_weights_convex_and_pick_perfect_model():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(2, 100, 500)
+    perfect = y.copy()
+    noisy = y * rng.lognormal(0, 0.5, 500)
+    biased = y * 1.8
+    w = fit_blend_weights(np.column_stack([noisy, perfect, biased]), y)
+    assert w.shape == (3,) and np.all(w >= 0) and w.sum() == pytest.approx(1.0)
+    assert w[1] > 0.95
+    blended = apply_blend(np.column_stack([noisy, perfect, biased]), w)
+    assert smape(y, blended) < 1.0
+    assert fit_blend_weights(noisy[:, None], y).tolist() == [1.0]
+
+
+def test_blend_of_two_complementary_models_beats_each():
+    rng = np.random.default_rng(1)
+    y = rng.uniform(2, 100, 2000)
+    a = y * rng.lognormal(0, 0.4, 2000)
+    b = y * rng.lognormal(0, 0.4, 2000)
+    w = fit_blend_weights(np.column_stack([a, b]), y)
+    assert 0.3 < w[0] < 0.7
+    assert smape(y, apply_blend(np.column_stack([a, b]), w)) < min(smape(y, a), smape(y, b)) - 3
+
+
+def test_predictions_frame_and_model_input():
+    fm = pd.DataFrame({"sample_id": ["a", "b", "c"], "fold": [0, -1, 1], "price": [5.0, np.nan, 7.0], "x": [1.0, 2.0, 3.0], "category": ["f", "g", "f"]})
+    X = model_input(fm)
+    assert list(X.columns) == ["x", "category"] and X["category"].dtype == "category"
+    p = predictions_frame(fm, np.log1p([4.0, 8.0]), np.array([-20.0]))
+    assert p["pred_price"].tolist() == pytest.approx([4.0, 0.01, 8.0])
+    assert p["fold"].tolist() == [0, -1, 1]
