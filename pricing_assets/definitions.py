@@ -4,7 +4,7 @@ import dagster as dg
 
 from pricing_assets.assets import images, ingest, serving, training
 from pricing_assets.assets.embeddings import build_embedding_assets
-from pricing_assets.assets.models import MODEL_PREDICTION_ASSETS, build_blend_asset, lightgbm_model
+from pricing_assets.assets.models import MODEL_PREDICTION_ASSETS, build_blend_asset, build_model_assets, lightgbm_model
 from pricing_assets.automation import build_automation_sensor, with_global_automation
 from pricing_assets.io_managers import PricingIOManager
 from pricing_assets.lib.embeddings import load_registry
@@ -40,6 +40,7 @@ def build_assets(registry: dict | None = None) -> list:
         training.brand_features,
         *training.build_training_assets(registry),
         lightgbm_model,
+        *build_model_assets(registry),
         build_blend_asset(MODEL_PREDICTION_ASSETS),
         serving.price_predictions,
         serving.build_evaluation_asset(MODEL_PREDICTION_ASSETS),
