@@ -5,6 +5,7 @@ automation / schedule wiring of the code location."""
 import json
 import os
 import time
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -15,8 +16,8 @@ from pricing_assets.lib.batches import find_batch_file
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import StorageResource
 from pricing_assets.sensors import InboxFile, build_inbox_sensor, list_inbox, ready_files, skip_reason
-from pricing_tests.conftest import LABELED_CSV
 
+LABELED_CSV = Path(__file__).resolve().parent.parent / "data" / "sample" / "amazon_pricing_sample.csv"
 OLD = time.time() - 3600
 
 
