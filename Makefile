@@ -32,3 +32,9 @@ ui: setup
 
 clean:
 	rm -rf .dagster_home artifacts
+
+## Browser check: dagster dev on 127.0.0.1 + headless Chromium; every asset/check listed, screenshot in docs/.
+## Needs `apt-get install -y chromium`; exits 77 (skip) without it. Not part of `make test`.
+.PHONY: ui-check
+ui-check: setup
+	$(BIN)/python scripts/ui_check.py --out docs/ui-graph.png
