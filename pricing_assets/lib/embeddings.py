@@ -859,7 +859,7 @@ def text_for_embedding(
 
     Args:
         item_name: product title (None / NaN -> skipped).
-        bullets: bullet points (list of str or a single str; None -> none).
+        bullets: bullet points (list / array of str, or a single str; None / NaN -> none).
         description: product description (None / NaN -> skipped).
         ocr_text: text read from the product image, if any.
         max_chars: maximum length of the result in characters (>= 1).
@@ -873,7 +873,7 @@ def text_for_embedding(
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be >= 1, got {max_chars}")
-    if bullets is None or isinstance(bullets, str):
+    if bullets is None or isinstance(bullets, (str, float)):  # float: NaN from a missing cell
         bullet_list = [bullets]
     else:
         bullet_list = list(bullets)

@@ -494,6 +494,8 @@ def test_text_for_embedding_layout_and_limits():
     assert text_for_embedding("Name", None, float("nan")) == "Name"
     assert text_for_embedding("Name", "one bullet", None, ocr_text="  ") == "Name\none bullet"
     assert text_for_embedding(None, [], None) == ""
+    assert text_for_embedding("N", float("nan"), None) == "N"
+    assert text_for_embedding("N", np.array(["b1", "b2"], dtype=object), "d") == "N\nb1\nb2\nd"
     long = text_for_embedding("Name", ["word " * 1000], None, max_chars=100)
     assert len(long) <= 100 and long.startswith("Name\nword") and not long.endswith(" ")
     assert text_for_embedding("x" * 50, None, None, max_chars=10) == "x" * 10
