@@ -27,10 +27,15 @@ from pricing_assets.lib.batches import store_batch
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import ImageFetchResource, OcrResource
 from pricing_assets.settings import Settings
-from pricing_tests.conftest import IMAGES, LABELED_CSV, UNLABELED_CSV
 from pricing_tests.http_server import Reply, ScriptedServer
 
 ASSETS = [ingest_assets.raw_catalog, ingest_assets.catalog_items, images_assets.product_images]
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "data" / "sample"
+LABELED_CSV = SAMPLE / "amazon_pricing_sample.csv"
+UNLABELED_CSV = SAMPLE / "amazon_pricing_unlabeled.csv"
+IMAGES = SAMPLE / "images"
 
 
 # ------------------------------------------------------------------------------------------------

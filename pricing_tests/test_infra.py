@@ -1,0 +1,76 @@
+"""Deployment files in ``infra/`` parse and have the structure the docs promise (no docker, helm or
+kubeconform here: PyYAML + assertions, and Dagster's own config validation of the instance files)."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+INFRA = REPO / "infra"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((INFRA / name).read_text())
+
+
+def test_instance_configs_validate_with_dagster():
+    from dagster._core.instance.config import dagster_instance_config
+
+    for name in ("dagster.yaml", "dagster-postgres.yaml", "dagster-compose.yaml"):
+        d = tempfile.mkdtemp()
+        shutil.copy(INFRA / name, Path(d) / "dagster.yaml")
+        cfg, _ = dagster_instance_config(d)
+        if name != "dagster.yaml":
+            pg = cfg["storage"]["postgres"]["postgres_db"]
+            assert pg["scheme"] == "postgresql+psycopg2" and pg["password"] == {"env": "DAGSTER_PG_PASSWORD"}, name
+
+
+def test_compose_has_every_service_and_no_public_ports():
+    c = load("docker-compose.yaml")
+    assert set(c["services"]) == {"postgres", "seaweedfs", "code-location", "webserver", "daemon"}
+    for name, svc in c["services"].items():
+        for p in svc.get("ports", []):
+            assert p.startswith("127.0.0.1:"), (name, p)
+    env = c["services"]["code-location"]["environment"]
+    assert env["PRICING_STORAGE"].startswith("s3://") and env["PRICING_S3_ENDPOINT"] == "http://seaweedfs:8333"
+    assert c["services"]["webserver"]["command"][-1] == "/opt/dagster/app/infra/workspace.yaml"
+    ws = load("workspace.yaml")["load_from"][0]["grpc_server"]
+    assert (ws["host"], ws["port"]) == ("code-location", 4000)
+    assert "seaweedfs-s3.json" in str(c["services"]["seaweedfs"]["volumes"]) and (INFRA / "seaweedfs-s3.json").exists()
+
+
+def test_dockerfile_pins_cpu_torch_and_installs_postgres_extra():
+    text = (INFRA / "Dockerfile").read_text()
+    pins = {ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith("ARG TORCH_VERSION=")}
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert pins == {"2.13.0"} and '"torch==2.13.0"' in pyproject
+    assert "download.pytorch.org/whl/cpu" in text and '.[postgres]' in text
+    assert "USER dagster" in text and "COPY infra/dagster-compose.yaml" in text
+
+
+def test_helm_values_k8s_launcher_and_gpu_steps_match_the_code():
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from infra.k8s_definitions import executor_config, gpu_step_keys
+
+    from pricing_assets.definitions import defs
+
+    v = load("helm/values.yaml")
+    assert v["runLauncher"]["type"] == "K8sRunLauncher"
+    assert v["dagster-user-deployments"]["deployments"][0]["dagsterApiGrpcArgs"] == ["-m", "infra.k8s_definitions"]
+    assert v["postgresql"]["enabled"] is False and v["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+
+    steps = gpu_step_keys(defs)
+    assert {"ocr_text", "embeddings__text__minilm_l6", "embeddings__image__effnet_lite0"} <= set(steps)
+    run_cfg = load("helm/run_config_gpu.yaml")["execution"]["config"]
+    assert run_cfg == executor_config(defs)
+    for key in steps:
+        step = run_cfg["per_step_k8s_config"][key]
+        assert step["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert step["pod_spec_config"]["node_selector"] == {"pricing/pool": "gpu"}
+        assert step["pod_spec_config"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    cpu_steps = {"raw_catalog", "catalog_items", "product_images"}
+    assert not cpu_steps & set(run_cfg["per_step_k8s_config"])
