@@ -1,11 +1,20 @@
 """Jobs and the nightly retrain schedule.
 
-Dagster pitfall: ``dagster asset materialize --select '*'`` (or a job over ``AssetSelection.all()``)
-fails here, because the selection mixes two partition schemes (the ``catalog_batches`` dynamic
-partitions of the per-row assets and the unpartitioned global assets). Every job therefore selects
-one side by *group*: :data:`catalog_batch_job` the per-row groups (one run per batch partition;
-its ``catalog_batches`` partitioning is inferred from the selection),
+Dagster pitfall (checked with dagster 1.13.27): ``dagster asset materialize --select '*'`` fails
+without ``--partition`` ("Asset has partitions, but no '--partition' option was provided"), and once a
+second partition scheme exists (e.g. a daily-partitioned asset beside the ``catalog_batches`` ones) no
+single run can hold them all. ``--select '*' --partition B`` works today (batch B's per-row assets
+and every global asset in one run) but breaks as soon as that second scheme lands. Every job here
+therefore selects one side by *group*: :data:`catalog_batch_job` the per-row groups (one run per
+batch partition; its ``catalog_batches`` partitioning is inferred from the selection),
 :data:`nightly_retrain_job` the global groups.
+
+No ``BackfillPolicy.single_run()``: the per-row assets read ``context.partition_key`` (one batch per
+run, so a bad file fails only its own run). A range of batches is backfilled as one run per batch:
+``dagster job backfill -m pricing_assets.definitions -j catalog_batch_job --partitions A,B --noprompt``
+(or ``--all``; the runs queue and start once the daemon runs, e.g. under ``dagster dev``), or from
+the UI's Materialize → partitions dialog. ``--partition-range`` on ``dagster asset materialize`` needs
+single-run policies and is not supported here.
 """
 
 import dagster as dg
