@@ -1,6 +1,5 @@
 """Helpers shared by tests: paths and slices of the bundled real sample, the `pricing` script."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -28,14 +28,9 @@ from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import ImageFetchResource, OcrResource
 from pricing_assets.settings import Settings
 from pricing_tests.http_server import Reply, ScriptedServer
+from pricing_tests.helpers import IMAGES, LABELED_CSV, UNLABELED_CSV
 
 ASSETS = [ingest_assets.raw_catalog, ingest_assets.catalog_items, images_assets.product_images]
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "data" / "sample"
-LABELED_CSV = SAMPLE / "amazon_pricing_sample.csv"
-UNLABELED_CSV = SAMPLE / "amazon_pricing_unlabeled.csv"
-IMAGES = SAMPLE / "images"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ passed, counts reconciled, and a second run of the embedding assets embeds nothi
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 import pytest
 
 from pricing_assets.definitions import build_defs

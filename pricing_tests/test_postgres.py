@@ -22,17 +22,12 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from pricing_tests.helpers import IMAGES, LABELED_CSV, REPO
 
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PASSWORD = "pricing-test-pw"
 BATCH = "pg_batch"
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "data" / "sample"
-LABELED_CSV = SAMPLE / "amazon_pricing_sample.csv"
-UNLABELED_CSV = SAMPLE / "amazon_pricing_unlabeled.csv"
-IMAGES = SAMPLE / "images"
 
 
 def _free_port() -> int:

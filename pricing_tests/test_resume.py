@@ -22,7 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pytest
+from pricing_tests.helpers import REPO, UNLABELED_CSV
 
 
 N_ROWS = 40
@@ -30,12 +30,6 @@ CHUNK = 8
 MODEL = "minilm_l6"
 EMB_KEY = f"embeddings/text/{MODEL}"
 BATCH = "resume"
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "data" / "sample"
-LABELED_CSV = SAMPLE / "amazon_pricing_sample.csv"
-UNLABELED_CSV = SAMPLE / "amazon_pricing_unlabeled.csv"
-IMAGES = SAMPLE / "images"
 
 
 def build(root: Path):

@@ -72,6 +72,7 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
     """Text lines read from each product photo (PP-OCR through RapidOCR by default)."""
     from pricing_assets.lib.ocr import get_ocr_backend, run_ocr
 
+    t = lambda: 0.0  # noqa: E731 - no OCR work when disabled
     if not ocr.enabled:
         out = pd.DataFrame(
             {"sample_id": product_images["sample_id"], "ocr_status": "disabled", "ocr_text": "", "n_lines": 0, "mean_conf": float("nan"), "seconds": 0.0}
@@ -95,6 +96,7 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
             "images_read": n_ok,
             "status_counts": dg.MetadataValue.json({k: int(v) for k, v in out["ocr_status"].value_counts().items()}),
             "rows_with_text": int((out["n_lines"] > 0).sum()),
+            "seconds": round(t(), 2),
             "s_per_image": round(float(out.loc[(out["ocr_status"] == "ok") & (out["seconds"] > 0), "seconds"].mean()), 3) if n_ok else 0.0,
             "preview": preview(out[out["n_lines"] > 0][["sample_id", "ocr_text", "mean_conf"]] if n_ok else out),
         },
