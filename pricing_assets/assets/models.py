@@ -81,12 +81,12 @@ class FusionMLPConfig(dg.Config):
     image_hidden: int = 64
     tab_hidden: int = 128
     head_hidden: int = 256
-    dropout: float = 0.2
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    max_epochs: int = 80
-    patience: int = 10
+    dropout: float = 0.3
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    batch_size: int = 512
+    max_epochs: int = 40
+    patience: int = 6
     seed: int = 42
 
 

@@ -36,12 +36,17 @@ def build_evaluation_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
     def evaluation_report(context: dg.AssetExecutionContext, price_blend: pd.DataFrame, products: pd.DataFrame, **preds):
         """SMAPE table (one row per model + blend), with plots as PNG in the markdown metadata."""
         from pricing_assets.lib.evaluation import plot_error_by_bin, plot_pred_vs_actual, png_markdown, smape_table, worst_predictions
+        from pricing_assets.lib.metrics import smape_by_bin
 
         table = smape_table({**{n.removesuffix("_predictions"): p for n, p in sorted(preds.items())}, "blend": price_blend})
         worst = worst_predictions(price_blend, products.set_index("sample_id")["item_name"])
         blend_smape = float(table.loc[table["model"] == "blend", "oof_smape"].iloc[0])
+        lab = price_blend[price_blend["fold"] >= 0]
+        bins = smape_by_bin(lab["price"].to_numpy(), lab["pred_price"].to_numpy())
         yield dg.Output(table, metadata={
             "blend_oof_smape": blend_smape,
+            "model_oof_smape": dg.MetadataValue.json(dict(zip(table["model"], table["oof_smape"].astype(float)))),
+            "rows_per_price_bin": dg.MetadataValue.json({b["bin"]: b["rows"] for b in bins}),
             "smape_table": dg.MetadataValue.md(table.to_markdown(index=False)),
             "worst_predictions": dg.MetadataValue.md(worst[["sample_id", "price", "pred_price", "row_smape", "item_name"]].to_markdown(index=False)),
             "pred_vs_actual": dg.MetadataValue.md(png_markdown(plot_pred_vs_actual(price_blend, f"blend, OOF SMAPE {blend_smape:.2f}"))),

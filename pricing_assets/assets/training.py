@@ -131,6 +131,15 @@ def build_training_assets(registry: dict) -> list:
             for s in text_specs:
                 vec, _ = embs[s.name]
                 parts.append(knn_price_features(vec, log_price, folds, k=config.knn_k, prefix=f"knn_{s.name}"))
+            # bag-of-words neighbours: TF-IDF (word 1-2-grams, fitted on every row's text: unsupervised)
+            # finds variants/same-line products that the sentence embedding blurs; on the sample it
+            # lowered LightGBM OOF SMAPE 56.7 -> 56.1
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            from pricing_assets.lib.modeling import product_text
+
+            tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(product_text(products.reset_index(drop=True)))
+            parts.append(knn_price_features(tfidf, log_price, folds, k=config.knn_k, prefix="knn_tfidf"))
             for s in image_specs:
                 vec, has = embs[s.name]
                 feats = pd.DataFrame(np.nan, index=range(len(products)), columns=[f"knn_image_{s.name}_{c}" for c in ("median", "wmean", "std", "top1", "top1_sim", "mean_sim")], dtype=np.float32)
@@ -166,6 +175,7 @@ def build_training_assets(registry: dict) -> list:
             "products": dg.AssetIn("products"),
             "brand_features": dg.AssetIn("brand_features"),
             "knn_features": dg.AssetIn("knn_features"),
+            "tfidf_ridge_predictions": dg.AssetIn("tfidf_ridge_predictions"),
             **_embeddings_in(registry),
         },
         check_specs=[contract_spec("feature_matrix")],
@@ -176,9 +186,12 @@ def build_training_assets(registry: dict) -> list:
         products: pd.DataFrame,
         brand_features: pd.DataFrame,
         knn_features: pd.DataFrame,
+        tfidf_ridge_predictions: pd.DataFrame,
         **kwargs,
     ):
-        """Model input: engineered features, OOF target encodings, kNN features, embedding PCA."""
+        """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridge's
+        OOF log-price prediction (stacked: out-of-fold for labeled rows, like the kNN features),
+        embedding PCA."""
         from pricing_assets.lib.training_data import pca_components, target_encodings
 
         with stopwatch() as t:
@@ -196,7 +209,11 @@ def build_training_assets(registry: dict) -> list:
                 for s in specs.values()
             ]
             numeric = bf.drop(columns=["brand", "category"]).select_dtypes("number").astype(np.float32)
-            fm = pd.concat([base, numeric, te, kn, img.astype(np.float32), *pcs], axis=1)
+            ridge = tfidf_ridge_predictions.set_index("sample_id")["pred_price"].reindex(base["sample_id"])
+            if ridge.isna().any():
+                raise ValueError(f"feature_matrix: tfidf_ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}")
+            stack = pd.DataFrame({"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32)})
+            fm = pd.concat([base, numeric, te, kn, stack, img.astype(np.float32), *pcs], axis=1)
             fm["category"] = bf["category"].astype(str)
         yield dg.Output(
             fm,
@@ -205,7 +222,7 @@ def build_training_assets(registry: dict) -> list:
                 "labeled_rows": int((fm["fold"] >= 0).sum()),
                 "features": fm.shape[1] - 3,
                 "feature_groups": dg.MetadataValue.json(
-                    {"engineered": numeric.shape[1], "target_encoding": te.shape[1], "knn": kn.shape[1], "image": img.shape[1], "embedding_pca": int(sum(p.shape[1] for p in pcs))}
+                    {"engineered": numeric.shape[1], "target_encoding": te.shape[1], "knn": kn.shape[1], "stacked": stack.shape[1], "image": img.shape[1], "embedding_pca": int(sum(p.shape[1] for p in pcs))}
                 ),
                 "seconds": round(t(), 2),
                 "preview": preview(fm.iloc[:, :12]),

@@ -68,6 +68,21 @@ def _query(index_vectors, index_log_prices, query_vectors, k):
     return neighbour_stats(sims, index_log_prices[ids])
 
 
+def _query_sparse(index_vectors, index_log_prices, query_vectors, k, chunk: int = 2048):
+    """Exact top-k by sparse dot product (cosine for L2-normalised rows, e.g. TF-IDF)."""
+    k = min(k, index_vectors.shape[0])
+    out = []
+    ref_t = index_vectors.T.tocsc()
+    for s in range(0, query_vectors.shape[0], chunk):
+        sims = (query_vectors[s : s + chunk] @ ref_t).toarray().astype(np.float32)
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(sims, idx, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        idx, top = np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
+        out.append(neighbour_stats(top, index_log_prices[idx]))
+    return np.vstack(out)
+
+
 def knn_price_features(
     vectors: np.ndarray,
     log_price: np.ndarray,
@@ -82,7 +97,9 @@ def knn_price_features(
     Unlabeled rows (``fold == -1`` or NaN price) query all labeled rows.
 
     Args:
-        vectors: (n, d) float32 L2-normalised embeddings (one per row).
+        vectors: (n, d) float32 L2-normalised embeddings (one per row), dense (searched with an exact
+            FAISS inner-product index) or a SciPy sparse matrix such as TF-IDF rows (exact sparse
+            dot products).
         log_price: (n,) float64 ``log1p(price USD)``; NaN for unlabeled rows.
         folds: (n,) int fold id in ``0..K-1`` for labeled rows, -1 for unlabeled.
         k: neighbours per query.
@@ -95,7 +112,13 @@ def knn_price_features(
     Raises:
         ValueError: on length mismatch or when there are fewer than 2 labeled rows.
     """
-    n = len(vectors)
+    import scipy.sparse as sp
+
+    sparse = sp.issparse(vectors)
+    if sparse:
+        vectors = sp.csr_matrix(vectors)
+    query = _query_sparse if sparse else _query
+    n = vectors.shape[0]
     if not (len(log_price) == len(folds) == n):
         raise ValueError(f"knn_price_features: length mismatch {n}, {len(log_price)}, {len(folds)}")
     folds = np.asarray(folds)
@@ -106,8 +129,8 @@ def knn_price_features(
     for f in np.unique(folds[labeled]):
         q = labeled & (folds == f)
         ref = labeled & (folds != f)
-        out[q] = _query(vectors[ref], log_price[ref], vectors[q], k)
+        out[q] = query(vectors[ref], log_price[ref], vectors[q], k)
     unl = ~labeled
     if unl.any():
-        out[unl] = _query(vectors[labeled], log_price[labeled], vectors[unl], k)
+        out[unl] = query(vectors[labeled], log_price[labeled], vectors[unl], k)
     return pd.DataFrame(out, columns=[f"{prefix}_{s}" for s in KNN_STATS])

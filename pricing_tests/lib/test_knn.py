@@ -80,3 +80,20 @@ def test_errors():
         build_index(np.full((2, 3), np.nan, dtype=np.float32))
     with pytest.raises(ValueError, match=r"expected \(n, d\)"):
         build_index(np.zeros(3, dtype=np.float32))
+
+
+def test_sparse_tfidf_vectors_match_dense_search():
+    import scipy.sparse as sp
+
+    v, lp, folds = _data()
+    v = np.abs(v)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    lp[3], folds[3] = np.nan, -1
+    dense = knn_price_features(v, lp, folds, k=4)
+    sparse = knn_price_features(sp.csr_matrix(v), lp, folds, k=4)
+    assert np.allclose(dense.to_numpy(), sparse.to_numpy(), atol=1e-5)
+    # and the sparse path keeps the OOF guarantee
+    lp2 = lp.copy()
+    lp2[0] = 40.0
+    again = knn_price_features(sp.csr_matrix(v), lp2, folds, k=4)
+    assert np.array_equal(again.iloc[0].to_numpy(), sparse.iloc[0].to_numpy())

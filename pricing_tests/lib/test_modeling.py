@@ -25,10 +25,10 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_prici
 
 @pytest.fixture(scope="module")
 def real():
-    """800 real labeled rows: parsed text, log price, folds."""
+    """500 real labeled rows: parsed text, log price, folds."""
     from pricing_assets.lib.catalog import parse_catalog_content
 
-    df = pd.read_csv(SAMPLE, dtype={"sample_id": str}, nrows=800)
+    df = pd.read_csv(SAMPLE, dtype={"sample_id": str}, nrows=500)
     parsed = pd.DataFrame([parse_catalog_content(t) for t in df["catalog_content"]])
     folds = assign_folds(df["sample_id"], df["image_link"], 4, 42)
     return parsed, np.log1p(df["price"].to_numpy(dtype=float)), folds
@@ -81,7 +81,7 @@ def test_lightgbm_held_out_labels_never_used():
 def test_tfidf_ridge_on_real_rows(real):
     parsed, y, folds = real
     text = product_text(parsed)
-    assert len(text) == 800 and text.iloc[0].startswith(parsed["item_name"].iloc[0])
+    assert len(text) == 500 and text.iloc[0].startswith(parsed["item_name"].iloc[0])
     a = train_tfidf_ridge_cv(text, y, folds)
     b = train_tfidf_ridge_cv(text, y, folds)
     assert np.array_equal(a.oof_log, b.oof_log)

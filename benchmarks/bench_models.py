@@ -1,0 +1,188 @@
+"""Baselines vs the pipeline's models, OOF SMAPE on the same folds, in one process.
+
+    DAGSTER_HOME=/tmp/bench_models_home PRICING_IMAGES_OFFLINE=1 OMP_NUM_THREADS=1 \
+        .venv/bin/python benchmarks/bench_models.py            # materialises the sample once if needed
+    .venv/bin/python benchmarks/bench_models.py --lgbm-grid     # + the LightGBM configurations tried
+    .venv/bin/python benchmarks/bench_models.py --mlp-grid      # + the MLP configurations tried
+
+Inputs come from a materialised Dagster instance (``products``, ``feature_matrix``, the embedding
+assets): the script ingests the bundled labeled + unlabeled sample and runs ``pricing materialize``
+into ``$DAGSTER_HOME`` when ``feature_matrix`` is missing there. Every model below is then trained
+here by the same pure functions the assets call, on the folds stored in ``products.fold``
+(``lib.modeling.assign_folds``: grouped by image link, 5 folds, seed 42):
+
+- median price (of the training folds);
+- TF-IDF + ridge on the raw ``catalog_content`` (word 1-2-grams, alpha 1: the issue's baseline);
+- tfidf_ridge: the pipeline's word + char TF-IDF ridge on the parsed text;
+- LightGBM on ``feature_matrix``; fusion MLP; their blend (weights fitted on OOF; also reported with
+  cross-fitted weights: for each fold, weights fitted on the other folds' OOF predictions).
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _materialise_if_missing() -> None:
+    import dagster as dg
+
+    from pricing_assets import cli
+
+    inst = cli.get_instance()
+    if inst.get_latest_materialization_event(dg.AssetKey("feature_matrix")) is not None:
+        return
+    os.environ.setdefault("PRICING_IMAGES_OFFLINE", "1")
+    cli.ingest(inst, str(REPO / "data/sample/amazon_pricing_sample.csv"), "labeled")
+    cli.ingest(inst, str(REPO / "data/sample/amazon_pricing_unlabeled.csv"), "unlabeled")
+    from pricing_assets.definitions import defs
+
+    cli.materialize(inst, defs)
+
+
+def load_inputs():
+    """(products, feature_matrix, {embedding name: (vectors, has)}) of the labeled rows, aligned."""
+    from pricing_assets import cli
+    from pricing_assets.assets.embeddings import embedding_key
+    from pricing_assets.definitions import defs
+    from pricing_assets.lib.embeddings import load_registry
+    from pricing_assets.lib.training_data import embedding_matrix
+    from pricing_assets.partitions import CATALOG_BATCHES
+
+    inst = cli.get_instance()
+    products = defs.load_asset_value("products", instance=inst)
+    fm = defs.load_asset_value("feature_matrix", instance=inst)
+    products = products[products["fold"] >= 0].reset_index(drop=True)
+    fm = fm.set_index("sample_id").loc[products["sample_id"]].reset_index()
+    embs = {}
+    batches = inst.get_dynamic_partitions(CATALOG_BATCHES)
+    for spec in (s for s in load_registry().values() if s.enabled):
+        frames = [defs.load_asset_value(embedding_key(spec), partition_key=b, instance=inst) for b in batches]
+        embs[spec.name] = (spec.modality, *embedding_matrix(pd.concat(frames, ignore_index=True), products["sample_id"], spec.dim))
+    return products, fm, embs
+
+
+def raw_catalog_text(products: pd.DataFrame) -> pd.Series:
+    """The CSV's raw ``catalog_content`` for the products (by sample_id)."""
+    raw = pd.read_csv(REPO / "data/sample/amazon_pricing_sample.csv", dtype={"sample_id": str})
+    return raw.set_index("sample_id")["catalog_content"].reindex(products["sample_id"]).fillna("").reset_index(drop=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lgbm-grid", action="store_true", help="also report the LightGBM configurations tried")
+    ap.add_argument("--mlp-grid", action="store_true", help="also report the MLP configurations tried")
+    ap.add_argument("--ridge-grid", action="store_true", help="also report TF-IDF ridge alphas")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.mlp import MLPConfig, MLPInputs, tabular_matrix, train_mlp_cv
+    from pricing_assets.lib.modeling import apply_blend, fit_blend_weights, model_input, product_text, train_lightgbm_cv, train_tfidf_ridge_cv
+
+    _materialise_if_missing()
+    products, fm, embs = load_inputs()
+    folds = products["fold"].to_numpy()
+    y = np.log1p(products["price"].to_numpy(dtype=float))
+    price = products["price"].to_numpy(dtype=float)
+    print(f"{len(products)} labeled rows, {len(np.unique(folds))} folds (products.fold), rows per fold {np.bincount(folds).tolist()}")
+    rows, oofs = [], {}
+
+    def record(name, oof_log, seconds, note=""):
+        pred = np.clip(np.expm1(oof_log), 0.01, None)
+        rows.append({"model": name, "oof_smape": round(smape(price, pred), 2), "seconds": round(seconds, 1), "note": note})
+        print(f"  {name:<34} {rows[-1]['oof_smape']:>7.2f}  ({seconds:.1f} s) {note}", flush=True)
+        return pred
+
+    t = time.perf_counter()
+    med = np.zeros(len(y))
+    for f in np.unique(folds):
+        med[folds == f] = np.median(y[folds != f])
+    record("median price", med, time.perf_counter() - t)
+
+    raw = raw_catalog_text(products)
+    t = time.perf_counter()
+    oof = np.zeros(len(y))
+    for f in np.unique(folds):
+        tr, va = folds != f, folds == f
+        m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(alpha=1.0)).fit(raw[tr], y[tr])
+        oof[va] = m.predict(raw[va])
+    base_ridge = record("TF-IDF + ridge (raw text, baseline)", oof, time.perf_counter() - t)
+
+    text = product_text(products)
+    if args.ridge_grid:
+        for alpha in (1.0, 2.0, 4.0, 8.0):
+            cv = train_tfidf_ridge_cv(text, y, folds, params={"alpha": alpha})
+            record(f"tfidf_ridge alpha={alpha}", cv.oof_log, cv.seconds, "grid")
+    cv = train_tfidf_ridge_cv(text, y, folds)
+    oofs["tfidf_ridge"] = record("tfidf_ridge (word+char, pipeline)", cv.oof_log, cv.seconds)
+
+    X = model_input(fm)
+    cat = ["category"] if "category" in X else None
+    if args.lgbm_grid:
+        grid = [
+            {"objective": "huber", "alpha": 1.0},
+            {"objective": "huber", "alpha": 0.3},
+            {"objective": "l1"},
+            {"objective": "regression"},
+            {"objective": "l1", "num_leaves": 15, "min_data_in_leaf": 30},
+            {"objective": "l1", "feature_fraction": 0.4},
+        ]
+        for g in grid:
+            c = train_lightgbm_cv(X, y, folds, params=g, categorical=cat, num_threads=2)
+            record("lgbm " + ",".join(f"{k}={v}" for k, v in g.items()), c.oof_log, c.seconds, "grid")
+        if "stack_tfidf_ridge" in X:
+            c = train_lightgbm_cv(X.drop(columns=["stack_tfidf_ridge"]), y, folds, categorical=cat, num_threads=2)
+            record("lgbm without stack_tfidf_ridge", c.oof_log, c.seconds, "ablation")
+        c = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=2, inner_valid_fraction=0.0)
+        record("lgbm early-stopped on held-out fold", c.oof_log, c.seconds, "optimistic, for comparison")
+    cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=2)
+    oofs["lightgbm"] = record("LightGBM (feature_matrix)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")
+
+    text_m = np.hstack([v for mod, v, _ in embs.values() if mod == "text"])
+    img = [(v, h) for mod, v, h in embs.values() if mod == "image"]
+    image_m = np.hstack([v for v, _ in img]) if img else np.zeros((len(y), 1), np.float32)
+    has_image = np.any([h for _, h in img], axis=0) if img else np.zeros(len(y), bool)
+    exclude = ("sample_id", "fold", "price", *(f"{n}_pc" for n in embs))
+    tab, cols = tabular_matrix(fm, exclude_prefixes=exclude)
+    inputs = MLPInputs(text_m, image_m, has_image, tab, cols)
+    if args.mlp_grid:
+        for g in ({"dropout": 0.1}, {"dropout": 0.3}, {"lr": 1e-3}, {"text_hidden": 128, "head_hidden": 128}, {"weight_decay": 1e-2}):
+            c = train_mlp_cv(inputs, y, folds, MLPConfig(**g))
+            record("mlp " + ",".join(f"{k}={v}" for k, v in g.items()), c.oof_log, c.seconds, "grid")
+    cv = train_mlp_cv(inputs, y, folds, MLPConfig())
+    oofs["fusion_mlp"] = record("fusion MLP", cv.oof_log, cv.seconds, f"epochs {cv.best_iterations}")
+
+    names = sorted(oofs)
+    mats = np.column_stack([oofs[n] for n in names])
+    w = fit_blend_weights(mats, price)
+    t = time.perf_counter()
+    record("blend (weights fitted on all OOF)", np.log1p(apply_blend(mats, w)), 0.0, "w " + ", ".join(f"{n}={x:.2f}" for n, x in zip(names, w)))
+    cross = np.zeros(len(y))
+    for f in np.unique(folds):
+        wf = fit_blend_weights(mats[folds != f], price[folds != f])
+        cross[folds == f] = apply_blend(mats[folds == f], wf)
+    record("blend (cross-fitted weights)", np.log1p(cross), time.perf_counter() - t)
+
+    table = pd.DataFrame(rows)
+    blend = table.loc[table["model"] == "blend (cross-fitted weights)", "oof_smape"].iloc[0]
+    base = smape(price, base_ridge)
+    print()
+    print(table.to_markdown(index=False))
+    print(f"\nblend (cross-fitted) is {base - blend:.2f} SMAPE points below the TF-IDF + ridge baseline")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
