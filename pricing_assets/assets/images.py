@@ -72,22 +72,19 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
     """Text lines read from each product photo (PP-OCR through RapidOCR by default)."""
     from pricing_assets.lib.ocr import get_ocr_backend, run_ocr
 
-    t = lambda: 0.0  # noqa: E731 - no OCR work when disabled
-    if not ocr.enabled:
-        out = pd.DataFrame(
-            {"sample_id": product_images["sample_id"], "ocr_status": "disabled", "ocr_text": "", "n_lines": 0, "mean_conf": float("nan"), "seconds": 0.0}
-        )
-    else:
-        backend = get_ocr_backend(ocr.backend)
-        n_img = int((product_images["status"] == "ok").sum())
-        context.log.info(f"ocr_text: {n_img} images with backend {ocr.backend}")
+    def progress(done: int, total: int) -> None:
+        if done % 20 == 0 or done == total:
+            context.log.info(f"ocr_text: {done}/{total} images")
 
-        def progress(done: int, total: int) -> None:
-            if done % 20 == 0 or done == total:
-                context.log.info(f"ocr_text: {done}/{total} images")
-
-        with stopwatch() as t:
+    with stopwatch() as t:
+        if ocr.enabled:
+            backend = get_ocr_backend(ocr.backend)
+            context.log.info(f"ocr_text: {int((product_images['status'] == 'ok').sum())} images with backend {ocr.backend}")
             out = run_ocr(product_images, backend, progress=progress, storage_options=storage.storage_options or None)
+        else:
+            out = pd.DataFrame(
+                {"sample_id": product_images["sample_id"], "ocr_status": "disabled", "ocr_text": "", "n_lines": 0, "mean_conf": float("nan"), "seconds": 0.0}
+            )
     n_ok = int((out["ocr_status"] == "ok").sum())
     yield dg.Output(
         out,
