@@ -24,7 +24,7 @@ def build_resources(s: Settings) -> dict:
         "faiss_io_manager": io["faiss"],
         "lightgbm_io_manager": io["lightgbm"],
         "device": DeviceResource(device=s.device),
-        "storage": StorageResource(base_path=s.storage, endpoint_url=s.s3_endpoint),
+        "storage": StorageResource(base_path=s.storage, endpoint_url=s.s3_endpoint, model_cache_dir=s.model_cache),
         "image_fetch": ImageFetchResource(mirror_dir=s.image_mirror, offline=s.images_offline),
         "ocr": OcrResource(backend=s.ocr_backend),
     }
