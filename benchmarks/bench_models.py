@@ -140,14 +140,14 @@ def main(argv=None) -> int:
             {"objective": "l1", "feature_fraction": 0.4},
         ]
         for g in grid:
-            c = train_lightgbm_cv(X, y, folds, params=g, categorical=cat, num_threads=2)
+            c = train_lightgbm_cv(X, y, folds, params=g, categorical=cat, num_threads=1)
             record("lgbm " + ",".join(f"{k}={v}" for k, v in g.items()), c.oof_log, c.seconds, "grid")
         if "stack_tfidf_ridge" in X:
-            c = train_lightgbm_cv(X.drop(columns=["stack_tfidf_ridge"]), y, folds, categorical=cat, num_threads=2)
+            c = train_lightgbm_cv(X.drop(columns=["stack_tfidf_ridge"]), y, folds, categorical=cat, num_threads=1)
             record("lgbm without stack_tfidf_ridge", c.oof_log, c.seconds, "ablation")
-        c = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=2, inner_valid_fraction=0.0)
+        c = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, inner_valid_fraction=0.0)
         record("lgbm early-stopped on held-out fold", c.oof_log, c.seconds, "optimistic, for comparison")
-    cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=2)
+    cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1)
     oofs["lightgbm"] = record("LightGBM (feature_matrix)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")
 
     text_m = np.hstack([v for mod, v, _ in embs.values() if mod == "text"])
