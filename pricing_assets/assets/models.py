@@ -210,7 +210,7 @@ def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
         per_model = {n: round(smape(base.loc[lab, "price"], mats[lab, i]), 3) for i, n in enumerate(names)}
         yield dg.Output(out, metadata={
             **_oof_metadata(out),
-            "weights": dg.MetadataValue.json({n: round(float(x), 4) for n, x in zip(names, w)}),
+            "weights": dg.MetadataValue.json({n: float(x) for n, x in zip(names, w)}),  # unrounded: they sum to 1
             "model_oof_smape": dg.MetadataValue.json(per_model),
         })
         yield contract_result(out, ModelPredictions, "price_blend")
