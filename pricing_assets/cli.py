@@ -10,6 +10,7 @@ the web UI shows the same run history.
 
 import argparse
 import os
+import resource
 import sys
 import time
 
@@ -75,17 +76,38 @@ def _log_config(level: str) -> dict:
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
-def materialize(instance: dg.DagsterInstance, defs: dg.Definitions, batches: list[str] | None = None, log_level: str = "WARNING") -> dict:
+def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0].storage_id if records else -1
+
+
+def global_assets_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> bool:
+    """True when some global asset was never materialised, or a per-row (batch) asset was
+    materialised after the oldest of the global assets' latest materialisations."""
+    graph = defs.resolve_asset_graph()
+    keys = list(graph.get_all_asset_keys())
+    per_row = [k for k in keys if graph.get(k).partitions_def is not None]
+    global_ = [k for k in keys if graph.get(k).partitions_def is None]
+    if not global_:
+        return False
+    oldest_global = min(_latest_storage_id(instance, k) for k in global_)
+    newest_row = max((_latest_storage_id(instance, k) for k in per_row), default=-1)
+    return oldest_global < 0 or newest_row > oldest_global
+
+
+def materialize(
+    instance: dg.DagsterInstance, defs: dg.Definitions, batches: list[str] | None = None, log_level: str = "WARNING", force_global: bool = False
+) -> dict:
     """Materialise the per-row assets of ``batches`` (default: every batch missing something), then
-    the global assets (features, models, index, predictions, report), all in process.
+    the global assets (features, models, index, predictions, report) when they are stale
+    (:func:`global_assets_stale`) or ``force_global``, all in process.
 
     Returns:
-        ``{"batches": [...], "seconds": {step: s}}``.
+        ``{"batches": [...], "global": bool, "seconds": {step: s}}``.
 
     Raises:
         RuntimeError: when a run fails (its run id and the failing step are in the message).
     """
-    graph = defs.resolve_asset_graph()
     assets = list(defs.assets)
     resources = dict(defs.resources)
     todo = missing_batches(instance, defs) if batches is None else batches
@@ -100,7 +122,10 @@ def materialize(instance: dg.DagsterInstance, defs: dg.Definitions, batches: lis
         _raise_if_failed(res, f"batch {batch}")
         timings[f"batch:{batch}"] = round(time.perf_counter() - t0, 1)
         print(f"      done in {timings[f'batch:{batch}']} s", flush=True)
-    if any(graph.get(k).partitions_def is None for k in graph.get_all_asset_keys()):
+    run_global = force_global or global_assets_stale(instance, defs)
+    if not run_global:
+        print("global assets are up to date with every batch (use --retrain to re-run them)", flush=True)
+    else:
         print(f"global assets: {', '.join(GLOBAL_GROUPS)} …", flush=True)
         t0 = time.perf_counter()
         res = dg.materialize(
@@ -110,7 +135,7 @@ def materialize(instance: dg.DagsterInstance, defs: dg.Definitions, batches: lis
         _raise_if_failed(res, "global assets")
         timings["global"] = round(time.perf_counter() - t0, 1)
         print(f"      done in {timings['global']} s", flush=True)
-    return {"batches": todo, "seconds": timings}
+    return {"batches": todo, "global": run_global, "seconds": timings}
 
 
 def _raise_if_failed(res, what: str) -> None:
@@ -151,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// source (default: PRICING_S3_ENDPOINT)")
     p = sub.add_parser("materialize", help="materialise missing batch partitions, then the global assets")
     p.add_argument("--batch", action="append", help="only these batches (repeatable); default: every batch missing something")
+    p.add_argument("--retrain", action="store_true", help="re-run the global assets even when no batch changed")
     p.add_argument("--log-level", default="WARNING")
     p = sub.add_parser("predictions", help="write the latest predictions as CSV")
     p.add_argument("--out", required=True)
@@ -166,13 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "materialize":
         t0 = time.perf_counter()
         try:
-            res = materialize(instance, defs, args.batch, args.log_level)
+            res = materialize(instance, defs, args.batch, args.log_level, force_global=args.retrain)
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"materialised {len(res['batches'])} batch(es) + global assets in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
+        print(f"materialised {len(res['batches'])} batch(es){' + global assets' if res['global'] else ''} in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
         for k, v in oof_summary(instance).items():
             print(f"OOF SMAPE {k}: {v:.3f}")
+        print(f"peak memory (max RSS of this process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
         return 0
     if args.cmd == "predictions":
         n = write_predictions(instance, defs, args.out)

@@ -25,6 +25,8 @@ def test_materialize_completes_every_batch_and_reports_smape(materialized_home):
     assert line, out
     smape = float(line[0].split(":")[1])
     assert 0 < smape < 200
+    peak_mb = float(out.split("peak memory (max RSS of this process): ")[1].split()[0])
+    assert 100 < peak_mb < 24_000
 
 
 def test_predictions_csv_has_every_unlabeled_id_once(materialized_home, slice_files):
@@ -47,13 +49,15 @@ def test_runs_are_recorded_in_the_instance(materialized_home):
 
 def test_second_materialize_has_nothing_to_do(materialized_home):
     res = run(["materialize"], materialized_home["env"])
-    assert "materialised 0 batch(es)" in res.stdout
+    assert "materialised 0 batch(es) in" in res.stdout
+    assert "global assets are up to date" in res.stdout
 
 
 def test_bad_file_is_a_clear_error(materialized_home, tmp_path):
+    env = {**materialized_home["env"], "DAGSTER_HOME": str(tmp_path / "home")}
     bad = tmp_path / "bad.csv"
     bad.write_text("sample_id,text\n1,hello\n")
-    run(["ingest", str(bad), "--batch", "bad"], materialized_home["env"])
-    res = run(["materialize", "--batch", "bad"], materialized_home["env"], check=False)
+    run(["ingest", str(bad), "--batch", "bad"], env)
+    res = run(["materialize", "--batch", "bad"], env, check=False)
     assert res.returncode == 1
     assert "bad.csv" in res.stderr and "catalog_content" in res.stderr

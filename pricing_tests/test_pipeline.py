@@ -73,7 +73,7 @@ def test_global_assets_report_model_figures(instance, slice_files):
     lgb = _meta(instance, "lightgbm_predictions")
     assert 0 < lgb["oof_smape"] < 200 and lgb["labeled_rows"] == slice_files["n_labeled"]
     blend = _meta(instance, "price_blend")
-    assert abs(sum(blend["weights"].values()) - 1) < 1e-6
+    assert abs(sum(blend["weights"].values()) - 1) < 1e-3  # weights are rounded to 4 decimals in metadata
     report = _meta(instance, "evaluation_report")
     assert report["blend_oof_smape"] == pytest.approx(blend["oof_smape"], abs=1e-3)
     assert "data:image/png;base64," in report["pred_vs_actual"]
