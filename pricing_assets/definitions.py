@@ -4,6 +4,7 @@ import dagster as dg
 
 from pricing_assets.assets import images, ingest, serving, training
 from pricing_assets.assets.embeddings import build_embedding_assets
+from pricing_assets.assets.reports import build_signal_report_asset
 from pricing_assets.assets.models import MODEL_PREDICTION_ASSETS, build_blend_asset, build_model_assets, lightgbm_model
 from pricing_assets.automation import build_automation_sensor, with_global_automation
 from pricing_assets.io_managers import PricingIOManager
@@ -36,6 +37,7 @@ def build_assets(registry: dict | None = None) -> list:
     return [
         *dg.load_assets_from_modules([ingest, images]),
         *build_embedding_assets(registry),
+        build_signal_report_asset(registry),
         training.products,
         training.brand_features,
         *training.build_training_assets(registry),

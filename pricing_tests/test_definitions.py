@@ -26,6 +26,7 @@ GLOBAL = {
     "product_index": "training",
     "knn_features": "training",
     "feature_matrix": "training",
+    "embedding_signal_report": "training",
     "lightgbm_model": "models",
     "lightgbm_predictions": "models",
     "price_blend": "models",
@@ -73,7 +74,7 @@ def test_lineage(graph):
 
 def test_every_data_asset_has_a_blocking_contract_check(graph):
     checks = {ck.asset_key.to_user_string(): ck for ck in graph.asset_check_keys if ck.name == "contract"}
-    exempt = {"product_index", "lightgbm_model", "evaluation_report"}  # index/model objects, report table
+    exempt = {"product_index", "lightgbm_model", "evaluation_report", "embedding_signal_report"}  # index/model objects, report table
     for name in {**PER_ROW, **GLOBAL}:
         if name in exempt or name.endswith("_model"):
             continue

@@ -78,6 +78,8 @@ def test_global_assets_report_model_figures(instance, slice_files):
     assert report["blend_oof_smape"] == pytest.approx(blend["oof_smape"], abs=1e-3)
     assert "data:image/png;base64," in report["pred_vs_actual"]
     assert _meta(instance, "price_predictions")["rows"] == slice_files["n_unlabeled"]
+    signal = _meta(instance, "embedding_signal_report")
+    assert signal["models"] == 2 and "minilm_l6" in signal["signal_table"] and "effnet_lite0" in signal["signal_table"]
 
 
 def test_stored_outputs_line_up(instance, defs, slice_files):
