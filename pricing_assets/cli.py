@@ -16,8 +16,7 @@ import time
 
 import dagster as dg
 
-PER_ROW_GROUPS = ("ingest", "images", "embeddings")
-GLOBAL_GROUPS = ("training", "models", "serving")
+from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS
 
 
 def get_instance() -> dg.DagsterInstance:

@@ -8,7 +8,6 @@ come from a local HTTP server (3 links in ``b1``, one new link in ``b3``). Only 
 enabled (the image encoder's own incremental behaviour is the same cache, tested in ``test_s3``).
 """
 
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -20,11 +19,10 @@ from pricing_assets.lib.embeddings import load_registry
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import ImageFetchResource, OcrResource
 from pricing_assets.settings import load_settings
+from pricing_tests.helpers import IMAGES, LABELED_CSV
 from pricing_tests.http_server import Reply, ScriptedServer
 
 TEXT = "embeddings/text/minilm_l6"
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-LABELED_CSV, IMAGES = SAMPLE / "amazon_pricing_sample.csv", SAMPLE / "images"
 
 
 def meta(instance, key: str, batch: str | None = None, first: bool = False) -> dict:

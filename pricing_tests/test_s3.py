@@ -4,7 +4,6 @@ cache), and ``catalog_inbox_sensor`` watching an ``s3://`` inbox."""
 
 import io
 import os
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -14,21 +13,10 @@ from pricing_assets import cli
 from pricing_assets.automation import PER_ROW_GROUPS
 from pricing_assets.resources import OcrResource, StorageResource
 from pricing_assets.sensors import build_inbox_sensor
+from pricing_tests.helpers import sample_slice
 from pricing_tests.s3_server import s3_endpoint, s3_env  # noqa: F401  (fixtures)
 
 N_LAB, N_IMG, N_UNL = 40, 3, 10
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-
-
-def sample_slice(n_labeled: int, n_with_image: int, n_unlabeled: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Real rows: ``n_with_image`` labeled rows whose photo is bundled first, then labeled rows
-    without one; and the first ``n_unlabeled`` unlabeled rows."""
-    lab = pd.read_csv(SAMPLE / "amazon_pricing_sample.csv", dtype={"sample_id": str})
-    has = lab["image_link"].str.rsplit("/", n=1).str[-1].isin({p.name for p in (SAMPLE / "images").glob("*.jpg")})
-    lab = pd.concat([lab[has].head(n_with_image), lab[~has].head(n_labeled - n_with_image)], ignore_index=True)
-    return lab, pd.read_csv(SAMPLE / "amazon_pricing_unlabeled.csv", dtype={"sample_id": str}).head(n_unlabeled)
-
-
 def put_csv(fs, url, df):
     with fs.open(url, "wb") as f:
         f.write(df.to_csv(index=False).encode())
