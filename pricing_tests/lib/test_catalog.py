@@ -23,9 +23,8 @@ from pricing_assets.lib.catalog import (
     read_catalog,
 )
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
-LABELED = SAMPLE_DIR / "amazon_pricing_sample.csv"
-UNLABELED = SAMPLE_DIR / "amazon_pricing_unlabeled.csv"
+from pricing_tests.helpers import LABELED_CSV as LABELED
+from pricing_tests.helpers import UNLABELED_CSV as UNLABELED
 HEADER = ["sample_id", "catalog_content", "image_link", "price"]
 
 

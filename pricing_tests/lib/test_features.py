@@ -4,7 +4,6 @@ leakage guarantee of out-of-fold target encoding."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from pricing_assets.lib.features import (
     quantities_from_text,
 )
 
-LABELED = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_pricing_sample.csv"
+from pricing_tests.helpers import LABELED_CSV as LABELED
 
 
 # ------------------------------------------------------------------ pack count (real item names)

@@ -25,8 +25,7 @@ from pricing_assets.lib.images import (
 )
 from pricing_tests.http_server import Reply, ScriptedServer
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
-IMAGES = SAMPLE / "images"
+from pricing_tests.helpers import IMAGES, SAMPLE
 
 
 # ------------------------------------------------------------------------------------------

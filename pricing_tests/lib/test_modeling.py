@@ -1,6 +1,5 @@
 """Folds, LightGBM and TF-IDF ridge CV (determinism, held-out labels never used), blend weights."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,7 @@ from pricing_assets.lib.modeling import (
     train_tfidf_ridge_cv,
 )
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_pricing_sample.csv"
+from pricing_tests.helpers import LABELED_CSV as SAMPLE
 
 
 @pytest.fixture(scope="module")

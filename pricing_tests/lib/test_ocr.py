@@ -23,8 +23,7 @@ from pricing_assets.lib.ocr import (
     run_ocr,
 )
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
-IMAGES = SAMPLE / "images"
+from pricing_tests.helpers import IMAGES
 
 # Bundled photos with large printed words (checked by eye and with RapidOCR):
 HERSHEYS = "617LyMgoMJL.jpg"  # sample 31920, HERSHEY'S Milk Chocolate Drops, 8 Ounce
