@@ -61,26 +61,32 @@ def neighbour_stats(sims: np.ndarray, neigh_log_prices: np.ndarray, temperature:
     ).astype(np.float32)
 
 
-def _query(index_vectors, index_log_prices, query_vectors, k):
-    index = build_index(index_vectors)
-    k = min(k, index.ntotal)
-    sims, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
-    return neighbour_stats(sims, index_log_prices[ids])
+def _search(index_vectors, query_vectors, k, chunk: int = 2048):
+    """Exact top-k neighbours: ((m, k) float32 similarities best first, (m, k) int64 ids into
+    ``index_vectors``). Dense rows: FAISS inner product; SciPy sparse rows (e.g. TF-IDF): sparse dot
+    products. Cosine similarity for L2-normalised rows."""
+    import scipy.sparse as sp
 
-
-def _query_sparse(index_vectors, index_log_prices, query_vectors, k, chunk: int = 2048):
-    """Exact top-k by sparse dot product (cosine for L2-normalised rows, e.g. TF-IDF)."""
     k = min(k, index_vectors.shape[0])
-    out = []
+    if not sp.issparse(index_vectors):
+        index = build_index(index_vectors)
+        sims, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
+        return sims, ids.astype(np.int64)
     ref_t = index_vectors.T.tocsc()
+    all_sims, all_ids = [], []
     for s in range(0, query_vectors.shape[0], chunk):
         sims = (query_vectors[s : s + chunk] @ ref_t).toarray().astype(np.float32)
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         top = np.take_along_axis(sims, idx, axis=1)
         order = np.argsort(-top, axis=1, kind="stable")
-        idx, top = np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
-        out.append(neighbour_stats(top, index_log_prices[idx]))
-    return np.vstack(out)
+        all_ids.append(np.take_along_axis(idx, order, axis=1))
+        all_sims.append(np.take_along_axis(top, order, axis=1))
+    return np.vstack(all_sims), np.vstack(all_ids).astype(np.int64)
+
+
+def _query(index_vectors, index_log_prices, query_vectors, k):
+    sims, ids = _search(index_vectors, query_vectors, k)
+    return neighbour_stats(sims, index_log_prices[ids])
 
 
 def knn_price_features(
@@ -114,10 +120,9 @@ def knn_price_features(
     """
     import scipy.sparse as sp
 
-    sparse = sp.issparse(vectors)
-    if sparse:
+    if sp.issparse(vectors):
         vectors = sp.csr_matrix(vectors)
-    query = _query_sparse if sparse else _query
+    query = _query
     n = vectors.shape[0]
     if not (len(log_price) == len(folds) == n):
         raise ValueError(f"knn_price_features: length mismatch {n}, {len(log_price)}, {len(folds)}")
@@ -134,3 +139,126 @@ def knn_price_features(
     if unl.any():
         out[unl] = query(vectors[labeled], log_price[labeled], vectors[unl], k)
     return pd.DataFrame(out, columns=[f"{prefix}_{s}" for s in KNN_STATS])
+
+
+UNIT_STATS = ("wmean", "median", "n")
+
+
+def unit_price_stats(
+    sims: np.ndarray,
+    neigh_log_price: np.ndarray,
+    neigh_log_qty: np.ndarray,
+    neigh_family: np.ndarray,
+    own_log_qty: np.ndarray,
+    own_family: np.ndarray,
+    temperature: float = 0.05,
+) -> np.ndarray:
+    """Neighbour prices transferred per unit of quantity ("unit-price transfer").
+
+    Similar products often differ only in net quantity (a 12 oz vs a 32 oz jar): for each query the
+    neighbours of the *same unit family* (g / ml / count) with a known quantity give a log unit price
+    ``log(price) - log(qty)``; their summary plus the query's own ``log(qty)`` is a predicted log price.
+
+    Args:
+        sims: (m, k) float32 cosine similarities, best first.
+        neigh_log_price: (m, k) float64 natural-log price (``log(price USD)``) of the neighbours.
+        neigh_log_qty: (m, k) float64 ``log(total quantity in canonical units)``; NaN when unknown.
+        neigh_family: (m, k) str unit family of the neighbours.
+        own_log_qty: (m,) float64 the query's ``log(total quantity)``; NaN when unknown.
+        own_family: (m,) str the query's unit family.
+        temperature: softmax temperature on similarity (as in :func:`neighbour_stats`).
+
+    Returns:
+        (m, 3) float32 in the order of ``UNIT_STATS``: ``log1p`` of the transferred price from the
+        similarity-weighted mean and from the median of same-family unit prices (NaN when the query has
+        no quantity or no same-family neighbour), and the number of same-family neighbours used.
+    """
+    same = (neigh_family == own_family[:, None]) & np.isfinite(neigh_log_qty) & np.isfinite(own_log_qty)[:, None]
+    unit = np.where(same, neigh_log_price - np.nan_to_num(neigh_log_qty), np.nan)
+    w = np.exp((sims - sims[:, :1]) / temperature) * same
+    ws = w.sum(axis=1)
+    ok = ws > 0
+    wmean = np.full(len(sims), np.nan)
+    wmean[ok] = (w[ok] * np.nan_to_num(unit[ok])).sum(axis=1) / ws[ok]
+    med = np.full(len(sims), np.nan)
+    if ok.any():
+        med[ok] = np.nanmedian(unit[ok], axis=1)
+    with np.errstate(over="ignore"):
+        return np.column_stack([np.log1p(np.exp(wmean + own_log_qty)), np.log1p(np.exp(med + own_log_qty)), same.sum(axis=1)]).astype(np.float32)
+
+
+def knn_unit_price_features(
+    vectors,
+    log_price: np.ndarray,
+    log_qty: np.ndarray,
+    family: np.ndarray,
+    folds: np.ndarray,
+    k: int = 20,
+    prefix: str = "uknn",
+) -> pd.DataFrame:
+    """Out-of-fold unit-price-transfer kNN features (:func:`unit_price_stats`) for every row.
+
+    Same leakage rules as :func:`knn_price_features`: a labeled row in fold f only retrieves labeled
+    rows of the other folds; unlabeled rows (``fold == -1`` or NaN price) retrieve all labeled rows.
+
+    Args:
+        vectors: (n, d) float32 L2-normalised embeddings, or SciPy sparse rows (e.g. TF-IDF).
+        log_price: (n,) float64 ``log1p(price USD)``; NaN for unlabeled rows.
+        log_qty: (n,) float64 ``log`` of the total quantity in canonical units (g, ml, count); NaN
+            when unknown.
+        family: (n,) str unit family (``g``/``ml``/``count``; anything else never matches a
+            neighbour of another family).
+        folds: (n,) int fold id, -1 for unlabeled.
+        k: neighbours retrieved per query (only same-family ones are used; 20 measured on the
+            sample, see benchmarks/bench_models.py).
+        prefix: column prefix. Columns do not start with ``knn_``: they are NaN where the row has
+            no quantity.
+
+    Returns:
+        DataFrame (n rows, same order), float32 columns ``{prefix}_unit_{stat}`` for ``UNIT_STATS``.
+
+    Raises:
+        ValueError: on length mismatch or fewer than 2 labeled rows.
+    """
+    import scipy.sparse as sp
+
+    if sp.issparse(vectors):
+        vectors = sp.csr_matrix(vectors)
+    n = vectors.shape[0]
+    log_qty = np.asarray(log_qty, dtype=np.float64)
+    family = np.asarray(family).astype(str)
+    folds = np.asarray(folds)
+    if not (len(log_price) == len(log_qty) == len(family) == len(folds) == n):
+        raise ValueError(f"knn_unit_price_features: length mismatch {n}, {len(log_price)}, {len(log_qty)}, {len(family)}, {len(folds)}")
+    labeled = np.isfinite(log_price) & (folds >= 0)
+    if labeled.sum() < 2:
+        raise ValueError("knn_unit_price_features: need at least 2 labeled rows")
+    lp = np.log(np.clip(np.expm1(np.where(labeled, log_price, 0.0)), 1e-6, None))
+    out = np.full((n, len(UNIT_STATS)), np.nan, dtype=np.float32)
+
+    def fill(q, ref):
+        r = np.flatnonzero(ref)
+        sims, ids = _search(vectors[ref], vectors[q], k)
+        g = r[ids]
+        out[q] = unit_price_stats(sims, lp[g], log_qty[g], family[g], log_qty[q], family[q])
+
+    for f in np.unique(folds[labeled]):
+        fill(labeled & (folds == f), labeled & (folds != f))
+    if (~labeled).any():
+        fill(~labeled, labeled)
+    return pd.DataFrame(out, columns=[f"{prefix}_unit_{s}" for s in UNIT_STATS])
+
+
+def log_total_quantity(qty_canonical: np.ndarray, family: np.ndarray) -> np.ndarray:
+    """``log`` of a total quantity in canonical units, NaN where unknown.
+
+    Args:
+        qty_canonical: (n,) float total quantity (g, ml or count; ``brand_features.qty_canonical``).
+        family: (n,) str unit family; ``unknown`` gives NaN.
+
+    Returns:
+        (n,) float64.
+    """
+    q = np.asarray(qty_canonical, dtype=np.float64)
+    ok = np.isfinite(q) & (q > 0) & (np.asarray(family).astype(str) != "unknown")
+    return np.where(ok, np.log(np.where(ok, q, 1.0)), np.nan)

@@ -4,7 +4,16 @@ features), unlabeled rows against all labeled rows, neighbour statistics."""
 import numpy as np
 import pytest
 
-from pricing_assets.lib.knn import KNN_STATS, build_index, knn_price_features, neighbour_stats
+from pricing_assets.lib.knn import (
+    KNN_STATS,
+    UNIT_STATS,
+    build_index,
+    knn_price_features,
+    knn_unit_price_features,
+    log_total_quantity,
+    neighbour_stats,
+    unit_price_stats,
+)
 
 
 def _data(n=60, d=8, seed=0):
@@ -97,3 +106,65 @@ def test_sparse_tfidf_vectors_match_dense_search():
     lp2[0] = 40.0
     again = knn_price_features(sp.csr_matrix(v), lp2, folds, k=4)
     assert np.array_equal(again.iloc[0].to_numpy(), sparse.iloc[0].to_numpy())
+
+
+def _unit_data(n=60, seed=1):
+    v, lp, folds = _data(n=n, seed=seed)
+    rng = np.random.default_rng(seed)
+    family = np.array(["g", "ml", "count"])[rng.integers(0, 3, n)]
+    log_qty = np.log(rng.uniform(10, 1000, n))
+    log_qty[::7] = np.nan  # rows without a parsed quantity
+    return v, lp, log_qty, family, folds
+
+
+def test_unit_price_features_never_see_their_own_price():
+    v, lp, lq, fam, folds = _unit_data()
+    base = knn_unit_price_features(v, lp, lq, fam, folds, k=20)
+    assert list(base.columns) == [f"uknn_unit_{s}" for s in UNIT_STATS]
+    for i in (1, 8, 31):  # rows with a quantity (row 0 has none)
+        lp2 = lp.copy()
+        lp2[i] = 50.0
+        new = knn_unit_price_features(v, lp2, lq, fam, folds, k=20)
+        same = folds == folds[i]
+        assert np.array_equal(new[same].to_numpy(), base[same].to_numpy(), equal_nan=True)
+        assert not np.array_equal(new[~same].to_numpy(), base[~same].to_numpy(), equal_nan=True)
+    # a row's own quantity moves only its own prediction (price per unit times its quantity)
+    lq2 = lq.copy()
+    lq2[3] = lq[3] + np.log(2.0)
+    new = knn_unit_price_features(v, lp, lq2, fam, folds, k=20)
+    assert np.array_equal(new[folds == folds[3]].drop(index=3).to_numpy(), base[folds == folds[3]].drop(index=3).to_numpy(), equal_nan=True)
+
+
+def test_unit_price_features_unlabeled_rows_and_missing_quantity():
+    v, lp, lq, fam, folds = _unit_data()
+    lp = lp.copy()
+    folds = folds.copy()
+    lp[:10], folds[:10] = np.nan, -1
+    out = knn_unit_price_features(v, lp, lq, fam, folds, k=20)
+    assert out.shape == (60, 3)
+    assert out.iloc[:10]["uknn_unit_n"].gt(0).any()  # unlabeled rows retrieve labeled ones
+    no_qty = ~np.isfinite(lq)
+    assert out.loc[no_qty, "uknn_unit_wmean"].isna().all() and (out.loc[no_qty, "uknn_unit_n"] == 0).all()
+    with pytest.raises(ValueError, match="length mismatch"):
+        knn_unit_price_features(v, lp, lq[:5], fam, folds)
+
+
+def test_unit_price_stats_transfers_price_per_unit():
+    # neighbours: $2 for 100 g (same family), $50 for 1 kg of ml (other family, ignored)
+    sims = np.array([[0.9, 0.8]], np.float32)
+    out = unit_price_stats(
+        sims,
+        np.log(np.array([[2.0, 50.0]])),
+        np.log(np.array([[100.0, 1000.0]])),
+        np.array([["g", "ml"]]),
+        np.log(np.array([300.0])),
+        np.array(["g"]),
+    )
+    assert out.shape == (1, 3)
+    assert np.allclose(np.expm1(out[0, :2]), 6.0, rtol=1e-5)  # 300 g at $0.02 / g
+    assert out[0, 2] == 1
+
+
+def test_log_total_quantity():
+    out = log_total_quantity(np.array([100.0, 0.0, np.nan, 5.0]), np.array(["g", "g", "ml", "unknown"]))
+    assert np.isclose(out[0], np.log(100.0)) and np.isnan(out[1:]).all()
