@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 ## Ingest the bundled real sample as two batches, materialise every asset, export predictions.
+## Offline: photos come from the bundled mirror only (PRICING_IMAGES_OFFLINE=0 downloads the rest).
+demo: export PRICING_IMAGES_OFFLINE ?= 1
 demo: setup
 	$(BIN)/pricing ingest data/sample/amazon_pricing_sample.csv --batch sample_labeled
 	$(BIN)/pricing ingest data/sample/amazon_pricing_unlabeled.csv --batch sample_unlabeled
