@@ -137,12 +137,19 @@ def materialize(
     return {"batches": todo, "global": run_global, "seconds": timings}
 
 
+def _root_cause(error) -> str:
+    """The innermost error of a Dagster step failure (the user's exception), one line."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[-1][:400]
+
+
 def _raise_if_failed(res, what: str) -> None:
     if res.success:
         return
     failed = [e for e in res.all_events if e.is_step_failure or (e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed)]
     detail = "; ".join(
-        f"{e.step_key}: {e.event_specific_data.error.message.strip()[:300]}" if e.is_step_failure else f"blocking check failed: {e.event_specific_data.asset_key.to_user_string()}:{e.event_specific_data.check_name}"
+        f"{e.step_key}: {_root_cause(e.event_specific_data.error)}" if e.is_step_failure else f"blocking check failed: {e.event_specific_data.asset_key.to_user_string()}:{e.event_specific_data.check_name}"
         for e in failed[:5]
     )
     raise RuntimeError(f"{what}: run {res.run_id} failed: {detail or 'see the run in the UI'}")

@@ -3,6 +3,7 @@ passed, counts reconciled, and a second run of the embedding assets embeds nothi
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
 
 from pricing_assets.definitions import build_defs
@@ -103,3 +104,32 @@ def test_second_run_embeds_nothing(instance, defs):
     for key in (["embeddings", "text", "minilm_l6"], ["embeddings", "image", "effnet_lite0"]):
         m = _meta(instance, key, "lab")
         assert m["computed"] == 0 and m["cached"] >= 1, (key, m)
+
+
+def test_complete_batches_keeps_batches_present_in_every_input():
+    from pricing_assets.assets.common import complete_batches
+
+    frames = {
+        "items": pd.DataFrame({"sample_id": ["1", "2", "3"], "batch": ["a", "b", "c"]}),
+        "images": pd.DataFrame({"sample_id": ["1", "2"], "batch": ["a", "b"]}),
+        "ocr": pd.DataFrame({"sample_id": ["1", "3"], "batch": ["a", "c"]}),
+    }
+    kept, skipped = complete_batches(frames)
+    assert skipped == ["b", "c"]
+    assert {n: f["sample_id"].tolist() for n, f in kept.items()} == {"items": ["1"], "images": ["1"], "ocr": ["1"]}
+
+
+def test_a_failed_batch_does_not_block_the_global_assets(instance, defs, tmp_path, slice_files, materialized_home, monkeypatch):
+    """Run last: registers a batch whose file breaks the catalog contract, then rebuilds products."""
+    from pricing_assets import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", str(materialized_home["home"]))
+
+    bad = tmp_path / "broken.csv"
+    bad.write_text("sample_id,text\n1,hello\n")
+    cli.ingest(instance, str(bad), "broken")
+    with pytest.raises(RuntimeError, match=r"broken\.csv.*catalog_content"):
+        cli.materialize(instance, defs, batches=["broken"])
+    res = dg.materialize(list(defs.assets), instance=instance, resources=dict(defs.resources), selection=dg.AssetSelection.assets("products"))
+    assert res.success
+    assert _meta(instance, "products")["rows"] == slice_files["n_labeled"] + slice_files["n_unlabeled"]

@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from pricing_assets.assets.common import merge_batches, stopwatch
+from pricing_assets.assets.common import all_batches_in, merge_batches, stopwatch
 from pricing_assets.assets.embeddings import embedding_key
 
 GROUP = "training"
@@ -17,7 +17,7 @@ def build_signal_report_asset(registry: dict) -> dg.AssetsDefinition:
     @dg.asset(
         group_name=GROUP,
         io_manager_key="parquet_io_manager",
-        ins={"products": dg.AssetIn("products"), **{f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in specs}},
+        ins={"products": dg.AssetIn("products"), **{f"emb__{s.name}": all_batches_in(embedding_key(s)) for s in specs}},
     )
     def embedding_signal_report(context: dg.AssetExecutionContext, products: pd.DataFrame, **embeddings):
         """Per embedding model: OOF ridge SMAPE and R² on log price over the labeled rows that have a

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from data_contracts import BrandFeatures, FeatureMatrix, KnnFeatures, Products
-from pricing_assets.assets.common import batch_order, merge_batches, preview, stopwatch
+from pricing_assets.assets.common import all_batches_in, batch_order, complete_batches, merge_batches, preview, stopwatch
 from pricing_assets.assets.embeddings import embedding_key
 from pricing_assets.checks import contract_result, contract_spec
 from pricing_assets.lib.training_data import DEDUP_RULE, latest_wins
@@ -25,20 +25,30 @@ class TrainingConfig(dg.Config):
     image_pca_components: int = 16
 
 
-@dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("products")])
+@dg.asset(
+    group_name=GROUP,
+    io_manager_key="parquet_io_manager",
+    ins={name: all_batches_in(name) for name in ("catalog_items", "product_images", "ocr_text")},
+    check_specs=[contract_spec("products")],
+)
 def products(
     context: dg.AssetExecutionContext, config: TrainingConfig, catalog_items, product_images, ocr_text
 ):
-    """Every batch combined, one row per ``sample_id`` (latest batch wins), joined with its image
-    status/metadata and OCR text, plus the CV ``fold`` of labeled rows (-1 for unlabeled)."""
+    """Every complete batch combined, one row per ``sample_id`` (latest batch wins), joined with its
+    image status/metadata and OCR text, plus the CV ``fold`` of labeled rows (-1 for unlabeled).
+    A batch missing one of its per-row assets (its run failed) is left out and listed in metadata."""
     from pricing_assets.lib.modeling import assign_folds
 
     with stopwatch() as t:
-        items = merge_batches(context, catalog_items, "catalog_items")
-        order = batch_order(context)
-        items, replaced = latest_wins(items, order)
-        imgs = merge_batches(context, product_images, "product_images")
-        ocr = merge_batches(context, ocr_text, "ocr_text")
+        merged, skipped = complete_batches(
+            {name: merge_batches(context, value, name) for name, value in (("catalog_items", catalog_items), ("product_images", product_images), ("ocr_text", ocr_text))}
+        )
+        if skipped:
+            context.log.warning(f"products: batches {skipped} are incomplete (a per-row asset is missing) and are left out")
+        if merged["catalog_items"].empty:
+            raise ValueError(f"products: no complete batch (incomplete: {skipped}); materialise the per-row assets first")
+        items, replaced = latest_wins(merged["catalog_items"], batch_order(context))
+        imgs, ocr = merged["product_images"], merged["ocr_text"]
         out = items.merge(imgs, on=["sample_id", "batch"], how="left", validate="one_to_one")
         out = out.merge(ocr, on=["sample_id", "batch"], how="left", validate="one_to_one", suffixes=("", "_ocr"))
         out["is_labeled"] = out["price"].notna()
@@ -54,6 +64,7 @@ def products(
             "unlabeled_rows": int((~lab).sum()),
             "batches": len(set(out["batch"])),
             "replaced_by_later_batch": replaced,
+            "incomplete_batches_skipped": dg.MetadataValue.json(skipped),
             "dedup_rule": DEDUP_RULE,
             "with_image": int((out["status"] == "ok").sum()),
             "seconds": round(t(), 2),
@@ -87,7 +98,7 @@ def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
 
 
 def _embeddings_in(registry) -> dict:
-    return {f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in registry.values() if s.enabled}
+    return {f"emb__{s.name}": all_batches_in(embedding_key(s)) for s in registry.values() if s.enabled}
 
 
 def build_training_assets(registry: dict) -> list:
