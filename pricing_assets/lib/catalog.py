@@ -15,7 +15,6 @@ Pure, Dagster-free functions:
 - :func:`parse_catalog` turns the good rows into the ``catalog_items`` table.
 """
 
-from __future__ import annotations
 
 import hashlib
 import io

@@ -16,7 +16,6 @@ Pieces
 - :func:`text_for_embedding` builds the string text models embed.
 """
 
-from __future__ import annotations
 
 import hashlib
 import importlib

@@ -9,7 +9,6 @@ sample (``data/sample/*.csv``, 11,697 catalog strings): unit spellings seen ther
 "Keto Chianti Wine Pasta Sauce by Yo Mama's Foods, ...").
 """
 
-from __future__ import annotations
 
 import math
 import re

@@ -37,7 +37,6 @@ Safety measures (each maps to a status, see :data:`STATUSES`):
 - reported width/height are after the EXIF orientation transpose; :func:`open_image_rgb` applies it.
 """
 
-from __future__ import annotations
 
 import hashlib
 import io

@@ -20,7 +20,6 @@ training, a seeded ``torch.Generator`` for shuffling, and a fixed intra-op threa
 inputs on the same machine give bit-identical predictions.
 """
 
-from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field

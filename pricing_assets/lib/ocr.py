@@ -15,7 +15,6 @@ Backends follow :class:`OcrBackend` (``name`` + ``read(image) -> [(text, confide
 Parsing quantities out of the OCR text lives in ``pricing_assets.lib.features``.
 """
 
-from __future__ import annotations
 
 import math
 import os
