@@ -10,21 +10,24 @@ from data_contracts import ModelPredictions
 from pricing_assets.assets.common import preview
 from pricing_assets.checks import contract_result, contract_spec
 from pricing_assets.lib.metrics import smape
+from pricing_assets.lib.mlp import MLPConfig
+from pricing_assets.lib.modeling import LGBM_PARAMS
 from pricing_assets.resources import DeviceResource
 
 GROUP = "models"
+_MLP_DEFAULTS = MLPConfig()
 
 #: Model prediction assets that the blend combines (each a ``ModelPredictions`` frame).
 MODEL_PREDICTION_ASSETS = ["lightgbm_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"]
 
 
 class LightGBMConfig(dg.Config):
-    """LightGBM hyper-parameters (editable in the Launchpad); defaults from ``LGBM_PARAMS``."""
+    """LightGBM hyper-parameters (editable in the Launchpad); defaults are ``LGBM_PARAMS``'s values."""
 
-    learning_rate: float = 0.03
-    num_leaves: int = 31
-    min_data_in_leaf: int = 20
-    feature_fraction: float = 0.7
+    learning_rate: float = LGBM_PARAMS["learning_rate"]
+    num_leaves: int = LGBM_PARAMS["num_leaves"]
+    min_data_in_leaf: int = LGBM_PARAMS["min_data_in_leaf"]
+    feature_fraction: float = LGBM_PARAMS["feature_fraction"]
     num_boost_round: int = 3000
     early_stopping_rounds: int = 150
     seed: int = 42
@@ -75,19 +78,19 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
 
 
 class FusionMLPConfig(dg.Config):
-    """Fusion MLP hyper-parameters (defaults from ``lib.mlp.MLPConfig``)."""
+    """Fusion MLP hyper-parameters (editable in the Launchpad); defaults are ``lib.mlp.MLPConfig``'s."""
 
-    text_hidden: int = 256
-    image_hidden: int = 64
-    tab_hidden: int = 128
-    head_hidden: int = 256
-    dropout: float = 0.3
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    batch_size: int = 512
-    max_epochs: int = 40
-    patience: int = 6
-    seed: int = 42
+    text_hidden: int = _MLP_DEFAULTS.text_hidden
+    image_hidden: int = _MLP_DEFAULTS.image_hidden
+    tab_hidden: int = _MLP_DEFAULTS.tab_hidden
+    head_hidden: int = _MLP_DEFAULTS.head_hidden
+    dropout: float = _MLP_DEFAULTS.dropout
+    lr: float = _MLP_DEFAULTS.lr
+    weight_decay: float = _MLP_DEFAULTS.weight_decay
+    batch_size: int = _MLP_DEFAULTS.batch_size
+    max_epochs: int = _MLP_DEFAULTS.max_epochs
+    patience: int = _MLP_DEFAULTS.patience
+    seed: int = _MLP_DEFAULTS.seed
 
 
 #: feature_matrix columns the MLP's tabular branch skips: ids/labels, and the embedding PCA columns
@@ -114,7 +117,7 @@ def build_model_assets(registry: dict) -> list:
     )
     def fusion_mlp(context: dg.AssetExecutionContext, config: FusionMLPConfig, device: DeviceResource, feature_matrix: pd.DataFrame, **kwargs):
         """K-fold fusion MLP on ``log1p(price)``, same folds as LightGBM; OOF SMAPE in metadata."""
-        from pricing_assets.lib.mlp import MLPConfig, MLPInputs, predict_mlp, tabular_matrix, train_mlp_cv
+        from pricing_assets.lib.mlp import MLPInputs, predict_mlp, tabular_matrix, train_mlp_cv
         from pricing_assets.lib.modeling import predictions_frame
         from pricing_assets.lib.training_data import embedding_matrix
 
