@@ -49,20 +49,32 @@ def _metadata(spec, device: str, stats: dict, out: pd.DataFrame, extra: dict) ->
     }
 
 
-def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
-    """Asset embedding catalog text (+ OCR text) of each row with a text model: (n, dim) float32."""
+def _embedding_asset(spec, upstream: list[str], description: str, kinds: set[str]):
+    """The ``@dg.asset`` decorator shared by every embedding asset: key from the registry entry,
+    batch partitions, parquet storage, blocking contract check, ``gpu`` pool."""
     key = embedding_key(spec)
-
-    @dg.asset(
+    return dg.asset(
         key=key,
         partitions_def=catalog_batches,
         group_name=GROUP,
         io_manager_key="parquet_io_manager",
-        ins={"catalog_items": dg.AssetIn("catalog_items"), "ocr_text": dg.AssetIn("ocr_text")},
+        ins={name: dg.AssetIn(name) for name in upstream},
         check_specs=[contract_spec(key)],
         pool="gpu",
-        description=f"{spec.name} text embeddings ({spec.dim}-d, L2-normalised) of catalog text + OCR text.",
-        kinds={"python", "pytorch"},
+        description=description,
+        kinds=kinds,
+    )
+
+
+def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
+    """Asset embedding catalog text (+ OCR text) of each row with a text model: (n, dim) float32."""
+    key = embedding_key(spec)
+
+    @_embedding_asset(
+        spec,
+        ["catalog_items", "ocr_text"],
+        f"{spec.name} text embeddings ({spec.dim}-d, L2-normalised) of catalog text + OCR text.",
+        {"python", "pytorch"},
     )
     def _text_embeddings(
         context: dg.AssetExecutionContext, catalog_items: pd.DataFrame, ocr_text: pd.DataFrame, device: DeviceResource, storage: StorageResource
@@ -97,16 +109,11 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
     """Asset embedding the stored photo of each row that has one: (n_with_image, dim) float32."""
     key = embedding_key(spec)
 
-    @dg.asset(
-        key=key,
-        partitions_def=catalog_batches,
-        group_name=GROUP,
-        io_manager_key="parquet_io_manager",
-        ins={"product_images": dg.AssetIn("product_images")},
-        check_specs=[contract_spec(key)],
-        pool="gpu",
-        description=f"{spec.name} image embeddings ({spec.dim}-d, L2-normalised) for rows with a stored photo.",
-        kinds={"python", "onnx"},
+    @_embedding_asset(
+        spec,
+        ["product_images"],
+        f"{spec.name} image embeddings ({spec.dim}-d, L2-normalised) for rows with a stored photo.",
+        {"python", "onnx"},
     )
     def _image_embeddings(context: dg.AssetExecutionContext, product_images: pd.DataFrame, device: DeviceResource, storage: StorageResource):
         from pricing_assets.lib.embeddings import embed_with_cache, load_encoder
