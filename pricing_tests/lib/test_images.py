@@ -433,7 +433,7 @@ def test_check_url_refuses_private_addresses(url):
 
 
 def test_check_url_accepts_public_ip_literal():
-    check_url("https://8.8.8.8/a.jpg", allow_private_hosts=False)  # literal: no DNS needed
+    assert check_url("https://8.8.8.8/a.jpg", allow_private_hosts=False) is None  # raises ImageRejected if refused; literal: no DNS
 
 
 # ------------------------------------------------------------------------------------------

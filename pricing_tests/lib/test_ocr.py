@@ -203,7 +203,9 @@ def test_output_satisfies_ocr_text_contract(tmp_path):
     df = pd.DataFrame(
         {"sample_id": ["1", "2"], "status": ["ok", "missing"], "image_uri": [_png(tmp_path / "a.png"), None]}
     )
-    OcrText.validate(run_ocr(df, FakeBackend()))
+    out = OcrText.validate(run_ocr(df, FakeBackend()))  # raises SchemaError on a contract breach
+    assert out["sample_id"].tolist() == ["1", "2"]
+    assert out["ocr_status"].tolist() == ["ok", "no_image"]
 
 
 # ------------------------------------------------------------------------------------------
