@@ -14,8 +14,10 @@ here by the same pure functions the assets call, on the folds stored in ``produc
 - median price (of the training folds);
 - TF-IDF + ridge on the raw ``catalog_content`` (word 1-2-grams, alpha 1: the issue's baseline);
 - tfidf_ridge: the pipeline's word + char TF-IDF ridge on the parsed text;
-- LightGBM on ``feature_matrix``; fusion MLP; their blend (weights fitted on OOF; also reported with
-  cross-fitted weights: for each fold, weights fitted on the other folds' OOF predictions).
+- LightGBM on ``feature_matrix`` (log-price regression); the distributional LightGBM (price-bin
+  classifier + expected-SMAPE decision, ``lib.distributional``); fusion MLP; their blend (weights
+  fitted on OOF; also reported with cross-fitted weights: for each fold, weights fitted on the other
+  folds' OOF predictions).
 """
 
 import argparse
@@ -149,6 +151,11 @@ def main(argv=None) -> int:
         record("lgbm early-stopped on held-out fold", c.oof_log, c.seconds, "optimistic, for comparison")
     cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1)
     oofs["lightgbm"] = record("LightGBM (feature_matrix)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")
+
+    from pricing_assets.lib.distributional import train_lightgbm_dist_cv
+
+    cv = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=1)
+    oofs["lightgbm_dist"] = record("LightGBM dist (expected-SMAPE)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")
 
     text_m = np.hstack([v for mod, v, _ in embs.values() if mod == "text"])
     img = [(v, h) for mod, v, h in embs.values() if mod == "image"]

@@ -166,7 +166,7 @@ def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: s
 def oof_summary(instance: dg.DagsterInstance) -> dict:
     """Latest OOF SMAPE figures from the materialisation metadata of the model assets."""
     out = {}
-    for key in ("lightgbm_predictions", "fusion_mlp_predictions", "price_blend"):
+    for key in ("lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "price_blend"):
         ev = instance.get_latest_materialization_event(dg.AssetKey(key))
         if ev and ev.asset_materialization and "oof_smape" in ev.asset_materialization.metadata:
             out[key] = ev.asset_materialization.metadata["oof_smape"].value

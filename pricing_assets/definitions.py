@@ -5,7 +5,7 @@ import dagster as dg
 from pricing_assets.assets import images, ingest, serving, training
 from pricing_assets.assets.embeddings import build_embedding_assets
 from pricing_assets.assets.reports import build_signal_report_asset
-from pricing_assets.assets.models import MODEL_PREDICTION_ASSETS, build_blend_asset, build_model_assets, lightgbm_model
+from pricing_assets.assets.models import MODEL_PREDICTION_ASSETS, build_blend_asset, build_model_assets, lightgbm_dist_model, lightgbm_model
 from pricing_assets.automation import build_automation_sensor, with_global_automation
 from pricing_assets.io_managers import PricingIOManager
 from pricing_assets.lib.embeddings import load_registry
@@ -42,6 +42,7 @@ def build_assets(registry: dict | None = None) -> list:
         training.brand_features,
         *training.build_training_assets(registry),
         lightgbm_model,
+        lightgbm_dist_model,
         *build_model_assets(registry),
         build_blend_asset(MODEL_PREDICTION_ASSETS),
         serving.price_predictions,

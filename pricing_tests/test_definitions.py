@@ -29,6 +29,8 @@ GLOBAL = {
     "embedding_signal_report": "training",
     "lightgbm_model": "models",
     "lightgbm_predictions": "models",
+    "lightgbm_dist_model": "models",
+    "lightgbm_dist_predictions": "models",
     "price_blend": "models",
     "price_predictions": "serving",
     "evaluation_report": "serving",
@@ -69,6 +71,8 @@ def test_lineage(graph):
     assert parents("embeddings/image/effnet_lite0") == {"product_images"}
     assert {"catalog_items", "product_images", "ocr_text"} <= parents("products")
     assert "feature_matrix" in parents("lightgbm_model")
+    assert parents("lightgbm_dist_model") == {"feature_matrix"}
+    assert "lightgbm_dist_predictions" in parents("price_blend")
     assert parents("price_predictions") == {"price_blend"}
 
 

@@ -1,4 +1,4 @@
-"""Model stage: ``lightgbm_model``, ``fusion_mlp_model`` and ``tfidf_ridge_model`` (each with its
+"""Model stage: ``lightgbm_model``, ``lightgbm_dist_model``, ``fusion_mlp_model`` and ``tfidf_ridge_model`` (each with its
 ``*_predictions``: OOF for labeled rows, fold-average for unlabeled ones) and ``price_blend``
 (convex weights fitted on OOF)."""
 
@@ -11,6 +11,7 @@ from pricing_assets.assets.common import preview
 from pricing_assets.checks import contract_result, contract_spec
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.mlp import MLPConfig
+from pricing_assets.lib.distributional import DIST_PARAMS, N_BINS
 from pricing_assets.lib.modeling import LGBM_PARAMS
 from pricing_assets.resources import DeviceResource
 
@@ -18,7 +19,7 @@ GROUP = "models"
 _MLP_DEFAULTS = MLPConfig()
 
 #: Model prediction assets that the blend combines (each a ``ModelPredictions`` frame).
-MODEL_PREDICTION_ASSETS = ["lightgbm_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"]
+MODEL_PREDICTION_ASSETS = ["lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"]
 
 
 class LightGBMConfig(dg.Config):
@@ -40,13 +41,13 @@ def _oof_metadata(preds: pd.DataFrame) -> dict:
 
 @dg.multi_asset(
     outs={
-        "lightgbm_model": dg.AssetOut(io_manager_key="lightgbm_io_manager", group_name=GROUP, description="One LightGBM booster per CV fold, on log1p(price)."),
+        "lightgbm_model": dg.AssetOut(io_manager_key="lightgbm_io_manager", group_name=GROUP, description="One LightGBM booster per CV fold, regressing log(price)."),
         "lightgbm_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description="OOF predictions (labeled rows) and fold-average predictions (unlabeled rows)."),
     },
     check_specs=[contract_spec("lightgbm_predictions")],
 )
 def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, feature_matrix: pd.DataFrame):
-    """K-fold LightGBM on ``log1p(price)`` over all labeled rows of all batches; OOF SMAPE in metadata."""
+    """K-fold LightGBM regression of log price over all labeled rows of all batches; OOF SMAPE in metadata."""
     from pricing_assets.lib.modeling import model_input, predict_lightgbm, predictions_frame, train_lightgbm_cv
 
     lab = (feature_matrix["fold"] >= 0).to_numpy()
@@ -75,6 +76,55 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
         "preview": preview(preds),
     })
     yield contract_result(preds, ModelPredictions, "lightgbm_predictions")
+
+
+class LightGBMDistConfig(dg.Config):
+    """Distributional LightGBM settings (editable in the Launchpad); defaults from ``lib.distributional``."""
+
+    n_bins: int = N_BINS
+    learning_rate: float = DIST_PARAMS["learning_rate"]
+    num_leaves: int = DIST_PARAMS["num_leaves"]
+    early_stopping_rounds: int = 50
+    seed: int = 42
+
+
+@dg.multi_asset(
+    outs={
+        "lightgbm_dist_model": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP, description="Per CV fold: a multiclass LightGBM over price bins and the training prices of each bin, pickled."),
+        "lightgbm_dist_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description="Expected-SMAPE decisions of the price-bin classifier: OOF (labeled rows), fold ensemble (unlabeled rows)."),
+    },
+    check_specs=[contract_spec("lightgbm_dist_predictions")],
+)
+def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistConfig, feature_matrix: pd.DataFrame):
+    """K-fold multiclass LightGBM over quantile price bins; each row's prediction is the price with the
+    least expected SMAPE under its predicted bin probabilities (``lib.distributional``)."""
+    from pricing_assets.lib.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
+    from pricing_assets.lib.modeling import model_input, predictions_frame
+
+    lab = (feature_matrix["fold"] >= 0).to_numpy()
+    X = model_input(feature_matrix)
+    y = np.log1p(feature_matrix.loc[lab, "price"].to_numpy(dtype=float))
+    cv = train_lightgbm_dist_cv(
+        X[lab], y, feature_matrix.loc[lab, "fold"].to_numpy(), n_bins=config.n_bins,
+        params={"learning_rate": config.learning_rate, "num_leaves": config.num_leaves},
+        early_stopping_rounds=config.early_stopping_rounds, seed=config.seed,
+        categorical=["category"] if "category" in X else None, log=context.log.info,
+    )
+    test_log = predict_lightgbm_dist(cv.models, X[~lab]) if (~lab).any() else np.zeros(0)
+    preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
+    yield dg.Output(cv.models, output_name="lightgbm_dist_model", metadata={
+        "folds": len(cv.models),
+        "bins": dg.MetadataValue.json([len(m["bin_log_prices"]) for m in cv.models]),
+        "best_iterations": dg.MetadataValue.json(cv.best_iterations),
+        "features": X.shape[1],
+        "train_seconds": round(cv.seconds, 2),
+    })
+    yield dg.Output(preds, output_name="lightgbm_dist_predictions", metadata={
+        **_oof_metadata(preds),
+        "fold_smape": dg.MetadataValue.json([round(s, 3) for s in cv.fold_smape]),
+        "preview": preview(preds),
+    })
+    yield contract_result(preds, ModelPredictions, "lightgbm_dist_predictions")
 
 
 class FusionMLPConfig(dg.Config):

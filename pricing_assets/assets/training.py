@@ -135,7 +135,7 @@ def build_training_assets(registry: dict) -> list:
     def product_index(
         context: dg.AssetExecutionContext, config: TrainingConfig, products: pd.DataFrame, brand_features: pd.DataFrame, **kwargs
     ):
-        from pricing_assets.lib.knn import build_index, knn_price_features, knn_unit_price_features, log_total_quantity
+        from pricing_assets.lib.knn import build_index, knn_price_features, knn_unit_price_features, log_total_quantity, title_tfidf_views
 
         with stopwatch() as t:
             embs = _embeddings(context, kwargs, products["sample_id"])
@@ -163,6 +163,9 @@ def build_training_assets(registry: dict) -> list:
             tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(product_text(products.reset_index(drop=True)))
             parts.append(knn_price_features(tfidf, log_price, folds, k=config.knn_k, prefix="knn_tfidf"))
             unit_parts.append(knn_unit_price_features(tfidf, log_price, log_qty, family, folds, k=config.knn_unit_k, prefix="uknn_tfidf"))
+            # title-only neighbours (lib.knn.title_tfidf_views): same product line, other size/flavour
+            for view, mat in title_tfidf_views(products["item_name"]).items():
+                parts.append(knn_price_features(mat, log_price, folds, k=config.knn_k, prefix=f"knn_{view}"))
             for s in image_specs:
                 vec, has = embs[s.name]
                 feats = pd.DataFrame(np.nan, index=range(len(products)), columns=[f"knn_image_{s.name}_{c}" for c in ("median", "wmean", "std", "top1", "top1_sim", "mean_sim")], dtype=np.float32)

@@ -31,6 +31,23 @@ LGBM_PARAMS: dict = {
 }
 
 
+#: Space LightGBM regresses in: natural log of the price. SMAPE depends only on log(F / A)
+#: (``2 tanh(|log F - log A| / 2)``), so log is the metric's own scale; log1p compresses cheap items
+#: (0.5 vs 1 USD is 0.29 apart in log1p, 0.69 in log) and under-weights their relative errors, the
+#: largest share of the SMAPE (items under 5 USD: ~87 SMAPE). On the sample's 5 grouped folds:
+#: log1p 55.15 -> log 54.97 OOF SMAPE (huber 0.3, same features). The API stays in log1p: the
+#: transform is internal to :func:`train_lightgbm_cv` / :func:`predict_lightgbm`.
+LGBM_TARGET = "log"
+
+
+def _to_target(y_log1p: np.ndarray) -> np.ndarray:
+    return np.log(np.expm1(y_log1p)) if LGBM_TARGET == "log" else y_log1p
+
+
+def _from_target(pred: np.ndarray) -> np.ndarray:
+    return np.log1p(np.exp(pred)) if LGBM_TARGET == "log" else pred
+
+
 def assign_folds(sample_ids: pd.Series, groups: pd.Series, n_splits: int = 5, seed: int = 42) -> np.ndarray:
     """Deterministic grouped K-fold assignment (scikit-learn ``GroupKFold`` with shuffling).
 
@@ -104,7 +121,10 @@ def train_lightgbm_cv(
     log=None,
     inner_valid_fraction: float = 0.1,
 ) -> CvResult:
-    """K-fold LightGBM regression on ``log1p(price)`` with early stopping on each held-out fold.
+    """K-fold LightGBM price regression with early stopping on an inner split of the training folds.
+
+    The boosters regress in :data:`LGBM_TARGET` space (log price); ``y_log`` in and ``oof_log`` out
+    are ``log1p(price)``, as for every model of the pipeline.
 
     Args:
         X: (n, p) features; float columns, plus ``categorical`` columns as pandas ``category``.
@@ -121,12 +141,20 @@ def train_lightgbm_cv(
 
     Returns:
         :class:`CvResult` with ``models`` = list of ``lightgbm.Booster``.
+
+    Raises:
+        ValueError: if a price is not finite and > 0 (names the rows).
     """
     import lightgbm as lgb
 
     t0 = time.perf_counter()
     p = {**LGBM_PARAMS, **(params or {}), "seed": seed, "num_threads": num_threads}
     oof = np.zeros(len(X), dtype=np.float64)
+    y_log = np.asarray(y_log, dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(y_log) & (y_log > 0)))
+    if bad.size:
+        raise ValueError(f"train_lightgbm_cv: prices must be > 0 and finite (log1p(price) > 0); rows {bad[:5].tolist()}")
+    target = _to_target(y_log)
     models, iters, fold_scores = [], [], []
     for f in np.unique(folds):
         tr, va = folds != f, folds == f
@@ -138,8 +166,8 @@ def train_lightgbm_cv(
             es = np.zeros(len(X), dtype=bool)
             es[inner] = True
             tr = tr & ~es
-        dtr = lgb.Dataset(X[tr], y_log[tr], categorical_feature=categorical or "auto", free_raw_data=False)
-        dva = lgb.Dataset(X[es], y_log[es], reference=dtr)
+        dtr = lgb.Dataset(X[tr], target[tr], categorical_feature=categorical or "auto", free_raw_data=False)
+        dva = lgb.Dataset(X[es], target[es], reference=dtr)
         booster = lgb.train(
             p,
             dtr,
@@ -147,7 +175,7 @@ def train_lightgbm_cv(
             valid_sets=[dva],
             callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
         )
-        oof[va] = booster.predict(X[va], num_iteration=booster.best_iteration)
+        oof[va] = _from_target(booster.predict(X[va], num_iteration=booster.best_iteration))
         models.append(booster)
         iters.append(int(booster.best_iteration))
         fold_scores.append(smape(np.expm1(y_log[va]), np.expm1(oof[va])))
@@ -157,8 +185,8 @@ def train_lightgbm_cv(
 
 
 def predict_lightgbm(models: list, X: pd.DataFrame) -> np.ndarray:
-    """Average of the fold boosters' predictions of ``log1p(price)``: (n,) float64."""
-    return np.mean([m.predict(X, num_iteration=m.best_iteration) for m in models], axis=0)
+    """Average of the fold boosters' predictions (in :data:`LGBM_TARGET` space), as ``log1p(price)``: (n,) float64."""
+    return _from_target(np.mean([m.predict(X, num_iteration=m.best_iteration) for m in models], axis=0))
 
 
 def model_input(fm: pd.DataFrame) -> pd.DataFrame:

@@ -168,3 +168,27 @@ def test_unit_price_stats_transfers_price_per_unit():
 def test_log_total_quantity():
     out = log_total_quantity(np.array([100.0, 0.0, np.nan, 5.0]), np.array(["g", "g", "ml", "unknown"]))
     assert np.isclose(out[0], np.log(100.0)) and np.isnan(out[1:]).all()
+
+
+def test_title_views_find_the_same_product_line():
+    import pandas as pd
+
+    from pricing_assets.lib.knn import title_tfidf_views
+
+    names = pd.Series([
+        "Goya Panela Brown Sugar Cane, 16 Ounce (Pack of 24)",
+        "Goya Panela Brown Sugar Cane, 16 Ounce (Pack of 6)",
+        "Blue Diamond Almonds Wasabi & Soy, 1.5 oz (Pack of 12)",
+        "Blue Diamond Almonds Smokehouse, 6 oz (Pack of 12)",
+        None,
+    ])
+    views = title_tfidf_views(names)
+    assert set(views) == {"title_char", "title_word"}
+    for mat in views.values():
+        assert mat.shape[0] == 5
+        sims = (mat @ mat.T).toarray()
+        np.fill_diagonal(sims, -1)
+        assert sims[0].argmax() == 1 and sims[2].argmax() == 3
+        assert np.allclose(sims[4], np.r_[0, 0, 0, 0, -1])  # empty title: similarity 0
+    tiny = title_tfidf_views(pd.Series(["a", "b"]))  # nothing survives min_df
+    assert tiny["title_char"].nnz == 0 and tiny["title_char"].shape == (2, 1)

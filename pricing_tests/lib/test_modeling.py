@@ -37,8 +37,8 @@ def _tabular(n=300, seed=0):
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(rng.normal(size=(n, 4)), columns=list("abcd"))
     X["category"] = pd.Categorical(rng.choice(["food", "toys"], n))
-    y = 2.0 + X["a"].to_numpy() + 0.5 * (X["category"] == "food").to_numpy() + rng.normal(0, 0.1, n)
-    return X, y, np.arange(n) % 3
+    log_price = 2.0 + X["a"].to_numpy() + 0.5 * (X["category"] == "food").to_numpy() + rng.normal(0, 0.1, n)
+    return X, np.log1p(np.exp(log_price)), np.arange(n) % 3
 
 
 def test_assign_folds_groups_deterministic_and_order_free():
@@ -71,10 +71,18 @@ def test_lightgbm_held_out_labels_never_used():
     X, y, folds = _tabular()
     a = train_lightgbm_cv(X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
     y2 = y.copy()
-    y2[folds == 0] = np.random.default_rng(5).uniform(0, 8, (folds == 0).sum())
+    y2[folds == 0] = np.random.default_rng(5).uniform(0.1, 8, (folds == 0).sum())
     b = train_lightgbm_cv(X, y2, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
     assert np.array_equal(a.oof_log[folds == 0], b.oof_log[folds == 0])
     assert a.best_iterations[0] == b.best_iterations[0]
+
+
+def test_lightgbm_rejects_non_positive_prices():
+    X, y, folds = _tabular()
+    y = y.copy()
+    y[7] = 0.0  # log1p(price) 0: price 0 has no log
+    with pytest.raises(ValueError, match=r"prices must be > 0.*rows \[7\]"):
+        train_lightgbm_cv(X, y, folds, num_boost_round=10, num_threads=1)
 
 
 def test_tfidf_ridge_on_real_rows(real):
