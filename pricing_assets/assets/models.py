@@ -32,6 +32,7 @@ class LightGBMConfig(dg.Config):
     num_boost_round: int = 3000
     early_stopping_rounds: int = 150
     seed: int = 42
+    n_bags: int = 3  # seed bagging: boosters per fold (lib.modeling.train_lightgbm_cv)
 
 
 def _oof_metadata(preds: pd.DataFrame) -> dict:
@@ -58,13 +59,15 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
         X[lab], y, feature_matrix.loc[lab, "fold"].to_numpy(), params=params,
         num_boost_round=config.num_boost_round, early_stopping_rounds=config.early_stopping_rounds,
         seed=config.seed, categorical=["category"] if "category" in X else None, log=context.log.info,
+        n_bags=config.n_bags,
     )
     test_log = predict_lightgbm(cv.models, X[~lab]) if (~lab).any() else np.zeros(0)
     preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
     gain = pd.Series(np.mean([m.feature_importance("gain") for m in cv.models], axis=0), index=X.columns).sort_values(ascending=False)
     top = gain.head(15)
     yield dg.Output(cv.models, output_name="lightgbm_model", metadata={
-        "folds": len(cv.models),
+        "folds": len(cv.fold_smape),
+        "boosters": len(cv.models),
         "best_iterations": dg.MetadataValue.json(cv.best_iterations),
         "features": X.shape[1],
         "top_features_by_gain": dg.MetadataValue.md(pd.DataFrame({"feature": top.index, "gain_share": (top / gain.sum()).round(4).to_numpy()}).to_markdown(index=False)),

@@ -56,7 +56,8 @@ def price_bins(log_price: np.ndarray, n_bins: int = N_BINS) -> tuple[np.ndarray,
         n_bins: number of bins (K); ties may merge bins, so fewer may come back.
 
     Returns:
-        (edges (K'+1,) float64 increasing, labels (n,) int64 in ``0..K'-1``).
+        (edges (K'+1,) float64 increasing, labels (n,) int64 in ``0..K'-1``); every bin holds at
+        least one row (ties and empty interpolated bins are merged, so K' <= K).
 
     Raises:
         ValueError: if ``log_price`` is empty or not finite, or ``n_bins < 2``.
@@ -71,6 +72,13 @@ def price_bins(log_price: np.ndarray, n_bins: int = N_BINS) -> tuple[np.ndarray,
         raise ValueError(f"price_bins: fewer than 2 distinct price bins ({len(edges) - 1})")
     edges[0], edges[-1] = -np.inf, np.inf
     labels = np.clip(np.searchsorted(edges, log_price, side="right") - 1, 0, len(edges) - 2)
+    # interpolated quantiles between tied values can leave a bin empty: merge it into its neighbour
+    used = np.unique(labels)
+    if len(used) < len(edges) - 1:
+        edges = np.r_[-np.inf, edges[used[1:]], np.inf]
+        labels = np.searchsorted(used, labels)
+    if len(edges) < 3:
+        raise ValueError("price_bins: fewer than 2 distinct price bins (1)")
     return edges, labels.astype(np.int64)
 
 

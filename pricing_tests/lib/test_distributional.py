@@ -34,6 +34,15 @@ def test_price_bins_are_quantiles_and_cover_every_row():
     # ties collapse bins instead of leaving empty ones
     _, tied = price_bins(np.log(np.r_[np.full(50, 5.0), np.full(50, 20.0)]), 10)
     assert sorted(set(tied)) == [0, 1]
+    # heavy ties (small batches, round prices): no bin may be empty
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        lp = np.log(rng.choice([1.0, 2.0, 5.0, 9.99, 20.0], size=int(rng.integers(8, 40))))
+        if len(np.unique(lp)) < 2:
+            continue
+        e, lab = price_bins(lp, int(rng.integers(2, 25)))
+        assert np.bincount(lab).min() >= 1 and lab.max() == len(e) - 2
+        assert all(e[k] <= lp[lab == k].min() and lp[lab == k].max() < e[k + 1] for k in range(len(e) - 1))
     with pytest.raises(ValueError, match="finite"):
         price_bins(np.array([1.0, np.nan]), 5)
     with pytest.raises(ValueError, match="fewer than 2"):

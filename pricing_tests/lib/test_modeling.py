@@ -77,6 +77,26 @@ def test_lightgbm_held_out_labels_never_used():
     assert a.best_iterations[0] == b.best_iterations[0]
 
 
+def test_lightgbm_seed_bagging_averages_the_bags():
+    """n_bags=2: two boosters per fold, the OOF is the mean (log-price space) of the single-seed runs
+    with seeds 42 and 1042; held-out labels still never reach their own fold."""
+    X, y, folds = _tabular()
+    kw = {"num_boost_round": 200, "early_stopping_rounds": 20, "categorical": ["category"], "num_threads": 1}
+    bag = train_lightgbm_cv(X, y, folds, n_bags=2, **kw)
+    s1 = train_lightgbm_cv(X, y, folds, seed=42, **kw)
+    s2 = train_lightgbm_cv(X, y, folds, seed=1042, **kw)
+    assert len(bag.models) == 6 and len(bag.best_iterations) == 6 and len(bag.fold_smape) == 3
+    expected = np.log1p(np.exp((np.log(np.expm1(s1.oof_log)) + np.log(np.expm1(s2.oof_log))) / 2))
+    assert np.allclose(bag.oof_log, expected, rtol=0, atol=1e-9)
+    assert not np.allclose(s1.oof_log, s2.oof_log)
+    y2 = y.copy()
+    y2[folds == 0] = np.random.default_rng(5).uniform(0.1, 8, (folds == 0).sum())
+    bag2 = train_lightgbm_cv(X, y2, folds, n_bags=2, **kw)
+    assert np.array_equal(bag.oof_log[folds == 0], bag2.oof_log[folds == 0])
+    with pytest.raises(ValueError, match="n_bags must be >= 1"):
+        train_lightgbm_cv(X, y, folds, n_bags=0, **kw)
+
+
 def test_lightgbm_rejects_non_positive_prices():
     X, y, folds = _tabular()
     y = y.copy()
