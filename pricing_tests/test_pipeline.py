@@ -73,8 +73,12 @@ def test_global_assets_report_model_figures(instance, slice_files):
     assert products["labeled_rows"] == slice_files["n_labeled"]
     lgb = _meta(instance, "lightgbm_predictions")
     assert 0 < lgb["oof_smape"] < 200 and lgb["labeled_rows"] == slice_files["n_labeled"]
+    dist = _meta(instance, "lightgbm_dist_predictions")
+    assert 0 < dist["oof_smape"] < 200 and dist["labeled_rows"] == slice_files["n_labeled"]
+    assert dist["unlabeled_rows"] == slice_files["n_unlabeled"]
     blend = _meta(instance, "price_blend")
     assert abs(sum(blend["weights"].values()) - 1) < 1e-3  # weights are rounded to 4 decimals in metadata
+    assert set(blend["weights"]) == {"lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"}
     report = _meta(instance, "evaluation_report")
     assert report["blend_oof_smape"] == pytest.approx(blend["oof_smape"], abs=1e-3)
     assert "data:image/png;base64," in report["pred_vs_actual"]
