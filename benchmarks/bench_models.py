@@ -4,6 +4,7 @@
         .venv/bin/python benchmarks/bench_models.py            # materialises the sample once if needed
     .venv/bin/python benchmarks/bench_models.py --lgbm-grid     # + the LightGBM configurations tried
     .venv/bin/python benchmarks/bench_models.py --mlp-grid      # + the MLP configurations tried
+    .venv/bin/python benchmarks/bench_models.py --seed-spread   # + single-seed LightGBM runs (noise level)
 
 Inputs come from a materialised Dagster instance (``products``, ``feature_matrix``, the embedding
 assets): the script ingests the bundled labeled + unlabeled sample and runs ``pricing materialize``
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lgbm-grid", action="store_true", help="also report the LightGBM configurations tried")
     ap.add_argument("--mlp-grid", action="store_true", help="also report the MLP configurations tried")
     ap.add_argument("--ridge-grid", action="store_true", help="also report TF-IDF ridge alphas")
+    ap.add_argument("--seed-spread", action="store_true", help="also report single-seed LightGBM runs (seeds 42, 7, 123)")
     args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
 
@@ -149,6 +151,11 @@ def main(argv=None) -> int:
             record("lgbm without stack_tfidf_ridge", c.oof_log, c.seconds, "ablation")
         c = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, inner_valid_fraction=0.0)
         record("lgbm early-stopped on held-out fold", c.oof_log, c.seconds, "optimistic, for comparison")
+    if args.seed_spread:
+        # how much one seed moves OOF SMAPE: differences below this spread are not evidence
+        for s in (42, 7, 123):
+            c = train_lightgbm_cv(X, y, folds, seed=s, categorical=cat, num_threads=1)
+            record(f"LightGBM single seed {s}", c.oof_log, c.seconds, "seed spread")
     cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, n_bags=3)
     oofs["lightgbm"] = record("LightGBM (feature_matrix, 3 seeds)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")
 
