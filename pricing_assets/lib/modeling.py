@@ -141,7 +141,8 @@ def train_lightgbm_cv(
             honest estimate; 0 = stop on the held-out fold itself (optimistic, for comparison only).
         n_bags: boosters per fold, bag b with seed ``seed + 1000 b`` (LightGBM row/feature sampling
             and the inner split), predictions averaged. Seed bagging reduces variance: on the sample,
-            single seeds 42 / 7 / 123 scored 54.77 / 54.96 / 55.10 OOF SMAPE, their 3-bag 54.76.
+            single seeds 42 / 7 / 123 scored 54.79 / 54.99 / 55.09 OOF SMAPE, their 3-bag 54.70
+            (``bench_models.py --seed-spread``).
 
     Returns:
         :class:`CvResult` with ``models`` = list of ``lightgbm.Booster`` (``n_bags`` per fold,
