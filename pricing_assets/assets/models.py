@@ -40,6 +40,17 @@ def _oof_metadata(preds: pd.DataFrame) -> dict:
     return {"oof_smape": round(smape(lab["price"].to_numpy(), lab["pred_price"].to_numpy()), 3), "labeled_rows": len(lab), "unlabeled_rows": int((preds["fold"] < 0).sum())}
 
 
+def _prediction_outputs(preds: pd.DataFrame, fold_smape: list[float], output_name: str):
+    """The ``*_predictions`` output of a model asset (OOF SMAPE, per-fold SMAPE, preview) and its
+    blocking ``ModelPredictions`` contract result."""
+    yield dg.Output(preds, output_name=output_name, metadata={
+        **_oof_metadata(preds),
+        "fold_smape": dg.MetadataValue.json([round(x, 3) for x in fold_smape]),
+        "preview": preview(preds),
+    })
+    yield contract_result(preds, ModelPredictions, output_name)
+
+
 @dg.multi_asset(
     outs={
         "lightgbm_model": dg.AssetOut(io_manager_key="lightgbm_io_manager", group_name=GROUP, description="One LightGBM booster per CV fold, regressing log(price)."),
@@ -73,12 +84,7 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
         "top_features_by_gain": dg.MetadataValue.md(pd.DataFrame({"feature": top.index, "gain_share": (top / gain.sum()).round(4).to_numpy()}).to_markdown(index=False)),
         "train_seconds": round(cv.seconds, 2),
     })
-    yield dg.Output(preds, output_name="lightgbm_predictions", metadata={
-        **_oof_metadata(preds),
-        "fold_smape": dg.MetadataValue.json([round(s, 3) for s in cv.fold_smape]),
-        "preview": preview(preds),
-    })
-    yield contract_result(preds, ModelPredictions, "lightgbm_predictions")
+    yield from _prediction_outputs(preds, cv.fold_smape, "lightgbm_predictions")
 
 
 class LightGBMDistConfig(dg.Config):
@@ -122,12 +128,7 @@ def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistC
         "features": X.shape[1],
         "train_seconds": round(cv.seconds, 2),
     })
-    yield dg.Output(preds, output_name="lightgbm_dist_predictions", metadata={
-        **_oof_metadata(preds),
-        "fold_smape": dg.MetadataValue.json([round(s, 3) for s in cv.fold_smape]),
-        "preview": preview(preds),
-    })
-    yield contract_result(preds, ModelPredictions, "lightgbm_dist_predictions")
+    yield from _prediction_outputs(preds, cv.fold_smape, "lightgbm_dist_predictions")
 
 
 class FusionMLPConfig(dg.Config):
@@ -203,12 +204,7 @@ def build_model_assets(registry: dict) -> list:
             "device": dev,
             "train_seconds": round(cv.seconds, 2),
         })
-        yield dg.Output(preds, output_name="fusion_mlp_predictions", metadata={
-            **_oof_metadata(preds),
-            "fold_smape": dg.MetadataValue.json([round(x, 3) for x in cv.fold_smape]),
-            "preview": preview(preds),
-        })
-        yield contract_result(preds, ModelPredictions, "fusion_mlp_predictions")
+        yield from _prediction_outputs(preds, cv.fold_smape, "fusion_mlp_predictions")
 
     @dg.multi_asset(
         outs={
@@ -234,12 +230,7 @@ def build_model_assets(registry: dict) -> list:
             "params": dg.MetadataValue.json({k: list(v) if isinstance(v, tuple) else v for k, v in TFIDF_RIDGE_PARAMS.items()}),
             "train_seconds": round(cv.seconds, 2),
         })
-        yield dg.Output(preds, output_name="tfidf_ridge_predictions", metadata={
-            **_oof_metadata(preds),
-            "fold_smape": dg.MetadataValue.json([round(x, 3) for x in cv.fold_smape]),
-            "preview": preview(preds),
-        })
-        yield contract_result(preds, ModelPredictions, "tfidf_ridge_predictions")
+        yield from _prediction_outputs(preds, cv.fold_smape, "tfidf_ridge_predictions")
 
     return [fusion_mlp, tfidf_ridge]
 

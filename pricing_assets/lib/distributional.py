@@ -18,23 +18,16 @@ import numpy as np
 import pandas as pd
 
 from pricing_assets.lib.metrics import smape
-from pricing_assets.lib.modeling import CvResult
+from pricing_assets.lib.modeling import LGBM_PARAMS, CvResult
 
 #: Multiclass LightGBM settings. Chosen on the 5 grouped folds of the sample (OOF SMAPE of the
 #: decision alone): 20 bins 55.6, 10 bins 55.8, 30 bins 56.0; lr 0.05 vs 0.02 equal within 0.1;
 #: 15 leaves vs 7: 55.6 vs 55.8. Not tuned further.
 DIST_PARAMS: dict = {
+    **{k: v for k, v in LGBM_PARAMS.items() if k not in ("objective", "alpha")},  # shared sampling/regularisation
     "objective": "multiclass",
     "learning_rate": 0.05,
     "num_leaves": 15,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 0.7,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "verbosity": -1,
-    "deterministic": True,
-    "force_row_wise": True,
 }
 N_BINS = 20
 GRID_POINTS = 300
