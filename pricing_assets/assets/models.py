@@ -51,6 +51,17 @@ def _prediction_outputs(preds: pd.DataFrame, fold_smape: list[float], output_nam
     yield contract_result(preds, ModelPredictions, output_name)
 
 
+def _tabular_training_inputs(feature_matrix: pd.DataFrame):
+    """What the LightGBM assets train on: (labeled-row mask (n,) bool, features ``X`` of all n rows,
+    ``log1p(price)`` (n_labeled,) float64, folds (n_labeled,) int, categorical column names or None)."""
+    from pricing_assets.lib.modeling import model_input
+
+    lab = (feature_matrix["fold"] >= 0).to_numpy()
+    X = model_input(feature_matrix)
+    y = np.log1p(feature_matrix.loc[lab, "price"].to_numpy(dtype=float))
+    return lab, X, y, feature_matrix.loc[lab, "fold"].to_numpy(), (["category"] if "category" in X else None)
+
+
 @dg.multi_asset(
     outs={
         "lightgbm_model": dg.AssetOut(io_manager_key="lightgbm_io_manager", group_name=GROUP, description="One LightGBM booster per CV fold, regressing log(price)."),
@@ -60,17 +71,14 @@ def _prediction_outputs(preds: pd.DataFrame, fold_smape: list[float], output_nam
 )
 def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, feature_matrix: pd.DataFrame):
     """K-fold LightGBM regression of log price over all labeled rows of all batches; OOF SMAPE in metadata."""
-    from pricing_assets.lib.modeling import model_input, predict_lightgbm, predictions_frame, train_lightgbm_cv
+    from pricing_assets.lib.modeling import predict_lightgbm, predictions_frame, train_lightgbm_cv
 
-    lab = (feature_matrix["fold"] >= 0).to_numpy()
-    X = model_input(feature_matrix)
-    y = np.log1p(feature_matrix.loc[lab, "price"].to_numpy(dtype=float))
+    lab, X, y, folds, categorical = _tabular_training_inputs(feature_matrix)
     params = {k: getattr(config, k) for k in ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction")}
     cv = train_lightgbm_cv(
-        X[lab], y, feature_matrix.loc[lab, "fold"].to_numpy(), params=params,
+        X[lab], y, folds, params=params,
         num_boost_round=config.num_boost_round, early_stopping_rounds=config.early_stopping_rounds,
-        seed=config.seed, categorical=["category"] if "category" in X else None, log=context.log.info,
-        n_bags=config.n_bags,
+        seed=config.seed, categorical=categorical, log=context.log.info, n_bags=config.n_bags,
     )
     test_log = predict_lightgbm(cv.models, X[~lab]) if (~lab).any() else np.zeros(0)
     preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
@@ -108,16 +116,14 @@ def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistC
     """K-fold multiclass LightGBM over quantile price bins; each row's prediction is the price with the
     least expected SMAPE under its predicted bin probabilities (``lib.distributional``)."""
     from pricing_assets.lib.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
-    from pricing_assets.lib.modeling import model_input, predictions_frame
+    from pricing_assets.lib.modeling import predictions_frame
 
-    lab = (feature_matrix["fold"] >= 0).to_numpy()
-    X = model_input(feature_matrix)
-    y = np.log1p(feature_matrix.loc[lab, "price"].to_numpy(dtype=float))
+    lab, X, y, folds, categorical = _tabular_training_inputs(feature_matrix)
     cv = train_lightgbm_dist_cv(
-        X[lab], y, feature_matrix.loc[lab, "fold"].to_numpy(), n_bins=config.n_bins,
+        X[lab], y, folds, n_bins=config.n_bins,
         params={"learning_rate": config.learning_rate, "num_leaves": config.num_leaves},
         early_stopping_rounds=config.early_stopping_rounds, seed=config.seed,
-        categorical=["category"] if "category" in X else None, log=context.log.info,
+        categorical=categorical, log=context.log.info,
     )
     test_log = predict_lightgbm_dist(cv.models, X[~lab]) if (~lab).any() else np.zeros(0)
     preds = predictions_frame(feature_matrix, cv.oof_log, test_log)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pricing_assets.lib.metrics import smape
-from pricing_assets.lib.modeling import LGBM_PARAMS, CvResult
+from pricing_assets.lib.modeling import LGBM_PARAMS, CvResult, inner_split
 
 #: Multiclass LightGBM settings. Chosen on the 5 grouped folds of the sample (OOF SMAPE of the
 #: decision alone): 20 bins 55.6, 10 bins 55.8, 30 bins 56.0; lr 0.05 vs 0.02 equal within 0.1;
@@ -173,9 +173,7 @@ def train_lightgbm_dist_cv(
         per_bin = bin_log_prices(y[tr_all], labels)
         grid = np.linspace(y[tr_all].min(), y[tr_all].max(), GRID_POINTS)
         loss = bin_loss_matrix(per_bin, grid)
-        rng = np.random.default_rng(seed + int(f))
-        inner = np.zeros(len(tr_all), dtype=bool)
-        inner[rng.permutation(len(tr_all))[: max(1, round(len(tr_all) * inner_valid_fraction))]] = True
+        inner = inner_split(len(tr_all), inner_valid_fraction, seed + int(f))
         p = {**DIST_PARAMS, **(params or {}), "num_class": K, "seed": seed, "num_threads": num_threads}
         dtr = lgb.Dataset(X.iloc[tr_all[~inner]], labels[~inner], categorical_feature=categorical or "auto", free_raw_data=False)
         des = lgb.Dataset(X.iloc[tr_all[inner]], labels[inner], reference=dtr)

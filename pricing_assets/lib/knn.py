@@ -84,6 +84,25 @@ def _search(index_vectors, query_vectors, k, chunk: int = 2048):
     return np.vstack(all_sims), np.vstack(all_ids).astype(np.int64)
 
 
+def oof_query_plan(labeled: np.ndarray, folds: np.ndarray):
+    """The leakage rule of every kNN feature, as (query mask, reference mask) pairs over n rows.
+
+    A labeled row of fold f queries labeled rows of the other folds only (never itself, never its
+    fold); unlabeled rows query all labeled rows. Each row is a query in exactly one pair.
+
+    Args:
+        labeled: (n,) bool, True for rows whose price may be retrieved.
+        folds: (n,) int fold id of labeled rows (ignored for unlabeled rows).
+
+    Yields:
+        (q, ref): (n,) bool masks, ``q & ref`` always empty.
+    """
+    for f in np.unique(folds[labeled]):
+        yield labeled & (folds == f), labeled & (folds != f)
+    if (~labeled).any():
+        yield ~labeled, labeled
+
+
 def _query(index_vectors, index_log_prices, query_vectors, k):
     sims, ids = _search(index_vectors, query_vectors, k)
     return neighbour_stats(sims, index_log_prices[ids])
@@ -122,7 +141,6 @@ def knn_price_features(
 
     if sp.issparse(vectors):
         vectors = sp.csr_matrix(vectors)
-    query = _query
     n = vectors.shape[0]
     if not (len(log_price) == len(folds) == n):
         raise ValueError(f"knn_price_features: length mismatch {n}, {len(log_price)}, {len(folds)}")
@@ -131,13 +149,8 @@ def knn_price_features(
     if labeled.sum() < 2:
         raise ValueError("knn_price_features: need at least 2 labeled rows")
     out = np.full((n, len(KNN_STATS)), np.nan, dtype=np.float32)
-    for f in np.unique(folds[labeled]):
-        q = labeled & (folds == f)
-        ref = labeled & (folds != f)
-        out[q] = query(vectors[ref], log_price[ref], vectors[q], k)
-    unl = ~labeled
-    if unl.any():
-        out[unl] = query(vectors[labeled], log_price[labeled], vectors[unl], k)
+    for q, ref in oof_query_plan(labeled, folds):
+        out[q] = _query(vectors[ref], log_price[ref], vectors[q], k)
     return pd.DataFrame(out, columns=[f"{prefix}_{s}" for s in KNN_STATS])
 
 
@@ -268,16 +281,10 @@ def knn_unit_price_features(
     lp = np.log(np.clip(np.expm1(np.where(labeled, log_price, 0.0)), 1e-6, None))
     out = np.full((n, len(UNIT_STATS)), np.nan, dtype=np.float32)
 
-    def fill(q, ref):
-        r = np.flatnonzero(ref)
+    for q, ref in oof_query_plan(labeled, folds):
         sims, ids = _search(vectors[ref], vectors[q], k)
-        g = r[ids]
+        g = np.flatnonzero(ref)[ids]
         out[q] = unit_price_stats(sims, lp[g], log_qty[g], family[g], log_qty[q], family[q])
-
-    for f in np.unique(folds[labeled]):
-        fill(labeled & (folds == f), labeled & (folds != f))
-    if (~labeled).any():
-        fill(~labeled, labeled)
     return pd.DataFrame(out, columns=[f"{prefix}_unit_{s}" for s in UNIT_STATS])
 
 

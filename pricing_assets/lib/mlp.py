@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pricing_assets.lib.metrics import smape
-from pricing_assets.lib.modeling import CvResult
+from pricing_assets.lib.modeling import CvResult, inner_split
 
 
 @dataclass(frozen=True)
@@ -294,14 +294,6 @@ def fit_fusion_mlp(train: MLPInputs, y_log: np.ndarray, valid: MLPInputs, y_vali
     return model, best_epoch, float(best)
 
 
-def _inner_split(n: int, fraction: float, seed: int) -> np.ndarray:
-    """(n,) bool mask of the inner early-stopping rows (a seeded random ``fraction``, at least 1)."""
-    rng = np.random.default_rng(seed)
-    m = np.zeros(n, dtype=bool)
-    m[rng.permutation(n)[: max(1, int(round(n * fraction)))]] = True
-    return m
-
-
 def train_mlp_cv(inputs: MLPInputs, y_log: np.ndarray, folds: np.ndarray, config: MLPConfig | None = None, device: str = "cpu", log=None) -> CvResult:
     """K-fold fusion MLP on ``log1p(price)`` with the same folds as the other models.
 
@@ -337,7 +329,7 @@ def train_mlp_cv(inputs: MLPInputs, y_log: np.ndarray, folds: np.ndarray, config
     models, epochs, scores = [], [], []
     for f in uniq:
         tr_idx = np.flatnonzero(folds != f)
-        inner = _inner_split(len(tr_idx), cfg.inner_valid_fraction, cfg.seed + int(f))
+        inner = inner_split(len(tr_idx), cfg.inner_valid_fraction, cfg.seed + int(f))
         fit_idx, es_idx = tr_idx[~inner], tr_idx[inner]
         fold_cfg = MLPConfig(**{**asdict(cfg), "seed": cfg.seed + int(f)})
         model, epoch, _ = fit_fusion_mlp(inputs.take(fit_idx), y_log[fit_idx], inputs.take(es_idx), y_log[es_idx], fold_cfg, device)
