@@ -146,9 +146,9 @@ def main(argv=None) -> int:
         for g in grid:
             c = train_lightgbm_cv(X, y, folds, params=g, categorical=cat, num_threads=1)
             record("lgbm " + ",".join(f"{k}={v}" for k, v in g.items()), c.oof_log, c.seconds, "grid")
-        if "stack_tfidf_ridge" in X:
-            c = train_lightgbm_cv(X.drop(columns=["stack_tfidf_ridge"]), y, folds, categorical=cat, num_threads=1)
-            record("lgbm without stack_tfidf_ridge", c.oof_log, c.seconds, "ablation")
+        for col in [c for c in X.columns if c.startswith("stack_")]:
+            c = train_lightgbm_cv(X.drop(columns=[col]), y, folds, categorical=cat, num_threads=1)
+            record(f"lgbm without {col}", c.oof_log, c.seconds, "ablation")
         c = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, inner_valid_fraction=0.0)
         record("lgbm early-stopped on held-out fold", c.oof_log, c.seconds, "optimistic, for comparison")
     if args.seed_spread:

@@ -215,13 +215,15 @@ def build_training_assets(registry: dict) -> list:
         tfidf_ridge_predictions: pd.DataFrame,
         **kwargs,
     ):
-        """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridge's
-        OOF log-price prediction (stacked: out-of-fold for labeled rows, like the kNN features),
-        embedding PCA."""
+        """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridges'
+        OOF log-price predictions on the full text and on the title (stacked: out-of-fold for labeled
+        rows, like the kNN features), embedding PCA."""
+        from pricing_assets.lib.modeling import stacked_tfidf_ridge
         from pricing_assets.lib.training_data import pca_components, target_encodings
 
         with stopwatch() as t:
-            base = products[["sample_id", "fold", "price"]].reset_index(drop=True)
+            base_items = products.reset_index(drop=True)
+            base = base_items[["sample_id", "fold", "price"]]
             bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
             kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
             img = products[["width", "height", "n_bytes"]].astype(float).reset_index(drop=True)
@@ -238,7 +240,11 @@ def build_training_assets(registry: dict) -> list:
             ridge = tfidf_ridge_predictions.set_index("sample_id")["pred_price"].reindex(base["sample_id"])
             if ridge.isna().any():
                 raise ValueError(f"feature_matrix: tfidf_ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}")
-            stack = pd.DataFrame({"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32)})
+            # the title-only ridge (lib.modeling.stacked_tfidf_ridge): out-of-fold like the full-text one
+            title_ridge = stacked_tfidf_ridge(base_items["item_name"], log_price, base["fold"].to_numpy())
+            stack = pd.DataFrame(
+                {"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)}
+            )
             fm = pd.concat([base, numeric, te, kn, stack, img.astype(np.float32), *pcs], axis=1)
             fm["category"] = bf["category"].astype(str)
         yield dg.Output(

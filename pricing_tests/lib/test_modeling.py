@@ -15,6 +15,7 @@ from pricing_assets.lib.modeling import (
     predict_tfidf_ridge,
     predictions_frame,
     product_text,
+    stacked_tfidf_ridge,
     train_lightgbm_cv,
     train_tfidf_ridge_cv,
 )
@@ -127,6 +128,34 @@ def test_tfidf_ridge_on_real_rows(real):
     assert p.shape == (5,) and np.allclose(p, np.mean([m.predict(text[:5]) for m in a.models], axis=0))
     with pytest.raises(ValueError, match="length mismatch"):
         train_tfidf_ridge_cv(text[:10], y, folds)
+
+
+def test_stacked_title_ridge_is_out_of_fold_and_covers_unlabeled_rows(real):
+    parsed, y, folds = real
+    titles = parsed["item_name"]
+    # the last 100 rows play the unlabeled batch: no price, fold -1
+    y_in, folds_in = y.copy(), folds.copy()
+    y_in[400:], folds_in[400:] = np.nan, -1
+    a = stacked_tfidf_ridge(titles, y_in, folds_in)
+    assert a.shape == (500,) and a.dtype == np.float64 and np.isfinite(a).all()
+    # labeled rows: exactly the OOF of a CV on the labeled rows alone (vocabulary also sees the unlabeled titles)
+    cv = train_tfidf_ridge_cv(titles[:400].reset_index(drop=True), y[:400], folds[:400], unlabeled_texts=titles[400:])
+    assert np.array_equal(a[:400], cv.oof_log)
+    # unlabeled rows: the average of the fold ridges
+    assert np.allclose(a[400:], predict_tfidf_ridge(cv.models, titles[400:]))
+    # a title carries price signal: better than each fold's training median on the labeled rows
+    med = np.zeros(400)
+    for f in np.unique(folds_in[:400]):
+        med[folds_in[:400] == f] = np.median(y[:400][folds_in[:400] != f])
+    assert smape(np.expm1(y[:400]), np.expm1(a[:400])) < smape(np.expm1(y[:400]), np.expm1(med)) - 3
+    # no row sees its own fold's prices: scrambling fold 2's prices leaves fold 2's values unchanged
+    y_scr = y_in.copy()
+    y_scr[folds_in == 2] = np.log1p(1000.0)
+    b = stacked_tfidf_ridge(titles, y_scr, folds_in)
+    assert np.array_equal(a[folds_in == 2], b[folds_in == 2])
+    assert not np.allclose(a[folds_in == 1], b[folds_in == 1])
+    with pytest.raises(ValueError, match="stacked_tfidf_ridge: length mismatch"):
+        stacked_tfidf_ridge(titles[:10], y_in, folds_in)
 
 
 def test_product_text_joins_parts():
