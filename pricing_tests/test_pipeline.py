@@ -91,6 +91,9 @@ def test_stored_outputs_line_up(instance, defs, slice_files):
     fm = defs.load_asset_value("feature_matrix", instance=instance)
     assert len(fm) == slice_files["n_labeled"] + slice_files["n_unlabeled"]
     assert (fm["fold"] >= 0).sum() == slice_files["n_labeled"]
+    # both stacked ridges (full text, title) are present for every row, in log1p(USD) range
+    for col in ("stack_tfidf_ridge", "stack_title_ridge"):
+        assert fm[col].notna().all() and fm[col].between(0, np.log1p(1e5)).all(), col
     emb = defs.load_asset_value(["embeddings", "text", "minilm_l6"], instance=instance, partition_key="lab")
     m = np.stack(emb["embedding"].to_numpy())
     assert m.shape == (slice_files["n_labeled"], 384)
