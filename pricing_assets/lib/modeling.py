@@ -423,7 +423,7 @@ def stacked_tfidf_ridge(texts: pd.Series, log_price: np.ndarray, folds: np.ndarr
     The pipeline stacks it on the item names alone (``stack_title_ridge``): the full text dilutes the
     title with bullets many products share. On the sample's 5 grouped folds the title ridge alone scores
     61.2 OOF SMAPE (full text 61.8) and adding it to the feature matrix lowered single-seed LightGBM
-    54.77 / 54.96 / 55.10 -> 54.54 / 54.59 / 54.76 (seeds 42 / 7 / 123).
+    54.79 / 54.99 / 55.09 -> 54.47 / 54.53 / 54.62 (seeds 42 / 7 / 123, ``bench_models.py --seed-spread``).
 
     Args:
         texts: (n,) str texts (NaN -> "").
