@@ -51,6 +51,20 @@ def _prediction_outputs(preds: pd.DataFrame, fold_smape: list[float], output_nam
     yield contract_result(preds, ModelPredictions, output_name)
 
 
+def _model_multi_asset(name: str, model_io_manager: str, model_description: str, predictions_description: str, **kwargs):
+    """The ``@dg.multi_asset`` of one model: ``{name}_model`` (the fold models, stored by
+    ``model_io_manager``) and ``{name}_predictions`` (a parquet ``ModelPredictions`` frame) with its
+    blocking contract check; ``kwargs`` (``ins``, ``pool``) go to ``dg.multi_asset``."""
+    return dg.multi_asset(
+        outs={
+            f"{name}_model": dg.AssetOut(io_manager_key=model_io_manager, group_name=GROUP, description=model_description),
+            f"{name}_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description=predictions_description),
+        },
+        check_specs=[contract_spec(f"{name}_predictions")],
+        **kwargs,
+    )
+
+
 def _tabular_training_inputs(feature_matrix: pd.DataFrame):
     """What the LightGBM assets train on: (labeled-row mask (n,) bool, features ``X`` of all n rows,
     ``log1p(price)`` (n_labeled,) float64, folds (n_labeled,) int, categorical column names or None)."""
@@ -62,12 +76,11 @@ def _tabular_training_inputs(feature_matrix: pd.DataFrame):
     return lab, X, y, feature_matrix.loc[lab, "fold"].to_numpy(), (["category"] if "category" in X else None)
 
 
-@dg.multi_asset(
-    outs={
-        "lightgbm_model": dg.AssetOut(io_manager_key="lightgbm_io_manager", group_name=GROUP, description="One LightGBM booster per CV fold, regressing log(price)."),
-        "lightgbm_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description="OOF predictions (labeled rows) and fold-average predictions (unlabeled rows)."),
-    },
-    check_specs=[contract_spec("lightgbm_predictions")],
+@_model_multi_asset(
+    "lightgbm",
+    "lightgbm_io_manager",
+    "One LightGBM booster per CV fold, regressing log(price).",
+    "OOF predictions (labeled rows) and fold-average predictions (unlabeled rows).",
 )
 def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, feature_matrix: pd.DataFrame):
     """K-fold LightGBM regression of log price over all labeled rows of all batches; OOF SMAPE in metadata."""
@@ -105,12 +118,11 @@ class LightGBMDistConfig(dg.Config):
     seed: int = 42
 
 
-@dg.multi_asset(
-    outs={
-        "lightgbm_dist_model": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP, description="Per CV fold: a multiclass LightGBM over price bins and the training prices of each bin, pickled."),
-        "lightgbm_dist_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description="Expected-SMAPE decisions of the price-bin classifier: OOF (labeled rows), fold ensemble (unlabeled rows)."),
-    },
-    check_specs=[contract_spec("lightgbm_dist_predictions")],
+@_model_multi_asset(
+    "lightgbm_dist",
+    "io_manager",
+    "Per CV fold: a multiclass LightGBM over price bins and the training prices of each bin, pickled.",
+    "Expected-SMAPE decisions of the price-bin classifier: OOF (labeled rows), fold ensemble (unlabeled rows).",
 )
 def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistConfig, feature_matrix: pd.DataFrame):
     """K-fold multiclass LightGBM over quantile price bins; each row's prediction is the price with the
@@ -166,13 +178,12 @@ def build_model_assets(registry: dict) -> list:
 
     specs = [s for s in registry.values() if s.enabled]
 
-    @dg.multi_asset(
-        outs={
-            "fusion_mlp_model": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP, description="One fusion-MLP state dict per CV fold (text + image + tabular branches), pickled."),
-            "fusion_mlp_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description="Fusion MLP: OOF predictions (labeled rows) and fold-average predictions (unlabeled rows)."),
-        },
+    @_model_multi_asset(
+        "fusion_mlp",
+        "io_manager",
+        "One fusion-MLP state dict per CV fold (text + image + tabular branches), pickled.",
+        "Fusion MLP: OOF predictions (labeled rows) and fold-average predictions (unlabeled rows).",
         ins={"feature_matrix": dg.AssetIn("feature_matrix"), **_embeddings_in(registry)},
-        check_specs=[contract_spec("fusion_mlp_predictions")],
         pool="gpu",
     )
     def fusion_mlp(context: dg.AssetExecutionContext, config: FusionMLPConfig, device: DeviceResource, feature_matrix: pd.DataFrame, **kwargs):
@@ -212,25 +223,21 @@ def build_model_assets(registry: dict) -> list:
         })
         yield from _prediction_outputs(preds, cv.fold_smape, "fusion_mlp_predictions")
 
-    @dg.multi_asset(
-        outs={
-            "tfidf_ridge_model": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP, description="One word+char TF-IDF -> ridge pipeline per CV fold, pickled."),
-            "tfidf_ridge_predictions": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP, description="TF-IDF + ridge: OOF predictions (labeled rows) and fold-average predictions (unlabeled rows)."),
-        },
-        check_specs=[contract_spec("tfidf_ridge_predictions")],
+    @_model_multi_asset(
+        "tfidf_ridge",
+        "io_manager",
+        "One word+char TF-IDF -> ridge pipeline per CV fold, pickled.",
+        "TF-IDF + ridge: OOF predictions (labeled rows) and fold-average predictions (unlabeled rows).",
     )
     def tfidf_ridge(context: dg.AssetExecutionContext, products: pd.DataFrame):
         """K-fold TF-IDF (word 1-2 + char 2-5 grams) + ridge on ``log1p(price)`` over the catalog text,
         same folds as LightGBM; a cheap, strong text model for the blend."""
-        from pricing_assets.lib.modeling import TFIDF_RIDGE_PARAMS, predict_tfidf_ridge, predictions_frame, product_text, train_tfidf_ridge_cv
+        from pricing_assets.lib.modeling import TFIDF_RIDGE_PARAMS, predictions_frame, product_text, tfidf_ridge_every_row
 
         base = products.reset_index(drop=True)
-        text = product_text(base)
         lab = (base["fold"] >= 0).to_numpy()
-        y = np.log1p(base.loc[lab, "price"].to_numpy(dtype=float))
-        cv = train_tfidf_ridge_cv(text[lab].reset_index(drop=True), y, base.loc[lab, "fold"].to_numpy(), unlabeled_texts=text[~lab], log=context.log.info)
-        test_log = predict_tfidf_ridge(cv.models, text[~lab]) if (~lab).any() else np.zeros(0)
-        preds = predictions_frame(base, cv.oof_log, test_log)
+        pred, cv = tfidf_ridge_every_row(product_text(base), np.log1p(base["price"].to_numpy(dtype=float)), base["fold"].to_numpy(), log=context.log.info)
+        preds = predictions_frame(base, pred[lab], pred[~lab])
         yield dg.Output(cv.models, output_name="tfidf_ridge_model", metadata={
             "folds": len(cv.models),
             "params": dg.MetadataValue.json({k: list(v) if isinstance(v, tuple) else v for k, v in TFIDF_RIDGE_PARAMS.items()}),

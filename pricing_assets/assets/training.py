@@ -218,7 +218,7 @@ def build_training_assets(registry: dict) -> list:
         """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridges'
         OOF log-price predictions on the full text and on the title (stacked: out-of-fold for labeled
         rows, like the kNN features), embedding PCA."""
-        from pricing_assets.lib.modeling import stacked_tfidf_ridge
+        from pricing_assets.lib.modeling import tfidf_ridge_every_row
         from pricing_assets.lib.training_data import pca_components, target_encodings
 
         with stopwatch() as t:
@@ -240,8 +240,8 @@ def build_training_assets(registry: dict) -> list:
             ridge = tfidf_ridge_predictions.set_index("sample_id")["pred_price"].reindex(base["sample_id"])
             if ridge.isna().any():
                 raise ValueError(f"feature_matrix: tfidf_ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}")
-            # the title-only ridge (lib.modeling.stacked_tfidf_ridge): out-of-fold like the full-text one
-            title_ridge = stacked_tfidf_ridge(base_items["item_name"], log_price, base["fold"].to_numpy())
+            # the title-only ridge (lib.modeling.tfidf_ridge_every_row): out-of-fold like the full-text one
+            title_ridge, _ = tfidf_ridge_every_row(base_items["item_name"], log_price, base["fold"].to_numpy())
             stack = pd.DataFrame(
                 {"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)}
             )

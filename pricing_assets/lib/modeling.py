@@ -412,17 +412,20 @@ def predict_tfidf_ridge(models: list, texts: pd.Series) -> np.ndarray:
     return np.mean([m.predict(texts) for m in models], axis=0)
 
 
-def stacked_tfidf_ridge(texts: pd.Series, log_price: np.ndarray, folds: np.ndarray, params: dict | None = None) -> np.ndarray:
-    """A TF-IDF + ridge prediction usable as a stacked feature for every row (no row sees its own price).
+def tfidf_ridge_every_row(
+    texts: pd.Series, log_price: np.ndarray, folds: np.ndarray, params: dict | None = None, log=None
+) -> tuple[np.ndarray, CvResult]:
+    """TF-IDF + ridge predictions for every row in which no row sees its own price.
 
     Labeled rows (``fold >= 0`` and a finite ``log_price``) get their out-of-fold prediction from
     :func:`train_tfidf_ridge_cv` (the ridge of the other folds); unlabeled rows get the average of the
     fold ridges (:func:`predict_tfidf_ridge`), exactly as the kNN features and target encodings treat
     them. The vocabulary is fitted on every text (unsupervised).
 
-    The pipeline stacks it on the item names alone (``stack_title_ridge``): the full text dilutes the
-    title with bullets many products share. On the sample's 5 grouped folds the title ridge alone scores
-    61.2 OOF SMAPE (full text 61.8) and adding it to the feature matrix lowered single-seed LightGBM
+    Two users: the ``tfidf_ridge`` model asset (full product text) and ``feature_matrix``, which stacks
+    it on the item names alone (``stack_title_ridge``): the full text dilutes the title with bullets
+    many products share. On the sample's 5 grouped folds the title ridge alone scores 61.2 OOF SMAPE
+    (full text 61.8) and adding it to the feature matrix lowered single-seed LightGBM
     54.79 / 54.99 / 55.09 -> 54.47 / 54.53 / 54.62 (seeds 42 / 7 / 123, ``bench_models.py --seed-spread``).
 
     Args:
@@ -430,9 +433,11 @@ def stacked_tfidf_ridge(texts: pd.Series, log_price: np.ndarray, folds: np.ndarr
         log_price: (n,) float64 ``log1p(price USD)``, NaN for unlabeled rows.
         folds: (n,) int fold ids, -1 for unlabeled rows; >= 2 distinct folds among labeled rows.
         params: overrides of :data:`TFIDF_RIDGE_PARAMS`.
+        log: optional callable taking a progress line (per-fold SMAPE).
 
     Returns:
-        (n,) float64 predicted ``log1p(price USD)``, rows in the input order.
+        ``(pred, cv)``: pred (n,) float64 predicted ``log1p(price USD)`` in the input order; cv the
+        :class:`CvResult` of the labeled rows (fold pipelines, per-fold SMAPE).
 
     Raises:
         ValueError: on length mismatch or fewer than 2 labeled folds (from :func:`train_tfidf_ridge_cv`).
@@ -441,11 +446,11 @@ def stacked_tfidf_ridge(texts: pd.Series, log_price: np.ndarray, folds: np.ndarr
     log_price = np.asarray(log_price, dtype=np.float64)
     folds = np.asarray(folds)
     if not (len(texts) == len(log_price) == len(folds)):
-        raise ValueError(f"stacked_tfidf_ridge: length mismatch {len(texts)}, {len(log_price)}, {len(folds)}")
+        raise ValueError(f"tfidf_ridge_every_row: length mismatch {len(texts)}, {len(log_price)}, {len(folds)}")
     lab = (folds >= 0) & np.isfinite(log_price)
-    cv = train_tfidf_ridge_cv(texts[lab].reset_index(drop=True), log_price[lab], folds[lab], params=params, unlabeled_texts=texts[~lab])
+    cv = train_tfidf_ridge_cv(texts[lab].reset_index(drop=True), log_price[lab], folds[lab], params=params, unlabeled_texts=texts[~lab], log=log)
     out = np.empty(len(texts), dtype=np.float64)
     out[lab] = cv.oof_log
     if (~lab).any():
         out[~lab] = predict_tfidf_ridge(cv.models, texts[~lab])
-    return out
+    return out, cv

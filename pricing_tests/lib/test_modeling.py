@@ -15,7 +15,7 @@ from pricing_assets.lib.modeling import (
     predict_tfidf_ridge,
     predictions_frame,
     product_text,
-    stacked_tfidf_ridge,
+    tfidf_ridge_every_row,
     train_lightgbm_cv,
     train_tfidf_ridge_cv,
 )
@@ -136,11 +136,11 @@ def test_stacked_title_ridge_is_out_of_fold_and_covers_unlabeled_rows(real):
     # the last 100 rows play the unlabeled batch: no price, fold -1
     y_in, folds_in = y.copy(), folds.copy()
     y_in[400:], folds_in[400:] = np.nan, -1
-    a = stacked_tfidf_ridge(titles, y_in, folds_in)
+    a, a_cv = tfidf_ridge_every_row(titles, y_in, folds_in)
     assert a.shape == (500,) and a.dtype == np.float64 and np.isfinite(a).all()
     # labeled rows: exactly the OOF of a CV on the labeled rows alone (vocabulary also sees the unlabeled titles)
     cv = train_tfidf_ridge_cv(titles[:400].reset_index(drop=True), y[:400], folds[:400], unlabeled_texts=titles[400:])
-    assert np.array_equal(a[:400], cv.oof_log)
+    assert np.array_equal(a[:400], cv.oof_log) and np.array_equal(a_cv.oof_log, cv.oof_log) and len(a_cv.models) == 4
     # unlabeled rows: the average of the fold ridges
     assert np.allclose(a[400:], predict_tfidf_ridge(cv.models, titles[400:]))
     # a title carries price signal: better than each fold's training median on the labeled rows
@@ -151,11 +151,11 @@ def test_stacked_title_ridge_is_out_of_fold_and_covers_unlabeled_rows(real):
     # no row sees its own fold's prices: scrambling fold 2's prices leaves fold 2's values unchanged
     y_scr = y_in.copy()
     y_scr[folds_in == 2] = np.log1p(1000.0)
-    b = stacked_tfidf_ridge(titles, y_scr, folds_in)
+    b, _ = tfidf_ridge_every_row(titles, y_scr, folds_in)
     assert np.array_equal(a[folds_in == 2], b[folds_in == 2])
     assert not np.allclose(a[folds_in == 1], b[folds_in == 1])
-    with pytest.raises(ValueError, match="stacked_tfidf_ridge: length mismatch"):
-        stacked_tfidf_ridge(titles[:10], y_in, folds_in)
+    with pytest.raises(ValueError, match="tfidf_ridge_every_row: length mismatch"):
+        tfidf_ridge_every_row(titles[:10], y_in, folds_in)
 
 
 def test_product_text_joins_parts():
