@@ -204,8 +204,70 @@ def train_lightgbm_cv(
 
 
 def predict_lightgbm(models: list, X: pd.DataFrame) -> np.ndarray:
-    """Average of the fold boosters' predictions (log price), as ``log1p(price)``: (n,) float64."""
+    """Average of the boosters' predictions (log price), as ``log1p(price)``: (n,) float64.
+
+    Fold boosters predict with their early-stopping iteration; refit boosters (``best_iteration`` 0)
+    with all their trees."""
     return _to_log1p(np.mean([m.predict(X, num_iteration=m.best_iteration) for m in models], axis=0))
+
+
+#: Boosting rounds of the final refit = this factor x the mean early-stopping iteration of the CV
+#: boosters. They trained on 72 % of the labeled rows (4 of 5 folds minus the 10 % inner split); more
+#: rows support a few more rounds. 1.1 is the usual heuristic, not tuned.
+REFIT_ROUNDS_FACTOR = 1.1
+
+
+def refit_lightgbm(
+    X: pd.DataFrame,
+    y_log: np.ndarray,
+    best_iterations: list[int],
+    params: dict | None = None,
+    seed: int = 42,
+    num_threads: int = 0,
+    categorical: list[str] | None = None,
+    n_bags: int = 1,
+    rounds_factor: float = REFIT_ROUNDS_FACTOR,
+) -> list:
+    """Final LightGBM boosters refit on *all* labeled rows, for rows without a price.
+
+    The K-fold boosters of :func:`train_lightgbm_cv` give honest OOF predictions and the number of
+    boosting rounds; each saw only (K-1)/K of the rows. Refitting on every labeled row with
+    ``round(rounds_factor * mean(best_iterations))`` rounds (no early stopping: there is no held-out
+    row left) uses the remaining rows too. Measured on the sample by ``bench_models.py --refit``
+    (each of the 5 grouped folds held out in turn as "new products", 4-fold CV on the rest):
+    fold-average 54.59 / 54.60 vs refit 54.46 / 54.42 SMAPE on the held-out rows for seeds 42 / 7,
+    refit better on 9 of the 10 fold x seed pairs.
+
+    Args:
+        X: (n, p) features of the labeled rows (as for :func:`train_lightgbm_cv`).
+        y_log: (n,) float64 ``log1p(price USD)``.
+        best_iterations: the CV boosters' early-stopping iterations (``CvResult.best_iterations``).
+        params / seed / num_threads / categorical: as for :func:`train_lightgbm_cv`.
+        n_bags: boosters, bag b with seed ``seed + 1000 b`` (as the CV's bags).
+        rounds_factor: see :data:`REFIT_ROUNDS_FACTOR`.
+
+    Returns:
+        ``n_bags`` ``lightgbm.Booster`` with ``best_iteration`` 0 (predict with every tree);
+        average them with :func:`predict_lightgbm`.
+
+    Raises:
+        ValueError: if a price is not finite and > 0 (names the rows), ``best_iterations`` is empty
+            or ``n_bags`` < 1.
+    """
+    import lightgbm as lgb
+
+    y_log = np.asarray(y_log, dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(y_log) & (y_log > 0)))
+    if bad.size:
+        raise ValueError(f"refit_lightgbm: prices must be > 0 and finite (log1p(price) > 0); rows {bad[:5].tolist()}")
+    if not len(best_iterations):
+        raise ValueError("refit_lightgbm: no CV best_iterations to size the refit")
+    if n_bags < 1:
+        raise ValueError(f"refit_lightgbm: n_bags must be >= 1, got {n_bags}")
+    rounds = max(1, round(rounds_factor * float(np.mean(best_iterations))))
+    p = {**LGBM_PARAMS, **(params or {}), "num_threads": num_threads}
+    data = lgb.Dataset(X, _to_log_price(y_log), categorical_feature=categorical or "auto", free_raw_data=False)
+    return [lgb.train({**p, "seed": seed + 1000 * b}, data, num_boost_round=rounds) for b in range(n_bags)]
 
 
 def model_input(fm: pd.DataFrame) -> pd.DataFrame:

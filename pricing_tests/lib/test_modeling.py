@@ -15,6 +15,7 @@ from pricing_assets.lib.modeling import (
     predict_tfidf_ridge,
     predictions_frame,
     product_text,
+    refit_lightgbm,
     tfidf_ridge_every_row,
     train_lightgbm_cv,
     train_tfidf_ridge_cv,
@@ -96,6 +97,35 @@ def test_lightgbm_seed_bagging_averages_the_bags():
     assert np.array_equal(bag.oof_log[folds == 0], bag2.oof_log[folds == 0])
     with pytest.raises(ValueError, match="n_bags must be >= 1"):
         train_lightgbm_cv(X, y, folds, n_bags=0, **kw)
+
+
+def test_refit_lightgbm_uses_all_rows_with_the_cv_rounds():
+    """The final boosters: n_bags of them, each with round(1.1 x mean CV iteration) trees and
+    best_iteration 0 (predict with every tree), seeded (same inputs, same predictions), and as good
+    on fresh rows of the same process as the fold boosters' average."""
+    X, y, folds = _tabular()
+    kw = {"categorical": ["category"], "num_threads": 1}
+    cv = train_lightgbm_cv(X, y, folds, num_boost_round=300, early_stopping_rounds=20, **kw)
+    final = refit_lightgbm(X, y, cv.best_iterations, n_bags=2, **kw)
+    rounds = round(1.1 * np.mean(cv.best_iterations))
+    assert len(final) == 2 and [b.num_trees() for b in final] == [rounds, rounds]
+    assert all(b.best_iteration == 0 for b in final)
+    X_new, y_new, _ = _tabular(seed=1)
+    p_refit = predict_lightgbm(final, X_new)
+    assert np.array_equal(p_refit, predict_lightgbm(refit_lightgbm(X, y, cv.best_iterations, n_bags=2, **kw), X_new))
+    assert not np.array_equal(final[0].predict(X_new), final[1].predict(X_new))  # bag seeds 42 / 1042
+    s_refit = smape(np.expm1(y_new), np.expm1(p_refit))
+    s_folds = smape(np.expm1(y_new), np.expm1(predict_lightgbm(cv.models, X_new)))
+    s_median = smape(np.expm1(y_new), np.full(len(y_new), np.median(np.expm1(y))))
+    assert s_refit < 0.5 * s_median and s_refit < s_folds + 1.0, (s_refit, s_folds, s_median)
+    y_bad = y.copy()
+    y_bad[3] = np.nan
+    with pytest.raises(ValueError, match=r"rows \[3\]"):
+        refit_lightgbm(X, y_bad, cv.best_iterations, **kw)
+    with pytest.raises(ValueError, match="no CV best_iterations"):
+        refit_lightgbm(X, y, [], **kw)
+    with pytest.raises(ValueError, match="n_bags must be >= 1"):
+        refit_lightgbm(X, y, cv.best_iterations, n_bags=0, **kw)
 
 
 def test_lightgbm_rejects_non_positive_prices():
