@@ -69,7 +69,8 @@ class FaissIOManager(_BaseIO):
 
 
 class LightGBMIOManager(_BaseIO):
-    """``list[lightgbm.Booster]`` (one per CV fold) <-> JSON list of ``model_to_string()`` texts."""
+    """``list[lightgbm.Booster]`` (fold or refit boosters; ``best_iteration`` kept, 0 = every tree) <->
+    JSON list of ``model_to_string()`` texts."""
 
     extension = ".lgbm.json"
 

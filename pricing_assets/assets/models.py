@@ -1,6 +1,8 @@
 """Model stage: ``lightgbm_model``, ``lightgbm_dist_model``, ``fusion_mlp_model`` and ``tfidf_ridge_model`` (each with its
-``*_predictions``: OOF for labeled rows, fold-average for unlabeled ones) and ``price_blend``
-(convex weights fitted on OOF)."""
+``*_predictions``: OOF for labeled rows; for unlabeled ones the fold models' average, or for LightGBM
+its boosters refit on all labeled rows) and ``price_blend`` (convex weights fitted on OOF)."""
+
+import time
 
 import dagster as dg
 import numpy as np
@@ -79,12 +81,13 @@ def _tabular_training_inputs(feature_matrix: pd.DataFrame):
 @_model_multi_asset(
     "lightgbm",
     "lightgbm_io_manager",
-    "One LightGBM booster per CV fold, regressing log(price).",
-    "OOF predictions (labeled rows) and fold-average predictions (unlabeled rows).",
+    "LightGBM boosters regressing log(price), refit on all labeled rows (one per seed bag) with the rounds the CV chose.",
+    "OOF predictions of the CV fold boosters (labeled rows) and the refit boosters' predictions (unlabeled rows).",
 )
 def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, feature_matrix: pd.DataFrame):
-    """K-fold LightGBM regression of log price over all labeled rows of all batches; OOF SMAPE in metadata."""
-    from pricing_assets.lib.modeling import predict_lightgbm, predictions_frame, train_lightgbm_cv
+    """K-fold LightGBM regression of log price over all labeled rows of all batches (OOF SMAPE in
+    metadata, boosting rounds), then the final boosters refit on all labeled rows for the unlabeled ones."""
+    from pricing_assets.lib.modeling import predict_lightgbm, predictions_frame, refit_lightgbm, train_lightgbm_cv
 
     lab, X, y, folds, categorical = _tabular_training_inputs(feature_matrix)
     params = {k: getattr(config, k) for k in ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction")}
@@ -93,17 +96,22 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
         num_boost_round=config.num_boost_round, early_stopping_rounds=config.early_stopping_rounds,
         seed=config.seed, categorical=categorical, log=context.log.info, n_bags=config.n_bags,
     )
-    test_log = predict_lightgbm(cv.models, X[~lab]) if (~lab).any() else np.zeros(0)
+    t_refit = time.perf_counter()
+    final = refit_lightgbm(X[lab], y, cv.best_iterations, params=params, seed=config.seed, categorical=categorical, n_bags=config.n_bags)
+    refit_seconds = time.perf_counter() - t_refit
+    test_log = predict_lightgbm(final, X[~lab]) if (~lab).any() else np.zeros(0)
     preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
-    gain = pd.Series(np.mean([m.feature_importance("gain") for m in cv.models], axis=0), index=X.columns).sort_values(ascending=False)
+    gain = pd.Series(np.mean([m.feature_importance("gain") for m in final], axis=0), index=X.columns).sort_values(ascending=False)
     top = gain.head(15)
-    yield dg.Output(cv.models, output_name="lightgbm_model", metadata={
+    yield dg.Output(final, output_name="lightgbm_model", metadata={
         "folds": len(cv.fold_smape),
-        "boosters": len(cv.models),
-        "best_iterations": dg.MetadataValue.json(cv.best_iterations),
+        "boosters": len(final),
+        "refit_rounds": final[0].num_trees(),
+        "cv_best_iterations": dg.MetadataValue.json(cv.best_iterations),
         "features": X.shape[1],
         "top_features_by_gain": dg.MetadataValue.md(pd.DataFrame({"feature": top.index, "gain_share": (top / gain.sum()).round(4).to_numpy()}).to_markdown(index=False)),
         "train_seconds": round(cv.seconds, 2),
+        "refit_seconds": round(refit_seconds, 2),
     })
     yield from _prediction_outputs(preds, cv.fold_smape, "lightgbm_predictions")
 
