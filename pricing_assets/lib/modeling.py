@@ -47,6 +47,15 @@ def _to_log1p(log_price: np.ndarray) -> np.ndarray:
     return np.log1p(np.exp(log_price))
 
 
+def _checked_log1p_prices(y_log, caller: str) -> np.ndarray:
+    """``y_log`` as (n,) float64, or ValueError naming the first rows whose price is not finite and > 0."""
+    y_log = np.asarray(y_log, dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(y_log) & (y_log > 0)))
+    if bad.size:
+        raise ValueError(f"{caller}: prices must be > 0 and finite (log1p(price) > 0); rows {bad[:5].tolist()}")
+    return y_log
+
+
 def inner_split(n: int, fraction: float, seed: int) -> np.ndarray:
     """(n,) bool mask of the early-stopping rows inside a training set of n rows: a seeded random
     ``fraction`` (at least 1 row). Shared by every K-fold trainer so that the held-out fold never
@@ -164,10 +173,7 @@ def train_lightgbm_cv(
     t0 = time.perf_counter()
     p = {**LGBM_PARAMS, **(params or {}), "seed": seed, "num_threads": num_threads}
     oof = np.zeros(len(X), dtype=np.float64)
-    y_log = np.asarray(y_log, dtype=np.float64)
-    bad = np.flatnonzero(~(np.isfinite(y_log) & (y_log > 0)))
-    if bad.size:
-        raise ValueError(f"train_lightgbm_cv: prices must be > 0 and finite (log1p(price) > 0); rows {bad[:5].tolist()}")
+    y_log = _checked_log1p_prices(y_log, "train_lightgbm_cv")
     if n_bags < 1:
         raise ValueError(f"train_lightgbm_cv: n_bags must be >= 1, got {n_bags}")
     target = _to_log_price(y_log)
@@ -256,10 +262,7 @@ def refit_lightgbm(
     """
     import lightgbm as lgb
 
-    y_log = np.asarray(y_log, dtype=np.float64)
-    bad = np.flatnonzero(~(np.isfinite(y_log) & (y_log > 0)))
-    if bad.size:
-        raise ValueError(f"refit_lightgbm: prices must be > 0 and finite (log1p(price) > 0); rows {bad[:5].tolist()}")
+    y_log = _checked_log1p_prices(y_log, "refit_lightgbm")
     if not len(best_iterations):
         raise ValueError("refit_lightgbm: no CV best_iterations to size the refit")
     if n_bags < 1:
