@@ -102,13 +102,13 @@ def test_stored_outputs_line_up(instance, defs, slice_files):
     assert index.ntotal == slice_files["n_labeled"] and index.d == 384
     # lightgbm_model is the refit on all labeled rows (3 seed bags, every tree used); reloaded through
     # its IO manager it reproduces the stored predictions of the unlabeled rows
-    from pricing_assets.lib.modeling import model_input, predict_lightgbm
+    from pricing_assets.lib.modeling import REFIT_ROUNDS_FACTOR, model_input, predict_lightgbm
 
     boosters = defs.load_asset_value("lightgbm_model", instance=instance)
     meta = _meta(instance, "lightgbm_model")
     assert len(boosters) == meta["boosters"] == 3 and all(b.best_iteration == 0 for b in boosters)
     assert [b.num_trees() for b in boosters] == [meta["refit_rounds"]] * 3
-    assert meta["refit_rounds"] == round(1.1 * np.mean(meta["cv_best_iterations"]))
+    assert meta["refit_rounds"] == round(REFIT_ROUNDS_FACTOR * np.mean(meta["cv_best_iterations"]))
     preds = defs.load_asset_value("lightgbm_predictions", instance=instance)
     unl = (fm["fold"] < 0).to_numpy()
     expected = np.clip(np.expm1(predict_lightgbm(boosters, model_input(fm)[unl])), 0.01, None)

@@ -34,7 +34,7 @@ class LightGBMConfig(dg.Config):
     num_boost_round: int = 3000
     early_stopping_rounds: int = 150
     seed: int = 42
-    n_bags: int = 3  # seed bagging: boosters per fold (lib.modeling.train_lightgbm_cv)
+    n_bags: int = 3  # seed bagging: boosters per fold in the CV, and refit boosters (lib.modeling)
 
 
 def _oof_metadata(preds: pd.DataFrame) -> dict:
@@ -54,8 +54,8 @@ def _prediction_outputs(preds: pd.DataFrame, fold_smape: list[float], output_nam
 
 
 def _model_multi_asset(name: str, model_io_manager: str, model_description: str, predictions_description: str, **kwargs):
-    """The ``@dg.multi_asset`` of one model: ``{name}_model`` (the fold models, stored by
-    ``model_io_manager``) and ``{name}_predictions`` (a parquet ``ModelPredictions`` frame) with its
+    """The ``@dg.multi_asset`` of one model: ``{name}_model`` (the fitted models — fold models, or
+    LightGBM's refit boosters — stored by ``model_io_manager``) and ``{name}_predictions`` (a parquet ``ModelPredictions`` frame) with its
     blocking contract check; ``kwargs`` (``ins``, ``pool``) go to ``dg.multi_asset``."""
     return dg.multi_asset(
         outs={
