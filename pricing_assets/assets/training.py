@@ -104,16 +104,15 @@ def _embeddings_in(registry) -> dict:
 def build_training_assets(registry: dict) -> list:
     """``product_index``/``knn_features`` and ``feature_matrix``, wired to every enabled embedding asset."""
     specs = {s.name: s for s in registry.values() if s.enabled}
-    text_specs = [s for s in specs.values() if s.modality == "text"]
-    image_specs = [s for s in specs.values() if s.modality == "image"]
 
     def _embeddings(context, kwargs, frame_ids):
+        """``(name, modality, vectors, has)`` per enabled model, aligned to ``frame_ids``."""
         from pricing_assets.lib.training_data import embedding_matrix
 
-        out = {}
+        out = []
         for name, spec in specs.items():
             emb = merge_batches(context, kwargs[f"emb__{name}"], f"emb__{name}")
-            out[name] = embedding_matrix(emb, frame_ids, spec.dim)
+            out.append((name, spec.modality, *embedding_matrix(emb, frame_ids, spec.dim)))
         return out
 
     @dg.multi_asset(
@@ -135,52 +134,18 @@ def build_training_assets(registry: dict) -> list:
     def product_index(
         context: dg.AssetExecutionContext, config: TrainingConfig, products: pd.DataFrame, brand_features: pd.DataFrame, **kwargs
     ):
-        from pricing_assets.lib.knn import build_index, knn_price_features, knn_unit_price_features, log_total_quantity, title_tfidf_views
+        from pricing_assets.lib.knn import build_index, build_knn_features
 
         with stopwatch() as t:
             embs = _embeddings(context, kwargs, products["sample_id"])
-            log_price = np.log1p(products["price"].to_numpy(dtype=float))
-            folds = products["fold"].to_numpy()
-            parts = [products[["sample_id"]].reset_index(drop=True)]
-            # unit-price transfer: same-family neighbours' price per g/ml/count times the row's own
-            # quantity; on the sample (5 grouped folds, benchmarks/bench_models.py) LightGBM OOF SMAPE
-            # 55.87 -> 55.15 (seeds 1 / 2: 55.80 -> 54.96, 56.00 -> 55.09), every fold better
-            bf = brand_features.set_index("sample_id").reindex(products["sample_id"]).reset_index(drop=True)
-            family = bf["ipq_unit_family"].fillna("unknown").astype(str).to_numpy()
-            log_qty = log_total_quantity(bf["qty_canonical"].to_numpy(dtype=float), family)
-            unit_parts = []
-            for s in text_specs:
-                vec, _ = embs[s.name]
-                parts.append(knn_price_features(vec, log_price, folds, k=config.knn_k, prefix=f"knn_{s.name}"))
-                unit_parts.append(knn_unit_price_features(vec, log_price, log_qty, family, folds, k=config.knn_unit_k, prefix=f"uknn_{s.name}"))
-            # bag-of-words neighbours: TF-IDF (word 1-2-grams, fitted on every row's text: unsupervised)
-            # finds variants/same-line products that the sentence embedding blurs; on the sample it
-            # lowered LightGBM OOF SMAPE 56.7 -> 56.1
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
-            from pricing_assets.lib.modeling import product_text
-
-            tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(product_text(products.reset_index(drop=True)))
-            parts.append(knn_price_features(tfidf, log_price, folds, k=config.knn_k, prefix="knn_tfidf"))
-            unit_parts.append(knn_unit_price_features(tfidf, log_price, log_qty, family, folds, k=config.knn_unit_k, prefix="uknn_tfidf"))
-            # title-only neighbours (lib.knn.title_tfidf_views): same product line, other size/flavour
-            for view, mat in title_tfidf_views(products["item_name"]).items():
-                parts.append(knn_price_features(mat, log_price, folds, k=config.knn_k, prefix=f"knn_{view}"))
-            for s in image_specs:
-                vec, has = embs[s.name]
-                feats = pd.DataFrame(np.nan, index=range(len(products)), columns=[f"knn_image_{s.name}_{c}" for c in ("median", "wmean", "std", "top1", "top1_sim", "mean_sim")], dtype=np.float32)
-                lab_img = has & np.isfinite(log_price)
-                if lab_img.sum() >= 2 * config.n_folds:
-                    sub = knn_price_features(vec[has], log_price[has], np.where(np.isfinite(log_price[has]), folds[has], -1), k=config.knn_k, prefix=f"knn_image_{s.name}")
-                    feats.loc[has, :] = sub.to_numpy()
-                parts.append(feats)
-            knn = pd.concat(parts + unit_parts, axis=1)
+            knn = build_knn_features(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=config.n_folds)
             lab = products["is_labeled"].to_numpy()
-            primary = text_specs[0].name
-            index = build_index(embs[primary][0][lab])
+            primary = next(e for e in embs if e[1] == "text")
+            index = build_index(primary[2][lab])
+        log_price = np.log1p(products["price"].to_numpy(dtype=float))
         first = [c for c in knn.columns if c.startswith("knn_")][:2]
         corr = float(np.corrcoef(knn.loc[lab, first[0]], log_price[lab])[0, 1]) if lab.sum() > 2 else float("nan")
-        yield dg.Output(index, output_name="product_index", metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": primary})
+        yield dg.Output(index, output_name="product_index", metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": primary[0]})
         yield dg.Output(
             knn,
             output_name="knn_features",
@@ -218,44 +183,24 @@ def build_training_assets(registry: dict) -> list:
         """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridges'
         OOF log-price predictions on the full text and on the title (stacked: out-of-fold for labeled
         rows, like the kNN features), embedding PCA."""
-        from pricing_assets.lib.modeling import tfidf_ridge_every_row
-        from pricing_assets.lib.training_data import pca_components, target_encodings
+        from pricing_assets.lib.training_data import build_feature_matrix
 
         with stopwatch() as t:
-            base_items = products.reset_index(drop=True)
-            base = base_items[["sample_id", "fold", "price"]]
-            bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
-            kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
-            img = products[["width", "height", "n_bytes"]].astype(float).reset_index(drop=True)
-            img["has_image"] = (products["status"] == "ok").astype(np.float32).to_numpy()
-            img["ocr_lines"] = products["n_lines"].fillna(0).astype(np.float32).to_numpy()
-            log_price = np.log1p(base["price"].to_numpy(dtype=float))
-            te = target_encodings({"brand": bf["brand"], "category": bf["category"]}, log_price, base["fold"].to_numpy())
-            embs = _embeddings(context, kwargs, base["sample_id"])
-            pcs = [
-                pca_components(*embs[s.name], config.text_pca_components if s.modality == "text" else config.image_pca_components, prefix=s.name, seed=config.seed)
-                for s in specs.values()
-            ]
-            numeric = bf.drop(columns=["brand", "category"]).select_dtypes("number").astype(np.float32)
-            ridge = tfidf_ridge_predictions.set_index("sample_id")["pred_price"].reindex(base["sample_id"])
+            ids = products["sample_id"].reset_index(drop=True)
+            ridge = tfidf_ridge_predictions.set_index("sample_id")["pred_price"].reindex(ids)
             if ridge.isna().any():
                 raise ValueError(f"feature_matrix: tfidf_ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}")
-            # the title-only ridge (lib.modeling.tfidf_ridge_every_row): out-of-fold like the full-text one
-            title_ridge, _ = tfidf_ridge_every_row(base_items["item_name"], log_price, base["fold"].to_numpy())
-            stack = pd.DataFrame(
-                {"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)}
+            fm, groups = build_feature_matrix(
+                products, brand_features, knn_features, np.log1p(ridge.to_numpy()), _embeddings(context, kwargs, ids),
+                text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=config.seed,
             )
-            fm = pd.concat([base, numeric, te, kn, stack, img.astype(np.float32), *pcs], axis=1)
-            fm["category"] = bf["category"].astype(str)
         yield dg.Output(
             fm,
             metadata={
                 "rows": len(fm),
                 "labeled_rows": int((fm["fold"] >= 0).sum()),
                 "features": fm.shape[1] - 3,
-                "feature_groups": dg.MetadataValue.json(
-                    {"engineered": numeric.shape[1], "target_encoding": te.shape[1], "knn": kn.shape[1], "stacked": stack.shape[1], "image": img.shape[1], "embedding_pca": int(sum(p.shape[1] for p in pcs))}
-                ),
+                "feature_groups": dg.MetadataValue.json(groups),
                 "seconds": round(t(), 2),
                 "preview": preview(fm.iloc[:, :12]),
             },

@@ -77,3 +77,71 @@ def target_encodings(keys: dict[str, pd.Series], log_price: np.ndarray, folds: n
             col[~lab] = apply_target_encoding(mapping, float(np.mean(log_price[lab])), k[~lab].reset_index(drop=True))
         out[f"te_{name}"] = col.astype(np.float32)
     return pd.DataFrame(out)
+
+
+def build_feature_matrix(
+    products: pd.DataFrame,
+    brand_features: pd.DataFrame,
+    knn_features: pd.DataFrame,
+    ridge_log1p: np.ndarray,
+    embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
+    text_pca_components: int = 32,
+    image_pca_components: int = 16,
+    seed: int = 42,
+) -> tuple[pd.DataFrame, dict]:
+    """The model input ``feature_matrix``: engineered features, OOF target encodings, kNN features,
+    two stacked OOF TF-IDF ridges, image/OCR facts and embedding PCA, one row per product.
+
+    The title-only ridge (:func:`~pricing_assets.lib.modeling.tfidf_ridge_every_row` on ``item_name``)
+    is computed here; the full-text one comes in as ``ridge_log1p``. Both are out-of-fold for labeled
+    rows, like the kNN features and target encodings, so no row's features saw its own price.
+
+    Args:
+        products: n rows with ``sample_id``, ``fold`` (-1 unlabeled), ``price`` (USD, NaN unlabeled),
+            ``item_name``, ``width``, ``height``, ``n_bytes``, ``status``, ``n_lines``.
+        brand_features: rows with ``sample_id``, ``brand``, ``category`` and numeric features (aligned
+            by ``sample_id``).
+        knn_features: rows with ``sample_id`` and float kNN columns (aligned by ``sample_id``).
+        ridge_log1p: (n,) float predicted ``log1p(price USD)`` of the full-text TF-IDF ridge, OOF for
+            labeled rows, in products' order.
+        embeddings: ``(name, modality, vectors, has)`` aligned to products (see
+            :func:`pricing_assets.lib.knn.build_knn_features`); each gives ``{name}_pc{i}`` columns.
+        text_pca_components, image_pca_components: PCA components per text / image model.
+        seed: PCA seed.
+
+    Returns:
+        ``(fm, groups)``: fm has ``sample_id``, ``fold``, ``price`` then float32 features and a str
+        ``category`` column; groups maps feature group name to its column count.
+
+    Raises:
+        ValueError: when ``ridge_log1p`` has the wrong length or NaN.
+    """
+    from pricing_assets.lib.modeling import tfidf_ridge_every_row
+
+    items = products.reset_index(drop=True)
+    ridge_log1p = np.asarray(ridge_log1p, dtype=np.float64)
+    if len(ridge_log1p) != len(items) or np.isnan(ridge_log1p).any():
+        raise ValueError(f"build_feature_matrix: ridge_log1p needs {len(items)} finite values, got {len(ridge_log1p)} with {int(np.isnan(ridge_log1p).sum())} NaN")
+    base = items[["sample_id", "fold", "price"]]
+    bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
+    kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
+    img = items[["width", "height", "n_bytes"]].astype(float)
+    img["has_image"] = (items["status"] == "ok").astype(np.float32).to_numpy()
+    img["ocr_lines"] = items["n_lines"].fillna(0).astype(np.float32).to_numpy()
+    log_price = np.log1p(base["price"].to_numpy(dtype=float))
+    folds = base["fold"].to_numpy()
+    te = target_encodings({"brand": bf["brand"], "category": bf["category"]}, log_price, folds)
+    pcs = [
+        pca_components(vec, has, text_pca_components if modality == "text" else image_pca_components, prefix=name, seed=seed)
+        for name, modality, vec, has in embeddings
+    ]
+    numeric = bf.drop(columns=["brand", "category"]).select_dtypes("number").astype(np.float32)
+    title_ridge, _ = tfidf_ridge_every_row(items["item_name"], log_price, folds)
+    stack = pd.DataFrame({"stack_tfidf_ridge": ridge_log1p.astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)})
+    fm = pd.concat([base, numeric, te, kn, stack, img.astype(np.float32), *pcs], axis=1)
+    fm["category"] = bf["category"].astype(str)
+    groups = {
+        "engineered": numeric.shape[1], "target_encoding": te.shape[1], "knn": kn.shape[1], "stacked": stack.shape[1],
+        "image": img.shape[1], "embedding_pca": int(sum(p.shape[1] for p in pcs)),
+    }
+    return fm, groups

@@ -1,0 +1,100 @@
+"""The composed feature builders behind ``knn_features`` and ``feature_matrix`` on real sample rows:
+a labeled row's features (and those of every row in its fold) never depend on its own price, other
+folds' rows and unlabeled rows do; shapes, column groups and errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pricing_assets.lib.catalog import parse_catalog
+from pricing_assets.lib.features import build_brand_features
+from pricing_assets.lib.knn import build_knn_features
+from pricing_assets.lib.modeling import assign_folds, product_text, tfidf_ridge_every_row
+from pricing_assets.lib.training_data import build_feature_matrix
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_pricing_sample.csv"
+N, N_UNLABELED = 240, 40
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    """240 real rows (the last 40 play unlabeled), 4 grouped folds, a fake 16-d text embedding and a
+    fake 8-d image embedding present on 60 rows."""
+    raw = pd.read_csv(SAMPLE, dtype={"sample_id": str}, nrows=N)
+    items = parse_catalog(raw)
+    items["price"] = raw["price"].to_numpy(dtype=float)
+    items.loc[N - N_UNLABELED :, "price"] = np.nan
+    lab = items["price"].notna().to_numpy()
+    items["fold"] = -1
+    items.loc[lab, "fold"] = assign_folds(items.loc[lab, "sample_id"], raw.loc[lab, "image_link"], 4, 42)
+    items["is_labeled"] = lab
+    rng = np.random.default_rng(0)
+    has_img = np.zeros(N, bool)
+    has_img[rng.choice(N, 60, replace=False)] = True
+    items["status"] = np.where(has_img, "ok", "missing")
+    for col in ("width", "height", "n_bytes"):
+        items[col] = np.where(has_img, rng.integers(100, 1000, N), np.nan)
+    items["n_lines"] = np.where(has_img, rng.integers(0, 5, N), np.nan)
+    bf = build_brand_features(items)
+    text = rng.normal(size=(N, 16)).astype(np.float32)
+    image = rng.normal(size=(N, 8)).astype(np.float32) * has_img[:, None]
+    image[has_img] /= np.linalg.norm(image[has_img], axis=1, keepdims=True)
+    embs = [("fake_text", "text", text / np.linalg.norm(text, axis=1, keepdims=True), np.ones(N, bool)), ("fake_image", "image", image, has_img)]
+    return items, bf, embs
+
+
+def _features(items, bf, embs):
+    knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
+    ridge, _ = tfidf_ridge_every_row(product_text(items), np.log1p(items["price"].to_numpy(dtype=float)), items["fold"].to_numpy())
+    fm, groups = build_feature_matrix(items, bf, knn, ridge, embs, text_pca_components=4, image_pca_components=3)
+    return knn, fm, groups
+
+
+def test_shapes_columns_and_groups(inputs):
+    items, bf, embs = inputs
+    knn, fm, groups = _features(items, bf, embs)
+    assert len(knn) == len(fm) == N
+    assert knn["sample_id"].tolist() == fm["sample_id"].tolist() == items["sample_id"].tolist()
+    for prefix in ("knn_fake_text_", "knn_tfidf_", "knn_title_char_", "knn_title_word_", "knn_image_fake_image_", "uknn_fake_text_unit_", "uknn_tfidf_unit_"):
+        assert any(c.startswith(prefix) for c in knn.columns), prefix
+    # image neighbours exist only where there is a photo
+    img_cols = [c for c in knn.columns if c.startswith("knn_image_")]
+    has = embs[1][3]
+    assert knn.loc[~has, img_cols].isna().all().all() and knn.loc[has, img_cols].notna().all().all()
+    assert groups == {"engineered": groups["engineered"], "target_encoding": 2, "knn": knn.shape[1] - 1, "stacked": 2, "image": 5, "embedding_pca": 7}
+    assert fm.shape[1] == 3 + sum(groups.values()) + 1  # sample_id, fold, price + features + category
+    assert fm.columns[:3].tolist() == ["sample_id", "fold", "price"] and fm["category"].dtype == object
+    # the PCA of the image model is NaN where there is no photo
+    assert fm.loc[~has, "fake_image_pc0"].isna().all() and fm.loc[has, "fake_image_pc0"].notna().all()
+
+
+def test_a_labeled_price_never_reaches_its_own_fold(inputs):
+    items, bf, embs = inputs
+    _, base, _ = _features(items, bf, embs)
+    i = 5
+    changed = items.copy()
+    changed.loc[i, "price"] = 9000.0  # absurd
+    _, new, _ = _features(changed, bf, embs)
+    feats = [c for c in base.columns if c not in ("sample_id", "fold", "price", "category")]
+    folds = items["fold"].to_numpy()
+    same = folds == folds[i]
+    a, b = base[feats].to_numpy(float), new[feats].to_numpy(float)
+    assert np.allclose(a[same], b[same], equal_nan=True, rtol=0, atol=1e-6)
+    # the change is live: other folds' and unlabeled rows' target encodings / kNN / ridges move
+    assert not np.allclose(a[(folds >= 0) & ~same], b[(folds >= 0) & ~same], equal_nan=True)
+    assert not np.allclose(a[folds == -1], b[folds == -1], equal_nan=True)
+
+
+def test_errors(inputs):
+    items, bf, embs = inputs
+    with pytest.raises(ValueError, match="no text embedding"):
+        build_knn_features(items, bf, [e for e in embs if e[1] == "image"])
+    knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
+    with pytest.raises(ValueError, match="ridge_log1p needs 240 finite values, got 239"):
+        build_feature_matrix(items, bf, knn, np.zeros(N - 1), embs)
+    bad = np.zeros(N)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="with 1 NaN"):
+        build_feature_matrix(items, bf, knn, bad, embs)
