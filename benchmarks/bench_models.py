@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/bench_models.py --lgbm-grid     # + the LightGBM configurations tried
     .venv/bin/python benchmarks/bench_models.py --mlp-grid      # + the MLP configurations tried
     .venv/bin/python benchmarks/bench_models.py --seed-spread   # + single-seed LightGBM runs (noise level)
+    .venv/bin/python benchmarks/bench_models.py --refit         # + fold-average vs refit on held-out folds
+    .venv/bin/python benchmarks/bench_models.py --learning-curve  # only: the gap with 25/50/75/100% of prices known
 
 Inputs come from a materialised Dagster instance (``products``, ``feature_matrix``, the embedding
 assets): the script ingests the bundled labeled + unlabeled sample and runs ``pricing materialize``
@@ -99,6 +101,104 @@ def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.nda
         print(f"  refit check seed {seed}: fold-average {smape(price, np.expm1(avg)):.2f}  refit {smape(price, np.expm1(refit)):.2f}", flush=True)
 
 
+def load_all_products():
+    """(products of every row, brand_features, [(name, modality, vectors, has)]) from the materialised
+    instance, aligned to ``products`` (labeled and unlabeled rows)."""
+    from pricing_assets import cli
+    from pricing_assets.assets.embeddings import embedding_key
+    from pricing_assets.definitions import defs
+    from pricing_assets.lib.embeddings import load_registry
+    from pricing_assets.lib.training_data import embedding_matrix
+    from pricing_assets.partitions import CATALOG_BATCHES
+
+    inst = cli.get_instance()
+    products = defs.load_asset_value("products", instance=inst).reset_index(drop=True)
+    bf = defs.load_asset_value("brand_features", instance=inst)
+    batches = inst.get_dynamic_partitions(CATALOG_BATCHES)
+    embs = []
+    for spec in (s for s in load_registry().values() if s.enabled):
+        frames = [defs.load_asset_value(embedding_key(spec), partition_key=b, instance=inst) for b in batches]
+        embs.append((spec.name, spec.modality, *embedding_matrix(pd.concat(frames, ignore_index=True), products["sample_id"], spec.dim)))
+    return products, bf, embs
+
+
+LEARNING_CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.DataFrame:
+    """How the gap to the baseline grows with the number of known prices.
+
+    For each fraction f of the labeled image-link groups (``draws`` random draws; one at f = 1) the
+    other labeled rows lose their price and become unlabeled rows, so the products, the unsupervised
+    inputs (TF-IDF vocabularies, PCA) and each kept row's fold stay the same and only the known prices
+    shrink. Everything supervised is rebuilt from the kept prices by the pipeline's own functions:
+    the full-text ridge, every kNN feature (``build_knn_features``), target encodings and the title
+    ridge (``build_feature_matrix``), then LightGBM (3 seeds), the distributional LightGBM and their
+    cross-fitted blend with the ridge (the fusion MLP is left out: its blend weight is 0.00 at f = 1).
+    At f = 1 the features are those of the materialised ``feature_matrix``.
+
+    Returns:
+        one row per (fraction, draw): labeled rows, OOF SMAPE of median / baseline / LightGBM / dist /
+        blend, and the blend's gap to the baseline (SMAPE points).
+    """
+    from pricing_assets.assets.training import TrainingConfig
+    from pricing_assets.lib.distributional import train_lightgbm_dist_cv
+    from pricing_assets.lib.knn import build_knn_features
+    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.modeling import apply_blend, fit_blend_weights, model_input, product_text, tfidf_ridge_every_row, train_lightgbm_cv
+    from pricing_assets.lib.training_data import build_feature_matrix
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    cfg = TrainingConfig()
+    products, bf, embs = load_all_products()
+    labeled = products["is_labeled"].to_numpy()
+    groups = np.sort(products.loc[labeled, "image_link"].unique())
+    raw = pd.read_csv(REPO / "data/sample/amazon_pricing_sample.csv", dtype={"sample_id": str}).set_index("sample_id")["catalog_content"]
+    out = []
+    for f in fractions:
+        for draw in range(1 if f >= 1 else draws):
+            t0 = time.perf_counter()
+            keep = set(np.random.default_rng(1000 + draw).permutation(groups)[: int(round(f * len(groups)))])
+            known = labeled & products["image_link"].isin(keep).to_numpy()
+            sub = products.copy()
+            sub.loc[~known, "price"] = np.nan
+            sub.loc[~known, "fold"] = -1
+            sub["is_labeled"] = known
+            price = sub.loc[known, "price"].to_numpy(dtype=float)
+            y = np.log1p(price)
+            folds = sub.loc[known, "fold"].to_numpy()
+            med, base = np.zeros(len(y)), np.zeros(len(y))
+            text = raw.reindex(sub.loc[known, "sample_id"]).fillna("").reset_index(drop=True)
+            for k in np.unique(folds):
+                tr, va = folds != k, folds == k
+                med[va] = np.median(y[tr])
+                m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(alpha=1.0)).fit(text[tr], y[tr])
+                base[va] = m.predict(text[va])
+            ridge, _ = tfidf_ridge_every_row(product_text(sub), np.log1p(sub["price"].to_numpy(dtype=float)), sub["fold"].to_numpy())
+            ridge = np.log1p(np.clip(np.expm1(ridge), 0.01, None))  # as the tfidf_ridge_predictions asset stores it
+            knn = build_knn_features(sub, bf, embs, k=cfg.knn_k, unit_k=cfg.knn_unit_k, n_folds=cfg.n_folds)
+            fm, _ = build_feature_matrix(sub, bf, knn, ridge, embs, cfg.text_pca_components, cfg.image_pca_components, cfg.seed)
+            X = model_input(fm[known].reset_index(drop=True))
+            cat = ["category"]
+            lgb = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, n_bags=3).oof_log
+            dist = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=1).oof_log
+            mats = np.column_stack([np.clip(np.expm1(v), 0.01, None) for v in (lgb, dist, ridge[known])])
+            blend = np.zeros(len(y))
+            for k in np.unique(folds):
+                w = fit_blend_weights(mats[folds != k], price[folds != k])
+                blend[folds == k] = apply_blend(mats[folds == k], w)
+            row = {"fraction": f, "draw": draw, "labeled_rows": int(known.sum())}
+            for name, pred in (("median", np.expm1(med)), ("baseline", np.expm1(base)), ("lightgbm", np.expm1(lgb)), ("lightgbm_dist", np.expm1(dist)), ("blend", blend)):
+                row[name] = round(smape(price, np.clip(pred, 0.01, None)), 2)
+            row["gap"] = round(row["baseline"] - row["blend"], 2)
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            print(f"  learning curve {row}", flush=True)
+            out.append(row)
+    return pd.DataFrame(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lgbm-grid", action="store_true", help="also report the LightGBM configurations tried")
@@ -106,6 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ridge-grid", action="store_true", help="also report TF-IDF ridge alphas")
     ap.add_argument("--seed-spread", action="store_true", help="also report single-seed LightGBM runs (seeds 42, 7, 123)")
     ap.add_argument("--refit", action="store_true", help="also compare, on each fold held out as new products, the fold-average of a 4-fold CV with a refit on all other rows (seeds 42, 7)")
+    ap.add_argument("--learning-curve", action="store_true", help="only: rebuild features and models with 25/50/75/100%% of the prices known and print the gap to the baseline")
     args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
 
@@ -118,6 +219,14 @@ def main(argv=None) -> int:
     from pricing_assets.lib.modeling import apply_blend, fit_blend_weights, model_input, product_text, train_lightgbm_cv, train_tfidf_ridge_cv
 
     _materialise_if_missing()
+    if args.learning_curve:
+        curve = learning_curve()
+        print()
+        print(curve.to_markdown(index=False))
+        means = curve.groupby("fraction")[["labeled_rows", "baseline", "blend", "gap"]].mean().round(2)
+        print()
+        print(means.to_markdown())
+        return 0
     products, fm, embs = load_inputs()
     folds = products["fold"].to_numpy()
     y = np.log1p(products["price"].to_numpy(dtype=float))
