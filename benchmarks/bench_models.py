@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/bench_models.py --seed-spread   # + single-seed LightGBM runs (noise level)
     .venv/bin/python benchmarks/bench_models.py --refit         # + fold-average vs refit on held-out folds
     .venv/bin/python benchmarks/bench_models.py --learning-curve  # only: the gap with 25/50/75/100% of prices known
+    .venv/bin/python benchmarks/bench_models.py --serving-check   # only: each fold served as unlabeled rows vs its OOF
 
 Inputs come from a materialised Dagster instance (``products``, ``feature_matrix``, the embedding
 assets): the script ingests the bundled labeled + unlabeled sample and runs ``pricing materialize``
@@ -122,6 +123,39 @@ def load_all_products():
     return products, bf, embs
 
 
+def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tuple[pd.DataFrame, np.ndarray]:
+    """``feature_matrix`` rebuilt from the prices and folds in ``products`` (rows with a NaN price / fold
+    -1 are treated as unlabeled) by the functions the assets call, with ``TrainingConfig``'s defaults.
+
+    Returns:
+        (feature matrix, (n,) float64 ``log1p`` predictions of the full-text TF-IDF ridge: OOF for
+        labeled rows, fold average for the others).
+    """
+    from pricing_assets.assets.training import TrainingConfig
+    from pricing_assets.lib.knn import build_knn_features
+    from pricing_assets.lib.modeling import product_text, tfidf_ridge_every_row
+    from pricing_assets.lib.training_data import build_feature_matrix
+
+    cfg = TrainingConfig()
+    ridge, _ = tfidf_ridge_every_row(product_text(products), np.log1p(products["price"].to_numpy(dtype=float)), products["fold"].to_numpy())
+    ridge = np.log1p(np.clip(np.expm1(ridge), 0.01, None))  # as the tfidf_ridge_predictions asset stores it
+    knn = build_knn_features(products, bf, embs, k=cfg.knn_k, unit_k=cfg.knn_unit_k, n_folds=cfg.n_folds)
+    fm, _ = build_feature_matrix(products, bf, knn, ridge, embs, cfg.text_pca_components, cfg.image_pca_components, cfg.seed)
+    return fm, ridge
+
+
+def cross_fitted_blend(mats: np.ndarray, price: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """(n,) blended prices (USD), each fold's rows blended with weights fitted on the other folds' OOF
+    predictions ``mats`` (n, m) USD."""
+    from pricing_assets.lib.modeling import apply_blend, fit_blend_weights
+
+    out = np.zeros(len(price))
+    for k in np.unique(folds):
+        w = fit_blend_weights(mats[folds != k], price[folds != k])
+        out[folds == k] = apply_blend(mats[folds == k], w)
+    return out
+
+
 LEARNING_CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -141,17 +175,14 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
         one row per (fraction, draw): labeled rows, OOF SMAPE of median / baseline / LightGBM / dist /
         blend, and the blend's gap to the baseline (SMAPE points).
     """
-    from pricing_assets.assets.training import TrainingConfig
-    from pricing_assets.lib.distributional import train_lightgbm_dist_cv
-    from pricing_assets.lib.knn import build_knn_features
-    from pricing_assets.lib.metrics import smape
-    from pricing_assets.lib.modeling import apply_blend, fit_blend_weights, model_input, product_text, tfidf_ridge_every_row, train_lightgbm_cv
-    from pricing_assets.lib.training_data import build_feature_matrix
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
 
-    cfg = TrainingConfig()
+    from pricing_assets.lib.distributional import train_lightgbm_dist_cv
+    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.modeling import model_input, train_lightgbm_cv
+
     products, bf, embs = load_all_products()
     labeled = products["is_labeled"].to_numpy()
     groups = np.sort(products.loc[labeled, "image_link"].unique())
@@ -160,7 +191,7 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
     for f in fractions:
         for draw in range(1 if f >= 1 else draws):
             t0 = time.perf_counter()
-            keep = set(np.random.default_rng(1000 + draw).permutation(groups)[: int(round(f * len(groups)))])
+            keep = set(np.random.default_rng(1000 + draw).permutation(groups)[: round(f * len(groups))])
             known = labeled & products["image_link"].isin(keep).to_numpy()
             sub = products.copy()
             sub.loc[~known, "price"] = np.nan
@@ -176,19 +207,13 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
                 med[va] = np.median(y[tr])
                 m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(alpha=1.0)).fit(text[tr], y[tr])
                 base[va] = m.predict(text[va])
-            ridge, _ = tfidf_ridge_every_row(product_text(sub), np.log1p(sub["price"].to_numpy(dtype=float)), sub["fold"].to_numpy())
-            ridge = np.log1p(np.clip(np.expm1(ridge), 0.01, None))  # as the tfidf_ridge_predictions asset stores it
-            knn = build_knn_features(sub, bf, embs, k=cfg.knn_k, unit_k=cfg.knn_unit_k, n_folds=cfg.n_folds)
-            fm, _ = build_feature_matrix(sub, bf, knn, ridge, embs, cfg.text_pca_components, cfg.image_pca_components, cfg.seed)
+            fm, ridge = rebuild_features(sub, bf, embs)
             X = model_input(fm[known].reset_index(drop=True))
             cat = ["category"]
             lgb = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, n_bags=3).oof_log
             dist = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=1).oof_log
             mats = np.column_stack([np.clip(np.expm1(v), 0.01, None) for v in (lgb, dist, ridge[known])])
-            blend = np.zeros(len(y))
-            for k in np.unique(folds):
-                w = fit_blend_weights(mats[folds != k], price[folds != k])
-                blend[folds == k] = apply_blend(mats[folds == k], w)
+            blend = cross_fitted_blend(mats, price, folds)
             row = {"fraction": f, "draw": draw, "labeled_rows": int(known.sum())}
             for name, pred in (("median", np.expm1(med)), ("baseline", np.expm1(base)), ("lightgbm", np.expm1(lgb)), ("lightgbm_dist", np.expm1(dist)), ("blend", blend)):
                 row[name] = round(smape(price, np.clip(pred, 0.01, None)), 2)
@@ -199,6 +224,79 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
     return pd.DataFrame(out)
 
 
+def serving_check(num_threads: int = 1) -> pd.DataFrame:
+    """Does OOF SMAPE predict the score on products without a price? Each of the 5 folds in turn plays
+    the unlabeled rows, exactly as the pipeline serves them.
+
+    Per held-out fold h: its prices are dropped and everything is rebuilt from the other 4 folds
+    (their own 4-fold OOF features, models and blend weights), so the held-out rows get what unlabeled
+    rows get: kNN features against all known rows, target encodings and ridges fitted on all known
+    rows (fold averages), the LightGBM refit on all known rows, the distributional LightGBM's fold
+    ensemble, and the blend of the three with weights fitted on the known rows' OOF predictions (the
+    fusion MLP is left out: blend weight 0.00). Beside it, the same fold's OOF SMAPE from the usual
+    5-fold run (models trained on the same 4 folds, features out-of-fold).
+
+    Returns:
+        one row per fold and a mean row: SMAPE of LightGBM / dist / blend, served vs OOF.
+    """
+    from pricing_assets.lib.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
+    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.modeling import apply_blend, fit_blend_weights, model_input, predict_lightgbm, refit_lightgbm, train_lightgbm_cv
+
+    products, bf, embs = load_all_products()
+    labeled = products["is_labeled"].to_numpy()
+    all_folds = products["fold"].to_numpy()
+    cat = ["category"]
+
+    def fit_models(fm, ridge, known):
+        """OOF (known rows) and served (other rows) prices of LightGBM, dist and ridge, and blend weights."""
+        X = model_input(fm)
+        y = np.log1p(fm.loc[known, "price"].to_numpy(dtype=float))
+        folds = fm.loc[known, "fold"].to_numpy()
+        cv = train_lightgbm_cv(X[known], y, folds, categorical=cat, num_threads=num_threads, n_bags=3)
+        final = refit_lightgbm(X[known], y, cv.best_iterations, categorical=cat, num_threads=num_threads, n_bags=3)
+        dcv = train_lightgbm_dist_cv(X[known], y, folds, categorical=cat, num_threads=num_threads)
+        other = ~known
+        oof = np.column_stack([cv.oof_log, dcv.oof_log, ridge[known]])
+        served = np.column_stack([predict_lightgbm(final, X[other]), predict_lightgbm_dist(dcv.models, X[other]), ridge[other]])
+        oof, served = (np.clip(np.expm1(m), 0.01, None) for m in (oof, served))
+        return oof, served, folds, fit_blend_weights(oof, np.expm1(y))
+
+    # the usual 5-fold run: OOF per fold
+    fm, ridge = rebuild_features(products, bf, embs)
+    oof5, _, folds5, _ = fit_models(fm, ridge, labeled)
+    price5 = products.loc[labeled, "price"].to_numpy(dtype=float)
+    blend5 = cross_fitted_blend(oof5, price5, folds5)
+    rows = []
+    for h in np.unique(folds5):
+        t0 = time.perf_counter()
+        sub = products.copy()
+        held = labeled & (all_folds == h)
+        sub.loc[held, "price"] = np.nan
+        sub.loc[held, "fold"] = -1
+        sub["is_labeled"] = labeled & ~held
+        fm_h, ridge_h = rebuild_features(sub, bf, embs)
+        _, served, _, w = fit_models(fm_h, ridge_h, labeled & ~held)
+        # served holds every row without a price: the held-out fold and the real unlabeled rows
+        in_held = held[~(labeled & ~held)]
+        price = products.loc[held, "price"].to_numpy(dtype=float)
+        served = served[in_held]
+        at = folds5 == h
+        row = {"held_out_fold": int(h), "rows": int(held.sum())}
+        for j, name in enumerate(("lightgbm", "lightgbm_dist")):
+            row[f"{name}_oof"] = round(smape(price, oof5[at, j]), 2)
+            row[f"{name}_served"] = round(smape(price, served[:, j]), 2)
+        row["blend_oof"] = round(smape(price, blend5[at]), 2)
+        row["blend_served"] = round(smape(price, apply_blend(served, w)), 2)
+        row["blend_weights"] = " ".join(f"{x:.2f}" for x in w)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"  serving check {row}", flush=True)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    num = out.drop(columns=["blend_weights"]).mean(numeric_only=True).round(2)
+    return pd.concat([out, num.to_frame().T.assign(held_out_fold="mean", blend_weights="")], ignore_index=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lgbm-grid", action="store_true", help="also report the LightGBM configurations tried")
@@ -207,6 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed-spread", action="store_true", help="also report single-seed LightGBM runs (seeds 42, 7, 123)")
     ap.add_argument("--refit", action="store_true", help="also compare, on each fold held out as new products, the fold-average of a 4-fold CV with a refit on all other rows (seeds 42, 7)")
     ap.add_argument("--learning-curve", action="store_true", help="only: rebuild features and models with 25/50/75/100%% of the prices known and print the gap to the baseline")
+    ap.add_argument("--serving-check", action="store_true", help="only: hold each fold out as unlabeled rows, serve it as the pipeline does, compare with its OOF SMAPE")
+    ap.add_argument("--threads", type=int, default=1, help="LightGBM threads for --serving-check (default 1)")
     args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
 
@@ -226,6 +326,10 @@ def main(argv=None) -> int:
         means = curve.groupby("fraction")[["labeled_rows", "baseline", "blend", "gap"]].mean().round(2)
         print()
         print(means.to_markdown())
+        return 0
+    if args.serving_check:
+        print()
+        print(serving_check(args.threads).to_markdown(index=False))
         return 0
     products, fm, embs = load_inputs()
     folds = products["fold"].to_numpy()
@@ -316,10 +420,7 @@ def main(argv=None) -> int:
     w = fit_blend_weights(mats, price)
     t = time.perf_counter()
     record("blend (weights fitted on all OOF)", np.log1p(apply_blend(mats, w)), 0.0, "w " + ", ".join(f"{n}={x:.2f}" for n, x in zip(names, w)))
-    cross = np.zeros(len(y))
-    for f in np.unique(folds):
-        wf = fit_blend_weights(mats[folds != f], price[folds != f])
-        cross[folds == f] = apply_blend(mats[folds == f], wf)
+    cross = cross_fitted_blend(mats, price, folds)
     record("blend (cross-fitted weights)", np.log1p(cross), time.perf_counter() - t)
 
     table = pd.DataFrame(rows)
