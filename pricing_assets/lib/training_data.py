@@ -85,12 +85,12 @@ def build_feature_matrix(
     knn_features: pd.DataFrame,
     ridge_log1p: np.ndarray,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
-    text_pca_components: int = 32,
-    image_pca_components: int = 16,
+    text_pca_components: int = 0,
+    image_pca_components: int = 0,
     seed: int = 42,
 ) -> tuple[pd.DataFrame, dict]:
     """The model input ``feature_matrix``: engineered features, OOF target encodings, kNN features,
-    two stacked OOF TF-IDF ridges, image/OCR facts and embedding PCA, one row per product.
+    two stacked OOF TF-IDF ridges, image/OCR facts and (optionally) embedding PCA, one row per product.
 
     The title-only ridge (:func:`~pricing_assets.lib.modeling.tfidf_ridge_every_row` on ``item_name``)
     is computed here; the full-text one comes in as ``ridge_log1p``. Both are out-of-fold for labeled
@@ -106,7 +106,8 @@ def build_feature_matrix(
             labeled rows, in products' order.
         embeddings: ``(name, modality, vectors, has)`` aligned to products (see
             :func:`pricing_assets.lib.knn.build_knn_features`); each gives ``{name}_pc{i}`` columns.
-        text_pca_components, image_pca_components: PCA components per text / image model.
+        text_pca_components, image_pca_components: PCA components per text / image model (0: none;
+            the pipeline's default, see ``TrainingConfig``).
         seed: PCA seed.
 
     Returns:

@@ -98,3 +98,13 @@ def test_errors(inputs):
     bad[3] = np.nan
     with pytest.raises(ValueError, match="with 1 NaN"):
         build_feature_matrix(items, bf, knn, bad, embs)
+
+
+def test_no_pca_columns_by_default(inputs):
+    """The pipeline's default: no embedding PCA columns (they made LightGBM worse on the sample)."""
+    items, bf, embs = inputs
+    knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
+    ridge = np.zeros(N)
+    fm, groups = build_feature_matrix(items, bf, knn, ridge, embs)
+    assert groups["embedding_pca"] == 0 and not [c for c in fm.columns if "_pc" in c]
+    assert fm.shape[1] == 3 + sum(groups.values()) + 1
