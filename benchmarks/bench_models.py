@@ -54,25 +54,33 @@ def _materialise_if_missing() -> None:
 
 
 def load_inputs():
-    """(products, feature_matrix, {embedding name: (vectors, has)}) of the labeled rows, aligned."""
+    """(products, feature_matrix, {embedding name: (modality, vectors, has)}) of the labeled rows, aligned."""
     from pricing_assets import cli
-    from pricing_assets.assets.embeddings import embedding_key
     from pricing_assets.definitions import defs
-    from pricing_assets.lib.embeddings import load_registry
-    from pricing_assets.lib.training_data import embedding_matrix
-    from pricing_assets.partitions import CATALOG_BATCHES
 
-    inst = cli.get_instance()
-    products = defs.load_asset_value("products", instance=inst)
-    fm = defs.load_asset_value("feature_matrix", instance=inst)
-    products = products[products["fold"] >= 0].reset_index(drop=True)
-    fm = fm.set_index("sample_id").loc[products["sample_id"]].reset_index()
-    embs = {}
-    batches = inst.get_dynamic_partitions(CATALOG_BATCHES)
-    for spec in (s for s in load_registry().values() if s.enabled):
-        frames = [defs.load_asset_value(embedding_key(spec), partition_key=b, instance=inst) for b in batches]
-        embs[spec.name] = (spec.modality, *embedding_matrix(pd.concat(frames, ignore_index=True), products["sample_id"], spec.dim))
-    return products, fm, embs
+    products, _, embs = load_all_products()
+    lab = (products["fold"] >= 0).to_numpy()
+    fm = defs.load_asset_value("feature_matrix", instance=cli.get_instance())
+    fm = fm.set_index("sample_id").loc[products.loc[lab, "sample_id"]].reset_index()
+    return products[lab].reset_index(drop=True), fm, {name: (modality, vec[lab], has[lab]) for name, modality, vec, has in embs}
+
+
+def baseline_oof(raw_text: pd.Series, y_log1p: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The issue's two baselines, OOF on ``folds``: (median of the training folds' ``log1p`` prices,
+    TF-IDF (word 1-2-grams, min_df 2, sublinear tf) + ridge (alpha 1) on the raw ``catalog_content``),
+    each (n,) float64 ``log1p(price USD)``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+
+    raw_text = pd.Series(raw_text).fillna("").reset_index(drop=True)
+    med, ridge = np.zeros(len(y_log1p)), np.zeros(len(y_log1p))
+    for f in np.unique(folds):
+        tr, va = folds != f, folds == f
+        med[va] = np.median(y_log1p[tr])
+        m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(alpha=1.0)).fit(raw_text[tr], y_log1p[tr])
+        ridge[va] = m.predict(raw_text[va])
+    return med, ridge
 
 
 def raw_catalog_text(products: pd.DataFrame) -> pd.Series:
@@ -133,12 +141,15 @@ def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tu
     """
     from pricing_assets.assets.training import TrainingConfig
     from pricing_assets.lib.knn import build_knn_features
-    from pricing_assets.lib.modeling import product_text, tfidf_ridge_every_row
+    from pricing_assets.lib.modeling import predictions_frame, product_text, tfidf_ridge_every_row
     from pricing_assets.lib.training_data import build_feature_matrix
 
     cfg = TrainingConfig()
+    products = products.reset_index(drop=True)
     ridge, _ = tfidf_ridge_every_row(product_text(products), np.log1p(products["price"].to_numpy(dtype=float)), products["fold"].to_numpy())
-    ridge = np.log1p(np.clip(np.expm1(ridge), 0.01, None))  # as the tfidf_ridge_predictions asset stores it
+    lab = (products["fold"] >= 0).to_numpy()
+    # through the tfidf_ridge_predictions frame, as feature_matrix receives it
+    ridge = np.log1p(predictions_frame(products, ridge[lab], ridge[~lab])["pred_price"].to_numpy())
     knn = build_knn_features(products, bf, embs, k=cfg.knn_k, unit_k=cfg.knn_unit_k, n_folds=cfg.n_folds)
     fm, _ = build_feature_matrix(products, bf, knn, ridge, embs, cfg.text_pca_components, cfg.image_pca_components, cfg.seed)
     return fm, ridge
@@ -175,10 +186,6 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
         one row per (fraction, draw): labeled rows, OOF SMAPE of median / baseline / LightGBM / dist /
         blend, and the blend's gap to the baseline (SMAPE points).
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-
     from pricing_assets.lib.distributional import train_lightgbm_dist_cv
     from pricing_assets.lib.metrics import smape
     from pricing_assets.lib.modeling import model_input, train_lightgbm_cv
@@ -186,7 +193,6 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
     products, bf, embs = load_all_products()
     labeled = products["is_labeled"].to_numpy()
     groups = np.sort(products.loc[labeled, "image_link"].unique())
-    raw = pd.read_csv(REPO / "data/sample/amazon_pricing_sample.csv", dtype={"sample_id": str}).set_index("sample_id")["catalog_content"]
     out = []
     for f in fractions:
         for draw in range(1 if f >= 1 else draws):
@@ -200,13 +206,7 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
             price = sub.loc[known, "price"].to_numpy(dtype=float)
             y = np.log1p(price)
             folds = sub.loc[known, "fold"].to_numpy()
-            med, base = np.zeros(len(y)), np.zeros(len(y))
-            text = raw.reindex(sub.loc[known, "sample_id"]).fillna("").reset_index(drop=True)
-            for k in np.unique(folds):
-                tr, va = folds != k, folds == k
-                med[va] = np.median(y[tr])
-                m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(alpha=1.0)).fit(text[tr], y[tr])
-                base[va] = m.predict(text[va])
+            med, base = baseline_oof(raw_catalog_text(sub[known]), y, folds)
             fm, ridge = rebuild_features(sub, bf, embs)
             X = model_input(fm[known].reset_index(drop=True))
             cat = ["category"]
@@ -310,10 +310,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
 
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-
     from pricing_assets.lib.metrics import smape
     from pricing_assets.lib.mlp import MLPConfig, MLPInputs, tabular_matrix, train_mlp_cv
     from pricing_assets.lib.modeling import apply_blend, fit_blend_weights, model_input, product_text, train_lightgbm_cv, train_tfidf_ridge_cv
@@ -345,18 +341,8 @@ def main(argv=None) -> int:
         return pred
 
     t = time.perf_counter()
-    med = np.zeros(len(y))
-    for f in np.unique(folds):
-        med[folds == f] = np.median(y[folds != f])
-    record("median price", med, time.perf_counter() - t)
-
-    raw = raw_catalog_text(products)
-    t = time.perf_counter()
-    oof = np.zeros(len(y))
-    for f in np.unique(folds):
-        tr, va = folds != f, folds == f
-        m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(alpha=1.0)).fit(raw[tr], y[tr])
-        oof[va] = m.predict(raw[va])
+    med, oof = baseline_oof(raw_catalog_text(products), y, folds)
+    record("median price", med, 0.0)
     base_ridge = record("TF-IDF + ridge (raw text, baseline)", oof, time.perf_counter() - t)
 
     text = product_text(products)
