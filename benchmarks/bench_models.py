@@ -131,13 +131,23 @@ def load_all_products():
     return products, bf, embs
 
 
+def hide_prices(products: pd.DataFrame, known: np.ndarray) -> pd.DataFrame:
+    """A copy of ``products`` in which only the ``known`` (n,) bool rows keep their price and fold; the
+    others become unlabeled rows (price NaN, fold -1, ``is_labeled`` False)."""
+    out = products.copy()
+    out.loc[~known, "price"] = np.nan
+    out.loc[~known, "fold"] = -1
+    out["is_labeled"] = known
+    return out
+
+
 def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tuple[pd.DataFrame, np.ndarray]:
     """``feature_matrix`` rebuilt from the prices and folds in ``products`` (rows with a NaN price / fold
     -1 are treated as unlabeled) by the functions the assets call, with ``TrainingConfig``'s defaults.
 
     Returns:
-        (feature matrix, (n,) float64 ``log1p`` predictions of the full-text TF-IDF ridge: OOF for
-        labeled rows, fold average for the others).
+        (feature matrix, (n,) float64 prices (USD) of the full-text TF-IDF ridge as the
+        ``tfidf_ridge_predictions`` asset holds them: OOF for labeled rows, fold average for the others).
     """
     from pricing_assets.assets.training import TrainingConfig
     from pricing_assets.lib.knn import build_knn_features
@@ -148,11 +158,10 @@ def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tu
     products = products.reset_index(drop=True)
     ridge, _ = tfidf_ridge_every_row(product_text(products), np.log1p(products["price"].to_numpy(dtype=float)), products["fold"].to_numpy())
     lab = (products["fold"] >= 0).to_numpy()
-    # through the tfidf_ridge_predictions frame, as feature_matrix receives it
-    ridge = np.log1p(predictions_frame(products, ridge[lab], ridge[~lab])["pred_price"].to_numpy())
+    ridge = predictions_frame(products, ridge[lab], ridge[~lab])
     knn = build_knn_features(products, bf, embs, k=cfg.knn_k, unit_k=cfg.knn_unit_k, n_folds=cfg.n_folds)
     fm, _ = build_feature_matrix(products, bf, knn, ridge, embs, cfg.text_pca_components, cfg.image_pca_components, cfg.seed)
-    return fm, ridge
+    return fm, ridge["pred_price"].to_numpy()
 
 
 def cross_fitted_blend(mats: np.ndarray, price: np.ndarray, folds: np.ndarray) -> np.ndarray:
@@ -175,7 +184,7 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
 
     For each fraction f of the labeled image-link groups (``draws`` random draws; one at f = 1) the
     other labeled rows lose their price and become unlabeled rows, so the products, the unsupervised
-    inputs (TF-IDF vocabularies, PCA) and each kept row's fold stay the same and only the known prices
+    inputs (TF-IDF vocabularies) and each kept row's fold stay the same and only the known prices
     shrink. Everything supervised is rebuilt from the kept prices by the pipeline's own functions:
     the full-text ridge, every kNN feature (``build_knn_features``), target encodings and the title
     ridge (``build_feature_matrix``), then LightGBM (3 seeds), the distributional LightGBM and their
@@ -199,10 +208,7 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
             t0 = time.perf_counter()
             keep = set(np.random.default_rng(1000 + draw).permutation(groups)[: round(f * len(groups))])
             known = labeled & products["image_link"].isin(keep).to_numpy()
-            sub = products.copy()
-            sub.loc[~known, "price"] = np.nan
-            sub.loc[~known, "fold"] = -1
-            sub["is_labeled"] = known
+            sub = hide_prices(products, known)
             price = sub.loc[known, "price"].to_numpy(dtype=float)
             y = np.log1p(price)
             folds = sub.loc[known, "fold"].to_numpy()
@@ -212,7 +218,7 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
             cat = ["category"]
             lgb = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, n_bags=3).oof_log
             dist = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=1).oof_log
-            mats = np.column_stack([np.clip(np.expm1(v), 0.01, None) for v in (lgb, dist, ridge[known])])
+            mats = np.column_stack([np.clip(np.expm1(lgb), 0.01, None), np.clip(np.expm1(dist), 0.01, None), ridge[known]])
             blend = cross_fitted_blend(mats, price, folds)
             row = {"fraction": f, "draw": draw, "labeled_rows": int(known.sum())}
             for name, pred in (("median", np.expm1(med)), ("baseline", np.expm1(base)), ("lightgbm", np.expm1(lgb)), ("lightgbm_dist", np.expm1(dist)), ("blend", blend)):
@@ -257,9 +263,9 @@ def serving_check(num_threads: int = 1) -> pd.DataFrame:
         final = refit_lightgbm(X[known], y, cv.best_iterations, categorical=cat, num_threads=num_threads, n_bags=3)
         dcv = train_lightgbm_dist_cv(X[known], y, folds, categorical=cat, num_threads=num_threads)
         other = ~known
-        oof = np.column_stack([cv.oof_log, dcv.oof_log, ridge[known]])
-        served = np.column_stack([predict_lightgbm(final, X[other]), predict_lightgbm_dist(dcv.models, X[other]), ridge[other]])
-        oof, served = (np.clip(np.expm1(m), 0.01, None) for m in (oof, served))
+        oof = np.clip(np.expm1(np.column_stack([cv.oof_log, dcv.oof_log])), 0.01, None)
+        served = np.clip(np.expm1(np.column_stack([predict_lightgbm(final, X[other]), predict_lightgbm_dist(dcv.models, X[other])])), 0.01, None)
+        oof, served = np.column_stack([oof, ridge[known]]), np.column_stack([served, ridge[other]])
         return oof, served, folds, fit_blend_weights(oof, np.expm1(y))
 
     # the usual 5-fold run: OOF per fold
@@ -270,12 +276,8 @@ def serving_check(num_threads: int = 1) -> pd.DataFrame:
     rows = []
     for h in np.unique(folds5):
         t0 = time.perf_counter()
-        sub = products.copy()
         held = labeled & (all_folds == h)
-        sub.loc[held, "price"] = np.nan
-        sub.loc[held, "fold"] = -1
-        sub["is_labeled"] = labeled & ~held
-        fm_h, ridge_h = rebuild_features(sub, bf, embs)
+        fm_h, ridge_h = rebuild_features(hide_prices(products, labeled & ~held), bf, embs)
         _, served, _, w = fit_models(fm_h, ridge_h, labeled & ~held)
         # served holds every row without a price: the held-out fold and the real unlabeled rows
         in_held = held[~(labeled & ~held)]

@@ -191,12 +191,8 @@ def build_training_assets(registry: dict) -> list:
         from pricing_assets.lib.training_data import build_feature_matrix
 
         with stopwatch() as t:
-            ids = products["sample_id"].reset_index(drop=True)
-            ridge = tfidf_ridge_predictions.set_index("sample_id")["pred_price"].reindex(ids)
-            if ridge.isna().any():
-                raise ValueError(f"feature_matrix: tfidf_ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}")
             fm, groups = build_feature_matrix(
-                products, brand_features, knn_features, np.log1p(ridge.to_numpy()), _embeddings(context, kwargs, ids),
+                products, brand_features, knn_features, tfidf_ridge_predictions, _embeddings(context, kwargs, products["sample_id"]),
                 text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=config.seed,
             )
         yield dg.Output(

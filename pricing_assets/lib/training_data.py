@@ -83,7 +83,7 @@ def build_feature_matrix(
     products: pd.DataFrame,
     brand_features: pd.DataFrame,
     knn_features: pd.DataFrame,
-    ridge_log1p: np.ndarray,
+    ridge_predictions: pd.DataFrame,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
     text_pca_components: int = 0,
     image_pca_components: int = 0,
@@ -93,7 +93,7 @@ def build_feature_matrix(
     two stacked OOF TF-IDF ridges, image/OCR facts and (optionally) embedding PCA, one row per product.
 
     The title-only ridge (:func:`~pricing_assets.lib.modeling.tfidf_ridge_every_row` on ``item_name``)
-    is computed here; the full-text one comes in as ``ridge_log1p``. Both are out-of-fold for labeled
+    is computed here; the full-text one comes in as ``ridge_predictions``. Both are out-of-fold for labeled
     rows, like the kNN features and target encodings, so no row's features saw its own price.
 
     Args:
@@ -102,8 +102,8 @@ def build_feature_matrix(
         brand_features: rows with ``sample_id``, ``brand``, ``category`` and numeric features (aligned
             by ``sample_id``).
         knn_features: rows with ``sample_id`` and float kNN columns (aligned by ``sample_id``).
-        ridge_log1p: (n,) float predicted ``log1p(price USD)`` of the full-text TF-IDF ridge, OOF for
-            labeled rows, in products' order.
+        ridge_predictions: the ``tfidf_ridge_predictions`` frame: ``sample_id`` and ``pred_price``
+            (USD, > 0) of the full-text TF-IDF ridge, OOF for labeled rows (aligned by ``sample_id``).
         embeddings: ``(name, modality, vectors, has)`` aligned to products (see
             :func:`pricing_assets.lib.knn.build_knn_features`); each gives ``{name}_pc{i}`` columns.
         text_pca_components, image_pca_components: PCA components per text / image model (0: none;
@@ -115,15 +115,15 @@ def build_feature_matrix(
         ``category`` column; groups maps feature group name to its column count.
 
     Raises:
-        ValueError: when ``ridge_log1p`` has the wrong length or NaN.
+        ValueError: when ``ridge_predictions`` lacks a product's sample_id (names the first five).
     """
     from pricing_assets.lib.modeling import tfidf_ridge_every_row
 
     items = products.reset_index(drop=True)
-    ridge_log1p = np.asarray(ridge_log1p, dtype=np.float64)
-    if len(ridge_log1p) != len(items) or np.isnan(ridge_log1p).any():
-        raise ValueError(f"build_feature_matrix: ridge_log1p needs {len(items)} finite values, got {len(ridge_log1p)} with {int(np.isnan(ridge_log1p).sum())} NaN")
     base = items[["sample_id", "fold", "price"]]
+    ridge = ridge_predictions.set_index("sample_id")["pred_price"].reindex(base["sample_id"])
+    if ridge.isna().any():
+        raise ValueError(f"build_feature_matrix: ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}")
     bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     img = items[["width", "height", "n_bytes"]].astype(float)
@@ -138,7 +138,7 @@ def build_feature_matrix(
     ]
     numeric = bf.drop(columns=["brand", "category"]).select_dtypes("number").astype(np.float32)
     title_ridge, _ = tfidf_ridge_every_row(items["item_name"], log_price, folds)
-    stack = pd.DataFrame({"stack_tfidf_ridge": ridge_log1p.astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)})
+    stack = pd.DataFrame({"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)})
     fm = pd.concat([base, numeric, te, kn, stack, img.astype(np.float32), *pcs], axis=1)
     fm["category"] = bf["category"].astype(str)
     groups = {

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from pricing_assets.lib.catalog import parse_catalog
-from pricing_assets.lib.features import build_brand_features
+from pricing_assets.lib.features import NUMERIC_FEATURES, build_brand_features
 from pricing_assets.lib.knn import build_knn_features
-from pricing_assets.lib.modeling import assign_folds, product_text, tfidf_ridge_every_row
+from pricing_assets.lib.modeling import assign_folds, predictions_frame, product_text, tfidf_ridge_every_row
 from pricing_assets.lib.training_data import build_feature_matrix
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_pricing_sample.csv"
@@ -48,7 +48,8 @@ def inputs():
 def _features(items, bf, embs):
     knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
     ridge, _ = tfidf_ridge_every_row(product_text(items), np.log1p(items["price"].to_numpy(dtype=float)), items["fold"].to_numpy())
-    fm, groups = build_feature_matrix(items, bf, knn, ridge, embs, text_pca_components=4, image_pca_components=3)
+    lab = (items["fold"] >= 0).to_numpy()
+    fm, groups = build_feature_matrix(items, bf, knn, predictions_frame(items, ridge[lab], ridge[~lab]), embs, text_pca_components=4, image_pca_components=3)
     return knn, fm, groups
 
 
@@ -63,7 +64,7 @@ def test_shapes_columns_and_groups(inputs):
     img_cols = [c for c in knn.columns if c.startswith("knn_image_")]
     has = embs[1][3]
     assert knn.loc[~has, img_cols].isna().all().all() and knn.loc[has, img_cols].notna().all().all()
-    assert groups == {"engineered": groups["engineered"], "target_encoding": 2, "knn": knn.shape[1] - 1, "stacked": 2, "image": 5, "embedding_pca": 7}
+    assert groups == {"engineered": len(NUMERIC_FEATURES), "target_encoding": 2, "knn": knn.shape[1] - 1, "stacked": 2, "image": 5, "embedding_pca": 7}
     assert fm.shape[1] == 3 + sum(groups.values()) + 1  # sample_id, fold, price + features + category
     assert fm.columns[:3].tolist() == ["sample_id", "fold", "price"] and fm["category"].dtype == object
     # the PCA of the image model is NaN where there is no photo
@@ -92,19 +93,16 @@ def test_errors(inputs):
     with pytest.raises(ValueError, match="no text embedding"):
         build_knn_features(items, bf, [e for e in embs if e[1] == "image"])
     knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
-    with pytest.raises(ValueError, match="ridge_log1p needs 240 finite values, got 239"):
-        build_feature_matrix(items, bf, knn, np.zeros(N - 1), embs)
-    bad = np.zeros(N)
-    bad[3] = np.nan
-    with pytest.raises(ValueError, match="with 1 NaN"):
-        build_feature_matrix(items, bf, knn, bad, embs)
+    ridge = pd.DataFrame({"sample_id": items["sample_id"], "pred_price": 10.0})
+    with pytest.raises(ValueError, match=rf"ridge_predictions lacks sample_ids \['{items['sample_id'][3]}'\]"):
+        build_feature_matrix(items, bf, knn, ridge.drop(index=3), embs)
 
 
 def test_no_pca_columns_by_default(inputs):
     """The pipeline's default: no embedding PCA columns (they made LightGBM worse on the sample)."""
     items, bf, embs = inputs
     knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
-    ridge = np.zeros(N)
+    ridge = pd.DataFrame({"sample_id": items["sample_id"], "pred_price": 10.0})
     fm, groups = build_feature_matrix(items, bf, knn, ridge, embs)
     assert groups["embedding_pca"] == 0 and not [c for c in fm.columns if "_pc" in c]
     assert fm.shape[1] == 3 + sum(groups.values()) + 1
