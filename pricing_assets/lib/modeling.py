@@ -240,9 +240,10 @@ def refit_lightgbm(
     boosting rounds; each saw only (K-1)/K of the rows. Refitting on every labeled row with
     ``round(rounds_factor * mean(best_iterations))`` rounds (no early stopping: there is no held-out
     row left) uses the remaining rows too. Measured on the sample by ``bench_models.py --refit``
-    (each of the 5 grouped folds held out in turn as "new products", 4-fold CV on the rest):
-    fold-average 54.59 / 54.60 vs refit 54.46 / 54.42 SMAPE on the held-out rows for seeds 42 / 7,
-    refit better on 9 of the 10 fold x seed pairs.
+    (each of the 5 grouped folds held out in turn as "new products", 4-fold CV on the rest; measured
+    while ``feature_matrix`` still carried embedding PCA columns): fold-average 54.59 / 54.60 vs refit
+    54.46 / 54.42 SMAPE on the held-out rows for seeds 42 / 7, refit better on 9 of the 10 fold x seed
+    pairs.
 
     Args:
         X: (n, p) features of the labeled rows (as for :func:`train_lightgbm_cv`).
