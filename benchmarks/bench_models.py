@@ -187,7 +187,7 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
     inputs (TF-IDF vocabularies) and each kept row's fold stay the same and only the known prices
     shrink. Everything supervised is rebuilt from the kept prices by the pipeline's own functions:
     the full-text ridge, every kNN feature (``build_knn_features``), target encodings and the title
-    ridge (``build_feature_matrix``), then LightGBM (3 seeds), the distributional LightGBM and their
+    ridge (``build_feature_matrix``), then LightGBM (3 seed bags), the distributional LightGBM and their
     cross-fitted blend with the ridge (the fusion MLP is left out: its blend weight is 0.00 at f = 1).
     At f = 1 the features are those of the materialised ``feature_matrix``.
 

@@ -7,6 +7,7 @@ import pytest
 
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.modeling import (
+    REFIT_ROUNDS_FACTOR,
     apply_blend,
     assign_folds,
     fit_blend_weights,
@@ -100,14 +101,14 @@ def test_lightgbm_seed_bagging_averages_the_bags():
 
 
 def test_refit_lightgbm_uses_all_rows_with_the_cv_rounds():
-    """The final boosters: n_bags of them, each with round(1.1 x mean CV iteration) trees and
+    """The final boosters: n_bags of them, each with round(REFIT_ROUNDS_FACTOR x mean CV iteration) trees and
     best_iteration 0 (predict with every tree), seeded (same inputs, same predictions), and as good
     on fresh rows of the same process as the fold boosters' average."""
     X, y, folds = _tabular()
     kw = {"categorical": ["category"], "num_threads": 1}
     cv = train_lightgbm_cv(X, y, folds, num_boost_round=300, early_stopping_rounds=20, **kw)
     final = refit_lightgbm(X, y, cv.best_iterations, n_bags=2, **kw)
-    rounds = round(1.1 * np.mean(cv.best_iterations))
+    rounds = round(REFIT_ROUNDS_FACTOR * np.mean(cv.best_iterations))
     assert len(final) == 2 and [b.num_trees() for b in final] == [rounds, rounds]
     assert all(b.best_iteration == 0 for b in final)
     X_new, y_new, _ = _tabular(seed=1)
