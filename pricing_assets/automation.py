@@ -2,10 +2,23 @@
 
 Applied once in ``definitions.py`` through :func:`with_global_automation`, never asset by asset.
 
-Rule (``GLOBAL_AUTOMATION``): ``AutomationCondition.eager()`` — materialise when any upstream asset or
-batch partition was updated since this asset was last handled, but not while an upstream partition is
-missing or in progress — **and** ``all_deps_blocking_checks_passed()``, so a batch whose blocking
-``contract`` check failed never flows into features, models or predictions.
+Rule (``GLOBAL_AUTOMATION``): ``AutomationCondition.eager()`` — materialise when an upstream asset or
+batch partition was updated since this asset was last handled, not while an upstream run is in
+progress — **without** eager's "no upstream partition missing" gate, **and** every upstream blocking
+check passed on each upstream partition that *exists*.
+
+Why not plain ``eager() & all_deps_blocking_checks_passed()``: a batch whose run failed (a file with
+a missing column, a dead backend) never gets its per-row partitions; eager's ``~any_deps_missing()``
+and ``all_deps_blocking_checks_passed()`` both look at *every* registered partition, so one failed
+batch held them false and retraining froze for good. Here a missing (failed, dropped or not yet run)
+batch partition is simply not part of the data: the global assets read the batches that exist
+(``all_batches_in``: ``allow_missing_partitions``) and list the incomplete ones in their metadata.
+What still stops automation:
+
+* an upstream run in progress (eager's ``~any_deps_in_progress()``): a queued batch is waited for;
+* a failed *blocking* check on any materialised upstream partition or asset — e.g. ``price_blend``'s
+  ``model_gate`` (a worse retrain is not promoted to ``price_predictions``). Contract checks can not
+  fail on stored data: every asset validates before storing (``pricing_assets/checks.py``).
 
 Evaluated by ``pricing_automation_sensor`` (an ``AutomationConditionSensorDefinition``), which is
 *stopped* by default, like every sensor and schedule here. Turn it on:
@@ -25,9 +38,22 @@ PER_ROW_GROUPS = ("ingest", "images", "embeddings")
 #: Asset groups holding the global assets, recomputed over every batch.
 GLOBAL_GROUPS = ("training", "models", "serving")
 
-#: Condition of every unpartitioned asset (source: Dagster docs, "Declarative Automation";
-#: ``all_deps_blocking_checks_passed`` is the documented gate for blocking checks across runs).
-GLOBAL_AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+#: Every blocking check of each *existing* upstream partition passed (or is requested this tick); a
+#: missing partition (failed or pending batch) does not hold it false. Built like Dagster's
+#: ``all_deps_blocking_checks_passed()`` (source: dagster 1.13 ``AutomationCondition``), plus ``| missing()``.
+DEPS_BLOCKING_CHECKS_PASSED = dg.AutomationCondition.all_deps_match(
+    dg.AutomationCondition.all_checks_match(
+        dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(), blocking_only=True
+    )
+    | dg.AutomationCondition.missing()
+).with_label("all_existing_deps_blocking_checks_passed")
+
+#: Condition of every unpartitioned asset (source: Dagster docs, "Customizing eager": removing
+#: ``~any_deps_missing()`` to allow missing upstream data; "Declarative Automation" for the check gate).
+GLOBAL_AUTOMATION = (
+    dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label("eager_allow_missing")
+    & DEPS_BLOCKING_CHECKS_PASSED
+)
 
 AUTOMATION_SENSOR = "pricing_automation_sensor"
 

@@ -1,0 +1,144 @@
+"""Declarative automation of the global assets, evaluated with ``dg.evaluate_automation_conditions``
+on the real asset graph: materialisations and check results are reported as runless events, so no
+asset body runs.
+
+Scenarios (issue #15): a new complete batch after a failed one requests a run; a failed upstream
+blocking check requests none; nothing new requests none. The condition Dagster's docs start from,
+``eager() & all_deps_blocking_checks_passed()``, is evaluated on the same events to show the freeze
+it had.
+"""
+
+import dagster as dg
+import pytest
+
+from pricing_assets.automation import GLOBAL_AUTOMATION, with_global_automation
+from pricing_assets.definitions import build_assets, build_resources
+from pricing_assets.lib.embeddings import load_registry
+from pricing_assets.partitions import CATALOG_BATCHES
+from pricing_assets.settings import load_settings
+
+OLD_AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def _defs(condition, tmp_path) -> dg.Definitions:
+    settings = load_settings({"DAGSTER_HOME": str(tmp_path / "home")})
+    registry = {k: v for k, v in load_registry().items() if v.enabled}
+    return dg.Definitions(assets=with_global_automation(build_assets(registry), condition), resources=build_resources(settings))
+
+
+class Scenario:
+    """An ephemeral instance with the graph's per-row and global keys, and helpers that report what a
+    run would have recorded."""
+
+    def __init__(self, defs: dg.Definitions):
+        self.defs = defs
+        self.instance = dg.DagsterInstance.ephemeral()
+        graph = defs.resolve_asset_graph()
+        self.per_row = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
+        self.global_ = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None]
+        self.checks = {k: [c for c in graph.asset_check_keys if c.asset_key == k] for k in graph.get_all_asset_keys()}
+        self.cursor = None
+
+    def _report(self, key: dg.AssetKey, partition: str | None, checks_pass: bool = True) -> None:
+        self.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+        for ck in self.checks[key]:
+            self.instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(asset_key=key, check_name=ck.name, passed=checks_pass, partition=partition,
+                                        severity=dg.AssetCheckSeverity.ERROR)
+            )
+
+    def batch(self, name: str, complete: bool = True) -> None:
+        """Register batch ``name``; a complete one has every per-row partition, a failed one none."""
+        self.instance.add_dynamic_partitions(CATALOG_BATCHES, [name])
+        if complete:
+            for k in self.per_row:
+                self._report(k, name)
+
+    def global_run(self) -> None:
+        for k in self.global_:
+            self._report(k, None)
+
+    def tick(self) -> set[str]:
+        """Evaluate once; the set of global asset keys requested this tick."""
+        res = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = res.cursor
+        return {r.key.to_user_string() for r in res.results if r.true_subset.size > 0}
+
+
+@pytest.fixture(scope="module")
+def defs_new(tmp_path_factory):
+    return _defs(GLOBAL_AUTOMATION, tmp_path_factory.mktemp("auto_new"))
+
+
+@pytest.fixture(scope="module")
+def defs_old(tmp_path_factory):
+    return _defs(OLD_AUTOMATION, tmp_path_factory.mktemp("auto_old"))
+
+
+def _after_a_failed_batch(defs) -> tuple[Scenario, set[str]]:
+    s = Scenario(defs)
+    s.batch("b1")
+    s.global_run()
+    assert s.tick() == set()  # everything up to date
+    s.batch("broken", complete=False)  # its run failed: no per-row partition stored
+    assert s.tick() == set()  # a failed batch alone is no new data
+    s.batch("b2")
+    return s, s.tick()
+
+
+def test_new_batch_after_a_failed_one_requests_the_global_assets(defs_new):
+    s, requested = _after_a_failed_batch(defs_new)
+    assert requested == {k.to_user_string() for k in s.global_}  # every global asset, in one tick
+
+
+def test_the_old_condition_froze_on_the_failed_batch(defs_old):
+    s, requested = _after_a_failed_batch(defs_old)
+    assert requested == set()
+
+
+def test_nothing_new_requests_nothing(defs_new):
+    s, requested = _after_a_failed_batch(defs_new)
+    assert requested
+    s.global_run()
+    assert s.tick() == set()
+    assert s.tick() == set()
+
+
+def test_failed_blocking_check_upstream_requests_no_downstream_run(defs_new):
+    s = Scenario(defs_new)
+    s.batch("b1")
+    s.global_run()
+    s.tick()
+    # a retrain whose blend failed its blocking model gate: price_blend stored, the check failed
+    s._report(dg.AssetKey("price_blend"), None, checks_pass=False)
+    requested = s.tick()
+    assert "price_predictions" not in requested
+    assert "evaluation_report" not in requested
+    # the same materialisation with passing checks does request the predictions
+    s._report(dg.AssetKey("price_blend"), None, checks_pass=True)
+    assert {"price_predictions", "evaluation_report"} <= s.tick()
+
+
+def test_a_failed_contract_on_a_batch_partition_holds_its_consumers(defs_new):
+    """Contracts are enforced before storing, so this state needs a stored partition whose blocking
+    check failed (as a check added later could leave): ``products`` reads ``catalog_items`` and must
+    not run, nor anything downstream of it; assets whose own inputs passed may refresh."""
+    s = Scenario(defs_new)
+    s.batch("b1")
+    s.global_run()
+    s.tick()
+    s.instance.add_dynamic_partitions(CATALOG_BATCHES, ["b2"])
+    for k in s.per_row:
+        s._report(k, "b2", checks_pass=k.to_user_string() != "catalog_items")
+    requested = s.tick()
+    assert "products" not in requested and "brand_features" not in requested and "tfidf_ridge_model" not in requested
+
+
+def test_a_batch_that_failed_at_its_first_contract_requests_no_run(defs_new):
+    s = Scenario(defs_new)
+    s.batch("b1")
+    s.global_run()
+    s.tick()
+    s.instance.add_dynamic_partitions(CATALOG_BATCHES, ["b2"])
+    s._report(dg.AssetKey("raw_catalog"), "b2", checks_pass=False)  # the run stopped there
+    assert s.tick() == set()
