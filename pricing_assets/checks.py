@@ -1,8 +1,16 @@
 """Blocking asset checks built from the pandera contracts in ``data_contracts/``.
 
-Each asset declares ``check_specs=[contract_spec(key)]`` and yields :func:`contract_result` after its
-output: a failing contract is an ERROR-severity blocking check, so downstream assets in the run don't
-execute, and automation waits (``AutomationCondition.all_deps_blocking_checks_passed``).
+Every asset declares ``check_specs=[contract_spec(key)]`` and enforces its contract **before** its
+output is stored (Dagster stores an output as soon as it is yielded, and a failing blocking check
+does not undo that), so data that fails its contract never reaches storage nor any consumer:
+
+    check = enforce_contract(df, Schema, key)   # raises ContractViolation (a dg.Failure) when invalid
+    yield dg.Output(df, metadata=...)
+    yield check                                 # the passing ``contract`` check result
+
+A violation fails the step with the failure cases in its metadata; the asset keeps its previous
+materialization (for a batch partition: none, so the global assets skip that batch), the run fails
+and automation does not fire on the failed asset.
 """
 
 import dagster as dg
@@ -33,22 +41,60 @@ def validate_contract(df: pd.DataFrame, schema) -> pd.DataFrame | None:
         return pd.DataFrame([{"schema_context": "DataFrameSchema", "column": None, "check": str(e), "failure_case": None, "index": None}])
 
 
-def contract_result(df: pd.DataFrame, schema, asset_key) -> dg.AssetCheckResult:
-    """AssetCheckResult of the ``contract`` check: passed, or failed with the first failure cases."""
-    failures = validate_contract(df, schema)
-    key = dg.AssetKey.from_coercible(asset_key)
+def _result(df: pd.DataFrame, key: dg.AssetKey, failures: pd.DataFrame | None) -> dg.AssetCheckResult:
     if failures is None:
         return dg.AssetCheckResult(check_name=CONTRACT_CHECK, asset_key=key, passed=True, metadata={"rows": len(df)})
-    head = failures.head(20).astype(str)
     return dg.AssetCheckResult(
         check_name=CONTRACT_CHECK,
         asset_key=key,
         passed=False,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "rows": len(df),
-            "failures": len(failures),
-            "failure_cases": dg.MetadataValue.md(head.to_markdown(index=False)),
-        },
+        metadata=_failure_metadata(df, failures),
     )
 
+
+def _failure_metadata(df: pd.DataFrame, failures: pd.DataFrame) -> dict:
+    head = failures.head(20).astype(str)
+    return {"rows": len(df), "failures": len(failures), "failure_cases": dg.MetadataValue.md(head.to_markdown(index=False))}
+
+
+def contract_result(df: pd.DataFrame, schema, asset_key) -> dg.AssetCheckResult:
+    """AssetCheckResult of the ``contract`` check: passed, or failed with the first failure cases.
+
+    Prefer :func:`enforce_contract` in assets: it refuses to let an invalid frame be stored.
+    """
+    return _result(df, dg.AssetKey.from_coercible(asset_key), validate_contract(df, schema))
+
+
+class ContractViolation(dg.Failure):
+    """An asset's output failed its pandera contract; raised before the output is stored.
+
+    ``metadata`` holds ``rows``, ``failures`` and the first 20 ``failure_cases`` (markdown).
+    """
+
+
+def enforce_contract(df: pd.DataFrame, schema, asset_key) -> dg.AssetCheckResult:
+    """Validate ``df`` against ``schema`` before it is stored.
+
+    Args:
+        df: the asset's output frame.
+        schema: pandera DataFrameModel class or DataFrameSchema (``data_contracts``).
+        asset_key: str, list or AssetKey of the asset.
+
+    Returns:
+        the passing ``contract`` AssetCheckResult, to yield after the ``dg.Output``.
+
+    Raises:
+        ContractViolation: when the frame violates the contract; the message names the asset, the
+            number of failure cases and the first columns/checks that failed.
+    """
+    key = dg.AssetKey.from_coercible(asset_key)
+    failures = validate_contract(df, schema)
+    if failures is None:
+        return _result(df, key, None)
+    first = failures.head(5)
+    what = "; ".join(f"{c}: {chk} (e.g. {case!r})" for c, chk, case in zip(first.get("column", [None] * len(first)), first["check"], first["failure_case"]))
+    raise ContractViolation(
+        description=f"{key.to_user_string()}: {len(failures)} contract failure(s), nothing stored: {what}"[:2000],
+        metadata=_failure_metadata(df, failures),
+    )

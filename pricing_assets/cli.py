@@ -101,26 +101,32 @@ def materialize(
     the global assets (features, models, index, predictions, report) when they are stale
     (:func:`global_assets_stale`) or ``force_global``, all in process.
 
-    Returns:
-        ``{"batches": [...], "global": bool, "seconds": {step: s}}``.
+    A batch whose run fails does not stop the others: every batch is tried, the global assets run
+    over the batches that are complete (a failed batch has no partition to read), and the failures
+    are returned. Set a bad batch aside with ``pricing batches --drop NAME``.
 
-    Raises:
-        RuntimeError: when a run fails (its run id and the failing step are in the message).
+    Returns:
+        ``{"batches": [...], "failed": {what: message}, "global": bool, "seconds": {step: s}}``;
+        ``failed`` is keyed by ``"batch NAME"`` or ``"global assets"``.
     """
     assets = list(defs.assets)
     resources = dict(defs.resources)
     todo = missing_batches(instance, defs) if batches is None else batches
-    timings = {}
+    timings, failed = {}, {}
     for i, batch in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] batch {batch}: {', '.join(PER_ROW_GROUPS)} …", flush=True)
         t0 = time.perf_counter()
         res = dg.materialize(
             assets, instance=instance, resources=resources, partition_key=batch,
             selection=dg.AssetSelection.groups(*PER_ROW_GROUPS), run_config=_log_config(log_level), raise_on_error=False,
+            tags={"pricing/source": "cli"},
         )
-        _raise_if_failed(res, f"batch {batch}")
         timings[f"batch:{batch}"] = round(time.perf_counter() - t0, 1)
-        print(f"      done in {timings[f'batch:{batch}']} s", flush=True)
+        if res.success:
+            print(f"      done in {timings[f'batch:{batch}']} s", flush=True)
+        else:
+            failed[f"batch {batch}"] = _failure_detail(res)
+            print(f"      FAILED in {timings[f'batch:{batch}']} s (run {res.run_id}): {failed[f'batch {batch}']}", flush=True)
     run_global = force_global or global_assets_stale(instance, defs)
     if not run_global:
         print("global assets are up to date with every batch (use --retrain to re-run them)", flush=True)
@@ -130,11 +136,15 @@ def materialize(
         res = dg.materialize(
             assets, instance=instance, resources=resources,
             selection=dg.AssetSelection.groups(*GLOBAL_GROUPS), run_config=_log_config(log_level), raise_on_error=False,
+            tags={"pricing/source": "cli"},
         )
-        _raise_if_failed(res, "global assets")
         timings["global"] = round(time.perf_counter() - t0, 1)
-        print(f"      done in {timings['global']} s", flush=True)
-    return {"batches": todo, "global": run_global, "seconds": timings}
+        if res.success:
+            print(f"      done in {timings['global']} s", flush=True)
+        else:
+            failed["global assets"] = _failure_detail(res)
+            print(f"      FAILED in {timings['global']} s (run {res.run_id}): {failed['global assets']}", flush=True)
+    return {"batches": todo, "failed": failed, "global": run_global, "seconds": timings}
 
 
 def _root_cause(error) -> str:
@@ -144,23 +154,96 @@ def _root_cause(error) -> str:
     return error.message.strip().splitlines()[-1][:400]
 
 
-def _raise_if_failed(res, what: str) -> None:
-    if res.success:
-        return
-    failed = [e for e in res.all_events if e.is_step_failure or (e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed)]
-    detail = "; ".join(
-        f"{e.step_key}: {_root_cause(e.event_specific_data.error)}" if e.is_step_failure else f"blocking check failed: {e.event_specific_data.asset_key.to_user_string()}:{e.event_specific_data.check_name}"
-        for e in failed[:5]
-    )
-    raise RuntimeError(f"{what}: run {res.run_id} failed: {detail or 'see the run in the UI'}")
+def _failure_detail(res) -> str:
+    """One line per failure of a finished run: failing step and root cause, or failed blocking check
+    with its description."""
+    parts = []
+    for e in res.all_events:
+        if e.is_step_failure:
+            parts.append(f"{e.step_key}: {_root_cause(e.event_specific_data.error)}")
+        elif e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed:
+            ev = e.event_specific_data
+            parts.append(f"blocking check failed: {ev.asset_key.to_user_string()}:{ev.check_name}" + (f" ({ev.description})" if ev.description else ""))
+    return f"run {res.run_id}: " + ("; ".join(parts[:5]) or "see the run in the UI")
 
 
-def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: str) -> int:
-    """Write the latest ``price_predictions`` as CSV ``sample_id,price`` to ``out``; returns rows."""
+class ExportRefused(RuntimeError):
+    """The stored predictions may not leave Dagster (failed check, failed rebuild, stale, gated)."""
+
+
+def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: str, allow_stale: bool = False) -> int:
+    """Write the latest ``price_predictions`` as CSV ``sample_id,price`` to ``out``; returns rows.
+
+    Raises:
+        ExportRefused: when :func:`pricing_assets.instance_state.predictions_export_verdict` refuses
+            (always when there are none; for stale or gated ones unless ``allow_stale``).
+    """
+    from pricing_assets.instance_state import predictions_export_verdict
+
+    verdict = predictions_export_verdict(instance)
+    if not verdict.ok and (verdict.run_id is None or not allow_stale or "contract" in verdict.problem):
+        raise ExportRefused(f"not exporting: {verdict.problem}" + ("" if verdict.run_id is None else "; `--allow-stale` exports the stored ones anyway"))
+    if not verdict.ok:
+        print(f"warning: {verdict.problem}; exporting them anyway (--allow-stale)", file=sys.stderr)
     df = defs.load_asset_value("price_predictions", instance=instance)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     df.to_csv(out, index=False)
     return len(df)
+
+
+def drop_batch(instance: dg.DagsterInstance, batch: str) -> str:
+    """Set batch ``batch`` aside: unregister its partition (the global assets stop reading it on their
+    next run, automation stops waiting for it) and move its stored file to
+    ``<storage>/set_aside/<batch>/`` for inspection.
+
+    Returns:
+        where the file now is.
+
+    Raises:
+        KeyError: if ``batch`` is not registered.
+    """
+    import fsspec
+
+    from pricing_assets.definitions import build_resources
+    from pricing_assets.partitions import CATALOG_BATCHES
+    from pricing_assets.settings import load_settings
+
+    if not instance.has_dynamic_partition(CATALOG_BATCHES, batch):
+        raise KeyError(f"no registered batch {batch!r}; `pricing batches` lists them")
+    storage = build_resources(load_settings())["storage"]
+    src, dst = f"{storage.batches_dir()}/{batch}", storage.path("set_aside", batch)
+    fs, src_path = fsspec.core.url_to_fs(src, **storage.storage_options)
+    _, dst_path = fsspec.core.url_to_fs(dst, **storage.storage_options)
+    if fs.exists(src_path):
+        if fs.exists(dst_path):
+            fs.rm(dst_path, recursive=True)
+        fs.mv(src_path, dst_path, recursive=True)
+    instance.delete_dynamic_partition(CATALOG_BATCHES, batch)
+    return dst
+
+
+def batch_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str, str]]:
+    """``(batch, state, detail)`` per registered batch: ``complete``; ``failed`` with the failing run's
+    id and cause; or ``incomplete`` (not run yet)."""
+    from pricing_assets.instance_state import last_batch_failure, registered_batches
+
+    missing = set(missing_batches(instance, defs))
+    rows = []
+    for b in registered_batches(instance):
+        if b not in missing:
+            rows.append((b, "complete", ""))
+        elif (run := last_batch_failure(instance, b)) is not None:
+            rows.append((b, "failed", f"run {run.run_id}: {_run_failure_cause(instance, run.run_id)}"))
+        else:
+            rows.append((b, "incomplete", ""))
+    return rows
+
+
+def _run_failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:
+    for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        ev = rec.dagster_event
+        return f"{ev.step_key}: {_root_cause(ev.event_specific_data.error)}"
+    return "see the run in the UI"
 
 
 def oof_summary(instance: dg.DagsterInstance) -> dict:
@@ -184,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", action="append", help="only these batches (repeatable); default: every batch missing something")
     p.add_argument("--retrain", action="store_true", help="re-run the global assets even when no batch changed")
     p.add_argument("--log-level", default="WARNING")
-    p = sub.add_parser("predictions", help="write the latest predictions as CSV")
+    p = sub.add_parser("predictions", help="write the latest predictions as CSV (refused when they failed a check, are stale or were gated)")
     p.add_argument("--out", required=True)
-    sub.add_parser("batches", help="list registered batches and whether each is complete")
+    p.add_argument("--allow-stale", action="store_true", help="export the stored predictions even when a newer model was not promoted or they are stale")
+    p = sub.add_parser("batches", help="list registered batches (complete / failed with the cause / incomplete); set one aside")
+    p.add_argument("--drop", metavar="NAME", action="append", help="unregister batch NAME and keep its file under <storage>/set_aside/NAME (repeatable)")
     args = parser.parse_args(argv)
 
     instance = get_instance()
@@ -197,26 +282,35 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "materialize":
         t0 = time.perf_counter()
-        try:
-            res = materialize(instance, defs, args.batch, args.log_level, force_global=args.retrain)
-        except RuntimeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        print(f"materialised {len(res['batches'])} batch(es){' + global assets' if res['global'] else ''} in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
+        res = materialize(instance, defs, args.batch, args.log_level, force_global=args.retrain)
+        ok = len(res["batches"]) - sum(k.startswith("batch ") for k in res["failed"])
+        print(f"materialised {ok} batch(es){' + global assets' if res['global'] and 'global assets' not in res['failed'] else ''} in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
         for k, v in oof_summary(instance).items():
             print(f"OOF SMAPE {k}: {v:.3f}")
         print(f"peak memory (max RSS of this process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-        return 0
+        for what, why in res["failed"].items():
+            print(f"error: {what} failed: {why}", file=sys.stderr)
+        if any(k.startswith("batch ") for k in res["failed"]):
+            print("error: set a bad batch aside with `pricing batches --drop NAME` (its file is kept)", file=sys.stderr)
+        return 1 if res["failed"] else 0
     if args.cmd == "predictions":
-        n = write_predictions(instance, defs, args.out)
+        try:
+            n = write_predictions(instance, defs, args.out, allow_stale=args.allow_stale)
+        except ExportRefused as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"wrote {n} predictions to {args.out}")
         return 0
     if args.cmd == "batches":
-        from pricing_assets.partitions import CATALOG_BATCHES
-
-        missing = set(missing_batches(instance, defs))
-        for b in instance.get_dynamic_partitions(CATALOG_BATCHES):
-            print(f"{b}\t{'incomplete' if b in missing else 'complete'}")
+        for name in args.drop or []:
+            try:
+                where = drop_batch(instance, name)
+            except KeyError as e:
+                print(f"error: {e.args[0]}", file=sys.stderr)
+                return 2
+            print(f"set aside batch {name!r}: unregistered, file kept under {where}")
+        for b, state, detail in batch_rows(instance, defs):
+            print("\t".join([b, state, *([detail] if detail else [])]))
         return 0
     return 2
 

@@ -9,7 +9,7 @@ from pricing_assets.assets.models import MODEL_PREDICTION_ASSETS, build_blend_as
 from pricing_assets.automation import build_automation_sensor, with_global_automation
 from pricing_assets.io_managers import PricingIOManager
 from pricing_assets.lib.embeddings import load_registry
-from pricing_assets.resources import DeviceResource, ImageFetchResource, OcrResource, StorageResource
+from pricing_assets.resources import DeviceResource, ImageFetchResource, ModelGateResource, OcrResource, StorageResource
 from pricing_assets.schedules import build_nightly_retrain_schedule, catalog_batch_job, nightly_retrain_job
 from pricing_assets.sensors import build_inbox_sensor
 from pricing_assets.settings import Settings, load_settings
@@ -28,6 +28,7 @@ def build_resources(s: Settings) -> dict:
         "storage": StorageResource(base_path=s.storage, endpoint_url=s.s3_endpoint, model_cache_dir=s.model_cache),
         "image_fetch": ImageFetchResource(mirror_dir=s.image_mirror, offline=s.images_offline),
         "ocr": OcrResource(backend=s.ocr_backend),
+        "model_gate": ModelGateResource(tolerance_smape=s.gate_tolerance_smape),
     }
 
 

@@ -9,6 +9,8 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from pricing_assets.lib.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
+
 
 def default_home() -> str:
     """The Dagster instance folder: ``$DAGSTER_HOME`` or ``./.dagster_home`` (absolute path)."""
@@ -70,6 +72,10 @@ class StorageResource(dg.ConfigurableResource):
     def embedding_cache(self) -> str:
         return self.path("embedding_cache")
 
+    def models_dir(self) -> str:
+        """``<base>/models``: the promoted (champion) blend of the model gate."""
+        return self.path("models")
+
     def local_model_cache(self) -> str:
         if self.model_cache_dir:
             return self.model_cache_dir
@@ -95,3 +101,11 @@ class OcrResource(dg.ConfigurableResource):
 
     backend: str = "rapidocr"
     enabled: bool = True
+
+class ModelGateResource(dg.ConfigurableResource):
+    """The model gate on ``price_blend`` (``pricing_assets/lib/model_gate.py``): a retrain whose blend
+    OOF SMAPE is worse than the promoted model's by more than ``tolerance_smape`` points, on the labeled
+    rows both scored, is not promoted to ``price_predictions``."""
+
+    tolerance_smape: float = Field(default=DEFAULT_TOLERANCE_SMAPE, ge=0, description="allowed OOF SMAPE increase, points (0-200 scale)")
+    min_rows: int = Field(default=DEFAULT_MIN_ROWS, ge=1, description="fewest common labeled rows for a verdict (else the gate passes)")

@@ -11,6 +11,7 @@
 | ``PRICING_OCR_BACKEND`` | ``rapidocr`` | ``rapidocr`` / ``paddleocr`` |
 | ``PRICING_MODEL_CACHE`` | ``~/.cache/pricing_assets`` | local folder for models exported at run time (EfficientNet ONNX) |
 | ``PRICING_INBOX`` | ``$DAGSTER_HOME/inbox`` | folder or ``s3://`` prefix watched by the new-catalog sensor |
+| ``PRICING_GATE_TOLERANCE`` | ``1.0`` | model gate: OOF SMAPE points a retrain may lose against the promoted model and still be promoted |
 | ``PRICING_AUTOMATION`` | ``0`` | ``1``: inbox sensor, automation sensor and nightly schedule start *running* by default |
 """
 
@@ -18,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pricing_assets.lib.model_gate import DEFAULT_TOLERANCE_SMAPE
 from pricing_assets.resources import default_home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,7 @@ class Settings:
     inbox: str
     model_cache: str = ""
     automation_on: bool = False
+    gate_tolerance_smape: float = DEFAULT_TOLERANCE_SMAPE
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -54,4 +57,5 @@ def load_settings(env: dict | None = None) -> Settings:
         inbox=env.get("PRICING_INBOX") or os.path.join(home, "inbox"),
         model_cache=env.get("PRICING_MODEL_CACHE") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pricing_assets"),
         automation_on=env.get("PRICING_AUTOMATION", "0").lower() in ("1", "true", "yes"),
+        gate_tolerance_smape=float(env.get("PRICING_GATE_TOLERANCE") or DEFAULT_TOLERANCE_SMAPE),
     )

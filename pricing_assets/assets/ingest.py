@@ -5,7 +5,7 @@ import pandas as pd
 
 from data_contracts import CatalogItems, CatalogQuarantine, RawCatalog
 from pricing_assets.assets.common import preview, stopwatch
-from pricing_assets.checks import contract_result, contract_spec
+from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.lib.batches import find_batch_file
 from pricing_assets.lib.catalog import parse_catalog, read_catalog
 from pricing_assets.partitions import catalog_batches
@@ -41,6 +41,7 @@ def raw_catalog(context: dg.AssetExecutionContext, storage: StorageResource):
     labeled = int(rows["price"].notna().sum())
     if len(quarantine):
         context.log.warning(f"batch {batch}: {n_q} of {n_in} rows quarantined: {quarantine['reason'].value_counts().head(5).to_dict()}")
+    checks = [enforce_contract(rows, RawCatalog, "raw_catalog"), enforce_contract(quarantine, CatalogQuarantine, "catalog_quarantine")]
     yield dg.Output(
         rows,
         output_name="raw_catalog",
@@ -65,8 +66,7 @@ def raw_catalog(context: dg.AssetExecutionContext, storage: StorageResource):
             "preview": preview(quarantine, n=10) if len(quarantine) else "no quarantined rows",
         },
     )
-    yield contract_result(rows, RawCatalog, "raw_catalog")
-    yield contract_result(quarantine, CatalogQuarantine, "catalog_quarantine")
+    yield from checks
 
 
 @dg.asset(
@@ -81,6 +81,7 @@ def catalog_items(context: dg.AssetExecutionContext, raw_catalog: pd.DataFrame):
         items = parse_catalog(raw_catalog)
     if len(items) != len(raw_catalog):
         raise ValueError(f"catalog_items: parsed {len(items)} rows from {len(raw_catalog)}")
+    check = enforce_contract(items, CatalogItems, "catalog_items")
     yield dg.Output(
         items,
         metadata={
@@ -92,4 +93,4 @@ def catalog_items(context: dg.AssetExecutionContext, raw_catalog: pd.DataFrame):
             "preview": preview(items[["sample_id", "item_name", "ipq_value", "ipq_unit", "n_bullets"]]),
         },
     )
-    yield contract_result(items, CatalogItems, "catalog_items")
+    yield check

@@ -10,12 +10,12 @@ import pandas as pd
 
 from data_contracts import ModelPredictions
 from pricing_assets.assets.common import preview
-from pricing_assets.checks import contract_result, contract_spec
+from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.mlp import MLPConfig
 from pricing_assets.lib.distributional import DIST_PARAMS, N_BINS
 from pricing_assets.lib.modeling import LGBM_PARAMS
-from pricing_assets.resources import DeviceResource
+from pricing_assets.resources import DeviceResource, ModelGateResource, StorageResource
 
 GROUP = "models"
 _MLP_DEFAULTS = MLPConfig()
@@ -42,15 +42,23 @@ def _oof_metadata(preds: pd.DataFrame) -> dict:
     return {"oof_smape": round(smape(lab["price"].to_numpy(), lab["pred_price"].to_numpy()), 3), "labeled_rows": len(lab), "unlabeled_rows": int((preds["fold"] < 0).sum())}
 
 
-def _prediction_outputs(preds: pd.DataFrame, fold_smape: list[float], output_name: str):
+def _prediction_outputs(preds: pd.DataFrame, fold_smape: list[float], output_name: str) -> list:
     """The ``*_predictions`` output of a model asset (OOF SMAPE, per-fold SMAPE, preview) and its
-    blocking ``ModelPredictions`` contract result."""
-    yield dg.Output(preds, output_name=output_name, metadata={
-        **_oof_metadata(preds),
-        "fold_smape": dg.MetadataValue.json([round(x, 3) for x in fold_smape]),
-        "preview": preview(preds),
-    })
-    yield contract_result(preds, ModelPredictions, output_name)
+    passing ``ModelPredictions`` contract result, validated *now*: call it before yielding the fitted
+    model, so a model whose predictions break the contract stores neither.
+
+    Raises:
+        ContractViolation: when ``preds`` fails ``ModelPredictions``.
+    """
+    contract = enforce_contract(preds, ModelPredictions, output_name)
+    return [
+        dg.Output(preds, output_name=output_name, metadata={
+            **_oof_metadata(preds),
+            "fold_smape": dg.MetadataValue.json([round(x, 3) for x in fold_smape]),
+            "preview": preview(preds),
+        }),
+        contract,
+    ]
 
 
 def _model_multi_asset(name: str, model_io_manager: str, model_description: str, predictions_description: str, **kwargs):
@@ -103,6 +111,7 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
     preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
     gain = pd.Series(np.mean([m.feature_importance("gain") for m in final], axis=0), index=X.columns).sort_values(ascending=False)
     top = gain.head(15)
+    outputs = _prediction_outputs(preds, cv.fold_smape, "lightgbm_predictions")  # validated before the model is stored
     yield dg.Output(final, output_name="lightgbm_model", metadata={
         "folds": len(cv.fold_smape),
         "boosters": len(final),
@@ -113,7 +122,7 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
         "train_seconds": round(cv.seconds, 2),
         "refit_seconds": round(refit_seconds, 2),
     })
-    yield from _prediction_outputs(preds, cv.fold_smape, "lightgbm_predictions")
+    yield from outputs
 
 
 class LightGBMDistConfig(dg.Config):
@@ -147,6 +156,7 @@ def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistC
     )
     test_log = predict_lightgbm_dist(cv.models, X[~lab]) if (~lab).any() else np.zeros(0)
     preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
+    outputs = _prediction_outputs(preds, cv.fold_smape, "lightgbm_dist_predictions")  # validated before the model is stored
     yield dg.Output(cv.models, output_name="lightgbm_dist_model", metadata={
         "folds": len(cv.models),
         "bins": dg.MetadataValue.json([len(m["bin_log_prices"]) for m in cv.models]),
@@ -154,7 +164,7 @@ def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistC
         "features": X.shape[1],
         "train_seconds": round(cv.seconds, 2),
     })
-    yield from _prediction_outputs(preds, cv.fold_smape, "lightgbm_dist_predictions")
+    yield from outputs
 
 
 class FusionMLPConfig(dg.Config):
@@ -221,6 +231,7 @@ def build_model_assets(registry: dict) -> list:
         cv = train_mlp_cv(inputs.take(lab), y, feature_matrix.loc[lab, "fold"].to_numpy(), cfg, device=dev, log=context.log.info)
         test_log = predict_mlp(cv.models, inputs.take(~lab), device=dev) if (~lab).any() else np.zeros(0)
         preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
+        outputs = _prediction_outputs(preds, cv.fold_smape, "fusion_mlp_predictions")  # validated before the model is stored
         yield dg.Output(cv.models, output_name="fusion_mlp_model", metadata={
             "folds": len(cv.models),
             "best_epochs": dg.MetadataValue.json(cv.best_iterations),
@@ -229,7 +240,7 @@ def build_model_assets(registry: dict) -> list:
             "device": dev,
             "train_seconds": round(cv.seconds, 2),
         })
-        yield from _prediction_outputs(preds, cv.fold_smape, "fusion_mlp_predictions")
+        yield from outputs
 
     @_model_multi_asset(
         "tfidf_ridge",
@@ -246,27 +257,41 @@ def build_model_assets(registry: dict) -> list:
         lab = (base["fold"] >= 0).to_numpy()
         pred, cv = tfidf_ridge_every_row(product_text(base), np.log1p(base["price"].to_numpy(dtype=float)), base["fold"].to_numpy(), log=context.log.info)
         preds = predictions_frame(base, pred[lab], pred[~lab])
+        outputs = _prediction_outputs(preds, cv.fold_smape, "tfidf_ridge_predictions")  # validated before the model is stored
         yield dg.Output(cv.models, output_name="tfidf_ridge_model", metadata={
             "folds": len(cv.models),
             "params": dg.MetadataValue.json({k: list(v) if isinstance(v, tuple) else v for k, v in TFIDF_RIDGE_PARAMS.items()}),
             "train_seconds": round(cv.seconds, 2),
         })
-        yield from _prediction_outputs(preds, cv.fold_smape, "tfidf_ridge_predictions")
+        yield from outputs
 
     return [fusion_mlp, tfidf_ridge]
 
 
+#: Name of the blocking check on ``price_blend`` that keeps a worse retrain from being promoted.
+MODEL_GATE_CHECK = "model_gate"
+
+
 def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
-    """``price_blend``: convex weights over the models' OOF predictions, applied to every row."""
+    """``price_blend``: convex weights over the models' OOF predictions, applied to every row; its
+    blocking ``model_gate`` check compares it with the promoted model (``lib.model_gate``)."""
 
     @dg.asset(
         group_name=GROUP,
         io_manager_key="parquet_io_manager",
         ins={name: dg.AssetIn(name) for name in prediction_assets},
-        check_specs=[contract_spec("price_blend")],
+        check_specs=[
+            contract_spec("price_blend"),
+            dg.AssetCheckSpec(
+                MODEL_GATE_CHECK, asset="price_blend", blocking=True,
+                description="OOF SMAPE on the labeled rows both scored is not worse than the promoted model's by more than "
+                "ModelGateResource.tolerance_smape; else price_predictions keeps the previous predictions.",
+            ),
+        ],
     )
-    def price_blend(context: dg.AssetExecutionContext, **preds):
+    def price_blend(context: dg.AssetExecutionContext, storage: StorageResource, model_gate: ModelGateResource, **preds):
         """Blend of the model predictions (weighted geometric mean, weights fitted on OOF SMAPE)."""
+        from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion
         from pricing_assets.lib.modeling import apply_blend, fit_blend_weights
 
         names = sorted(preds)
@@ -276,11 +301,22 @@ def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
         w = fit_blend_weights(mats[lab], base.loc[lab, "price"].to_numpy())
         out = base.assign(pred_price=apply_blend(mats, w))
         per_model = {n: round(smape(base.loc[lab, "price"], mats[lab, i]), 3) for i, n in enumerate(names)}
+        _contract = enforce_contract(out, ModelPredictions, "price_blend")  # before storing: a violation raises, nothing is written
+        gate = compare_with_champion(
+            out, read_champion(champion_path(storage.models_dir()), storage.storage_options or None),
+            tolerance_smape=model_gate.tolerance_smape, min_rows=model_gate.min_rows,
+        )
+        (context.log.info if gate.passed else context.log.error)(f"model gate: {gate.reason}")
         yield dg.Output(out, metadata={
             **_oof_metadata(out),
             "weights": dg.MetadataValue.json({n: float(x) for n, x in zip(names, w)}),  # unrounded: they sum to 1
             "model_oof_smape": dg.MetadataValue.json(per_model),
+            "model_gate": gate.reason,
         })
-        yield contract_result(out, ModelPredictions, "price_blend")
+        yield _contract
+        yield dg.AssetCheckResult(
+            check_name=MODEL_GATE_CHECK, asset_key="price_blend", passed=gate.passed,
+            severity=dg.AssetCheckSeverity.ERROR, description=gate.reason, metadata=gate.metadata(),
+        )
 
     return price_blend

@@ -5,16 +5,24 @@ import pandas as pd
 
 from data_contracts import PricePredictions
 from pricing_assets.assets.common import preview
-from pricing_assets.checks import contract_result, contract_spec
+from pricing_assets.checks import contract_spec, enforce_contract
+from pricing_assets.resources import StorageResource
 
 GROUP = "serving"
 
 
 @dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("price_predictions")])
-def price_predictions(context: dg.AssetExecutionContext, price_blend: pd.DataFrame):
-    """``sample_id,price`` for every unlabeled product (USD), from the blend: each id exactly once."""
+def price_predictions(context: dg.AssetExecutionContext, price_blend: pd.DataFrame, storage: StorageResource):
+    """``sample_id,price`` for every unlabeled product (USD), from the blend: each id exactly once.
+
+    Runs only after ``price_blend``'s blocking checks passed (contract and ``model_gate``); storing it
+    *promotes* that blend: it becomes the champion the next retrain is compared with."""
+    from pricing_assets.lib.model_gate import champion_path, write_champion
+
     test = price_blend[price_blend["fold"] < 0]
     out = pd.DataFrame({"sample_id": test["sample_id"].astype(str).to_numpy(), "price": test["pred_price"].astype(float).to_numpy()})
+    _contract = enforce_contract(out, PricePredictions, "price_predictions")  # before storing: a violation raises, nothing is written
+    write_champion(price_blend, champion_path(storage.models_dir()), storage.storage_options or None)
     yield dg.Output(out, metadata={
         "rows": len(out),
         "median_price_usd": round(float(out["price"].median()), 2) if len(out) else 0.0,
@@ -22,7 +30,7 @@ def price_predictions(context: dg.AssetExecutionContext, price_blend: pd.DataFra
         "max_price_usd": round(float(out["price"].max()), 2) if len(out) else 0.0,
         "preview": preview(out),
     })
-    yield contract_result(out, PricePredictions, "price_predictions")
+    yield _contract
 
 
 def build_evaluation_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:

@@ -8,7 +8,7 @@ import pandas as pd
 from data_contracts import BrandFeatures, FeatureMatrix, KnnFeatures, Products
 from pricing_assets.assets.common import all_batches_in, batch_order, complete_batches, merge_batches, preview, stopwatch
 from pricing_assets.assets.embeddings import embedding_key
-from pricing_assets.checks import contract_result, contract_spec
+from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.lib.training_data import DEDUP_RULE, latest_wins
 
 GROUP = "training"
@@ -61,6 +61,7 @@ def products(
         lab = out["is_labeled"].to_numpy()
         if lab.sum() >= config.n_folds:
             out.loc[lab, "fold"] = assign_folds(out.loc[lab, "sample_id"], out.loc[lab, "image_link"], config.n_folds, config.seed)
+    _contract = enforce_contract(out, Products, "products")  # before storing: a violation raises, nothing is written
     yield dg.Output(
         out,
         metadata={
@@ -76,7 +77,7 @@ def products(
             "preview": preview(out[["sample_id", "batch", "item_name", "price", "fold", "status"]]),
         },
     )
-    yield contract_result(out, Products, "products")
+    yield _contract
 
 
 @dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("brand_features")])
@@ -87,6 +88,7 @@ def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
     with stopwatch() as t:
         feats = build_brand_features(products)
     top = feats["brand"].value_counts().head(10)
+    _contract = enforce_contract(feats, BrandFeatures, "brand_features")  # before storing: a violation raises, nothing is written
     yield dg.Output(
         feats,
         metadata={
@@ -99,7 +101,7 @@ def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
             "preview": preview(feats),
         },
     )
-    yield contract_result(feats, BrandFeatures, "brand_features")
+    yield _contract
 
 
 def _embeddings_in(registry) -> dict:
@@ -150,6 +152,7 @@ def build_training_assets(registry: dict) -> list:
         log_price = np.log1p(products["price"].to_numpy(dtype=float))
         first = [c for c in knn.columns if c.startswith("knn_")][:2]
         corr = float(np.corrcoef(knn.loc[lab, first[0]], log_price[lab])[0, 1]) if lab.sum() > 2 else float("nan")
+        _contract = enforce_contract(knn, KnnFeatures, "knn_features")  # before storing: a violation raises, nothing is written
         yield dg.Output(index, output_name="product_index", metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": primary[0]})
         yield dg.Output(
             knn,
@@ -162,7 +165,7 @@ def build_training_assets(registry: dict) -> list:
                 "preview": preview(knn),
             },
         )
-        yield contract_result(knn, KnnFeatures, "knn_features")
+        yield _contract
 
     @dg.asset(
         group_name=GROUP,
@@ -195,6 +198,7 @@ def build_training_assets(registry: dict) -> list:
                 products, brand_features, knn_features, tfidf_ridge_predictions, _embeddings(context, kwargs, products["sample_id"]),
                 text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=config.seed,
             )
+        _contract = enforce_contract(fm, FeatureMatrix, "feature_matrix")  # before storing: a violation raises, nothing is written
         yield dg.Output(
             fm,
             metadata={
@@ -206,6 +210,6 @@ def build_training_assets(registry: dict) -> list:
                 "preview": preview(fm.iloc[:, :12]),
             },
         )
-        yield contract_result(fm, FeatureMatrix, "feature_matrix")
+        yield _contract
 
     return [product_index, feature_matrix]

@@ -1,0 +1,83 @@
+"""What the Dagster instance says about the pipeline: may predictions ship, which batches are done.
+
+Read-only queries of the event log and run storage, shared by the ``pricing`` CLI and the tests.
+"""
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from pricing_assets.checks import CONTRACT_CHECK
+from pricing_assets.partitions import CATALOG_BATCHES
+
+PREDICTIONS = dg.AssetKey("price_predictions")
+#: Upstream of ``price_predictions`` whose newer materialisation makes the stored predictions stale.
+PREDICTIONS_INPUT = dg.AssetKey("price_blend")
+MODEL_GATE = dg.AssetCheckKey(PREDICTIONS_INPUT, "model_gate")
+
+
+@dataclass(frozen=True)
+class ExportVerdict:
+    """Whether the stored ``price_predictions`` may be exported.
+
+    Attributes:
+        ok: True when they are the latest, passed their contract and are not older than their input.
+        run_id: run that stored the predictions (None when there are none).
+        problem: why not (one sentence naming runs), "" when ``ok``.
+    """
+
+    ok: bool
+    run_id: str | None
+    problem: str = ""
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey):
+    recs = instance.fetch_materializations(key, limit=1).records
+    return recs[0] if recs else None
+
+
+def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
+    """Check the stored ``price_predictions`` before they leave Dagster.
+
+    Refused when: none were stored; their latest ``contract`` check did not pass; a later attempt to
+    materialise them failed (its run is named); or ``price_blend`` was materialised after them — then
+    the reason is the blend's ``model_gate`` verdict when that check failed, else "stale".
+
+    Returns:
+        an :class:`ExportVerdict`.
+    """
+    rec = _latest(instance, PREDICTIONS)
+    if rec is None:
+        return ExportVerdict(False, None, "no price_predictions yet: run `pricing materialize` first")
+    run_id = rec.run_id
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(PREDICTIONS, CONTRACT_CHECK)]).get(
+        dg.AssetCheckKey(PREDICTIONS, CONTRACT_CHECK)
+    )
+    if check is not None and check.status.value == "FAILED":
+        return ExportVerdict(False, run_id, f"the latest contract check of price_predictions failed (run {check.run_id})")
+    failed = instance.fetch_failed_materializations(PREDICTIONS, limit=1).records
+    if failed and failed[0].storage_id > rec.storage_id:
+        return ExportVerdict(False, run_id, f"the latest attempt to build price_predictions failed (run {failed[0].run_id}); "
+                             f"the stored ones are from run {run_id}")
+    upstream = _latest(instance, PREDICTIONS_INPUT)
+    if upstream is not None and upstream.storage_id > rec.storage_id:
+        gate = instance.event_log_storage.get_latest_asset_check_execution_by_key([MODEL_GATE]).get(MODEL_GATE)
+        if gate is not None and gate.status.value == "FAILED" and gate.run_id == upstream.run_id:
+            ev = gate.event.dagster_event.event_specific_data if gate.event and gate.event.dagster_event else None
+            why = getattr(ev, "description", None) or "see the check in the UI"
+            return ExportVerdict(False, run_id, f"the retrain in run {upstream.run_id} was not promoted by the model gate ({why}); "
+                                 f"the stored predictions are from the previous model (run {run_id})")
+        return ExportVerdict(False, run_id, f"price_blend was re-materialised in run {upstream.run_id} after the stored predictions "
+                             f"(run {run_id}): they are stale; run `pricing materialize`")
+    return ExportVerdict(True, run_id)
+
+
+def last_batch_failure(instance: dg.DagsterInstance, batch: str) -> dg.DagsterRun | None:
+    """The latest run of batch partition ``batch`` if it failed, else None (latest succeeded or none)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}), limit=1)
+    return runs[0] if runs and runs[0].status == dg.DagsterRunStatus.FAILURE else None
+
+
+def registered_batches(instance: dg.DagsterInstance) -> list[str]:
+    """Registered catalog batches, in ingestion order."""
+    return list(instance.get_dynamic_partitions(CATALOG_BATCHES))

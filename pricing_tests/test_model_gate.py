@@ -1,0 +1,165 @@
+"""The model gate: a retrain whose blend is worse than the promoted one is stored but not promoted.
+
+Unit tests of ``lib.model_gate`` and a Dagster run of the real ``price_blend`` / ``price_predictions``
+assets fed by stand-in model prediction assets (real sample prices, controlled errors), so a
+deliberately degraded retrain can be made.
+"""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from pricing_assets.assets.models import MODEL_GATE_CHECK, MODEL_PREDICTION_ASSETS, build_blend_asset
+from pricing_assets.assets.serving import price_predictions
+from pricing_assets.instance_state import predictions_export_verdict
+from pricing_assets.lib.metrics import smape
+from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion, write_champion
+from pricing_assets.resources import ModelGateResource, StorageResource
+from pricing_tests.helpers import LABELED_CSV
+
+N_LAB, N_UNL = 200, 40
+
+
+def _frame(noise: float, seed: int, n_lab: int = N_LAB) -> pd.DataFrame:
+    """ModelPredictions frame: real prices of the sample, predictions off by lognormal noise."""
+    price = pd.read_csv(LABELED_CSV, usecols=["price"])["price"].to_numpy(float)[: n_lab + N_UNL]
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "sample_id": [f"s{i}" for i in range(n_lab + N_UNL)],
+        "fold": np.r_[np.arange(n_lab) % 5, -np.ones(N_UNL, dtype=int)],
+        "price": np.r_[price[:n_lab], np.full(N_UNL, np.nan)],
+        "pred_price": price * np.exp(rng.normal(0, noise, n_lab + N_UNL)),
+    })
+
+
+# ------------------------------------------------------------------------------------------------
+# lib.model_gate
+# ------------------------------------------------------------------------------------------------
+
+
+def test_first_promotion_passes():
+    g = compare_with_champion(_frame(0.3, 0), None)
+    assert g.passed and g.rows_compared == 0 and "first promotion" in g.reason
+
+
+def test_worse_by_more_than_the_tolerance_fails_with_both_figures():
+    champ, cand = _frame(0.2, 0), _frame(0.8, 1)
+    g = compare_with_champion(cand, champ, tolerance_smape=1.0)
+    lab = champ["fold"] >= 0
+    assert not g.passed and g.rows_compared == N_LAB
+    assert g.champion_smape == pytest.approx(smape(champ.loc[lab, "price"], champ.loc[lab, "pred_price"]))
+    assert g.candidate_smape == pytest.approx(smape(cand.loc[lab, "price"], cand.loc[lab, "pred_price"]))
+    assert g.candidate_smape > g.champion_smape + 1.0
+    assert "NOT promoted" in g.reason
+    assert compare_with_champion(cand, champ, tolerance_smape=g.candidate_smape - g.champion_smape + 0.01).passed
+
+
+def test_only_rows_both_scored_with_the_same_price_count():
+    champ = _frame(0.2, 0, n_lab=100)
+    cand = _frame(0.2, 0, n_lab=N_LAB)  # 100 more labeled rows, new to the candidate
+    cand.loc[:9, "price"] *= 2  # ten relabelled rows
+    g = compare_with_champion(cand, champ)
+    assert g.rows_compared == 90
+
+
+def test_too_few_common_rows_passes_and_says_so():
+    g = compare_with_champion(_frame(0.9, 1), _frame(0.1, 0).head(10))
+    assert g.passed and g.rows_compared == 10 and "not compared" in g.reason
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="tolerance"):
+        compare_with_champion(_frame(0.2, 0), None, tolerance_smape=-1)
+    with pytest.raises(KeyError, match="pred_price"):
+        compare_with_champion(_frame(0.2, 0), _frame(0.2, 0).drop(columns="pred_price"))
+
+
+def test_champion_round_trip(tmp_path):
+    path = champion_path(str(tmp_path / "models"))
+    assert read_champion(path) is None
+    f = _frame(0.2, 0).assign(extra=1)
+    write_champion(f, path)
+    back = read_champion(path)
+    assert list(back.columns) == ["sample_id", "fold", "price", "pred_price"]
+    pd.testing.assert_frame_equal(back, f[back.columns])
+
+
+# ------------------------------------------------------------------------------------------------
+# in Dagster: a degraded retrain is blocked
+# ------------------------------------------------------------------------------------------------
+
+
+def _stand_in_models(state: dict) -> list:
+    """One asset per model prediction input of the blend, returning ``state[name]``."""
+
+    def make(name):
+        @dg.asset(name=name, io_manager_key="parquet_io_manager", group_name="models")
+        def _a() -> pd.DataFrame:
+            return state[name]
+
+        return _a
+
+    return [make(n) for n in MODEL_PREDICTION_ASSETS]
+
+
+@pytest.fixture()
+def gated(tmp_path):
+    from pricing_assets.io_managers import PricingIOManager
+
+    state = {}
+    assets = [*_stand_in_models(state), build_blend_asset(MODEL_PREDICTION_ASSETS), price_predictions]
+    storage = StorageResource(base_path=str(tmp_path / "storage"))
+    resources = {
+        "parquet_io_manager": PricingIOManager(base_path=str(tmp_path / "storage" / "assets"), kind="parquet"),
+        "storage": storage,
+        "model_gate": ModelGateResource(),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(noise: float, **gate):
+        for i, n in enumerate(MODEL_PREDICTION_ASSETS):
+            state[n] = _frame(noise, seed=10 + i)
+        res = dict(resources, model_gate=ModelGateResource(**gate)) if gate else resources
+        return dg.materialize(assets, instance=instance, resources=res, raise_on_error=False)
+
+    return run, instance, storage
+
+
+def _preds_run_ids(instance) -> list[str]:
+    return [r.run_id for r in instance.fetch_materializations(dg.AssetKey("price_predictions"), limit=10).records]
+
+
+def test_degraded_retrain_is_not_promoted(gated):
+    run, instance, storage = gated
+    good = run(0.2)
+    assert good.success
+    first_preds = good.output_for_node("price_predictions")
+    champion = read_champion(champion_path(storage.models_dir()))
+    assert champion is not None and len(champion) == N_LAB + N_UNL
+    assert predictions_export_verdict(instance).ok
+
+    bad = run(1.0)  # every model much worse: the retrained blend loses > 1 point of OOF SMAPE
+    assert not bad.success
+    gate = [e for e in bad.get_asset_check_evaluations() if e.check_name == MODEL_GATE_CHECK]
+    assert len(gate) == 1 and not gate[0].passed
+    assert gate[0].metadata["candidate_oof_smape"].value > gate[0].metadata["champion_oof_smape"].value + 1.0
+    assert "NOT promoted" in gate[0].description
+    # price_blend was stored (a failed blocking check doesn't undo that), the predictions were not
+    stored = {e.asset_key.to_user_string() for e in bad.get_asset_materialization_events()}
+    assert "price_blend" in stored and "price_predictions" not in stored
+    assert _preds_run_ids(instance) == [good.run_id]
+    pd.testing.assert_frame_equal(read_champion(champion_path(storage.models_dir())), champion)
+    verdict = predictions_export_verdict(instance)
+    assert not verdict.ok and "model gate" in verdict.problem and bad.run_id in verdict.problem
+    assert verdict.run_id == good.run_id
+    assert len(first_preds) == N_UNL
+
+
+def test_a_looser_tolerance_promotes_the_same_retrain(gated):
+    run, instance, _ = gated
+    assert run(0.2).success
+    res = run(1.0, tolerance_smape=200.0)
+    assert res.success
+    assert _preds_run_ids(instance)[0] == res.run_id
+    assert predictions_export_verdict(instance).ok
