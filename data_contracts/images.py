@@ -3,7 +3,10 @@
 import pandera.pandas as pa
 from pandera.typing import Series
 
-IMAGE_STATUSES = ["ok", "missing", "http_error", "timeout", "not_image", "too_large", "corrupt", "invalid_url"]
+from pricing_assets.lib.images import STATUSES
+
+#: The statuses ``fetch_images`` writes (one source: :data:`pricing_assets.lib.images.STATUSES`).
+IMAGE_STATUSES = list(STATUSES)
 
 
 class ProductImages(pa.DataFrameModel):

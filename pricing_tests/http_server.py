@@ -56,9 +56,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScriptedServer:
-    """HTTP server bound to 127.0.0.1 on a free port, serving scripted replies per path."""
+    """HTTP server bound to 127.0.0.1 on a free port (or ``port``), serving scripted replies per path."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._routes: dict[str, list[Reply]] = {}
         self.hits: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -96,7 +96,7 @@ class ScriptedServer:
                 self.end_headers()
                 self.wfile.write(reply.body)
 
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", port), Handler)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 

@@ -27,6 +27,28 @@ Safety measures (each maps to a status, see :data:`STATUSES`):
   deadline of ``timeout_s`` on the whole body (a server dribbling bytes cannot hold a worker).
 - retries only on transient failures (timeouts, connection errors, HTTP 429, HTTP 5xx) with
   tenacity exponential backoff ``backoff_s * 2**k`` (capped at 30 s) plus up to ``backoff_s`` jitter.
+- per-host circuit breaker (``host_failure_threshold``, default 3; 0 turns it off), so a dead image
+  host costs seconds per batch instead of every link's full retry/backoff budget:
+
+  * a *connection failure* is one failed attempt to reach a host: its name does not resolve
+    (``socket.gaierror``), or the connection is refused, reset or times out before any HTTP answer
+    (``httpx.ConnectError``, ``ConnectTimeout``, ``ReadError``/``WriteError`` raised while sending
+    the request). An HTTP answer of any code (404, 503, …) proves the host is up and resets the
+    host's count; read timeouts and errors while streaming a body are neither.
+  * failures are counted per attempt (retries and redirect hops included), per host (lower-cased
+    hostname, port ignored), and only *consecutive* ones: an HTTP answer resets the count (and
+    closes the breaker if a request already in flight gets one after it opened). At
+    ``host_failure_threshold`` consecutive failures the host's breaker opens: the link whose attempt
+    opened it and every later link (or retry, or redirect hop) to that host get ``host_unreachable``
+    at once, with a reason naming the host and the last error, without DNS lookup or HTTP request.
+    Links already in flight may still fail on their own, so a dead host costs at most
+    ``host_failure_threshold + concurrency - 1`` attempts.
+  * a name that does not resolve is not retried with backoff (one attempt per link): below the
+    threshold such a link ends as ``http_error`` ("name does not resolve, not retried"). With
+    ``host_failure_threshold=0`` DNS failures are retried like other connection errors (the old
+    behaviour).
+  * breakers live for one :func:`fetch_images` call; ``host_unreachable`` links get no link
+    record, so the next call tries them again with every breaker closed.
 - ``Content-Type`` must be ``image/*`` (``application/octet-stream``, ``binary/octet-stream`` and a
   missing header are let through to the magic-byte check, as object stores often send them); the
   magic bytes must be JPEG, PNG, GIF or WEBP and decide the stored format/extension.
@@ -71,6 +93,7 @@ STATUSES = (
     "too_large",
     "corrupt",
     "invalid_url",
+    "host_unreachable",
 )
 
 #: Output columns of :func:`fetch_images`, in order.
@@ -118,6 +141,10 @@ class FetchConfig:
         storage_options: fsspec options for the store and mirror (e.g. ``{"endpoint_url": …}``).
         allow_private_hosts: allow links to loopback/private/link-local hosts (tests, intranets).
         offline: never use the network; rows not found in store or mirror get ``missing``.
+        host_failure_threshold: consecutive connection failures (DNS, refused, reset, connect
+            timeout; counted per attempt) after which a host's circuit breaker opens and its
+            remaining links get ``host_unreachable`` without a request; 0 disables the breaker
+            (and DNS failures are then retried like other connection errors).
     """
 
     store_base: str
@@ -131,6 +158,7 @@ class FetchConfig:
     storage_options: dict | None = field(default=None, hash=False)
     allow_private_hosts: bool = False
     offline: bool = False
+    host_failure_threshold: int = 3
 
     def __post_init__(self) -> None:
         if not self.store_base:
@@ -140,6 +168,11 @@ class FetchConfig:
                 raise ValueError(f"FetchConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.retries < 0 or self.backoff_s < 0:
             raise ValueError("FetchConfig.retries and FetchConfig.backoff_s must be >= 0")
+        if self.host_failure_threshold < 0:
+            raise ValueError(
+                "FetchConfig.host_failure_threshold must be >= 0 (0 disables the breaker), "
+                f"got {self.host_failure_threshold!r}"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +212,31 @@ class _TransientHTTP(Exception):
 
 class _Deadline(Exception):
     """The whole-body deadline passed while streaming."""
+
+
+#: Failures of one attempt that say nothing was reached at the host: name resolution, connection
+#: refused/reset, connect timeout (raised by ``check_url`` or ``client.send``, before any answer).
+_CONNECTION_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError)
+
+
+def _is_name_resolution_failure(exc: BaseException) -> bool:
+    """True if ``exc`` or an exception it was raised from is a ``socket.gaierror``."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, socket.gaierror):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _host_of(url: str) -> str | None:
+    """Lower-cased hostname of ``url`` (urllib lower-cases it), or None if it has none/unparseable."""
+    try:
+        return urlsplit(url).hostname or None
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,8 +470,19 @@ class _Fetcher:
             )
             self.mirror_root = root.rstrip("/")
         self._lock = threading.Lock()
-        self.stats = {"http_requests": 0, "downloaded": 0, "from_mirror": 0, "from_store": 0}
+        self.stats = {
+            "http_requests": 0,
+            "downloaded": 0,
+            "from_mirror": 0,
+            "from_store": 0,
+            "connection_failures": 0,
+        }
         self.client: httpx.Client | None = None
+        # circuit breaker state, guarded by self._lock: host -> consecutive connection failures,
+        # host -> last failure in words, hosts whose breaker opened during this call
+        self._host_failures: dict[str, int] = {}
+        self._host_last_error: dict[str, str] = {}
+        self.hosts_unreachable: set[str] = set()
 
     # ---- counters -----------------------------------------------------------------------
     def _bump(self, name: str) -> None:
@@ -422,6 +491,59 @@ class _Fetcher:
 
     def _on_request(self, request: httpx.Request) -> None:
         self._bump("http_requests")
+
+    # ---- per-host circuit breaker ---------------------------------------------------------------
+    def _unreachable(self, host: str, n: int, last: str, requested: bool) -> ImageRejected:
+        tail = "" if requested else "; link not requested"
+        return ImageRejected(
+            "host_unreachable",
+            f"host {host!r} unreachable: {n} consecutive connection failures in this run "
+            f"(host_failure_threshold {self.cfg.host_failure_threshold}), last: {last}{tail}",
+        )
+
+    def _breaker_check(self, host: str | None) -> None:
+        """Raise ``ImageRejected("host_unreachable")`` if ``host``'s breaker is open."""
+        threshold = self.cfg.host_failure_threshold
+        if host is None or threshold == 0:
+            return
+        with self._lock:
+            n = self._host_failures.get(host, 0)
+            last = self._host_last_error.get(host, "")
+        if n >= threshold:
+            raise self._unreachable(host, n, last, requested=False)
+
+    def _host_answered(self, host: str | None) -> None:
+        """An HTTP answer came from ``host``: its consecutive-failure count starts again at 0."""
+        if host is None or self.cfg.host_failure_threshold == 0:
+            return
+        with self._lock:
+            self._host_failures.pop(host, None)
+
+    def _host_failed(self, host: str | None, exc: BaseException) -> None:
+        """Count one connection failure to ``host``; raise the link's final verdict if there is one.
+
+        Raises:
+            ImageRejected: ``host_unreachable`` if the host's breaker is (now) open; ``http_error``
+                if the name does not resolve (no retry) and the breaker is still closed.
+        Returns normally (caller re-raises ``exc`` for tenacity) otherwise.
+        """
+        self._bump("connection_failures")
+        threshold = self.cfg.host_failure_threshold
+        if host is None or threshold == 0:
+            return
+        last = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            n = self._host_failures.get(host, 0) + 1
+            self._host_failures[host] = n
+            self._host_last_error[host] = last
+            if n >= threshold:
+                self.hosts_unreachable.add(host)
+        if n >= threshold:
+            raise self._unreachable(host, n, last, requested=True) from exc
+        if _is_name_resolution_failure(exc):
+            raise ImageRejected(
+                "http_error", f"connection error (name does not resolve, not retried): {last}"
+            ) from exc
 
     # ---- one link --------------------------------------------------------------------------
     def fetch(self, link: str) -> _Outcome:
@@ -519,9 +641,16 @@ class _Fetcher:
         url = link
         deadline = time.monotonic() + cfg.timeout_s
         for _hop in range(MAX_REDIRECTS + 1):
-            check_url(url, cfg.allow_private_hosts)
-            request = self.client.build_request("GET", url)
-            response = self.client.send(request, stream=True)
+            host = _host_of(url)
+            self._breaker_check(host)
+            try:
+                check_url(url, cfg.allow_private_hosts)
+                request = self.client.build_request("GET", url)
+                response = self.client.send(request, stream=True)
+            except _CONNECTION_FAILURES as exc:
+                self._host_failed(host, exc)  # raises the final verdict when there is one
+                raise
+            self._host_answered(host)
             try:
                 code = response.status_code
                 if code in (301, 302, 303, 307, 308):
@@ -588,8 +717,11 @@ def fetch_images(
         (Int64), ``format`` ("JPEG" | "PNG" | "GIF" | "WEBP" or None), ``mode`` (Pillow mode or
         None), ``has_alpha`` (boolean, <NA> unless ok).
         ``result.attrs["stats"]`` = ``{"http_requests", "downloaded", "from_mirror",
-        "from_store"}`` counted per distinct link (``http_requests`` counts every request sent,
-        retries and redirect hops included).
+        "from_store", "connection_failures", "hosts_unreachable"}``: ints counted per distinct link
+        (``http_requests`` counts every request sent, retries and redirect hops included;
+        ``connection_failures`` every failed attempt to reach a host: DNS, refused, reset, connect
+        timeout), except ``hosts_unreachable``, the sorted list of hostnames (str) whose circuit
+        breaker opened during this call (their links have status ``host_unreachable``).
 
         Rows whose ``status`` is ``missing`` because of an empty link: "empty image_link".
         Duplicate links are fetched once and reported on every row.
@@ -683,7 +815,7 @@ def fetch_images(
             "has_alpha": "boolean",
         }
     )
-    result.attrs["stats"] = dict(fetcher.stats)
+    result.attrs["stats"] = {**fetcher.stats, "hosts_unreachable": sorted(fetcher.hosts_unreachable)}
     return result
 
 

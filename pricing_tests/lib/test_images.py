@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -129,7 +130,10 @@ def test_real_photos_download_store_and_second_run_makes_no_request(tmp_path, se
     assert first["status"].tolist() == ["ok"] * 3
     assert first["source"].tolist() == ["download"] * 3
     assert first["reason"].tolist() == [""] * 3
-    assert first.attrs["stats"] == {"http_requests": 3, "downloaded": 3, "from_mirror": 0, "from_store": 0}
+    assert first.attrs["stats"] == {
+        "http_requests": 3, "downloaded": 3, "from_mirror": 0, "from_store": 0,
+        "connection_failures": 0, "hosts_unreachable": [],
+    }
     assert calls[-1] == (3, 3) and len(calls) == 3
     for name, (_, r) in zip(real_rows["basename"], first.iterrows()):
         raw = (IMAGES / name).read_bytes()
@@ -148,7 +152,10 @@ def test_real_photos_download_store_and_second_run_makes_no_request(tmp_path, se
     second = fetch_images(rows, cfg)
 
     assert server.total_hits == hits_before
-    assert second.attrs["stats"] == {"http_requests": 0, "downloaded": 0, "from_mirror": 0, "from_store": 3}
+    assert second.attrs["stats"] == {
+        "http_requests": 0, "downloaded": 0, "from_mirror": 0, "from_store": 3,
+        "connection_failures": 0, "hosts_unreachable": [],
+    }
     assert second["source"].tolist() == ["store"] * 3
     pd.testing.assert_frame_equal(
         second.drop(columns=["source"]), first.drop(columns=["source"]), check_like=False
@@ -176,7 +183,10 @@ def test_mirror_hit_makes_no_request_and_is_copied_into_store(tmp_path, server, 
     r = _one(out)
     assert (r["status"], r["source"]) == ("ok", "mirror")
     assert server.total_hits == 0
-    assert out.attrs["stats"] == {"http_requests": 0, "downloaded": 0, "from_mirror": 1, "from_store": 0}
+    assert out.attrs["stats"] == {
+        "http_requests": 0, "downloaded": 0, "from_mirror": 1, "from_store": 0,
+        "connection_failures": 0, "hosts_unreachable": [],
+    }
     assert Path(r["image_uri"]).read_bytes() == (IMAGES / name).read_bytes()
 
 
@@ -295,6 +305,160 @@ def test_redirect_to_file_scheme_is_refused(tmp_path, server):
     url = server.route("/r", Reply(status=301, headers={"Location": "file:///etc/passwd"}))
     r = _one(fetch_images(_frame(url), _cfg(tmp_path)))
     assert r["status"] == "invalid_url" and "'file'" in r["reason"]
+
+
+# ------------------------------------------------------------------------------------------
+# per-host circuit breaker
+# ------------------------------------------------------------------------------------------
+
+DEAD_HOST = "img.pricing-test.invalid"  # RFC 6761: names under .invalid never resolve
+
+
+@pytest.fixture()
+def dns_lookups(monkeypatch) -> list[str]:
+    """Every ``socket.getaddrinfo`` call for a ``.invalid`` name, recorded (the lookup still runs)."""
+    calls: list[str] = []
+    real = socket.getaddrinfo
+
+    def counting(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".invalid"):
+            calls.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    return calls
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_unresolvable_host_opens_breaker_without_backoff_retries(tmp_path, dns_lookups, concurrency):
+    from data_contracts.images import ProductImages
+
+    links = [f"http://{DEAD_HOST}/images/I/{i}.jpg" for i in range(50)]
+    cfg = _cfg(tmp_path, allow_private_hosts=False, retries=3, concurrency=concurrency)
+
+    out = fetch_images(_frame(*links), cfg)
+
+    counts = out["status"].value_counts().to_dict()
+    # the first threshold-1 failures leave the breaker closed: those links end as http_error,
+    # each after one lookup (a name that does not resolve is not retried); the rest are cut off
+    assert counts == {"host_unreachable": 48, "http_error": 2}
+    assert out.attrs["stats"]["http_requests"] == 0
+    assert out.attrs["stats"]["hosts_unreachable"] == [DEAD_HOST]
+    # without the breaker: 50 links x 4 attempts = 200 lookups (and backoff sleeps between them)
+    assert 3 <= len(dns_lookups) <= 3 + concurrency - 1
+    assert out.attrs["stats"]["connection_failures"] == len(dns_lookups)
+    errors = out[out["status"] == "http_error"]
+    assert errors["reason"].str.startswith("connection error (name does not resolve, not retried)").all()
+    cut = out[out["status"] == "host_unreachable"]
+    assert cut["reason"].str.contains(f"host '{DEAD_HOST}' unreachable", regex=False).all()
+    assert cut["reason"].str.contains("cannot resolve host", regex=False).all()  # the last error
+    assert (cut["reason"].str.endswith("link not requested")).sum() >= 50 - 2 - concurrency
+    assert not (tmp_path / "store" / "links").exists()
+    ProductImages.validate(out)
+    if concurrency == 1:  # one worker takes links in order: exactly threshold lookups
+        assert len(dns_lookups) == 3
+        assert out["status"].tolist() == ["http_error"] * 2 + ["host_unreachable"] * 48
+
+
+def test_refused_connections_open_breaker_and_stop_retries(tmp_path):
+    port = _closed_port()
+    links = [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(20)]
+
+    out = fetch_images(_frame(*links), _cfg(tmp_path, retries=2, concurrency=4))
+
+    # every link either opens the breaker with its own 3rd failure or is cut off when it retries
+    assert out["status"].tolist() == ["host_unreachable"] * 20
+    assert out.attrs["stats"]["hosts_unreachable"] == ["127.0.0.1"]
+    assert 3 <= out.attrs["stats"]["connection_failures"] <= 3 + 4 - 1  # not 20 x 3 attempts
+    assert out["reason"].str.contains("ConnectError", regex=False).all()
+    assert not (tmp_path / "store" / "links").exists()
+
+
+def test_refused_connections_below_threshold_then_breaker_in_link_order(tmp_path):
+    port = _closed_port()
+    links = [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(6)]
+
+    out = fetch_images(_frame(*links), _cfg(tmp_path, retries=0, concurrency=1, host_failure_threshold=3))
+
+    assert out["status"].tolist() == ["http_error"] * 2 + ["host_unreachable"] * 4
+    assert out.loc[0, "reason"].startswith("connection error after 1 attempts")
+    assert "link not requested" not in out.loc[2, "reason"]  # its own failure opened the breaker
+    assert out.loc[3, "reason"].endswith("link not requested")
+    assert out.attrs["stats"]["connection_failures"] == 3
+
+
+def test_http_errors_do_not_open_breaker(tmp_path, server):
+    down = [server.route(f"/down{i}.jpg", Reply(status=503, body=b"down")) for i in range(5)]
+    good = [server.route(f"/ok{i}.jpg", Reply(body=_jpeg())) for i in range(5)]
+
+    out = fetch_images(
+        _frame(*down, *good), _cfg(tmp_path, retries=2, concurrency=4, host_failure_threshold=1)
+    )
+
+    assert out["status"].tolist() == ["http_error"] * 5 + ["ok"] * 5
+    assert (out["reason"][:5] == "HTTP 503 after 3 attempts").all()
+    assert sum(server.hits[f"/down{i}.jpg"] for i in range(5)) == 15
+    assert out.attrs["stats"]["connection_failures"] == 0
+    assert out.attrs["stats"]["hosts_unreachable"] == []
+
+
+def test_an_answer_resets_the_consecutive_failure_count(tmp_path, server):
+    """Dead port and live server share the host 127.0.0.1: 2 failures, an answer, 2 failures."""
+    port = _closed_port()
+    dead = [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(4)]
+    live = [server.route(f"/ok{i}.jpg", Reply(body=_jpeg(color=(i, 0, 0)))) for i in range(2)]
+    rows = _frame(dead[0], dead[1], live[0], dead[2], dead[3], live[1])
+
+    out = fetch_images(rows, _cfg(tmp_path, retries=0, concurrency=1, host_failure_threshold=3))
+
+    assert out["status"].tolist() == ["http_error", "http_error", "ok", "http_error", "http_error", "ok"]
+    assert out.attrs["stats"]["connection_failures"] == 4
+    assert out.attrs["stats"]["hosts_unreachable"] == []
+
+
+def test_threshold_zero_disables_breaker_and_retries_dns(tmp_path, dns_lookups):
+    links = [f"http://{DEAD_HOST}/{i}.jpg" for i in range(10)]
+    cfg = _cfg(tmp_path, allow_private_hosts=False, retries=2, backoff_s=0.001, host_failure_threshold=0)
+
+    out = fetch_images(_frame(*links), cfg)
+
+    assert out["status"].tolist() == ["http_error"] * 10
+    assert out["reason"].str.startswith("connection error after 3 attempts").all()
+    assert len(dns_lookups) == 30
+    assert out.attrs["stats"]["hosts_unreachable"] == []
+
+
+def test_unreachable_host_is_tried_again_on_next_call(tmp_path):
+    port = _closed_port()
+    paths = [f"/{i}.jpg" for i in range(5)]
+    rows = _frame(*[f"http://127.0.0.1:{port}{p}" for p in paths])
+    cfg = _cfg(tmp_path, retries=0, concurrency=1)
+
+    first = fetch_images(rows, cfg)
+    assert first["status"].tolist() == ["http_error"] * 2 + ["host_unreachable"] * 3
+    assert not (tmp_path / "store" / "links").exists()  # no record: nothing remembers the failure
+
+    with ScriptedServer(port=port) as srv:  # the host comes back
+        for p in paths:
+            srv.route(p, Reply(body=_jpeg()))
+        second = fetch_images(rows, cfg)
+        assert srv.total_hits == 5
+
+    assert second["status"].tolist() == ["ok"] * 5
+    assert second["source"].tolist() == ["download"] * 5
+    assert second.attrs["stats"]["hosts_unreachable"] == []
+
+
+def test_fetch_config_rejects_negative_threshold(tmp_path):
+    with pytest.raises(ValueError, match="host_failure_threshold"):
+        FetchConfig(store_base=str(tmp_path), host_failure_threshold=-1)
 
 
 # ------------------------------------------------------------------------------------------
