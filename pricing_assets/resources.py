@@ -94,6 +94,11 @@ class ImageFetchResource(dg.ConfigurableResource):
     retries: int = 3
     max_bytes: int = 10_000_000
     allow_private_hosts: bool = False
+    host_failure_threshold: int = Field(
+        default=3,
+        description="consecutive connection failures (DNS, refused, reset, connect timeout) to one host after "
+        "which its remaining links in the batch get 'host_unreachable' without a request; 0 disables",
+    )
 
 
 class OcrResource(dg.ConfigurableResource):
@@ -101,6 +106,16 @@ class OcrResource(dg.ConfigurableResource):
 
     backend: str = "rapidocr"
     enabled: bool = True
+    max_error_share: float = Field(
+        default=0.5,
+        description="ocr_text fails (nothing stored) when more than this share of the photos it tried "
+        "to read raised an error; a few bad photos only mark their rows 'error'",
+    )
+    min_images_for_error_share: int = Field(
+        default=2,
+        description="the error share is only judged once at least this many distinct photos were tried",
+    )
+
 
 class ModelGateResource(dg.ConfigurableResource):
     """The model gate on ``price_blend`` (``pricing_assets/lib/model_gate.py``): a retrain whose blend

@@ -284,9 +284,9 @@ def test_malformed_csv_error_names_the_line(h, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_contract_failure_blocks_downstream_assets(h, tmp_path, monkeypatch):
-    """A stage that emits a contract-violating frame: its blocking check fails, and neither
-    ``catalog_items`` nor ``product_images`` runs in that run."""
+def test_contract_failure_stores_nothing_and_blocks_downstream_assets(h, tmp_path, monkeypatch):
+    """A stage that emits a contract-violating frame fails *before* storing it (ContractViolation with
+    the failure cases), so neither it nor ``catalog_items`` / ``product_images`` is materialised."""
     real = ingest_assets.read_catalog
 
     def leaky_read_catalog(path, storage_options=None):
@@ -300,17 +300,16 @@ def test_contract_failure_blocks_downstream_assets(h, tmp_path, monkeypatch):
     res = h.run(tmp_path / "ok.csv", "leaky", select=("raw_catalog", "catalog_quarantine", "catalog_items", "product_images"))
 
     assert not res.success
-    checks = {(e.asset_key.to_user_string(), e.check_name): e for e in res.get_asset_check_evaluations()}
-    failed = checks[("raw_catalog", "contract")]
-    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
-    cases = failed.metadata["failure_cases"].value
-    assert "price" in cases and "sample_id" in cases
-    # raw_catalog itself was stored (Dagster stores before checks), downstream never ran
-    assert materialised(res) == {"raw_catalog", "catalog_quarantine"}
+    (failure,) = [e for e in res.all_events if e.is_step_failure]
+    err = failure.event_specific_data.error
+    assert failure.step_key == "raw_catalog" and "ContractViolation" in err.cls_name
+    assert "raw_catalog: 3 contract failure(s), nothing stored" in err.message
+    assert "price" in err.message and "sample_id" in err.message
+    assert materialised(res) == set()
+    assert h.instance.get_latest_materialization_event(dg.AssetKey("raw_catalog")) is None
+    assert not (Path(h.settings.storage) / "assets" / "raw_catalog" / "leaky.parquet").exists()
     ran = {e.step_key for e in res.all_events if e.event_type_value == "STEP_START"}
     assert ran == {"raw_catalog"}, ran
-    abandoned = {e.step_key for e in h.instance.all_logs(res.run_id) if "Not executing" in (e.user_message or "")}
-    assert abandoned == {"catalog_items", "product_images"}, abandoned
     assert h.instance.get_latest_materialization_event(dg.AssetKey("catalog_items")) is None
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from data_contracts import embedding_schema
 from pricing_assets.assets.common import preview, stopwatch
-from pricing_assets.checks import contract_result, contract_spec
+from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import DeviceResource, StorageResource
 
@@ -99,14 +99,19 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
                 progress=lambda done, total: context.log.info(f"{spec.name}: {done}/{total} rows to embed"),
             )
         out = _frame(catalog_items["sample_id"], keys, vectors)
+        _contract = enforce_contract(out, embedding_schema(spec.dim), key)  # before storing: a violation raises, nothing is written
         yield dg.Output(out, metadata=_metadata(spec, dev, stats, out, {"wall_seconds": round(t(), 2)}))
-        yield contract_result(out, embedding_schema(spec.dim), key)
+        yield _contract
 
     return _text_embeddings
 
 
 def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
-    """Asset embedding the stored photo of each row that has one: (n_with_image, dim) float32."""
+    """Asset embedding the stored photo of each row that has one: (n_with_image, dim) float32.
+
+    No per-row tolerance: ``product_images`` fully decoded every ``ok`` photo, so one that cannot be
+    opened here (store unreachable, object deleted) fails the asset with the opener's error, as does
+    any encoder error; nothing is stored for the partition."""
     key = embedding_key(spec)
 
     @_embedding_asset(
@@ -138,8 +143,9 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
                 vectors, stats = np.zeros((0, spec.dim), np.float32), {"rows": 0, "computed": 0, "cached": 0}
         out = _frame(ok["sample_id"], ok["sha256"], vectors)
         extra = {"rows_without_image": int(len(product_images) - len(ok)), "wall_seconds": round(t(), 2)}
+        _contract = enforce_contract(out, embedding_schema(spec.dim), key)  # before storing: a violation raises, nothing is written
         yield dg.Output(out, metadata=_metadata(spec, dev, stats, out, extra))
-        yield contract_result(out, embedding_schema(spec.dim), key)
+        yield _contract
 
     return _image_embeddings
 

@@ -5,7 +5,7 @@ import pandas as pd
 
 from data_contracts import OcrText, ProductImages
 from pricing_assets.assets.common import preview, stopwatch
-from pricing_assets.checks import contract_result, contract_spec
+from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import ImageFetchResource, OcrResource, StorageResource
 
@@ -36,6 +36,7 @@ def product_images(
         storage_options=storage.storage_options or None,
         allow_private_hosts=image_fetch.allow_private_hosts,
         offline=image_fetch.offline,
+        host_failure_threshold=image_fetch.host_failure_threshold,
     )
     step = max(1, len(raw_catalog) // 10)
 
@@ -46,19 +47,25 @@ def product_images(
     with stopwatch() as t:
         images = fetch_images(raw_catalog[["sample_id", "image_link"]], cfg, progress=progress)
     stats = dict(images.attrs.get("stats", {}))
+    unreachable = list(stats.pop("hosts_unreachable", []))
+    if unreachable:
+        context.log.warning(f"product_images: circuit breaker opened for host(s) {unreachable}; their links retry next run")
     counts = images["status"].value_counts().to_dict()
+    _contract = enforce_contract(images, ProductImages, "product_images")  # before storing: a violation raises, nothing is written
     yield dg.Output(
         images,
         metadata={
             "rows": len(images),
             "status_counts": dg.MetadataValue.json({k: int(v) for k, v in counts.items()}),
             **{k: int(v) for k, v in stats.items()},
+            "hosts_unreachable": len(unreachable),
+            "unreachable_hosts": dg.MetadataValue.json(unreachable),
             "seconds": round(t(), 2),
             "rows_per_s": round(len(images) / max(t(), 1e-9), 1),
             "preview": preview(images[["sample_id", "status", "reason", "source", "width", "height", "format"]]),
         },
     )
-    yield contract_result(images, ProductImages, "product_images")
+    yield _contract
 
 
 @dg.asset(
@@ -69,7 +76,10 @@ def product_images(
     pool="gpu",
 )
 def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, ocr: OcrResource, storage: StorageResource):
-    """Text lines read from each product photo (PP-OCR through RapidOCR by default)."""
+    """Text lines read from each product photo (PP-OCR through RapidOCR by default).
+
+    A photo the backend fails on marks its row ``error``; when more than ``ocr.max_error_share`` of
+    the photos tried fail, the run raises ``OcrStageFailed`` before anything is stored."""
     from pricing_assets.lib.ocr import get_ocr_backend, run_ocr
 
     def progress(done: int, total: int) -> None:
@@ -80,12 +90,21 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
         if ocr.enabled:
             backend = get_ocr_backend(ocr.backend)
             context.log.info(f"ocr_text: {int((product_images['status'] == 'ok').sum())} images with backend {ocr.backend}")
-            out = run_ocr(product_images, backend, progress=progress, storage_options=storage.storage_options or None)
+            # raises OcrStageFailed (nothing stored) when more than max_error_share of the photos fail
+            out = run_ocr(
+                product_images,
+                backend,
+                progress=progress,
+                storage_options=storage.storage_options or None,
+                max_error_share=ocr.max_error_share,
+                min_images=ocr.min_images_for_error_share,
+            )
         else:
             out = pd.DataFrame(
                 {"sample_id": product_images["sample_id"], "ocr_status": "disabled", "ocr_text": "", "n_lines": 0, "mean_conf": float("nan"), "seconds": 0.0}
             )
     n_ok = int((out["ocr_status"] == "ok").sum())
+    _contract = enforce_contract(out, OcrText, "ocr_text")  # before storing: a violation raises, nothing is written
     yield dg.Output(
         out,
         metadata={
@@ -98,4 +117,4 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
             "preview": preview(out[out["n_lines"] > 0][["sample_id", "ocr_text", "mean_conf"]] if n_ok else out),
         },
     )
-    yield contract_result(out, OcrText, "ocr_text")
+    yield _contract

@@ -298,7 +298,7 @@ def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
         base = preds[names[0]][["sample_id", "fold", "price"]].reset_index(drop=True)
         mats = np.column_stack([preds[n].set_index("sample_id")["pred_price"].reindex(base["sample_id"]).to_numpy() for n in names])
         lab = (base["fold"] >= 0).to_numpy()
-        w = fit_blend_weights(mats[lab], base.loc[lab, "price"].to_numpy())
+        w = fit_blend_weights(mats[lab], base.loc[lab, "price"].to_numpy(), names=names)
         out = base.assign(pred_price=apply_blend(mats, w))
         per_model = {n: round(smape(base.loc[lab, "price"], mats[lab, i]), 3) for i, n in enumerate(names)}
         _contract = enforce_contract(out, ModelPredictions, "price_blend")  # before storing: a violation raises, nothing is written

@@ -302,7 +302,8 @@ class Encoder:
 
         Raises:
             TypeError: an input has the wrong type (message names its index).
-            ValueError: the model returned the wrong shape or non-finite values (names the row).
+            ValueError: the model returned the wrong shape, non-finite values or an all-zero row
+                (names the rows).
         """
         inputs = self._check_inputs(list(inputs))
         n, dim = len(inputs), self.spec.dim
@@ -317,6 +318,12 @@ class Encoder:
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if bad.size:
             raise ValueError(f"{self.spec.name}: non-finite embedding for input rows {bad[:10].tolist()}")
+        # A trained encoder never maps an input to the exact zero vector; zeros mean the backend
+        # returned an empty/placeholder result, and l2_normalise would pass them on silently.
+        zero = np.flatnonzero(~(np.abs(out) > 0).any(axis=1))
+        if zero.size:
+            raise ValueError(f"{self.spec.name}: all-zero embedding for {zero.size} of {n} input rows "
+                             f"{zero[:10].tolist()} (the model returned no signal)")
         return l2_normalise(out)
 
     def __repr__(self) -> str:
@@ -763,10 +770,15 @@ def embed_with_cache(
         stats ``{"rows": n, "unique_keys": u, "cached": c, "computed": k, "shards_written": s,
         "seconds": t, "rows_per_s": n / t}`` where cached + computed == u (unique keys).
 
+    There is no per-row error tolerance: an exception from ``load_inputs`` (e.g. a stored photo
+    that cannot be opened) or from the encoder propagates and ends the run; chunks written before
+    it stay cached, the failing chunk is not written.
+
     Raises:
         ValueError: a key is not a non-empty string (names the row), chunk_size < 1, or
             load_inputs returned the wrong number of inputs (names the chunk's first row).
         CacheError: cached vectors have another dimension than ``encoder.spec.dim``.
+        Exception: whatever ``load_inputs`` or ``encoder.encode`` raise, unchanged.
     """
     import fsspec
 

@@ -307,38 +307,101 @@ def predictions_frame(fm: pd.DataFrame, oof_log: np.ndarray, test_log: np.ndarra
     )
 
 
-def fit_blend_weights(oof_prices: np.ndarray, y_price: np.ndarray) -> np.ndarray:
+class BlendFitError(RuntimeError):
+    """SLSQP could not fit the blend weights and its result is worse than equal weights.
+
+    Attributes:
+        message: the optimizer's own message (``OptimizeResult.message``).
+        status: the optimizer's exit status (``OptimizeResult.status``).
+        loss_start: OOF SMAPE (percent) of equal weights.
+        loss_end: OOF SMAPE (percent) of the optimizer's last point (projected onto the simplex).
+    """
+
+    def __init__(self, text: str, *, message: str, status: int, loss_start: float, loss_end: float) -> None:
+        super().__init__(text)
+        self.message = message
+        self.status = status
+        self.loss_start = loss_start
+        self.loss_end = loss_end
+
+
+def fit_blend_weights(oof_prices: np.ndarray, y_price: np.ndarray, names: list[str] | None = None) -> np.ndarray:
     """Convex blend weights minimising OOF SMAPE of a weighted geometric mean of model predictions.
 
     The blend is ``exp(sum_j w_j * log(p_j))`` with ``w >= 0, sum w = 1`` (geometric mean suits a
     relative-error metric). Fitted with SciPy SLSQP from equal weights.
 
+    When SLSQP reports failure (``success`` False: e.g. "Iteration limit reached", "Positive
+    directional derivative for linesearch", which SMAPE's kinks can provoke near an optimum) its
+    last point, clipped and renormalised onto the simplex, is still accepted when its OOF SMAPE is
+    not worse than equal weights' (the start point): the blend is then at least as good as the
+    plain average and the weights are a valid convex combination. Otherwise the fit has gone wrong
+    and :class:`BlendFitError` is raised.
+
     Args:
-        oof_prices: (n, m) OOF predicted prices (USD) of m models.
-        y_price: (n,) true prices (USD).
+        oof_prices: (n, m) OOF predicted prices (USD) of m models; every value finite.
+        y_price: (n,) true prices (USD); every value finite.
+        names: optional m model names, used in error messages (default ``column <j>``).
 
     Returns:
-        (m,) float64 weights.
+        (m,) float64 weights, >= 0, summing to 1.
+
+    Raises:
+        ValueError: shapes do not match (n rows, m names), n == 0 or m == 0, or a value is not
+            finite (the message names the model column and the first bad rows).
+        BlendFitError: SLSQP failed and its point is worse than equal weights (message names
+            the optimizer's message and both losses).
     """
     from scipy.optimize import minimize
 
-    logs = np.log(np.clip(oof_prices, 1e-6, None))
-    m = logs.shape[1]
+    prices = np.asarray(oof_prices, dtype=np.float64)
+    y = np.asarray(y_price, dtype=np.float64)
+    if prices.ndim != 2 or prices.shape[0] != y.shape[0] or y.ndim != 1:
+        raise ValueError(f"fit_blend_weights: oof_prices must be (n, m) and y_price (n,), got {prices.shape} and {y.shape}")
+    n, m = prices.shape
+    if n == 0 or m == 0:
+        raise ValueError(f"fit_blend_weights: needs at least one row and one model, got {prices.shape}")
+    cols = list(names) if names is not None else [f"column {j}" for j in range(m)]
+    if len(cols) != m:
+        raise ValueError(f"fit_blend_weights: {len(cols)} names for {m} model columns")
+    for j in range(m):
+        bad = np.flatnonzero(~np.isfinite(prices[:, j]))
+        if bad.size:
+            raise ValueError(f"fit_blend_weights: model {cols[j]!r} has {bad.size} non-finite OOF prediction(s), "
+                             f"first rows {bad[:5].tolist()}")
+    bad = np.flatnonzero(~np.isfinite(y))
+    if bad.size:
+        raise ValueError(f"fit_blend_weights: y_price has {bad.size} non-finite value(s), first rows {bad[:5].tolist()}")
+
+    logs = np.log(np.clip(prices, 1e-6, None))
     if m == 1:
         return np.ones(1)
 
     def loss(w):
-        return smape(y_price, np.exp(logs @ w))
+        return smape(y, np.exp(logs @ w))
 
+    w0 = np.full(m, 1.0 / m)
     res = minimize(
         loss,
-        np.full(m, 1.0 / m),
+        w0,
         method="SLSQP",
         bounds=[(0.0, 1.0)] * m,
         constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
     )
-    w = np.clip(res.x, 0, None)
-    return w / w.sum()
+    x = np.asarray(res.x, dtype=np.float64)
+    w = np.clip(x, 0, None) if np.isfinite(x).all() else np.full(m, np.nan)
+    w = w / w.sum() if np.isfinite(w).all() and w.sum() > 0 else np.full(m, np.nan)
+    finite = bool(np.isfinite(w).all())
+    if not res.success or not finite:
+        loss_start = loss(w0)
+        loss_end = loss(w) if finite else float("inf")
+        if not loss_end <= loss_start:
+            raise BlendFitError(
+                f"fit_blend_weights: SLSQP failed ({res.message!r}, status {res.status}) on {n} rows x {m} models "
+                f"{cols}; its point has OOF SMAPE {loss_end:.4f} vs {loss_start:.4f} for equal weights",
+                message=str(res.message), status=int(res.status), loss_start=float(loss_start), loss_end=float(loss_end),
+            )
+    return w
 
 
 def apply_blend(prices: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -11,7 +11,10 @@ Backends follow :class:`OcrBackend` (``name`` + ``read(image) -> [(text, confide
   its det/rec models are on disk; otherwise :class:`OcrBackendUnavailable` says what is missing.
 
 :func:`run_ocr` reads the ``image_uri`` of every ``status == "ok"`` row of the image stage
-(:func:`pricing_assets.lib.images.fetch_images`) and returns one row per input row.
+(:func:`pricing_assets.lib.images.fetch_images`) and returns one row per input row. One image
+that fails marks its row ``error``; when more than ``max_error_share`` (default 0.5) of the images
+tried fail, :func:`check_error_share` raises :class:`OcrStageFailed` instead, so a broken backend
+fails the stage rather than storing a batch of error rows.
 Parsing quantities out of the OCR text lives in ``pricing_assets.lib.features``.
 """
 
@@ -34,8 +37,45 @@ OCR_COLUMNS = ["sample_id", "ocr_status", "ocr_text", "n_lines", "mean_conf", "s
 LINE_SEPARATOR = " | "
 
 
+#: Default of :func:`check_error_share`: the stage fails when *more than* this share of the
+#: images it tried to read ended ``error``. Photos reaching OCR were fully decoded by the image
+#: stage already, so a row error means the engine or the store failed on it; a majority failing
+#: is a broken backend, not bad data.
+DEFAULT_MAX_ERROR_SHARE = 0.5
+#: Default of :func:`check_error_share`: the share is only judged once at least this many distinct
+#: images were tried. 2, because a single unreadable photo in a one-image batch (share 1.0 from one
+#: data point) must not fail the partition, while 2 of 2 failing already is the broken-backend
+#: pattern. One bad photo out of 2 (share 0.5) passes with the default share (strictly more than).
+DEFAULT_MIN_IMAGES = 2
+
+
 class OcrBackendUnavailable(RuntimeError):
     """The requested OCR backend cannot run here (package or model files missing)."""
+
+
+class OcrStageFailed(RuntimeError):
+    """Too many images failed OCR for the batch to count as read (see :func:`check_error_share`).
+
+    Attributes:
+        backend: backend name (``OcrBackend.name``).
+        n_error: distinct images whose OCR raised.
+        n_attempted: distinct images OCR tried to read.
+        share: ``n_error / n_attempted``.
+        max_share: the limit that was exceeded.
+        reasons: up to 5 distinct ``"<ExceptionType>: <message>"`` strings, most frequent first.
+        frame: the full :func:`run_ocr` output (for inspection; it was not stored).
+    """
+
+    def __init__(self, message: str, *, backend: str, n_error: int, n_attempted: int, max_share: float,
+                 reasons: list[str], frame: pd.DataFrame | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.n_error = n_error
+        self.n_attempted = n_attempted
+        self.share = n_error / n_attempted if n_attempted else 0.0
+        self.max_share = max_share
+        self.reasons = reasons
+        self.frame = frame
 
 
 @runtime_checkable
@@ -220,11 +260,76 @@ def get_ocr_backend(name: str) -> OcrBackend:
     return _BACKENDS[key]()
 
 
+def check_error_share(
+    out: pd.DataFrame,
+    max_share: float = DEFAULT_MAX_ERROR_SHARE,
+    min_images: int = DEFAULT_MIN_IMAGES,
+    *,
+    backend: str = "?",
+    image_uri: Any = None,
+) -> None:
+    """Raise when too many of the images OCR tried to read failed (a broken backend or store).
+
+    Counted over images OCR tried, i.e. rows with ``ocr_status`` ``"ok"`` or ``"error"``
+    (``no_image`` / ``disabled`` rows are not attempts). With ``image_uri`` the count is per
+    distinct image (a photo shared by several rows counts once), else per row.
+
+    The check fails when ``n_attempted >= min_images`` and ``n_error / n_attempted > max_share``.
+
+    Args:
+        out: a :func:`run_ocr` frame (``ocr_status``, ``ocr_reason``).
+        max_share: float in [0, 1]; the largest tolerated share of failed images.
+        min_images: int >= 1; below this many attempted images nothing is judged.
+        backend: backend name for the message.
+        image_uri: optional sequence aligned with ``out`` (the ``image_uri`` of each input row).
+
+    Raises:
+        OcrStageFailed: the share is exceeded. The message names the count, the share, the limit,
+            the backend and the first (most frequent) distinct error reasons.
+        ValueError: ``max_share`` not in [0, 1], ``min_images < 1``, or ``image_uri`` of another length.
+        KeyError: ``out`` lacks ``ocr_status`` or ``ocr_reason``.
+    """
+    if not 0.0 <= float(max_share) <= 1.0:
+        raise ValueError(f"max_share must be in [0, 1], got {max_share!r}")
+    if int(min_images) < 1:
+        raise ValueError(f"min_images must be >= 1, got {min_images!r}")
+    missing = [c for c in ("ocr_status", "ocr_reason") if c not in out.columns]
+    if missing:
+        raise KeyError(f"check_error_share: OCR frame lacks column(s) {missing}; has {list(out.columns)}")
+    tried = out[out["ocr_status"].isin(["ok", "error"])]
+    if image_uri is not None:
+        uri_list = list(image_uri)
+        if len(uri_list) != len(out):
+            raise ValueError(f"image_uri has {len(uri_list)} entries for {len(out)} rows")
+        uris = pd.Series(uri_list, index=out.index, dtype=object)
+        per_image = tried.assign(_img=uris.loc[tried.index]).groupby("_img", sort=False)
+        # an image counts as failed when its read raised (repeats of a failed image are re-read)
+        failed_img = per_image["ocr_status"].agg(lambda s: bool((s == "error").any()))
+        n_attempted, n_error, unit = len(failed_img), int(failed_img.sum()), "distinct images"
+    else:
+        n_attempted, n_error, unit = len(tried), int((tried["ocr_status"] == "error").sum()), "rows with an image"
+    if n_attempted < int(min_images) or n_error <= max_share * n_attempted:
+        return
+    reasons = tried.loc[tried["ocr_status"] == "error", "ocr_reason"].astype(str).value_counts()
+    top = [str(r) for r in reasons.index[:5]]
+    share = n_error / n_attempted
+    raise OcrStageFailed(
+        f"OCR failed on {n_error} of {n_attempted} {unit} ({share:.0%}) with backend {backend!r}, "
+        f"more than max_error_share={max_share:g}; the backend or the image store looks broken. "
+        f"{len(reasons)} distinct error reason(s), most frequent first: {top}",
+        backend=backend, n_error=n_error, n_attempted=n_attempted, max_share=float(max_share),
+        reasons=top, frame=out,
+    )
+
+
 def run_ocr(
     images: pd.DataFrame,
     backend: OcrBackend,
     progress: Callable[[int, int], None] | None = None,
     storage_options: dict | None = None,
+    *,
+    max_error_share: float | None = DEFAULT_MAX_ERROR_SHARE,
+    min_images: int = DEFAULT_MIN_IMAGES,
 ) -> pd.DataFrame:
     """OCR the stored photo of every row; one output row per input row, same order.
 
@@ -235,6 +340,8 @@ def run_ocr(
         backend: an :class:`OcrBackend`.
         progress: optional ``progress(done, total)`` after each row.
         storage_options: fsspec options to open ``image_uri`` (e.g. S3 ``endpoint_url``).
+        max_error_share: float in [0, 1], or None to skip the check (the caller then owns it).
+        min_images: int >= 1, see :func:`check_error_share`.
 
     Returns:
         DataFrame with columns :data:`OCR_COLUMNS`: ``sample_id`` (str), ``ocr_status``
@@ -244,11 +351,15 @@ def run_ocr(
         0.0 for rows without an image and for repeats of an ``image_uri`` already read in this
         call, which reuse its result), ``ocr_reason`` (str, "" when ok: why there is no image,
         or ``"<ExceptionType>: <message>"`` for errors).
-        An exception on one image marks that row ``error`` and the run goes on.
+        An exception on one image marks that row ``error`` and the run goes on; once every row
+        is done, :func:`check_error_share` (per distinct ``image_uri``) fails the whole run when
+        more than ``max_error_share`` of the images it tried failed.
 
     Raises:
         KeyError: if a required column is missing.
         OcrBackendUnavailable: raised by the backend (affects every row, so not a row fault).
+        OcrStageFailed: more than ``max_error_share`` of the images tried failed (at least
+            ``min_images`` tried); the exception's ``frame`` holds the rows anyway.
     """
     missing = [c for c in ("sample_id", "status", "image_uri") if c not in images.columns]
     if missing:
@@ -290,4 +401,8 @@ def run_ocr(
             progress(done, total)
 
     out = pd.DataFrame.from_records(records, columns=OCR_COLUMNS)
-    return out.astype({"sample_id": str, "n_lines": "int64", "mean_conf": "float64", "seconds": "float64"})
+    out = out.astype({"sample_id": str, "n_lines": "int64", "mean_conf": "float64", "seconds": "float64"})
+    if max_error_share is not None:
+        check_error_share(out, max_error_share, min_images, backend=str(getattr(backend, "name", type(backend).__name__)),
+                          image_uri=images["image_uri"].tolist())
+    return out

@@ -441,6 +441,58 @@ def test_cache_errors_name_the_problem(tmp_path):
     assert s["computed"] == 5
 
 
+class ZeroEncoder(FakeEncoder):
+    """Returns the zero vector for inputs containing "blank" (a backend giving no signal)."""
+
+    def _encode_batch(self, batch):
+        out = np.asarray(super()._encode_batch(batch))
+        out[[i for i, t in enumerate(batch) if "blank" in t]] = 0.0
+        return out
+
+
+def test_all_zero_embeddings_are_refused_not_normalised_away(tmp_path):
+    enc = ZeroEncoder()
+    with pytest.raises(ValueError, match=r"fake: all-zero embedding for 2 of 4 input rows \[1, 3\]"):
+        enc.encode(["a", "blank 1", "b", "blank 2"])
+    texts = ["a", "b", "blank"]
+    keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    with pytest.raises(ValueError, match="all-zero embedding"):
+        embed_with_cache(enc, keys, _loader(texts, []), str(tmp_path))
+    assert not list((tmp_path / "fake").glob("shard-*.parquet"))  # nothing cached
+
+
+def test_unopenable_photo_fails_the_run_and_keeps_earlier_chunks(tmp_path):
+    """No per-row tolerance: a stored photo that cannot be opened (deleted after the image stage)
+    raises out of embed_with_cache; chunks written before it stay cached, its chunk is not."""
+    from pricing_assets.lib.images import open_image_rgb
+
+    spec = EmbeddingModelSpec("img_fake", "image", "effnet_lite_onnx", "x", 4, 4, image_size=8)
+
+    class MeanColour(Encoder):
+        def _encode_batch(self, batch):
+            return np.stack([np.r_[np.asarray(im, dtype=np.float32).mean((0, 1)) + 1, 1.0] for im in batch])
+
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.new("RGB", (8, 8), (10 * i, 0, 0)).save(paths[-1])
+    paths[4].unlink()
+    keys = [f"k{i}" for i in range(6)]
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match="p4.png"):
+        embed_with_cache(MeanColour(spec, "cpu"), keys, lambda idx: [open_image_rgb(str(paths[i])) for i in idx],
+                         str(cache), chunk_size=2)
+    assert len(list((cache / "img_fake").glob("shard-*.parquet"))) == 2  # rows 0-3 kept, rows 4-5 not
+
+    class Crashing(MeanColour):
+        def _encode_batch(self, batch):
+            raise RuntimeError("CUDA error: device-side assert triggered")
+
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        embed_with_cache(Crashing(spec, "cpu"), keys[:2] + ["k9"], lambda idx: [open_image_rgb(str(paths[0]))] * len(idx),
+                         str(cache), chunk_size=2)
+
+
 def test_cache_with_real_minilm_and_catalog_hashes(minilm, tmp_path):
     from pricing_assets.lib.catalog import content_hash
 

@@ -17,8 +17,10 @@ from pricing_assets.lib.ocr import (
     OCR_COLUMNS,
     OcrBackend,
     OcrBackendUnavailable,
+    OcrStageFailed,
     PaddleOcrBackend,
     RapidOcrBackend,
+    check_error_share,
     get_ocr_backend,
     run_ocr,
 )
@@ -206,6 +208,171 @@ def test_output_satisfies_ocr_text_contract(tmp_path):
     out = OcrText.validate(run_ocr(df, FakeBackend()))  # raises SchemaError on a contract breach
     assert out["sample_id"].tolist() == ["1", "2"]
     assert out["ocr_status"].tolist() == ["ok", "no_image"]
+
+
+# ------------------------------------------------------------------------------------------
+# error share: a broken backend fails the stage, a few bad photos do not
+# ------------------------------------------------------------------------------------------
+
+
+class BrokenBackend:
+    """Raises on every image, like an engine whose model session died."""
+
+    name = "broken-engine"
+
+    def __init__(self):
+        self.calls = 0
+
+    def read(self, image):
+        self.calls += 1
+        raise RuntimeError("onnxruntime session is dead")
+
+
+def _batch(tmp_path: Path, n: int, bad: set[int] = frozenset()) -> pd.DataFrame:
+    """n distinct photos (all status ok) in a fresh folder; indices in ``bad`` are 13 px wide
+    (FakeBackend raises on those)."""
+    d = tmp_path / f"batch{len(list(tmp_path.glob('batch*')))}"
+    d.mkdir(parents=True)
+    uris = [_png(d / f"img{i}.png", size=(13 if i in bad else 20 + i, 10)) for i in range(n)]
+    return pd.DataFrame({"sample_id": [str(i) for i in range(n)], "status": ["ok"] * n, "image_uri": uris})
+
+
+def test_broken_backend_fails_the_run_with_share_count_backend_and_reason(tmp_path):
+    df = _batch(tmp_path, 10)
+    backend = BrokenBackend()
+    with pytest.raises(OcrStageFailed) as info:
+        run_ocr(df, backend)
+    err = info.value
+    msg = str(err)
+    assert "OCR failed on 10 of 10 distinct images (100%)" in msg
+    assert "backend 'broken-engine'" in msg and "max_error_share=0.5" in msg
+    assert "RuntimeError: onnxruntime session is dead" in msg
+    assert (err.n_error, err.n_attempted, err.share, err.max_share) == (10, 10, 1.0, 0.5)
+    assert err.reasons == ["RuntimeError: onnxruntime session is dead"]
+    assert backend.calls == 10  # every row was tried; the rows are on the exception, not returned
+    assert err.frame["ocr_status"].tolist() == ["error"] * 10
+
+
+def test_one_bad_photo_in_ten_is_a_row_defect_not_a_stage_failure(tmp_path):
+    out = run_ocr(_batch(tmp_path, 10, bad={4}), FakeBackend())
+    assert out["ocr_status"].tolist() == ["ok"] * 4 + ["error"] + ["ok"] * 5
+    assert out.loc[4, "ocr_reason"] == "RuntimeError: engine crashed on this one"
+    assert (out["ocr_status"] == "error").sum() == 1
+
+
+def test_share_limit_is_strictly_more_than_and_configurable(tmp_path):
+    df = _batch(tmp_path, 10, bad={0, 1, 2, 3, 4})  # exactly half
+    assert (run_ocr(df, FakeBackend())["ocr_status"] == "error").sum() == 5  # 0.5 is not > 0.5
+    with pytest.raises(OcrStageFailed, match=r"5 of 10 distinct images \(50%\).*max_error_share=0.4"):
+        run_ocr(df, FakeBackend(), max_error_share=0.4)
+    # None switches the check off (the caller owns it); the rows come back
+    out = run_ocr(_batch(tmp_path, 3), BrokenBackend(), max_error_share=None)
+    assert out["ocr_status"].tolist() == ["error"] * 3
+
+
+def test_minimum_images_before_the_share_is_judged(tmp_path):
+    # one photo that fails alone: share 1.0 from a single data point -> row defect only
+    out = run_ocr(_batch(tmp_path, 1), BrokenBackend())
+    assert out["ocr_status"].tolist() == ["error"]
+    # one of two failing is 0.5: tolerated
+    assert (run_ocr(_batch(tmp_path, 2, bad={1}), FakeBackend())["ocr_status"] == "error").sum() == 1
+    # two of two failing: broken backend
+    with pytest.raises(OcrStageFailed, match="2 of 2 distinct images"):
+        run_ocr(_batch(tmp_path, 2), BrokenBackend())
+    # a higher minimum lets the 2-of-2 batch through
+    assert len(run_ocr(_batch(tmp_path, 2), BrokenBackend(), min_images=3)) == 2
+
+
+def test_rows_without_image_do_not_dilute_the_share(tmp_path):
+    df = _batch(tmp_path, 3)
+    df = pd.concat([df, pd.DataFrame({"sample_id": [f"m{i}" for i in range(20)], "status": ["missing"] * 20,
+                                      "image_uri": [None] * 20})], ignore_index=True)
+    with pytest.raises(OcrStageFailed, match="3 of 3 distinct images"):
+        run_ocr(df, BrokenBackend())
+
+
+def test_share_counts_distinct_photos_not_rows(tmp_path):
+    # one bad photo shared by 4 rows + 3 good photos: 4 of 7 rows are errors, but 1 of 4 photos
+    bad = _png(tmp_path / "bad.png", size=(13, 10))
+    good = [_png(tmp_path / f"g{i}.png", size=(20 + i, 10)) for i in range(3)]
+    df = pd.DataFrame({"sample_id": [str(i) for i in range(7)], "status": ["ok"] * 7, "image_uri": [bad] * 4 + good})
+    out = run_ocr(df, FakeBackend())
+    assert (out["ocr_status"] == "error").sum() == 4
+    with pytest.raises(OcrStageFailed, match="4 of 7 rows with an image"):  # per-row count when no uris given
+        check_error_share(out, 0.5, 2, backend="fake")
+
+
+def test_check_error_share_reasons_and_argument_errors():
+    out = pd.DataFrame({
+        "ocr_status": ["error"] * 9 + ["ok", "no_image"],
+        "ocr_reason": ["OSError: a"] * 3 + ["ValueError: b"] * 4 + [f"KeyError: {i}" for i in range(2)] + ["", "image status 'missing'"],
+    })
+    with pytest.raises(OcrStageFailed) as info:
+        check_error_share(out, 0.5, 2, backend="x")
+    assert info.value.reasons == ["ValueError: b", "OSError: a", "KeyError: 0", "KeyError: 1"]
+    assert (info.value.n_error, info.value.n_attempted) == (9, 10)
+    assert "4 distinct error reason(s)" in str(info.value)
+    check_error_share(out, 0.9, 2)  # 0.9 share is not > 0.9
+    with pytest.raises(ValueError, match="max_share"):
+        check_error_share(out, 1.5, 2)
+    with pytest.raises(ValueError, match="min_images"):
+        check_error_share(out, 0.5, 0)
+    with pytest.raises(ValueError, match="image_uri has 2 entries for 11 rows"):
+        check_error_share(out, 0.5, 2, image_uri=["a", "b"])
+    with pytest.raises(KeyError, match="ocr_reason"):
+        check_error_share(out[["ocr_status"]], 0.5, 2)
+
+
+def test_ocr_text_asset_fails_and_stores_nothing_when_the_backend_is_broken(tmp_path, monkeypatch):
+    """Materialised through Dagster: the step fails with OcrStageFailed, no materialisation is
+    recorded and no ocr_text file is written; a healthy backend on the same batch materialises."""
+    import dagster as dg
+
+    from pricing_assets.assets.images import ocr_text
+    from pricing_assets.definitions import build_resources
+    from pricing_assets.lib import ocr as ocr_lib
+    from pricing_assets.partitions import CATALOG_BATCHES, catalog_batches
+    from pricing_assets.resources import OcrResource
+    from pricing_assets.settings import Settings
+
+    frame = _batch(tmp_path / "photos", 6)
+
+    @dg.asset(name="product_images", partitions_def=catalog_batches, group_name="images", io_manager_key="parquet_io_manager")
+    def product_images_stub() -> pd.DataFrame:
+        return frame
+
+    settings = Settings(home=str(tmp_path / "home"), storage=str(tmp_path / "storage"), s3_endpoint=None, device="cpu",
+                        image_mirror=None, images_offline=True, ocr_backend="rapidocr", inbox=str(tmp_path / "inbox"))
+    resources = build_resources(settings)
+    monkeypatch.setitem(ocr_lib._BACKENDS, "broken", BrokenBackend)
+    monkeypatch.setitem(ocr_lib._BACKENDS, "fake", FakeBackend)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(CATALOG_BATCHES, ["b1"])
+
+    def run(backend: str):
+        return dg.materialize([product_images_stub, ocr_text], instance=instance, partition_key="b1",
+                              resources={**resources, "ocr": OcrResource(backend=backend)}, raise_on_error=False)
+
+    def stored() -> list[str]:
+        root = tmp_path / "storage"
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "ocr_text" in p.relative_to(root).parts and p.is_file())
+
+    res = run("broken")
+    assert not res.success
+    done = {m.asset_key.to_user_string() for m in res.get_asset_materialization_events()}
+    assert done == {"product_images"}
+    errors = [e.event_specific_data.error.to_string() for e in res.all_events if e.is_step_failure]
+    assert len(errors) == 1
+    assert "OcrStageFailed" in errors[0] and "6 of 6 distinct images (100%)" in errors[0]
+    assert "broken-engine" in errors[0] and "onnxruntime session is dead" in errors[0]
+    assert stored() == []
+    assert (tmp_path / "storage" / "assets" / "product_images" / "b1.parquet").is_file()  # the upstream was stored
+    assert instance.get_latest_materialization_event(dg.AssetKey("ocr_text")) is None
+
+    res = run("fake")  # same batch, healthy backend: stored with 6 ok rows
+    assert res.success
+    assert res.output_for_node("ocr_text")["ocr_status"].tolist() == ["ok"] * 6
+    assert stored() == ["assets/ocr_text/b1.parquet"]
 
 
 # ------------------------------------------------------------------------------------------
