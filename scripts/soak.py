@@ -1,0 +1,316 @@
+"""Soak test of unattended operation (``make soak``): the real ``dagster-daemon`` with every sensor on.
+
+A fresh ``DAGSTER_HOME`` (the bundled ``infra/dagster.yaml``) and ``PRICING_AUTOMATION=1``: the inbox
+sensor, the automation sensor and the nightly schedule run by default. The daemon is started on this
+machine (``dagster-daemon run -w workspace.yaml``, runs launched as local processes) and this script
+drops catalog files into the inbox over several minutes, as a data team's deliveries would arrive:
+
+1. ``broken.csv`` — no ``catalog_content`` column: a defect of the file, named by the sensor, never run;
+2. ``drop_labeled.csv`` — real labeled rows plus 3 bad rows (negative price, empty text, repeated id);
+3. ``drop_unlabeled_1.csv`` — real unlabeled rows;
+4. ``drop_unlabeled_1_again.csv`` — the same rows delivered twice under another name;
+5. ``drop_unlabeled_2.csv`` — a later unlabeled batch.
+
+After each good drop it waits for that batch's run and then for a run of the global assets that
+started after it (launched by ``pricing_automation_sensor``). With ``--s3`` the inbox is a bucket on
+a local moto S3 server reached through a TCP relay on 127.0.0.1, and the relay is shut for
+``--outage-s`` seconds after the first good drop (the endpoint refuses connections, as a dead
+endpoint does); the file must still go through once it is back.
+
+Asserts: every good unlabeled row priced exactly once in ``price_predictions``; every bad row
+quarantined with a reason; the broken file named with its reason; each good batch followed by a
+global run; no run left queued or started (hung) at the end. Prints the counts and timings and
+writes them as JSON (``--json``). Exit 0 when every assertion holds, 1 otherwise.
+
+    python scripts/soak.py [--s3] [--outage-s 60] [--rows-labeled 80] [--timeout-s 1800] [--json PATH]
+
+Binds nothing but 127.0.0.1.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pricing_tests.helpers import LABELED_CSV, UNLABELED_CSV, image_basenames  # noqa: E402
+
+BAD_ROWS = 3
+POLL_S = 3.0
+
+
+class Relay:
+    """A TCP relay 127.0.0.1:port -> 127.0.0.1:target that can be shut (connections refused) and
+    reopened on the same port: an S3 endpoint outage without losing the server's state."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._srv = None
+        self._stop = threading.Event()
+
+    def open(self) -> None:
+        self._stop.clear()
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        srv.settimeout(0.5)
+        self._srv = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def shut(self) -> None:
+        self._stop.set()
+        if self._srv is not None:
+            self._srv.close()
+            self._srv = None
+
+    def _accept(self, srv: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = srv.accept()
+            except (TimeoutError, OSError):
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def build_drops(rows_labeled: int, rows_unlabeled: int) -> tuple[dict[str, pd.DataFrame], set[str], int]:
+    """The files to drop (name -> frame, in order), the good unlabeled ids, and the bad-row count."""
+    lab = pd.read_csv(LABELED_CSV, dtype={"sample_id": str})
+    has = lab["image_link"].str.rsplit("/", n=1).str[-1].isin(image_basenames())
+    lab = pd.concat([lab[has].head(4), lab[~has].head(rows_labeled - 4)], ignore_index=True)
+    bad = lab.head(BAD_ROWS).copy()
+    bad["sample_id"] = ["bad_price", "bad_text", lab.loc[5, "sample_id"]]  # the third repeats an id
+    bad.loc[bad.index[0], "price"] = -3.0
+    bad.loc[bad.index[1], "catalog_content"] = ""
+    unl = pd.read_csv(UNLABELED_CSV, dtype={"sample_id": str})
+    u1, u2 = unl.iloc[:rows_unlabeled], unl.iloc[rows_unlabeled : 2 * rows_unlabeled]
+    drops = {
+        "broken.csv": pd.DataFrame({"sample_id": ["1", "2", "3"], "text": ["a", "b", "c"]}),
+        "drop_labeled.csv": pd.concat([lab, bad], ignore_index=True),
+        "drop_unlabeled_1.csv": u1,
+        "drop_unlabeled_1_again.csv": u1,
+        "drop_unlabeled_2.csv": u2,
+    }
+    return drops, set(u1["sample_id"]) | set(u2["sample_id"]), BAD_ROWS
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--s3", action="store_true", help="inbox on a local moto S3 server, with an endpoint outage")
+    ap.add_argument("--outage-s", type=float, default=60.0)
+    ap.add_argument("--rows-labeled", type=int, default=80)
+    ap.add_argument("--rows-unlabeled", type=int, default=15)
+    ap.add_argument("--timeout-s", type=float, default=1800.0, help="give up (fail) after this long")
+    ap.add_argument("--json", help="write the counts and timings here")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary DAGSTER_HOME")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="pricing_soak_"))
+    home = tmp / "home"
+    home.mkdir()
+    shutil.copy(REPO / "infra" / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PRICING_AUTOMATION": "1", "PRICING_IMAGES_OFFLINE": "1",
+           "PRICING_STORAGE": str(tmp / "storage"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    moto = relay = None
+    if args.s3:
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+        moto.start()
+        moto_port = moto.get_host_and_port()[1]
+        relay = Relay(moto_port)
+        relay.open()
+        endpoint = f"http://127.0.0.1:{relay.port}"
+        creds = {"AWS_ACCESS_KEY_ID": "soak", "AWS_SECRET_ACCESS_KEY": "soak", "AWS_DEFAULT_REGION": "us-east-1"}
+        env.update(creds, PRICING_INBOX="s3://soak-inbox/drops", PRICING_S3_ENDPOINT=endpoint)
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", aws_access_key_id="soak",
+                          aws_secret_access_key="soak", region_name="us-east-1")
+        s3.create_bucket(Bucket="soak-inbox")
+    else:
+        (tmp / "inbox").mkdir()
+        env["PRICING_INBOX"] = str(tmp / "inbox")
+    os.environ.update({k: env[k] for k in ("DAGSTER_HOME",)})
+
+    drops, good_unlabeled, n_bad = build_drops(args.rows_labeled, args.rows_unlabeled)
+
+    def drop(name: str, df: pd.DataFrame) -> None:
+        data = df.to_csv(index=False).encode()
+        if args.s3:
+            s3.put_object(Bucket="soak-inbox", Key=f"drops/{name}", Body=data)
+        else:
+            part = tmp / "inbox" / f".{name}.part"
+            part.write_bytes(data)
+            part.rename(tmp / "inbox" / name)  # atomic: the sensor never sees half a file
+
+    import dagster as dg
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    t_start = time.monotonic()
+    report = {"mode": "s3" if args.s3 else "local", "files_dropped": 0, "timeline_s": {}}
+    failures = []
+
+    def elapsed() -> float:
+        return round(time.monotonic() - t_start, 1)
+
+    def wait_for(what: str, pred, limit_s: float = 900.0):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit_s and time.monotonic() - t_start < args.timeout_s:
+            if daemon.poll() is not None:
+                raise RuntimeError(f"dagster-daemon exited ({daemon.returncode}) while waiting for {what}; see {tmp / 'daemon.log'}")
+            got = pred()
+            if got:
+                report["timeline_s"][what] = elapsed()
+                print(f"[{elapsed():7.1f} s] {what}", flush=True)
+                return got
+            time.sleep(POLL_S)
+        raise TimeoutError(f"{what}: not seen within {limit_s:.0f} s")
+
+    instance = dg.DagsterInstance.get()
+
+    def batch_run(batch: str):
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}))
+        done = [r for r in runs if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]
+        return done[0] if done else None
+
+    def global_run_after(ts: float):
+        runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]))
+        for r in runs:
+            rec = instance.get_run_record_by_id(r.run_id)
+            if "dagster/partition" not in r.tags and rec.start_time and rec.start_time > ts:
+                return r, rec
+        return None
+
+    def sensor_cursor() -> dict:
+        for st in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if st.name == "catalog_inbox_sensor" and st.instigator_data and st.instigator_data.cursor:
+                return json.loads(st.instigator_data.cursor)
+        return {}
+
+    try:
+        for name, df in drops.items():
+            batch = name.rsplit(".", 1)[0]
+            drop(name, df)
+            report["files_dropped"] += 1
+            print(f"[{elapsed():7.1f} s] dropped {name} ({len(df)} rows)", flush=True)
+            if name == "broken.csv":
+                rec = wait_for("broken.csv named by the sensor", lambda: sensor_cursor().get("defects", {}) and next(
+                    (v for k, v in sensor_cursor()["defects"].items() if k.endswith("broken.csv")), None), limit_s=300)
+                report["broken_file_reason"] = rec["reason"]
+                continue
+            if args.s3 and name == "drop_labeled.csv" and relay is not None:
+                relay.shut()
+                print(f"[{elapsed():7.1f} s] S3 endpoint down for {args.outage_s:.0f} s", flush=True)
+                time.sleep(args.outage_s)
+                relay.open()
+                print(f"[{elapsed():7.1f} s] S3 endpoint back", flush=True)
+                report["outage_s"] = args.outage_s
+            run = wait_for(f"batch {batch} run finished", lambda: batch_run(batch))
+            if run.status != dg.DagsterRunStatus.SUCCESS:
+                failures.append(f"batch {batch}: run {run.run_id} {run.status.value}")
+                continue
+            end = instance.get_run_record_by_id(run.run_id).end_time
+            g, grec = wait_for(f"global run after {batch}", lambda: global_run_after(end))
+            report["timeline_s"][f"global run after {batch} took"] = round(grec.end_time - grec.start_time, 1)
+            if g.status != dg.DagsterRunStatus.SUCCESS:
+                failures.append(f"global run {g.run_id} after {batch}: {g.status.value}")
+    except (TimeoutError, RuntimeError) as e:
+        failures.append(str(e))
+    finally:
+        runs = instance.get_runs()
+        hung = [r.run_id for r in runs if r.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)]
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        if relay is not None:
+            relay.shut()
+        if moto is not None:
+            moto.stop()
+
+    batch_runs = [r for r in runs if "dagster/partition" in r.tags]
+    global_runs = [r for r in runs if "dagster/partition" not in r.tags]
+    report.update(
+        batches_run=len(batch_runs),
+        batch_runs_failed=sum(r.status == dg.DagsterRunStatus.FAILURE for r in batch_runs),
+        global_runs=len(global_runs),
+        global_runs_failed=sum(r.status == dg.DagsterRunStatus.FAILURE for r in global_runs),
+        runs_hung=len(hung),
+        wall_s=elapsed(),
+    )
+    if hung:
+        failures.append(f"runs still queued/started at the end: {hung}")
+    ev = instance.get_latest_materialization_event(dg.AssetKey("price_predictions"))
+    if ev is None:
+        failures.append("no price_predictions materialised")
+    else:
+        from pricing_assets.definitions import defs
+
+        preds = defs.load_asset_value("price_predictions", instance=instance)
+        report["rows_priced"] = len(preds)
+        dup = int(preds["sample_id"].duplicated().sum())
+        missing = good_unlabeled - set(preds["sample_id"])
+        extra = set(preds["sample_id"]) - good_unlabeled
+        report.update(rows_priced_twice=dup, good_rows_not_priced=len(missing), unexpected_rows_priced=len(extra))
+        if dup or missing or extra:
+            failures.append(f"pricing not exactly once: {dup} duplicated, {len(missing)} missing, {len(extra)} unexpected")
+    q = [instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("catalog_quarantine"), asset_partitions=["drop_labeled"]), limit=1).records]
+    n_q = q[0][0].asset_materialization.metadata["rows"].value if q[0] else None
+    report["rows_quarantined"] = n_q
+    if n_q != n_bad:
+        failures.append(f"quarantined {n_q} rows of drop_labeled, expected the {n_bad} bad ones")
+    reason = report.get("broken_file_reason", "")
+    report["files_named"] = int(bool(reason))
+    if "catalog_content" not in reason:
+        failures.append(f"broken.csv not named with its missing column: {reason!r}")
+    report["failures"] = failures
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"kept {tmp}")
+    print("SOAK " + ("PASSED" if not failures else "FAILED: " + "; ".join(failures)))
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
