@@ -15,11 +15,48 @@ A file is *ready* when (:func:`ready_files`):
   multipart-complete are atomic), so this check is skipped for ``s3://``.
 
 Each ready file not yet handled in its current version (path + size + mtime/ETag, kept in the
-cursor) is copied to ``<storage>/batches/<batch>/`` (:func:`pricing_assets.lib.batches.store_batch`),
-its batch (the file's stem) is registered as a ``catalog_batches`` partition and a run of
-``catalog_batch_job`` (the per-row assets) is requested with ``run_key = path|size|version``:
-idempotent — Dagster never launches two runs with the same key for this sensor, and a file that fails
-its contract fails its run visibly (UI, run status) and is not retried until the file itself changes.
+cursor) goes through, oldest first:
+
+1. name check (:func:`pricing_assets.lib.inbox.check_name`): the stem must give a valid batch name;
+2. clash check: no other file of this tick (stored or waiting for a retry) maps to the same batch name —
+   the oldest file keeps the name;
+3. header check (:func:`pricing_assets.lib.inbox.check_catalog_header`): a few bytes are read (a CSV's
+   first 64 KiB, a parquet file's head and footer) and parsed with the ingest's readers; the file must
+   be a CSV / parquet file whose header is UTF-8 text holding the required columns
+   (:data:`pricing_assets.lib.catalog.REQUIRED_COLUMNS`);
+4. owner check: ``<storage>/batches/<batch>/`` must not already hold a file of another name (a batch
+   stored from a file of the same name is replaced: that is a corrected re-delivery);
+5. copy to ``<storage>/batches/<batch>/`` (:func:`pricing_assets.lib.batches.store_batch`), then its
+   batch (the file's stem) is registered as a ``catalog_batches`` partition and a run of
+   ``catalog_batch_job`` (the per-row assets) is requested with ``run_key = path|size|version``:
+   idempotent — Dagster never launches two runs with the same key for this sensor.
+
+What can go wrong (:func:`pricing_assets.lib.inbox.classify_error`):
+
+* **defect of the file** (steps 1-4 raise ``InboxDefect``): logged at error level once, named in the
+  tick's skip reason, recorded in the cursor (``defects``: path → signature, reason, time; the 100
+  newest kept) and the version is marked done: not stored, not retried until the file changes (new
+  size or mtime/ETag). Rows with non-UTF-8 bytes, bad prices, a header without data rows etc. are not
+  defects here: the ingest quarantines the rows, or the run fails visibly (UI, run status) and is not
+  retried until the file changes.
+* **transient failure** (any ``OSError`` but ``FileNotFoundError`` — ``PermissionError``, connection
+  refused, timeouts included —, botocore ``ClientError`` / ``EndpointConnectionError`` / timeouts /
+  missing credentials, aiohttp client errors), reading the inbox or writing the storage: the version
+  is *not* marked done; the cursor's ``retry`` record (path → signature, attempts, first_failed_at,
+  next_try_at, error) holds it back for 30 s · 2^(attempts-1), capped at 15 min, and retries go on at
+  that pace for as long as it fails (logged as warnings, at error level from the 5th attempt on). A
+  changed file starts again at once. After a failure that means "unreachable" (connection refused,
+  connect / read timeout) the other files of the tick are left for the next tick, uncounted.
+* the file **vanished** (``FileNotFoundError``) between listing and copy: looked at again next tick.
+* the **listing** fails transiently (inbox endpoint down): the tick returns a ``SkipReason`` naming
+  the error and keeps the cursor (plus a ``listing`` failure count, error-level log from the 5th
+  consecutive failure); nothing is marked or forgotten.
+* anything else is a programming error and fails the tick loudly, cursor unchanged.
+
+For ``s3://`` inbox and storage the sensor's own S3 calls use short timeouts
+(:data:`pricing_assets.lib.inbox.S3_FAST_FAIL_CONFIG`): an endpoint that refuses connections costs
+about 1 s per tick, one that never answers about 30 s, within Dagster's 60 s sensor timeout.
+
 The global assets follow through ``pricing_automation_sensor`` and the nightly schedule.
 
 Default status: **stopped**. Turn it on in the UI (Automation → ``catalog_inbox_sensor``), with
@@ -30,6 +67,7 @@ Default status: **stopped**. Turn it on in the UI (Automation → ``catalog_inbo
 import json
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +76,23 @@ import fsspec
 
 from pricing_assets.automation import default_status
 from pricing_assets.lib.batches import CATALOG_SUFFIXES, batch_name_for, store_batch
+from pricing_assets.lib.inbox import (
+    CLASSIFIED_ERRORS,
+    ERROR_AFTER_ATTEMPTS,
+    TRANSIENT_ERRORS,
+    InboxDefect,
+    check_batch_owner,
+    check_catalog_header,
+    check_name,
+    classify_error,
+    describe,
+    fast_fail_options,
+    is_unreachable,
+    record_defect,
+    record_failure,
+    record_listing_failure,
+    retry_wait_s,
+)
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import StorageResource, storage_options_for
 from pricing_assets.schedules import catalog_batch_job
@@ -102,17 +157,21 @@ def list_inbox(inbox: str, storage_options: dict | None = None) -> list[InboxFil
     Returns:
         one :class:`InboxFile` per file; ``[]`` when the folder / prefix doesn't exist yet. Names that
         look half-written are included here (filtered by :func:`ready_files`, which says why).
+
+    Raises:
+        OSError, botocore / aiohttp errors: the listing failed (e.g. endpoint down). The folder is
+        listed directly rather than probed with ``exists`` first: s3fs's ``exists`` of a bucket
+        answers ``False`` when the endpoint is down, which would read as an empty inbox.
     """
     fs, root = fsspec.core.url_to_fs(inbox, **(storage_options or {}))
+    fs.invalidate_cache(root)  # a no-op on filesystems without a listing cache
     try:
-        fs.invalidate_cache(root)
-    except Exception:  # pragma: no cover - filesystems without a listing cache
-        pass
-    if not fs.exists(root):
+        entries = fs.ls(root, detail=True)
+    except FileNotFoundError:
         return []
     proto = inbox.split("://", 1)[0] + "://" if "://" in inbox else ""
     out = []
-    for info in fs.ls(root, detail=True):
+    for info in entries:
         if info.get("type") != "file":
             continue
         name = info["name"]
@@ -146,7 +205,8 @@ def ready_files(files: list[InboxFile], cursor: dict, now: float, min_age_s: flo
 
     Args:
         files: from :func:`list_inbox`.
-        cursor: previous state ``{"done": {path: signature}, "sizes": {path: size}}`` (``{}`` at first).
+        cursor: previous state ``{"done": {path: signature}, "sizes": {path: size}, ...}`` (``{}`` at
+            first); other keys (``retry``, ``defects``, ``listing``) are the sensor's and ignored here.
         now: current time, seconds since the epoch.
         min_age_s: quiet period in seconds.
         object_store: True for ``s3://`` inboxes (no size-stability check).
@@ -172,6 +232,17 @@ def ready_files(files: list[InboxFile], cursor: dict, now: float, min_age_s: flo
     return ready, new_cursor, waiting
 
 
+def _claimed_batches(retry: dict) -> dict[str, str]:
+    """``{batch: path}`` of the files waiting for a retry: they keep their batch name."""
+    out = {}
+    for path in sorted(retry):
+        try:
+            out.setdefault(check_name(path), path)
+        except InboxDefect:  # pragma: no cover - a retried file passed the name check
+            continue
+    return out
+
+
 def build_inbox_sensor(
     inbox: str,
     endpoint_url: str | None = None,
@@ -179,6 +250,7 @@ def build_inbox_sensor(
     min_age_s: float = DEFAULT_MIN_AGE_S,
     minimum_interval_seconds: int = 30,
     on: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> dg.SensorDefinition:
     """``catalog_inbox_sensor`` watching ``inbox`` (local folder or ``s3://bucket/prefix``).
 
@@ -188,8 +260,11 @@ def build_inbox_sensor(
         min_age_s: seconds a file must have been left unmodified.
         minimum_interval_seconds: time between ticks.
         on: default status RUNNING instead of STOPPED.
+        clock: current time in seconds since the epoch (file age, retry backoff); tests pass a fake.
+
+    The sensor's own S3 calls (inbox and ``storage``) get :func:`pricing_assets.lib.inbox.fast_fail_options`.
     """
-    inbox_options = storage_options_for(inbox, endpoint_url)
+    inbox_options = fast_fail_options(inbox, storage_options_for(inbox, endpoint_url))
     object_store = "://" in inbox and not inbox.startswith("file://")
 
     @dg.sensor(
@@ -201,28 +276,73 @@ def build_inbox_sensor(
     )
     def catalog_inbox_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
-        files = list_inbox(inbox, inbox_options)
-        ready, new_cursor, waiting = ready_files(files, cursor, time.time(), min_age_s, object_store)
-        for path, why in waiting.items():
-            context.log.info(f"waiting for {path}: {why}")
-        runs, batches, failed = [], [], {}
-        claimed = {}
+        now = clock()
+        try:
+            files = list_inbox(inbox, inbox_options)
+        except TRANSIENT_ERRORS as exc:  # endpoint down, permissions, timeouts: keep everything, try next tick
+            listing = record_listing_failure(cursor.get("listing"), now, describe(exc))
+            log = context.log.error if listing["failures"] >= ERROR_AFTER_ATTEMPTS else context.log.warning
+            msg = (
+                f"cannot list the inbox {inbox} ({listing['failures']} tick(s) in a row): {listing['error']}; "
+                "nothing marked, listing again next tick"
+            )
+            log(msg)
+            return dg.SensorResult(cursor=json.dumps({**cursor, "listing": listing}, sort_keys=True), skip_reason=dg.SkipReason(msg))
+
+        ready, new_cursor, waiting = ready_files(files, cursor, now, min_age_s, object_store)
+        present = {f.path for f in files}
+        retry = {p: r for p, r in cursor.get("retry", {}).items() if p in present}
+        defects = {p: d for p, d in cursor.get("defects", {}).items() if p in present}
+        claimed = _claimed_batches(retry)
+        batches_dir = storage.batches_dir()
+        dst_options = fast_fail_options(storage.base_path, storage.storage_options)
+        runs, batches, refused, failed = [], [], {}, {}
+        unreachable = None
         for f in ready:
+            wait_s = retry_wait_s(retry.get(f.path), f.signature, now)
+            if wait_s > 0:
+                rec = retry[f.path]
+                waiting[f.path] = f"attempt {rec['attempts'] + 1} in {wait_s:.0f} s (last: {rec['error']})"
+                continue
+            if unreachable is not None:
+                waiting[f.path] = f"not tried this tick, an endpoint is unreachable: {unreachable}"
+                continue
+            batch = None
             try:
-                batch = f.batch
-                if batch in claimed:
-                    raise ValueError(f"batch name {batch!r} also derived from {claimed[batch]} in this tick; rename one file")
-                claimed[batch] = f.path
-                store_batch(f.path, storage.batches_dir(), batch, src_options=inbox_options, dst_options=storage.storage_options)
-            except FileNotFoundError:
-                context.log.warning(f"{f.path} vanished before it could be stored; will look again next tick")
+                batch = check_name(f.path)
+                other = claimed.get(batch)
+                if other is not None and other != f.path:
+                    raise InboxDefect(f"batch name {batch!r} is also derived from {other}; rename one of the files")
+                check_catalog_header(f.path, f.size, inbox_options)
+                check_batch_owner(batches_dir, batch, f.path, dst_options)
+                store_batch(f.path, batches_dir, batch, src_options=inbox_options, dst_options=dst_options)
+            except CLASSIFIED_ERRORS as exc:
+                kind = classify_error(exc)
+                if kind == "vanished":
+                    context.log.warning(f"{f.path}: not found ({describe(exc)}); the file vanished or the storage location is missing, looking again next tick")
+                elif kind == "defect":
+                    refused[f.path] = str(exc)
+                    defects = record_defect(defects, f.path, f.signature, str(exc), now)
+                    retry.pop(f.path, None)
+                    new_cursor["done"][f.path] = f.signature
+                    context.log.error(f"refused {f.path}, not retried until the file changes: {exc}")
+                else:  # transient: keep the version pending, back off
+                    rec = record_failure(retry.get(f.path), f.signature, now, describe(exc))
+                    retry[f.path] = rec
+                    claimed[batch] = f.path
+                    failed[f.path] = f"attempt {rec['attempts']}: {rec['error']}"
+                    log = context.log.error if rec["attempts"] >= ERROR_AFTER_ATTEMPTS else context.log.warning
+                    log(
+                        f"cannot store {f.path} (attempt {rec['attempts']}, failing for {now - rec['first_failed_at']:.0f} s): "
+                        f"{rec['error']}; next try in {rec['next_try_at'] - now:.0f} s"
+                    )
+                    if is_unreachable(exc):
+                        unreachable = rec["error"]
                 continue
-            except Exception as e:  # reported once per file version, not retried until the file changes
-                failed[f.path] = f"{type(e).__name__}: {e}"
-                context.log.error(f"cannot ingest {f.path}: {failed[f.path]}")
-                new_cursor["done"][f.path] = f.signature
-                continue
+            claimed[batch] = f.path
             new_cursor["done"][f.path] = f.signature
+            retry.pop(f.path, None)
+            defects.pop(f.path, None)
             batches.append(batch)
             runs.append(
                 dg.RunRequest(
@@ -231,13 +351,18 @@ def build_inbox_sensor(
                     tags={"pricing/inbox_file": f.path, "pricing/inbox_version": f.signature},
                 )
             )
+        for path, why in waiting.items():
+            context.log.info(f"waiting for {path}: {why}")
+        new_cursor["retry"] = retry
+        new_cursor["defects"] = defects
         new_batches = [b for b in dict.fromkeys(batches) if not context.instance.has_dynamic_partition(catalog_batches.name, b)]
         skip = None
         if not runs:
             skip = dg.SkipReason(
                 f"no new catalog file in {inbox}"
                 + (f"; waiting for {len(waiting)}: {dict(list(waiting.items())[:3])}" if waiting else "")
-                + (f"; failed {len(failed)}: {failed}" if failed else "")
+                + (f"; failed, will retry {len(failed)}: {dict(list(failed.items())[:3])}" if failed else "")
+                + (f"; refused {len(refused)} (file defects, not retried until the file changes): {refused}" if refused else "")
             )
         return dg.SensorResult(
             run_requests=runs,

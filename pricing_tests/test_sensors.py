@@ -1,6 +1,8 @@
 """``catalog_inbox_sensor`` on a local inbox: half-written files skipped, cursor, idempotent run keys,
-dynamic partition registration, a file that fails its contract fails its run once; plus the
-automation / schedule wiring of the code location."""
+dynamic partition registration, a file that fails its contract fails its run once; a file's own
+defects (name, clash, encoding, format, missing columns) refused once per version, transient failures
+(storage PermissionError / I/O errors, an S3 endpoint down and back) retried with backoff until the
+file goes through; plus the automation / schedule wiring of the code location."""
 
 import json
 import os
@@ -11,11 +13,41 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pricing_assets.automation import GLOBAL_AUTOMATION, GLOBAL_GROUPS, with_global_automation
+from pricing_assets.automation import (
+    GLOBAL_AUTOMATION,
+    GLOBAL_GROUPS,
+    with_global_automation,
+)
 from pricing_assets.lib.batches import find_batch_file
+from pricing_assets.lib.inbox import (
+    CLASSIFIED_ERRORS,
+    MAX_MESSAGE_CHARS,
+    S3_FAST_FAIL_CONFIG,
+    TRANSIENT_ERRORS,
+    InboxDefect,
+    backoff_delay_s,
+    check_catalog_header,
+    check_name,
+    check_required_columns,
+    classify_error,
+    csv_header_columns,
+    fast_fail_options,
+    is_unreachable,
+    record_defect,
+    record_failure,
+    record_listing_failure,
+    retry_wait_s,
+)
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import StorageResource
-from pricing_assets.sensors import InboxFile, build_inbox_sensor, list_inbox, ready_files, skip_reason
+from pricing_assets.sensors import (
+    InboxFile,
+    build_inbox_sensor,
+    list_inbox,
+    ready_files,
+    skip_reason,
+)
+from pricing_tests.s3_server import restartable_s3  # noqa: F401  (fixture)
 
 LABELED_CSV = Path(__file__).resolve().parent.parent / "data" / "sample" / "amazon_pricing_sample.csv"
 OLD = time.time() - 3600
@@ -152,13 +184,14 @@ def test_sensor_registers_several_files_oldest_first(env):
 
 
 def test_file_failing_its_contract_fails_its_run_once(env):
-    """A catalog without the catalog_content column: stored and registered, its run fails visibly
-    (CatalogFormatError names the file), and later ticks don't request it again."""
+    """A catalog whose header is right but whose third line is malformed (the sensor checks only the
+    header): stored and registered, its run fails visibly (CatalogFormatError names the file and the
+    line), and later ticks don't request it again."""
     from pricing_assets.definitions import build_defs
     from pricing_assets.settings import load_settings
 
     bad = env["inbox"] / "broken.csv"
-    pd.DataFrame({"sample_id": ["1", "2"], "price": [3.0, 4.0]}).to_csv(bad, index=False)
+    bad.write_text("sample_id,catalog_content,image_link,price\n1,Item Name: a,,3.0\n2,Item Name: b,,4.0,x,y\n")
     os.utime(bad, (OLD, OLD))
     sensor = build_inbox_sensor(str(env["inbox"]), min_age_s=0)
     r = tick(sensor, env["instance"], env["storage"], tick(sensor, env["instance"], env["storage"]).cursor)
@@ -174,7 +207,7 @@ def test_file_failing_its_contract_fails_its_run_once(env):
     assert not res.success
     errs = [e.event_specific_data.error for e in res.all_events if e.is_step_failure]
     msg = " ".join(err.message + " " + (err.cause.message if err.cause else "") for err in errs)
-    assert "broken.csv" in msg and "catalog_content" in msg
+    assert "broken.csv" in msg and "line 3" in msg
 
     again = tick(sensor, env["instance"], env["storage"], r.cursor)
     assert again.run_requests == []
@@ -223,3 +256,422 @@ def test_with_global_automation_refuses_a_second_policy():
 
     with pytest.raises(ValueError, match="rogue: already has an automation condition"):
         with_global_automation([rogue])
+
+
+# ---- defects vs transient failures: pure rules ---------------------------------------------------
+
+
+class Clock:
+    """A settable clock for ``build_inbox_sensor(clock=...)`` (seconds since the epoch)."""
+
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _client_error(code="InternalError"):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "boom"}}, "PutObject")
+
+
+def _endpoint_error():
+    from botocore.exceptions import EndpointConnectionError
+
+    return EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+
+def _read_timeout():
+    from botocore.exceptions import ReadTimeoutError
+
+    return ReadTimeoutError(endpoint_url="http://127.0.0.1:1")
+
+
+def _aiohttp_error():
+    import aiohttp
+
+    return aiohttp.ClientConnectionError("reset")
+
+
+@pytest.mark.parametrize(
+    "make,kind,unreachable",
+    [
+        (lambda: FileNotFoundError("gone"), "vanished", False),
+        (lambda: InboxDefect("missing column"), "defect", False),
+        (lambda: PermissionError(13, "Permission denied"), "transient", False),
+        (lambda: OSError(5, "I/O error"), "transient", False),
+        (lambda: ConnectionRefusedError(111, "refused"), "transient", True),
+        (lambda: TimeoutError("slow"), "transient", True),
+        (_client_error, "transient", False),
+        (_endpoint_error, "transient", True),
+        (_read_timeout, "transient", True),
+        (_aiohttp_error, "transient", True),
+        (lambda: ValueError("bug"), None, False),
+        (lambda: KeyError("bug"), None, False),
+        (lambda: TypeError("bug"), None, False),
+    ],
+)
+def test_classify_error(make, kind, unreachable):
+    exc = make()
+    assert classify_error(exc) == kind
+    assert is_unreachable(exc) is unreachable
+    assert isinstance(exc, CLASSIFIED_ERRORS) is (kind is not None)
+
+
+def test_backoff_doubles_from_30_s_and_stays_at_15_min():
+    assert [backoff_delay_s(k) for k in range(1, 9)] == [30, 60, 120, 240, 480, 900, 900, 900]
+    assert backoff_delay_s(10_000) == 900
+    with pytest.raises(ValueError, match="attempts must be >= 1"):
+        backoff_delay_s(0)
+
+
+def test_retry_records_count_per_version():
+    r1 = record_failure(None, "10|a", now=1000.0, error="PermissionError: denied")
+    assert r1 == {"signature": "10|a", "attempts": 1, "first_failed_at": 1000.0, "next_try_at": 1030.0, "error": "PermissionError: denied"}
+    assert retry_wait_s(r1, "10|a", now=1010.0) == 20.0
+    assert retry_wait_s(r1, "10|a", now=1030.0) == 0.0
+    assert retry_wait_s(r1, "11|b", now=1010.0) == 0.0  # the file changed: try at once
+    assert retry_wait_s(None, "10|a", now=0.0) == 0.0
+    r2 = record_failure(r1, "10|a", now=1030.0, error="x" * 1000)
+    assert (r2["attempts"], r2["first_failed_at"], r2["next_try_at"], len(r2["error"])) == (2, 1000.0, 1090.0, MAX_MESSAGE_CHARS)
+    r3 = record_failure(r2, "11|b", now=2000.0, error="e")  # a new version starts again
+    assert (r3["attempts"], r3["first_failed_at"], r3["next_try_at"]) == (1, 2000.0, 2030.0)
+    l1 = record_listing_failure(None, 50.0, "EndpointConnectionError: x")
+    l2 = record_listing_failure(l1, 80.0, "EndpointConnectionError: y")
+    assert l2 == {"failures": 2, "since": 50.0, "error": "EndpointConnectionError: y"}
+
+
+def test_defect_records_are_capped_to_the_newest():
+    d = {}
+    for i in range(5):
+        d = record_defect(d, f"/in/f{i}.csv", f"{i}|v", f"reason {i}", now=100.0 + i, cap=3)
+    assert sorted(d) == ["/in/f2.csv", "/in/f3.csv", "/in/f4.csv"]
+    assert d["/in/f4.csv"] == {"signature": "4|v", "reason": "reason 4", "at": 104.0}
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [("day 1.csv", "day_1"), ("Batch-2.PQ", "Batch-2"), ("_draft.csv", InboxDefect), ("-x.parquet", InboxDefect), ("x" * 129 + ".csv", InboxDefect), ("notes.txt", InboxDefect)],
+)
+def test_check_name(name, expected):
+    if expected is InboxDefect:
+        with pytest.raises(InboxDefect, match="file name"):
+            check_name(f"/in/{name}")
+    else:
+        assert check_name(f"/in/{name}") == expected
+
+
+def test_csv_header_columns_reads_the_header_as_the_ingest_does():
+    from pricing_assets.lib.catalog import REQUIRED_COLUMNS
+
+    good = "\ufeffsample_id, catalog_content ,image_link,price\n1,a,,2\n".encode()
+    assert csv_header_columns(good, complete=True) == ["sample_id", "catalog_content", "image_link", "price"]
+    # a non-UTF-8 byte in a data row is the ingest's business (that row is quarantined)
+    assert csv_header_columns(b"sample_id,catalog_content,image_link\n1,caf\xe9,\n", complete=True)[:3] == list(REQUIRED_COLUMNS)
+    # cut after the last complete line when the head is not the whole file
+    assert csv_header_columns(b"sample_id,catalog_content,image_link\n1,a,\n2,b", complete=False) == list(REQUIRED_COLUMNS)
+    for head, complete, match in [
+        ("sample_id,catalog_content,image_link\n".encode("utf-16"), True, "UTF-16"),
+        (b"PAR1\x00\x00binary", True, "parquet data"),
+        (b"x" * 100, False, "no line break in the first 100 bytes"),
+        (b"\n\n", True, "no header row"),
+    ]:
+        with pytest.raises(InboxDefect, match=match):
+            csv_header_columns(head, complete)
+    check_required_columns(list(REQUIRED_COLUMNS))
+    with pytest.raises(InboxDefect, match=r"missing required column\(s\) \['catalog_content'\]; found \['sample_id', 'image_link'\]$"):
+        check_required_columns(["sample_id", "image_link"])
+    with pytest.raises(InboxDefect, match="the header is not UTF-8 text"):
+        check_required_columns(["sample_id", "catalog_\ufffdcontent", "image_link"])
+
+
+def test_check_catalog_header_on_files(tmp_path):
+    df = pd.read_csv(LABELED_CSV, dtype={"sample_id": str}).head(50)
+    pq_path = tmp_path / "ok.parquet"
+    df.to_parquet(pq_path, index=False)
+    assert check_catalog_header(str(pq_path), pq_path.stat().st_size) == list(df.columns)
+    df.drop(columns=["image_link"]).to_parquet(tmp_path / "noimg.pq", index=False)
+    with pytest.raises(InboxDefect, match=r"missing required column\(s\) \['image_link'\]"):
+        check_catalog_header(str(tmp_path / "noimg.pq"), (tmp_path / "noimg.pq").stat().st_size)
+    fake = tmp_path / "fake.parquet"
+    df.to_csv(fake, index=False)
+    with pytest.raises(InboxDefect, match="not a parquet file"):
+        check_catalog_header(str(fake), fake.stat().st_size)
+    cut = tmp_path / "cut.parquet"
+    raw = pq_path.read_bytes()
+    cut.write_bytes(raw[:4] + raw[-8:])  # magic at both ends, footer length beyond the file
+    with pytest.raises(InboxDefect, match="corrupt parquet file"):
+        check_catalog_header(str(cut), cut.stat().st_size)
+    csv_path = tmp_path / "big.csv"
+    df.to_csv(csv_path, index=False)
+    assert csv_path.stat().st_size > 1000
+    assert check_catalog_header(str(csv_path), csv_path.stat().st_size, peek_bytes=1000) == list(df.columns)
+    with pytest.raises(FileNotFoundError):
+        check_catalog_header(str(tmp_path / "gone.csv"), 10)
+
+
+def test_fast_fail_options_only_for_s3():
+    assert fast_fail_options("/data/inbox", {}) == {}
+    opts = fast_fail_options("s3://b/in", {"endpoint_url": "http://h:9000"})
+    assert opts == {"endpoint_url": "http://h:9000", "config_kwargs": S3_FAST_FAIL_CONFIG}
+    mine = fast_fail_options("s3://b/in", {"config_kwargs": {"read_timeout": 60}})
+    assert mine["config_kwargs"]["read_timeout"] == 60 and mine["config_kwargs"]["connect_timeout"] == S3_FAST_FAIL_CONFIG["connect_timeout"]
+
+
+# ---- defects vs transient failures: the sensor ---------------------------------------------------
+
+
+def _runs(results):
+    return [r.partition_key for res in results for r in res.run_requests]
+
+
+def test_destination_permission_error_is_retried_with_backoff_then_ingested(env, monkeypatch):
+    """store_batch fails with PermissionError twice (the storage folder not writable yet): the file
+    is retried at 30 s then 60 s later, ingested at the third attempt, one run in all."""
+    from pricing_assets import sensors
+
+    real_store, calls = sensors.store_batch, []
+
+    def flaky_store(src, batches_dir, batch, **kw):
+        calls.append(src)
+        if len(calls) <= 2:
+            raise PermissionError(13, "Permission denied", f"{batches_dir}/{batch}")
+        return real_store(src, batches_dir, batch, **kw)
+
+    monkeypatch.setattr(sensors, "store_batch", flaky_store)
+    clock = Clock(time.time())
+    t0 = clock.t
+    sensor = build_inbox_sensor(str(env["inbox"]), min_age_s=0, clock=clock)
+    path = str(env["inbox"] / "day1.csv")
+    write_csv(env["inbox"] / "day1.csv", n=4)
+
+    def at(t, cursor):
+        clock.t = t0 + t
+        return tick(sensor, env["instance"], env["storage"], cursor)
+
+    results = [at(0, None)]  # size seen once
+    assert calls == []
+    results.append(at(0, results[-1].cursor))  # attempt 1 fails
+    cur = json.loads(results[-1].cursor)
+    assert cur["retry"][path]["attempts"] == 1 and cur["retry"][path]["next_try_at"] == t0 + 30
+    assert path not in cur["done"]
+    assert "failed, will retry 1" in results[-1].skip_reason.skip_message and "PermissionError" in results[-1].skip_reason.skip_message
+    results.append(at(10, results[-1].cursor))  # not due: not tried
+    assert len(calls) == 1 and "attempt 2 in 20 s" in results[-1].skip_reason.skip_message
+    results.append(at(30, results[-1].cursor))  # attempt 2 fails
+    cur = json.loads(results[-1].cursor)
+    assert (cur["retry"][path]["attempts"], cur["retry"][path]["next_try_at"], cur["retry"][path]["first_failed_at"]) == (2, t0 + 90, t0)
+    results.append(at(89, results[-1].cursor))
+    assert len(calls) == 2
+    results.append(at(90, results[-1].cursor))  # attempt 3 works
+    assert len(calls) == 3
+    assert [r.partition_key for r in results[-1].run_requests] == ["day1"]
+    cur = json.loads(results[-1].cursor)
+    assert cur["retry"] == {} and cur["done"][path] == results[-1].run_requests[0].tags["pricing/inbox_version"]
+    assert Path(find_batch_file(str(env["storage"] / "batches"), "day1")).read_bytes() == (env["inbox"] / "day1.csv").read_bytes()
+    results.append(at(200, results[-1].cursor))
+    assert _runs(results) == ["day1"] and len(calls) == 3
+
+
+def test_transient_failures_back_off_to_the_cap_and_never_give_up(env, monkeypatch):
+    from pricing_assets import sensors
+
+    def broken_store(*a, **kw):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sensors, "store_batch", broken_store)
+    clock = Clock(time.time())
+    sensor = build_inbox_sensor(str(env["inbox"]), min_age_s=0, clock=clock)
+    path = str(env["inbox"] / "day1.csv")
+    write_csv(env["inbox"] / "day1.csv", n=2)
+    res = tick(sensor, env["instance"], env["storage"])
+    delays = []
+    for _ in range(8):
+        res = tick(sensor, env["instance"], env["storage"], res.cursor)
+        rec = json.loads(res.cursor)["retry"][path]
+        delays.append(rec["next_try_at"] - clock.t)
+        clock.t = rec["next_try_at"]
+    assert delays == [30, 60, 120, 240, 480, 900, 900, 900]
+    assert rec["attempts"] == 8 and res.run_requests == []
+
+
+def test_programming_error_fails_the_tick_loudly(env, monkeypatch):
+    from pricing_assets import sensors
+
+    def buggy_store(*a, **kw):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(sensors, "store_batch", buggy_store)
+    sensor = build_inbox_sensor(str(env["inbox"]), min_age_s=0)
+    write_csv(env["inbox"] / "day1.csv", n=2)
+    r = tick(sensor, env["instance"], env["storage"])
+    with pytest.raises(KeyError, match="bug"):  # not swallowed, not recorded as a defect or a retry
+        tick(sensor, env["instance"], env["storage"], r.cursor)
+
+
+def test_defective_files_are_reported_once_not_stored_and_retried_when_changed(env, monkeypatch):
+    from pricing_assets import sensors
+
+    real_check, checked = sensors.check_catalog_header, []
+
+    def counting_check(path, size, options=None):
+        checked.append(os.path.basename(path))
+        return real_check(path, size, options)
+
+    monkeypatch.setattr(sensors, "check_catalog_header", counting_check)
+    inbox = env["inbox"]
+    df = pd.read_csv(LABELED_CSV, dtype={"sample_id": str}).head(3)
+    df.drop(columns=["catalog_content"]).to_csv(inbox / "nocontent.csv", index=False)
+    df.to_csv(inbox / "utf16.csv", index=False, encoding="utf-16")
+    df.to_csv(inbox / "_draft.csv", index=False)
+    for name in ("nocontent.csv", "utf16.csv", "_draft.csv"):
+        os.utime(inbox / name, (OLD, OLD))
+    sensor = build_inbox_sensor(str(inbox), min_age_s=0)
+
+    r1 = tick(sensor, env["instance"], env["storage"])
+    r2 = tick(sensor, env["instance"], env["storage"], r1.cursor)
+    assert r2.run_requests == [] and r2.dynamic_partitions_requests == []
+    msg = r2.skip_reason.skip_message
+    assert "refused 3 (file defects, not retried until the file changes)" in msg
+    defects = json.loads(r2.cursor)["defects"]
+    assert sorted(os.path.basename(p) for p in defects) == ["_draft.csv", "nocontent.csv", "utf16.csv"]
+    reasons = {os.path.basename(p): d["reason"] for p, d in defects.items()}
+    assert reasons["nocontent.csv"].startswith("missing required column(s) ['catalog_content']")
+    assert "UTF-16" in reasons["utf16.csv"]
+    assert reasons["_draft.csv"].startswith("unusable file name '_draft.csv'")
+    assert sorted(checked) == ["nocontent.csv", "utf16.csv"]  # the bad name is refused before any read
+    assert not (env["storage"] / "batches").exists()  # nothing stored
+    assert json.loads(r2.cursor)["done"] == {p: d["signature"] for p, d in defects.items()}
+
+    r3 = tick(sensor, env["instance"], env["storage"], r2.cursor)  # not read again, not reported again
+    assert r3.run_requests == [] and "refused" not in r3.skip_reason.skip_message
+    assert len(checked) == 2 and json.loads(r3.cursor)["defects"] == defects
+
+    df.to_csv(inbox / "nocontent.csv", index=False)  # corrected: a new version of the file
+    os.utime(inbox / "nocontent.csv", (OLD + 5, OLD + 5))
+    r4 = tick(sensor, env["instance"], env["storage"], r3.cursor)  # new size seen once
+    r5 = tick(sensor, env["instance"], env["storage"], r4.cursor)
+    assert [r.partition_key for r in r5.run_requests] == ["nocontent"]
+    assert sorted(os.path.basename(p) for p in json.loads(r5.cursor)["defects"]) == ["_draft.csv", "utf16.csv"]
+    assert Path(find_batch_file(str(env["storage"] / "batches"), "nocontent")).read_bytes() == (inbox / "nocontent.csv").read_bytes()
+
+
+def test_non_utf8_bytes_in_a_data_row_are_not_a_file_defect(env):
+    """Row-level problems stay with the ingest (the row is quarantined): the file goes through."""
+    p = env["inbox"] / "latin1.csv"
+    p.write_bytes(b"sample_id,catalog_content,image_link,price\n1,Item Name: caf\xe9,,3.5\n2,Item Name: tea,,4\n")
+    os.utime(p, (OLD, OLD))
+    sensor = build_inbox_sensor(str(env["inbox"]), min_age_s=0)
+    r = tick(sensor, env["instance"], env["storage"], tick(sensor, env["instance"], env["storage"]).cursor)
+    assert [x.partition_key for x in r.run_requests] == ["latin1"]
+    assert json.loads(r.cursor)["defects"] == {}
+
+
+def test_batch_name_clashes_are_defects(env):
+    inbox = env["inbox"]
+    sensor = build_inbox_sensor(str(inbox), min_age_s=0)
+    write_csv(inbox / "day1.csv", n=3)
+    df = pd.read_csv(LABELED_CSV, dtype={"sample_id": str}).head(3)
+    df.to_parquet(inbox / "day1.parquet", index=False)
+    os.utime(inbox / "day1.parquet", (OLD + 1, OLD + 1))  # younger: day1.csv keeps the name
+    r = tick(sensor, env["instance"], env["storage"], tick(sensor, env["instance"], env["storage"]).cursor)
+    assert [x.partition_key for x in r.run_requests] == ["day1"]
+    assert r.run_requests[0].tags["pricing/inbox_file"] == str(inbox / "day1.csv")
+    d = json.loads(r.cursor)["defects"]
+    assert list(d) == [str(inbox / "day1.parquet")]
+    assert d[str(inbox / "day1.parquet")]["reason"].startswith(f"batch name 'day1' is also derived from {inbox / 'day1.csv'}")
+
+    # a later tick: the parquet file rewritten, the batch still holds day1.csv -> refused again
+    df.head(2).to_parquet(inbox / "day1.parquet", index=False)
+    os.utime(inbox / "day1.parquet", (OLD + 2, OLD + 2))
+    r2 = tick(sensor, env["instance"], env["storage"], tick(sensor, env["instance"], env["storage"], r.cursor).cursor)
+    assert r2.run_requests == []
+    assert "batch 'day1' already holds 'day1.csv' from another file" in r2.skip_reason.skip_message
+    assert os.path.basename(find_batch_file(str(env["storage"] / "batches"), "day1")) == "day1.csv"
+
+
+# ---- an S3 endpoint going down and coming back ---------------------------------------------------
+
+
+def test_s3_inbox_down_then_back_loses_nothing(restartable_s3, tmp_path):  # noqa: F811
+    """Inbox and storage on one S3 endpoint that stops for three ticks: each of them skips with the
+    error, keeps the cursor, and the file dropped before the outage is ingested once it is back."""
+    fs, bucket, server = restartable_s3["fs"], restartable_s3["bucket"], restartable_s3["server"]
+    df = pd.read_csv(LABELED_CSV, dtype={"sample_id": str}).head(4)
+    fs.pipe(f"{bucket}/inbox/day0.csv", df.to_csv(index=False).encode())
+    storage = StorageResource(base_path=f"s3://{bucket}/store", endpoint_url=server.endpoint)
+    instance = dg.DagsterInstance.ephemeral()
+    clock = Clock(time.time())
+    sensor = build_inbox_sensor(f"s3://{bucket}/inbox", server.endpoint, min_age_s=0, clock=clock)
+
+    def s3_tick(cursor):
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage})
+        res = sensor(ctx)
+        assert isinstance(res, dg.SensorResult)
+        return res
+
+    results = [s3_tick(None)]
+    assert _runs(results) == ["day0"]
+    fs.pipe(f"{bucket}/inbox/day1.csv", df.head(3).to_csv(index=False).encode())
+    before = json.loads(results[-1].cursor)
+    port = server.port
+
+    server.stop()
+    with pytest.raises(TRANSIENT_ERRORS):  # a bucket-root inbox no longer reads as empty
+        list_inbox(f"s3://{bucket}", fast_fail_options("s3://", {"endpoint_url": server.endpoint}))
+    for k in range(1, 4):
+        clock.t += 30
+        res = s3_tick(results[-1].cursor)
+        results.append(res)
+        assert res.run_requests == [] and res.dynamic_partitions_requests == []
+        assert res.skip_reason.skip_message.startswith(f"cannot list the inbox s3://{bucket}/inbox ({k} tick(s) in a row)")
+        assert "EndpointConnectionError" in res.skip_reason.skip_message
+        cur = json.loads(res.cursor)
+        assert cur.pop("listing")["failures"] == k
+        assert cur == before  # nothing marked, nothing forgotten
+
+    server.start()
+    assert server.port == port
+    clock.t += 30
+    results.append(s3_tick(results[-1].cursor))
+    assert [r.partition_key for r in results[-1].run_requests] == ["day1"]
+    assert "listing" not in json.loads(results[-1].cursor)
+    assert fs.cat(f"{bucket}/store/batches/day1/day1.csv") == fs.cat(f"{bucket}/inbox/day1.csv")
+    clock.t += 30
+    results.append(s3_tick(results[-1].cursor))
+    assert _runs(results) == ["day0", "day1"]
+
+
+def test_s3_storage_down_backs_off_then_stores(restartable_s3, env):  # noqa: F811
+    """Local inbox, S3 storage down: the first file fails (attempt 1), the second isn't tried in the
+    same tick (endpoint unreachable, no attempt counted); both are stored once the endpoint is back."""
+    server, bucket, fs = restartable_s3["server"], restartable_s3["bucket"], restartable_s3["fs"]
+    storage = StorageResource(base_path=f"s3://{bucket}/store", endpoint_url=server.endpoint)
+    clock = Clock(time.time())
+    sensor = build_inbox_sensor(str(env["inbox"]), min_age_s=0, clock=clock)
+    write_csv(env["inbox"] / "a.csv", n=2)
+    write_csv(env["inbox"] / "b.csv", n=3, skip=5)
+    os.utime(env["inbox"] / "b.csv", (OLD + 1, OLD + 1))
+
+    def s3_tick(cursor):
+        return dg.build_sensor_context(instance=env["instance"], cursor=cursor, resources={"storage": storage})
+
+    results = [sensor(s3_tick(None))]
+    server.stop()
+    results.append(sensor(s3_tick(results[-1].cursor)))
+    cur = json.loads(results[-1].cursor)
+    a = str(env["inbox"] / "a.csv")
+    assert list(cur["retry"]) == [a] and cur["retry"][a]["attempts"] == 1
+    assert cur["retry"][a]["error"].startswith("EndpointConnectionError")
+    msg = results[-1].skip_reason.skip_message
+    assert "failed, will retry 1" in msg and "not tried this tick, an endpoint is unreachable" in msg
+    server.start()
+    clock.t += 30
+    results.append(sensor(s3_tick(results[-1].cursor)))
+    assert [r.partition_key for r in results[-1].run_requests] == ["a", "b"]
+    assert json.loads(results[-1].cursor)["retry"] == {}
+    assert fs.cat(f"{bucket}/store/batches/b/b.csv") == (env["inbox"] / "b.csv").read_bytes()
+    results.append(sensor(s3_tick(results[-1].cursor)))
+    assert _runs(results) == ["a", "b"]
