@@ -1,14 +1,21 @@
-"""``pricing``: ingest catalog files, materialise what's missing, export predictions.
+"""pricing: put catalog files into the pipeline, build what is missing, export the predictions.
 
-Runs in process against the Dagster instance at ``$DAGSTER_HOME`` (default ``./.dagster_home``), so
-the web UI shows the same run history.
+Every command works on the Dagster instance in $DAGSTER_HOME (default ./.dagster_home), the same
+one the web UI (`make ui`) shows, so runs started here appear there.
 
-    pricing ingest data/sample/amazon_pricing_sample.csv --batch sample_labeled
-    pricing materialize            # every missing batch partition, then the global assets
-    pricing predictions --out artifacts/predictions.csv
+Examples:
+  pricing ingest data/sample/amazon_pricing_sample.csv --batch sample_labeled
+  pricing materialize                      # every batch not built yet, then features, models, predictions
+  pricing status                           # batches, model, predictions and automation on one screen
+  pricing predictions --out artifacts/predictions.csv
+  pricing batches --drop bad_delivery      # set a broken batch aside (its file is kept)
+
+Exit status: 0 done; 1 a run failed or the export was refused; 2 a usage error (bad path, batch name
+or file; no instance or predictions yet). Add --debug (or PRICING_DEBUG=1) for tracebacks.
 """
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -17,6 +24,7 @@ import time
 import dagster as dg
 
 from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS
+from pricing_assets.instance_state import root_cause, run_failure_cause
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -41,19 +49,37 @@ def ingest(instance: dg.DagsterInstance, path: str, batch: str | None, storage_o
     ``storage_options`` are the source's fsspec options; by default an ``s3://`` source uses
     ``PRICING_S3_ENDPOINT`` (credentials from the ``AWS_*`` environment variables).
 
+    The file's header is checked first (format, UTF-8, required columns), so a malformed file is
+    refused before it is stored or registered.
+
     Returns:
         the batch name (partition key).
+
+    Raises:
+        ValueError: bad batch name or suffix; FileNotFoundError / IsADirectoryError: bad path;
+        pricing_assets.lib.inbox.InboxDefect: unreadable header or missing required columns.
     """
+    import fsspec
+
     from pricing_assets.definitions import build_resources
-    from pricing_assets.lib.batches import batch_name_for, store_batch
+    from pricing_assets.lib.batches import CATALOG_SUFFIXES, batch_name_for, store_batch, validate_batch_name
+    from pricing_assets.lib.inbox import check_catalog_header
     from pricing_assets.partitions import CATALOG_BATCHES
     from pricing_assets.resources import storage_options_for
     from pricing_assets.settings import load_settings
 
-    batch = batch or batch_name_for(path)
+    batch = validate_batch_name(batch) if batch else batch_name_for(path)
+    if not path.lower().endswith(CATALOG_SUFFIXES):
+        raise ValueError(f"{path}: catalog files must end with one of {CATALOG_SUFFIXES}")
     settings = load_settings()
     storage = build_resources(settings)["storage"]
     src_options = storage_options if storage_options is not None else storage_options_for(path, settings.s3_endpoint)
+    fs, src_path = fsspec.core.url_to_fs(path, **src_options)
+    if not fs.exists(src_path):
+        raise FileNotFoundError(f"catalog file not found: {path}")
+    if fs.isdir(src_path):
+        raise IsADirectoryError(21, "is a folder", path)
+    check_catalog_header(path, int(fs.size(src_path)), src_options)  # InboxDefect before anything is stored
     dst = store_batch(path, storage.batches_dir(), batch, src_options=src_options, dst_options=storage.storage_options)
     if not instance.has_dynamic_partition(CATALOG_BATCHES, batch):
         instance.add_dynamic_partitions(CATALOG_BATCHES, [batch])
@@ -147,20 +173,13 @@ def materialize(
     return {"batches": todo, "failed": failed, "global": run_global, "seconds": timings}
 
 
-def _root_cause(error) -> str:
-    """The innermost error of a Dagster step failure (the user's exception), one line."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return error.message.strip().splitlines()[-1][:400]
-
-
 def _failure_detail(res) -> str:
     """One line per failure of a finished run: failing step and root cause, or failed blocking check
     with its description."""
     parts = []
     for e in res.all_events:
         if e.is_step_failure:
-            parts.append(f"{e.step_key}: {_root_cause(e.event_specific_data.error)}")
+            parts.append(f"{e.step_key}: {root_cause(e.event_specific_data.error)}")
         elif e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed:
             ev = e.event_specific_data
             parts.append(f"blocking check failed: {ev.asset_key.to_user_string()}:{ev.check_name}" + (f" ({ev.description})" if ev.description else ""))
@@ -233,17 +252,10 @@ def batch_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple
         if b not in missing:
             rows.append((b, "complete", ""))
         elif (run := last_batch_failure(instance, b)) is not None:
-            rows.append((b, "failed", f"run {run.run_id}: {_run_failure_cause(instance, run.run_id)}"))
+            rows.append((b, "failed", f"run {run.run_id}: {run_failure_cause(instance, run.run_id)}"))
         else:
             rows.append((b, "incomplete", ""))
     return rows
-
-
-def _run_failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:
-    for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        ev = rec.dagster_event
-        return f"{ev.step_key}: {_root_cause(ev.event_specific_data.error)}"
-    return "see the run in the UI"
 
 
 def oof_summary(instance: dg.DagsterInstance) -> dict:
@@ -256,33 +268,77 @@ def oof_summary(instance: dg.DagsterInstance) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pricing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("ingest", help="store a catalog file (local or s3://) and register it as a batch partition")
-    p.add_argument("path")
-    p.add_argument("--batch", help="partition key (default: the file's stem)")
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// source (default: PRICING_S3_ENDPOINT)")
-    p = sub.add_parser("materialize", help="materialise missing batch partitions, then the global assets")
-    p.add_argument("--batch", action="append", help="only these batches (repeatable); default: every batch missing something")
-    p.add_argument("--retrain", action="store_true", help="re-run the global assets even when no batch changed")
-    p.add_argument("--log-level", default="WARNING")
-    p = sub.add_parser("predictions", help="write the latest predictions as CSV (refused when they failed a check, are stale or were gated)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--allow-stale", action="store_true", help="export the stored predictions even when a newer model was not promoted or they are stale")
-    p = sub.add_parser("batches", help="list registered batches (complete / failed with the cause / incomplete); set one aside")
-    p.add_argument("--drop", metavar="NAME", action="append", help="unregister batch NAME and keep its file under <storage>/set_aside/NAME (repeatable)")
-    args = parser.parse_args(argv)
+class UsageError(Exception):
+    """A mistake the user can fix (path, batch name, file, missing instance): one line, exit 2."""
 
-    instance = get_instance()
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pricing-assets")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown (not installed)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="pricing", description=__doc__, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"pricing-assets {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error (also PRICING_DEBUG=1)")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    p = sub.add_parser("ingest", help="add a catalog file (local or s3://) as a new batch", formatter_class=fmt,
+                       description="Check a catalog file's header, store a copy and register it as a batch partition.",
+                       epilog="example:\n  pricing ingest drops/2026-11-29.csv --batch 2026-11-29\n  pricing ingest s3://bucket/drops/today.parquet")
+    p.add_argument("path", help="CSV or parquet file with sample_id, catalog_content, image_link (and price when labeled)")
+    p.add_argument("--batch", help="batch name (default: the file name without its suffix)")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// file (default: PRICING_S3_ENDPOINT)")
+    p = sub.add_parser("materialize", help="build every batch not built yet, then features, models and predictions", formatter_class=fmt,
+                       description="Build the per-row assets of every batch that misses one, then the global assets when a batch changed.\n"
+                       "A failed batch does not stop the others; the command exits 1 and names it.",
+                       epilog="example:\n  pricing materialize\n  pricing materialize --batch 2026-11-29 --retrain")
+    p.add_argument("--batch", action="append", help="only this batch (repeatable)")
+    p.add_argument("--retrain", action="store_true", help="re-run the global assets even when no batch changed")
+    p.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
+    p.add_argument("--no-progress", action="store_true", help="no live progress bars (they are off anyway when output is not a terminal)")
+    p = sub.add_parser("predictions", help="write the current predictions as CSV (sample_id,price)", formatter_class=fmt,
+                       description="Export price_predictions. Refused when there are none, when they are older than the latest\n"
+                       "retrain (stale, or held back by the model gate) or when their last rebuild failed.",
+                       epilog="example:\n  pricing predictions --out artifacts/predictions.csv")
+    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--allow-stale", action="store_true", help="export the stored predictions even when a newer model was not promoted or they are stale")
+    p = sub.add_parser("batches", help="list batches (complete / failed with the cause / not built); set one aside", formatter_class=fmt,
+                       epilog="example:\n  pricing batches\n  pricing batches --drop bad_delivery")
+    p.add_argument("--drop", metavar="NAME", action="append", help="unregister batch NAME and keep its file under <storage>/set_aside/NAME (repeatable)")
+    p = sub.add_parser("status", help="one screen: batches, current model, predictions, automation", formatter_class=fmt,
+                       epilog="example:\n  pricing status\n  pricing status --json | jq .model")
+    p.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
+    return parser
+
+
+def _existing_instance() -> dg.DagsterInstance:
+    """The instance, for commands that read it: a missing ``DAGSTER_HOME`` folder is a usage error."""
+    from pricing_assets.settings import load_settings
+
+    home = load_settings().home
+    if not os.path.isdir(home):
+        raise UsageError(f"no Dagster instance at {home}: ingest a catalog file first (`pricing ingest FILE`) or point DAGSTER_HOME at an existing one")
+    return get_instance()
+
+
+def _run(args) -> int:
     if args.cmd == "ingest":
-        ingest(instance, args.path, args.batch, {"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
+        ingest(get_instance(), args.path, args.batch, {"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
         return 0
+    instance = _existing_instance()
     from pricing_assets.definitions import defs
 
     if args.cmd == "materialize":
         t0 = time.perf_counter()
-        res = materialize(instance, defs, args.batch, args.log_level, force_global=args.retrain)
+        from pricing_assets.progress_display import live_progress
+
+        with live_progress(enabled=not args.no_progress):
+            res = materialize(instance, defs, args.batch, args.log_level, force_global=args.retrain)
         ok = len(res["batches"]) - sum(k.startswith("batch ") for k in res["failed"])
         print(f"materialised {ok} batch(es){' + global assets' if res['global'] and 'global assets' not in res['failed'] else ''} in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
         for k, v in oof_summary(instance).items():
@@ -297,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             n = write_predictions(instance, defs, args.out, allow_stale=args.allow_stale)
         except ExportRefused as e:
+            if "no price_predictions yet" in str(e):
+                raise UsageError(str(e)) from e
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"wrote {n} predictions to {args.out}")
@@ -306,13 +364,71 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 where = drop_batch(instance, name)
             except KeyError as e:
-                print(f"error: {e.args[0]}", file=sys.stderr)
-                return 2
+                raise UsageError(e.args[0]) from e
             print(f"set aside batch {name!r}: unregistered, file kept under {where}")
         for b, state, detail in batch_rows(instance, defs):
             print("\t".join([b, state, *([detail] if detail else [])]))
         return 0
-    return 2
+    if args.cmd == "status":
+        from pricing_assets.status import collect_status, render_status
+
+        st = collect_status(instance, defs)
+        print(json.dumps(st, indent=2, default=str) if args.json else render_status(st))
+        return 0
+    raise UsageError(f"unknown command {args.cmd!r}")
+
+
+def _usage_error(exc: BaseException) -> str | None:
+    """The one-line message of a user's mistake, or None when ``exc`` is unexpected."""
+    from pricing_assets.lib.inbox import InboxDefect
+
+    if isinstance(exc, UsageError):
+        return str(exc)
+    if isinstance(exc, InboxDefect):
+        return f"{exc} (fix the file, then ingest it again)"
+    if isinstance(exc, FileNotFoundError):
+        return f"{exc.args[0] if exc.args else exc}: check the path"
+    if isinstance(exc, IsADirectoryError):
+        return f"{exc.filename or exc}: is a folder; give a .csv or .parquet file"
+    if isinstance(exc, PermissionError):
+        return f"{exc.filename or exc}: permission denied"
+    if isinstance(exc, ValueError) and ("batch name" in str(exc) or "catalog files must end" in str(exc)):
+        return str(exc)
+    try:
+        import botocore.exceptions as bce
+    except ImportError:  # pragma: no cover - botocore comes with s3fs
+        return None
+    if isinstance(exc, bce.EndpointConnectionError):
+        return f"cannot reach the S3 endpoint {exc.kwargs.get('endpoint_url', '')}: check PRICING_S3_ENDPOINT / --endpoint-url and that the store is up"
+    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
+        return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and PRICING_S3_ENDPOINT or --endpoint-url for a non-AWS store)"
+    if isinstance(exc, bce.ClientError) and exc.response.get("Error", {}).get("Code") in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+        return f"S3 refused the credentials ({exc.response['Error']['Code']}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pricing`` console script; returns the exit status (see the module docstring)."""
+    # third-party loading bars (transformers' "Loading weights", hub downloads) would garble the output
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("PRICING_DEBUG", "0").lower() in ("1", "true", "yes")
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's top level: one line for the user, traceback on --debug
+        msg = _usage_error(exc)
+        if debug:
+            raise
+        if msg is not None:
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
+        print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(re-run with --debug or PRICING_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

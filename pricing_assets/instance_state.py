@@ -81,3 +81,18 @@ def last_batch_failure(instance: dg.DagsterInstance, batch: str) -> dg.DagsterRu
 def registered_batches(instance: dg.DagsterInstance) -> list[str]:
     """Registered catalog batches, in ingestion order."""
     return list(instance.get_dynamic_partitions(CATALOG_BATCHES))
+
+
+def root_cause(error) -> str:
+    """The innermost error of a Dagster step failure (the user's exception), one line (<= 400 chars)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[-1][:400]
+
+
+def run_failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:
+    """``step: root cause`` of the first failed step of run ``run_id`` (or a pointer to the UI)."""
+    for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        ev = rec.dagster_event
+        return f"{ev.step_key}: {root_cause(ev.event_specific_data.error)}"
+    return "see the run in the UI"

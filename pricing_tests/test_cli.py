@@ -1,10 +1,12 @@
 """The ``pricing`` console script end to end on a small real slice, in a fresh DAGSTER_HOME."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pytest
 
 from pricing_tests.helpers import run_pricing as run
 
@@ -53,11 +55,155 @@ def test_second_materialize_has_nothing_to_do(materialized_home):
     assert "global assets are up to date" in res.stdout
 
 
-def test_bad_file_is_a_clear_error(materialized_home, tmp_path):
-    env = {**materialized_home["env"], "DAGSTER_HOME": str(tmp_path / "home")}
+def _one_line_error(res, *needles) -> None:
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture()
+def fresh_env(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    env.pop("PRICING_STORAGE", None)
+    return env
+
+
+def test_bad_batch_name_is_one_line(fresh_env, slice_files):
+    _one_line_error(run(["ingest", slice_files["labeled"], "--batch", "../evil"], fresh_env, check=False), "invalid batch name '../evil'")
+
+
+def test_not_a_catalog_file_is_one_line(fresh_env):
+    _one_line_error(run(["ingest", "/etc/passwd", "--batch", "pw"], fresh_env, check=False), "/etc/passwd", ".csv")
+
+
+def test_missing_file_is_one_line(fresh_env, tmp_path):
+    _one_line_error(run(["ingest", str(tmp_path / "absent.csv")], fresh_env, check=False), "not found", "absent.csv")
+
+
+def test_malformed_file_is_refused_before_storing(fresh_env, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("sample_id,text\n1,hello\n")
-    run(["ingest", str(bad), "--batch", "bad"], env)
-    res = run(["materialize", "--batch", "bad"], env, check=False)
+    _one_line_error(run(["ingest", str(bad), "--batch", "bad"], fresh_env, check=False), "missing required column", "catalog_content", "fix the file")
+    assert not (tmp_path / "home" / "storage" / "batches" / "bad").exists()
+    binary = tmp_path / "utf16.csv"
+    binary.write_bytes("sample_id,catalog_content,image_link\n".encode("utf-16"))
+    _one_line_error(run(["ingest", str(binary)], fresh_env, check=False), "UTF-8")
+
+
+def test_missing_instance_is_one_line(fresh_env, tmp_path):
+    _one_line_error(run(["status"], fresh_env, check=False), "no Dagster instance at", "DAGSTER_HOME")
+
+
+def test_missing_s3_credentials_is_one_line(fresh_env):
+    env = {k: v for k, v in fresh_env.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
+    _one_line_error(run(["ingest", "s3://bucket/drops/x.csv", "--endpoint-url", "http://127.0.0.1:9"], env, check=False), "AWS_ACCESS_KEY_ID")
+
+
+def test_debug_shows_the_traceback(fresh_env):
+    res = run(["--debug", "ingest", "/etc/passwd", "--batch", "pw"], fresh_env, check=False)
+    assert res.returncode == 1 and "Traceback" in res.stderr and "ValueError" in res.stderr
+
+
+def test_help_is_plain_text_and_version_prints(fresh_env):
+    res = run(["--help"], fresh_env)
+    assert "``" not in res.stdout and "Examples:" in res.stdout and "status" in res.stdout
+    assert run(["--version"], fresh_env).stdout.startswith("pricing-assets ")
+
+
+def test_status_on_the_demo_instance(materialized_home, slice_files):
+    import json
+
+    st = json.loads(run(["status", "--json"], materialized_home["env"]).stdout)
+    assert [(b["batch"], b["state"], b["rows"]) for b in st["batches"]] == [
+        ("lab", "complete", slice_files["n_labeled"]), ("unlabeled", "complete", slice_files["n_unlabeled"])]
+    assert st["model"]["labeled_rows"] == slice_files["n_labeled"]
+    assert set(st["model"]["oof_smape"]) == {"lightgbm", "lightgbm_dist", "fusion_mlp", "tfidf_ridge", "price_blend"}
+    assert st["predictions"]["rows_priced"] == slice_files["n_unlabeled"] and st["predictions"]["exportable"] is True
+    assert st["automation"]["catalog_inbox_sensor"] == "stopped" and st["automation"]["daemon"].startswith("not running")
+    text = run(["status"], materialized_home["env"]).stdout
+    assert "BATCHES" in text and "lab" in text and "OOF SMAPE" in text and "exportable" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# a malformed batch registered before two good ones (issue #15): nothing freezes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken_first(tmp_path_factory):
+    from pricing_tests.helpers import sample_slice
+
+    tmp = tmp_path_factory.mktemp("broken_first")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp / "home"), "PRICING_IMAGES_OFFLINE": "1"}
+    env.pop("PRICING_STORAGE", None)
+    lab, unl = sample_slice(n_labeled=60, n_with_image=2, n_unlabeled=12)
+    # a malformed 3-row file whose header is right (the ingest checks headers), line 3 has extra fields
+    (tmp / "broken.csv").write_text("sample_id,catalog_content,image_link,price\n1,Item Name: a,,3.0\n2,Item Name: b,,4.0,x,y\n3,Item Name: c,,5.0\n")
+    lab.to_csv(tmp / "good_lab.csv", index=False)
+    unl.to_csv(tmp / "good_unl.csv", index=False)
+    out = {"env": env, "tmp": tmp, "n_unlabeled": len(unl)}
+    for name in ("broken", "good_lab", "good_unl"):
+        run(["ingest", str(tmp / f"{name}.csv")], env)
+    out["materialize"] = run(["materialize"], env, check=False)
+    out["batches"] = run(["batches"], env)
+    out["status"] = run(["status", "--json"], env)
+    out["predictions"] = run(["predictions", "--out", str(tmp / "preds.csv")], env, check=False)
+    out["drop"] = run(["batches", "--drop", "broken"], env)
+    out["materialize_again"] = run(["materialize"], env, check=False)
+    out["drop_unknown"] = run(["batches", "--drop", "nope"], env, check=False)
+    return out
+
+
+def test_failed_batch_does_not_stop_the_good_ones(broken_first):
+    res = broken_first["materialize"]
     assert res.returncode == 1
-    assert "bad.csv" in res.stderr and "catalog_content" in res.stderr
+    assert "[1/3] batch broken" in res.stdout and "FAILED" in res.stdout
+    assert "[2/3] batch good_lab" in res.stdout and "[3/3] batch good_unl" in res.stdout
+    assert "materialised 2 batch(es) + global assets" in res.stdout
+    assert "error: batch broken failed" in res.stderr and "broken.csv" in res.stderr and "line 3" in res.stderr
+    assert "pricing batches --drop" in res.stderr
+
+
+def test_good_batches_are_priced_despite_the_failed_one(broken_first):
+    assert broken_first["predictions"].returncode == 0, broken_first["predictions"].stderr
+    preds = pd.read_csv(broken_first["tmp"] / "preds.csv", dtype={"sample_id": str})
+    assert len(preds) == broken_first["n_unlabeled"]
+
+
+def test_batches_lists_the_failed_batch_with_its_cause(broken_first):
+    lines = [ln.split("\t") for ln in broken_first["batches"].stdout.splitlines()]
+    assert [ln[:2] for ln in lines] == [["broken", "failed"], ["good_lab", "complete"], ["good_unl", "complete"]]
+    assert "raw_catalog" in lines[0][2] and "line 3" in lines[0][2]
+
+
+def test_a_dropped_batch_is_unregistered_and_its_file_kept(broken_first):
+    out = broken_first["drop"].stdout
+    assert "set aside batch 'broken'" in out
+    assert [ln.split("\t")[0] for ln in out.splitlines()[1:]] == ["good_lab", "good_unl"]
+    kept = broken_first["tmp"] / "home" / "storage" / "set_aside" / "broken" / "broken.csv"
+    assert kept.read_text().startswith("sample_id,catalog_content")
+    again = broken_first["materialize_again"]
+    assert again.returncode == 0 and "materialised 0 batch(es)" in again.stdout
+    assert broken_first["drop_unknown"].returncode == 2 and "no registered batch 'nope'" in broken_first["drop_unknown"].stderr
+    assert "Traceback" not in broken_first["drop_unknown"].stderr
+
+
+def test_predictions_are_refused_when_none_exist(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    res = run(["predictions", "--out", str(tmp_path / "p.csv")], env, check=False)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no price_predictions yet" in res.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_status_after_a_failed_batch(broken_first):
+    import json
+
+    st = json.loads(broken_first["status"].stdout)
+    assert [(b["batch"], b["state"]) for b in st["batches"]] == [("broken", "failed"), ("good_lab", "complete"), ("good_unl", "complete")]
+    assert "line 3" in st["batches"][0]["failure"]["cause"]
+    assert st["predictions"]["exportable"] is True
+    assert st["failed_runs"] and st["failed_runs"][0]["partition"] == "broken" and "line 3" in st["failed_runs"][0]["cause"]

@@ -147,5 +147,4 @@ def test_cli_ingest_with_explicit_endpoint(s3_env, monkeypatch, tmp_path):  # no
     assert cli.main(["ingest", f"s3://{bucket}/drops/tiny.csv", "--endpoint-url", s3_env["endpoint"]]) == 0
     stored = tmp_path / "home" / "storage" / "batches" / "tiny" / "tiny.csv"
     assert pd.read_csv(stored, dtype={"sample_id": str})["sample_id"].tolist() == lab["sample_id"].tolist()
-    with pytest.raises(FileNotFoundError):
-        cli.main(["ingest", f"s3://{bucket}/drops/absent.csv", "--endpoint-url", s3_env["endpoint"]])
+    assert cli.main(["ingest", f"s3://{bucket}/drops/absent.csv", "--endpoint-url", s3_env["endpoint"]]) == 2  # one line, exit 2

@@ -14,6 +14,7 @@ import pandas as pd
 
 from data_contracts import embedding_schema
 from pricing_assets.assets.common import preview, stopwatch
+from pricing_assets.lib.progress import report
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import DeviceResource, StorageResource
@@ -96,7 +97,7 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
                 lambda idx: [texts[i] for i in idx],
                 cache_dir=f"{storage.embedding_cache()}",
                 storage_options=storage.storage_options or None,
-                progress=lambda done, total: context.log.info(f"{spec.name}: {done}/{total} rows to embed"),
+                progress=lambda done, total: (context.log.info(f"{spec.name}: {done}/{total} rows to embed"), report(f"embeddings/{spec.name}", done, total, "rows")),
             )
         out = _frame(catalog_items["sample_id"], keys, vectors)
         _contract = enforce_contract(out, embedding_schema(spec.dim), key)  # before storing: a violation raises, nothing is written
@@ -137,7 +138,7 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
                     lambda idx: [open_image_rgb(uris[i], storage_options=opts) for i in idx],
                     cache_dir=storage.embedding_cache(),
                     storage_options=opts,
-                    progress=lambda done, total: context.log.info(f"{spec.name}: {done}/{total} images to embed"),
+                    progress=lambda done, total: (context.log.info(f"{spec.name}: {done}/{total} images to embed"), report(f"embeddings/{spec.name}", done, total, "images")),
                 )
             else:
                 vectors, stats = np.zeros((0, spec.dim), np.float32), {"rows": 0, "computed": 0, "cached": 0}

@@ -5,6 +5,7 @@ import pandas as pd
 
 from data_contracts import OcrText, ProductImages
 from pricing_assets.assets.common import preview, stopwatch
+from pricing_assets.lib.progress import report
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import ImageFetchResource, OcrResource, StorageResource
@@ -43,6 +44,7 @@ def product_images(
     def progress(done: int, total: int) -> None:
         if done % step == 0 or done == total:
             context.log.info(f"product_images: {done}/{total} distinct links")
+        report("product_images", done, total, "links")
 
     with stopwatch() as t:
         images = fetch_images(raw_catalog[["sample_id", "image_link"]], cfg, progress=progress)
@@ -85,6 +87,7 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
     def progress(done: int, total: int) -> None:
         if done % 20 == 0 or done == total:
             context.log.info(f"ocr_text: {done}/{total} images")
+        report("ocr_text", done, total, "rows")
 
     with stopwatch() as t:
         if ocr.enabled:

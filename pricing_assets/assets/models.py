@@ -13,6 +13,7 @@ from pricing_assets.assets.common import preview
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.mlp import MLPConfig
+from pricing_assets.lib.progress import fold_counter
 from pricing_assets.lib.distributional import DIST_PARAMS, N_BINS
 from pricing_assets.lib.modeling import LGBM_PARAMS
 from pricing_assets.resources import DeviceResource, ModelGateResource, StorageResource
@@ -102,7 +103,7 @@ def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, fe
     cv = train_lightgbm_cv(
         X[lab], y, folds, params=params,
         num_boost_round=config.num_boost_round, early_stopping_rounds=config.early_stopping_rounds,
-        seed=config.seed, categorical=categorical, log=context.log.info, n_bags=config.n_bags,
+        seed=config.seed, categorical=categorical, log=fold_counter("lightgbm_model", int(np.unique(folds).size), context.log.info), n_bags=config.n_bags,
     )
     t_refit = time.perf_counter()
     final = refit_lightgbm(X[lab], y, cv.best_iterations, params=params, seed=config.seed, categorical=categorical, n_bags=config.n_bags)
@@ -152,7 +153,7 @@ def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistC
         X[lab], y, folds, n_bins=config.n_bins,
         params={"learning_rate": config.learning_rate, "num_leaves": config.num_leaves},
         early_stopping_rounds=config.early_stopping_rounds, seed=config.seed,
-        categorical=categorical, log=context.log.info,
+        categorical=categorical, log=fold_counter("lightgbm_dist_model", int(np.unique(folds).size), context.log.info),
     )
     test_log = predict_lightgbm_dist(cv.models, X[~lab]) if (~lab).any() else np.zeros(0)
     preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
@@ -228,7 +229,7 @@ def build_model_assets(registry: dict) -> list:
         lab = (feature_matrix["fold"] >= 0).to_numpy()
         y = np.log1p(feature_matrix.loc[lab, "price"].to_numpy(dtype=float))
         cfg = MLPConfig(**{k: getattr(config, k) for k in MLPConfig.__dataclass_fields__ if hasattr(config, k)})
-        cv = train_mlp_cv(inputs.take(lab), y, feature_matrix.loc[lab, "fold"].to_numpy(), cfg, device=dev, log=context.log.info)
+        cv = train_mlp_cv(inputs.take(lab), y, feature_matrix.loc[lab, "fold"].to_numpy(), cfg, device=dev, log=fold_counter("fusion_mlp", int(feature_matrix.loc[lab, "fold"].nunique()), context.log.info))
         test_log = predict_mlp(cv.models, inputs.take(~lab), device=dev) if (~lab).any() else np.zeros(0)
         preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
         outputs = _prediction_outputs(preds, cv.fold_smape, "fusion_mlp_predictions")  # validated before the model is stored
@@ -255,7 +256,7 @@ def build_model_assets(registry: dict) -> list:
 
         base = products.reset_index(drop=True)
         lab = (base["fold"] >= 0).to_numpy()
-        pred, cv = tfidf_ridge_every_row(product_text(base), np.log1p(base["price"].to_numpy(dtype=float)), base["fold"].to_numpy(), log=context.log.info)
+        pred, cv = tfidf_ridge_every_row(product_text(base), np.log1p(base["price"].to_numpy(dtype=float)), base["fold"].to_numpy(), log=fold_counter("tfidf_ridge", int(base.loc[lab, "fold"].nunique()), context.log.info))
         preds = predictions_frame(base, pred[lab], pred[~lab])
         outputs = _prediction_outputs(preds, cv.fold_smape, "tfidf_ridge_predictions")  # validated before the model is stored
         yield dg.Output(cv.models, output_name="tfidf_ridge_model", metadata={

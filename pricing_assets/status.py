@@ -1,0 +1,162 @@
+"""``pricing status``: what state the pipeline is in, from the Dagster instance alone.
+
+:func:`collect_status` returns plain data (also printed by ``pricing status --json``);
+:func:`render_status` turns it into the one-screen text view.
+"""
+
+import time
+
+import dagster as dg
+
+from pricing_assets.instance_state import last_batch_failure, predictions_export_verdict, registered_batches, run_failure_cause
+
+MODEL_PREDICTIONS = ("lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions", "price_blend")
+
+
+def _meta(instance: dg.DagsterInstance, key: str, partition: str | None = None):
+    """(metadata values, record) of the latest materialisation of ``key`` (partition), or ({}, None)."""
+    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key.split("/")), asset_partitions=[partition] if partition else None)
+    recs = instance.fetch_materializations(flt, limit=1).records
+    if not recs:
+        return {}, None
+    return {k: v.value for k, v in recs[0].asset_materialization.metadata.items()}, recs[0]
+
+
+def _age_s(record) -> float | None:
+    return round(time.time() - record.timestamp, 0) if record is not None else None
+
+
+def _batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[dict]:
+    from pricing_assets.cli import missing_batches
+
+    missing = set(missing_batches(instance, defs))
+    out = []
+    for b in registered_batches(instance):
+        meta, _ = _meta(instance, "raw_catalog", b)
+        row = {"batch": b, "rows_in": meta.get("rows_in"), "rows": meta.get("rows"), "labeled_rows": meta.get("labeled_rows"),
+               "quarantined_rows": meta.get("quarantined_rows"), "state": "complete", "failure": None}
+        if b in missing:
+            run = last_batch_failure(instance, b)
+            row["state"] = "failed" if run else "not built"
+            if run:
+                row["failure"] = {"run_id": run.run_id, "cause": run_failure_cause(instance, run.run_id)}
+        out.append(row)
+    return out
+
+
+def _model(instance: dg.DagsterInstance) -> dict:
+    lgb_meta, lgb_rec = _meta(instance, "lightgbm_predictions")
+    blend_meta, blend_rec = _meta(instance, "price_blend")
+    smapes = {}
+    for key in MODEL_PREDICTIONS:
+        m, _ = _meta(instance, key)
+        if "oof_smape" in m:
+            smapes[key.removesuffix("_predictions")] = m["oof_smape"]
+    return {
+        "trained_run_id": lgb_rec.run_id if lgb_rec else None,
+        "trained_at": lgb_rec.timestamp if lgb_rec else None,
+        "age_s": _age_s(lgb_rec),
+        "labeled_rows": lgb_meta.get("labeled_rows"),
+        "oof_smape": smapes,
+        "blend_run_id": blend_rec.run_id if blend_rec else None,
+        "model_gate": blend_meta.get("model_gate"),
+    }
+
+
+def _predictions(instance: dg.DagsterInstance) -> dict:
+    meta, rec = _meta(instance, "price_predictions")
+    verdict = predictions_export_verdict(instance)
+    return {
+        "rows_priced": meta.get("rows"),
+        "model_version": rec.run_id if rec else None,  # the run that promoted the blend behind them
+        "stored_at": rec.timestamp if rec else None,
+        "age_s": _age_s(rec),
+        "exportable": verdict.ok,
+        "problem": verdict.problem or None,
+    }
+
+
+def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
+    from dagster._core.scheduler.instigation import InstigatorStatus
+
+    stored = {s.name: s.status for s in instance.all_instigator_state()}
+    out = {}
+    for sensor in defs.sensors or []:
+        st = stored.get(sensor.name)
+        running = st in (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE) if st else sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        out[sensor.name] = "running" if running else "stopped"
+    for sched in defs.schedules or []:
+        st = stored.get(sched.name)
+        running = st in (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE) if st else sched.default_status == dg.DefaultScheduleStatus.RUNNING
+        out[sched.name] = "running" if running else "stopped"
+    beats = instance.get_daemon_heartbeats()
+    newest = max((b.timestamp for b in beats.values()), default=None)
+    out["daemon"] = "alive" if newest and time.time() - newest < 120 else "not running (sensors and schedules need `dagster dev` or `dagster-daemon run`)"
+    return out
+
+
+def _failed_runs(instance: dg.DagsterInstance, limit: int = 5) -> list[dict]:
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=limit)
+    return [{"run_id": r.run_id, "job": r.job_name, "partition": r.tags.get("dagster/partition"), "cause": run_failure_cause(instance, r.run_id)} for r in runs]
+
+
+def collect_status(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
+    """Everything ``pricing status`` shows, as JSON-ready data.
+
+    Returns:
+        ``{"batches": [{batch, rows_in, rows, labeled_rows, quarantined_rows, state, failure}],
+        "model": {trained_run_id, trained_at (epoch s), age_s, labeled_rows, oof_smape {model: SMAPE},
+        blend_run_id, model_gate}, "predictions": {rows_priced, model_version, stored_at, age_s,
+        exportable, problem}, "automation": {sensor or schedule: running|stopped, daemon: …},
+        "failed_runs": [{run_id, job, partition, cause}]}``; missing facts are None.
+    """
+    return {
+        "batches": _batches(instance, defs),
+        "model": _model(instance),
+        "predictions": _predictions(instance),
+        "automation": _automation(instance, defs),
+        "failed_runs": _failed_runs(instance),
+    }
+
+
+def _ago(s: float | None) -> str:
+    if s is None:
+        return "never"
+    for unit, n in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= n:
+            return f"{s / n:.1f} {unit} ago"
+    return f"{s:.0f} s ago"
+
+
+def render_status(st: dict) -> str:
+    """The status as plain text tables (no colours: safe in logs and pipes)."""
+    lines = ["BATCHES"]
+    fmt = "  {:<28} {:>7} {:>7} {:>8} {:>11}  {}"
+    lines.append(fmt.format("batch", "rows in", "rows", "labeled", "quarantined", "state"))
+    for b in st["batches"]:
+        state = b["state"] + (f" (run {b['failure']['run_id'][:8]}: {b['failure']['cause']})" if b["failure"] else "")
+        lines.append(fmt.format(b["batch"][:28], *(("-" if b[k] is None else b[k]) for k in ("rows_in", "rows", "labeled_rows", "quarantined_rows")), state))
+    if not st["batches"]:
+        lines.append("  none registered: `pricing ingest FILE`")
+    m = st["model"]
+    lines += ["", "MODEL"]
+    if m["trained_run_id"]:
+        lines.append(f"  trained {_ago(m['age_s'])} in run {m['trained_run_id'][:8]} on {m['labeled_rows']} labeled rows")
+        lines.append("  OOF SMAPE: " + ", ".join(f"{k} {v:.2f}" for k, v in m["oof_smape"].items()))
+        if m["model_gate"]:
+            lines.append(f"  model gate (run {m['blend_run_id'][:8]}): {m['model_gate']}")
+    else:
+        lines.append("  not trained yet: `pricing materialize`")
+    p = st["predictions"]
+    lines += ["", "PREDICTIONS"]
+    if p["model_version"]:
+        lines.append(f"  {p['rows_priced']} products priced {_ago(p['age_s'])} by model version {p['model_version'][:8]}")
+        lines.append("  exportable" if p["exportable"] else f"  NOT exportable: {p['problem']}")
+    else:
+        lines.append("  none yet")
+    lines += ["", "AUTOMATION"]
+    lines += [f"  {k:<28} {v}" for k, v in st["automation"].items()]
+    if st["failed_runs"]:
+        lines += ["", "RECENT FAILED RUNS"]
+        lines += [f"  {r['run_id'][:8]} {r['job']}{' [' + r['partition'] + ']' if r['partition'] else ''}: {r['cause']}" for r in st["failed_runs"]]
+    return "\n".join(lines)
