@@ -39,9 +39,10 @@ def _latest(instance: dg.DagsterInstance, key: dg.AssetKey):
 def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
     """Check the stored ``price_predictions`` before they leave Dagster.
 
-    Refused when: none were stored; their latest ``contract`` check did not pass; a later attempt to
-    materialise them failed (its run is named); or ``price_blend`` was materialised after them — then
-    the reason is the blend's ``model_gate`` verdict when that check failed, else "stale".
+    Refused when: none were stored; their latest ``contract`` check did not pass; a later run's
+    ``price_predictions`` step failed (its run and cause are named); or ``price_blend`` was
+    materialised after them — then the reason is the blend's ``model_gate`` verdict when that check
+    failed, else "stale".
 
     Returns:
         an :class:`ExportVerdict`.
@@ -55,10 +56,15 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
     )
     if check is not None and check.status.value == "FAILED":
         return ExportVerdict(False, run_id, f"the latest contract check of price_predictions failed (run {check.run_id})")
-    failed = instance.fetch_failed_materializations(PREDICTIONS, limit=1).records
-    if failed and failed[0].storage_id > rec.storage_id:
-        return ExportVerdict(False, run_id, f"the latest attempt to build price_predictions failed (run {failed[0].run_id}); "
-                             f"the stored ones are from run {run_id}")
+    planned = instance.get_latest_planned_materialization_info(PREDICTIONS)
+    if planned is not None and planned.storage_id > rec.storage_id:
+        step_failed = any(
+            e.dagster_event.step_key == PREDICTIONS.to_python_identifier()
+            for e in instance.all_logs(planned.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        )
+        if step_failed:
+            return ExportVerdict(False, run_id, f"the latest attempt to build price_predictions failed (run {planned.run_id}: "
+                                 f"{run_failure_cause(instance, planned.run_id)}); the stored ones are from run {run_id}")
     upstream = _latest(instance, PREDICTIONS_INPUT)
     if upstream is not None and upstream.storage_id > rec.storage_id:
         gate = instance.event_log_storage.get_latest_asset_check_execution_by_key([MODEL_GATE]).get(MODEL_GATE)

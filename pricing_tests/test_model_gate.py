@@ -163,3 +163,31 @@ def test_a_looser_tolerance_promotes_the_same_retrain(gated):
     assert res.success
     assert _preds_run_ids(instance)[0] == res.run_id
     assert predictions_export_verdict(instance).ok
+
+
+def test_predictions_failing_their_contract_are_not_stored_nor_exported(gated, monkeypatch, tmp_path):
+    import pandera.pandas as pa
+
+    from pricing_assets.assets import serving
+    from pricing_assets.cli import ExportRefused, write_predictions
+
+    run, instance, _ = gated
+    good = run(0.2)
+    assert good.success
+
+    class NoPriceAbove1(pa.DataFrameModel):  # a contract the real predictions break
+        sample_id: pa.typing.Series[str]
+        price: pa.typing.Series[float] = pa.Field(le=1.0)
+
+    monkeypatch.setattr(serving, "PricePredictions", NoPriceAbove1)
+    bad = run(0.2)
+    assert not bad.success
+    (failure,) = [e for e in bad.all_events if e.is_step_failure]
+    assert failure.step_key == "price_predictions" and "nothing stored" in failure.event_specific_data.error.message
+    assert _preds_run_ids(instance) == [good.run_id]
+    verdict = predictions_export_verdict(instance)
+    assert not verdict.ok and bad.run_id in verdict.problem and "failed" in verdict.problem
+    defs = dg.Definitions(assets=[price_predictions])
+    with pytest.raises(ExportRefused, match=bad.run_id):
+        write_predictions(instance, defs, str(tmp_path / "p.csv"))
+    assert not (tmp_path / "p.csv").exists()
