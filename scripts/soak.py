@@ -22,7 +22,7 @@ quarantined with a reason; the broken file named with its reason; each good batc
 global run; no run left queued or started (hung) at the end. Prints the counts and timings and
 writes them as JSON (``--json``). Exit 0 when every assertion holds, 1 otherwise.
 
-    python scripts/soak.py [--s3] [--outage-s 60] [--rows-labeled 80] [--timeout-s 1800] [--json PATH]
+    python scripts/soak.py [--s3] [--outage-s 60] [--rows-labeled 80] [--timeout-s 1800] [--short] [--json PATH]
 
 Binds nothing but 127.0.0.1.
 """
@@ -135,6 +135,7 @@ def main() -> int:
     ap.add_argument("--timeout-s", type=float, default=1800.0, help="give up (fail) after this long")
     ap.add_argument("--json", help="write the counts and timings here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary DAGSTER_HOME")
+    ap.add_argument("--short", action="store_true", help="only the broken file, the labeled and the first unlabeled batch")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="pricing_soak_"))
@@ -165,6 +166,9 @@ def main() -> int:
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME",)})
 
     drops, good_unlabeled, n_bad = build_drops(args.rows_labeled, args.rows_unlabeled)
+    if args.short:
+        drops = {k: v for k, v in drops.items() if k in ("broken.csv", "drop_labeled.csv", "drop_unlabeled_1.csv")}
+        good_unlabeled = set(drops["drop_unlabeled_1.csv"]["sample_id"])
 
     def drop(name: str, df: pd.DataFrame) -> None:
         data = df.to_csv(index=False).encode()
@@ -178,12 +182,14 @@ def main() -> int:
     import dagster as dg
     from dagster._core.scheduler.instigation import InstigatorType
 
+    instance = dg.DagsterInstance.get()  # create the instance's storage before the daemon races to do it
     daemon = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
         cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     t_start = time.monotonic()
     report = {"mode": "s3" if args.s3 else "local", "files_dropped": 0, "timeline_s": {}}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below (daemon, servers) when stopped
     failures = []
 
     def elapsed() -> float:
@@ -201,8 +207,6 @@ def main() -> int:
                 return got
             time.sleep(POLL_S)
         raise TimeoutError(f"{what}: not seen within {limit_s:.0f} s")
-
-    instance = dg.DagsterInstance.get()
 
     def batch_run(batch: str):
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}))
