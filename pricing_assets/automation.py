@@ -4,14 +4,15 @@ Applied once in ``definitions.py`` through :func:`with_global_automation`, never
 
 Rule (``GLOBAL_AUTOMATION``): ``AutomationCondition.eager()`` — materialise when an upstream asset or
 batch partition was updated since this asset was last handled, not while an upstream run is in
-progress — **without** eager's "no upstream partition missing" gate, **and** every upstream blocking
-check passed on each upstream partition that *exists*.
+progress — **without** eager's "no upstream partition missing" gate, **and** no blocking check of an upstream
+asset or partition has a failed result.
 
 Why not plain ``eager() & all_deps_blocking_checks_passed()``: a batch whose run failed (a file with
-a missing column, a dead backend) never gets its per-row partitions; eager's ``~any_deps_missing()``
-and ``all_deps_blocking_checks_passed()`` both look at *every* registered partition, so one failed
-batch held them false and retraining froze for good. Here a missing (failed, dropped or not yet run)
-batch partition is simply not part of the data: the global assets read the batches that exist
+a missing column, a dead backend) never gets its per-row partitions (or, when a re-run of a stored
+batch fails, its planned checks end "execution failed"); eager's ``~any_deps_missing()`` and
+``all_deps_blocking_checks_passed()`` both look at *every* registered partition, so one failed batch
+held them false and retraining froze for good. Here a missing (failed, dropped or not yet run) batch
+partition is simply not part of the data: the global assets read the batches that exist
 (``all_batches_in``: ``allow_missing_partitions``) and list the incomplete ones in their metadata.
 What still stops automation:
 
@@ -38,15 +39,15 @@ PER_ROW_GROUPS = ("ingest", "images", "embeddings")
 #: Asset groups holding the global assets, recomputed over every batch.
 GLOBAL_GROUPS = ("training", "models", "serving")
 
-#: Every blocking check of each *existing* upstream partition passed (or is requested this tick); a
-#: missing partition (failed or pending batch) does not hold it false. Built like Dagster's
-#: ``all_deps_blocking_checks_passed()`` (source: dagster 1.13 ``AutomationCondition``), plus ``| missing()``.
+#: No blocking check of any upstream partition has a *failed* result (or the upstream is requested
+#: this tick). Dagster's ``all_deps_blocking_checks_passed()`` asks for a *passed* result on every
+#: partition, which a failed, pending or re-run-and-failed batch never has (its planned checks resolve
+#: to "execution failed", not "failed"), so one bad batch froze everything; only an explicit failed
+#: result — ``price_blend``'s ``model_gate`` — holds the consumers back here.
 DEPS_BLOCKING_CHECKS_PASSED = dg.AutomationCondition.all_deps_match(
-    dg.AutomationCondition.all_checks_match(
-        dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(), blocking_only=True
-    )
-    | dg.AutomationCondition.missing()
-).with_label("all_existing_deps_blocking_checks_passed")
+    dg.AutomationCondition.all_checks_match(~dg.AutomationCondition.check_failed(), blocking_only=True)
+    | dg.AutomationCondition.will_be_requested()
+).with_label("no_dep_blocking_check_failed")
 
 #: Condition of every unpartitioned asset (source: Dagster docs, "Customizing eager": removing
 #: ``~any_deps_missing()`` to allow missing upstream data; "Declarative Automation" for the check gate).

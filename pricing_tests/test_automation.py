@@ -132,13 +132,26 @@ def test_a_failed_contract_on_a_batch_partition_holds_its_consumers(defs_new):
         s._report(k, "b2", checks_pass=k.to_user_string() != "catalog_items")
     requested = s.tick()
     assert "products" not in requested and "brand_features" not in requested and "tfidf_ridge_model" not in requested
+    assert {"product_index", "embedding_signal_report"} <= requested  # their own inputs (embeddings) passed
 
 
-def test_a_batch_that_failed_at_its_first_contract_requests_no_run(defs_new):
+def test_a_failed_rerun_of_a_stored_batch_does_not_freeze(defs_new, tmp_path):
+    """A real run of ``raw_catalog`` for an already stored batch fails (a corrected file that is
+    broken): its planned checks resolve to "execution failed", which must not hold the global assets
+    when the next good batch lands."""
+    from pricing_assets.lib.batches import store_batch
+
     s = Scenario(defs_new)
     s.batch("b1")
     s.global_run()
     s.tick()
-    s.instance.add_dynamic_partitions(CATALOG_BATCHES, ["b2"])
-    s._report(dg.AssetKey("raw_catalog"), "b2", checks_pass=False)  # the run stopped there
-    assert s.tick() == set()
+    bad = tmp_path / "b1.csv"
+    bad.write_text("sample_id,catalog_content,image_link\n1,Item Name: a,\n2,Item Name: b,,x,y\n")
+    store_batch(str(bad), defs_new.resources["storage"].batches_dir(), "b1")
+    res = dg.materialize(list(defs_new.assets), instance=s.instance, resources=dict(defs_new.resources), partition_key="b1",
+                         selection=dg.AssetSelection.assets("raw_catalog", "catalog_quarantine"), raise_on_error=False)
+    assert not res.success
+    (latest,) = s.instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey("raw_catalog"), "contract"), limit=1)
+    assert latest.run_id == res.run_id and latest.status.value == "PLANNED"  # planned in a failed run: never passed
+    s.batch("b2")
+    assert {"products", "price_predictions"} <= s.tick()
