@@ -108,16 +108,27 @@ def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
 
 def global_assets_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> bool:
     """True when some global asset was never materialised, or a per-row (batch) asset was
-    materialised after the oldest of the global assets' latest materialisations."""
+    materialised after the oldest of the global assets' latest materialisations.
+
+    Assets downstream of ``price_blend`` are left out: after a retrain the model gate refused, they
+    stay older than the batches on purpose, and re-running every global asset would only be refused again.
+    """
     graph = defs.resolve_asset_graph()
     keys = list(graph.get_all_asset_keys())
     per_row = [k for k in keys if graph.get(k).partitions_def is not None]
-    global_ = [k for k in keys if graph.get(k).partitions_def is None]
+    behind_gate, frontier = set(), [dg.AssetKey("price_blend")] if dg.AssetKey("price_blend") in keys else []
+    while frontier:
+        for child in graph.get(frontier.pop()).child_keys - behind_gate:
+            behind_gate.add(child)
+            frontier.append(child)
+    global_ = [k for k in keys if graph.get(k).partitions_def is None and k not in behind_gate]
     if not global_:
         return False
+    if any(_latest_storage_id(instance, k) < 0 for k in keys if graph.get(k).partitions_def is None):
+        return True
     oldest_global = min(_latest_storage_id(instance, k) for k in global_)
     newest_row = max((_latest_storage_id(instance, k) for k in per_row), default=-1)
-    return oldest_global < 0 or newest_row > oldest_global
+    return newest_row > oldest_global
 
 
 def materialize(
@@ -155,7 +166,12 @@ def materialize(
             print(f"      FAILED in {timings[f'batch:{batch}']} s (run {res.run_id}): {failed[f'batch {batch}']}", flush=True)
     run_global = force_global or global_assets_stale(instance, defs)
     if not run_global:
+        from pricing_assets.instance_state import predictions_export_verdict
+
         print("global assets are up to date with every batch (use --retrain to re-run them)", flush=True)
+        verdict = predictions_export_verdict(instance)
+        if verdict.kind == "gated":
+            print(f"note: {verdict.problem}", flush=True)
     else:
         print(f"global assets: {', '.join(GLOBAL_GROUPS)} …", flush=True)
         t0 = time.perf_counter()
@@ -200,8 +216,9 @@ def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: s
     from pricing_assets.instance_state import predictions_export_verdict
 
     verdict = predictions_export_verdict(instance)
-    if not verdict.ok and (verdict.run_id is None or not allow_stale or "contract" in verdict.problem):
-        raise ExportRefused(f"not exporting: {verdict.problem}" + ("" if verdict.run_id is None else "; `--allow-stale` exports the stored ones anyway"))
+    if verdict.kind in ("none", "contract") or (not verdict.ok and not allow_stale):
+        hint = "; `--allow-stale` exports the stored ones anyway" if verdict.kind in ("failed", "gated", "stale") else ""
+        raise ExportRefused(f"not exporting: {verdict.problem}{hint}")
     if not verdict.ok:
         print(f"warning: {verdict.problem}; exporting them anyway (--allow-stale)", file=sys.stderr)
     df = defs.load_asset_value("price_predictions", instance=instance)
@@ -334,6 +351,11 @@ def _run(args) -> int:
     from pricing_assets.definitions import defs
 
     if args.cmd == "materialize":
+        from pricing_assets.instance_state import registered_batches
+
+        unknown = [b for b in args.batch or [] if b not in set(registered_batches(instance))]
+        if unknown:
+            raise UsageError(f"no registered batch {unknown[0]!r}; `pricing batches` lists them, `pricing ingest FILE --batch NAME` adds one")
         t0 = time.perf_counter()
         from pricing_assets.progress_display import live_progress
 
@@ -350,10 +372,12 @@ def _run(args) -> int:
             print("error: set a bad batch aside with `pricing batches --drop NAME` (its file is kept)", file=sys.stderr)
         return 1 if res["failed"] else 0
     if args.cmd == "predictions":
+        from pricing_assets.instance_state import predictions_export_verdict
+
         try:
             n = write_predictions(instance, defs, args.out, allow_stale=args.allow_stale)
         except ExportRefused as e:
-            if "no price_predictions yet" in str(e):
+            if predictions_export_verdict(instance).kind == "none":
                 raise UsageError(str(e)) from e
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -24,11 +24,16 @@ class ExportVerdict:
         ok: True when they are the latest, passed their contract and are not older than their input.
         run_id: run that stored the predictions (None when there are none).
         problem: why not (one sentence naming runs), "" when ``ok``.
+        kind: ``ok``; ``none`` (never stored); ``contract`` (the stored ones failed their contract
+            check, possible only on an instance older than contract enforcement); ``failed`` (a later
+            rebuild failed), ``gated`` (the model gate held a retrain back) or ``stale`` (the blend
+            changed since) — for these three the stored predictions are valid but not the newest.
     """
 
     ok: bool
     run_id: str | None
     problem: str = ""
+    kind: str = "ok"
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey):
@@ -49,13 +54,13 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
     """
     rec = _latest(instance, PREDICTIONS)
     if rec is None:
-        return ExportVerdict(False, None, "no price_predictions yet: run `pricing materialize` first")
+        return ExportVerdict(False, None, "no price_predictions yet: run `pricing materialize` first", "none")
     run_id = rec.run_id
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(PREDICTIONS, CONTRACT_CHECK)]).get(
         dg.AssetCheckKey(PREDICTIONS, CONTRACT_CHECK)
     )
     if check is not None and check.status.value == "FAILED":
-        return ExportVerdict(False, run_id, f"the latest contract check of price_predictions failed (run {check.run_id})")
+        return ExportVerdict(False, run_id, f"the latest contract check of price_predictions failed (run {check.run_id})", "contract")
     planned = instance.get_latest_planned_materialization_info(PREDICTIONS)
     if planned is not None and planned.storage_id > rec.storage_id:
         step_failed = any(
@@ -64,7 +69,7 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
         )
         if step_failed:
             return ExportVerdict(False, run_id, f"the latest attempt to build price_predictions failed (run {planned.run_id}: "
-                                 f"{run_failure_cause(instance, planned.run_id)}); the stored ones are from run {run_id}")
+                                 f"{run_failure_cause(instance, planned.run_id)}); the stored ones are from run {run_id}", "failed")
     upstream = _latest(instance, PREDICTIONS_INPUT)
     if upstream is not None and upstream.storage_id > rec.storage_id:
         gate = instance.event_log_storage.get_latest_asset_check_execution_by_key([MODEL_GATE]).get(MODEL_GATE)
@@ -72,9 +77,9 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
             ev = gate.event.dagster_event.event_specific_data if gate.event and gate.event.dagster_event else None
             why = getattr(ev, "description", None) or "see the check in the UI"
             return ExportVerdict(False, run_id, f"the retrain in run {upstream.run_id} was not promoted by the model gate ({why}); "
-                                 f"the stored predictions are from the previous model (run {run_id})")
+                                 f"the stored predictions are from the previous model (run {run_id})", "gated")
         return ExportVerdict(False, run_id, f"price_blend was re-materialised in run {upstream.run_id} after the stored predictions "
-                             f"(run {run_id}): they are stale; run `pricing materialize`")
+                             f"(run {run_id}): they are stale; run `pricing materialize`", "stale")
     return ExportVerdict(True, run_id)
 
 

@@ -37,7 +37,7 @@ def _batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[dict]:
                "quarantined_rows": meta.get("quarantined_rows"), "state": "complete", "failure": None}
         if b in missing:
             run = last_batch_failure(instance, b)
-            row["state"] = "failed" if run else "not built"
+            row["state"] = "failed" if run else "incomplete"
             if run:
                 row["failure"] = {"run_id": run.run_id, "cause": run_failure_cause(instance, run.run_id)}
         out.append(row)
@@ -81,14 +81,13 @@ def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
 
     stored = {s.name: s.status for s in instance.all_instigator_state()}
     out = {}
-    for sensor in defs.sensors or []:
-        st = stored.get(sensor.name)
-        running = st in (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE) if st else sensor.default_status == dg.DefaultSensorStatus.RUNNING
-        out[sensor.name] = "running" if running else "stopped"
-    for sched in defs.schedules or []:
-        st = stored.get(sched.name)
-        running = st in (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE) if st else sched.default_status == dg.DefaultScheduleStatus.RUNNING
-        out[sched.name] = "running" if running else "stopped"
+    for inst in [*(defs.sensors or []), *(defs.schedules or [])]:
+        st = stored.get(inst.name)
+        if st in (InstigatorStatus.RUNNING, InstigatorStatus.STOPPED):  # switched in the UI / CLI
+            out[inst.name] = st.value.lower()
+        else:  # as declared in code (PRICING_AUTOMATION of this process's environment)
+            running = inst.default_status.value == "RUNNING"
+            out[inst.name] = ("running" if running else "stopped") + " (default)"
     beats = instance.get_daemon_heartbeats()
     newest = max((b.timestamp for b in beats.values()), default=None)
     out["daemon"] = "alive" if newest and time.time() - newest < 120 else "not running (sensors and schedules need `dagster dev` or `dagster-daemon run`)"

@@ -123,7 +123,7 @@ def test_status_on_the_demo_instance(materialized_home, slice_files):
     assert st["model"]["labeled_rows"] == slice_files["n_labeled"]
     assert set(st["model"]["oof_smape"]) == {"lightgbm", "lightgbm_dist", "fusion_mlp", "tfidf_ridge", "price_blend"}
     assert st["predictions"]["rows_priced"] == slice_files["n_unlabeled"] and st["predictions"]["exportable"] is True
-    assert st["automation"]["catalog_inbox_sensor"] == "stopped" and st["automation"]["daemon"].startswith("not running")
+    assert st["automation"]["catalog_inbox_sensor"] == "stopped (default)" and st["automation"]["daemon"].startswith("not running")
     text = run(["status"], materialized_home["env"]).stdout
     assert "BATCHES" in text and "lab" in text and "OOF SMAPE" in text and "exportable" in text
 
@@ -194,6 +194,7 @@ def test_a_dropped_batch_is_unregistered_and_its_file_kept(broken_first):
 
 def test_predictions_are_refused_when_none_exist(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()  # an instance without predictions, not a missing instance
     res = run(["predictions", "--out", str(tmp_path / "p.csv")], env, check=False)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no price_predictions yet" in res.stderr
     assert not (tmp_path / "p.csv").exists()

@@ -675,3 +675,8 @@ def test_s3_storage_down_backs_off_then_stores(restartable_s3, env):  # noqa: F8
     assert fs.cat(f"{bucket}/store/batches/b/b.csv") == (env["inbox"] / "b.csv").read_bytes()
     results.append(sensor(s3_tick(results[-1].cursor)))
     assert _runs(results) == ["a", "b"]
+
+
+def test_header_check_survives_a_peek_that_ends_inside_a_long_quoted_record():
+    head = b'sample_id,catalog_content,image_link,price\n1,"Item Name: x\nBullet: y\n'  # cut mid-record
+    assert csv_header_columns(head, complete=False) == ["sample_id", "catalog_content", "image_link", "price"]

@@ -105,8 +105,8 @@ class Relay:
                     pass
 
 
-def build_drops(rows_labeled: int, rows_unlabeled: int) -> tuple[dict[str, pd.DataFrame], set[str], int]:
-    """The files to drop (name -> frame, in order), the good unlabeled ids, and the bad-row count."""
+def build_drops(rows_labeled: int, rows_unlabeled: int) -> tuple[dict[str, pd.DataFrame], set[str], set[str]]:
+    """The files to drop (name -> frame, in order), the good unlabeled ids, and the bad rows' ids."""
     lab = pd.read_csv(LABELED_CSV, dtype={"sample_id": str})
     has = lab["image_link"].str.rsplit("/", n=1).str[-1].isin(image_basenames())
     lab = pd.concat([lab[has].head(4), lab[~has].head(rows_labeled - 4)], ignore_index=True)
@@ -123,7 +123,7 @@ def build_drops(rows_labeled: int, rows_unlabeled: int) -> tuple[dict[str, pd.Da
         "drop_unlabeled_1_again.csv": u1,
         "drop_unlabeled_2.csv": u2,
     }
-    return drops, set(u1["sample_id"]) | set(u2["sample_id"]), BAD_ROWS
+    return drops, set(u1["sample_id"]) | set(u2["sample_id"]), set(bad["sample_id"])
 
 
 def main() -> int:
@@ -165,7 +165,8 @@ def main() -> int:
         env["PRICING_INBOX"] = str(tmp / "inbox")
     os.environ.update(env)  # this process reads the same instance and storage as the daemon
 
-    drops, good_unlabeled, n_bad = build_drops(args.rows_labeled, args.rows_unlabeled)
+    drops, good_unlabeled, bad_ids = build_drops(args.rows_labeled, args.rows_unlabeled)
+    n_bad = len(bad_ids)
     if args.short:
         drops = {k: v for k, v in drops.items() if k in ("broken.csv", "drop_labeled.csv", "drop_unlabeled_1.csv")}
         good_unlabeled = set(drops["drop_unlabeled_1.csv"]["sample_id"])
@@ -295,11 +296,14 @@ def main() -> int:
         report.update(rows_priced_twice=dup, good_rows_not_priced=len(missing), unexpected_rows_priced=len(extra))
         if dup or missing or extra:
             failures.append(f"pricing not exactly once: {dup} duplicated, {len(missing)} missing, {len(extra)} unexpected")
-    q = [instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("catalog_quarantine"), asset_partitions=["drop_labeled"]), limit=1).records]
-    n_q = q[0][0].asset_materialization.metadata["rows"].value if q[0] else None
-    report["rows_quarantined"] = n_q
-    if n_q != n_bad:
-        failures.append(f"quarantined {n_q} rows of drop_labeled, expected the {n_bad} bad ones")
+    from pricing_assets.definitions import defs as _defs
+
+    quarantine = _defs.load_asset_value("catalog_quarantine", instance=instance, partition_key="drop_labeled")
+    report["rows_quarantined"] = len(quarantine)
+    report["quarantine_reasons"] = sorted(quarantine["reason"].astype(str))
+    named = set(quarantine.loc[quarantine["reason"].astype(str).str.len() > 0, "sample_id"].astype(str))
+    if len(quarantine) != n_bad or not bad_ids <= named:
+        failures.append(f"quarantined {len(quarantine)} rows of drop_labeled with reasons for {sorted(named)}, expected the {n_bad} bad ones {sorted(bad_ids)}")
     reason = report.get("broken_file_reason", "")
     report["files_named"] = int(bool(reason))
     if "catalog_content" not in reason:

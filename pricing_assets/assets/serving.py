@@ -22,7 +22,6 @@ def price_predictions(context: dg.AssetExecutionContext, price_blend: pd.DataFra
     test = price_blend[price_blend["fold"] < 0]
     out = pd.DataFrame({"sample_id": test["sample_id"].astype(str).to_numpy(), "price": test["pred_price"].astype(float).to_numpy()})
     _contract = enforce_contract(out, PricePredictions, "price_predictions")  # before storing: a violation raises, nothing is written
-    write_champion(price_blend, champion_path(storage.models_dir()), storage.storage_options or None)
     yield dg.Output(out, metadata={
         "rows": len(out),
         "median_price_usd": round(float(out["price"].median()), 2) if len(out) else 0.0,
@@ -30,6 +29,8 @@ def price_predictions(context: dg.AssetExecutionContext, price_blend: pd.DataFra
         "max_price_usd": round(float(out["price"].max()), 2) if len(out) else 0.0,
         "preview": preview(out),
     })
+    # promoted only once the predictions are stored (an output is written when it is yielded)
+    write_champion(price_blend, champion_path(storage.models_dir()), storage.storage_options or None)
     yield _contract
 
 

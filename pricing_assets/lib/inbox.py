@@ -248,9 +248,17 @@ def csv_header_columns(head: bytes, complete: bool) -> list[str]:
         if cut < 0:
             raise InboxDefect(f"no line break in the first {len(head)} bytes: not a CSV file")
         head = head[: cut + 1]
-    text = head.decode("utf-8-sig", errors="replace")  # \n never occurs inside a UTF-8 sequence
+    def parse(raw: bytes) -> pd.DataFrame:
+        text = raw.decode("utf-8-sig", errors="replace")  # \n never occurs inside a UTF-8 sequence
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=True, nrows=0)
+
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=True, nrows=0)
+        try:
+            frame = parse(head)
+        except pd.errors.ParserError:
+            if complete:
+                raise
+            frame = parse(first_line + b"\n")  # the peek ended inside a long quoted record: the header line alone
     except pd.errors.EmptyDataError as exc:
         raise InboxDefect("no header row: not a CSV catalog") from exc
     except (pd.errors.ParserError, ValueError) as exc:
