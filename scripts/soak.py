@@ -258,6 +258,7 @@ def main() -> int:
     except (TimeoutError, RuntimeError) as e:
         failures.append(str(e))
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
         runs = instance.get_runs()
         hung = [r.run_id for r in runs if r.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)]
         os.killpg(daemon.pid, signal.SIGTERM)
