@@ -4,8 +4,9 @@ Applied once in ``definitions.py`` through :func:`with_global_automation`, never
 
 Rule (``GLOBAL_AUTOMATION``): ``AutomationCondition.eager()`` — materialise when an upstream asset or
 batch partition was updated since this asset was last handled, not while an upstream run is in
-progress — **without** eager's "no upstream partition missing" gate, **and** no blocking check of an upstream
-asset or partition has a failed result.
+progress — with eager's "no upstream missing" gate restricted to the global upstream assets (a missing
+*batch partition* does not hold it), **and** no blocking check of an upstream asset or partition has a
+failed result.
 
 Why not plain ``eager() & all_deps_blocking_checks_passed()``: a batch whose run failed (a file with
 a missing column, a dead backend) never gets its per-row partitions (or, when a re-run of a stored
@@ -49,10 +50,18 @@ DEPS_BLOCKING_CHECKS_PASSED = dg.AutomationCondition.all_deps_match(
     | dg.AutomationCondition.will_be_requested()
 ).with_label("no_dep_blocking_check_failed")
 
-#: Condition of every unpartitioned asset (source: Dagster docs, "Customizing eager": removing
+#: Eager's "no dependency missing" gate, restricted to the global (unpartitioned) upstream assets: a
+#: missing *batch partition* (failed, dropped, not yet run) is no reason to wait, but a global input
+#: that was never built (its run failed, or it is built by another run) is — without it the asset
+#: cannot even load its inputs (found by ``make soak``).
+GLOBAL_DEPS_MISSING = (
+    dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS)).with_label("any_global_deps_missing")
+)
+
+#: Condition of every unpartitioned asset (source: Dagster docs, "Customizing eager": replacing
 #: ``~any_deps_missing()`` to allow missing upstream data; "Declarative Automation" for the check gate).
 GLOBAL_AUTOMATION = (
-    dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()).with_label("eager_allow_missing")
+    dg.AutomationCondition.eager().replace("any_deps_missing", GLOBAL_DEPS_MISSING).with_label("eager_allow_missing_batches")
     & DEPS_BLOCKING_CHECKS_PASSED
 )
 
