@@ -24,7 +24,6 @@ import time
 import dagster as dg
 
 from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS
-from pricing_assets.instance_state import root_cause, run_failure_cause
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -192,6 +191,8 @@ def materialize(
 def _failure_detail(res) -> str:
     """One line per failure of a finished run: failing step and root cause, or failed blocking check
     with its description."""
+    from pricing_assets.instance_state import root_cause
+
     parts = []
     for e in res.all_events:
         if e.is_step_failure:
@@ -261,7 +262,7 @@ def drop_batch(instance: dg.DagsterInstance, batch: str) -> str:
 def batch_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str, str]]:
     """``(batch, state, detail)`` per registered batch: ``complete``; ``failed`` with the failing run's
     id and cause; or ``incomplete`` (not run yet)."""
-    from pricing_assets.instance_state import last_batch_failure, registered_batches
+    from pricing_assets.instance_state import last_batch_failure, registered_batches, run_failure_cause
 
     missing = set(missing_batches(instance, defs))
     rows = []
