@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pricing_tests.helpers import run_pricing, sample_slice
+from pricing_tests.helpers import run_pricing, run_pricing_here, sample_slice
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -28,10 +28,10 @@ def materialized_home(tmp_path_factory, slice_files):
     env.pop("PRICING_STORAGE", None)
     out = {"home": home, "env": env}
     out["ingest1"] = run_pricing(["ingest", slice_files["labeled"], "--batch", "lab"], env)
-    out["ingest2"] = run_pricing(["ingest", slice_files["unlabeled"]], env)  # batch name from the file stem
-    out["batches_before"] = run_pricing(["batches"], env)
-    out["materialize"] = run_pricing(["materialize"], env)
-    out["batches_after"] = run_pricing(["batches"], env)
+    out["ingest2"] = run_pricing_here(["ingest", slice_files["unlabeled"]], env)  # batch name from the file stem
+    out["batches_before"] = run_pricing_here(["batches"], env)
+    out["materialize"] = run_pricing(["materialize"], env)  # the console script itself, in a new interpreter
+    out["batches_after"] = run_pricing_here(["batches"], env)
     out["csv"] = home / "preds.csv"
-    out["predictions"] = run_pricing(["predictions", "--out", str(out["csv"])], env)
+    out["predictions"] = run_pricing_here(["predictions", "--out", str(out["csv"])], env)
     return out

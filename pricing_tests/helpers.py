@@ -1,5 +1,8 @@
 """Helpers shared by tests: paths and slices of the bundled real sample, the `pricing` script."""
 
+import contextlib
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,4 +38,30 @@ def run_pricing(args, env, check=True):
     res = subprocess.run([PRICING, *args], env=env, capture_output=True, text=True, timeout=900)
     if check and res.returncode != 0:
         raise AssertionError(f"pricing {' '.join(args)} exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr[-4000:]}")
+    return res
+
+
+def run_pricing_here(args, env, check=True) -> subprocess.CompletedProcess:
+    """Run ``pricing`` *in this process* (``pricing_assets.cli.main``) with ``env`` as the environment
+    for the call, capturing stdout/stderr; the same result shape as :func:`run_pricing` without the
+    ~10 s start-up of a new interpreter (importing the CLI and the code location). ``os.environ`` is
+    restored afterwards. Commands whose exit path is the point of the test use :func:`run_pricing`."""
+    from pricing_assets.cli import main
+
+    saved = dict(os.environ)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse: --help, --version, usage errors
+                rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    res = subprocess.CompletedProcess(["pricing", *args], rc, out.getvalue(), err.getvalue())
+    if check and rc != 0:
+        raise AssertionError(f"pricing {' '.join(map(str, args))} exited {rc}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr[-4000:]}")
     return res

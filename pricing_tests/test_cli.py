@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricing_tests.helpers import run_pricing as run
+from pricing_tests.helpers import run_pricing, run_pricing_here as run
 
 
 def test_ingest_stores_file_and_registers_partition(materialized_home, slice_files):
@@ -104,7 +104,7 @@ def test_missing_s3_credentials_is_one_line(fresh_env):
 
 
 def test_debug_shows_the_traceback(fresh_env):
-    res = run(["--debug", "ingest", "/etc/passwd", "--batch", "pw"], fresh_env, check=False)
+    res = run_pricing(["--debug", "ingest", "/etc/passwd", "--batch", "pw"], fresh_env, check=False)
     assert res.returncode == 1 and "Traceback" in res.stderr and "ValueError" in res.stderr
 
 
@@ -148,7 +148,7 @@ def broken_first(tmp_path_factory):
     out = {"env": env, "tmp": tmp, "n_unlabeled": len(unl)}
     for name in ("broken", "good_lab", "good_unl"):
         run(["ingest", str(tmp / f"{name}.csv")], env)
-    out["materialize"] = run(["materialize"], env, check=False)
+    out["materialize"] = run_pricing(["materialize"], env, check=False)  # the console script's own exit path
     out["batches"] = run(["batches"], env)
     out["status"] = run(["status", "--json"], env)
     out["predictions"] = run(["predictions", "--out", str(tmp / "preds.csv")], env, check=False)
