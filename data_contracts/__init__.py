@@ -8,6 +8,7 @@ from data_contracts.catalog import CatalogItems, CatalogQuarantine, RawCatalog
 from data_contracts.embeddings import embedding_schema
 from data_contracts.images import OcrText, ProductImages
 from data_contracts.training import (
+    BatchPredictions,
     BrandFeatures,
     FeatureMatrix,
     KnnFeatures,
@@ -27,6 +28,7 @@ CONTRACTS = {
     "knn_features": KnnFeatures,
     "feature_matrix": FeatureMatrix,
     "model_predictions": ModelPredictions,
+    "batch_predictions": BatchPredictions,
     "price_predictions": PricePredictions,
 }
 

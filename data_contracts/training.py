@@ -78,11 +78,32 @@ class ModelPredictions(pa.DataFrameModel):
         coerce = True
 
 
-class PricePredictions(pa.DataFrameModel):
-    """Competition format: every unlabeled sample_id exactly once, price finite and > 0 (USD)."""
+class BatchPredictions(pa.DataFrameModel):
+    """One batch's products without a price, scored by the serving model (``batch_predictions``):
+    each sample_id once, price finite and > 0 (USD), the model version that priced it."""
 
     sample_id: Series[str] = pa.Field(unique=True)
     price: Series[float] = pa.Field(gt=0, le=1e6)
+    model_version: Series[str] = pa.Field(str_length={"min_value": 1})
+
+    @pa.check("price", name="finite")
+    def finite(cls, s: Series[float]) -> Series[bool]:
+        return np.isfinite(s)
+
+    class Config:
+        strict = False  # the per-model ``pred_*`` diagnostics follow
+        coerce = True
+
+
+class PricePredictions(pa.DataFrameModel):
+    """Every unlabeled sample_id exactly once (its latest batch's row), price finite and > 0 (USD),
+    with its batch and the model version that priced it; ``pricing predictions`` writes the
+    competition format (``sample_id,price``) from it."""
+
+    sample_id: Series[str] = pa.Field(unique=True)
+    price: Series[float] = pa.Field(gt=0, le=1e6)
+    batch: Series[str]
+    model_version: Series[str] = pa.Field(str_length={"min_value": 1})
 
     @pa.check("price", name="finite")
     def finite(cls, s: Series[float]) -> Series[bool]:

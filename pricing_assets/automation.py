@@ -37,33 +37,53 @@ import dagster as dg
 
 #: Asset groups holding the per-row, batch-partitioned assets.
 PER_ROW_GROUPS = ("ingest", "images", "embeddings")
-#: Asset groups holding the global assets, recomputed over every batch.
+#: Batch-partitioned, but downstream of the models: each batch's products without a price, scored.
+SCORING_GROUPS = ("scoring",)
 GLOBAL_GROUPS = ("training", "models", "serving")
+#: The one global asset that reads the batches directly and decides whether the labels changed.
+TRAINING_SET = "products"
 
-#: No blocking check of any upstream partition has a *failed* result (or the upstream is requested
-#: this tick). Dagster's ``all_deps_blocking_checks_passed()`` asks for a *passed* result on every
-#: partition, which a failed, pending or re-run-and-failed batch never has (its planned checks resolve
-#: to "execution failed", not "failed"), so one bad batch froze everything; only an explicit failed
-#: result — ``price_blend``'s ``model_gate`` — holds the consumers back here.
 DEPS_BLOCKING_CHECKS_PASSED = dg.AutomationCondition.all_deps_match(
     dg.AutomationCondition.all_checks_match(~dg.AutomationCondition.check_failed(), blocking_only=True)
     | dg.AutomationCondition.will_be_requested()
 ).with_label("no_dep_blocking_check_failed")
 
-#: Eager's "no dependency missing" gate, restricted to the global (unpartitioned) upstream assets: a
-#: missing *batch partition* (failed, dropped, not yet run) is no reason to wait, but a global input
-#: that was never built (its run failed, or it is built by another run) is — without it the asset
-#: cannot even load its inputs (found by ``make soak``).
 GLOBAL_DEPS_MISSING = (
-    dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS)).with_label("any_global_deps_missing")
+    dg.AutomationCondition.any_deps_missing()
+    .ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS, *SCORING_GROUPS))
+    .with_label("any_global_deps_missing")
 )
 
-#: Condition of every unpartitioned asset (source: Dagster docs, "Customizing eager": replacing
-#: ``~any_deps_missing()`` to allow missing upstream data; "Declarative Automation" for the check gate).
 GLOBAL_AUTOMATION = (
     dg.AutomationCondition.eager().replace("any_deps_missing", GLOBAL_DEPS_MISSING).with_label("eager_allow_missing_batches")
     & DEPS_BLOCKING_CHECKS_PASSED
 )
+
+
+def _eager_part(label: str) -> dg.AutomationCondition:
+    """The sub-condition of ``AutomationCondition.eager()`` labelled ``label``."""
+    todo = [dg.AutomationCondition.eager()]
+    while todo:
+        c = todo.pop()
+        if c.get_label() == label:
+            return c
+        todo.extend(c.children)
+    raise LookupError(f"AutomationCondition.eager() has no sub-condition {label!r} in this Dagster version")
+
+
+#: ``GLOBAL_AUTOMATION`` for the assets downstream of ``products``: a new batch partition is no
+#: reason to retrain (``products`` decides whether the labels changed); they react to global inputs.
+TRAINED_AUTOMATION = (
+    dg.AutomationCondition.eager()
+    .replace("any_deps_missing", GLOBAL_DEPS_MISSING)
+    .replace("any_deps_updated", _eager_part("any_deps_updated").ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS)).with_label("any_global_deps_updated"))
+    .with_label("eager_on_global_inputs")
+    & DEPS_BLOCKING_CHECKS_PASSED
+)
+
+#: ``batch_predictions``: score a batch once its per-row assets exist, and every batch again when a
+#: new ``serving_model`` is promoted (eager per partition, gated by blocking checks).
+SCORING_AUTOMATION = (dg.AutomationCondition.eager() & DEPS_BLOCKING_CHECKS_PASSED).with_label("eager_scoring")
 
 AUTOMATION_SENSOR = "pricing_automation_sensor"
 
@@ -73,22 +93,28 @@ def default_status(on: bool) -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
 
 
-def _is_global(spec: dg.AssetSpec) -> bool:
-    return spec.partitions_def is None
+def _condition_for(spec: dg.AssetSpec) -> dg.AutomationCondition | None:
+    if spec.group_name in SCORING_GROUPS:
+        return SCORING_AUTOMATION
+    if spec.partitions_def is not None:
+        return None  # per-row assets: the inbox sensor and `pricing materialize` request their runs
+    return GLOBAL_AUTOMATION if spec.key.to_user_string() == TRAINING_SET else TRAINED_AUTOMATION
 
 
-def with_global_automation(assets: Iterable, condition: dg.AutomationCondition = GLOBAL_AUTOMATION) -> list:
-    """Return ``assets`` with ``condition`` set on every *unpartitioned* asset spec (multi-assets
-    included); partitioned (per-batch) specs are left without a condition — the inbox sensor and
+def with_global_automation(assets: Iterable) -> list:
+    """Return ``assets`` with this module's automation conditions set: ``GLOBAL_AUTOMATION`` on
+    ``products``, ``TRAINED_AUTOMATION`` on every other unpartitioned asset, ``SCORING_AUTOMATION``
+    on the scoring group; per-row (batch) specs are left without a condition — the inbox sensor and
     ``pricing materialize`` request those runs.
 
     Raises:
-        ValueError: if an unpartitioned spec already carries another automation condition (a second
-            policy set asset by asset would silently override this one).
+        ValueError: if a spec already carries another automation condition (a second policy set
+            asset by asset would silently override this one).
     """
 
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
-        if not _is_global(spec):
+        condition = _condition_for(spec)
+        if condition is None:
             return spec
         if spec.automation_condition is not None and spec.automation_condition != condition:
             raise ValueError(f"{spec.key.to_user_string()}: already has an automation condition; set it in pricing_assets/automation.py only")
@@ -101,7 +127,7 @@ def build_automation_sensor(on: bool = False) -> dg.AutomationConditionSensorDef
     """The sensor evaluating ``GLOBAL_AUTOMATION`` over the global groups (every 30 s when running)."""
     return dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR,
-        target=dg.AssetSelection.groups(*GLOBAL_GROUPS),
+        target=dg.AssetSelection.groups(*GLOBAL_GROUPS, *SCORING_GROUPS),
         default_status=default_status(on),
         minimum_interval_seconds=30,
         description="Refreshes features, models, index and predictions when new batches land (eager, gated by blocking checks).",

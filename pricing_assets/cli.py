@@ -23,7 +23,7 @@ import time
 
 import dagster as dg
 
-from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS
+from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, SCORING_GROUPS, TRAINING_SET
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -90,10 +90,13 @@ def missing_batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[
     """Registered batches for which some per-row asset has no materialisation yet (ingestion order)."""
     from pricing_assets.partitions import CATALOG_BATCHES
 
-    graph = defs.resolve_asset_graph()
-    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
-    done = [set(instance.get_materialized_partitions(k)) for k in keys]
+    done = [set(instance.get_materialized_partitions(k)) for k in _per_row_keys(defs)]
     return [b for b in instance.get_dynamic_partitions(CATALOG_BATCHES) if any(b not in d for d in done)]
+
+
+def _per_row_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
+    graph = defs.resolve_asset_graph()
+    return [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None and graph.get(k).group_name in PER_ROW_GROUPS]
 
 
 def _log_config(level: str) -> dict:
@@ -105,87 +108,135 @@ def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
     return records[0].storage_id if records else -1
 
 
-def global_assets_stale(instance: dg.DagsterInstance, defs: dg.Definitions) -> bool:
-    """True when some global asset was never materialised, or a per-row (batch) asset was
-    materialised after the oldest of the global assets' latest materialisations.
+def _latest_meta(instance: dg.DagsterInstance, key: str, name: str, partition: str | None = None):
+    """Metadata value ``name`` of the latest materialization of ``key`` (of one partition), or None."""
+    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]) if partition else dg.AssetKey(key)
+    records = instance.fetch_materializations(flt, limit=1).records
+    value = records[0].asset_materialization.metadata.get(name) if records and records[0].asset_materialization else None
+    return None if value is None else value.value
 
-    Assets downstream of ``price_blend`` are left out: after a retrain the model gate refused, they
-    stay older than the batches on purpose, and re-running every global asset would only be refused again.
-    """
-    graph = defs.resolve_asset_graph()
-    keys = list(graph.get_all_asset_keys())
-    per_row = [k for k in keys if graph.get(k).partitions_def is not None]
-    behind_gate, frontier = set(), [dg.AssetKey("price_blend")] if dg.AssetKey("price_blend") in keys else []
-    while frontier:
-        for child in graph.get(frontier.pop()).child_keys - behind_gate:
-            behind_gate.add(child)
-            frontier.append(child)
-    global_ = [k for k in keys if graph.get(k).partitions_def is None and k not in behind_gate]
-    if not global_:
+
+def serving_version(instance: dg.DagsterInstance) -> str | None:
+    """``model_version`` of the latest stored ``serving_model`` (None: no model yet)."""
+    return _latest_meta(instance, "serving_model", "model_version")
+
+
+def training_pending(instance: dg.DagsterInstance) -> bool:
+    """True when the latest ``products`` (labeled rows) has no promoted model yet: no ``serving_model``,
+    or one fitted on other labels — unless the model gate refused that retrain (re-running it would
+    only be refused again; ``--retrain`` forces it)."""
+    from pricing_assets.instance_state import gated_retrain
+
+    products_fp = _latest_meta(instance, "products", "labeled_fingerprint")
+    if products_fp is None:
+        return False  # nothing to train on (or never run: a new batch starts it)
+    if products_fp == _latest_meta(instance, "serving_model", "labeled_fingerprint"):
         return False
-    if any(_latest_storage_id(instance, k) < 0 for k in keys if graph.get(k).partitions_def is None):
+    return gated_retrain(instance) is None
+
+
+def batches_to_score(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
+    """Complete batches (every per-row asset stored) whose ``batch_predictions`` are missing or come
+    from another model than the current ``serving_model`` (ingestion order; [] without a model)."""
+    version = serving_version(instance)
+    if version is None:
+        return []
+    complete = set.intersection(*(set(instance.get_materialized_partitions(k)) for k in _per_row_keys(defs)))
+    from pricing_assets.instance_state import registered_batches
+
+    return [b for b in registered_batches(instance) if b in complete and _latest_meta(instance, "batch_predictions", "model_version", b) != version]
+
+
+def predictions_stale(instance: dg.DagsterInstance) -> bool:
+    """True when ``price_predictions`` is missing or older than a ``batch_predictions`` partition or
+    ``products`` (and some batch has been scored)."""
+    scored = _latest_storage_id(instance, dg.AssetKey("batch_predictions"))
+    if scored < 0:
+        return False
+    own = _latest_storage_id(instance, dg.AssetKey("price_predictions"))
+    return own < scored or own < _latest_storage_id(instance, dg.AssetKey("products"))
+
+
+def _report(what: str, res, timings: dict, key: str, failed: dict) -> bool:
+    if res.success:
+        print(f"      done in {timings[key]} s", flush=True)
         return True
-    oldest_global = min(_latest_storage_id(instance, k) for k in global_)
-    newest_row = max((_latest_storage_id(instance, k) for k in per_row), default=-1)
-    return newest_row > oldest_global
+    failed[what] = _failure_detail(res)
+    print(f"      FAILED in {timings[key]} s (run {res.run_id}): {failed[what]}", flush=True)
+    return False
 
 
 def materialize(
     instance: dg.DagsterInstance, defs: dg.Definitions, batches: list[str] | None = None, log_level: str = "WARNING", force_global: bool = False
 ) -> dict:
-    """Materialise the per-row assets of ``batches`` (default: every batch missing something), then
-    the global assets (features, models, index, predictions, report) when they are stale
-    (:func:`global_assets_stale`) or ``force_global``, all in process.
+    """Materialise, all in process: the per-row assets of ``batches`` (default: every batch missing
+    something); then training (``products`` → features → models → ``price_blend`` →
+    ``serving_model``), which ``products`` stops at once when the labeled rows did not change (or
+    always retrains with ``force_global``); then ``batch_predictions`` of every complete batch not
+    yet scored by the current ``serving_model``; then ``price_predictions``.
 
-    A batch whose run fails does not stop the others: every batch is tried, the global assets run
-    over the batches that are complete (a failed batch has no partition to read), and the failures
-    are returned. Set a bad batch aside with ``pricing batches --drop NAME``.
+    A batch whose run fails does not stop the others: every batch is tried, training reads the
+    batches that are complete, and the failures are returned. Set a bad batch aside with
+    ``pricing batches --drop NAME``.
 
     Returns:
-        ``{"batches": [...], "failed": {what: message}, "global": bool, "seconds": {step: s}}``;
-        ``failed`` is keyed by ``"batch NAME"`` or ``"global assets"``.
+        ``{"batches": [...], "failed": {what: message}, "global": retrained (bool), "scored": [...],
+        "model_version": str | None, "seconds": {step: s}}``; ``failed`` is keyed by ``"batch NAME"``,
+        ``"global assets"``, ``"scoring NAME"`` or ``"price_predictions"``.
     """
+    from pricing_assets.schedules import TRAINING_SELECTION
+
     assets = list(defs.assets)
     resources = dict(defs.resources)
     todo = missing_batches(instance, defs) if batches is None else batches
     timings, failed = {}, {}
+
+    def run(key: str, selection, partition: str | None = None, run_config: dict | None = None):
+        t0 = time.perf_counter()
+        res = dg.materialize(
+            assets, instance=instance, resources=resources, partition_key=partition, selection=selection,
+            run_config={**_log_config(log_level), **(run_config or {})}, raise_on_error=False, tags={"pricing/source": "cli"},
+        )
+        timings[key] = round(time.perf_counter() - t0, 1)
+        return res
+
+    new_batches = 0
     for i, batch in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] batch {batch}: {', '.join(PER_ROW_GROUPS)} …", flush=True)
-        t0 = time.perf_counter()
-        res = dg.materialize(
-            assets, instance=instance, resources=resources, partition_key=batch,
-            selection=dg.AssetSelection.groups(*PER_ROW_GROUPS), run_config=_log_config(log_level), raise_on_error=False,
-            tags={"pricing/source": "cli"},
-        )
-        timings[f"batch:{batch}"] = round(time.perf_counter() - t0, 1)
-        if res.success:
-            print(f"      done in {timings[f'batch:{batch}']} s", flush=True)
-        else:
-            failed[f"batch {batch}"] = _failure_detail(res)
-            print(f"      FAILED in {timings[f'batch:{batch}']} s (run {res.run_id}): {failed[f'batch {batch}']}", flush=True)
-    run_global = force_global or global_assets_stale(instance, defs)
-    if not run_global:
-        from pricing_assets.instance_state import predictions_export_verdict
+        new_batches += _report(f"batch {batch}", run(f"batch:{batch}", dg.AssetSelection.groups(*PER_ROW_GROUPS), partition=batch), timings, f"batch:{batch}", failed)
+    retrained = False
+    if force_global or new_batches or training_pending(instance):
+        # products first, alone: it stores nothing when the labeled rows did not change, and then
+        # there is nothing to retrain (one short run instead of a run of skipped steps)
+        print("training set: products …", flush=True)
+        config = {"ops": {"products": {"config": {"retrain_unchanged": True}}}} if force_global else None
+        res = run("products", dg.AssetSelection.assets(TRAINING_SET), run_config=config)
+        if _report("global assets", res, timings, "products", failed):
+            changed = any(e.asset_key == dg.AssetKey(TRAINING_SET) for e in res.get_asset_materialization_events())
+            if changed or training_pending(instance):
+                print(f"training: {', '.join(GLOBAL_GROUPS)} …", flush=True)
+                res = run("global", TRAINING_SELECTION - dg.AssetSelection.assets(TRAINING_SET))
+                if _report("global assets", res, timings, "global", failed):
+                    retrained = any(e.asset_key == dg.AssetKey("serving_model") for e in res.get_asset_materialization_events())
+                    if not retrained:
+                        from pricing_assets.instance_state import gated_retrain
 
-        print("global assets are up to date with every batch (use --retrain to re-run them)", flush=True)
-        verdict = predictions_export_verdict(instance)
-        if verdict.kind == "gated":
-            print(f"note: {verdict.problem}", flush=True)
+                        print(f"      note: {gated_retrain(instance) or 'serving_model was not stored'}", flush=True)
+            else:
+                print("      labeled rows unchanged: no retrain, the current model serves", flush=True)
     else:
-        print(f"global assets: {', '.join(GLOBAL_GROUPS)} …", flush=True)
-        t0 = time.perf_counter()
-        res = dg.materialize(
-            assets, instance=instance, resources=resources,
-            selection=dg.AssetSelection.groups(*GLOBAL_GROUPS), run_config=_log_config(log_level), raise_on_error=False,
-            tags={"pricing/source": "cli"},
-        )
-        timings["global"] = round(time.perf_counter() - t0, 1)
-        if res.success:
-            print(f"      done in {timings['global']} s", flush=True)
-        else:
-            failed["global assets"] = _failure_detail(res)
-            print(f"      FAILED in {timings['global']} s (run {res.run_id}): {failed['global assets']}", flush=True)
-    return {"batches": todo, "failed": failed, "global": run_global, "seconds": timings}
+        print("training: up to date with the labeled rows (use --retrain to retrain anyway)", flush=True)
+    scored = []
+    to_score = batches_to_score(instance, defs)
+    version = serving_version(instance)
+    for i, batch in enumerate(to_score, 1):
+        print(f"[{i}/{len(to_score)}] scoring batch {batch} with model {version} …", flush=True)
+        if _report(f"scoring {batch}", run(f"score:{batch}", dg.AssetSelection.groups(*SCORING_GROUPS), partition=batch), timings, f"score:{batch}", failed):
+            scored.append(batch)
+    if predictions_stale(instance):
+        print("price_predictions …", flush=True)
+        _report("price_predictions", run("price_predictions", dg.AssetSelection.assets("price_predictions")), timings, "price_predictions", failed)
+    return {"batches": todo, "failed": failed, "global": retrained, "scored": scored, "model_version": version, "seconds": timings}
 
 
 def _failure_detail(res) -> str:
@@ -208,23 +259,26 @@ class ExportRefused(RuntimeError):
 
 
 def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: str, allow_stale: bool = False) -> int:
-    """Write the latest ``price_predictions`` as CSV ``sample_id,price`` to ``out``; returns rows.
+    """Write the latest ``price_predictions`` as CSV ``sample_id,price`` (the competition format; the
+    stored asset also has each row's batch and model version) to ``out``; returns rows.
 
     Raises:
         ExportRefused: when :func:`pricing_assets.instance_state.predictions_export_verdict` refuses
-            (always when there are none; for stale or gated ones unless ``allow_stale``).
+            (always when there are none; for stale ones or a failed rebuild unless ``allow_stale``).
     """
     from pricing_assets.instance_state import predictions_export_verdict
 
     verdict = predictions_export_verdict(instance)
     if verdict.kind in ("none", "contract") or (not verdict.ok and not allow_stale):
-        hint = "; `--allow-stale` exports the stored ones anyway" if verdict.kind in ("failed", "gated", "stale") else ""
+        hint = "; `--allow-stale` exports the stored ones anyway" if verdict.kind in ("failed", "stale") else ""
         raise ExportRefused(f"not exporting: {verdict.problem}{hint}")
     if not verdict.ok:
         print(f"warning: {verdict.problem}; exporting them anyway (--allow-stale)", file=sys.stderr)
+    elif verdict.problem:
+        print(f"note: {verdict.problem}", file=sys.stderr)
     df = defs.load_asset_value("price_predictions", instance=instance)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    df.to_csv(out, index=False)
+    df[["sample_id", "price"]].to_csv(out, index=False)
     return len(df)
 
 
@@ -363,7 +417,9 @@ def _run(args) -> int:
         with live_progress(enabled=not args.no_progress):
             res = materialize(instance, defs, args.batch, args.log_level, force_global=args.retrain)
         ok = len(res["batches"]) - sum(k.startswith("batch ") for k in res["failed"])
-        print(f"materialised {ok} batch(es){' + global assets' if res['global'] and 'global assets' not in res['failed'] else ''} in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
+        trained = " + global assets" if res["global"] and "global assets" not in res["failed"] else ""
+        scored = f", scored {len(res['scored'])} batch(es) with model {res['model_version']}" if res["scored"] else ""
+        print(f"materialised {ok} batch(es){trained}{scored} in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
         for k, v in oof_summary(instance).items():
             print(f"OOF SMAPE {k}: {v:.3f}")
         print(f"peak memory (max RSS of this process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -10,7 +10,7 @@ from pricing_assets.automation import build_automation_sensor, with_global_autom
 from pricing_assets.io_managers import PricingIOManager
 from pricing_assets.lib.embeddings import load_registry
 from pricing_assets.resources import DeviceResource, ImageFetchResource, ModelGateResource, OcrResource, StorageResource
-from pricing_assets.schedules import build_nightly_retrain_schedule, catalog_batch_job, nightly_retrain_job
+from pricing_assets.schedules import build_nightly_retrain_schedule, catalog_batch_job, nightly_retrain_job, scoring_job
 from pricing_assets.sensors import build_inbox_sensor
 from pricing_assets.settings import Settings, load_settings
 
@@ -46,6 +46,8 @@ def build_assets(registry: dict | None = None) -> list:
         lightgbm_dist_model,
         *build_model_assets(registry),
         build_blend_asset(MODEL_PREDICTION_ASSETS),
+        serving.build_serving_model_asset(registry, MODEL_PREDICTION_ASSETS),
+        serving.build_batch_predictions_asset(registry),
         serving.price_predictions,
         serving.build_evaluation_asset(MODEL_PREDICTION_ASSETS),
     ]
@@ -58,7 +60,7 @@ def build_defs(settings: Settings | None = None, registry: dict | None = None) -
         # one automation policy for every unpartitioned asset (pricing_assets/automation.py)
         assets=with_global_automation(build_assets(registry)),
         resources=build_resources(s),
-        jobs=[catalog_batch_job, nightly_retrain_job],
+        jobs=[catalog_batch_job, nightly_retrain_job, scoring_job],
         sensors=[build_inbox_sensor(s.inbox, s.s3_endpoint, on=s.automation_on), build_automation_sensor(on=s.automation_on)],
         schedules=[build_nightly_retrain_schedule(on=s.automation_on)],
         executor=dg.in_process_executor,

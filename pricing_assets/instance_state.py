@@ -12,8 +12,10 @@ from pricing_assets.partitions import CATALOG_BATCHES
 
 PREDICTIONS = dg.AssetKey("price_predictions")
 #: Upstream of ``price_predictions`` whose newer materialisation makes the stored predictions stale.
-PREDICTIONS_INPUT = dg.AssetKey("price_blend")
-MODEL_GATE = dg.AssetCheckKey(PREDICTIONS_INPUT, "model_gate")
+PREDICTIONS_INPUTS = (dg.AssetKey("serving_model"), dg.AssetKey("batch_predictions"))
+BLEND = dg.AssetKey("price_blend")
+SERVING_MODEL = dg.AssetKey("serving_model")
+MODEL_GATE = dg.AssetCheckKey(BLEND, "model_gate")
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,9 @@ class ExportVerdict:
         problem: why not (one sentence naming runs), "" when ``ok``.
         kind: ``ok``; ``none`` (never stored); ``contract`` (the stored ones failed their contract
             check, possible only on an instance older than contract enforcement); ``failed`` (a later
-            rebuild failed), ``gated`` (the model gate held a retrain back) or ``stale`` (the blend
-            changed since) — for these three the stored predictions are valid but not the newest.
+            rebuild failed) or ``stale`` (a batch was scored or a model promoted since, or they mix
+            model versions) — the stored predictions are valid but not the newest; ``gated`` (``ok``:
+            the model gate held the latest retrain back, the promoted model still prices every batch).
     """
 
     ok: bool
@@ -45,9 +48,9 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
     """Check the stored ``price_predictions`` before they leave Dagster.
 
     Refused when: none were stored; their latest ``contract`` check did not pass; a later run's
-    ``price_predictions`` step failed (its run and cause are named); or ``price_blend`` was
-    materialised after them — then the reason is the blend's ``model_gate`` verdict when that check
-    failed, else "stale".
+    ``price_predictions`` step failed (its run and cause are named); ``serving_model`` or a
+    ``batch_predictions`` partition was materialised after them, or they mix model versions
+    ("stale"). Allowed with a note ("gated") when the latest retrain was held back by the model gate.
 
     Returns:
         an :class:`ExportVerdict`.
@@ -70,17 +73,35 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
         if step_failed:
             return ExportVerdict(False, run_id, f"the latest attempt to build price_predictions failed (run {planned.run_id}: "
                                  f"{run_failure_cause(instance, planned.run_id)}); the stored ones are from run {run_id}", "failed")
-    upstream = _latest(instance, PREDICTIONS_INPUT)
-    if upstream is not None and upstream.storage_id > rec.storage_id:
-        gate = instance.event_log_storage.get_latest_asset_check_execution_by_key([MODEL_GATE]).get(MODEL_GATE)
-        if gate is not None and gate.status.value == "FAILED" and gate.run_id == upstream.run_id:
-            ev = gate.event.dagster_event.event_specific_data if gate.event and gate.event.dagster_event else None
-            why = getattr(ev, "description", None) or "see the check in the UI"
-            return ExportVerdict(False, run_id, f"the retrain in run {upstream.run_id} was not promoted by the model gate ({why}); "
-                                 f"the stored predictions are from the previous model (run {run_id})", "gated")
-        return ExportVerdict(False, run_id, f"price_blend was re-materialised in run {upstream.run_id} after the stored predictions "
-                             f"(run {run_id}): they are stale; run `pricing materialize`", "stale")
+    for key in PREDICTIONS_INPUTS:
+        upstream = _latest(instance, key)
+        if upstream is not None and upstream.storage_id > rec.storage_id:
+            return ExportVerdict(False, run_id, f"{key.to_user_string()} was materialised in run {upstream.run_id} after the stored predictions "
+                                 f"(run {run_id}): they are stale; run `pricing materialize`", "stale")
+    meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
+    version = meta.get("model_version").value if meta.get("model_version") is not None else None
+    serving = _latest(instance, SERVING_MODEL)
+    current = serving.asset_materialization.metadata.get("model_version") if serving is not None and serving.asset_materialization else None
+    if current is not None and version != current.value:
+        return ExportVerdict(False, run_id, f"the stored predictions (run {run_id}) come from model version(s) {version!r}, not all from the "
+                             f"promoted model {current.value!r}: some batches were not re-scored; run `pricing materialize`", "stale")
+    held = gated_retrain(instance)
+    if held:
+        return ExportVerdict(True, run_id, f"{held}; the promoted model {version!r} still prices every batch", "gated")
     return ExportVerdict(True, run_id)
+
+
+def gated_retrain(instance: dg.DagsterInstance) -> str | None:
+    """Why the latest retrain was not promoted, when ``price_blend``'s ``model_gate`` check failed on
+    a blend newer than the stored ``serving_model`` (one sentence naming the run); else None."""
+    blend, serving = _latest(instance, BLEND), _latest(instance, SERVING_MODEL)
+    if blend is None or (serving is not None and blend.storage_id < serving.storage_id):
+        return None
+    gate = instance.event_log_storage.get_latest_asset_check_execution_by_key([MODEL_GATE]).get(MODEL_GATE)
+    if gate is None or gate.status.value != "FAILED" or gate.run_id != blend.run_id:
+        return None
+    ev = gate.event.dagster_event.event_specific_data if gate.event and gate.event.dagster_event else None
+    return f"the retrain in run {blend.run_id} was not promoted by the model gate ({getattr(ev, 'description', None) or 'see the check in the UI'})"
 
 
 def last_batch_failure(instance: dg.DagsterInstance, batch: str) -> dg.DagsterRun | None:

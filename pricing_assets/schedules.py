@@ -19,7 +19,7 @@ single-run policies and is not supported here.
 
 import dagster as dg
 
-from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, default_status
+from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, SCORING_GROUPS, default_status
 
 #: Cron of the nightly retrain, in UTC (02:00, after the day's catalog drops).
 NIGHTLY_CRON = "0 2 * * *"
@@ -30,10 +30,22 @@ catalog_batch_job = dg.define_asset_job(
     description="Per-row assets of one catalog batch: catalog, quarantine, items, images, OCR, embeddings.",
 )
 
+#: The training side of the global assets: everything up to the promoted ``serving_model`` and the
+#: OOF report. ``price_predictions`` is left out: it follows the re-scoring of the batches.
+TRAINING_SELECTION = dg.AssetSelection.groups(*GLOBAL_GROUPS) - dg.AssetSelection.assets("price_predictions")
+
 nightly_retrain_job = dg.define_asset_job(
     "nightly_retrain_job",
-    selection=dg.AssetSelection.groups(*GLOBAL_GROUPS),
-    description="Global assets over every batch: products, features, kNN index, models, blend, predictions, report.",
+    selection=TRAINING_SELECTION,
+    config={"ops": {"products": {"config": {"retrain_unchanged": True}}}},
+    description="Retrain over every labeled row (even unchanged): products, features, kNN reference, models, blend, serving_model, report. "
+    "The automation then re-scores every batch with the promoted model.",
+)
+
+scoring_job = dg.define_asset_job(
+    "scoring_job",
+    selection=dg.AssetSelection.groups(*SCORING_GROUPS),
+    description="batch_predictions of one batch: its products without a price, priced by the current serving_model (no refit).",
 )
 
 

@@ -5,13 +5,14 @@ asset body runs.
 Scenarios (issue #15): a new complete batch after a failed one requests a run; a failed upstream
 blocking check requests none; nothing new requests none. The condition Dagster's docs start from,
 ``eager() & all_deps_blocking_checks_passed()``, is evaluated on the same events to show the freeze
-it had.
+it had. Issue #18: a batch only starts ``products`` (which stores nothing when the labels did not
+change) and its own ``batch_predictions``; a promoted ``serving_model`` re-scores every batch.
 """
 
 import dagster as dg
 import pytest
 
-from pricing_assets.automation import GLOBAL_AUTOMATION, with_global_automation
+from pricing_assets.automation import with_global_automation
 from pricing_assets.definitions import build_assets, build_resources
 from pricing_assets.lib.embeddings import load_registry
 from pricing_assets.partitions import CATALOG_BATCHES
@@ -21,9 +22,14 @@ OLD_AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_dep
 
 
 def _defs(condition, tmp_path) -> dg.Definitions:
+    """The real graph with this project's conditions (``condition`` None), or with ``condition`` on
+    every asset that has one here (the old policy)."""
     settings = load_settings({"DAGSTER_HOME": str(tmp_path / "home")})
     registry = {k: v for k, v in load_registry().items() if v.enabled}
-    return dg.Definitions(assets=with_global_automation(build_assets(registry), condition), resources=build_resources(settings))
+    assets = with_global_automation(build_assets(registry))
+    if condition is not None:
+        assets = list(dg.map_asset_specs(lambda spec: spec if spec.automation_condition is None else spec.replace_attributes(automation_condition=condition), assets))
+    return dg.Definitions(assets=assets, resources=build_resources(settings))
 
 
 class Scenario:
@@ -34,13 +40,18 @@ class Scenario:
         self.defs = defs
         self.instance = dg.DagsterInstance.ephemeral()
         graph = defs.resolve_asset_graph()
-        self.per_row = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None]
+        self.per_row = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None and graph.get(k).group_name != "scoring"]
+        self.scoring = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "scoring"]
         self.global_ = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None]
         self.checks = {k: [c for c in graph.asset_check_keys if c.asset_key == k] for k in graph.get_all_asset_keys()}
         self.cursor = None
+        self.checked = set()
 
     def _report(self, key: dg.AssetKey, partition: str | None, checks_pass: bool = True) -> None:
         self.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+        if partition is not None and (key, partition) in self.checked:
+            return  # runless check results of a partition are stored once (one row per run id, here "")
+        self.checked.add((key, partition))
         for ck in self.checks[key]:
             self.instance.report_runless_asset_event(
                 dg.AssetCheckEvaluation(asset_key=key, check_name=ck.name, passed=checks_pass, partition=partition,
@@ -55,19 +66,32 @@ class Scenario:
                 self._report(k, name)
 
     def global_run(self) -> None:
+        """A retrain and the re-scoring of every complete batch."""
         for k in self.global_:
             self._report(k, None)
+        for b in self.instance.get_dynamic_partitions(CATALOG_BATCHES):
+            if all(b in self.instance.get_materialized_partitions(k) for k in self.per_row):
+                for k in self.scoring:
+                    self._report(k, b)
 
     def tick(self) -> set[str]:
-        """Evaluate once; the set of global asset keys requested this tick."""
+        """Evaluate once; the asset keys requested this tick (``batch_predictions[B]`` per partition)."""
         res = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
         self.cursor = res.cursor
-        return {r.key.to_user_string() for r in res.results if r.true_subset.size > 0}
+        out = set()
+        for r in res.results:
+            if r.true_subset.size == 0:
+                continue
+            if r.key in self.scoring:
+                out |= {f"{r.key.to_user_string()}[{p}]" for p in r.true_subset.expensively_compute_partition_keys()}
+            else:
+                out.add(r.key.to_user_string())
+        return out
 
 
 @pytest.fixture(scope="module")
 def defs_new(tmp_path_factory):
-    return _defs(GLOBAL_AUTOMATION, tmp_path_factory.mktemp("auto_new"))
+    return _defs(None, tmp_path_factory.mktemp("auto_new"))
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +112,43 @@ def _after_a_failed_batch(defs) -> tuple[Scenario, set[str]]:
 
 def test_new_batch_after_a_failed_one_requests_the_global_assets(defs_new):
     s, requested = _after_a_failed_batch(defs_new)
-    assert requested == {k.to_user_string() for k in s.global_}  # every global asset, in one tick
+    # products (which stores nothing when the labels did not change, so the run stops there), everything
+    # downstream of it in the same run, and the new batch's scoring; never the failed batch's
+    assert requested == {k.to_user_string() for k in s.global_} | {"batch_predictions[b2]"}
+
+
+def test_a_batch_retrains_only_through_products(defs_new):
+    """An unlabeled batch: ``products`` is requested and, its run storing nothing (labels unchanged),
+    nothing of the training side is requested afterwards; the batch is scored, then published."""
+    s = Scenario(defs_new)
+    s.batch("b1")
+    s.global_run()
+    assert s.tick() == set()
+    s.batch("b2")
+    assert {"products", "batch_predictions[b2]"} <= s.tick()
+    assert s.tick() == set()  # the requested runs are under way: products ran and stored nothing
+    s._report(dg.AssetKey("batch_predictions"), "b2")  # the scoring run stored the batch's prices
+    requested = s.tick()
+    assert requested == {"price_predictions"}, requested
+    s._report(dg.AssetKey("price_predictions"), None)
+    assert s.tick() == set()
+
+
+def test_a_promoted_model_rescores_every_batch(defs_new):
+    s = Scenario(defs_new)
+    s.batch("b1")
+    s.batch("b2")
+    s.global_run()
+    assert s.tick() == set()
+    s._report(dg.AssetKey("serving_model"), None)  # a retrain promoted a new model
+    requested = s.tick()
+    assert {"batch_predictions[b1]", "batch_predictions[b2]"} <= requested
+    assert "products" not in requested and "lightgbm_model" not in requested
 
 
 def test_the_old_condition_froze_on_the_failed_batch(defs_old):
     s, requested = _after_a_failed_batch(defs_old)
-    assert requested == set()
+    assert {r for r in requested if "[" not in r} == set()  # no global asset: retraining froze
 
 
 def test_nothing_new_requests_nothing(defs_new):
@@ -112,17 +167,18 @@ def test_failed_blocking_check_upstream_requests_no_downstream_run(defs_new):
     # a retrain whose blend failed its blocking model gate: price_blend stored, the check failed
     s._report(dg.AssetKey("price_blend"), None, checks_pass=False)
     requested = s.tick()
-    assert "price_predictions" not in requested
+    assert "serving_model" not in requested  # not promoted: the batches keep the current model's prices
     assert "evaluation_report" not in requested
-    # the same materialisation with passing checks does request the predictions
+    assert not any(r.startswith("batch_predictions") for r in requested)
+    # the same materialisation with passing checks does promote it
     s._report(dg.AssetKey("price_blend"), None, checks_pass=True)
-    assert {"price_predictions", "evaluation_report"} <= s.tick()
+    assert {"serving_model", "evaluation_report"} <= s.tick()
 
 
 def test_a_failed_contract_on_a_batch_partition_holds_its_consumers(defs_new):
     """Contracts are enforced before storing, so this state needs a stored partition whose blocking
     check failed (as a check added later could leave): ``products`` reads ``catalog_items`` and must
-    not run, nor anything downstream of it; assets whose own inputs passed may refresh."""
+    not run, nor anything downstream of it, nor the batch's scoring."""
     s = Scenario(defs_new)
     s.batch("b1")
     s.global_run()
@@ -132,7 +188,9 @@ def test_a_failed_contract_on_a_batch_partition_holds_its_consumers(defs_new):
         s._report(k, "b2", checks_pass=k.to_user_string() != "catalog_items")
     requested = s.tick()
     assert "products" not in requested and "brand_features" not in requested and "tfidf_ridge_model" not in requested
-    assert {"product_index", "embedding_signal_report"} <= requested  # their own inputs (embeddings) passed
+    assert "batch_predictions[b2]" not in requested
+    # the other training assets read the embeddings too, but only a new products (labels) starts them
+    assert "product_index" not in requested and "embedding_signal_report" not in requested
 
 
 def test_a_failed_rerun_of_a_stored_batch_does_not_freeze(defs_new, tmp_path):

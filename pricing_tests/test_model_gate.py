@@ -1,8 +1,8 @@
 """The model gate: a retrain whose blend is worse than the promoted one is stored but not promoted.
 
-Unit tests of ``lib.model_gate`` and a Dagster run of the real ``price_blend`` / ``price_predictions``
-assets fed by stand-in model prediction assets (real sample prices, controlled errors), so a
-deliberately degraded retrain can be made.
+Unit tests of ``lib.model_gate`` and a Dagster run of the real ``price_blend`` / ``serving_model``
+assets fed by stand-in model assets (real sample prices, controlled errors), so a deliberately
+degraded retrain can be made; ``price_predictions`` over stand-in scored batches.
 """
 
 import dagster as dg
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from pricing_assets.assets.models import MODEL_GATE_CHECK, MODEL_PREDICTION_ASSETS, build_blend_asset
-from pricing_assets.assets.serving import price_predictions
-from pricing_assets.instance_state import predictions_export_verdict
+from pricing_assets.assets.serving import build_serving_model_asset, price_predictions
+from pricing_assets.instance_state import gated_retrain, predictions_export_verdict
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion, write_champion
 from pricing_assets.resources import ModelGateResource, StorageResource
@@ -91,7 +91,8 @@ def test_champion_round_trip(tmp_path):
 
 
 def _stand_in_models(state: dict) -> list:
-    """One asset per model prediction input of the blend, returning ``state[name]``."""
+    """One asset per model prediction input of the blend, returning ``state[name]``; stand-ins for
+    the other inputs of ``serving_model`` (its fitted artifacts: opaque objects here)."""
 
     def make(name):
         @dg.asset(name=name, io_manager_key="parquet_io_manager", group_name="models")
@@ -100,7 +101,19 @@ def _stand_in_models(state: dict) -> list:
 
         return _a
 
-    return [make(n) for n in MODEL_PREDICTION_ASSETS]
+    def make_object(name):
+        @dg.asset(name=name, group_name="models")
+        def _o():
+            return f"fitted {name}"
+
+        return _o
+
+    @dg.asset(name="products", io_manager_key="parquet_io_manager", group_name="training")
+    def _products():
+        return dg.Output(state["lightgbm_predictions"][["sample_id", "fold", "price"]], metadata={"labeled_fingerprint": "f" * 64})
+
+    objects = ["knn_reference", "feature_space", "tfidf_ridge_model", "lightgbm_model", "lightgbm_dist_model", "fusion_mlp_model"]
+    return [make(n) for n in MODEL_PREDICTION_ASSETS] + [make_object(n) for n in objects] + [_products]
 
 
 @pytest.fixture()
@@ -108,10 +121,11 @@ def gated(tmp_path):
     from pricing_assets.io_managers import PricingIOManager
 
     state = {}
-    assets = [*_stand_in_models(state), build_blend_asset(MODEL_PREDICTION_ASSETS), price_predictions]
+    assets = [*_stand_in_models(state), build_blend_asset(MODEL_PREDICTION_ASSETS), build_serving_model_asset({}, MODEL_PREDICTION_ASSETS)]
     storage = StorageResource(base_path=str(tmp_path / "storage"))
     resources = {
         "parquet_io_manager": PricingIOManager(base_path=str(tmp_path / "storage" / "assets"), kind="parquet"),
+        "io_manager": PricingIOManager(base_path=str(tmp_path / "storage" / "assets"), kind="pickle"),
         "storage": storage,
         "model_gate": ModelGateResource(),
     }
@@ -126,18 +140,19 @@ def gated(tmp_path):
     return run, instance, storage
 
 
-def _preds_run_ids(instance) -> list[str]:
-    return [r.run_id for r in instance.fetch_materializations(dg.AssetKey("price_predictions"), limit=10).records]
+def _promoted_run_ids(instance) -> list[str]:
+    return [r.run_id for r in instance.fetch_materializations(dg.AssetKey("serving_model"), limit=10).records]
 
 
 def test_degraded_retrain_is_not_promoted(gated):
     run, instance, storage = gated
     good = run(0.2)
     assert good.success
-    first_preds = good.output_for_node("price_predictions")
+    model = good.output_for_node("serving_model")
+    assert model.blend and abs(sum(model.blend.values()) - 1) < 1e-9 and model.labeled_rows == N_LAB
     champion = read_champion(champion_path(storage.models_dir()))
     assert champion is not None and len(champion) == N_LAB + N_UNL
-    assert predictions_export_verdict(instance).ok
+    assert gated_retrain(instance) is None
 
     bad = run(1.0)  # every model much worse: the retrained blend loses > 1 point of OOF SMAPE
     assert not bad.success
@@ -145,15 +160,13 @@ def test_degraded_retrain_is_not_promoted(gated):
     assert len(gate) == 1 and not gate[0].passed
     assert gate[0].metadata["candidate_oof_smape"].value > gate[0].metadata["champion_oof_smape"].value + 1.0
     assert "NOT promoted" in gate[0].description
-    # price_blend was stored (a failed blocking check doesn't undo that), the predictions were not
+    # price_blend was stored (a failed blocking check doesn't undo that), the serving model was not
     stored = {e.asset_key.to_user_string() for e in bad.get_asset_materialization_events()}
-    assert "price_blend" in stored and "price_predictions" not in stored
-    assert _preds_run_ids(instance) == [good.run_id]
+    assert "price_blend" in stored and "serving_model" not in stored
+    assert _promoted_run_ids(instance) == [good.run_id]
     pd.testing.assert_frame_equal(read_champion(champion_path(storage.models_dir())), champion)
-    verdict = predictions_export_verdict(instance)
-    assert not verdict.ok and "model gate" in verdict.problem and bad.run_id in verdict.problem
-    assert verdict.run_id == good.run_id
-    assert len(first_preds) == N_UNL
+    held = gated_retrain(instance)
+    assert held is not None and "model gate" in held and bad.run_id in held
 
 
 def test_a_looser_tolerance_promotes_the_same_retrain(gated):
@@ -161,33 +174,71 @@ def test_a_looser_tolerance_promotes_the_same_retrain(gated):
     assert run(0.2).success
     res = run(1.0, tolerance_smape=200.0)
     assert res.success
-    assert _preds_run_ids(instance)[0] == res.run_id
+    assert _promoted_run_ids(instance)[0] == res.run_id
+    assert gated_retrain(instance) is None
+
+
+@pytest.fixture()
+def published(tmp_path):
+    """Stand-in ``batch_predictions`` of two batches and ``products``, and the real ``price_predictions``."""
+    from pricing_assets.io_managers import PricingIOManager
+    from pricing_assets.partitions import CATALOG_BATCHES, catalog_batches
+
+    scored = {
+        "b1": pd.DataFrame({"sample_id": ["1", "2", "3"], "price": [5.0, 6.0, 7.0], "model_version": "v1"}),
+        "b2": pd.DataFrame({"sample_id": ["3", "4"], "price": [8.0, 9.0], "model_version": "v1"}),
+    }
+
+    @dg.asset(name="batch_predictions", partitions_def=catalog_batches, io_manager_key="parquet_io_manager", group_name="scoring")
+    def _scored(context) -> pd.DataFrame:
+        return scored[context.partition_key]
+
+    @dg.asset(name="products", io_manager_key="parquet_io_manager", group_name="training")
+    def _products() -> pd.DataFrame:
+        return pd.DataFrame({"sample_id": ["2", "9"], "price": [3.0, 4.0]})  # "2" got a price since
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(CATALOG_BATCHES, ["b1", "b2"])
+    resources = {"parquet_io_manager": PricingIOManager(base_path=str(tmp_path / "assets"), kind="parquet")}
+    for b in ("b1", "b2"):
+        assert dg.materialize([_scored], instance=instance, resources=resources, partition_key=b).success
+    assert dg.materialize([_products], instance=instance, resources=resources).success
+    return [_scored, _products, price_predictions], instance, resources
+
+
+def test_price_predictions_are_each_unlabeled_rows_latest_price(published):
+    assets, instance, resources = published
+    res = dg.materialize(assets, instance=instance, resources=resources, selection=dg.AssetSelection.assets("price_predictions"))
+    out = res.output_for_node("price_predictions").sort_values("sample_id").reset_index(drop=True)
+    assert out["sample_id"].tolist() == ["1", "3", "4"]  # "2" labeled since; "3" once
+    assert out["price"].tolist() == [5.0, 8.0, 9.0] and out["batch"].tolist() == ["b1", "b2", "b2"]  # latest batch wins
+    assert set(out["model_version"]) == {"v1"}
     assert predictions_export_verdict(instance).ok
 
 
-def test_predictions_failing_their_contract_are_not_stored_nor_exported(gated, monkeypatch, tmp_path):
+def test_predictions_failing_their_contract_are_not_stored_nor_exported(published, monkeypatch, tmp_path):
     import pandera.pandas as pa
 
     from pricing_assets.assets import serving
     from pricing_assets.cli import ExportRefused, write_predictions
 
-    run, instance, _ = gated
-    good = run(0.2)
-    assert good.success
+    assets, instance, resources = published
+    select = dg.AssetSelection.assets("price_predictions")
+    good = dg.materialize(assets, instance=instance, resources=resources, selection=select)
 
     class NoPriceAbove1(pa.DataFrameModel):  # a contract the real predictions break
         sample_id: pa.typing.Series[str]
         price: pa.typing.Series[float] = pa.Field(le=1.0)
 
     monkeypatch.setattr(serving, "PricePredictions", NoPriceAbove1)
-    bad = run(0.2)
+    bad = dg.materialize(assets, instance=instance, resources=resources, selection=select, raise_on_error=False)
     assert not bad.success
     (failure,) = [e for e in bad.all_events if e.is_step_failure]
     assert failure.step_key == "price_predictions" and "nothing stored" in failure.event_specific_data.error.message
-    assert _preds_run_ids(instance) == [good.run_id]
+    assert [r.run_id for r in instance.fetch_materializations(dg.AssetKey("price_predictions"), limit=10).records] == [good.run_id]
     verdict = predictions_export_verdict(instance)
     assert not verdict.ok and bad.run_id in verdict.problem and "failed" in verdict.problem
-    defs = dg.Definitions(assets=[price_predictions])
+    defs = dg.Definitions(assets=assets, resources=resources)
     with pytest.raises(ExportRefused, match=bad.run_id):
         write_predictions(instance, defs, str(tmp_path / "p.csv"))
     assert not (tmp_path / "p.csv").exists()

@@ -11,15 +11,17 @@ drops catalog files into the inbox over several minutes, as a data team's delive
 4. ``drop_unlabeled_1_again.csv`` — the same rows delivered twice under another name;
 5. ``drop_unlabeled_2.csv`` — a later unlabeled batch.
 
-After each good drop it waits for that batch's run and then for a run of the global assets that
-started after it (launched by ``pricing_automation_sensor``). With ``--s3`` the inbox is a bucket on
+After each good drop it waits for that batch's run; after a labeled batch for the retrain to promote
+a new ``serving_model``; then for the batch's ``batch_predictions`` and a ``price_predictions`` after
+them (all launched by ``pricing_automation_sensor``). With ``--s3`` the inbox is a bucket on
 a local moto S3 server reached through a TCP relay on 127.0.0.1, and the relay is shut for
 ``--outage-s`` seconds after the first good drop (the endpoint refuses connections, as a dead
 endpoint does); the file must still go through once it is back.
 
 Asserts: every good unlabeled row priced exactly once in ``price_predictions``; every bad row
-quarantined with a reason; the broken file named with its reason; each good batch followed by a
-global run; no run left queued or started (hung) at the end. Prints the counts and timings and
+quarantined with a reason; the broken file named with its reason; one promoted model per labeled
+batch (an unlabeled batch is scored, never retrained on); no failed run; no run left queued or
+started (hung) at the end. Prints the counts and timings and
 writes them as JSON (``--json``). Exit 0 when every assertion holds, 1 otherwise.
 
     python scripts/soak.py [--s3] [--outage-s 60] [--rows-labeled 80] [--timeout-s 3600] [--short] [--json PATH]
@@ -189,7 +191,7 @@ def main() -> int:
         cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     t_start = time.monotonic()
-    report = {"mode": "s3" if args.s3 else "local", "files_dropped": 0, "timeline_s": {}}
+    report = {"mode": "s3" if args.s3 else "local", "files_dropped": 0, "timeline_s": {}, "retrained_after": [], "model_version_of": {}}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below (daemon, servers) when stopped
     failures = []
 
@@ -210,17 +212,16 @@ def main() -> int:
         raise TimeoutError(f"{what}: not seen within {limit_s:.0f} s")
 
     def batch_run(batch: str):
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}))
+        """The finished per-row run of ``batch`` (launched by the inbox sensor as ``catalog_batch_job``)."""
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name="catalog_batch_job", tags={"dagster/partition": batch}))
         done = [r for r in runs if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]
         return done[0] if done else None
 
-    def global_run_after(ts: float):
-        runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]))
-        for r in runs:
-            rec = instance.get_run_record_by_id(r.run_id)
-            if "dagster/partition" not in r.tags and rec.start_time and rec.start_time > ts:
-                return r, rec
-        return None
+    def materialized_after(key: str, ts: float, partition: str | None = None):
+        """The first materialization of ``key`` (``partition``) stored after ``ts`` (unix s), or None."""
+        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None, after_timestamp=ts)
+        recs = instance.fetch_materializations(flt, limit=100, ascending=True).records
+        return recs[0] if recs else None
 
     def sensor_cursor() -> dict:
         for st in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
@@ -251,10 +252,14 @@ def main() -> int:
                 failures.append(f"batch {batch}: run {run.run_id} {run.status.value}")
                 continue
             end = instance.get_run_record_by_id(run.run_id).end_time
-            g, grec = wait_for(f"global run after {batch}", lambda: global_run_after(end))
-            report["timeline_s"][f"global run after {batch} took"] = round(grec.end_time - grec.start_time, 1)
-            if g.status != dg.DagsterRunStatus.SUCCESS:
-                failures.append(f"global run {g.run_id} after {batch}: {g.status.value}")
+            labeled = bool(df["price"].notna().any()) if "price" in df else False
+            if labeled:  # new labels: a retrain, a promoted serving_model, then every batch re-scored
+                m = wait_for(f"serving_model promoted after {batch}", lambda: materialized_after("serving_model", end))
+                report["retrained_after"].append(batch)
+                end = m.timestamp
+            scored = wait_for(f"batch {batch} scored", lambda: materialized_after("batch_predictions", end, batch))
+            report["model_version_of"][batch] = scored.asset_materialization.metadata["model_version"].value
+            wait_for(f"price_predictions after {batch}", lambda: materialized_after("price_predictions", scored.timestamp))
     except (TimeoutError, RuntimeError) as e:
         failures.append(str(e))
     finally:
@@ -271,16 +276,27 @@ def main() -> int:
         if moto is not None:
             moto.stop()
 
-    batch_runs = [r for r in runs if "dagster/partition" in r.tags]
-    global_runs = [r for r in runs if "dagster/partition" not in r.tags]
+    batch_runs = [r for r in runs if r.job_name == "catalog_batch_job"]
+    other_runs = [r for r in runs if r.job_name != "catalog_batch_job"]
+    promotions = instance.fetch_materializations(dg.AssetKey("serving_model"), limit=100).records
     report.update(
         batches_run=len(batch_runs),
         batch_runs_failed=sum(r.status == dg.DagsterRunStatus.FAILURE for r in batch_runs),
-        global_runs=len(global_runs),
-        global_runs_failed=sum(r.status == dg.DagsterRunStatus.FAILURE for r in global_runs),
+        automation_runs=len(other_runs),
+        automation_runs_failed=sum(r.status == dg.DagsterRunStatus.FAILURE for r in other_runs),
+        models_promoted=len(promotions),
         runs_hung=len(hung),
         wall_s=elapsed(),
     )
+    failed_runs = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+    report["failed_runs"] = {r.run_id[:8]: f"{r.job_name} {r.tags.get('dagster/partition', '')}".strip() for r in failed_runs}
+    if report["automation_runs_failed"] or report["batch_runs_failed"]:
+        from pricing_assets.instance_state import run_failure_cause
+
+        report["failed_run_causes"] = {r.run_id[:8]: run_failure_cause(instance, r.run_id) for r in failed_runs}
+        failures.append(f"failed runs: {report['failed_run_causes']}")
+    if len(promotions) != len(report["retrained_after"]):
+        failures.append(f"{len(promotions)} models promoted, expected one per labeled batch ({report['retrained_after']}): an unlabeled batch retrained")
     if hung:
         failures.append(f"runs still queued/started at the end: {hung}")
     ev = instance.get_latest_materialization_event(dg.AssetKey("price_predictions"))

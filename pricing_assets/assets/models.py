@@ -184,12 +184,6 @@ class FusionMLPConfig(dg.Config):
     seed: int = _MLP_DEFAULTS.seed
 
 
-#: feature_matrix columns the MLP's tabular branch skips: ids/labels, and the embedding PCA columns
-#: (the MLP sees the full embeddings in its own branches).
-def _mlp_tab_exclude(specs) -> tuple[str, ...]:
-    return ("sample_id", "fold", "price", *(f"{s.name}_pc" for s in specs))
-
-
 def build_model_assets(registry: dict) -> list:
     """``fusion_mlp`` (wired to every enabled embedding asset) and ``tfidf_ridge``."""
     from pricing_assets.assets.common import merge_batches
@@ -200,40 +194,33 @@ def build_model_assets(registry: dict) -> list:
     @_model_multi_asset(
         "fusion_mlp",
         "io_manager",
-        "One fusion-MLP state dict per CV fold (text + image + tabular branches), pickled.",
+        "One fusion-MLP state dict per CV fold (text + image + tabular branches) and the tabular transform fitted on the labeled rows, pickled.",
         "Fusion MLP: OOF predictions (labeled rows) and fold-average predictions (unlabeled rows).",
         ins={"feature_matrix": dg.AssetIn("feature_matrix"), **_embeddings_in(registry)},
         pool="gpu",
     )
     def fusion_mlp(context: dg.AssetExecutionContext, config: FusionMLPConfig, device: DeviceResource, feature_matrix: pd.DataFrame, **kwargs):
         """K-fold fusion MLP on ``log1p(price)``, same folds as LightGBM; OOF SMAPE in metadata."""
-        from pricing_assets.lib.mlp import MLPInputs, predict_mlp, tabular_matrix, train_mlp_cv
+        from pricing_assets.lib.mlp import MLPInputs, TabularTransform, predict_mlp, train_mlp_cv
         from pricing_assets.lib.modeling import predictions_frame
+        from pricing_assets.lib.serving import mlp_branches, mlp_tab_exclude
         from pricing_assets.lib.training_data import embedding_matrix
 
         dev = device.resolve()
         ids = feature_matrix["sample_id"]
-        text, image, has_image = [], [], np.zeros(len(ids), dtype=bool)
-        for s in specs:
-            vec, has = embedding_matrix(merge_batches(context, kwargs[f"emb__{s.name}"], f"emb__{s.name}"), ids, s.dim)
-            if s.modality == "text":
-                text.append(vec)
-            else:
-                image.append(vec)
-                has_image |= has
-        if not text:
-            raise ValueError("fusion_mlp: no enabled text embedding model in the registry")
-        image_m = np.hstack(image) if image else np.zeros((len(ids), 1), dtype=np.float32)
-        tab, tab_cols = tabular_matrix(feature_matrix, exclude_prefixes=_mlp_tab_exclude(specs))
-        inputs = MLPInputs(np.hstack(text), image_m, has_image, tab, tab_cols)
+        embs = [(s.name, s.modality, *embedding_matrix(merge_batches(context, kwargs[f"emb__{s.name}"], f"emb__{s.name}"), ids, s.dim)) for s in specs]
+        text, image_m, has_image = mlp_branches(embs)
         lab = (feature_matrix["fold"] >= 0).to_numpy()
+        # fitted on the labeled (training) rows; a new product's row goes through the same transform
+        tab_transform = TabularTransform.fit(feature_matrix[lab], exclude_prefixes=mlp_tab_exclude(s.name for s in specs))
+        inputs = MLPInputs(text, image_m, has_image, tab_transform.transform(feature_matrix), list(tab_transform.names))
         y = np.log1p(feature_matrix.loc[lab, "price"].to_numpy(dtype=float))
         cfg = MLPConfig(**{k: getattr(config, k) for k in MLPConfig.__dataclass_fields__ if hasattr(config, k)})
         cv = train_mlp_cv(inputs.take(lab), y, feature_matrix.loc[lab, "fold"].to_numpy(), cfg, device=dev, log=fold_counter("fusion_mlp", int(feature_matrix.loc[lab, "fold"].nunique()), context.log.info))
         test_log = predict_mlp(cv.models, inputs.take(~lab), device=dev) if (~lab).any() else np.zeros(0)
         preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
         outputs = _prediction_outputs(preds, cv.fold_smape, "fusion_mlp_predictions")  # validated before the model is stored
-        yield dg.Output(cv.models, output_name="fusion_mlp_model", metadata={
+        yield dg.Output({"models": cv.models, "tab": tab_transform}, output_name="fusion_mlp_model", metadata={
             "folds": len(cv.models),
             "best_epochs": dg.MetadataValue.json(cv.best_iterations),
             "dims": dg.MetadataValue.json({"text": inputs.text.shape[1], "image": inputs.image.shape[1], "tabular": inputs.tab.shape[1]}),
@@ -293,11 +280,10 @@ def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
     def price_blend(context: dg.AssetExecutionContext, storage: StorageResource, model_gate: ModelGateResource, **preds):
         """Blend of the model predictions (weighted geometric mean, weights fitted on OOF SMAPE)."""
         from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion
-        from pricing_assets.lib.modeling import apply_blend, fit_blend_weights
+        from pricing_assets.lib.modeling import align_predictions, apply_blend, fit_blend_weights
 
         names = sorted(preds)
-        base = preds[names[0]][["sample_id", "fold", "price"]].reset_index(drop=True)
-        mats = np.column_stack([preds[n].set_index("sample_id")["pred_price"].reindex(base["sample_id"]).to_numpy() for n in names])
+        base, mats = align_predictions(preds)
         lab = (base["fold"] >= 0).to_numpy()
         w = fit_blend_weights(mats[lab], base.loc[lab, "price"].to_numpy(), names=names)
         out = base.assign(pred_price=apply_blend(mats, w))

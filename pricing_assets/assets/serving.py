@@ -1,36 +1,186 @@
-"""Serving stage: ``price_predictions`` (competition format) and ``evaluation_report``."""
+"""Serving stage: ``serving_model`` (every fitted artifact, versioned), ``batch_predictions`` (each
+batch's products without a price, scored by it, no refit), ``price_predictions`` (every unlabeled
+product's latest price) and ``evaluation_report``."""
 
 import dagster as dg
 import pandas as pd
 
-from data_contracts import PricePredictions
-from pricing_assets.assets.common import preview
+from data_contracts import BatchPredictions, PricePredictions
+from pricing_assets.assets.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.checks import contract_spec, enforce_contract
-from pricing_assets.resources import StorageResource
+from pricing_assets.partitions import catalog_batches
+from pricing_assets.resources import DeviceResource, StorageResource
 
 GROUP = "serving"
+#: The batch-partitioned scoring asset's group (partitioned and unpartitioned assets never share a run).
+SCORING_GROUP = "scoring"
 
 
-@dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("price_predictions")])
-def price_predictions(context: dg.AssetExecutionContext, price_blend: pd.DataFrame, storage: StorageResource):
-    """``sample_id,price`` for every unlabeled product (USD), from the blend: each id exactly once.
+def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> dg.AssetsDefinition:
+    """``serving_model``: the fitted artifacts of one training run in one versioned object
+    (``lib.serving.ServingModel``); built only when ``price_blend`` passed its blocking checks
+    (contract and ``model_gate``), and building it *promotes* that blend: it becomes the champion the
+    next retrain is compared with, and every batch is re-scored with it."""
+    specs = [s for s in registry.values() if s.enabled]
+    model_assets = ["tfidf_ridge_model", "lightgbm_model", "lightgbm_dist_model", "fusion_mlp_model"]
 
-    Runs only after ``price_blend``'s blocking checks passed (contract and ``model_gate``); storing it
-    *promotes* that blend: it becomes the champion the next retrain is compared with."""
-    from pricing_assets.lib.model_gate import champion_path, write_champion
+    @dg.asset(
+        group_name=GROUP,
+        io_manager_key="io_manager",
+        ins={
+            "products": dg.AssetIn("products"),
+            "knn_reference": dg.AssetIn("knn_reference"),
+            "feature_space": dg.AssetIn("feature_space"),
+            "price_blend": dg.AssetIn("price_blend"),
+            **{n: dg.AssetIn(n) for n in model_assets},
+            **{n: dg.AssetIn(n) for n in prediction_assets},
+        },
+        kinds={"python"},
+    )
+    def serving_model(context: dg.AssetExecutionContext, storage: StorageResource, products: pd.DataFrame, knn_reference, feature_space, price_blend: pd.DataFrame, **kwargs):
+        """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
+        ``products``: kNN reference, feature space, the four models and the blend weights (fitted again
+        on the same OOF predictions as ``price_blend``: same weights)."""
+        from pricing_assets.lib.metrics import smape
+        from pricing_assets.lib.model_gate import champion_path, write_champion
+        from pricing_assets.lib.modeling import align_predictions, fit_blend_weights
+        from pricing_assets.lib.serving import ServingModel, model_version, now_utc
 
-    test = price_blend[price_blend["fold"] < 0]
-    out = pd.DataFrame({"sample_id": test["sample_id"].astype(str).to_numpy(), "price": test["pred_price"].astype(float).to_numpy()})
+        names = sorted(prediction_assets)
+        base, mats = align_predictions({n: kwargs[n] for n in names})
+        lab = (base["fold"] >= 0).to_numpy()
+        w = fit_blend_weights(mats[lab], base.loc[lab, "price"].to_numpy(), names=names)
+        fingerprint = _fingerprint_of(context, products)
+        fitted_at = now_utc()
+        model = ServingModel(
+            version=model_version(fingerprint, fitted_at),
+            fitted_at=fitted_at.isoformat(timespec="seconds"),
+            labeled_rows=int(lab.sum()),
+            fingerprint=fingerprint,
+            embedding_models=[(s.name, s.modality, s.dim) for s in specs],
+            knn=knn_reference,
+            space=feature_space,
+            tfidf_ridge=kwargs["tfidf_ridge_model"],
+            lightgbm=kwargs["lightgbm_model"],
+            lightgbm_dist=kwargs["lightgbm_dist_model"],
+            fusion_mlp=kwargs["fusion_mlp_model"],
+            blend={n.removesuffix("_predictions"): float(x) for n, x in zip(names, w)},
+            oof_smape={
+                **{n.removesuffix("_predictions"): round(smape(base.loc[lab, "price"], mats[lab, i]), 3) for i, n in enumerate(names)},
+                "blend": round(smape(price_blend.loc[price_blend["fold"] >= 0, "price"], price_blend.loc[price_blend["fold"] >= 0, "pred_price"]), 3),
+            },
+        )
+        context.log.info(f"serving_model {model.version}: {model.labeled_rows} labeled rows, blend {model.blend}")
+        yield dg.Output(model, metadata={
+            "model_version": model.version,
+            "fitted_at": model.fitted_at,
+            "labeled_rows": model.labeled_rows,
+            "labeled_fingerprint": fingerprint,
+            "blend_weights": dg.MetadataValue.json(model.blend),
+            "oof_smape": dg.MetadataValue.json(model.oof_smape),
+            "embedding_models": dg.MetadataValue.json([n for n, _, _ in model.embedding_models]),
+        })
+        # promoted only once the model is stored (an output is written when it is yielded)
+        write_champion(price_blend, champion_path(storage.models_dir()), storage.storage_options or None)
+
+    return serving_model
+
+
+def _fingerprint_of(context, products: pd.DataFrame) -> str:
+    """The ``labeled_fingerprint`` ``products`` stored with these rows (its latest materialization)."""
+    ev = context.instance.get_latest_materialization_event(dg.AssetKey("products"))
+    value = ev.asset_materialization.metadata.get("labeled_fingerprint") if ev is not None and ev.asset_materialization else None
+    if value is None:
+        raise ValueError("serving_model: products has no labeled_fingerprint in its metadata; re-materialise products")
+    return str(value.value)
+
+
+def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
+    """``batch_predictions``: one batch's products without a price, scored by ``serving_model``."""
+    from pricing_assets.assets.embeddings import embedding_key
+
+    specs = [s for s in registry.values() if s.enabled]
+
+    @dg.asset(
+        group_name=SCORING_GROUP,
+        io_manager_key="parquet_io_manager",
+        partitions_def=catalog_batches,
+        ins={
+            "catalog_items": dg.AssetIn("catalog_items"),
+            "product_images": dg.AssetIn("product_images"),
+            "ocr_text": dg.AssetIn("ocr_text"),
+            "serving_model": dg.AssetIn("serving_model"),
+            **{f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in specs},
+        },
+        check_specs=[contract_spec("batch_predictions")],
+        kinds={"pandas", "parquet"},
+    )
+    def batch_predictions(
+        context: dg.AssetExecutionContext, device: DeviceResource, catalog_items: pd.DataFrame, product_images: pd.DataFrame,
+        ocr_text: pd.DataFrame, serving_model, **kwargs,
+    ):
+        """Price this batch's products that have no price with the current ``serving_model``: features
+        from the fitted artifacts (kNN reference, TF-IDF vectorizers, target-encoding maps), the
+        models' predictions and the blend, no refit (``lib.serving.score_new_rows``). Each row names
+        the model version that priced it; re-run for every batch when a new model is promoted."""
+        from pricing_assets.lib.features import build_brand_features
+        from pricing_assets.lib.serving import score_new_rows
+        from pricing_assets.lib.training_data import embedding_matrix
+
+        with stopwatch() as t:
+            items = catalog_items[catalog_items["price"].isna()].drop_duplicates("sample_id", keep="last").reset_index(drop=True)
+            items = items.merge(product_images, on="sample_id", how="left", validate="one_to_one")
+            items = items.merge(ocr_text, on="sample_id", how="left", validate="one_to_one", suffixes=("", "_ocr"))
+            embs = [(s.name, s.modality, *embedding_matrix(kwargs[f"emb__{s.name}"], items["sample_id"], s.dim)) for s in specs]
+            scored = score_new_rows(serving_model, items, build_brand_features(items), embs, device=device.resolve())
+        _contract = enforce_contract(scored, BatchPredictions, "batch_predictions")  # before storing
+        seconds = t()
+        yield dg.Output(scored, metadata={
+            "dagster/row_count": len(scored),
+            "model_version": serving_model.version,
+            "labeled_rows_in_batch": int(catalog_items["price"].notna().sum()),
+            "median_price_usd": round(float(scored["price"].median()), 2) if len(scored) else 0.0,
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(len(scored) / max(seconds, 1e-9), 1),
+            "preview": preview(scored),
+        })
+        yield _contract
+
+    return batch_predictions
+
+
+@dg.asset(
+    group_name=GROUP,
+    io_manager_key="parquet_io_manager",
+    ins={"batch_predictions": all_batches_in("batch_predictions"), "products": dg.AssetIn("products")},
+    check_specs=[contract_spec("price_predictions")],
+    kinds={"pandas", "parquet"},
+)
+def price_predictions(context: dg.AssetExecutionContext, batch_predictions, products: pd.DataFrame):
+    """Every product without a price, once: its latest batch's ``batch_predictions`` row (USD) with
+    that batch and the model version that priced it; a product labeled since (in ``products``) is
+    left out. ``pricing predictions --out`` writes the competition format (``sample_id,price``)."""
+    scored = merge_batches(context, batch_predictions, "batch_predictions")
+    order = {b: i for i, b in enumerate(batch_order(context))}
+    scored = scored.assign(_rank=scored["batch"].map(lambda b: order.get(b, len(order)))).sort_values("_rank", kind="stable")
+    latest = scored.drop_duplicates("sample_id", keep="last")
+    labeled_since = latest["sample_id"].isin(set(products["sample_id"].astype(str)))
+    out = latest.loc[~labeled_since, ["sample_id", "price", "batch", "model_version"]].reset_index(drop=True)
+    out["sample_id"] = out["sample_id"].astype(str)
+    versions = out["model_version"].value_counts()
     _contract = enforce_contract(out, PricePredictions, "price_predictions")  # before storing: a violation raises, nothing is written
     yield dg.Output(out, metadata={
+        "dagster/row_count": len(out),
         "rows": len(out),
+        "model_versions": dg.MetadataValue.json({str(k): int(v) for k, v in versions.items()}),
+        "model_version": str(versions.index[0]) if len(versions) == 1 else "mixed",
+        "labeled_since_left_out": int(labeled_since.sum()),
+        "replaced_by_later_batch": int(len(scored) - len(latest)),
         "median_price_usd": round(float(out["price"].median()), 2) if len(out) else 0.0,
         "min_price_usd": round(float(out["price"].min()), 2) if len(out) else 0.0,
         "max_price_usd": round(float(out["price"].max()), 2) if len(out) else 0.0,
         "preview": preview(out),
     })
-    # promoted only once the predictions are stored (an output is written when it is yielded)
-    write_champion(price_blend, champion_path(storage.models_dir()), storage.storage_options or None)
     yield _contract
 
 

@@ -28,21 +28,41 @@ class TrainingConfig(dg.Config):
     # every seed and 4 of 5 folds); the distributional LightGBM 55.15 -> 54.88.
     text_pca_components: int = 0
     image_pca_components: int = 0
+    # products only: retrain even when a serving model fitted on exactly these labels exists (the
+    # nightly schedule sets it; by default only new or changed labels start a retrain).
+    retrain_unchanged: bool = False
 
 
-@dg.asset(
-    group_name=GROUP,
-    io_manager_key="parquet_io_manager",
+def _serving_fingerprint(context) -> str | None:
+    """The labeled fingerprint of the latest stored ``serving_model`` (None: there is none)."""
+    ev = context.instance.get_latest_materialization_event(dg.AssetKey("serving_model"))
+    meta = ev.asset_materialization.metadata if ev is not None and ev.asset_materialization else {}
+    value = meta.get("labeled_fingerprint")
+    return None if value is None else str(value.value)
+
+
+@dg.multi_asset(
+    # optional output, and can_subset so that its contract check is optional too: a run that stores
+    # nothing reports no check (dagster-io/dagster#27399)
+    outs={"products": dg.AssetOut(group_name=GROUP, io_manager_key="parquet_io_manager", is_required=False,
+                                  description="The training set: every labeled product of every complete batch, with its CV fold.")},
     ins={name: all_batches_in(name) for name in ("catalog_items", "product_images", "ocr_text")},
     check_specs=[contract_spec("products")],
+    can_subset=True,
 )
 def products(
     context: dg.AssetExecutionContext, config: TrainingConfig, catalog_items, product_images, ocr_text
 ):
-    """Every complete batch combined, one row per ``sample_id`` (latest batch wins), joined with its
-    image status/metadata and OCR text, plus the CV ``fold`` of labeled rows (-1 for unlabeled).
-    A batch missing one of its per-row assets (its run failed) is left out and listed in metadata."""
+    """The training set: every *labeled* product of every complete batch, one row per ``sample_id``
+    (latest batch wins), joined with its image status/metadata and OCR text, plus its CV ``fold``.
+    Products without a price are priced per batch by ``batch_predictions`` and never enter training.
+
+    Stored only when the labels changed: when the latest ``serving_model`` was fitted on exactly these
+    labeled rows (same ``labeled_fingerprint``) nothing is stored and nothing downstream re-runs, so an
+    unlabeled batch costs no retrain (``TrainingConfig.retrain_unchanged`` forces one; the nightly
+    schedule sets it). A batch missing one of its per-row assets (its run failed) is left out and listed."""
     from pricing_assets.lib.modeling import assign_folds
+    from pricing_assets.lib.serving import labeled_fingerprint
 
     with stopwatch() as t:
         merged, skipped = complete_batches(
@@ -53,21 +73,35 @@ def products(
         if merged["catalog_items"].empty:
             raise ValueError(f"products: no complete batch (incomplete: {skipped}); materialise the per-row assets first")
         items, replaced = latest_wins(merged["catalog_items"], batch_order(context))
+        n_unlabeled = int(items["price"].isna().sum())
+        items = items[items["price"].notna()].reset_index(drop=True)
+        if len(items) == 0:
+            context.log.info(f"products: no labeled row in the complete batches ({n_unlabeled} without a price); nothing to train on yet")
+            return
+        if len(items) < config.n_folds:
+            raise ValueError(f"products: {len(items)} labeled rows in the complete batches, fewer than n_folds={config.n_folds}; ingest a labeled batch first")
         imgs, ocr = merged["product_images"], merged["ocr_text"]
         out = items.merge(imgs, on=["sample_id", "batch"], how="left", validate="one_to_one")
         out = out.merge(ocr, on=["sample_id", "batch"], how="left", validate="one_to_one", suffixes=("", "_ocr"))
-        out["is_labeled"] = out["price"].notna()
-        out["fold"] = -1
-        lab = out["is_labeled"].to_numpy()
-        if lab.sum() >= config.n_folds:
-            out.loc[lab, "fold"] = assign_folds(out.loc[lab, "sample_id"], out.loc[lab, "image_link"], config.n_folds, config.seed)
+        out["is_labeled"] = True
+        out["fold"] = assign_folds(out["sample_id"], out["image_link"], config.n_folds, config.seed)
+        fingerprint = labeled_fingerprint(out, config.n_folds, config.seed)
+    serving = _serving_fingerprint(context)
+    if serving == fingerprint and not config.retrain_unchanged:
+        context.log.info(f"products: the serving model was fitted on these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
+                         "nothing stored, no retrain (TrainingConfig.retrain_unchanged forces one)")
+        return
     _contract = enforce_contract(out, Products, "products")  # before storing: a violation raises, nothing is written
     yield dg.Output(
         out,
+        output_name="products",
         metadata={
+            "dagster/row_count": len(out),
             "rows": len(out),
-            "labeled_rows": int(lab.sum()),
-            "unlabeled_rows": int((~lab).sum()),
+            "labeled_rows": len(out),
+            "unlabeled_rows_left_to_batch_predictions": n_unlabeled,
+            "labeled_fingerprint": fingerprint,
+            "retrain_reason": "forced (retrain_unchanged)" if serving == fingerprint else ("first model" if serving is None else "labels changed"),
             "batches": len(set(out["batch"])),
             "replaced_by_later_batch": replaced,
             "incomplete_batches_skipped": dg.MetadataValue.json(skipped),
@@ -132,7 +166,13 @@ def build_training_assets(registry: dict) -> list:
             "knn_features": dg.AssetOut(
                 io_manager_key="parquet_io_manager",
                 group_name=GROUP,
-                description="kNN neighbour-price features: out-of-fold for labeled rows, against all labeled rows for unlabeled ones.",
+                description="kNN neighbour-price features of the labeled rows, out-of-fold.",
+            ),
+            "knn_reference": dg.AssetOut(
+                io_manager_key="io_manager",
+                group_name=GROUP,
+                description="What a new product's kNN features are searched in: the labeled products' vectors, prices, "
+                "quantities and the TF-IDF vectorizers fitted on their texts (lib.knn.KnnReference), pickled.",
             ),
         },
         ins={"products": dg.AssetIn("products"), "brand_features": dg.AssetIn("brand_features"), **_embeddings_in(registry)},
@@ -141,11 +181,12 @@ def build_training_assets(registry: dict) -> list:
     def product_index(
         context: dg.AssetExecutionContext, config: TrainingConfig, products: pd.DataFrame, brand_features: pd.DataFrame, **kwargs
     ):
-        from pricing_assets.lib.knn import build_index, build_knn_features
+        from pricing_assets.lib.knn import build_index, build_knn_features, fit_knn_reference
 
         with stopwatch() as t:
             embs = _embeddings(context, kwargs, products["sample_id"])
-            knn = build_knn_features(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=config.n_folds)
+            ref = fit_knn_reference(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=config.n_folds)
+            knn = build_knn_features(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=config.n_folds, reference=ref)
             lab = products["is_labeled"].to_numpy()
             primary = next(e for e in embs if e[1] == "text")
             index = build_index(primary[2][lab])
@@ -154,6 +195,11 @@ def build_training_assets(registry: dict) -> list:
         corr = float(np.corrcoef(knn.loc[lab, first[0]], log_price[lab])[0, 1]) if lab.sum() > 2 else float("nan")
         _contract = enforce_contract(knn, KnnFeatures, "knn_features")  # before storing: a violation raises, nothing is written
         yield dg.Output(index, output_name="product_index", metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": primary[0]})
+        yield dg.Output(ref, output_name="knn_reference", metadata={
+            "labeled_rows": ref.n,
+            "views": dg.MetadataValue.json([*ref.text, *ref.sparse, *(f"image:{n}" for n in ref.image)]),
+            "vocabulary": dg.MetadataValue.json({n: (0 if v is None else len(v.vocabulary_)) for n, v in ref.vectorizers.items()}),
+        })
         yield dg.Output(
             knn,
             output_name="knn_features",
@@ -167,9 +213,14 @@ def build_training_assets(registry: dict) -> list:
         )
         yield _contract
 
-    @dg.asset(
-        group_name=GROUP,
-        io_manager_key="parquet_io_manager",
+    @dg.multi_asset(
+        outs={
+            "feature_matrix": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP,
+                                          description="Model input of the labeled rows: engineered, target-encoding, kNN, stacked ridge, image features."),
+            "feature_space": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP,
+                                         description="What feature_matrix fitted on the labeled rows (target-encoding maps, embedding PCAs, "
+                                         "title ridge, column order; lib.training_data.FeatureSpace), pickled: a new product's features."),
+        },
         ins={
             "products": dg.AssetIn("products"),
             "brand_features": dg.AssetIn("brand_features"),
@@ -191,17 +242,24 @@ def build_training_assets(registry: dict) -> list:
         """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridges'
         OOF log-price predictions on the full text and on the title (stacked: out-of-fold for labeled
         rows, like the kNN features); embedding PCA when `TrainingConfig` asks for it (off by default)."""
-        from pricing_assets.lib.training_data import build_feature_matrix
+        from pricing_assets.lib.training_data import build_feature_matrix_and_space
 
         with stopwatch() as t:
-            fm, groups = build_feature_matrix(
+            fm, groups, space = build_feature_matrix_and_space(
                 products, brand_features, knn_features, tfidf_ridge_predictions, _embeddings(context, kwargs, products["sample_id"]),
                 text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=config.seed,
             )
         _contract = enforce_contract(fm, FeatureMatrix, "feature_matrix")  # before storing: a violation raises, nothing is written
+        yield dg.Output(space, output_name="feature_space", metadata={
+            "columns": len(space.columns),
+            "target_encoding_keys": dg.MetadataValue.json({n: len(m) for n, (m, _) in space.target_encoding.items()}),
+            "title_ridge_folds": len(space.title_ridge),
+        })
         yield dg.Output(
             fm,
+            output_name="feature_matrix",
             metadata={
+                "dagster/row_count": len(fm),
                 "rows": len(fm),
                 "labeled_rows": int((fm["fold"] >= 0).sum()),
                 "features": fm.shape[1] - 3,

@@ -4,6 +4,8 @@ Every feature is computed so that a row never sees its own price: labeled rows q
 from the *other* CV folds only (out-of-fold), unlabeled rows query an index of all labeled rows.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -155,7 +157,7 @@ def knn_price_features(
 
 
 def title_tfidf_views(item_names: pd.Series) -> dict:
-    """TF-IDF views of the item names alone, for neighbour search (unsupervised; fit on every row given).
+    """TF-IDF views of the item names alone, for neighbour search (fitted on the titles given).
 
     The full product text mixes the title with bullets and descriptions that many products share
     ("gluten free", "great for parties"); on the title alone, variants of one product line (other
@@ -171,19 +173,8 @@ def title_tfidf_views(item_names: pd.Series) -> dict:
         (an empty title is an all-zero row: similarity 0 to everything; a view with no term kept
         by ``min_df`` is an (n, 1) zero matrix).
     """
-    import scipy.sparse as sp
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     names = pd.Series(item_names).fillna("").astype(str).reset_index(drop=True)
-    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, sublinear_tf=True)
-    word = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-    out = {}
-    for name, vec in (("title_char", char), ("title_word", word)):
-        try:
-            out[name] = vec.fit_transform(names).tocsr()
-        except ValueError:  # no term survives min_df (tiny or empty titles): no neighbour signal
-            out[name] = sp.csr_matrix((len(names), 1), dtype=np.float64)
-    return out
+    return {name: _transform(_fit_vectorizer(params, names), names) for name, params in _TITLE_VECTORIZERS.items()}
 
 
 UNIT_STATS = ("wmean", "median", "n")
@@ -303,6 +294,203 @@ def log_total_quantity(qty_canonical: np.ndarray, family: np.ndarray) -> np.ndar
     return np.where(ok, np.log(np.where(ok, q, 1.0)), np.nan)
 
 
+@dataclass
+class KnnReference:
+    """What a new product's kNN features are computed against: the labeled products' vectors in every
+    view, their prices and quantities, and the text vectorizers fitted on their texts.
+
+    Built by :func:`fit_knn_reference` (the ``knn_reference`` model asset); used by
+    :func:`build_knn_features` (labeled rows, out-of-fold) and :func:`knn_features_for_new_rows`
+    (products without a price), so both paths search the same vectors.
+
+    Attributes:
+        sample_ids: (m,) str ids of the labeled products, in ``products`` order.
+        log_price: (m,) float64 ``log1p(price USD)``.
+        log_qty: (m,) float64 ``log`` total quantity in canonical units (NaN unknown); family: (m,) str.
+        text: text model name -> (m, d) float32 L2-normalised embeddings.
+        vectorizers: ``tfidf`` (full product text), ``title_char``, ``title_word`` -> fitted scikit-learn
+            ``TfidfVectorizer`` (None: no term survived ``min_df``; the view is an all-zero column).
+        sparse: the same names -> (m, v) csr TF-IDF rows of the labeled products.
+        image: image model name -> ((p, d) float32 vectors, (p,) float64 log1p price) of the labeled
+            products with a photo; absent when fewer than ``2 * n_folds`` have one (features NaN).
+        image_names: every image model name (for the NaN columns).
+        k, unit_k: neighbours per query (price stats / unit-price transfer).
+    """
+
+    sample_ids: np.ndarray
+    log_price: np.ndarray
+    log_qty: np.ndarray
+    family: np.ndarray
+    text: dict
+    vectorizers: dict
+    sparse: dict
+    image: dict
+    image_names: tuple
+    k: int
+    unit_k: int
+
+    @property
+    def n(self) -> int:
+        return len(self.log_price)
+
+
+_TITLE_VECTORIZERS = {
+    "title_char": {"analyzer": "char_wb", "ngram_range": (2, 4), "min_df": 2, "sublinear_tf": True},
+    "title_word": {"ngram_range": (1, 2), "min_df": 1, "sublinear_tf": True},
+}
+_TFIDF_VIEW = {"ngram_range": (1, 2), "min_df": 2, "sublinear_tf": True}
+
+
+def _fit_vectorizer(params: dict, texts: pd.Series):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    try:
+        return TfidfVectorizer(**params).fit(texts)
+    except ValueError:  # no term survives min_df (tiny or empty texts): no neighbour signal
+        return None
+
+
+def _transform(vectorizer, texts: pd.Series):
+    import scipy.sparse as sp
+
+    if vectorizer is None:
+        return sp.csr_matrix((len(texts), 1), dtype=np.float64)
+    return vectorizer.transform(texts).tocsr()
+
+
+def _view_texts(items: pd.DataFrame) -> dict[str, pd.Series]:
+    from pricing_assets.lib.modeling import product_text
+
+    names = items["item_name"].fillna("").astype(str).reset_index(drop=True)
+    return {"tfidf": product_text(items), "title_char": names, "title_word": names}
+
+
+def _log_qty_family(items: pd.DataFrame, brand_features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    bf = brand_features.set_index("sample_id").reindex(items["sample_id"].astype(str)).reset_index(drop=True)
+    family = bf["ipq_unit_family"].fillna("unknown").astype(str).to_numpy()
+    return log_total_quantity(bf["qty_canonical"].to_numpy(dtype=float), family), family
+
+
+def fit_knn_reference(
+    products: pd.DataFrame,
+    brand_features: pd.DataFrame,
+    embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
+    k: int = 10,
+    unit_k: int = 20,
+    n_folds: int = 5,
+) -> KnnReference:
+    """The :class:`KnnReference` of the labeled rows of ``products`` (``fold >= 0`` and a price).
+
+    The TF-IDF vectorizers are fitted on the labeled products' texts only: a product being priced
+    never shapes the vocabulary it is searched with (no transductive step).
+
+    Args:
+        products, brand_features, embeddings, k, unit_k, n_folds: as :func:`build_knn_features`.
+
+    Returns:
+        :class:`KnnReference` over the m labeled rows.
+
+    Raises:
+        ValueError: without a text embedding or with fewer than 2 labeled rows.
+    """
+    products = products.reset_index(drop=True)
+    log_price = np.log1p(products["price"].to_numpy(dtype=float))
+    lab = np.isfinite(log_price) & (products["fold"].to_numpy() >= 0)
+    if lab.sum() < 2:
+        raise ValueError("fit_knn_reference: need at least 2 labeled rows")
+    text = {name: np.ascontiguousarray(vec[lab], dtype=np.float32) for name, modality, vec, _ in embeddings if modality == "text"}
+    if not text:
+        raise ValueError("fit_knn_reference: no text embedding given")
+    items = products[lab].reset_index(drop=True)
+    texts = _view_texts(items)
+    params = {"tfidf": _TFIDF_VIEW, **_TITLE_VECTORIZERS}
+    vectorizers = {name: _fit_vectorizer(params[name], texts[name]) for name in params}
+    sparse = {name: _transform(vectorizers[name], texts[name]) for name in params}
+    log_qty, family = _log_qty_family(items, brand_features)
+    image, image_names = {}, []
+    for name, modality, vec, has in embeddings:
+        if modality != "image":
+            continue
+        image_names.append(name)
+        h = np.asarray(has, dtype=bool)[lab]
+        if h.sum() >= 2 * n_folds:
+            image[name] = (np.ascontiguousarray(vec[lab][h], dtype=np.float32), log_price[lab][h])
+    return KnnReference(
+        sample_ids=items["sample_id"].astype(str).to_numpy(), log_price=log_price[lab], log_qty=log_qty, family=family,
+        text=text, vectorizers=vectorizers, sparse=sparse, image=image, image_names=tuple(image_names), k=k, unit_k=unit_k,
+    )
+
+
+def _image_columns(name: str) -> list[str]:
+    return [f"knn_image_{name}_{s}" for s in KNN_STATS]
+
+
+def knn_features_for_new_rows(
+    ref: KnnReference,
+    items: pd.DataFrame,
+    brand_features: pd.DataFrame,
+    embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
+) -> pd.DataFrame:
+    """kNN neighbour-price features of products without a price, searched in ``ref`` (every labeled
+    product): the serving path of ``knn_features``; same columns and values as
+    :func:`build_knn_features` gives the same rows as unlabeled rows.
+
+    Args:
+        ref: the fitted :class:`KnnReference`.
+        items: n new products with ``sample_id``, ``item_name`` and the columns ``product_text`` reads.
+        brand_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (aligned by id).
+        embeddings: ``(name, modality, vectors, has)`` aligned to ``items``, the same models as ``ref``.
+
+    Returns:
+        DataFrame (n rows, items' order): ``sample_id`` then float32 ``knn_*`` and ``uknn_*`` columns.
+
+    Raises:
+        ValueError: when a text model of ``ref`` has no embedding here.
+    """
+    items = items.reset_index(drop=True)
+    n = len(items)
+    given = {name: (modality, vec, has) for name, modality, vec, has in embeddings}
+    missing = [name for name in ref.text if name not in given]
+    if missing:
+        raise ValueError(f"knn_features_for_new_rows: no embedding of text models {missing}")
+    lp_ref = np.log(np.clip(np.expm1(ref.log_price), 1e-6, None))
+    log_qty, family = _log_qty_family(items, brand_features)
+    texts = _view_texts(items)
+    parts, unit_parts = [items[["sample_id"]]], []
+
+    def price_stats(ref_vectors, ref_log_price, query, prefix):
+        out = np.full((n if query is None else query.shape[0], len(KNN_STATS)), np.nan, dtype=np.float32)
+        if query is not None and query.shape[0]:
+            out = _query(ref_vectors, ref_log_price, query, ref.k)
+        return pd.DataFrame(out, columns=[f"{prefix}_{s}" for s in KNN_STATS])
+
+    def unit_stats(ref_vectors, query, prefix):
+        out = np.zeros((0, len(UNIT_STATS)), dtype=np.float32)
+        if query.shape[0]:
+            sims, ids = _search(ref_vectors, query, ref.unit_k)
+            out = unit_price_stats(sims, lp_ref[ids], ref.log_qty[ids], ref.family[ids], log_qty, family)
+        return pd.DataFrame(out, columns=[f"{prefix}_unit_{s}" for s in UNIT_STATS])
+
+    for name, ref_vec in ref.text.items():
+        q = np.ascontiguousarray(given[name][1], dtype=np.float32)
+        parts.append(price_stats(ref_vec, ref.log_price, q, f"knn_{name}"))
+        unit_parts.append(unit_stats(ref_vec, q, f"uknn_{name}"))
+    for view in ("tfidf", "title_char", "title_word"):
+        q = _transform(ref.vectorizers[view], texts[view])
+        parts.append(price_stats(ref.sparse[view], ref.log_price, q, f"knn_{view}"))
+        if view == "tfidf":
+            unit_parts.append(unit_stats(ref.sparse[view], q, "uknn_tfidf"))
+    for name in ref.image_names:
+        feats = pd.DataFrame(np.nan, index=range(n), columns=_image_columns(name), dtype=np.float32)
+        if name in ref.image and name in given:
+            has = np.asarray(given[name][2], dtype=bool)
+            if has.any():
+                vec, lp = ref.image[name]
+                feats.loc[has, :] = _query(vec, lp, np.ascontiguousarray(given[name][1][has], dtype=np.float32), ref.k)
+        parts.append(feats)
+    return pd.concat(parts + unit_parts, axis=1)
+
+
 def build_knn_features(
     products: pd.DataFrame,
     brand_features: pd.DataFrame,
@@ -310,13 +498,15 @@ def build_knn_features(
     k: int = 10,
     unit_k: int = 20,
     n_folds: int = 5,
+    reference: "KnnReference | None" = None,
 ) -> pd.DataFrame:
     """Every kNN neighbour-price feature of ``knn_features``, out-of-fold, for every product.
 
     Views searched (each with :func:`knn_price_features`; text views also with the unit-price
     transfer of :func:`knn_unit_price_features`): every text embedding, a word 1-2-gram TF-IDF of
-    the full product text (fitted on every row's text: unsupervised), and the two title views of
-    :func:`title_tfidf_views`; image embeddings over the rows that have a photo.
+    the full product text, and the two title views of :func:`title_tfidf_views` (vectorizers fitted
+    on the labeled rows' texts, :func:`fit_knn_reference`); image embeddings over the rows that have a
+    photo. Unlabeled rows given here get exactly what :func:`knn_features_for_new_rows` gives them.
 
     Measured on the sample (5 grouped folds, ``benchmarks/bench_models.py``): the unit-price transfer
     lowered LightGBM OOF SMAPE 55.87 -> 55.15 (seeds 1 / 2: 55.80 -> 54.96, 56.00 -> 55.09, every fold
@@ -334,6 +524,7 @@ def build_knn_features(
         k: neighbours per query; unit_k: neighbours for the unit-price transfer.
         n_folds: image features are computed only when at least ``2 * n_folds`` labeled rows have a
             photo (NaN otherwise).
+        reference: the labeled rows' :class:`KnnReference` when already fitted (else fitted here).
 
     Returns:
         DataFrame (n rows, products' order): ``sample_id`` then float32 ``knn_*`` and ``uknn_*`` columns.
@@ -341,34 +532,27 @@ def build_knn_features(
     Raises:
         ValueError: without a text embedding, on length mismatch or fewer than 2 labeled rows.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from pricing_assets.lib.modeling import product_text
-
     products = products.reset_index(drop=True)
+    ref = reference if reference is not None else fit_knn_reference(products, brand_features, embeddings, k=k, unit_k=unit_k, n_folds=n_folds)
     text = [(name, vec) for name, modality, vec, _ in embeddings if modality == "text"]
-    if not text:
-        raise ValueError("build_knn_features: no text embedding given")
     log_price = np.log1p(products["price"].to_numpy(dtype=float))
     folds = products["fold"].to_numpy()
-    bf = brand_features.set_index("sample_id").reindex(products["sample_id"]).reset_index(drop=True)
-    family = bf["ipq_unit_family"].fillna("unknown").astype(str).to_numpy()
-    log_qty = log_total_quantity(bf["qty_canonical"].to_numpy(dtype=float), family)
+    log_qty, family = _log_qty_family(products, brand_features)
+    texts = _view_texts(products)
     parts, unit_parts = [products[["sample_id"]]], []
     for name, vec in text:
         parts.append(knn_price_features(vec, log_price, folds, k=k, prefix=f"knn_{name}"))
         unit_parts.append(knn_unit_price_features(vec, log_price, log_qty, family, folds, k=unit_k, prefix=f"uknn_{name}"))
-    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True).fit_transform(product_text(products))
-    parts.append(knn_price_features(tfidf, log_price, folds, k=k, prefix="knn_tfidf"))
-    unit_parts.append(knn_unit_price_features(tfidf, log_price, log_qty, family, folds, k=unit_k, prefix="uknn_tfidf"))
-    for view, mat in title_tfidf_views(products["item_name"]).items():
+    for view in ("tfidf", "title_char", "title_word"):
+        mat = _transform(ref.vectorizers[view], texts[view])
         parts.append(knn_price_features(mat, log_price, folds, k=k, prefix=f"knn_{view}"))
+        if view == "tfidf":
+            unit_parts.append(knn_unit_price_features(mat, log_price, log_qty, family, folds, k=unit_k, prefix="uknn_tfidf"))
     for name, modality, vec, has in embeddings:
         if modality != "image":
             continue
-        cols = [f"knn_image_{name}_{s}" for s in KNN_STATS]
-        feats = pd.DataFrame(np.nan, index=range(len(products)), columns=cols, dtype=np.float32)
-        if (has & np.isfinite(log_price)).sum() >= 2 * n_folds:
+        feats = pd.DataFrame(np.nan, index=range(len(products)), columns=_image_columns(name), dtype=np.float32)
+        if name in ref.image:
             sub = knn_price_features(vec[has], log_price[has], np.where(np.isfinite(log_price[has]), folds[has], -1), k=k, prefix=f"knn_image_{name}")
             feats.loc[has, :] = sub.to_numpy()
         parts.append(feats)

@@ -98,13 +98,82 @@ class MLPInputs:
         return MLPInputs(self.text[idx], self.image[idx], np.asarray(self.has_image)[idx], self.tab[idx], list(self.tab_columns))
 
 
+@dataclass
+class TabularTransform:
+    """The fitted normalisation of :func:`tabular_matrix`: which columns, the quantile transform
+    (fitted on the training rows) and the one-hot categories, applied unchanged to new rows.
+
+    Attributes:
+        numeric: numeric columns kept (not all-NaN at fit); quantile: the fitted scikit-learn
+        ``QuantileTransformer``; missing: columns that get a ``<col>__isna`` indicator;
+        categories: categorical column -> sorted values seen at fit (one-hot; unseen values: all 0);
+        names: output column names in order.
+    """
+
+    numeric: list
+    quantile: object
+    missing: list
+    categories: dict
+    names: list
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, exclude_prefixes: tuple[str, ...] = ()) -> "TabularTransform":
+        """Fit on ``frame``'s rows (see :func:`tabular_matrix`).
+
+        Raises:
+            ValueError: if ``frame`` has no rows or a numeric column holds +/-inf (named).
+        """
+        from sklearn.preprocessing import QuantileTransformer
+
+        if len(frame) == 0:
+            raise ValueError("tabular_matrix: empty frame")
+        cols = [c for c in frame.columns if not any(str(c).startswith(p) for p in exclude_prefixes)]
+        num_cols = [c for c in cols if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
+        cat_cols = [c for c in cols if c not in num_cols]
+        num = _numeric(frame, num_cols)
+        isna = np.isnan(num)
+        kept = [c for c, k in zip(num_cols, ~isna.all(axis=0)) if k]  # an all-NaN column carries nothing
+        qt = None
+        if kept:
+            qt = QuantileTransformer(n_quantiles=min(200, len(frame)), output_distribution="normal", subsample=10**9, random_state=0)
+            qt.fit(_numeric(frame, kept))
+        missing = [c for c in kept if frame[c].isna().any()]
+        categories = {c: sorted(frame[c].astype(str).fillna("nan").unique()) for c in cat_cols}
+        names = [str(c) for c in kept] + [f"{c}__isna" for c in missing] + [f"{c}={v}" for c in cat_cols for v in categories[c]]
+        return cls(kept, qt, missing, categories, names)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, len(names)) float32 finite matrix of ``frame``'s rows.
+
+        Raises:
+            KeyError: a fitted column is missing from ``frame``; ValueError: +/-inf in a numeric column.
+        """
+        parts = []
+        if self.numeric:
+            num = _numeric(frame, self.numeric)
+            parts.append(np.clip(np.nan_to_num(self.quantile.transform(num), nan=0.0), -5, 5))
+            parts.append(frame[self.missing].isna().to_numpy(dtype=np.float64))
+        for c, values in self.categories.items():
+            vals = frame[c].astype(str).fillna("nan").to_numpy()
+            parts.append((vals[:, None] == np.asarray(values, dtype=object)[None, :]).astype(np.float64))
+        return np.hstack(parts).astype(np.float32) if parts else np.zeros((len(frame), 0), dtype=np.float32)
+
+
+def _numeric(frame: pd.DataFrame, cols: list) -> np.ndarray:
+    num = frame[cols].astype(np.float64).to_numpy()
+    inf_cols = [cols[j] for j in np.flatnonzero(np.isinf(num).any(axis=0))]
+    if inf_cols:
+        raise ValueError(f"tabular_matrix: infinite values in columns {inf_cols}")
+    return num
+
+
 def tabular_matrix(frame: pd.DataFrame, exclude_prefixes: tuple[str, ...] = ()) -> tuple[np.ndarray, list[str]]:
     """Numeric columns of ``frame`` normalised for a neural net: quantile-normalised, NaN -> 0 plus
-    missing indicators, string columns one-hot encoded.
+    missing indicators, string columns one-hot encoded (:class:`TabularTransform` fitted and applied
+    to the same rows; the fusion MLP fits it on the labeled rows and applies it to new ones).
 
-    The quantile transform (scikit-learn ``QuantileTransformer``, normal output) is fitted on all rows
-    given (labeled and unlabeled): unsupervised, so no label information enters. It tames the heavy
-    tails of quantities and counts that plain standardisation would leave in.
+    The quantile transform (scikit-learn ``QuantileTransformer``, normal output) tames the heavy
+    tails of quantities and counts that plain standardisation would leave in; unsupervised.
 
     Args:
         frame: (n, ...) features; numeric columns (any float/int/bool dtype) and object/category
@@ -118,36 +187,8 @@ def tabular_matrix(frame: pd.DataFrame, exclude_prefixes: tuple[str, ...] = ()) 
     Raises:
         ValueError: if ``frame`` has no rows or a numeric column holds +/-inf (named).
     """
-    from sklearn.preprocessing import QuantileTransformer
-
-    if len(frame) == 0:
-        raise ValueError("tabular_matrix: empty frame")
-    cols = [c for c in frame.columns if not any(str(c).startswith(p) for p in exclude_prefixes)]
-    num_cols = [c for c in cols if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
-    cat_cols = [c for c in cols if c not in num_cols]
-    num = frame[num_cols].astype(np.float64).to_numpy()
-    inf_cols = [num_cols[j] for j in np.flatnonzero(np.isinf(num).any(axis=0))]
-    if inf_cols:
-        raise ValueError(f"tabular_matrix: infinite values in columns {inf_cols}")
-    parts, names = [], []
-    if num_cols:
-        isna = np.isnan(num)
-        keep = ~isna.all(axis=0)  # an all-NaN column carries nothing
-        num, isna = num[:, keep], isna[:, keep]
-        kept = [c for c, k in zip(num_cols, keep) if k]
-        qt = QuantileTransformer(n_quantiles=min(200, len(frame)), output_distribution="normal", subsample=10**9, random_state=0)
-        z = np.nan_to_num(qt.fit_transform(num), nan=0.0)
-        parts.append(np.clip(z, -5, 5))
-        names += [str(c) for c in kept]
-        miss = isna.any(axis=0)
-        parts.append(isna[:, miss].astype(np.float64))
-        names += [f"{c}__isna" for c, m in zip(kept, miss) if m]
-    for c in cat_cols:
-        vals = frame[c].astype(str).fillna("nan")
-        for v in sorted(vals.unique()):
-            parts.append((vals == v).to_numpy(dtype=np.float64)[:, None])
-            names.append(f"{c}={v}")
-    return np.hstack(parts).astype(np.float32), names
+    t = TabularTransform.fit(frame, exclude_prefixes)
+    return t.transform(frame), list(t.names)
 
 
 def _build_model(d_text: int, d_image: int, d_tab: int, cfg: MLPConfig):

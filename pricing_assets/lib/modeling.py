@@ -404,6 +404,31 @@ def fit_blend_weights(oof_prices: np.ndarray, y_price: np.ndarray, names: list[s
     return w
 
 
+def align_predictions(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The blend's input: the models' ``ModelPredictions`` frames aligned on the first one's rows.
+
+    Args:
+        preds: model name -> frame with ``sample_id``, ``fold``, ``price``, ``pred_price`` (USD);
+            taken in sorted-name order.
+
+    Returns:
+        ``(base, mats)``: base (n rows: ``sample_id``, ``fold``, ``price``) and (n, m) float64 predicted
+        prices, column j = ``sorted(preds)[j]``.
+
+    Raises:
+        ValueError: when a model lacks a row of the first one (names the model and five ids).
+    """
+    names = sorted(preds)
+    base = preds[names[0]][["sample_id", "fold", "price"]].reset_index(drop=True)
+    cols = []
+    for n in names:
+        col = preds[n].set_index("sample_id")["pred_price"].reindex(base["sample_id"])
+        if col.isna().any():
+            raise ValueError(f"align_predictions: {n} lacks sample_ids {col[col.isna()].index[:5].tolist()}")
+        cols.append(col.to_numpy(dtype=np.float64))
+    return base, np.column_stack(cols)
+
+
 def apply_blend(prices: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted geometric mean of (n, m) predicted prices with (m,) weights: (n,) USD."""
     return np.exp(np.log(np.clip(prices, 1e-6, None)) @ weights)
@@ -549,7 +574,8 @@ def tfidf_ridge_every_row(
     Labeled rows (``fold >= 0`` and a finite ``log_price``) get their out-of-fold prediction from
     :func:`train_tfidf_ridge_cv` (the ridge of the other folds); unlabeled rows get the average of the
     fold ridges (:func:`predict_tfidf_ridge`), exactly as the kNN features and target encodings treat
-    them. The vocabulary is fitted on every text (unsupervised).
+    them. The vocabulary is fitted on the labeled rows' texts only, so an unlabeled row gets what a
+    new product gets from the stored fold models (no transductive step).
 
     Two users: the ``tfidf_ridge`` model asset (full product text) and ``feature_matrix``, which stacks
     it on the item names alone (``stack_title_ridge``): the full text dilutes the title with bullets
@@ -577,7 +603,7 @@ def tfidf_ridge_every_row(
     if not (len(texts) == len(log_price) == len(folds)):
         raise ValueError(f"tfidf_ridge_every_row: length mismatch {len(texts)}, {len(log_price)}, {len(folds)}")
     lab = (folds >= 0) & np.isfinite(log_price)
-    cv = train_tfidf_ridge_cv(texts[lab].reset_index(drop=True), log_price[lab], folds[lab], params=params, unlabeled_texts=texts[~lab], log=log)
+    cv = train_tfidf_ridge_cv(texts[lab].reset_index(drop=True), log_price[lab], folds[lab], params=params, log=log)
     out = np.empty(len(texts), dtype=np.float64)
     out[lab] = cv.oof_log
     if (~lab).any():

@@ -1,4 +1,7 @@
-"""Assembling the training table: batches combined (latest wins) and the model's feature matrix."""
+"""Assembling the training table: batches combined (latest wins) and the model's feature matrix,
+and the same features for new products from the fitted :class:`FeatureSpace`."""
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -41,6 +44,25 @@ def embedding_matrix(frame: pd.DataFrame, sample_ids: pd.Series, dim: int) -> tu
     return out, has
 
 
+def fit_pca(vectors: np.ndarray, mask: np.ndarray, n_components: int, seed: int = 42):
+    """PCA (scikit-learn) of the rows of ``vectors`` (n, d) where ``mask`` is set; None when
+    ``n_components`` is 0 or too few rows (k = min(n_components, rows - 1, d) < 1)."""
+    from sklearn.decomposition import PCA
+
+    k = min(n_components, int(mask.sum()) - 1, vectors.shape[1])
+    return PCA(n_components=k, random_state=seed).fit(vectors[mask]) if k >= 1 else None
+
+
+def pca_frame(pca, vectors: np.ndarray, mask: np.ndarray, n_components: int, prefix: str) -> pd.DataFrame:
+    """``{prefix}_pc{i}`` columns (n, n_components) float32: the fitted ``pca``'s components of the rows
+    with a vector, NaN elsewhere (and in the columns beyond the fitted ``k``)."""
+    cols = [f"{prefix}_pc{i}" for i in range(n_components)]
+    out = np.full((len(vectors), n_components), np.nan, dtype=np.float32)
+    if pca is not None and mask.any():
+        out[mask, : pca.n_components_] = pca.transform(vectors[mask]).astype(np.float32)
+    return pd.DataFrame(out, columns=cols)
+
+
 def pca_components(vectors: np.ndarray, mask: np.ndarray, n_components: int, prefix: str, seed: int = 42) -> pd.DataFrame:
     """First principal components of an embedding (fit on all rows that have one; unsupervised, so no
     label leakage). Rows without a vector get NaN.
@@ -48,14 +70,7 @@ def pca_components(vectors: np.ndarray, mask: np.ndarray, n_components: int, pre
     Returns:
         DataFrame (n, n_components) float32, columns ``{prefix}_pc{i}``.
     """
-    from sklearn.decomposition import PCA
-
-    cols = [f"{prefix}_pc{i}" for i in range(n_components)]
-    out = np.full((len(vectors), n_components), np.nan, dtype=np.float32)
-    k = min(n_components, int(mask.sum()) - 1, vectors.shape[1])
-    if k >= 1:
-        out[mask, :k] = PCA(n_components=k, random_state=seed).fit_transform(vectors[mask]).astype(np.float32)
-    return pd.DataFrame(out, columns=cols)
+    return pca_frame(fit_pca(vectors, mask, n_components, seed), vectors, mask, n_components, prefix)
 
 
 def target_encodings(keys: dict[str, pd.Series], log_price: np.ndarray, folds: np.ndarray, smoothing: float = 10.0) -> pd.DataFrame:
@@ -79,7 +94,49 @@ def target_encodings(keys: dict[str, pd.Series], log_price: np.ndarray, folds: n
     return pd.DataFrame(out)
 
 
-def build_feature_matrix(
+@dataclass
+class FeatureSpace:
+    """What ``feature_matrix`` fitted on the labeled rows and a new product's features need: the
+    target-encoding maps, the embedding PCAs, the title ridge's fold models and the column order.
+
+    Attributes:
+        target_encoding: key name (``brand``, ``category``) -> (mapping key -> encoded log1p price, prior).
+        pca: embedding model name -> (fitted PCA or None, n_components).
+        title_ridge: fold pipelines of the title TF-IDF ridge (:func:`~pricing_assets.lib.modeling.predict_tfidf_ridge`).
+        columns: the ``feature_matrix`` columns in order (``sample_id``, ``fold``, ``price`` first).
+    """
+
+    target_encoding: dict
+    pca: dict
+    title_ridge: list
+    columns: list
+
+
+def _image_facts(items: pd.DataFrame) -> pd.DataFrame:
+    img = items[["width", "height", "n_bytes"]].astype(float).reset_index(drop=True)
+    img["has_image"] = (items["status"] == "ok").astype(np.float32).to_numpy()
+    img["ocr_lines"] = items["n_lines"].fillna(0).astype(np.float32).to_numpy()
+    return img.astype(np.float32)
+
+
+def _assemble(base, bf, te, kn, stack, img, pcs) -> tuple[pd.DataFrame, dict]:
+    numeric = bf.drop(columns=["brand", "category"]).select_dtypes("number").astype(np.float32)
+    fm = pd.concat([base.reset_index(drop=True), numeric, te, kn, stack, img, *pcs], axis=1)
+    fm["category"] = bf["category"].astype(str).to_numpy()
+    groups = {
+        "engineered": numeric.shape[1], "target_encoding": te.shape[1], "knn": kn.shape[1], "stacked": stack.shape[1],
+        "image": img.shape[1], "embedding_pca": int(sum(p.shape[1] for p in pcs)),
+    }
+    return fm, groups
+
+
+def build_feature_matrix(*args, **kwargs) -> tuple[pd.DataFrame, dict]:
+    """:func:`build_feature_matrix_and_space` without the :class:`FeatureSpace`: ``(fm, groups)``."""
+    fm, groups, _ = build_feature_matrix_and_space(*args, **kwargs)
+    return fm, groups
+
+
+def build_feature_matrix_and_space(
     products: pd.DataFrame,
     brand_features: pd.DataFrame,
     knn_features: pd.DataFrame,
@@ -88,7 +145,7 @@ def build_feature_matrix(
     text_pca_components: int = 0,
     image_pca_components: int = 0,
     seed: int = 42,
-) -> tuple[pd.DataFrame, dict]:
+) -> tuple[pd.DataFrame, dict, FeatureSpace]:
     """The model input ``feature_matrix``: engineered features, OOF target encodings, kNN features,
     two stacked OOF TF-IDF ridges, image/OCR facts and (optionally) embedding PCA, one row per product.
 
@@ -111,12 +168,14 @@ def build_feature_matrix(
         seed: PCA seed.
 
     Returns:
-        ``(fm, groups)``: fm has ``sample_id``, ``fold``, ``price`` then float32 features and a str
-        ``category`` column; groups maps feature group name to its column count.
+        ``(fm, groups, space)``: fm has ``sample_id``, ``fold``, ``price`` then float32 features and a
+        str ``category`` column; groups maps feature group name to its column count; space the
+        :class:`FeatureSpace` fitted on the labeled rows (:func:`feature_rows_for_new_items` uses it).
 
     Raises:
         ValueError: when ``ridge_predictions`` lacks a product's sample_id (names the first five).
     """
+    from pricing_assets.lib.features import fit_target_encoding
     from pricing_assets.lib.modeling import tfidf_ridge_every_row
 
     items = products.reset_index(drop=True)
@@ -126,23 +185,70 @@ def build_feature_matrix(
         raise ValueError(f"build_feature_matrix: ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}")
     bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
-    img = items[["width", "height", "n_bytes"]].astype(float)
-    img["has_image"] = (items["status"] == "ok").astype(np.float32).to_numpy()
-    img["ocr_lines"] = items["n_lines"].fillna(0).astype(np.float32).to_numpy()
     log_price = np.log1p(base["price"].to_numpy(dtype=float))
     folds = base["fold"].to_numpy()
-    te = target_encodings({"brand": bf["brand"], "category": bf["category"]}, log_price, folds)
-    pcs = [
-        pca_components(vec, has, text_pca_components if modality == "text" else image_pca_components, prefix=name, seed=seed)
-        for name, modality, vec, has in embeddings
-    ]
-    numeric = bf.drop(columns=["brand", "category"]).select_dtypes("number").astype(np.float32)
-    title_ridge, _ = tfidf_ridge_every_row(items["item_name"], log_price, folds)
-    stack = pd.DataFrame({"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)})
-    fm = pd.concat([base, numeric, te, kn, stack, img.astype(np.float32), *pcs], axis=1)
-    fm["category"] = bf["category"].astype(str)
-    groups = {
-        "engineered": numeric.shape[1], "target_encoding": te.shape[1], "knn": kn.shape[1], "stacked": stack.shape[1],
-        "image": img.shape[1], "embedding_pca": int(sum(p.shape[1] for p in pcs)),
+    lab = (folds >= 0) & np.isfinite(log_price)
+    keys = {"brand": bf["brand"], "category": bf["category"]}
+    te = target_encodings(keys, log_price, folds)
+    te_maps = {
+        name: (fit_target_encoding(k.astype(str)[lab].reset_index(drop=True), log_price[lab]), float(np.mean(log_price[lab])))
+        for name, k in keys.items()
     }
-    return fm, groups
+    pca, pcs = {}, []
+    for name, modality, vec, has in embeddings:
+        n_comp = text_pca_components if modality == "text" else image_pca_components
+        pca[name] = (fit_pca(vec, has, n_comp, seed), n_comp)
+        pcs.append(pca_frame(pca[name][0], vec, has, n_comp, name))
+    title_ridge, title_cv = tfidf_ridge_every_row(items["item_name"], log_price, folds)
+    stack = pd.DataFrame({"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)})
+    fm, groups = _assemble(base, bf, te, kn, stack, _image_facts(items), pcs)
+    return fm, groups, FeatureSpace(te_maps, pca, title_cv.models, list(fm.columns))
+
+
+def feature_rows_for_new_items(
+    space: FeatureSpace,
+    items: pd.DataFrame,
+    brand_features: pd.DataFrame,
+    knn_features: pd.DataFrame,
+    ridge_log_price: np.ndarray,
+    embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
+) -> pd.DataFrame:
+    """``feature_matrix`` rows of products without a price, built with the fitted ``space`` (no
+    refit): target encodings from the labeled rows' maps, the title ridge's fold average, the stored
+    PCAs; the same columns, in the same order, as the training rows.
+
+    Args:
+        space: the :class:`FeatureSpace` of the training run.
+        items: n new products (``products`` columns: ``sample_id``, ``item_name``, ``width``, ``height``,
+            ``n_bytes``, ``status``, ``n_lines``); their ``fold`` is set to -1, ``price`` to NaN.
+        brand_features, knn_features: their rows (aligned by ``sample_id``;
+            :func:`~pricing_assets.lib.knn.knn_features_for_new_rows`).
+        ridge_log_price: (n,) float64 ``log1p`` price of the full-text TF-IDF ridge (fold average).
+        embeddings: ``(name, modality, vectors, has)`` aligned to ``items``.
+
+    Returns:
+        DataFrame (n rows) with ``space.columns``.
+
+    Raises:
+        ValueError: when the rows built lack a column of ``space.columns`` (a changed feature set).
+    """
+    from pricing_assets.lib.features import apply_target_encoding
+    from pricing_assets.lib.modeling import predict_tfidf_ridge
+
+    items = items.reset_index(drop=True)
+    base = pd.DataFrame({"sample_id": items["sample_id"].astype(str).to_numpy(), "fold": -1, "price": np.nan})
+    bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
+    kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
+    te = pd.DataFrame({
+        f"te_{name}": apply_target_encoding(mapping, prior, bf[name].astype(str)).astype(np.float32)
+        for name, (mapping, prior) in space.target_encoding.items()
+    })
+    given = {name: (vec, has) for name, _, vec, has in embeddings}
+    pcs = [pca_frame(pca, *given[name], n_comp, name) for name, (pca, n_comp) in space.pca.items() if name in given]
+    title = predict_tfidf_ridge(space.title_ridge, items["item_name"]) if len(items) else np.zeros(0)
+    stack = pd.DataFrame({"stack_tfidf_ridge": np.asarray(ridge_log_price, dtype=np.float32), "stack_title_ridge": title.astype(np.float32)})
+    fm, _ = _assemble(base, bf, te, kn, stack, _image_facts(items), pcs)
+    missing = [c for c in space.columns if c not in fm.columns]
+    if missing:
+        raise ValueError(f"feature_rows_for_new_items: rows lack feature columns {missing[:5]} (the model was trained on another feature set)")
+    return fm[space.columns]
