@@ -52,6 +52,7 @@ def _model(instance: dg.DagsterInstance) -> dict:
         m, _ = _meta(instance, key)
         if "oof_smape" in m:
             smapes[key.removesuffix("_predictions")] = m["oof_smape"]
+    served_meta, served_rec = _meta(instance, "serving_model")
     return {
         "trained_run_id": lgb_rec.run_id if lgb_rec else None,
         "trained_at": lgb_rec.timestamp if lgb_rec else None,
@@ -60,6 +61,9 @@ def _model(instance: dg.DagsterInstance) -> dict:
         "oof_smape": smapes,
         "blend_run_id": blend_rec.run_id if blend_rec else None,
         "model_gate": blend_meta.get("model_gate"),
+        "serving_version": served_meta.get("model_version"),
+        "serving_labeled_rows": served_meta.get("labeled_rows"),
+        "serving_age_s": _age_s(served_rec),
     }
 
 
@@ -68,7 +72,8 @@ def _predictions(instance: dg.DagsterInstance) -> dict:
     verdict = predictions_export_verdict(instance)
     return {
         "rows_priced": meta.get("rows"),
-        "model_version": rec.run_id if rec else None,  # the run that promoted the blend behind them
+        "model_version": meta.get("model_version"),  # "mixed" while some batch awaits re-scoring
+        "model_versions": meta.get("model_versions"),
         "stored_at": rec.timestamp if rec else None,
         "age_s": _age_s(rec),
         "exportable": verdict.ok,
@@ -105,8 +110,9 @@ def collect_status(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
     Returns:
         ``{"batches": [{batch, rows_in, rows, labeled_rows, quarantined_rows, state, failure}],
         "model": {trained_run_id, trained_at (epoch s), age_s, labeled_rows, oof_smape {model: SMAPE},
-        blend_run_id, model_gate}, "predictions": {rows_priced, model_version, stored_at, age_s,
-        exportable, problem}, "automation": {sensor or schedule: running|stopped, daemon: …},
+        blend_run_id, model_gate, serving_version, serving_labeled_rows, serving_age_s},
+        "predictions": {rows_priced, model_version ("mixed" while batches await re-scoring),
+        model_versions {version: rows}, stored_at, age_s, exportable, problem}, "automation": {sensor or schedule: running|stopped, daemon: …},
         "failed_runs": [{run_id, job, partition, cause}]}``; missing facts are None.
     """
     return {
@@ -144,12 +150,14 @@ def render_status(st: dict) -> str:
         lines.append("  OOF SMAPE: " + ", ".join(f"{k} {v:.2f}" for k, v in m["oof_smape"].items()))
         if m["model_gate"]:
             lines.append(f"  model gate (run {m['blend_run_id'][:8]}): {m['model_gate']}")
+        if m["serving_version"]:
+            lines.append(f"  serving: model {m['serving_version']} (promoted {_ago(m['serving_age_s'])}, {m['serving_labeled_rows']} labeled rows)")
     else:
         lines.append("  not trained yet: `pricing materialize`")
     p = st["predictions"]
     lines += ["", "PREDICTIONS"]
     if p["model_version"]:
-        lines.append(f"  {p['rows_priced']} products priced {_ago(p['age_s'])} by model version {p['model_version'][:8]}")
+        lines.append(f"  {p['rows_priced']} products priced {_ago(p['age_s'])} by model version {p['model_version']}")
         lines.append("  exportable" if p["exportable"] else f"  NOT exportable: {p['problem']}")
     else:
         lines.append("  none yet")

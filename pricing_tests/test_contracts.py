@@ -38,11 +38,12 @@ def frames(tmp_path_factory):
     knn = pd.concat([items[["sample_id"]], knn_price_features(vec, np.log1p(items["price"].to_numpy()), folds)], axis=1)
     fm = pd.DataFrame({"sample_id": items["sample_id"], "fold": folds, "price": items["price"], "x": 1.0})
     preds = pd.DataFrame({"sample_id": items["sample_id"], "fold": folds, "price": items["price"], "pred_price": items["price"] * 1.1})
-    out = pd.DataFrame({"sample_id": items["sample_id"], "price": items["price"] * 0.9})
+    out = pd.DataFrame({"sample_id": items["sample_id"], "price": items["price"] * 0.9, "batch": "b1", "model_version": "v1"})
     return {
         "raw_catalog": rows, "catalog_quarantine": quarantine, "catalog_items": items, "product_images": images,
         "ocr_text": ocr, "embeddings": emb, "products": products, "brand_features": brand, "knn_features": knn,
         "feature_matrix": fm, "model_predictions": preds, "price_predictions": out,
+        "batch_predictions": out.drop(columns=["batch"]).assign(pred_lightgbm=1.0),
     }
 
 

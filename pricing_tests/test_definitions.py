@@ -19,6 +19,7 @@ PER_ROW = {
     "ocr_text": "images",
     "embeddings/text/minilm_l6": "embeddings",
     "embeddings/image/effnet_lite0": "embeddings",
+    "batch_predictions": "scoring",
 }
 GLOBAL = {
     "products": "training",
@@ -26,12 +27,15 @@ GLOBAL = {
     "product_index": "training",
     "knn_features": "training",
     "feature_matrix": "training",
+    "feature_space": "training",
+    "knn_reference": "training",
     "embedding_signal_report": "training",
     "lightgbm_model": "models",
     "lightgbm_predictions": "models",
     "lightgbm_dist_model": "models",
     "lightgbm_dist_predictions": "models",
     "price_blend": "models",
+    "serving_model": "serving",
     "price_predictions": "serving",
     "evaluation_report": "serving",
 }
@@ -73,7 +77,9 @@ def test_lineage(graph):
     assert "feature_matrix" in parents("lightgbm_model")
     assert parents("lightgbm_dist_model") == {"feature_matrix"}
     assert "lightgbm_dist_predictions" in parents("price_blend")
-    assert parents("price_predictions") == {"price_blend"}
+    assert {"price_blend", "knn_reference", "feature_space", "lightgbm_model", "fusion_mlp_model"} <= parents("serving_model")
+    assert {"serving_model", "catalog_items", "product_images", "ocr_text", "embeddings/text/minilm_l6"} <= parents("batch_predictions")
+    assert parents("price_predictions") == {"batch_predictions", "products"}
 
 
 def test_every_data_asset_has_a_blocking_contract_check(graph):

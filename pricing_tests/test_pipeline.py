@@ -68,29 +68,34 @@ def test_bundled_photos_are_found_and_embedded(instance, slice_files):
 
 
 def test_global_assets_report_model_figures(instance, slice_files):
-    products = _meta(instance, "products")
-    assert products["rows"] == slice_files["n_labeled"] + slice_files["n_unlabeled"]
-    assert products["labeled_rows"] == slice_files["n_labeled"]
+    products = _meta(instance, "products")  # the training set: labeled rows only
+    assert products["rows"] == products["labeled_rows"] == slice_files["n_labeled"]
+    assert products["unlabeled_rows_left_to_batch_predictions"] == slice_files["n_unlabeled"]
+    assert products["retrain_reason"] == "first model" and len(products["labeled_fingerprint"]) == 64
     lgb = _meta(instance, "lightgbm_predictions")
     assert 0 < lgb["oof_smape"] < 200 and lgb["labeled_rows"] == slice_files["n_labeled"]
     dist = _meta(instance, "lightgbm_dist_predictions")
     assert 0 < dist["oof_smape"] < 200 and dist["labeled_rows"] == slice_files["n_labeled"]
-    assert dist["unlabeled_rows"] == slice_files["n_unlabeled"]
+    assert dist["unlabeled_rows"] == 0  # unlabeled rows are scored per batch (batch_predictions)
     blend = _meta(instance, "price_blend")
     assert abs(sum(blend["weights"].values()) - 1) < 1e-3  # weights are rounded to 4 decimals in metadata
     assert set(blend["weights"]) == {"lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"}
     report = _meta(instance, "evaluation_report")
     assert report["blend_oof_smape"] == pytest.approx(blend["oof_smape"], abs=1e-3)
     assert "data:image/png;base64," in report["pred_vs_actual"]
-    assert _meta(instance, "price_predictions")["rows"] == slice_files["n_unlabeled"]
+    served = _meta(instance, "serving_model")
+    assert served["labeled_rows"] == slice_files["n_labeled"] and served["labeled_fingerprint"] == products["labeled_fingerprint"]
+    preds = _meta(instance, "price_predictions")
+    assert preds["rows"] == slice_files["n_unlabeled"] and preds["model_version"] == served["model_version"]
+    assert _meta(instance, "batch_predictions", "unlabeled")["dagster/row_count"] == slice_files["n_unlabeled"]
+    assert _meta(instance, "batch_predictions", "lab")["dagster/row_count"] == 0
     signal = _meta(instance, "embedding_signal_report")
     assert signal["models"] == 2 and "minilm_l6" in signal["signal_table"] and "effnet_lite0" in signal["signal_table"]
 
 
 def test_stored_outputs_line_up(instance, defs, slice_files):
     fm = defs.load_asset_value("feature_matrix", instance=instance)
-    assert len(fm) == slice_files["n_labeled"] + slice_files["n_unlabeled"]
-    assert (fm["fold"] >= 0).sum() == slice_files["n_labeled"]
+    assert len(fm) == (fm["fold"] >= 0).sum() == slice_files["n_labeled"]
     # both stacked ridges (full text, title) are present for every row, in log1p(USD) range
     for col in ("stack_tfidf_ridge", "stack_title_ridge"):
         assert fm[col].notna().all() and fm[col].between(0, np.log1p(1e5)).all(), col
@@ -100,19 +105,22 @@ def test_stored_outputs_line_up(instance, defs, slice_files):
     np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-4)
     index = defs.load_asset_value("product_index", instance=instance)
     assert index.ntotal == slice_files["n_labeled"] and index.d == 384
-    # lightgbm_model is the refit on all labeled rows (3 seed bags, every tree used); reloaded through
-    # its IO manager it reproduces the stored predictions of the unlabeled rows
-    from pricing_assets.lib.modeling import REFIT_ROUNDS_FACTOR, model_input, predict_lightgbm
+    # lightgbm_model is the refit on all labeled rows (3 seed bags, every tree used)
+    from pricing_assets.lib.modeling import REFIT_ROUNDS_FACTOR
 
     boosters = defs.load_asset_value("lightgbm_model", instance=instance)
     meta = _meta(instance, "lightgbm_model")
     assert len(boosters) == meta["boosters"] == 3 and all(b.best_iteration == 0 for b in boosters)
     assert [b.num_trees() for b in boosters] == [meta["refit_rounds"]] * 3
     assert meta["refit_rounds"] == round(REFIT_ROUNDS_FACTOR * np.mean(meta["cv_best_iterations"]))
-    preds = defs.load_asset_value("lightgbm_predictions", instance=instance)
-    unl = (fm["fold"] < 0).to_numpy()
-    expected = np.clip(np.expm1(predict_lightgbm(boosters, model_input(fm)[unl])), 0.01, None)
-    np.testing.assert_allclose(preds.loc[unl, "pred_price"].to_numpy(), expected, rtol=1e-9)
+    # the stored serving model holds those boosters; a batch's stored prices are what it gives them
+    model = defs.load_asset_value("serving_model", instance=instance)
+    assert [b.num_trees() for b in model.lightgbm] == [meta["refit_rounds"]] * 3
+    scored = defs.load_asset_value("batch_predictions", instance=instance, partition_key="unlabeled")
+    unl = pd.read_csv(slice_files["unlabeled"], dtype={"sample_id": str})
+    assert sorted(scored["sample_id"]) == sorted(unl["sample_id"]) and (scored["model_version"] == model.version).all()
+    blend = np.exp(sum(w * np.log(scored[f"pred_{n}"]) for n, w in model.blend.items()))
+    np.testing.assert_allclose(scored["price"].to_numpy(), blend.to_numpy(), rtol=1e-9)
 
 
 def test_second_run_embeds_nothing(instance, defs):
@@ -155,6 +163,8 @@ def test_a_failed_batch_does_not_block_the_global_assets(instance, defs, tmp_pat
     res = cli.materialize(instance, defs, batches=["broken"])
     assert list(res["failed"]) == ["batch broken"]
     assert "broken.csv" in res["failed"]["batch broken"] and "catalog_content" in res["failed"]["batch broken"]
-    res = dg.materialize(list(defs.assets), instance=instance, resources=dict(defs.resources), selection=dg.AssetSelection.assets("products"))
+    res = dg.materialize(list(defs.assets), instance=instance, resources=dict(defs.resources), selection=dg.AssetSelection.assets("products"),
+                         run_config={"ops": {"products": {"config": {"retrain_unchanged": True}}}})
     assert res.success
-    assert _meta(instance, "products")["rows"] == slice_files["n_labeled"] + slice_files["n_unlabeled"]
+    assert _meta(instance, "products")["rows"] == slice_files["n_labeled"]
+    assert _meta(instance, "products")["incomplete_batches_skipped"] == ["broken"]

@@ -15,6 +15,9 @@ import pytest
 
 from pricing_assets.automation import (
     GLOBAL_AUTOMATION,
+    SCORING_AUTOMATION,
+    SCORING_GROUPS,
+    TRAINED_AUTOMATION,
     GLOBAL_GROUPS,
     with_global_automation,
 )
@@ -223,8 +226,11 @@ def test_code_location_wires_automation_sensor_and_schedule():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         if node.partitions_def is None:
-            assert node.automation_condition == GLOBAL_AUTOMATION, key
+            expected = GLOBAL_AUTOMATION if key.to_user_string() == "products" else TRAINED_AUTOMATION
+            assert node.automation_condition == expected, key
             assert node.group_name in GLOBAL_GROUPS, key
+        elif node.group_name in SCORING_GROUPS:
+            assert node.automation_condition == SCORING_AUTOMATION, key
         else:
             assert node.automation_condition is None, key
     sensors = {s.name: s for s in defs.sensors}
@@ -234,7 +240,8 @@ def test_code_location_wires_automation_sensor_and_schedule():
     assert (sched.name, sched.cron_schedule, sched.execution_timezone) == ("nightly_retrain", "0 2 * * *", "UTC")
     assert sched.default_status == dg.DefaultScheduleStatus.STOPPED
     job = defs.resolve_job_def("nightly_retrain_job")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {"products", "lightgbm_model", "price_predictions"}
+    retrain = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert retrain >= {"products", "lightgbm_model", "serving_model"} and "price_predictions" not in retrain
     batch_job = defs.resolve_job_def("catalog_batch_job")
     assert batch_job.partitions_def.name == CATALOG_BATCHES
     assert dg.AssetKey("products") not in batch_job.asset_layer.executable_asset_keys
