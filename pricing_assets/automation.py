@@ -1,12 +1,21 @@
-"""Automation of the global (unpartitioned) assets: refresh on new batch data, gated by blocking checks.
+"""Automation of the global and scoring assets: retrain when the labels change, score every batch,
+gated by blocking checks.
 
 Applied once in ``definitions.py`` through :func:`with_global_automation`, never asset by asset.
 
-Rule (``GLOBAL_AUTOMATION``): ``AutomationCondition.eager()`` — materialise when an upstream asset or
-batch partition was updated since this asset was last handled, not while an upstream run is in
-progress — with eager's "no upstream missing" gate restricted to the global upstream assets (a missing
-*batch partition* does not hold it), **and** no blocking check of an upstream asset or partition has a
-failed result.
+Rules:
+
+* ``products`` (``GLOBAL_AUTOMATION``): ``AutomationCondition.eager()`` — materialise when an
+  upstream asset or batch partition was updated since it was last handled, not while an upstream run
+  is in progress — with eager's "no upstream missing" gate restricted to the global upstream assets
+  (a missing *batch partition* does not hold it), **and** no blocking check of an upstream asset or
+  partition has a failed result. ``products`` stores nothing when the labeled rows did not change, so
+  an unlabeled batch stops there.
+* every other unpartitioned asset (``TRAINED_AUTOMATION``): the same, but a new batch partition of a
+  per-row asset is not a reason to run (``any_deps_updated`` ignores the per-row groups): the
+  training side follows ``products``, the serving side ``batch_predictions``.
+* ``batch_predictions`` (``SCORING_AUTOMATION``): eager per batch partition — its batch's per-row
+  assets landed, or a new ``serving_model`` was promoted (every batch is re-scored) — gated likewise.
 
 Why not plain ``eager() & all_deps_blocking_checks_passed()``: a batch whose run failed (a file with
 a missing column, a dead backend) never gets its per-row partitions (or, when a re-run of a stored

@@ -403,7 +403,9 @@ def _run(args) -> int:
         ingest(get_instance(), args.path, args.batch, {"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
         return 0
     instance = _existing_instance()
-    from pricing_assets.definitions import defs
+    from pricing_assets.definitions import build_defs
+
+    defs = build_defs()  # from the environment of this call (DAGSTER_HOME, PRICING_STORAGE, ...), not of the first import
 
     if args.cmd == "materialize":
         from pricing_assets.instance_state import registered_batches

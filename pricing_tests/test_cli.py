@@ -43,7 +43,8 @@ def test_predictions_csv_has_every_unlabeled_id_once(materialized_home, slice_fi
 def test_runs_are_recorded_in_the_instance(materialized_home):
     inst = dg.DagsterInstance.from_config(str(materialized_home["home"]))
     runs = inst.get_runs()
-    assert len(runs) == 3  # two batch runs + one global run
+    # two batch runs, products, the training run, two scoring runs (one per batch), price_predictions
+    assert len(runs) == 7, [r.asset_selection for r in runs]
     assert all(r.is_success for r in runs)
     ev = inst.get_latest_materialization_event(dg.AssetKey("raw_catalog"))
     assert ev is not None
@@ -52,7 +53,7 @@ def test_runs_are_recorded_in_the_instance(materialized_home):
 def test_second_materialize_has_nothing_to_do(materialized_home):
     res = run(["materialize"], materialized_home["env"])
     assert "materialised 0 batch(es) in" in res.stdout
-    assert "global assets are up to date" in res.stdout
+    assert "training: up to date with the labeled rows" in res.stdout and "scoring" not in res.stdout
 
 
 def _one_line_error(res, *needles) -> None:
