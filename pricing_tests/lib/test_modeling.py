@@ -170,8 +170,9 @@ def test_stacked_title_ridge_is_out_of_fold_and_covers_unlabeled_rows(real):
     y_in[400:], folds_in[400:] = np.nan, -1
     a, a_cv = tfidf_ridge_every_row(titles, y_in, folds_in)
     assert a.shape == (500,) and a.dtype == np.float64 and np.isfinite(a).all()
-    # labeled rows: exactly the OOF of a CV on the labeled rows alone (vocabulary also sees the unlabeled titles)
-    cv = train_tfidf_ridge_cv(titles[:400].reset_index(drop=True), y[:400], folds[:400], unlabeled_texts=titles[400:])
+    # labeled rows: exactly the OOF of a CV on the labeled rows alone; the vocabulary too is fitted on
+    # the labeled titles only (an unlabeled row gets what a new product gets: no transductive step)
+    cv = train_tfidf_ridge_cv(titles[:400].reset_index(drop=True), y[:400], folds[:400])
     assert np.array_equal(a[:400], cv.oof_log) and np.array_equal(a_cv.oof_log, cv.oof_log) and len(a_cv.models) == 4
     # unlabeled rows: the average of the fold ridges
     assert np.allclose(a[400:], predict_tfidf_ridge(cv.models, titles[400:]))
