@@ -90,6 +90,9 @@ CASES = [
     ("price_predictions", _dup_id, "sample_id"),
     ("price_predictions", _set("price", 0.0), "price"),
     ("price_predictions", lambda df: df.assign(extra=1), None),
+    ("price_predictions", _set("model_version", ""), "model_version"),
+    ("batch_predictions", _dup_id, "sample_id"),
+    ("batch_predictions", _set("price", -1.0), "price"),
 ]
 
 

@@ -77,7 +77,7 @@ def run(tmp_path_factory):
         hits_end = dict(srv.hits)
     return {
         "instance": instance, "rows": rows, "b3": b3, "links": links, "hits_after_b3": hits_after_b3, "hits_end": hits_end,
-        "products": products.output_for_node("products"),
+        "products": products.output_for_node("products", "products"),
     }
 
 

@@ -167,4 +167,3 @@ def test_a_failed_batch_does_not_block_the_global_assets(instance, defs, tmp_pat
                          run_config={"ops": {"products": {"config": {"retrain_unchanged": True}}}})
     assert res.success
     assert _meta(instance, "products")["rows"] == slice_files["n_labeled"]
-    assert _meta(instance, "products")["incomplete_batches_skipped"] == ["broken"]
