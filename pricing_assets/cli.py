@@ -109,11 +109,9 @@ def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
 
 
 def _latest_meta(instance: dg.DagsterInstance, key: str, name: str, partition: str | None = None):
-    """Metadata value ``name`` of the latest materialization of ``key`` (of one partition), or None."""
-    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]) if partition else dg.AssetKey(key)
-    records = instance.fetch_materializations(flt, limit=1).records
-    value = records[0].asset_materialization.metadata.get(name) if records and records[0].asset_materialization else None
-    return None if value is None else value.value
+    from pricing_assets.instance_state import latest_metadata_value
+
+    return latest_metadata_value(instance, key, name, partition)
 
 
 def serving_version(instance: dg.DagsterInstance) -> str | None:

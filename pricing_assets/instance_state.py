@@ -91,6 +91,15 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
     return ExportVerdict(True, run_id)
 
 
+def latest_metadata_value(instance: dg.DagsterInstance, key: str, name: str, partition: str | None = None):
+    """Value of metadata entry ``name`` on the latest materialization of asset ``key`` (of one
+    ``partition``), or None when there is none (or it lacks the entry)."""
+    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]) if partition else dg.AssetKey(key)
+    records = instance.fetch_materializations(flt, limit=1).records
+    value = records[0].asset_materialization.metadata.get(name) if records and records[0].asset_materialization else None
+    return None if value is None else value.value
+
+
 def gated_retrain(instance: dg.DagsterInstance) -> str | None:
     """Why the latest retrain was not promoted, when ``price_blend``'s ``model_gate`` check failed on
     a blend newer than the stored ``serving_model`` (one sentence naming the run); else None."""

@@ -44,13 +44,17 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
         from pricing_assets.lib.metrics import smape
         from pricing_assets.lib.model_gate import champion_path, write_champion
         from pricing_assets.lib.modeling import align_predictions, fit_blend_weights
+        from pricing_assets.instance_state import latest_metadata_value
         from pricing_assets.lib.serving import ServingModel, model_version, now_utc
 
         names = sorted(prediction_assets)
         base, mats = align_predictions({n: kwargs[n] for n in names})
         lab = (base["fold"] >= 0).to_numpy()
         w = fit_blend_weights(mats[lab], base.loc[lab, "price"].to_numpy(), names=names)
-        fingerprint = _fingerprint_of(context, products)
+        # the fingerprint products stored with these rows (its latest materialization)
+        fingerprint = latest_metadata_value(context.instance, "products", "labeled_fingerprint")
+        if fingerprint is None:
+            raise ValueError("serving_model: products has no labeled_fingerprint in its metadata; re-materialise products")
         fitted_at = now_utc()
         model = ServingModel(
             version=model_version(fingerprint, fitted_at),
@@ -84,15 +88,6 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
         write_champion(price_blend, champion_path(storage.models_dir()), storage.storage_options or None)
 
     return serving_model
-
-
-def _fingerprint_of(context, products: pd.DataFrame) -> str:
-    """The ``labeled_fingerprint`` ``products`` stored with these rows (its latest materialization)."""
-    ev = context.instance.get_latest_materialization_event(dg.AssetKey("products"))
-    value = ev.asset_materialization.metadata.get("labeled_fingerprint") if ev is not None and ev.asset_materialization else None
-    if value is None:
-        raise ValueError("serving_model: products has no labeled_fingerprint in its metadata; re-materialise products")
-    return str(value.value)
 
 
 def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:

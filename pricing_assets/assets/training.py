@@ -33,14 +33,6 @@ class TrainingConfig(dg.Config):
     retrain_unchanged: bool = False
 
 
-def _serving_fingerprint(context) -> str | None:
-    """The labeled fingerprint of the latest stored ``serving_model`` (None: there is none)."""
-    ev = context.instance.get_latest_materialization_event(dg.AssetKey("serving_model"))
-    meta = ev.asset_materialization.metadata if ev is not None and ev.asset_materialization else {}
-    value = meta.get("labeled_fingerprint")
-    return None if value is None else str(value.value)
-
-
 @dg.multi_asset(
     # optional output, and can_subset so that its contract check is optional too: a run that stores
     # nothing reports no check (dagster-io/dagster#27399)
@@ -86,7 +78,9 @@ def products(
         out["is_labeled"] = True
         out["fold"] = assign_folds(out["sample_id"], out["image_link"], config.n_folds, config.seed)
         fingerprint = labeled_fingerprint(out, config.n_folds, config.seed)
-    serving = _serving_fingerprint(context)
+    from pricing_assets.instance_state import latest_metadata_value
+
+    serving = latest_metadata_value(context.instance, "serving_model", "labeled_fingerprint")
     if serving == fingerprint and not config.retrain_unchanged:
         context.log.info(f"products: the serving model was fitted on these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
                          "nothing stored, no retrain (TrainingConfig.retrain_unchanged forces one)")
