@@ -12,8 +12,11 @@ Rules:
   partition has a failed result. ``products`` stores nothing when the labeled rows did not change, so
   an unlabeled batch stops there.
 * every other unpartitioned asset (``TRAINED_AUTOMATION``): the same, but a new batch partition of a
-  per-row asset is not a reason to run (``any_deps_updated`` ignores the per-row groups): the
-  training side follows ``products``, the serving side ``batch_predictions``.
+  per-row asset is not a reason to run (``any_deps_updated`` ignores the per-row groups), and
+  ``products`` counts only once it *stored* a new training set (not when it is merely requested: an
+  unlabeled batch requests it and it stores nothing): the training side follows a stored
+  ``products`` one tick later, in one run; the serving side follows ``batch_predictions``.
+  ``price_predictions`` (``PUBLISHED_AUTOMATION``) also waits for a first scored batch.
 * ``batch_predictions`` (``SCORING_AUTOMATION``): eager per batch partition — its batch's per-row
   assets landed, or a new ``serving_model`` was promoted (every batch is re-scored) — gated likewise.
 
@@ -80,15 +83,38 @@ def _eager_part(label: str) -> dg.AutomationCondition:
     raise LookupError(f"AutomationCondition.eager() has no sub-condition {label!r} in this Dagster version")
 
 
+#: ``products`` is *requested* on every new batch but stores nothing when the labels did not change,
+#: so a request of it is no sign of new data: its consumers start on its stored update only (the
+#: tick after), never on eager's "will be requested this tick". Otherwise every unlabeled batch left
+#: a pending trigger (``since_last_handled``) on the training assets that fired a full retrain on a
+#: later tick (found by ``make soak``: three promotions for one labeled batch).
+_UPDATED_OR_REQUESTED = _eager_part("any_deps_updated")
+_NEWLY_UPDATED = _eager_part("newly_updated_without_root")
+TRAINED_DEPS_UPDATED = (
+    _UPDATED_OR_REQUESTED.ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS) | dg.AssetSelection.assets(TRAINING_SET))
+    | dg.AutomationCondition.any_deps_match(_NEWLY_UPDATED).allow(dg.AssetSelection.assets(TRAINING_SET))
+).with_label("any_global_deps_updated")
+
 #: ``GLOBAL_AUTOMATION`` for the assets downstream of ``products``: a new batch partition is no
-#: reason to retrain (``products`` decides whether the labels changed); they react to global inputs.
+#: reason to retrain (``products`` decides whether the labels changed); they react to a stored
+#: ``products`` and to global inputs.
 TRAINED_AUTOMATION = (
     dg.AutomationCondition.eager()
     .replace("any_deps_missing", GLOBAL_DEPS_MISSING)
-    .replace("any_deps_updated", _eager_part("any_deps_updated").ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS)).with_label("any_global_deps_updated"))
+    .replace("any_deps_updated", TRAINED_DEPS_UPDATED)
     .with_label("eager_on_global_inputs")
     & DEPS_BLOCKING_CHECKS_PASSED
 )
+
+#: An asset that gathers every batch's scores (``price_predictions``) waits for the first scored batch:
+#: a missing batch partition is ignored by ``GLOBAL_DEPS_MISSING``, but with none at all there is
+#: nothing to publish.
+ANY_BATCH_SCORED = (
+    dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing())
+    .allow(dg.AssetSelection.groups(*SCORING_GROUPS))
+    .with_label("any_batch_scored")
+)
+PUBLISHED_AUTOMATION = (TRAINED_AUTOMATION & ANY_BATCH_SCORED).with_label("eager_published")
 
 #: ``batch_predictions``: score a batch once its per-row assets exist, and every batch again when a
 #: new ``serving_model`` is promoted (eager per partition, gated by blocking checks).
@@ -102,34 +128,41 @@ def default_status(on: bool) -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED
 
 
-def _condition_for(spec: dg.AssetSpec) -> dg.AutomationCondition | None:
+def _condition_for(spec: dg.AssetSpec, scoring_keys: set) -> dg.AutomationCondition | None:
     if spec.group_name in SCORING_GROUPS:
         return SCORING_AUTOMATION
     if spec.partitions_def is not None:
         return None  # per-row assets: the inbox sensor and `pricing materialize` request their runs
-    return GLOBAL_AUTOMATION if spec.key.to_user_string() == TRAINING_SET else TRAINED_AUTOMATION
+    if spec.key.to_user_string() == TRAINING_SET:
+        return GLOBAL_AUTOMATION
+    if any(d.asset_key in scoring_keys for d in spec.deps):
+        return PUBLISHED_AUTOMATION
+    return TRAINED_AUTOMATION
 
 
 def with_global_automation(assets: Iterable) -> list:
     """Return ``assets`` with this module's automation conditions set: ``GLOBAL_AUTOMATION`` on
-    ``products``, ``TRAINED_AUTOMATION`` on every other unpartitioned asset, ``SCORING_AUTOMATION``
-    on the scoring group; per-row (batch) specs are left without a condition — the inbox sensor and
+    ``products``, ``SCORING_AUTOMATION`` on the scoring group, ``PUBLISHED_AUTOMATION`` on an
+    unpartitioned asset that reads the scoring group, ``TRAINED_AUTOMATION`` on every other
+    unpartitioned asset; per-row (batch) specs are left without a condition — the inbox sensor and
     ``pricing materialize`` request those runs.
 
     Raises:
         ValueError: if a spec already carries another automation condition (a second policy set
             asset by asset would silently override this one).
     """
+    assets = list(assets)
+    scoring_keys = {spec.key for a in assets for spec in getattr(a, "specs", []) if spec.group_name in SCORING_GROUPS}
 
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
-        condition = _condition_for(spec)
+        condition = _condition_for(spec, scoring_keys)
         if condition is None:
             return spec
         if spec.automation_condition is not None and spec.automation_condition != condition:
             raise ValueError(f"{spec.key.to_user_string()}: already has an automation condition; set it in pricing_assets/automation.py only")
         return spec.replace_attributes(automation_condition=condition)
 
-    return list(dg.map_asset_specs(apply, list(assets)))
+    return list(dg.map_asset_specs(apply, assets))
 
 
 def build_automation_sensor(on: bool = False) -> dg.AutomationConditionSensorDefinition:

@@ -21,7 +21,8 @@ endpoint does); the file must still go through once it is back.
 Asserts: every good unlabeled row priced exactly once in ``price_predictions``; every bad row
 quarantined with a reason; the broken file named with its reason; one promoted model per labeled
 batch (an unlabeled batch is scored, never retrained on); no failed run; no run left queued or
-started (hung) at the end. Prints the counts and timings and
+started (hung) once the last prices are published and the automation has had up to 10 minutes to
+settle. Prints the counts and timings and
 writes them as JSON (``--json``). Exit 0 when every assertion holds, 1 otherwise.
 
     python scripts/soak.py [--s3] [--outage-s 60] [--rows-labeled 80] [--timeout-s 3600] [--short] [--json PATH]
@@ -51,6 +52,18 @@ from pricing_tests.helpers import LABELED_CSV, UNLABELED_CSV, image_basenames  #
 
 BAD_ROWS = 3
 POLL_S = 3.0
+#: After the last drop's prices are published: how long runs may still be in flight before they
+#: count as hung, and how long the instance must stay without an active run to count as settled
+#: (two ticks of the automation sensor, 30 s each).
+SETTLE_S = 600.0
+QUIET_S = 75.0
+
+
+def _active_runs(instance) -> list:
+    """Runs queued, starting or started (not finished) on ``instance``."""
+    import dagster as dg
+
+    return instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
 
 
 class Relay:
@@ -260,12 +273,25 @@ def main() -> int:
             scored = wait_for(f"batch {batch} scored", lambda: materialized_after("batch_predictions", end, batch))
             report["model_version_of"][batch] = scored.asset_materialization.metadata["model_version"].value
             wait_for(f"price_predictions after {batch}", lambda: materialized_after("price_predictions", scored.timestamp))
+        # Settle: the automation may still launch follow-up runs (none expected); a run still queued
+        # or started after SETTLE_S of quiet is hung. Quiet = no active run for two sensor intervals.
+        quiet_since = None
+
+        def settled() -> bool:
+            nonlocal quiet_since
+            if _active_runs(instance):
+                quiet_since = None
+                return False
+            quiet_since = quiet_since or time.monotonic()
+            return time.monotonic() - quiet_since >= QUIET_S
+
+        wait_for("no run queued or started (settled)", settled, limit_s=SETTLE_S)
     except (TimeoutError, RuntimeError) as e:
         failures.append(str(e))
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
         runs = instance.get_runs()
-        hung = [r.run_id for r in runs if r.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)]
+        hung = [r.run_id for r in _active_runs(instance)]
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
             daemon.wait(timeout=60)

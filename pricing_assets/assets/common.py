@@ -24,8 +24,8 @@ def batch_order(context) -> list[str]:
 def merge_batches(context, value, name: str) -> pd.DataFrame:
     """Concatenate the per-batch DataFrames of an upstream partitioned asset, oldest batch first.
 
-    Dagster passes a ``{partition_key: DataFrame}`` dict when several partitions are loaded, and the
-    bare DataFrame when exactly one is; both are accepted. A ``batch`` column is added.
+    Dagster passes a ``{partition_key: DataFrame}`` dict when several partitions are loaded, the bare
+    DataFrame when exactly one is, and None when none is; all are accepted. A ``batch`` column is added.
 
     Raises:
         ValueError: if no batch has been materialised yet.
@@ -34,7 +34,7 @@ def merge_batches(context, value, name: str) -> pd.DataFrame:
         keys = context.asset_partition_keys_for_input(name)
         parts = {keys[0]: value}
     else:
-        parts = dict(value)
+        parts = dict(value or {})
     if not parts:
         raise ValueError(f"input {name!r}: no materialised batch yet; ingest a catalog file first")
     order = {b: i for i, b in enumerate(batch_order(context))}
