@@ -15,6 +15,7 @@ import pytest
 
 from pricing_assets.automation import (
     GLOBAL_AUTOMATION,
+    PUBLISHED_AUTOMATION,
     SCORING_AUTOMATION,
     SCORING_GROUPS,
     TRAINED_AUTOMATION,
@@ -226,7 +227,8 @@ def test_code_location_wires_automation_sensor_and_schedule():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         if node.partitions_def is None:
-            expected = GLOBAL_AUTOMATION if key.to_user_string() == "products" else TRAINED_AUTOMATION
+            name = key.to_user_string()
+            expected = {"products": GLOBAL_AUTOMATION, "price_predictions": PUBLISHED_AUTOMATION}.get(name, TRAINED_AUTOMATION)
             assert node.automation_condition == expected, key
             assert node.group_name in GLOBAL_GROUPS, key
         elif node.group_name in SCORING_GROUPS:
