@@ -24,6 +24,7 @@ import time
 import dagster as dg
 
 from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, SCORING_GROUPS, TRAINING_SET
+from pricing_assets.instance_state import latest_metadata_value
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -108,15 +109,9 @@ def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
     return records[0].storage_id if records else -1
 
 
-def _latest_meta(instance: dg.DagsterInstance, key: str, name: str, partition: str | None = None):
-    from pricing_assets.instance_state import latest_metadata_value
-
-    return latest_metadata_value(instance, key, name, partition)
-
-
 def serving_version(instance: dg.DagsterInstance) -> str | None:
     """``model_version`` of the latest stored ``serving_model`` (None: no model yet)."""
-    return _latest_meta(instance, "serving_model", "model_version")
+    return latest_metadata_value(instance, "serving_model", "model_version")
 
 
 def training_pending(instance: dg.DagsterInstance) -> bool:
@@ -125,10 +120,10 @@ def training_pending(instance: dg.DagsterInstance) -> bool:
     only be refused again; ``--retrain`` forces it)."""
     from pricing_assets.instance_state import gated_retrain
 
-    products_fp = _latest_meta(instance, "products", "labeled_fingerprint")
+    products_fp = latest_metadata_value(instance, "products", "labeled_fingerprint")
     if products_fp is None:
         return False  # nothing to train on (or never run: a new batch starts it)
-    if products_fp == _latest_meta(instance, "serving_model", "labeled_fingerprint"):
+    if products_fp == latest_metadata_value(instance, "serving_model", "labeled_fingerprint"):
         return False
     return gated_retrain(instance) is None
 
@@ -142,7 +137,7 @@ def batches_to_score(instance: dg.DagsterInstance, defs: dg.Definitions) -> list
     complete = set.intersection(*(set(instance.get_materialized_partitions(k)) for k in _per_row_keys(defs)))
     from pricing_assets.instance_state import registered_batches
 
-    return [b for b in registered_batches(instance) if b in complete and _latest_meta(instance, "batch_predictions", "model_version", b) != version]
+    return [b for b in registered_batches(instance) if b in complete and latest_metadata_value(instance, "batch_predictions", "model_version", b) != version]
 
 
 def predictions_stale(instance: dg.DagsterInstance) -> bool:

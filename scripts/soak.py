@@ -273,8 +273,8 @@ def main() -> int:
             scored = wait_for(f"batch {batch} scored", lambda: materialized_after("batch_predictions", end, batch))
             report["model_version_of"][batch] = scored.asset_materialization.metadata["model_version"].value
             wait_for(f"price_predictions after {batch}", lambda: materialized_after("price_predictions", scored.timestamp))
-        # Settle: the automation may still launch follow-up runs (none expected); a run still queued
-        # or started after SETTLE_S of quiet is hung. Quiet = no active run for two sensor intervals.
+        # Settle: the automation may still launch follow-up runs (none expected). Settled = no active
+        # run for QUIET_S (two sensor intervals); not settled within SETTLE_S = a run is hung.
         quiet_since = None
 
         def settled() -> bool:
