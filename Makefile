@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-fast ui clean soak soak-s3
+.PHONY: setup demo test test-fast check ui clean soak soak-s3
 
 setup: $(VENV)/.installed
 
@@ -28,9 +28,18 @@ demo: setup
 test: setup
 	$(BIN)/pytest -q
 
+## The tests that do not materialise the graph (no `slow` marker: see pricing_tests/conftest.py).
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
+
 ## The web UI on http://127.0.0.1:3000 (same instance as the CLI).
 ui: setup
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+	$(BIN)/dg dev -h 127.0.0.1 -p 3000
+
+## Load the code location the way `dg dev` does and validate every definition (also run by CI).
+check: setup
+	$(BIN)/dg check defs
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf .dagster_home artifacts

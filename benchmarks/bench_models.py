@@ -114,8 +114,8 @@ def load_all_products():
     """(products of every row, brand_features, [(name, modality, vectors, has)]) from the materialised
     instance, aligned to ``products`` (labeled and unlabeled rows)."""
     from pricing_assets import cli
-    from pricing_assets.assets.embeddings import embedding_key
     from pricing_assets.definitions import defs
+    from pricing_assets.defs.embeddings import embedding_key
     from pricing_assets.lib.embeddings import load_registry
     from pricing_assets.lib.training_data import embedding_matrix
     from pricing_assets.partitions import CATALOG_BATCHES
@@ -143,24 +143,25 @@ def hide_prices(products: pd.DataFrame, known: np.ndarray) -> pd.DataFrame:
 
 def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tuple[pd.DataFrame, np.ndarray]:
     """``feature_matrix`` rebuilt from the prices and folds in ``products`` (rows with a NaN price / fold
-    -1 are treated as unlabeled) by the functions the assets call, with ``TrainingConfig``'s defaults.
+    -1 are treated as unlabeled) by the functions the assets call, with the assets' default config (``KnnConfig``, ``FeatureMatrixConfig``, ``CrossValidationResource``).
 
     Returns:
         (feature matrix, (n,) float64 prices (USD) of the full-text TF-IDF ridge as the
         ``tfidf_ridge_predictions`` asset holds them: OOF for labeled rows, fold average for the others).
     """
-    from pricing_assets.assets.training import TrainingConfig
+    from pricing_assets.defs.training import FeatureMatrixConfig, KnnConfig
     from pricing_assets.lib.knn import build_knn_features
     from pricing_assets.lib.modeling import predictions_frame, product_text, tfidf_ridge_every_row
     from pricing_assets.lib.training_data import build_feature_matrix
+    from pricing_assets.resources import CrossValidationResource
 
-    cfg = TrainingConfig()
+    knn_cfg, fm_cfg, cv = KnnConfig(), FeatureMatrixConfig(), CrossValidationResource()
     products = products.reset_index(drop=True)
     ridge, _ = tfidf_ridge_every_row(product_text(products), np.log1p(products["price"].to_numpy(dtype=float)), products["fold"].to_numpy())
     lab = (products["fold"] >= 0).to_numpy()
     ridge = predictions_frame(products, ridge[lab], ridge[~lab])
-    knn = build_knn_features(products, bf, embs, k=cfg.knn_k, unit_k=cfg.knn_unit_k, n_folds=cfg.n_folds)
-    fm, _ = build_feature_matrix(products, bf, knn, ridge, embs, cfg.text_pca_components, cfg.image_pca_components, cfg.seed)
+    knn = build_knn_features(products, bf, embs, k=knn_cfg.knn_k, unit_k=knn_cfg.knn_unit_k, n_folds=cv.n_folds)
+    fm, _ = build_feature_matrix(products, bf, knn, ridge, embs, fm_cfg.text_pca_components, fm_cfg.image_pca_components, cv.seed)
     return fm, ridge["pred_price"].to_numpy()
 
 

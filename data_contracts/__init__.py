@@ -32,4 +32,21 @@ CONTRACTS = {
     "price_predictions": PricePredictions,
 }
 
-__all__ = ["CONTRACTS", "embedding_schema"]
+#: Groups whose ``*_predictions`` assets are out-of-fold model predictions (``ModelPredictions``).
+MODEL_GROUPS = ("models",)
+
+
+def contract_for(asset_name: str, group: str | None = None):
+    """The pandera schema of the asset ``asset_name`` (last part of its key), or ``None``.
+
+    ``CONTRACTS`` by name; every ``*_predictions`` asset of a model group and ``price_blend`` share
+    ``ModelPredictions``. Embedding assets carry their schema themselves (``embedding_schema(dim)``).
+    """
+    if asset_name in CONTRACTS:
+        return CONTRACTS[asset_name]
+    if group in MODEL_GROUPS and (asset_name.endswith("_predictions") or asset_name == "price_blend"):
+        return ModelPredictions
+    return None
+
+
+__all__ = ["CONTRACTS", "contract_for", "embedding_schema"]

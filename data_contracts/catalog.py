@@ -6,7 +6,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 #: Upper bound of a plausible price (USD). The competition's max train price is ~2.8k USD.
-MAX_PRICE_USD = 10_000.0
+from pricing_assets.lib.catalog import MAX_PRICE_USD  # one source: the ingest check and the contract agree
 
 
 class RawCatalog(pa.DataFrameModel):

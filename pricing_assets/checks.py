@@ -25,6 +25,23 @@ def contract_spec(asset_key, description: str = "pandera contract from data_cont
     return dg.AssetCheckSpec(CONTRACT_CHECK, asset=dg.AssetKey.from_coercible(asset_key), blocking=True, description=description)
 
 
+def column_schema(schema) -> dg.TableSchema:
+    """``dagster/column_schema`` of a pandera ``DataFrameModel`` class or ``DataFrameSchema``:
+    one column per contract column with its dtype, ``nullable`` constraint and description."""
+    df_schema = schema.to_schema() if hasattr(schema, "to_schema") else schema
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=str(name),
+                type=str(col.dtype),
+                description=col.description,
+                constraints=dg.TableColumnConstraints(nullable=bool(col.nullable), unique=bool(col.unique)),
+            )
+            for name, col in df_schema.columns.items()
+        ]
+    )
+
+
 def validate_contract(df: pd.DataFrame, schema) -> pd.DataFrame | None:
     """Run ``schema`` (pandera DataFrameModel class or DataFrameSchema) lazily on ``df``.
 

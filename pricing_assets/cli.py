@@ -61,7 +61,7 @@ def ingest(instance: dg.DagsterInstance, path: str, batch: str | None, storage_o
     """
     import fsspec
 
-    from pricing_assets.definitions import build_resources
+    from pricing_assets.defs.resources import build_resources
     from pricing_assets.lib.batches import CATALOG_SUFFIXES, batch_name_for, store_batch, validate_batch_name
     from pricing_assets.lib.inbox import check_catalog_header
     from pricing_assets.partitions import CATALOG_BATCHES
@@ -177,7 +177,7 @@ def materialize(
         "model_version": str | None, "seconds": {step: s}}``; ``failed`` is keyed by ``"batch NAME"``,
         ``"global assets"``, ``"scoring NAME"`` or ``"price_predictions"``.
     """
-    from pricing_assets.schedules import TRAINING_SELECTION
+    from pricing_assets.defs.schedules import TRAINING_SELECTION
 
     assets = list(defs.assets)
     resources = dict(defs.resources)
@@ -288,7 +288,7 @@ def drop_batch(instance: dg.DagsterInstance, batch: str) -> str:
     """
     import fsspec
 
-    from pricing_assets.definitions import build_resources
+    from pricing_assets.defs.resources import build_resources
     from pricing_assets.partitions import CATALOG_BATCHES
     from pricing_assets.settings import load_settings
 

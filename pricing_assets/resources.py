@@ -9,7 +9,9 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from pricing_assets.lib.images import FetchConfig
 from pricing_assets.lib.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
+from pricing_assets.lib.modeling import DEFAULT_N_FOLDS, DEFAULT_SEED
 
 
 def default_home() -> str:
@@ -34,18 +36,12 @@ class DeviceResource(dg.ConfigurableResource):
         """Concrete torch device string (``"cuda"``/``"cuda:N"`` or ``"cpu"``).
 
         Raises:
-            ValueError: if ``cuda`` is requested but no GPU is visible.
+            ValueError: ``cuda`` is requested but no GPU is visible, or the value is not
+                cpu / cuda / cuda:N / auto (``lib.embeddings.resolve_device``).
         """
-        if self.device == "cpu":
-            return "cpu"
-        import torch  # lazy: keeps code-location load fast
+        from pricing_assets.lib.embeddings import resolve_device  # lazy: keeps code-location load fast
 
-        has_cuda = torch.cuda.is_available()
-        if self.device == "auto":
-            return "cuda" if has_cuda else "cpu"
-        if self.device.startswith("cuda") and not has_cuda:
-            raise ValueError(f"device={self.device!r} requested but torch sees no CUDA GPU")
-        return self.device
+        return resolve_device(self.device)
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -53,7 +49,7 @@ class StorageResource(dg.ConfigurableResource):
 
     base_path: str = Field(description="local folder or s3://bucket/prefix")
     endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
-    model_cache_dir: str = Field(default="", description="local folder for exported ONNX models; default <base>/../model_cache")
+    model_cache_dir: str = Field(default="", description="local folder for exported ONNX models; default $PRICING_MODEL_CACHE or ~/.cache/pricing_assets")
 
     @property
     def storage_options(self) -> dict:
@@ -77,11 +73,11 @@ class StorageResource(dg.ConfigurableResource):
         return self.path("models")
 
     def local_model_cache(self) -> str:
-        if self.model_cache_dir:
-            return self.model_cache_dir
-        if self.base_path.startswith("s3://"):
-            return os.path.join(default_home(), "model_cache")
-        return os.path.join(os.path.dirname(os.path.abspath(self.base_path)), "model_cache")
+        """Local folder for models exported at run time: ``model_cache_dir``, else
+        ``lib.embeddings.default_model_cache()`` (``$PRICING_MODEL_CACHE`` or ``~/.cache/pricing_assets``)."""
+        from pricing_assets.lib.embeddings import default_model_cache
+
+        return self.model_cache_dir or default_model_cache()
 
 
 class ImageFetchResource(dg.ConfigurableResource):
@@ -89,13 +85,14 @@ class ImageFetchResource(dg.ConfigurableResource):
 
     mirror_dir: Optional[str] = Field(default=None, description="folder of photos named by the link's basename")
     offline: bool = Field(default=False, description="never download; rows not in mirror/store are 'missing'")
-    timeout_s: float = 10.0
-    concurrency: int = 8
-    retries: int = 3
-    max_bytes: int = 10_000_000
-    allow_private_hosts: bool = False
+    # defaults: lib.images.FetchConfig's (one source)
+    timeout_s: float = Field(default=FetchConfig.timeout_s, description="per-request timeout, s")
+    concurrency: int = Field(default=FetchConfig.concurrency, description="simultaneous HTTP connections")
+    retries: int = Field(default=FetchConfig.retries, description="extra attempts after the first on transient errors")
+    max_bytes: int = Field(default=FetchConfig.max_bytes, description="largest accepted photo, bytes")
+    allow_private_hosts: bool = Field(default=FetchConfig.allow_private_hosts, description="allow loopback/private hosts (tests, intranets)")
     host_failure_threshold: int = Field(
-        default=3,
+        default=FetchConfig.host_failure_threshold,
         description="consecutive connection failures (DNS, refused, reset, connect timeout) to one host after "
         "which its remaining links in the batch get 'host_unreachable' without a request; 0 disables",
     )
@@ -124,3 +121,12 @@ class ModelGateResource(dg.ConfigurableResource):
 
     tolerance_smape: float = Field(default=DEFAULT_TOLERANCE_SMAPE, ge=0, description="allowed OOF SMAPE increase, points (0-200 scale)")
     min_rows: int = Field(default=DEFAULT_MIN_ROWS, ge=1, description="fewest common labeled rows for a verdict (else the gate passes)")
+
+
+class CrossValidationResource(dg.ConfigurableResource):
+    """The one cross-validation setting that every training asset reads (``products`` assigns the
+    folds, ``product_index``/``knn_features`` and ``feature_matrix`` compute out-of-fold features with
+    them), so no two assets of a run can disagree on it."""
+
+    n_folds: int = Field(default=DEFAULT_N_FOLDS, ge=2, description="grouped K folds (rows sharing an image link share a fold)")
+    seed: int = Field(default=DEFAULT_SEED, description="seed of the fold assignment and of the embedding PCAs")

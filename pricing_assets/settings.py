@@ -16,9 +16,13 @@
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from pricing_assets.lib.embeddings import default_model_cache
 from pricing_assets.lib.model_gate import DEFAULT_TOLERANCE_SMAPE
 from pricing_assets.resources import default_home
 
@@ -55,7 +59,39 @@ def load_settings(env: dict | None = None) -> Settings:
         images_offline=env.get("PRICING_IMAGES_OFFLINE", "0").lower() in ("1", "true", "yes"),
         ocr_backend=env.get("PRICING_OCR_BACKEND", "rapidocr"),
         inbox=env.get("PRICING_INBOX") or os.path.join(home, "inbox"),
-        model_cache=env.get("PRICING_MODEL_CACHE") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pricing_assets"),
+        model_cache=default_model_cache(env),
         automation_on=env.get("PRICING_AUTOMATION", "0").lower() in ("1", "true", "yes"),
         gate_tolerance_smape=float(env.get("PRICING_GATE_TOLERANCE") or DEFAULT_TOLERANCE_SMAPE),
     )
+
+
+#: Settings and embedding registry that :func:`current_settings` / :func:`current_registry` return
+#: instead of the environment's while :func:`overrides` is active (tests, benchmarks, the CLI).
+_SETTINGS: ContextVar["Settings | None"] = ContextVar("pricing_settings", default=None)
+_REGISTRY: ContextVar["dict | None"] = ContextVar("pricing_registry", default=None)
+
+
+def current_settings() -> Settings:
+    """The settings the ``defs/`` modules build with: an :func:`overrides` value, else the environment's."""
+    return _SETTINGS.get() or load_settings()
+
+
+def current_registry() -> dict:
+    """The embedding registry the ``defs/`` modules build with: an :func:`overrides` value, else
+    ``pricing_assets/embedding_models.toml`` (``{name: EmbeddingModelSpec}``)."""
+    from pricing_assets.lib.embeddings import load_registry
+
+    registry = _REGISTRY.get()
+    return registry if registry is not None else load_registry()
+
+
+@contextmanager
+def overrides(settings: Settings | None = None, registry: dict | None = None) -> Iterator[None]:
+    """Within the block, :func:`current_settings` / :func:`current_registry` return these values
+    (``None`` keeps the default). Used by ``pricing_assets.definitions.build_defs``."""
+    tokens = (_SETTINGS.set(settings), _REGISTRY.set(registry))
+    try:
+        yield
+    finally:
+        _SETTINGS.reset(tokens[0])
+        _REGISTRY.reset(tokens[1])

@@ -8,6 +8,16 @@ from pricing_tests.helpers import run_pricing, run_pricing_here, sample_slice
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+#: Test modules that materialise the graph (encoders load, LightGBM trains): marked ``slow``, as is
+#: every test that uses the ``materialized_home`` fixture. ``make test-fast`` = ``pytest -m "not slow"``.
+SLOW_MODULES = {"test_pipeline", "test_incremental", "test_model_gate", "test_automation", "test_resume", "test_postgres", "test_s3"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "materialized_home" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def slice_files(tmp_path_factory) -> dict:

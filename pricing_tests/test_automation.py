@@ -12,8 +12,7 @@ change) and its own ``batch_predictions``; a promoted ``serving_model`` re-score
 import dagster as dg
 import pytest
 
-from pricing_assets.automation import with_global_automation
-from pricing_assets.definitions import build_assets, build_resources
+from pricing_assets.definitions import build_defs
 from pricing_assets.lib.embeddings import load_registry
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.settings import load_settings
@@ -26,10 +25,11 @@ def _defs(condition, tmp_path) -> dg.Definitions:
     every asset that has one here (the old policy)."""
     settings = load_settings({"DAGSTER_HOME": str(tmp_path / "home")})
     registry = {k: v for k, v in load_registry().items() if v.enabled}
-    assets = with_global_automation(build_assets(registry))
+    defs = build_defs(settings, registry)
     if condition is not None:
-        assets = list(dg.map_asset_specs(lambda spec: spec if spec.automation_condition is None else spec.replace_attributes(automation_condition=condition), assets))
-    return dg.Definitions(assets=assets, resources=build_resources(settings))
+        assets = list(dg.map_asset_specs(lambda spec: spec if spec.automation_condition is None else spec.replace_attributes(automation_condition=condition), defs.assets))
+        return dg.Definitions(assets=assets, resources=defs.resources)
+    return defs
 
 
 class Scenario:

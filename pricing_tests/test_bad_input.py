@@ -20,15 +20,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pricing_assets.assets import images as images_assets
-from pricing_assets.assets import ingest as ingest_assets
-from pricing_assets.definitions import build_resources
+from pricing_assets.defs import images as images_assets
+from pricing_assets.defs import ingest as ingest_assets
+from pricing_assets.defs.resources import build_resources
 from pricing_assets.lib.batches import store_batch
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import ImageFetchResource, OcrResource
 from pricing_assets.settings import Settings
-from pricing_tests.http_server import Reply, ScriptedServer
 from pricing_tests.helpers import IMAGES, LABELED_CSV, UNLABELED_CSV
+from pricing_tests.http_server import Reply, ScriptedServer
 
 ASSETS = [ingest_assets.raw_catalog, ingest_assets.catalog_items, images_assets.product_images]
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricing_tests.helpers import run_pricing, run_pricing_here as run
+from pricing_tests.helpers import run_pricing
+from pricing_tests.helpers import run_pricing_here as run
 
 
 def test_ingest_stores_file_and_registers_partition(materialized_home, slice_files):

@@ -1,6 +1,10 @@
 """The code location loads, and its asset graph has the expected shape (keys, groups, partitions,
-blocking contract checks, GPU pool, IO managers). A renamed asset or lost dependency fails here."""
+blocking contract checks, GPU pool, IO managers). A renamed asset or lost dependency fails here, and
+any other change of an asset spec fails the snapshot test until the snapshot is regenerated
+(``pricing_tests/asset_snapshot.py``)."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -10,6 +14,7 @@ import pytest
 from pricing_assets.definitions import build_defs
 from pricing_assets.lib.embeddings import load_registry
 from pricing_assets.settings import load_settings
+from pricing_tests.asset_snapshot import SNAPSHOT, UPDATE_ENV, diff_snapshots, graph_snapshot, write_snapshot
 
 PER_ROW = {
     "raw_catalog": "ingest",
@@ -107,3 +112,42 @@ def test_code_location_loads_without_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "", f"heavy modules imported at load: {out.stdout}"
+
+
+def test_asset_graph_matches_the_reviewed_snapshot(graph):
+    actual = graph_snapshot(graph)
+    if os.environ.get(UPDATE_ENV) == "1":
+        write_snapshot(actual)
+    expected = json.loads(SNAPSHOT.read_text())
+    diff = diff_snapshots(expected, actual)
+    assert not diff, (
+        f"the asset graph differs from {SNAPSHOT.name} ({len(diff)} change(s)); if intended, regenerate with "
+        f"{UPDATE_ENV}=1 and commit the diff:\n" + "\n".join(diff)
+    )
+
+
+def test_snapshot_diff_names_a_changed_dependency(graph):
+    """The comparison the snapshot test relies on catches a changed dependency, a new asset and a
+    changed automation condition (each named)."""
+    base = graph_snapshot(graph)
+    changed = json.loads(json.dumps(base))
+    changed["price_predictions"]["deps"] = ["batch_predictions"]  # lost its ``products`` dependency
+    changed["brand_new"] = dict(changed["products"])
+    changed["products"]["automation_condition"] = "eager"
+    diff = diff_snapshots(base, changed)
+    assert "~ price_predictions.deps: ['batch_predictions', 'products'] -> ['batch_predictions']" in diff
+    assert "+ asset brand_new" in diff
+    assert any(line.startswith("~ products.automation_condition:") for line in diff)
+    assert len(diff) == 3, diff
+
+
+def test_every_asset_has_kinds_owners_code_version_and_contract_schema(graph):
+    missing = {}
+    for key in graph.get_all_asset_keys():
+        node, name = graph.get(key), key.to_user_string()
+        gaps = [what for what, ok in (("kinds", node.kinds), ("owners", node.owners), ("code_version", node.code_version)) if not ok]
+        if any(ck.name == "contract" for ck in node.check_keys) and "dagster/column_schema" not in node.metadata:
+            gaps.append("dagster/column_schema")
+        if gaps:
+            missing[name] = gaps
+    assert not missing, missing

@@ -55,7 +55,6 @@ def test_helm_values_k8s_launcher_and_gpu_steps_match_the_code():
 
     sys.path.insert(0, str(REPO))
     from infra.k8s_definitions import executor_config, gpu_step_keys
-
     from pricing_assets.definitions import defs
 
     v = load("helm/values.yaml")

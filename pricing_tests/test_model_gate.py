@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricing_assets.assets.models import MODEL_GATE_CHECK, MODEL_PREDICTION_ASSETS, build_blend_asset
-from pricing_assets.assets.serving import build_serving_model_asset, price_predictions
+from pricing_assets.defs.models import MODEL_GATE_CHECK, MODEL_PREDICTION_ASSETS, build_blend_asset
+from pricing_assets.defs.serving import build_serving_model_asset, price_predictions
 from pricing_assets.instance_state import gated_retrain, predictions_export_verdict
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion, write_champion
@@ -219,8 +219,8 @@ def test_price_predictions_are_each_unlabeled_rows_latest_price(published):
 def test_predictions_failing_their_contract_are_not_stored_nor_exported(published, monkeypatch, tmp_path):
     import pandera.pandas as pa
 
-    from pricing_assets.assets import serving
     from pricing_assets.cli import ExportRefused, write_predictions
+    from pricing_assets.defs import serving
 
     assets, instance, resources = published
     select = dg.AssetSelection.assets("price_predictions")

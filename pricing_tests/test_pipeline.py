@@ -135,7 +135,7 @@ def test_second_run_embeds_nothing(instance, defs):
 
 
 def test_complete_batches_keeps_batches_present_in_every_input():
-    from pricing_assets.assets.common import complete_batches
+    from pricing_assets.defs.common import complete_batches
 
     frames = {
         "items": pd.DataFrame({"sample_id": ["1", "2", "3"], "batch": ["a", "b", "c"]}),

@@ -22,8 +22,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from pricing_tests.helpers import IMAGES, LABELED_CSV, REPO
 
+from pricing_tests.helpers import IMAGES, LABELED_CSV, REPO
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PASSWORD = "pricing-test-pw"
@@ -103,9 +103,9 @@ def test_instance_uses_postgres_for_runs_events_and_schedules(pg_instance):
 
 
 def test_small_materialisation_lands_in_postgres(pg_instance, postgres, tmp_path, monkeypatch):
-    from pricing_assets.assets import images, ingest
-    from pricing_assets.assets.embeddings import build_text_embedding_asset
-    from pricing_assets.definitions import build_resources
+    from pricing_assets.defs import images, ingest
+    from pricing_assets.defs.embeddings import build_text_embedding_asset
+    from pricing_assets.defs.resources import build_resources
     from pricing_assets.lib.batches import store_batch
     from pricing_assets.lib.embeddings import load_registry
     from pricing_assets.partitions import CATALOG_BATCHES

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from pricing_tests.helpers import REPO, UNLABELED_CSV
 
+from pricing_tests.helpers import REPO, UNLABELED_CSV
 
 N_ROWS = 40
 CHUNK = 8
@@ -35,9 +35,9 @@ BATCH = "resume"
 def build(root: Path):
     """(assets, resources, instance) over ``root``: SQLite instance at ``root/home``, local storage,
     images offline without mirror (every row 'missing'), OCR disabled, one text model."""
-    from pricing_assets.assets import images, ingest
-    from pricing_assets.assets.embeddings import build_text_embedding_asset
-    from pricing_assets.definitions import build_resources
+    from pricing_assets.defs import images, ingest
+    from pricing_assets.defs.embeddings import build_text_embedding_asset
+    from pricing_assets.defs.resources import build_resources
     from pricing_assets.lib.embeddings import load_registry
     from pricing_assets.resources import ImageFetchResource, OcrResource
     from pricing_assets.settings import Settings

@@ -11,8 +11,8 @@ import pytest
 
 from pricing_assets import cli
 from pricing_assets.automation import PER_ROW_GROUPS
+from pricing_assets.defs.sensors import build_inbox_sensor
 from pricing_assets.resources import OcrResource, StorageResource
-from pricing_assets.sensors import build_inbox_sensor
 from pricing_tests.helpers import sample_slice
 from pricing_tests.s3_server import s3_endpoint, s3_env  # noqa: F401  (fixtures)
 

@@ -15,12 +15,19 @@ import pytest
 
 from pricing_assets.automation import (
     GLOBAL_AUTOMATION,
+    GLOBAL_GROUPS,
     PUBLISHED_AUTOMATION,
     SCORING_AUTOMATION,
     SCORING_GROUPS,
     TRAINED_AUTOMATION,
-    GLOBAL_GROUPS,
     with_global_automation,
+)
+from pricing_assets.defs.sensors import (
+    InboxFile,
+    build_inbox_sensor,
+    list_inbox,
+    ready_files,
+    skip_reason,
 )
 from pricing_assets.lib.batches import find_batch_file
 from pricing_assets.lib.inbox import (
@@ -44,13 +51,6 @@ from pricing_assets.lib.inbox import (
 )
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import StorageResource
-from pricing_assets.sensors import (
-    InboxFile,
-    build_inbox_sensor,
-    list_inbox,
-    ready_files,
-    skip_reason,
-)
 from pricing_tests.s3_server import restartable_s3  # noqa: F401  (fixture)
 
 LABELED_CSV = Path(__file__).resolve().parent.parent / "data" / "sample" / "amazon_pricing_sample.csv"
@@ -439,7 +439,7 @@ def _runs(results):
 def test_destination_permission_error_is_retried_with_backoff_then_ingested(env, monkeypatch):
     """store_batch fails with PermissionError twice (the storage folder not writable yet): the file
     is retried at 30 s then 60 s later, ingested at the third attempt, one run in all."""
-    from pricing_assets import sensors
+    from pricing_assets.defs import sensors
 
     real_store, calls = sensors.store_batch, []
 
@@ -485,7 +485,7 @@ def test_destination_permission_error_is_retried_with_backoff_then_ingested(env,
 
 
 def test_transient_failures_back_off_to_the_cap_and_never_give_up(env, monkeypatch):
-    from pricing_assets import sensors
+    from pricing_assets.defs import sensors
 
     def broken_store(*a, **kw):
         raise OSError(5, "Input/output error")
@@ -507,7 +507,7 @@ def test_transient_failures_back_off_to_the_cap_and_never_give_up(env, monkeypat
 
 
 def test_programming_error_fails_the_tick_loudly(env, monkeypatch):
-    from pricing_assets import sensors
+    from pricing_assets.defs import sensors
 
     def buggy_store(*a, **kw):
         raise KeyError("bug")
@@ -521,7 +521,7 @@ def test_programming_error_fails_the_tick_loudly(env, monkeypatch):
 
 
 def test_defective_files_are_reported_once_not_stored_and_retried_when_changed(env, monkeypatch):
-    from pricing_assets import sensors
+    from pricing_assets.defs import sensors
 
     real_check, checked = sensors.check_catalog_header, []
 

@@ -2,7 +2,7 @@
 
 A fresh ``DAGSTER_HOME`` (the bundled ``infra/dagster.yaml``) and ``PRICING_AUTOMATION=1``: the inbox
 sensor, the automation sensor and the nightly schedule run by default. The daemon is started on this
-machine (``dagster-daemon run -w workspace.yaml``, runs launched as local processes) and this script
+machine (``dagster-daemon run -m pricing_assets.definitions``, runs launched as local processes) and this script
 drops catalog files into the inbox over several minutes, as a data team's deliveries would arrive:
 
 1. ``broken.csv`` — no ``catalog_content`` column: a defect of the file, named by the sensor, never run;
@@ -200,7 +200,7 @@ def main() -> int:
 
     instance = dg.DagsterInstance.get()  # create the instance's storage before the daemon races to do it
     daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "pricing_assets.definitions"],
         cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     t_start = time.monotonic()
@@ -260,19 +260,19 @@ def main() -> int:
                 relay.open()
                 print(f"[{elapsed():7.1f} s] S3 endpoint back", flush=True)
                 report["outage_s"] = args.outage_s
-            run = wait_for(f"batch {batch} run finished", lambda: batch_run(batch))
+            run = wait_for(f"batch {batch} run finished", lambda b=batch: batch_run(b))
             if run.status != dg.DagsterRunStatus.SUCCESS:
                 failures.append(f"batch {batch}: run {run.run_id} {run.status.value}")
                 continue
             end = instance.get_run_record_by_id(run.run_id).end_time
             labeled = bool(df["price"].notna().any()) if "price" in df else False
             if labeled:  # new labels: a retrain, a promoted serving_model, then every batch re-scored
-                m = wait_for(f"serving_model promoted after {batch}", lambda: materialized_after("serving_model", end))
+                m = wait_for(f"serving_model promoted after {batch}", lambda t=end: materialized_after("serving_model", t))
                 report["retrained_after"].append(batch)
                 end = m.timestamp
-            scored = wait_for(f"batch {batch} scored", lambda: materialized_after("batch_predictions", end, batch))
+            scored = wait_for(f"batch {batch} scored", lambda t=end, b=batch: materialized_after("batch_predictions", t, b))
             report["model_version_of"][batch] = scored.asset_materialization.metadata["model_version"].value
-            wait_for(f"price_predictions after {batch}", lambda: materialized_after("price_predictions", scored.timestamp))
+            wait_for(f"price_predictions after {batch}", lambda t=scored.timestamp: materialized_after("price_predictions", t))
         # Settle: the automation may still launch follow-up runs (none expected). Settled = no active
         # run for QUIET_S (two sensor intervals); not settled within SETTLE_S = a run is hung.
         quiet_since = None

@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({"DAGSTER_HOME": str(home), "PRICING_IMAGES_OFFLINE": "1"})
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    dagster = str(Path(sys.executable).parent / "dagster")
+    dg_cli = str(Path(sys.executable).parent / "dg")
     log = open(home / "dagster-dev.log", "w")
     proc = subprocess.Popen(
-        [dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-m", "pricing_assets.definitions"],
+        [dg_cli, "dev", "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     failures: list[str] = []

@@ -53,7 +53,14 @@ __all__ = [
 ]
 
 DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parents[1] / "embedding_models.toml"
-DEFAULT_MODEL_CACHE = Path(os.environ.get("PRICING_MODEL_CACHE", "~/.cache/pricing_assets")).expanduser()
+
+
+def default_model_cache(env: dict | None = None) -> str:
+    """The local folder for models exported at run time (EfficientNet ONNX): ``$PRICING_MODEL_CACHE``,
+    else ``$XDG_CACHE_HOME/pricing_assets``, else ``~/.cache/pricing_assets`` (absolute path)."""
+    env = os.environ if env is None else env
+    base = env.get("PRICING_MODEL_CACHE") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "pricing_assets")
+    return os.path.abspath(os.path.expanduser(base))
 
 MODALITIES = ("text", "image")
 LOADERS = {
@@ -623,7 +630,7 @@ def load_encoder(
         ValueError: bad device.
     """
     device = resolve_device(device)
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else DEFAULT_MODEL_CACHE
+    cache = Path(cache_dir if cache_dir is not None else default_model_cache()).expanduser()
     threads = num_threads or _default_threads()
     path = _resolve_source(spec, local_files_only)
     if device == "cpu":

@@ -498,7 +498,7 @@ def build_brand_features(items: pd.DataFrame) -> pd.DataFrame:
             "has_description": items["has_description"].astype(bool).to_numpy(dtype=np.float64),
             "name_chars": np.array([len(n) for n in names], dtype=np.float64),
             "digits_in_name": np.array([sum(ch.isdigit() for ch in n) for n in names], dtype=np.float64),
-            "upper_ratio": np.array([u / l if l else 0.0 for u, l in zip(uppers, letters)]),
+            "upper_ratio": np.array([u / n_letters if n_letters else 0.0 for u, n_letters in zip(uppers, letters)]),
             **{
                 k: np.array([1.0 if pat.search(t) else 0.0 for t in flag_text])
                 for k, pat in _FLAGS.items()

@@ -65,7 +65,12 @@ def inner_split(n: int, fraction: float, seed: int) -> np.ndarray:
     return m
 
 
-def assign_folds(sample_ids: pd.Series, groups: pd.Series, n_splits: int = 5, seed: int = 42) -> np.ndarray:
+#: Cross-validation defaults of every training asset (``CrossValidationResource``) and benchmark.
+DEFAULT_N_FOLDS = 5
+DEFAULT_SEED = 42
+
+
+def assign_folds(sample_ids: pd.Series, groups: pd.Series, n_splits: int = DEFAULT_N_FOLDS, seed: int = DEFAULT_SEED) -> np.ndarray:
     """Deterministic grouped K-fold assignment (scikit-learn ``GroupKFold`` with shuffling).
 
     Rows sharing a group (e.g. the same image link: product variants) land in the same fold, so

@@ -12,7 +12,7 @@ was scored in a batch or would have been scored in a full retrain on the same la
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ def labeled_fingerprint(products: pd.DataFrame, n_folds: int, seed: int) -> str:
 
 def model_version(fingerprint: str, fitted_at: datetime) -> str:
     """``YYYYMMDDTHHMMSSZ-<first 8 hex of the labeled fingerprint>``: sortable, and names the labels."""
-    return f"{fitted_at.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
+    return f"{fitted_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
 
 
 @dataclass
@@ -169,4 +169,4 @@ def score_new_rows(
 
 def now_utc() -> datetime:
     """The current time, UTC (a function so tests can pin it)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -164,7 +164,7 @@ def build_feature_matrix_and_space(
         embeddings: ``(name, modality, vectors, has)`` aligned to products (see
             :func:`pricing_assets.lib.knn.build_knn_features`); each gives ``{name}_pc{i}`` columns.
         text_pca_components, image_pca_components: PCA components per text / image model (0: none;
-            the pipeline's default, see ``TrainingConfig``).
+            the pipeline's default, see ``FeatureMatrixConfig``).
         seed: PCA seed.
 
     Returns:

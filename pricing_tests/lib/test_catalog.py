@@ -22,9 +22,9 @@ from pricing_assets.lib.catalog import (
     parse_catalog_content,
     read_catalog,
 )
-
 from pricing_tests.helpers import LABELED_CSV as LABELED
 from pricing_tests.helpers import UNLABELED_CSV as UNLABELED
+
 HEADER = ["sample_id", "catalog_content", "image_link", "price"]
 
 

@@ -71,7 +71,10 @@ def test_bimodal_posterior_picks_the_likely_mode_not_the_middle():
     dec = expected_smape_decision(np.array([[0.7, 0.3]]), bin_loss_matrix(per_bin, grid), grid)
     assert abs(np.exp(dec[0]) - 2.0) < 0.05
     mid = 0.7 * np.log(2.0) + 0.3 * np.log(24.0)
-    cost = lambda g: 0.7 * smape_log(g, np.log(2.0)) + 0.3 * smape_log(g, np.log(24.0))
+
+    def cost(g):
+        return 0.7 * smape_log(g, np.log(2.0)) + 0.3 * smape_log(g, np.log(24.0))
+
     assert cost(dec[0]) < cost(mid) - 0.2
 
 

@@ -214,8 +214,7 @@ TEXTS = ["organic ground coffee 12 oz bag", "tea", "steel hammer with red grip a
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     import torch
-    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, Qwen3Config, Qwen3Model,
-                              SiglipConfig, SiglipImageProcessor, SiglipModel)
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, Qwen3Config, Qwen3Model, SiglipConfig, SiglipImageProcessor, SiglipModel
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny")

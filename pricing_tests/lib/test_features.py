@@ -25,9 +25,7 @@ from pricing_assets.lib.features import (
     parse_pack_count,
     quantities_from_text,
 )
-
 from pricing_tests.helpers import LABELED_CSV as LABELED
-
 
 # ------------------------------------------------------------------ pack count (real item names)
 
@@ -299,7 +297,7 @@ def test_oof_own_target_never_used():
 def test_oof_key_only_in_own_fold_gets_prior():
     keys, y, folds = _toy()
     enc = oof_target_encode(keys, y, folds)
-    for i, k in [(5, "c"), (8, "d")]:  # c and d appear once, in fold 2
+    for i, _key in [(5, "c"), (8, "d")]:  # c and d appear once, in fold 2
         assert enc[i] == pytest.approx(y[folds != folds[i]].mean())
     assert keys.tolist().count("c") == 1
 

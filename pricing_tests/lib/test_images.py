@@ -24,10 +24,8 @@ from pricing_assets.lib.images import (
     open_image_rgb,
     sniff_image_format,
 )
-from pricing_tests.http_server import Reply, ScriptedServer
-
 from pricing_tests.helpers import IMAGES, SAMPLE
-
+from pricing_tests.http_server import Reply, ScriptedServer
 
 # ------------------------------------------------------------------------------------------
 # fixtures and builders

@@ -22,7 +22,6 @@ from pricing_assets.lib.modeling import (
     train_lightgbm_cv,
     train_tfidf_ridge_cv,
 )
-
 from pricing_tests.helpers import LABELED_CSV as SAMPLE
 
 

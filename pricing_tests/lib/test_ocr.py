@@ -24,7 +24,6 @@ from pricing_assets.lib.ocr import (
     get_ocr_backend,
     run_ocr,
 )
-
 from pricing_tests.helpers import IMAGES
 
 # Bundled photos with large printed words (checked by eye and with RapidOCR):
@@ -328,8 +327,8 @@ def test_ocr_text_asset_fails_and_stores_nothing_when_the_backend_is_broken(tmp_
     recorded and no ocr_text file is written; a healthy backend on the same batch materialises."""
     import dagster as dg
 
-    from pricing_assets.assets.images import ocr_text
-    from pricing_assets.definitions import build_resources
+    from pricing_assets.defs.images import ocr_text
+    from pricing_assets.defs.resources import build_resources
     from pricing_assets.lib import ocr as ocr_lib
     from pricing_assets.partitions import CATALOG_BATCHES, catalog_batches
     from pricing_assets.resources import OcrResource

@@ -6,31 +6,38 @@ import numpy as np
 import pandas as pd
 
 from data_contracts import BrandFeatures, FeatureMatrix, KnnFeatures, Products
-from pricing_assets.assets.common import all_batches_in, batch_order, complete_batches, merge_batches, preview, stopwatch
-from pricing_assets.assets.embeddings import embedding_key
 from pricing_assets.checks import contract_spec, enforce_contract
+from pricing_assets.defs.common import all_batches_in, batch_order, complete_batches, merge_batches, preview, stopwatch
+from pricing_assets.defs.embeddings import embedding_key
 from pricing_assets.lib.training_data import DEDUP_RULE, latest_wins
+from pricing_assets.resources import CrossValidationResource
+from pricing_assets.settings import current_registry
 
 GROUP = "training"
 
 
-class TrainingConfig(dg.Config):
-    """CV and feature settings (editable in the Launchpad, recorded with the run)."""
+class ProductsConfig(dg.Config):
+    """``products`` run config (Launchpad; the nightly schedule sets it)."""
 
-    n_folds: int = 5
-    seed: int = 42
+    #: retrain even when a serving model fitted on exactly these labels exists (by default only new or
+    #: changed labels start a retrain).
+    retrain_unchanged: bool = False
+
+
+class KnnConfig(dg.Config):
+    """Neighbour counts of the kNN features (``product_index``/``knn_features``/``knn_reference``)."""
+
     knn_k: int = 10
     knn_unit_k: int = 20
-    # Embedding PCA columns in feature_matrix, per text / image model. Off: the kNN features already
-    # carry what the embeddings say about price, and LightGBM overfits the raw components. Measured on
-    # the sample (5 grouped folds, seeds 42 / 7 / 123, 2 threads): MiniLM components 32 / 8 / 4 / 0 ->
-    # LightGBM OOF SMAPE 54.54 / 54.28 / 54.21 / 54.17 (image PCA off in the last three; 0 better on
-    # every seed and 4 of 5 folds); the distributional LightGBM 55.15 -> 54.88.
+
+
+class FeatureMatrixConfig(dg.Config):
+    """Embedding PCA columns in ``feature_matrix``, per text / image model. Off by default: the kNN
+    features already carry what the embeddings say about price, and LightGBM overfits the raw
+    components (measured: docs/experiments.md, "Embedding PCA columns in `feature_matrix`")."""
+
     text_pca_components: int = 0
     image_pca_components: int = 0
-    # products only: retrain even when a serving model fitted on exactly these labels exists (the
-    # nightly schedule sets it; by default only new or changed labels start a retrain).
-    retrain_unchanged: bool = False
 
 
 @dg.multi_asset(
@@ -43,7 +50,7 @@ class TrainingConfig(dg.Config):
     can_subset=True,
 )
 def products(
-    context: dg.AssetExecutionContext, config: TrainingConfig, catalog_items, product_images, ocr_text
+    context: dg.AssetExecutionContext, config: ProductsConfig, cv: CrossValidationResource, catalog_items, product_images, ocr_text
 ):
     """The training set: every *labeled* product of every complete batch, one row per ``sample_id``
     (latest batch wins), joined with its image status/metadata and OCR text, plus its CV ``fold``.
@@ -51,7 +58,7 @@ def products(
 
     Stored only when the labels changed: when the latest ``serving_model`` was fitted on exactly these
     labeled rows (same ``labeled_fingerprint``) nothing is stored and nothing downstream re-runs, so an
-    unlabeled batch costs no retrain (``TrainingConfig.retrain_unchanged`` forces one; the nightly
+    unlabeled batch costs no retrain (``ProductsConfig.retrain_unchanged`` forces one; the nightly
     schedule sets it). A batch missing one of its per-row assets (its run failed) is left out and listed."""
     from pricing_assets.lib.modeling import assign_folds
     from pricing_assets.lib.serving import labeled_fingerprint
@@ -70,20 +77,20 @@ def products(
         if len(items) == 0:
             context.log.info(f"products: no labeled row in the complete batches ({n_unlabeled} without a price); nothing to train on yet")
             return
-        if len(items) < config.n_folds:
-            raise ValueError(f"products: {len(items)} labeled rows in the complete batches, fewer than n_folds={config.n_folds}; ingest a labeled batch first")
+        if len(items) < cv.n_folds:
+            raise ValueError(f"products: {len(items)} labeled rows in the complete batches, fewer than n_folds={cv.n_folds}; ingest a labeled batch first")
         imgs, ocr = merged["product_images"], merged["ocr_text"]
         out = items.merge(imgs, on=["sample_id", "batch"], how="left", validate="one_to_one")
         out = out.merge(ocr, on=["sample_id", "batch"], how="left", validate="one_to_one", suffixes=("", "_ocr"))
         out["is_labeled"] = True
-        out["fold"] = assign_folds(out["sample_id"], out["image_link"], config.n_folds, config.seed)
-        fingerprint = labeled_fingerprint(out, config.n_folds, config.seed)
+        out["fold"] = assign_folds(out["sample_id"], out["image_link"], cv.n_folds, cv.seed)
+        fingerprint = labeled_fingerprint(out, cv.n_folds, cv.seed)
     from pricing_assets.instance_state import latest_metadata_value
 
     serving = latest_metadata_value(context.instance, "serving_model", "labeled_fingerprint")
     if serving == fingerprint and not config.retrain_unchanged:
         context.log.info(f"products: the serving model was fitted on these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
-                         "nothing stored, no retrain (TrainingConfig.retrain_unchanged forces one)")
+                         "nothing stored, no retrain (ProductsConfig.retrain_unchanged forces one)")
         return
     _contract = enforce_contract(out, Products, "products")  # before storing: a violation raises, nothing is written
     yield dg.Output(
@@ -173,14 +180,14 @@ def build_training_assets(registry: dict) -> list:
         check_specs=[contract_spec("knn_features")],
     )
     def product_index(
-        context: dg.AssetExecutionContext, config: TrainingConfig, products: pd.DataFrame, brand_features: pd.DataFrame, **kwargs
+        context: dg.AssetExecutionContext, config: KnnConfig, cv: CrossValidationResource, products: pd.DataFrame, brand_features: pd.DataFrame, **kwargs
     ):
         from pricing_assets.lib.knn import build_index, build_knn_features, fit_knn_reference
 
         with stopwatch() as t:
             embs = _embeddings(context, kwargs, products["sample_id"])
-            ref = fit_knn_reference(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=config.n_folds)
-            knn = build_knn_features(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=config.n_folds, reference=ref)
+            ref = fit_knn_reference(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds)
+            knn = build_knn_features(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds, reference=ref)
             lab = products["is_labeled"].to_numpy()
             primary = next(e for e in embs if e[1] == "text")
             index = build_index(primary[2][lab])
@@ -226,7 +233,8 @@ def build_training_assets(registry: dict) -> list:
     )
     def feature_matrix(
         context: dg.AssetExecutionContext,
-        config: TrainingConfig,
+        config: FeatureMatrixConfig,
+        cv: CrossValidationResource,
         products: pd.DataFrame,
         brand_features: pd.DataFrame,
         knn_features: pd.DataFrame,
@@ -235,13 +243,13 @@ def build_training_assets(registry: dict) -> list:
     ):
         """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridges'
         OOF log-price predictions on the full text and on the title (stacked: out-of-fold for labeled
-        rows, like the kNN features); embedding PCA when `TrainingConfig` asks for it (off by default)."""
+        rows, like the kNN features); embedding PCA when `FeatureMatrixConfig` asks for it (off by default)."""
         from pricing_assets.lib.training_data import build_feature_matrix_and_space
 
         with stopwatch() as t:
             fm, groups, space = build_feature_matrix_and_space(
                 products, brand_features, knn_features, tfidf_ridge_predictions, _embeddings(context, kwargs, products["sample_id"]),
-                text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=config.seed,
+                text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=cv.seed,
             )
         _contract = enforce_contract(fm, FeatureMatrix, "feature_matrix")  # before storing: a violation raises, nothing is written
         yield dg.Output(space, output_name="feature_space", metadata={
@@ -265,3 +273,9 @@ def build_training_assets(registry: dict) -> list:
         yield _contract
 
     return [product_index, feature_matrix]
+
+
+@dg.definitions
+def training_defs() -> dg.Definitions:
+    """The labeled training set, its features and the kNN index (registry-driven)."""
+    return dg.Definitions(assets=[products, brand_features, *build_training_assets(current_registry())])

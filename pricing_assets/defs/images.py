@@ -4,9 +4,9 @@ import dagster as dg
 import pandas as pd
 
 from data_contracts import OcrText, ProductImages
-from pricing_assets.assets.common import preview, stopwatch
-from pricing_assets.lib.progress import report
 from pricing_assets.checks import contract_spec, enforce_contract
+from pricing_assets.defs.common import preview, stopwatch
+from pricing_assets.lib.progress import report
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import ImageFetchResource, OcrResource, StorageResource
 
@@ -121,3 +121,9 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
         },
     )
     yield _contract
+
+
+@dg.definitions
+def images_defs() -> dg.Definitions:
+    """Per-row photo and OCR assets of a catalog batch."""
+    return dg.Definitions(assets=[product_images, ocr_text])

@@ -4,8 +4,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from pricing_assets.assets.common import all_batches_in, merge_batches, stopwatch
-from pricing_assets.assets.embeddings import embedding_key
+from pricing_assets.defs.common import all_batches_in, merge_batches, stopwatch
+from pricing_assets.defs.embeddings import embedding_key
+from pricing_assets.settings import current_registry
 
 GROUP = "training"
 
@@ -47,3 +48,9 @@ def build_signal_report_asset(registry: dict) -> dg.AssetsDefinition:
         )
 
     return embedding_signal_report
+
+
+@dg.definitions
+def reports_defs() -> dg.Definitions:
+    """The signal report over every registry embedding."""
+    return dg.Definitions(assets=[build_signal_report_asset(current_registry())])

@@ -74,7 +74,8 @@ from datetime import datetime
 import dagster as dg
 import fsspec
 
-from pricing_assets.automation import default_status
+from pricing_assets.automation import build_automation_sensor, default_status
+from pricing_assets.defs.schedules import catalog_batch_job
 from pricing_assets.lib.batches import CATALOG_SUFFIXES, batch_name_for, store_batch
 from pricing_assets.lib.inbox import (
     CLASSIFIED_ERRORS,
@@ -95,7 +96,7 @@ from pricing_assets.lib.inbox import (
 )
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import StorageResource, storage_options_for
-from pricing_assets.schedules import catalog_batch_job
+from pricing_assets.settings import current_settings
 
 SENSOR_NAME = "catalog_inbox_sensor"
 #: Name patterns of files still being written (browsers, rsync, scp clients, editors).
@@ -372,3 +373,10 @@ def build_inbox_sensor(
         )
 
     return catalog_inbox_sensor
+
+
+@dg.definitions
+def sensors_defs() -> dg.Definitions:
+    """The inbox sensor and the automation sensor (stopped unless ``PRICING_AUTOMATION=1``)."""
+    s = current_settings()
+    return dg.Definitions(sensors=[build_inbox_sensor(s.inbox, s.s3_endpoint, on=s.automation_on), build_automation_sensor(on=s.automation_on)])

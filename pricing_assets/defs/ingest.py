@@ -4,8 +4,8 @@ import dagster as dg
 import pandas as pd
 
 from data_contracts import CatalogItems, CatalogQuarantine, RawCatalog
-from pricing_assets.assets.common import preview, stopwatch
 from pricing_assets.checks import contract_spec, enforce_contract
+from pricing_assets.defs.common import preview, stopwatch
 from pricing_assets.lib.batches import find_batch_file
 from pricing_assets.lib.catalog import parse_catalog, read_catalog
 from pricing_assets.partitions import catalog_batches
@@ -94,3 +94,9 @@ def catalog_items(context: dg.AssetExecutionContext, raw_catalog: pd.DataFrame):
         },
     )
     yield check
+
+
+@dg.definitions
+def ingest_defs() -> dg.Definitions:
+    """Per-row ingest assets of a catalog batch (loaded by ``load_from_defs_folder``)."""
+    return dg.Definitions(assets=[raw_catalog, catalog_items])

@@ -9,17 +9,18 @@ import numpy as np
 import pandas as pd
 
 from data_contracts import ModelPredictions
-from pricing_assets.assets.common import preview
 from pricing_assets.checks import contract_spec, enforce_contract
+from pricing_assets.configs import config_from_dataclass
+from pricing_assets.defs.common import preview
+from pricing_assets.lib.distributional import DIST_PARAMS, N_BINS
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.mlp import MLPConfig
-from pricing_assets.lib.progress import fold_counter
-from pricing_assets.lib.distributional import DIST_PARAMS, N_BINS
 from pricing_assets.lib.modeling import LGBM_PARAMS
+from pricing_assets.lib.progress import fold_counter
 from pricing_assets.resources import DeviceResource, ModelGateResource, StorageResource
+from pricing_assets.settings import current_registry
 
 GROUP = "models"
-_MLP_DEFAULTS = MLPConfig()
 
 #: Model prediction assets that the blend combines (each a ``ModelPredictions`` frame).
 MODEL_PREDICTION_ASSETS = ["lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"]
@@ -168,26 +169,17 @@ def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistC
     yield from outputs
 
 
-class FusionMLPConfig(dg.Config):
-    """Fusion MLP hyper-parameters (editable in the Launchpad); defaults are ``lib.mlp.MLPConfig``'s."""
-
-    text_hidden: int = _MLP_DEFAULTS.text_hidden
-    image_hidden: int = _MLP_DEFAULTS.image_hidden
-    tab_hidden: int = _MLP_DEFAULTS.tab_hidden
-    head_hidden: int = _MLP_DEFAULTS.head_hidden
-    dropout: float = _MLP_DEFAULTS.dropout
-    lr: float = _MLP_DEFAULTS.lr
-    weight_decay: float = _MLP_DEFAULTS.weight_decay
-    batch_size: int = _MLP_DEFAULTS.batch_size
-    max_epochs: int = _MLP_DEFAULTS.max_epochs
-    patience: int = _MLP_DEFAULTS.patience
-    seed: int = _MLP_DEFAULTS.seed
+#: Fusion MLP hyper-parameters (Launchpad): the fields and defaults of ``lib.mlp.MLPConfig``, less the
+#: inner validation share and the thread count.
+FusionMLPConfig = config_from_dataclass(
+    "FusionMLPConfig", MLPConfig, exclude=("inner_valid_fraction", "num_threads"), doc="Fusion MLP hyper-parameters; fields and defaults of lib.mlp.MLPConfig."
+)
 
 
 def build_model_assets(registry: dict) -> list:
     """``fusion_mlp`` (wired to every enabled embedding asset) and ``tfidf_ridge``."""
-    from pricing_assets.assets.common import merge_batches
-    from pricing_assets.assets.training import _embeddings_in
+    from pricing_assets.defs.common import merge_batches
+    from pricing_assets.defs.training import _embeddings_in
 
     specs = [s for s in registry.values() if s.enabled]
 
@@ -215,7 +207,7 @@ def build_model_assets(registry: dict) -> list:
         tab_transform = TabularTransform.fit(feature_matrix[lab], exclude_prefixes=mlp_tab_exclude(s.name for s in specs))
         inputs = MLPInputs(text, image_m, has_image, tab_transform.transform(feature_matrix), list(tab_transform.names))
         y = np.log1p(feature_matrix.loc[lab, "price"].to_numpy(dtype=float))
-        cfg = MLPConfig(**{k: getattr(config, k) for k in MLPConfig.__dataclass_fields__ if hasattr(config, k)})
+        cfg = config.to_dataclass()
         cv = train_mlp_cv(inputs.take(lab), y, feature_matrix.loc[lab, "fold"].to_numpy(), cfg, device=dev, log=fold_counter("fusion_mlp", int(feature_matrix.loc[lab, "fold"].nunique()), context.log.info))
         test_log = predict_mlp(cv.models, inputs.take(~lab), device=dev) if (~lab).any() else np.zeros(0)
         preds = predictions_frame(feature_matrix, cv.oof_log, test_log)
@@ -307,3 +299,11 @@ def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
         )
 
     return price_blend
+
+
+@dg.definitions
+def models_defs() -> dg.Definitions:
+    """Every model with its out-of-fold predictions, and the blend (gated by ``model_gate``)."""
+    return dg.Definitions(
+        assets=[lightgbm_model, lightgbm_dist_model, *build_model_assets(current_registry()), build_blend_asset(MODEL_PREDICTION_ASSETS)]
+    )

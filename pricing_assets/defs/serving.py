@@ -6,10 +6,12 @@ import dagster as dg
 import pandas as pd
 
 from data_contracts import BatchPredictions, PricePredictions
-from pricing_assets.assets.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.checks import contract_spec, enforce_contract
+from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
+from pricing_assets.defs.models import MODEL_PREDICTION_ASSETS
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import DeviceResource, StorageResource
+from pricing_assets.settings import current_registry
 
 GROUP = "serving"
 #: The batch-partitioned scoring asset's group (partitioned and unpartitioned assets never share a run).
@@ -41,10 +43,10 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
         """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
         ``products``: kNN reference, feature space, the four models and the blend weights (fitted again
         on the same OOF predictions as ``price_blend``: same weights)."""
+        from pricing_assets.instance_state import latest_metadata_value
         from pricing_assets.lib.metrics import smape
         from pricing_assets.lib.model_gate import champion_path, write_champion
         from pricing_assets.lib.modeling import align_predictions, fit_blend_weights
-        from pricing_assets.instance_state import latest_metadata_value
         from pricing_assets.lib.serving import ServingModel, model_version, now_utc
 
         names = sorted(prediction_assets)
@@ -92,7 +94,7 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
 
 def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
     """``batch_predictions``: one batch's products without a price, scored by ``serving_model``."""
-    from pricing_assets.assets.embeddings import embedding_key
+    from pricing_assets.defs.embeddings import embedding_key
 
     specs = [s for s in registry.values() if s.enabled]
 
@@ -208,3 +210,17 @@ def build_evaluation_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
         })
 
     return evaluation_report
+
+
+@dg.definitions
+def serving_defs() -> dg.Definitions:
+    """The promoted serving model, each batch's scores, the published prices and the evaluation report."""
+    registry = current_registry()
+    return dg.Definitions(
+        assets=[
+            build_serving_model_asset(registry, MODEL_PREDICTION_ASSETS),
+            build_batch_predictions_asset(registry),
+            price_predictions,
+            build_evaluation_asset(MODEL_PREDICTION_ASSETS),
+        ]
+    )

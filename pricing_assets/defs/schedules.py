@@ -20,6 +20,7 @@ single-run policies and is not supported here.
 import dagster as dg
 
 from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, SCORING_GROUPS, default_status
+from pricing_assets.settings import current_settings
 
 #: Cron of the nightly retrain, in UTC (02:00, after the day's catalog drops).
 NIGHTLY_CRON = "0 2 * * *"
@@ -62,4 +63,13 @@ def build_nightly_retrain_schedule(on: bool = False) -> dg.ScheduleDefinition:
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING if default_status(on) == dg.DefaultSensorStatus.RUNNING else dg.DefaultScheduleStatus.STOPPED,
         description="Retrain features, models and predictions over every batch at 02:00 UTC.",
+    )
+
+
+@dg.definitions
+def schedules_defs() -> dg.Definitions:
+    """The jobs and the nightly retrain schedule."""
+    return dg.Definitions(
+        jobs=[catalog_batch_job, nightly_retrain_job, scoring_job],
+        schedules=[build_nightly_retrain_schedule(on=current_settings().automation_on)],
     )

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 
 from data_contracts import embedding_schema
-from pricing_assets.assets.common import preview, stopwatch
+from pricing_assets.checks import column_schema, contract_spec, enforce_contract
+from pricing_assets.defs.common import preview, stopwatch
 from pricing_assets.lib.progress import report
-from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import DeviceResource, StorageResource
+from pricing_assets.settings import current_registry
 
 GROUP = "embeddings"
 
@@ -64,6 +65,7 @@ def _embedding_asset(spec, upstream: list[str], description: str, kinds: set[str
         pool="gpu",
         description=description,
         kinds=kinds,
+        metadata={"dagster/column_schema": column_schema(embedding_schema(spec.dim)), "dim": spec.dim},
     )
 
 
@@ -155,3 +157,9 @@ def build_embedding_assets(registry: dict) -> list[dg.AssetsDefinition]:
     """One asset per enabled registry entry (text and image modalities)."""
     builders = {"text": build_text_embedding_asset, "image": build_image_embedding_asset}
     return [builders[s.modality](s) for s in registry.values() if s.enabled]
+
+
+@dg.definitions
+def embeddings_defs() -> dg.Definitions:
+    """One embedding asset per enabled entry of the registry (``pricing_assets/embedding_models.toml``)."""
+    return dg.Definitions(assets=build_embedding_assets(current_registry()))

@@ -1,0 +1,103 @@
+"""One policy applied to every asset of the code location (``definitions.py``), so that no asset
+sets it on its own: automation conditions (``automation.py``), owners, kinds, code versions,
+code references and the ``dagster/column_schema`` of its pandera contract.
+"""
+
+import hashlib
+import inspect
+import os
+import warnings
+from collections.abc import Callable
+
+import dagster as dg
+
+from data_contracts import contract_for
+from pricing_assets.automation import with_global_automation
+from pricing_assets.checks import column_schema
+
+#: Who answers for every asset (shown in the UI, used by alert routing).
+OWNERS = ("team:pricing-ml",)
+
+#: Storage kinds by IO manager key (``defs/resources.py``).
+KINDS_BY_IO_MANAGER = {"parquet_io_manager": {"pandas", "parquet"}, "faiss_io_manager": {"faiss"}, "lightgbm_io_manager": {"lightgbm"}, "io_manager": {"python"}}
+
+#: Compute kinds: an asset whose name matches a rule runs that library (first rule that matches; the
+#: embedding assets set their own from the registry).
+COMPUTE_KINDS: tuple[tuple[Callable[[str], bool], set[str]], ...] = (
+    (lambda n: n == "ocr_text", {"onnx"}),
+    (lambda n: n.startswith("knn_"), {"faiss"}),
+    (lambda n: n.startswith("lightgbm"), {"lightgbm"}),
+    (lambda n: n.startswith("tfidf_"), {"sklearn"}),
+    (lambda n: n.startswith("fusion_mlp"), {"pytorch"}),
+    (lambda n: n in ("feature_space", "feature_matrix"), {"sklearn"}),
+    (lambda n: n == "batch_predictions", {"lightgbm", "sklearn", "pytorch", "faiss"}),
+)
+
+#: Set ``PRICING_GIT_URL`` (and ``PRICING_GIT_BRANCH``, default ``main``) to link code references to
+#: the repository; otherwise they point at the local files.
+GIT_URL_ENV, GIT_BRANCH_ENV = "PRICING_GIT_URL", "PRICING_GIT_BRANCH"
+
+
+def compute_kinds(name: str) -> set[str]:
+    """The compute kinds of the asset ``name`` (:data:`COMPUTE_KINDS`), empty when none applies."""
+    return next((set(k) for match, k in COMPUTE_KINDS if match(name)), set())
+
+
+def code_version_of(assets_def: dg.AssetsDefinition) -> str | None:
+    """First 12 hex digits of the SHA-1 of the asset's compute function source (changes when its code does)."""
+    fn = getattr(getattr(assets_def.op, "compute_fn", None), "decorated_fn", None)
+    if fn is None:
+        return None
+    return hashlib.sha1(inspect.getsource(fn).encode()).hexdigest()[:12]
+
+
+def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
+    version = code_version_of(assets_def) if assets_def.is_executable else None
+
+    def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
+        name = spec.key.to_user_string()
+        kinds = KINDS_BY_IO_MANAGER.get(assets_def.get_io_manager_key_for_asset_key(spec.key), set()) | compute_kinds(name)
+        metadata = {}
+        schema = contract_for(name, spec.group_name)
+        if schema is not None and "dagster/column_schema" not in spec.metadata:
+            metadata["dagster/column_schema"] = column_schema(schema)
+        spec = spec.merge_attributes(owners=[o for o in OWNERS if o not in spec.owners], kinds=kinds - set(spec.kinds), metadata=metadata)
+        return spec.replace_attributes(code_version=spec.code_version or version)
+
+    return apply
+
+
+def apply_asset_policy(defs: dg.Definitions) -> dg.Definitions:
+    """``defs`` with every asset's automation condition (``with_global_automation``), owners, kinds,
+    code version, ``dagster/column_schema`` and code references set."""
+    assets = [a.map_asset_specs(_policy_for(a)) if isinstance(a, dg.AssetsDefinition) else a for a in with_global_automation(defs.assets or [])]
+    with warnings.catch_warnings():  # code references are beta in Dagster 1.13; the warning says nothing to a user
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        assets = dg.with_source_code_references(assets)
+    if os.environ.get(GIT_URL_ENV):
+        assets = dg.link_code_references_to_git(
+            assets,
+            git_url=os.environ[GIT_URL_ENV],
+            git_branch=os.environ.get(GIT_BRANCH_ENV, "main"),
+            file_path_mapping=dg.AnchorBasedFilePathMapping(local_file_anchor=_project_root(), file_anchor_path_in_repository=""),
+        )
+    return dg.Definitions.merge(dg.Definitions(assets=assets), _without_assets(defs))
+
+
+def _project_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent
+
+
+def _without_assets(defs: dg.Definitions) -> dg.Definitions:
+    return dg.Definitions(
+        asset_checks=defs.asset_checks,
+        schedules=defs.schedules,
+        sensors=defs.sensors,
+        jobs=defs.jobs,
+        resources=defs.resources,
+        executor=defs.executor,
+        loggers=defs.loggers,
+        metadata=defs.metadata,
+    )
