@@ -22,6 +22,7 @@ class RawCatalog(pa.DataFrameModel):
 
     @pa.check("catalog_content", name="not_blank")
     def not_blank(cls, s: Series[str]) -> Series[bool]:
+        """Per row: ``catalog_content`` has a non-whitespace character."""
         return s.str.strip().str.len() > 0
 
     class Config:

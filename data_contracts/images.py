@@ -23,6 +23,7 @@ class ProductImages(pa.DataFrameModel):
 
     @pa.dataframe_check(name="ok_rows_have_a_stored_image")
     def ok_has_uri(cls, df) -> bool:
+        """Every ``ok`` row names its stored file (``image_uri``) and its ``sha256``."""
         ok = df["status"] == "ok"
         return bool(df.loc[ok, "image_uri"].notna().all() and df.loc[ok, "sha256"].notna().all())
 

@@ -15,6 +15,7 @@ class Products(pa.DataFrameModel):
 
     @pa.dataframe_check(name="labeled_rows_have_price")
     def labeled_have_price(cls, df) -> bool:
+        """A row has a price (USD) exactly when it is labeled."""
         return bool((df["price"].notna() == df["is_labeled"]).all())
 
     class Config:
@@ -39,6 +40,7 @@ class KnnFeatures(pa.DataFrameModel):
 
     @pa.dataframe_check(name="knn_columns_finite")
     def finite(cls, df) -> bool:
+        """Every ``knn_*`` column (image kNN aside: NaN without a photo) exists and is finite."""
         cols = [c for c in df.columns if c.startswith("knn_") and not c.startswith("knn_image")]
         return bool(cols) and bool(np.isfinite(df[cols].to_numpy(dtype=float)).all())
 
@@ -55,6 +57,7 @@ class FeatureMatrix(pa.DataFrameModel):
 
     @pa.dataframe_check(name="unlabeled_rows_have_fold_minus_one")
     def folds_ok(cls, df) -> bool:
+        """Unlabeled rows (no price) and only they carry fold -1."""
         return bool(((df["fold"] == -1) == df["price"].isna()).all())
 
     class Config:
@@ -72,6 +75,7 @@ class ModelPredictions(pa.DataFrameModel):
 
     @pa.check("pred_price", name="finite")
     def finite(cls, s: Series[float]) -> Series[bool]:
+        """Per row: the price (USD) is finite (no NaN / inf)."""
         return np.isfinite(s)
 
     class Config:
@@ -88,6 +92,7 @@ class BatchPredictions(pa.DataFrameModel):
 
     @pa.check("price", name="finite")
     def finite(cls, s: Series[float]) -> Series[bool]:
+        """Per row: the price (USD) is finite (no NaN / inf)."""
         return np.isfinite(s)
 
     class Config:
@@ -107,6 +112,7 @@ class PricePredictions(pa.DataFrameModel):
 
     @pa.check("price", name="finite")
     def finite(cls, s: Series[float]) -> Series[bool]:
+        """Per row: the price (USD) is finite (no NaN / inf)."""
         return np.isfinite(s)
 
     class Config:

@@ -1,6 +1,7 @@
 """IO managers on universal-pathlib: one base path (local or ``s3://…``) for every stored asset.
 
-* ``parquet``  – pandas DataFrames (``.parquet``; embedding vectors as list columns)
+* ``parquet``  – pandas DataFrames (``.parquet``; embedding vectors as list columns); reports
+  ``dagster/row_count`` for every stored frame
 * ``faiss``    – a FAISS index (``faiss.serialize_index`` bytes, ``.faiss``)
 * ``lightgbm`` – a list of LightGBM boosters (``model_to_string``; JSON list, ``.lgbm.json``)
 * ``pickle``   – anything else (small dicts, torch state dicts), ``.pkl``
@@ -18,17 +19,14 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
+from pricing_assets.lib.atomic_write import write_bytes_atomic
 from pricing_assets.resources import storage_options_for
 
 
 class _BaseIO(dg.UPathIOManager):
     def _write_bytes(self, path: UPath, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        if path.exists():
-            path.unlink()
-        tmp.rename(path)
+        """Replace ``path`` atomically (``lib.atomic_write``): a reader never finds it missing or half-written."""
+        write_bytes_atomic(str(path), data, dict(getattr(path, "storage_options", {}) or {}))
 
 
 class ParquetIOManager(_BaseIO):
@@ -37,6 +35,10 @@ class ParquetIOManager(_BaseIO):
     extension = ".parquet"
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        """Write ``obj`` (pandas DataFrame, index dropped) as parquet to ``path``, atomically.
+
+        Raises:
+            TypeError: ``obj`` is not a DataFrame (the message names the asset)."""
         import pandas as pd
 
         if not isinstance(obj, pd.DataFrame):
@@ -45,7 +47,12 @@ class ParquetIOManager(_BaseIO):
         obj.to_parquet(buf, index=False)
         self._write_bytes(path, buf.getvalue())
 
+    def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict:
+        """``dagster/row_count`` of every stored frame (the standard key: catalogue, UI plots over time)."""
+        return {"dagster/row_count": len(obj)} if obj is not None else {}
+
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        """The stored frame (pandas DataFrame) at ``path``."""
         import pandas as pd
 
         return pd.read_parquet(io.BytesIO(path.read_bytes()))
@@ -57,11 +64,13 @@ class FaissIOManager(_BaseIO):
     extension = ".faiss"
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        """Write the ``faiss.Index`` ``obj`` (``faiss.serialize_index`` bytes) to ``path``, atomically."""
         import faiss
 
         self._write_bytes(path, faiss.serialize_index(obj).tobytes())
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        """The ``faiss.Index`` at ``path``."""
         import faiss
         import numpy as np
 
@@ -75,11 +84,13 @@ class LightGBMIOManager(_BaseIO):
     extension = ".lgbm.json"
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        """Write ``obj`` (a ``lightgbm.Booster`` or a list of them) as a JSON list of ``model_to_string`` texts with their ``best_iteration``, atomically."""
         models = obj if isinstance(obj, list) else [obj]
         payload = [{"model": m.model_to_string(), "best_iteration": int(m.best_iteration)} for m in models]
         self._write_bytes(path, json.dumps(payload).encode())
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        """The list of ``lightgbm.Booster`` at ``path``, ``best_iteration`` restored."""
         import lightgbm as lgb
 
         out = []
@@ -96,9 +107,11 @@ class PickleIOManager(_BaseIO):
     extension = ".pkl"
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        """Write ``pickle.dumps(obj)`` (highest protocol) to ``path``, atomically."""
         self._write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        """The unpickled object at ``path`` (trusted storage only: pickle runs code)."""
         return pickle.loads(path.read_bytes())
 
 
@@ -117,6 +130,11 @@ class PricingIOManager(dg.ConfigurableIOManagerFactory):
     endpoint_url: Optional[str] = None
 
     def create_io_manager(self, context) -> dg.UPathIOManager:
+        """The IO manager of ``kind`` rooted at ``base_path``.
+
+        Raises:
+            ValueError: ``kind`` is not one of parquet / faiss / lightgbm / pickle.
+        """
         if self.kind not in _KINDS:
             raise ValueError(f"unknown IO manager kind {self.kind!r}; expected one of {sorted(_KINDS)}")
         return _KINDS[self.kind](base_path=UPath(self.base_path, **storage_options_for(self.base_path, self.endpoint_url)))

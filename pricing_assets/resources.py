@@ -53,6 +53,7 @@ class StorageResource(dg.ConfigurableResource):
 
     @property
     def storage_options(self) -> dict:
+        """fsspec options for ``base_path`` (``{}`` locally, the endpoint for ``s3://``)."""
         return storage_options_for(self.base_path, self.endpoint_url)
 
     def path(self, *parts: str) -> str:
@@ -60,12 +61,15 @@ class StorageResource(dg.ConfigurableResource):
         return "/".join([self.base_path.rstrip("/"), *[p.strip("/") for p in parts]])
 
     def batches_dir(self) -> str:
+        """``<base>/batches``: one folder per ingested batch holding its catalog file."""
         return self.path("batches")
 
     def image_store(self) -> str:
+        """``<base>/images``: the content-addressed photo store (``lib.images``)."""
         return self.path("images")
 
     def embedding_cache(self) -> str:
+        """``<base>/embedding_cache``: parquet shards of vectors by content hash, one folder per model."""
         return self.path("embedding_cache")
 
     def models_dir(self) -> str:

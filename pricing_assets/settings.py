@@ -12,6 +12,7 @@
 | ``PRICING_MODEL_CACHE`` | ``~/.cache/pricing_assets`` | local folder for models exported at run time (EfficientNet ONNX) |
 | ``PRICING_INBOX`` | ``$DAGSTER_HOME/inbox`` | folder or ``s3://`` prefix watched by the new-catalog sensor |
 | ``PRICING_GATE_TOLERANCE`` | ``1.0`` | model gate: OOF SMAPE points a retrain may lose against the promoted model and still be promoted |
+| ``PRICING_FUSION_MLP`` | ``0`` | ``1``: train the fusion MLP (``fusion_mlp_model``/``_predictions``) and blend it; opt-in, see docs/experiments.md |
 | ``PRICING_AUTOMATION`` | ``0`` | ``1``: inbox sensor, automation sensor and nightly schedule start *running* by default |
 """
 
@@ -32,6 +33,8 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
 @dataclass(frozen=True)
 class Settings:
+    """The code location's settings (see the module docstring for the variable behind each field)."""
+
     home: str
     storage: str
     s3_endpoint: str | None
@@ -43,6 +46,7 @@ class Settings:
     model_cache: str = ""
     automation_on: bool = False
     gate_tolerance_smape: float = DEFAULT_TOLERANCE_SMAPE
+    fusion_mlp: bool = False
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -62,6 +66,7 @@ def load_settings(env: dict | None = None) -> Settings:
         model_cache=default_model_cache(env),
         automation_on=env.get("PRICING_AUTOMATION", "0").lower() in ("1", "true", "yes"),
         gate_tolerance_smape=float(env.get("PRICING_GATE_TOLERANCE") or DEFAULT_TOLERANCE_SMAPE),
+        fusion_mlp=env.get("PRICING_FUSION_MLP", "0").lower() in ("1", "true", "yes"),
     )
 
 

@@ -82,7 +82,8 @@ def test_lineage(graph):
     assert "feature_matrix" in parents("lightgbm_model")
     assert parents("lightgbm_dist_model") == {"feature_matrix"}
     assert "lightgbm_dist_predictions" in parents("price_blend")
-    assert {"price_blend", "knn_reference", "feature_space", "lightgbm_model", "fusion_mlp_model"} <= parents("serving_model")
+    assert {"price_blend", "knn_reference", "feature_space", "lightgbm_model", "lightgbm_dist_model", "tfidf_ridge_model"} <= parents("serving_model")
+    assert "fusion_mlp_model" not in parents("serving_model")  # opt-in: PRICING_FUSION_MLP=1
     assert {"serving_model", "catalog_items", "product_images", "ocr_text", "embeddings/text/minilm_l6"} <= parents("batch_predictions")
     assert parents("price_predictions") == {"batch_predictions", "products"}
 
@@ -131,11 +132,13 @@ def test_snapshot_diff_names_a_changed_dependency(graph):
     changed automation condition (each named)."""
     base = graph_snapshot(graph)
     changed = json.loads(json.dumps(base))
-    changed["price_predictions"]["deps"] = ["batch_predictions"]  # lost its ``products`` dependency
+    before = base["price_predictions"]["deps"]
+    changed["price_predictions"]["deps"] = [d for d in before if d != "products"]  # lost its ``products`` dependency
     changed["brand_new"] = dict(changed["products"])
     changed["products"]["automation_condition"] = "eager"
     diff = diff_snapshots(base, changed)
-    assert "~ price_predictions.deps: ['batch_predictions', 'products'] -> ['batch_predictions']" in diff
+    assert "products" in before
+    assert f"~ price_predictions.deps: {before!r} -> {changed['price_predictions']['deps']!r}" in diff
     assert "+ asset brand_new" in diff
     assert any(line.startswith("~ products.automation_condition:") for line in diff)
     assert len(diff) == 3, diff
@@ -151,3 +154,15 @@ def test_every_asset_has_kinds_owners_code_version_and_contract_schema(graph):
         if gaps:
             missing[name] = gaps
     assert not missing, missing
+
+
+def test_fusion_mlp_is_opt_in(tmp_path):
+    """Off by default; ``PRICING_FUSION_MLP=1`` adds its two assets, feeds the blend and ``serving_model``."""
+    settings = load_settings({"DAGSTER_HOME": str(tmp_path), "PRICING_FUSION_MLP": "1"})
+    graph = build_defs(settings).resolve_asset_graph()
+
+    def parents(name):
+        return {k.to_user_string() for k in graph.get(dg.AssetKey.from_user_string(name)).parent_keys}
+
+    assert "fusion_mlp_predictions" in parents("price_blend") and "fusion_mlp_model" in parents("serving_model")
+    assert graph.get(dg.AssetKey("fusion_mlp_model")).pools == {"gpu"}

@@ -42,13 +42,17 @@ class CodeLocation:
 
 @lru_cache(maxsize=1)
 def load_code_location() -> CodeLocation:
-    """The asset graph of the code location ``pricing_assets.definitions.defs``.
+    """The asset graph of the code location with every opt-in model on (``PRICING_FUSION_MLP=1``: the
+    README documents the opt-in assets too).
 
     The one place that knows how ``defs`` is obtained; adapt it here if ``definitions.py`` changes.
     """
-    from pricing_assets.definitions import defs
+    from dataclasses import replace
 
-    graph = defs.resolve_asset_graph()
+    from pricing_assets.definitions import build_defs
+    from pricing_assets.settings import load_settings
+
+    graph = build_defs(replace(load_settings(), fusion_mlp=True)).resolve_asset_graph()
     assets = frozenset(k.to_user_string() for k in graph.get_all_asset_keys())
     checks: dict[str, frozenset[str]] = {}
     partition_sets = set()

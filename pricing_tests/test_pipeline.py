@@ -28,6 +28,16 @@ def _meta(instance, key, partition=None):
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
+def _stored_oof_smape(instance, key) -> float:
+    """SMAPE (0-200) recomputed from the stored OOF predictions of ``key`` (its parquet file)."""
+    from pricing_assets.lib.metrics import smape
+
+    path = instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata["path"].value
+    df = pd.read_parquet(path)
+    assert len(df) > 0, key
+    return float(smape(df["price"].to_numpy(), df["pred_price"].to_numpy()))
+
+
 def test_every_asset_is_materialised(instance, defs):
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
@@ -73,13 +83,15 @@ def test_global_assets_report_model_figures(instance, slice_files):
     assert products["unlabeled_rows_left_to_batch_predictions"] == slice_files["n_unlabeled"]
     assert products["retrain_reason"] == "first model" and len(products["labeled_fingerprint"]) == 64
     lgb = _meta(instance, "lightgbm_predictions")
-    assert 0 < lgb["oof_smape"] < 200 and lgb["labeled_rows"] == slice_files["n_labeled"]
+    assert lgb["oof_smape"] == pytest.approx(_stored_oof_smape(instance, "lightgbm_predictions"), abs=1e-3)
+    assert lgb["labeled_rows"] == slice_files["n_labeled"]
     dist = _meta(instance, "lightgbm_dist_predictions")
-    assert 0 < dist["oof_smape"] < 200 and dist["labeled_rows"] == slice_files["n_labeled"]
+    assert dist["oof_smape"] == pytest.approx(_stored_oof_smape(instance, "lightgbm_dist_predictions"), abs=1e-3)
+    assert dist["labeled_rows"] == slice_files["n_labeled"]
     assert dist["unlabeled_rows"] == 0  # unlabeled rows are scored per batch (batch_predictions)
     blend = _meta(instance, "price_blend")
     assert abs(sum(blend["weights"].values()) - 1) < 1e-3  # weights are rounded to 4 decimals in metadata
-    assert set(blend["weights"]) == {"lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"}
+    assert set(blend["weights"]) == {"lightgbm_predictions", "lightgbm_dist_predictions", "tfidf_ridge_predictions"}  # fusion MLP: opt-in
     report = _meta(instance, "evaluation_report")
     assert report["blend_oof_smape"] == pytest.approx(blend["oof_smape"], abs=1e-3)
     assert "data:image/png;base64," in report["pred_vs_actual"]

@@ -18,12 +18,21 @@ from pricing_assets.lib.mlp import MLPConfig
 from pricing_assets.lib.modeling import LGBM_PARAMS
 from pricing_assets.lib.progress import fold_counter
 from pricing_assets.resources import DeviceResource, ModelGateResource, StorageResource
-from pricing_assets.settings import current_registry
+from pricing_assets.settings import current_registry, current_settings
 
 GROUP = "models"
 
 #: Model prediction assets that the blend combines (each a ``ModelPredictions`` frame).
+#: Every model's OOF prediction asset the blend can hold; the fusion MLP is opt-in
+#: (``PRICING_FUSION_MLP=1``, :func:`model_prediction_assets`).
 MODEL_PREDICTION_ASSETS = ["lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions"]
+OPT_IN_PREDICTION_ASSETS = ("fusion_mlp_predictions",)
+
+
+def model_prediction_assets(fusion_mlp: bool) -> list[str]:
+    """The prediction assets the blend and ``serving_model`` read: every default model, plus the fusion
+    MLP's when ``fusion_mlp`` (``Settings.fusion_mlp``)."""
+    return [n for n in MODEL_PREDICTION_ASSETS if n not in OPT_IN_PREDICTION_ASSETS or fusion_mlp]
 
 
 class LightGBMConfig(dg.Config):
@@ -176,8 +185,9 @@ FusionMLPConfig = config_from_dataclass(
 )
 
 
-def build_model_assets(registry: dict) -> list:
-    """``fusion_mlp`` (wired to every enabled embedding asset) and ``tfidf_ridge``."""
+def build_model_assets(registry: dict, fusion_mlp: bool = True) -> list:
+    """``tfidf_ridge``, and ``fusion_mlp`` (wired to every enabled embedding asset) when ``fusion_mlp``."""
+    fusion_mlp_on = fusion_mlp
     from pricing_assets.defs.common import merge_batches
     from pricing_assets.defs.training import _embeddings_in
 
@@ -245,7 +255,7 @@ def build_model_assets(registry: dict) -> list:
         })
         yield from outputs
 
-    return [fusion_mlp, tfidf_ridge]
+    return [fusion_mlp, tfidf_ridge] if fusion_mlp_on else [tfidf_ridge]
 
 
 #: Name of the blocking check on ``price_blend`` that keeps a worse retrain from being promoted.
@@ -304,6 +314,7 @@ def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
 @dg.definitions
 def models_defs() -> dg.Definitions:
     """Every model with its out-of-fold predictions, and the blend (gated by ``model_gate``)."""
+    on = current_settings().fusion_mlp
     return dg.Definitions(
-        assets=[lightgbm_model, lightgbm_dist_model, *build_model_assets(current_registry()), build_blend_asset(MODEL_PREDICTION_ASSETS)]
+        assets=[lightgbm_model, lightgbm_dist_model, *build_model_assets(current_registry(), fusion_mlp=on), build_blend_asset(model_prediction_assets(on))]
     )

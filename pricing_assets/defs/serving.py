@@ -8,10 +8,10 @@ import pandas as pd
 from data_contracts import BatchPredictions, PricePredictions
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
-from pricing_assets.defs.models import MODEL_PREDICTION_ASSETS
+from pricing_assets.defs.models import model_prediction_assets
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import DeviceResource, StorageResource
-from pricing_assets.settings import current_registry
+from pricing_assets.settings import current_registry, current_settings
 
 GROUP = "serving"
 #: The batch-partitioned scoring asset's group (partitioned and unpartitioned assets never share a run).
@@ -24,7 +24,7 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
     (contract and ``model_gate``), and building it *promotes* that blend: it becomes the champion the
     next retrain is compared with, and every batch is re-scored with it."""
     specs = [s for s in registry.values() if s.enabled]
-    model_assets = ["tfidf_ridge_model", "lightgbm_model", "lightgbm_dist_model", "fusion_mlp_model"]
+    model_assets = [n.removesuffix("_predictions") + "_model" for n in prediction_assets]
 
     @dg.asset(
         group_name=GROUP,
@@ -41,7 +41,7 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
     )
     def serving_model(context: dg.AssetExecutionContext, storage: StorageResource, products: pd.DataFrame, knn_reference, feature_space, price_blend: pd.DataFrame, **kwargs):
         """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
-        ``products``: kNN reference, feature space, the four models and the blend weights (fitted again
+        ``products``: kNN reference, feature space, the blended models and the blend weights (fitted again
         on the same OOF predictions as ``price_blend``: same weights)."""
         from pricing_assets.instance_state import latest_metadata_value
         from pricing_assets.lib.metrics import smape
@@ -69,7 +69,7 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
             tfidf_ridge=kwargs["tfidf_ridge_model"],
             lightgbm=kwargs["lightgbm_model"],
             lightgbm_dist=kwargs["lightgbm_dist_model"],
-            fusion_mlp=kwargs["fusion_mlp_model"],
+            fusion_mlp=kwargs.get("fusion_mlp_model"),  # None unless PRICING_FUSION_MLP=1
             blend={n.removesuffix("_predictions"): float(x) for n, x in zip(names, w)},
             oof_smape={
                 **{n.removesuffix("_predictions"): round(smape(base.loc[lab, "price"], mats[lab, i]), 3) for i, n in enumerate(names)},
@@ -133,7 +133,6 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
         _contract = enforce_contract(scored, BatchPredictions, "batch_predictions")  # before storing
         seconds = t()
         yield dg.Output(scored, metadata={
-            "dagster/row_count": len(scored),
             "model_version": serving_model.version,
             "labeled_rows_in_batch": int(catalog_items["price"].notna().sum()),
             "median_price_usd": round(float(scored["price"].median()), 2) if len(scored) else 0.0,
@@ -167,7 +166,6 @@ def price_predictions(context: dg.AssetExecutionContext, batch_predictions, prod
     versions = out["model_version"].value_counts()
     _contract = enforce_contract(out, PricePredictions, "price_predictions")  # before storing: a violation raises, nothing is written
     yield dg.Output(out, metadata={
-        "dagster/row_count": len(out),
         "rows": len(out),
         "model_versions": dg.MetadataValue.json({str(k): int(v) for k, v in versions.items()}),
         "model_version": str(versions.index[0]) if len(versions) == 1 else "mixed",
@@ -215,12 +213,12 @@ def build_evaluation_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
 @dg.definitions
 def serving_defs() -> dg.Definitions:
     """The promoted serving model, each batch's scores, the published prices and the evaluation report."""
-    registry = current_registry()
+    registry, predictions = current_registry(), model_prediction_assets(current_settings().fusion_mlp)
     return dg.Definitions(
         assets=[
-            build_serving_model_asset(registry, MODEL_PREDICTION_ASSETS),
+            build_serving_model_asset(registry, predictions),
             build_batch_predictions_asset(registry),
             price_predictions,
-            build_evaluation_asset(MODEL_PREDICTION_ASSETS),
+            build_evaluation_asset(predictions),
         ]
     )

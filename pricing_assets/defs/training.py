@@ -97,7 +97,6 @@ def products(
         out,
         output_name="products",
         metadata={
-            "dagster/row_count": len(out),
             "rows": len(out),
             "labeled_rows": len(out),
             "unlabeled_rows_left_to_batch_predictions": n_unlabeled,
@@ -261,7 +260,6 @@ def build_training_assets(registry: dict) -> list:
             fm,
             output_name="feature_matrix",
             metadata={
-                "dagster/row_count": len(fm),
                 "rows": len(fm),
                 "labeled_rows": int((fm["fold"] >= 0).sum()),
                 "features": fm.shape[1] - 3,

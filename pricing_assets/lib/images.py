@@ -69,7 +69,6 @@ import posixpath
 import socket
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -82,6 +81,8 @@ import httpx
 import pandas as pd
 import tenacity
 from PIL import Image, ImageOps
+
+from pricing_assets.lib.atomic_write import write_bytes_atomic
 
 #: Every value ``fetch_images`` writes to the ``status`` column.
 STATUSES = (
@@ -437,11 +438,7 @@ class _Store:
     def put(self, key: str, data: bytes) -> None:
         path = self.path(key)
         if self.local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)  # atomic: readers never see half a file
+            write_bytes_atomic(path, data)  # readers never see half a file
         else:
             self.fs.pipe_file(path, data)
 

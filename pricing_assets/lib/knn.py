@@ -331,6 +331,7 @@ class KnnReference:
 
     @property
     def n(self) -> int:
+        """Number of labeled reference products."""
         return len(self.log_price)
 
 

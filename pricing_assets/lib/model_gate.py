@@ -20,6 +20,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 
+from pricing_assets.lib.atomic_write import write_bytes_atomic
 from pricing_assets.lib.metrics import smape
 
 #: Default tolerance in SMAPE points (0-200 scale) before a retrain counts as a regression.
@@ -128,15 +129,11 @@ def read_champion(path: str, storage_options: dict | None = None) -> pd.DataFram
 def write_champion(blend: pd.DataFrame, path: str, storage_options: dict | None = None) -> None:
     """Store ``blend`` (its ``sample_id, fold, price, pred_price`` columns) as the champion at ``path``.
 
-    fsspec's transaction writes to a temporary name and moves it into place on commit, so a reader
-    never sees half a file.
+    Written with ``lib.atomic_write.write_bytes_atomic``, so a reader never sees half a file.
 
     Raises:
         KeyError: if a column is missing; OSError: on a storage fault.
     """
     buf = io.BytesIO()
     blend[_COLUMNS].to_parquet(buf, index=False)
-    fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
-    with fs.transaction, fs.open(p, "wb") as fh:
-        fh.write(buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue(), storage_options)

@@ -90,7 +90,9 @@ class OcrBackend(Protocol):
 
     name: str
 
-    def read(self, image: Image.Image) -> list[tuple[str, float]]: ...
+    def read(self, image: Image.Image) -> list[tuple[str, float]]:
+        """Text lines of ``image`` (RGB PIL image) in reading order, each ``(text, confidence 0-1)``."""
+        ...
 
 
 def _clip01(x: Any) -> float:
