@@ -13,7 +13,7 @@ Inputs come from a materialised Dagster instance (``products``, ``feature_matrix
 assets): the script ingests the bundled labeled + unlabeled sample and runs ``pricing materialize``
 into ``$DAGSTER_HOME`` when ``feature_matrix`` is missing there. Every model below is then trained
 here by the same pure functions the assets call, on the folds stored in ``products.fold``
-(``lib.modeling.assign_folds``: grouped by image link, 5 folds, seed 42):
+(``lib.cross_validation.assign_folds``: grouped by image link, 5 folds, seed 42):
 
 - median price (of the training folds);
 - TF-IDF + ridge on the raw ``catalog_content`` (word 1-2-grams, alpha 1: the issue's baseline);
@@ -93,8 +93,8 @@ def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.nda
     """How rows without a price should be predicted: each fold in turn plays the unlabeled rows; a
     K-1-fold CV on the other rows gives (a) its fold boosters' average and (b) a refit on all of them
     (``refit_lightgbm``, rounds from the CV). Prints SMAPE on the held-out rows per fold and overall."""
+    from pricing_assets.lib.lightgbm_regression import predict_lightgbm, refit_lightgbm, train_lightgbm_cv
     from pricing_assets.lib.metrics import smape
-    from pricing_assets.lib.modeling import predict_lightgbm, refit_lightgbm, train_lightgbm_cv
 
     for seed in (42, 7):
         avg, refit = np.zeros(len(y)), np.zeros(len(y))
@@ -116,7 +116,7 @@ def load_all_products():
     from pricing_assets import cli
     from pricing_assets.definitions import defs
     from pricing_assets.defs.embeddings import embedding_key
-    from pricing_assets.lib.embeddings import load_registry
+    from pricing_assets.lib.embedding_registry import load_registry
     from pricing_assets.lib.training_data import embedding_matrix
     from pricing_assets.partitions import CATALOG_BATCHES
 
@@ -151,7 +151,8 @@ def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tu
     """
     from pricing_assets.defs.training import FeatureMatrixConfig, KnnConfig
     from pricing_assets.lib.knn import build_knn_features
-    from pricing_assets.lib.modeling import predictions_frame, product_text, tfidf_ridge_every_row
+    from pricing_assets.lib.model_predictions import predictions_frame
+    from pricing_assets.lib.tfidf_ridge import product_text, tfidf_ridge_every_row
     from pricing_assets.lib.training_data import build_feature_matrix
     from pricing_assets.resources import CrossValidationResource
 
@@ -168,7 +169,7 @@ def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tu
 def cross_fitted_blend(mats: np.ndarray, price: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """(n,) blended prices (USD), each fold's rows blended with weights fitted on the other folds' OOF
     predictions ``mats`` (n, m) USD."""
-    from pricing_assets.lib.modeling import apply_blend, fit_blend_weights
+    from pricing_assets.lib.blend import apply_blend, fit_blend_weights
 
     out = np.zeros(len(price))
     for k in np.unique(folds):
@@ -197,8 +198,8 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
         blend, and the blend's gap to the baseline (SMAPE points).
     """
     from pricing_assets.lib.distributional import train_lightgbm_dist_cv
+    from pricing_assets.lib.lightgbm_regression import model_input, train_lightgbm_cv
     from pricing_assets.lib.metrics import smape
-    from pricing_assets.lib.modeling import model_input, train_lightgbm_cv
 
     products, bf, embs = load_all_products()
     labeled = products["is_labeled"].to_numpy()
@@ -246,9 +247,10 @@ def serving_check(num_threads: int = 1) -> pd.DataFrame:
     Returns:
         one row per fold and a mean row: SMAPE of LightGBM / dist / blend, served vs OOF.
     """
+    from pricing_assets.lib.blend import apply_blend, fit_blend_weights
     from pricing_assets.lib.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
+    from pricing_assets.lib.lightgbm_regression import model_input, predict_lightgbm, refit_lightgbm, train_lightgbm_cv
     from pricing_assets.lib.metrics import smape
-    from pricing_assets.lib.modeling import apply_blend, fit_blend_weights, model_input, predict_lightgbm, refit_lightgbm, train_lightgbm_cv
 
     products, bf, embs = load_all_products()
     labeled = products["is_labeled"].to_numpy()
@@ -313,9 +315,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
 
+    from pricing_assets.lib.blend import apply_blend, fit_blend_weights
+    from pricing_assets.lib.lightgbm_regression import model_input, train_lightgbm_cv
     from pricing_assets.lib.metrics import smape
     from pricing_assets.lib.mlp import MLPConfig, MLPInputs, tabular_matrix, train_mlp_cv
-    from pricing_assets.lib.modeling import apply_blend, fit_blend_weights, model_input, product_text, train_lightgbm_cv, train_tfidf_ridge_cv
+    from pricing_assets.lib.tfidf_ridge import product_text, train_tfidf_ridge_cv
 
     _materialise_if_missing()
     if args.learning_curve:

@@ -9,9 +9,9 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from pricing_assets.lib.cross_validation import DEFAULT_N_FOLDS, DEFAULT_SEED
 from pricing_assets.lib.images import FetchConfig
 from pricing_assets.lib.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
-from pricing_assets.lib.modeling import DEFAULT_N_FOLDS, DEFAULT_SEED
 
 
 def default_home() -> str:
@@ -37,9 +37,9 @@ class DeviceResource(dg.ConfigurableResource):
 
         Raises:
             ValueError: ``cuda`` is requested but no GPU is visible, or the value is not
-                cpu / cuda / cuda:N / auto (``lib.embeddings.resolve_device``).
+                cpu / cuda / cuda:N / auto (``lib.encoders.resolve_device``).
         """
-        from pricing_assets.lib.embeddings import resolve_device  # lazy: keeps code-location load fast
+        from pricing_assets.lib.encoders import resolve_device  # lazy: keeps code-location load fast
 
         return resolve_device(self.device)
 
@@ -78,8 +78,8 @@ class StorageResource(dg.ConfigurableResource):
 
     def local_model_cache(self) -> str:
         """Local folder for models exported at run time: ``model_cache_dir``, else
-        ``lib.embeddings.default_model_cache()`` (``$PRICING_MODEL_CACHE`` or ``~/.cache/pricing_assets``)."""
-        from pricing_assets.lib.embeddings import default_model_cache
+        ``lib.encoders.default_model_cache()`` (``$PRICING_MODEL_CACHE`` or ``~/.cache/pricing_assets``)."""
+        from pricing_assets.lib.encoders import default_model_cache
 
         return self.model_cache_dir or default_model_cache()
 

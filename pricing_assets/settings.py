@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from pricing_assets.lib.embeddings import default_model_cache
+from pricing_assets.lib.encoders import default_model_cache
 from pricing_assets.lib.model_gate import DEFAULT_TOLERANCE_SMAPE
 from pricing_assets.resources import default_home
 
@@ -84,7 +84,7 @@ def current_settings() -> Settings:
 def current_registry() -> dict:
     """The embedding registry the ``defs/`` modules build with: an :func:`overrides` value, else
     ``pricing_assets/embedding_models.toml`` (``{name: EmbeddingModelSpec}``)."""
-    from pricing_assets.lib.embeddings import load_registry
+    from pricing_assets.lib.embedding_registry import load_registry
 
     registry = _REGISTRY.get()
     return registry if registry is not None else load_registry()

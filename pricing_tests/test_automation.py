@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from pricing_assets.definitions import build_defs
-from pricing_assets.lib.embeddings import load_registry
+from pricing_assets.lib.embedding_registry import load_registry
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.settings import load_settings
 

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from pricing_assets.definitions import build_defs
-from pricing_assets.lib.embeddings import load_registry
+from pricing_assets.lib.embedding_registry import load_registry
 from pricing_assets.settings import load_settings
 from pricing_tests.asset_snapshot import SNAPSHOT, UPDATE_ENV, diff_snapshots, graph_snapshot, write_snapshot
 

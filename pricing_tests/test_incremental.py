@@ -15,7 +15,7 @@ import pytest
 
 from pricing_assets.automation import PER_ROW_GROUPS
 from pricing_assets.definitions import build_defs
-from pricing_assets.lib.embeddings import load_registry
+from pricing_assets.lib.embedding_registry import load_registry
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import ImageFetchResource, OcrResource
 from pricing_assets.settings import load_settings

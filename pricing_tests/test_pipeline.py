@@ -118,7 +118,7 @@ def test_stored_outputs_line_up(instance, defs, slice_files):
     index = defs.load_asset_value("product_index", instance=instance)
     assert index.ntotal == slice_files["n_labeled"] and index.d == 384
     # lightgbm_model is the refit on all labeled rows (3 seed bags, every tree used)
-    from pricing_assets.lib.modeling import REFIT_ROUNDS_FACTOR
+    from pricing_assets.lib.lightgbm_regression import REFIT_ROUNDS_FACTOR
 
     boosters = defs.load_asset_value("lightgbm_model", instance=instance)
     meta = _meta(instance, "lightgbm_model")

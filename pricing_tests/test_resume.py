@@ -6,7 +6,7 @@ local storage with the test; the child slows itself down after each stored chunk
 between chunks 2 and 5 of 5. Real catalog rows go through the real assets, cache and IO managers; only
 the model is a stub (:class:`HashEncoder`, deterministic vectors from sha256 of the text) so the test
 does not spend its time importing torch and loading weights twice on a shared 2-core machine. The
-real encoders are tested in ``pricing_tests/lib/test_embeddings.py``; resume and determinism do not
+real encoders are tested in ``pricing_tests/lib/test_encoders.py``; resume and determinism do not
 depend on which encoder produced the vectors (the cache stores float32 vectors keyed by content hash).
 """
 
@@ -38,7 +38,7 @@ def build(root: Path):
     from pricing_assets.defs import images, ingest
     from pricing_assets.defs.embeddings import build_text_embedding_asset
     from pricing_assets.defs.resources import build_resources
-    from pricing_assets.lib.embeddings import load_registry
+    from pricing_assets.lib.embedding_registry import load_registry
     from pricing_assets.resources import ImageFetchResource, OcrResource
     from pricing_assets.settings import Settings
 
@@ -60,7 +60,7 @@ def build(root: Path):
 
 
 def _hash_encoder_class():
-    from pricing_assets.lib.embeddings import Encoder
+    from pricing_assets.lib.encoders import Encoder
 
     class HashEncoder(Encoder):
         """Stub text encoder: (b, dim) float32 from sha256(text) bytes (the base class L2-normalises)."""
@@ -80,12 +80,14 @@ def _hash_encoder_class():
 def small_chunks(monkeypatch_target, pause_s: float = 0.0) -> None:
     """Make the embedding asset store chunks of ``CHUNK`` rows (the asset uses the default 256),
     optionally sleeping ``pause_s`` after each stored chunk; encode with the stub encoder."""
-    import pricing_assets.lib.embeddings as emb
+    import pricing_assets.lib.embedding_cache as cache
+    import pricing_assets.lib.encoders as encoders
 
+    # patched where the embedding assets look them up at run time (their lazy imports)
     encoder_cls = _hash_encoder_class()
-    monkeypatch_target(emb, "load_encoder", lambda spec, device="cpu", cache_dir=None, **kw: encoder_cls(spec, device))
+    monkeypatch_target(encoders, "load_encoder", lambda spec, device="cpu", cache_dir=None, **kw: encoder_cls(spec, device))
 
-    real = emb.embed_with_cache
+    real = cache.embed_with_cache
 
     def chunked(encoder, keys, load_inputs, cache_dir, chunk_size=256, progress=None, **kw):
         def slow_progress(done, total):
@@ -96,7 +98,7 @@ def small_chunks(monkeypatch_target, pause_s: float = 0.0) -> None:
 
         return real(encoder, keys, load_inputs, cache_dir, chunk_size=CHUNK, progress=slow_progress, **kw)
 
-    monkeypatch_target(emb, "embed_with_cache", chunked)
+    monkeypatch_target(cache, "embed_with_cache", chunked)
 
 
 def all_keys(assets) -> list:

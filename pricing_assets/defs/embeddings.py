@@ -82,7 +82,9 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
     def _text_embeddings(
         context: dg.AssetExecutionContext, catalog_items: pd.DataFrame, ocr_text: pd.DataFrame, device: DeviceResource, storage: StorageResource
     ):
-        from pricing_assets.lib.embeddings import embed_with_cache, load_encoder, text_for_embedding
+        from pricing_assets.lib.embedding_cache import embed_with_cache
+        from pricing_assets.lib.embedding_text import text_for_embedding
+        from pricing_assets.lib.encoders import load_encoder
 
         ocr = ocr_text.set_index("sample_id")["ocr_text"].reindex(catalog_items["sample_id"]).fillna("").to_numpy()
         texts = [
@@ -124,7 +126,8 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
         {"python", "onnx"},
     )
     def _image_embeddings(context: dg.AssetExecutionContext, product_images: pd.DataFrame, device: DeviceResource, storage: StorageResource):
-        from pricing_assets.lib.embeddings import embed_with_cache, load_encoder
+        from pricing_assets.lib.embedding_cache import embed_with_cache
+        from pricing_assets.lib.encoders import load_encoder
         from pricing_assets.lib.images import open_image_rgb
 
         ok = product_images[product_images["status"] == "ok"].reset_index(drop=True)

@@ -13,9 +13,9 @@ from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.configs import config_from_dataclass
 from pricing_assets.defs.common import preview
 from pricing_assets.lib.distributional import DIST_PARAMS, N_BINS
+from pricing_assets.lib.lightgbm_regression import LGBM_PARAMS
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.mlp import MLPConfig
-from pricing_assets.lib.modeling import LGBM_PARAMS
 from pricing_assets.lib.progress import fold_counter
 from pricing_assets.resources import DeviceResource, ModelGateResource, StorageResource
 from pricing_assets.settings import current_registry, current_settings
@@ -45,7 +45,7 @@ class LightGBMConfig(dg.Config):
     num_boost_round: int = 3000
     early_stopping_rounds: int = 150
     seed: int = 42
-    n_bags: int = 3  # seed bagging: boosters per fold in the CV, and refit boosters (lib.modeling)
+    n_bags: int = 3  # seed bagging: boosters per fold in the CV, and refit boosters (lib.lightgbm_regression)
 
 
 def _oof_metadata(preds: pd.DataFrame) -> dict:
@@ -89,7 +89,7 @@ def _model_multi_asset(name: str, model_io_manager: str, model_description: str,
 def _tabular_training_inputs(feature_matrix: pd.DataFrame):
     """What the LightGBM assets train on: (labeled-row mask (n,) bool, features ``X`` of all n rows,
     ``log1p(price)`` (n_labeled,) float64, folds (n_labeled,) int, categorical column names or None)."""
-    from pricing_assets.lib.modeling import model_input
+    from pricing_assets.lib.lightgbm_regression import model_input
 
     lab = (feature_matrix["fold"] >= 0).to_numpy()
     X = model_input(feature_matrix)
@@ -106,7 +106,8 @@ def _tabular_training_inputs(feature_matrix: pd.DataFrame):
 def lightgbm_model(context: dg.AssetExecutionContext, config: LightGBMConfig, feature_matrix: pd.DataFrame):
     """K-fold LightGBM regression of log price over all labeled rows of all batches (OOF SMAPE in
     metadata, boosting rounds), then the final boosters refit on all labeled rows for the unlabeled ones."""
-    from pricing_assets.lib.modeling import predict_lightgbm, predictions_frame, refit_lightgbm, train_lightgbm_cv
+    from pricing_assets.lib.lightgbm_regression import predict_lightgbm, refit_lightgbm, train_lightgbm_cv
+    from pricing_assets.lib.model_predictions import predictions_frame
 
     lab, X, y, folds, categorical = _tabular_training_inputs(feature_matrix)
     params = {k: getattr(config, k) for k in ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction")}
@@ -156,7 +157,7 @@ def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistC
     """K-fold multiclass LightGBM over quantile price bins; each row's prediction is the price with the
     least expected SMAPE under its predicted bin probabilities (``lib.distributional``)."""
     from pricing_assets.lib.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
-    from pricing_assets.lib.modeling import predictions_frame
+    from pricing_assets.lib.model_predictions import predictions_frame
 
     lab, X, y, folds, categorical = _tabular_training_inputs(feature_matrix)
     cv = train_lightgbm_dist_cv(
@@ -204,7 +205,7 @@ def build_model_assets(registry: dict, fusion_mlp: bool = True) -> list:
     def fusion_mlp(context: dg.AssetExecutionContext, config: FusionMLPConfig, device: DeviceResource, feature_matrix: pd.DataFrame, **kwargs):
         """K-fold fusion MLP on ``log1p(price)``, same folds as LightGBM; OOF SMAPE in metadata."""
         from pricing_assets.lib.mlp import MLPInputs, TabularTransform, predict_mlp, train_mlp_cv
-        from pricing_assets.lib.modeling import predictions_frame
+        from pricing_assets.lib.model_predictions import predictions_frame
         from pricing_assets.lib.serving import mlp_branches, mlp_tab_exclude
         from pricing_assets.lib.training_data import embedding_matrix
 
@@ -241,7 +242,8 @@ def build_model_assets(registry: dict, fusion_mlp: bool = True) -> list:
     def tfidf_ridge(context: dg.AssetExecutionContext, products: pd.DataFrame):
         """K-fold TF-IDF (word 1-2 + char 2-5 grams) + ridge on ``log1p(price)`` over the catalog text,
         same folds as LightGBM; a cheap, strong text model for the blend."""
-        from pricing_assets.lib.modeling import TFIDF_RIDGE_PARAMS, predictions_frame, product_text, tfidf_ridge_every_row
+        from pricing_assets.lib.model_predictions import predictions_frame
+        from pricing_assets.lib.tfidf_ridge import TFIDF_RIDGE_PARAMS, product_text, tfidf_ridge_every_row
 
         base = products.reset_index(drop=True)
         lab = (base["fold"] >= 0).to_numpy()
@@ -281,8 +283,8 @@ def build_blend_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
     )
     def price_blend(context: dg.AssetExecutionContext, storage: StorageResource, model_gate: ModelGateResource, **preds):
         """Blend of the model predictions (weighted geometric mean, weights fitted on OOF SMAPE)."""
+        from pricing_assets.lib.blend import align_predictions, apply_blend, fit_blend_weights
         from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion
-        from pricing_assets.lib.modeling import align_predictions, apply_blend, fit_blend_weights
 
         names = sorted(preds)
         base, mats = align_predictions(preds)

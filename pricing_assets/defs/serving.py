@@ -44,9 +44,9 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
         ``products``: kNN reference, feature space, the blended models and the blend weights (fitted again
         on the same OOF predictions as ``price_blend``: same weights)."""
         from pricing_assets.instance_state import latest_metadata_value
+        from pricing_assets.lib.blend import align_predictions, fit_blend_weights
         from pricing_assets.lib.metrics import smape
         from pricing_assets.lib.model_gate import champion_path, write_champion
-        from pricing_assets.lib.modeling import align_predictions, fit_blend_weights
         from pricing_assets.lib.serving import ServingModel, model_version, now_utc
 
         names = sorted(prediction_assets)

@@ -60,7 +60,7 @@ def products(
     labeled rows (same ``labeled_fingerprint``) nothing is stored and nothing downstream re-runs, so an
     unlabeled batch costs no retrain (``ProductsConfig.retrain_unchanged`` forces one; the nightly
     schedule sets it). A batch missing one of its per-row assets (its run failed) is left out and listed."""
-    from pricing_assets.lib.modeling import assign_folds
+    from pricing_assets.lib.cross_validation import assign_folds
     from pricing_assets.lib.serving import labeled_fingerprint
 
     with stopwatch() as t:

@@ -17,8 +17,9 @@ import time
 import numpy as np
 import pandas as pd
 
+from pricing_assets.lib.cross_validation import CvResult, inner_split
+from pricing_assets.lib.lightgbm_regression import LGBM_PARAMS
 from pricing_assets.lib.metrics import smape
-from pricing_assets.lib.modeling import LGBM_PARAMS, CvResult, inner_split
 
 #: Multiclass LightGBM settings. Chosen on the 5 grouped folds of the sample (OOF SMAPE of the
 #: decision alone): 20 bins 55.6, 10 bins 55.8, 30 bins 56.0; lr 0.05 vs 0.02 equal within 0.1;
@@ -129,7 +130,7 @@ def train_lightgbm_dist_cv(
     depends on its own price.
 
     Args:
-        X: (n, p) features (``lib.modeling.model_input``).
+        X: (n, p) features (``lib.lightgbm_regression.model_input``).
         y_log1p: (n,) float64 ``log1p(price USD)`` (the pipeline's target convention).
         folds: (n,) int fold ids (>= 2 distinct).
         params: overrides of :data:`DIST_PARAMS`.
@@ -142,7 +143,7 @@ def train_lightgbm_dist_cv(
         log: optional ``callable(str)``.
 
     Returns:
-        :class:`~pricing_assets.lib.modeling.CvResult`: ``oof_log`` in ``log1p(price)``; ``models``
+        :class:`~pricing_assets.lib.cross_validation.CvResult`: ``oof_log`` in ``log1p(price)``; ``models``
         are dicts ``{"booster", "bin_log_prices"}`` (picklable) for :func:`predict_lightgbm_dist`.
 
     Raises:

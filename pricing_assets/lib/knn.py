@@ -360,7 +360,7 @@ def _transform(vectorizer, texts: pd.Series):
 
 
 def _view_texts(items: pd.DataFrame) -> dict[str, pd.Series]:
-    from pricing_assets.lib.modeling import product_text
+    from pricing_assets.lib.tfidf_ridge import product_text
 
     names = items["item_name"].fillna("").astype(str).reset_index(drop=True)
     return {"tfidf": product_text(items), "title_char": names, "title_word": names}
@@ -516,7 +516,7 @@ def build_knn_features(
 
     Args:
         products: n rows with ``sample_id``, ``price`` (USD, NaN for unlabeled), ``fold`` (-1 for
-            unlabeled), ``item_name`` and the columns :func:`~pricing_assets.lib.modeling.product_text` reads.
+            unlabeled), ``item_name`` and the columns :func:`~pricing_assets.lib.tfidf_ridge.product_text` reads.
         brand_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (any order;
             aligned by ``sample_id``).
         embeddings: ``(name, modality, vectors, has)`` per embedding model, aligned to ``products``:

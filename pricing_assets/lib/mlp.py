@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from pricing_assets.lib.cross_validation import CvResult, inner_split
 from pricing_assets.lib.metrics import smape
-from pricing_assets.lib.modeling import CvResult, inner_split
 
 
 @dataclass(frozen=True)
@@ -350,7 +350,7 @@ def train_mlp_cv(inputs: MLPInputs, y_log: np.ndarray, folds: np.ndarray, config
         log: optional ``callable(str)`` for progress lines.
 
     Returns:
-        :class:`~pricing_assets.lib.modeling.CvResult` whose ``models`` are dicts
+        :class:`~pricing_assets.lib.cross_validation.CvResult` whose ``models`` are dicts
         ``{"state_dict", "dims": (d_text, d_image, d_tab), "config": dict, "tab_columns"}``
         (tensors on CPU, picklable), ``best_iterations`` the best epochs.
 

@@ -100,7 +100,7 @@ def mlp_branches(embeddings: list[tuple[str, str, np.ndarray, np.ndarray]]) -> t
 
 
 def to_price(log1p_price: np.ndarray) -> np.ndarray:
-    """``log1p`` predictions -> USD, clipped to >= 0.01 (as ``lib.modeling.predictions_frame``)."""
+    """``log1p`` predictions -> USD, clipped to >= 0.01 (as ``lib.model_predictions.predictions_frame``)."""
     return np.clip(np.expm1(np.asarray(log1p_price, dtype=np.float64)), 0.01, None)
 
 
@@ -130,9 +130,11 @@ def score_new_rows(
     Raises:
         ValueError: when an embedding model of ``model`` is missing or the feature set differs.
     """
+    from pricing_assets.lib.blend import apply_blend
     from pricing_assets.lib.distributional import predict_lightgbm_dist
     from pricing_assets.lib.knn import knn_features_for_new_rows
-    from pricing_assets.lib.modeling import apply_blend, model_input, predict_lightgbm, predict_tfidf_ridge, product_text
+    from pricing_assets.lib.lightgbm_regression import model_input, predict_lightgbm
+    from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge, product_text
     from pricing_assets.lib.training_data import feature_rows_for_new_items
 
     items = items.reset_index(drop=True)

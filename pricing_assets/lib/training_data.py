@@ -102,7 +102,7 @@ class FeatureSpace:
     Attributes:
         target_encoding: key name (``brand``, ``category``) -> (mapping key -> encoded log1p price, prior).
         pca: embedding model name -> (fitted PCA or None, n_components).
-        title_ridge: fold pipelines of the title TF-IDF ridge (:func:`~pricing_assets.lib.modeling.predict_tfidf_ridge`).
+        title_ridge: fold pipelines of the title TF-IDF ridge (:func:`~pricing_assets.lib.tfidf_ridge.predict_tfidf_ridge`).
         columns: the ``feature_matrix`` columns in order (``sample_id``, ``fold``, ``price`` first).
     """
 
@@ -149,7 +149,7 @@ def build_feature_matrix_and_space(
     """The model input ``feature_matrix``: engineered features, OOF target encodings, kNN features,
     two stacked OOF TF-IDF ridges, image/OCR facts and (optionally) embedding PCA, one row per product.
 
-    The title-only ridge (:func:`~pricing_assets.lib.modeling.tfidf_ridge_every_row` on ``item_name``)
+    The title-only ridge (:func:`~pricing_assets.lib.tfidf_ridge.tfidf_ridge_every_row` on ``item_name``)
     is computed here; the full-text one comes in as ``ridge_predictions``. Both are out-of-fold for labeled
     rows, like the kNN features and target encodings, so no row's features saw its own price.
 
@@ -176,7 +176,7 @@ def build_feature_matrix_and_space(
         ValueError: when ``ridge_predictions`` lacks a product's sample_id (names the first five).
     """
     from pricing_assets.lib.features import fit_target_encoding
-    from pricing_assets.lib.modeling import tfidf_ridge_every_row
+    from pricing_assets.lib.tfidf_ridge import tfidf_ridge_every_row
 
     items = products.reset_index(drop=True)
     base = items[["sample_id", "fold", "price"]]
@@ -233,7 +233,7 @@ def feature_rows_for_new_items(
         ValueError: when the rows built lack a column of ``space.columns`` (a changed feature set).
     """
     from pricing_assets.lib.features import apply_target_encoding
-    from pricing_assets.lib.modeling import predict_tfidf_ridge
+    from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge
 
     items = items.reset_index(drop=True)
     base = pd.DataFrame({"sample_id": items["sample_id"].astype(str).to_numpy(), "fold": -1, "price": np.nan})

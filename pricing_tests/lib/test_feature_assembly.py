@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from pricing_assets.lib.catalog import parse_catalog
+from pricing_assets.lib.cross_validation import assign_folds
 from pricing_assets.lib.features import NUMERIC_FEATURES, build_brand_features
 from pricing_assets.lib.knn import build_knn_features
-from pricing_assets.lib.modeling import assign_folds, predictions_frame, product_text, tfidf_ridge_every_row
+from pricing_assets.lib.model_predictions import predictions_frame
+from pricing_assets.lib.tfidf_ridge import product_text, tfidf_ridge_every_row
 from pricing_assets.lib.training_data import build_feature_matrix
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_pricing_sample.csv"

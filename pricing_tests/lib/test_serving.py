@@ -5,21 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pricing_assets.lib.blend import apply_blend
 from pricing_assets.lib.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
 from pricing_assets.lib.knn import build_knn_features, fit_knn_reference, knn_features_for_new_rows
+from pricing_assets.lib.lightgbm_regression import model_input, predict_lightgbm, refit_lightgbm, train_lightgbm_cv
 from pricing_assets.lib.mlp import MLPConfig, MLPInputs, TabularTransform, predict_mlp, tabular_matrix, train_mlp_cv
-from pricing_assets.lib.modeling import (
-    apply_blend,
-    model_input,
-    predict_lightgbm,
-    predict_tfidf_ridge,
-    predictions_frame,
-    product_text,
-    refit_lightgbm,
-    tfidf_ridge_every_row,
-    train_lightgbm_cv,
-)
+from pricing_assets.lib.model_predictions import predictions_frame
 from pricing_assets.lib.serving import ServingModel, labeled_fingerprint, mlp_branches, mlp_tab_exclude, model_version, score_new_rows, to_price
+from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge, product_text, tfidf_ridge_every_row
 from pricing_assets.lib.training_data import build_feature_matrix_and_space, feature_rows_for_new_items
 from pricing_tests.lib.test_feature_assembly import N_UNLABELED, inputs  # noqa: F401 (fixture)
 

@@ -16,7 +16,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_prici
 def real():
     """First 600 real labeled rows: brand-ish key = first word of the item name, 5 folds."""
     from pricing_assets.lib.catalog import parse_catalog_content
-    from pricing_assets.lib.modeling import assign_folds
+    from pricing_assets.lib.cross_validation import assign_folds
 
     df = pd.read_csv(SAMPLE, dtype={"sample_id": str}, nrows=600)
     names = df["catalog_content"].map(lambda t: parse_catalog_content(t)["item_name"])
