@@ -111,6 +111,7 @@ class Encoder:
 
     @property
     def use_fp16(self) -> bool:
+        """True when the model runs in float16: the registry entry allows it and the device is CUDA."""
         return self.spec.fp16_on_cuda and self.device.startswith("cuda")
 
     def _check_inputs(self, inputs: list) -> list:
