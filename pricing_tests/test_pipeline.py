@@ -146,19 +146,6 @@ def test_second_run_embeds_nothing(instance, defs):
         assert m["computed"] == 0 and m["cached"] >= 1, (key, m)
 
 
-def test_complete_batches_keeps_batches_present_in_every_input():
-    from pricing_assets.defs.common import complete_batches
-
-    frames = {
-        "items": pd.DataFrame({"sample_id": ["1", "2", "3"], "batch": ["a", "b", "c"]}),
-        "images": pd.DataFrame({"sample_id": ["1", "2"], "batch": ["a", "b"]}),
-        "ocr": pd.DataFrame({"sample_id": ["1", "3"], "batch": ["a", "c"]}),
-    }
-    kept, skipped = complete_batches(frames)
-    assert skipped == ["b", "c"]
-    assert {n: f["sample_id"].tolist() for n, f in kept.items()} == {"items": ["1"], "images": ["1"], "ocr": ["1"]}
-
-
 def test_a_failed_batch_does_not_block_the_global_assets(instance, defs, tmp_path, slice_files, materialized_home, monkeypatch):
     """Run last: registers a batch whose file breaks the catalog contract, then rebuilds products."""
     from pricing_assets import cli

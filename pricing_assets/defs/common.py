@@ -12,7 +12,7 @@ from pricing_assets.partitions import CATALOG_BATCHES
 def all_batches_in(key) -> dg.AssetIn:
     """Input of a global asset reading every batch partition of ``key``. A batch whose run failed has
     no stored partition and is skipped (UPathIOManager ``allow_missing_partitions``), so one bad file
-    doesn't block retraining; :func:`complete_batches` reports what was skipped."""
+    doesn't block retraining; ``lib.training_data.complete_batches`` reports what was skipped."""
     return dg.AssetIn(key, metadata={"allow_missing_partitions": True})
 
 
@@ -48,21 +48,6 @@ def preview(df: pd.DataFrame, n: int = 5, max_chars: int = 60) -> dg.MetadataVal
     for c in head.columns:
         head[c] = head[c].map(lambda v: (str(v)[:max_chars] + "…") if len(str(v)) > max_chars else v)
     return dg.MetadataValue.md(head.to_markdown(index=False))
-
-
-def complete_batches(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Keep only the batches present in every per-batch input.
-
-    Args:
-        frames: input name -> merged frame with a ``batch`` column (from :func:`merge_batches`).
-
-    Returns:
-        (frames restricted to the common batches, sorted list of batches skipped as incomplete).
-    """
-    sets = [set(f["batch"]) for f in frames.values()]
-    common = set.intersection(*sets) if sets else set()
-    skipped = sorted(set.union(*sets) - common) if sets else []
-    return {n: f[f["batch"].isin(common)].reset_index(drop=True) for n, f in frames.items()}, skipped
 
 
 @contextmanager

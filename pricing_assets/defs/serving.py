@@ -122,12 +122,11 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
         the model version that priced it; re-run for every batch when a new model is promoted."""
         from pricing_assets.lib.features import build_brand_features
         from pricing_assets.lib.serving import score_new_rows
-        from pricing_assets.lib.training_data import embedding_matrix
+        from pricing_assets.lib.training_data import embedding_matrix, join_images_and_ocr
 
         with stopwatch() as t:
             items = catalog_items[catalog_items["price"].isna()].drop_duplicates("sample_id", keep="last").reset_index(drop=True)
-            items = items.merge(product_images, on="sample_id", how="left", validate="one_to_one")
-            items = items.merge(ocr_text, on="sample_id", how="left", validate="one_to_one", suffixes=("", "_ocr"))
+            items = join_images_and_ocr(items, product_images, ocr_text)  # the same row as products builds
             embs = [(s.name, s.modality, *embedding_matrix(kwargs[f"emb__{s.name}"], items["sample_id"], s.dim)) for s in specs]
             scored = score_new_rows(serving_model, items, build_brand_features(items), embs, device=device.resolve())
         _contract = enforce_contract(scored, BatchPredictions, "batch_predictions")  # before storing

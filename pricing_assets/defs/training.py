@@ -7,9 +7,9 @@ import pandas as pd
 
 from data_contracts import BrandFeatures, FeatureMatrix, KnnFeatures, Products
 from pricing_assets.checks import contract_spec, enforce_contract
-from pricing_assets.defs.common import all_batches_in, batch_order, complete_batches, merge_batches, preview, stopwatch
+from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.embeddings import embedding_key
-from pricing_assets.lib.training_data import DEDUP_RULE, latest_wins
+from pricing_assets.lib.training_data import DEDUP_RULE
 from pricing_assets.resources import CrossValidationResource
 from pricing_assets.settings import current_registry
 
@@ -60,30 +60,20 @@ def products(
     labeled rows (same ``labeled_fingerprint``) nothing is stored and nothing downstream re-runs, so an
     unlabeled batch costs no retrain (``ProductsConfig.retrain_unchanged`` forces one; the nightly
     schedule sets it). A batch missing one of its per-row assets (its run failed) is left out and listed."""
-    from pricing_assets.lib.cross_validation import assign_folds
     from pricing_assets.lib.serving import labeled_fingerprint
+    from pricing_assets.lib.training_data import assemble_training_set
 
     with stopwatch() as t:
-        merged, skipped = complete_batches(
-            {name: merge_batches(context, value, name) for name, value in (("catalog_items", catalog_items), ("product_images", product_images), ("ocr_text", ocr_text))}
+        ts = assemble_training_set(
+            merge_batches(context, catalog_items, "catalog_items"), merge_batches(context, product_images, "product_images"),
+            merge_batches(context, ocr_text, "ocr_text"), batch_order(context), cv.n_folds, cv.seed,
         )
+        skipped, replaced, n_unlabeled, out = ts.skipped_batches, ts.replaced, ts.unlabeled_rows, ts.frame
         if skipped:
             context.log.warning(f"products: batches {skipped} are incomplete (a per-row asset is missing) and are left out")
-        if merged["catalog_items"].empty:
-            raise ValueError(f"products: no complete batch (incomplete: {skipped}); materialise the per-row assets first")
-        items, replaced = latest_wins(merged["catalog_items"], batch_order(context))
-        n_unlabeled = int(items["price"].isna().sum())
-        items = items[items["price"].notna()].reset_index(drop=True)
-        if len(items) == 0:
+        if out is None:
             context.log.info(f"products: no labeled row in the complete batches ({n_unlabeled} without a price); nothing to train on yet")
             return
-        if len(items) < cv.n_folds:
-            raise ValueError(f"products: {len(items)} labeled rows in the complete batches, fewer than n_folds={cv.n_folds}; ingest a labeled batch first")
-        imgs, ocr = merged["product_images"], merged["ocr_text"]
-        out = items.merge(imgs, on=["sample_id", "batch"], how="left", validate="one_to_one")
-        out = out.merge(ocr, on=["sample_id", "batch"], how="left", validate="one_to_one", suffixes=("", "_ocr"))
-        out["is_labeled"] = True
-        out["fold"] = assign_folds(out["sample_id"], out["image_link"], cv.n_folds, cv.seed)
         fingerprint = labeled_fingerprint(out, cv.n_folds, cv.seed)
     from pricing_assets.instance_state import latest_metadata_value
 

@@ -27,6 +27,85 @@ def latest_wins(frame: pd.DataFrame, batch_order: list[str]) -> tuple[pd.DataFra
     return f[keep].drop(columns=["_rank", "_pos"]).reset_index(drop=True), int((~keep).sum())
 
 
+def complete_batches(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Keep only the batches present in every per-batch input.
+
+    Args:
+        frames: input name -> merged frame with a ``batch`` column (every batch's rows of one per-row asset).
+
+    Returns:
+        (frames restricted to the common batches, sorted list of batches skipped as incomplete).
+    """
+    sets = [set(f["batch"]) for f in frames.values()]
+    common = set.intersection(*sets) if sets else set()
+    skipped = sorted(set.union(*sets) - common) if sets else []
+    return {n: f[f["batch"].isin(common)].reset_index(drop=True) for n, f in frames.items()}, skipped
+
+
+def join_images_and_ocr(items: pd.DataFrame, images: pd.DataFrame, ocr: pd.DataFrame, on: list[str] | tuple[str, ...] = ("sample_id",)) -> pd.DataFrame:
+    """``items`` (``catalog_items`` rows) left-joined with their ``product_images`` status/metadata and
+    their ``ocr_text`` (OCR columns that collide get the suffix ``_ocr``): the input row of a product
+    for training (``products``) and for scoring (``batch_predictions``), one row per key, items' order.
+
+    Raises:
+        pandas.errors.MergeError: ``images`` or ``ocr`` hold a key twice.
+    """
+    out = items.merge(images, on=list(on), how="left", validate="one_to_one")
+    return out.merge(ocr, on=list(on), how="left", validate="one_to_one", suffixes=("", "_ocr"))
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What :func:`assemble_training_set` returns.
+
+    Attributes:
+        frame: the labeled products (``products`` contract columns incl. ``fold`` and ``is_labeled``),
+            ``None`` when the complete batches hold no labeled row.
+        unlabeled_rows: rows without a price in the complete batches (priced by ``batch_predictions``).
+        replaced: rows dropped because a later batch carried the same ``sample_id``.
+        skipped_batches: batches left out because a per-row asset of theirs is missing.
+    """
+
+    frame: pd.DataFrame | None
+    unlabeled_rows: int
+    replaced: int
+    skipped_batches: list[str]
+
+
+def assemble_training_set(
+    items: pd.DataFrame, images: pd.DataFrame, ocr: pd.DataFrame, batch_order: list[str], n_folds: int, seed: int
+) -> TrainingSet:
+    """The training set of every complete batch: one row per labeled ``sample_id`` (latest batch
+    wins, :data:`DEDUP_RULE`) joined with its photo status and OCR text, with a grouped CV ``fold``
+    (``lib.cross_validation.assign_folds``: rows sharing an image link share a fold).
+
+    Args:
+        items, images, ocr: every batch's ``catalog_items`` / ``product_images`` / ``ocr_text`` rows,
+            each with a ``batch`` column.
+        batch_order: batch names, oldest first.
+        n_folds, seed: the CV setting (``CrossValidationResource``).
+
+    Raises:
+        ValueError: no complete batch at all, or fewer labeled rows than ``n_folds``.
+    """
+    from pricing_assets.lib.cross_validation import assign_folds
+
+    merged, skipped = complete_batches({"catalog_items": items, "product_images": images, "ocr_text": ocr})
+    if merged["catalog_items"].empty:
+        raise ValueError(f"products: no complete batch (incomplete: {skipped}); materialise the per-row assets first")
+    rows, replaced = latest_wins(merged["catalog_items"], batch_order)
+    n_unlabeled = int(rows["price"].isna().sum())
+    rows = rows[rows["price"].notna()].reset_index(drop=True)
+    if len(rows) == 0:
+        return TrainingSet(None, n_unlabeled, replaced, skipped)
+    if len(rows) < n_folds:
+        raise ValueError(f"products: {len(rows)} labeled rows in the complete batches, fewer than n_folds={n_folds}; ingest a labeled batch first")
+    out = join_images_and_ocr(rows, merged["product_images"], merged["ocr_text"], on=("sample_id", "batch"))
+    out["is_labeled"] = True
+    out["fold"] = assign_folds(out["sample_id"], out["image_link"], n_folds, seed)
+    return TrainingSet(out, n_unlabeled, replaced, skipped)
+
+
 def embedding_matrix(frame: pd.DataFrame, sample_ids: pd.Series, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Align an embedding DataFrame (sample_id, embedding) to ``sample_ids``.
 

@@ -7,7 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricing_assets.lib.training_data import embedding_matrix, latest_wins, pca_components, target_encodings
+from pricing_assets.lib.training_data import (
+    assemble_training_set,
+    complete_batches,
+    embedding_matrix,
+    join_images_and_ocr,
+    latest_wins,
+    pca_components,
+    target_encodings,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_pricing_sample.csv"
 
@@ -79,3 +87,54 @@ def test_target_encoding_unlabeled_rows_use_all_labeled(real):
     expected = (y[sel].sum() + 10.0 * prior) / (sel.sum() + 10.0)
     assert te["te_brand"].iloc[601] == pytest.approx(expected, rel=1e-6)
     assert np.isfinite(te["te_brand"]).all()
+
+
+def test_complete_batches_keeps_batches_present_in_every_input():
+    frames = {
+        "items": pd.DataFrame({"sample_id": ["1", "2", "3"], "batch": ["a", "b", "c"]}),
+        "images": pd.DataFrame({"sample_id": ["1", "2"], "batch": ["a", "b"]}),
+        "ocr": pd.DataFrame({"sample_id": ["1", "3"], "batch": ["a", "c"]}),
+    }
+    kept, skipped = complete_batches(frames)
+    assert skipped == ["b", "c"]
+    assert {n: f["sample_id"].tolist() for n, f in kept.items()} == {"items": ["1"], "images": ["1"], "ocr": ["1"]}
+
+
+def _batches():
+    items = pd.DataFrame({
+        "sample_id": ["1", "2", "3", "4", "5", "6", "2"], "batch": ["a"] * 6 + ["b"],
+        "price": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 20.0], "image_link": ["x", "x", "y", "z", "w", "v", "x"],
+    })
+    images = pd.DataFrame({"sample_id": items["sample_id"], "batch": items["batch"], "status": ["ok"] * 7})
+    ocr = pd.DataFrame({"sample_id": items["sample_id"], "batch": items["batch"], "text": ["t"] * 7})
+    return items, images, ocr
+
+
+def test_assemble_training_set_latest_batch_wins_and_groups_folds():
+    items, images, ocr = _batches()
+    ts = assemble_training_set(items, images, ocr, ["a", "b"], n_folds=2, seed=0)
+    f = ts.frame.set_index("sample_id")
+    assert sorted(f.index) == ["1", "2", "4", "5", "6"]  # 3 has no price
+    assert f.loc["2", "price"] == 20.0 and f.loc["2", "batch"] == "b" and ts.replaced == 1
+    assert ts.unlabeled_rows == 1 and ts.skipped_batches == []
+    assert f.loc["1", "fold"] == f.loc["2", "fold"]  # same image link, same fold
+    assert set(f["fold"]) == {0, 1} and f["is_labeled"].all() and (f["status"] == "ok").all()
+
+
+def test_assemble_training_set_skips_an_incomplete_batch_and_refuses_too_few_rows():
+    items, images, ocr = _batches()
+    ts = assemble_training_set(items, images[images["batch"] == "a"], ocr, ["a", "b"], n_folds=2, seed=0)
+    assert ts.skipped_batches == ["b"] and ts.frame.set_index("sample_id").loc["2", "price"] == 2.0
+    with pytest.raises(ValueError, match="fewer than n_folds=9"):
+        assemble_training_set(items, images, ocr, ["a", "b"], n_folds=9, seed=0)
+    unl = items.assign(price=np.nan)
+    assert assemble_training_set(unl, images, ocr, ["a", "b"], n_folds=2, seed=0).frame is None
+
+
+def test_join_images_and_ocr_refuses_a_duplicated_key():
+    items, images, ocr = _batches()
+    one = items[items["batch"] == "a"]
+    out = join_images_and_ocr(one, images[images["batch"] == "a"].drop(columns="batch"), ocr[ocr["batch"] == "a"].drop(columns="batch"))
+    assert len(out) == len(one) and out["text"].eq("t").all()
+    with pytest.raises(pd.errors.MergeError):
+        join_images_and_ocr(one, images.drop(columns="batch"), ocr.drop(columns="batch"))
