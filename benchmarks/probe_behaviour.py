@@ -26,7 +26,8 @@ from pricing_assets.lib.features import build_brand_features
 from pricing_assets.lib.serving import score_new_rows
 from pricing_assets.lib.training_data import embedding_matrix, join_images_and_ocr
 
-home = os.environ["DAGSTER_HOME"]; A = f"{home}/storage/assets"
+home = os.environ["DAGSTER_HOME"]
+A = f"{home}/storage/assets"
 model = pickle.load(open(f"{A}/serving_model.pkl", "rb"))
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 60
 raw = pd.read_csv("data/sample/amazon_pricing_unlabeled.csv", dtype={"sample_id": str})
@@ -65,8 +66,10 @@ b = out["base"]
 rep = {"rows": len(b), "model_version": model.version, "blend": model.blend}
 rep["x2_lower_than_base"] = int((out["x2"] < b * (1 - 1e-9)).sum())
 rep["x4_lower_than_x2"] = int((out["x4"] < out["x2"] * (1 - 1e-9)).sum())
-rep["x2_median_ratio"] = float(np.median(out["x2"] / b)); rep["x4_median_ratio"] = float(np.median(out["x4"] / b))
+rep["x2_median_ratio"] = float(np.median(out["x2"] / b))
+rep["x4_median_ratio"] = float(np.median(out["x4"] / b))
 for k in ("spaces", "upper"):
     rel = np.abs(out[k] / b - 1)
-    rep[f"{k}_changed_rows(>0.1%)"] = int((rel > 1e-3).sum()); rep[f"{k}_max_rel_change"] = float(rel.max())
+    rep[f"{k}_changed_rows(>0.1%)"] = int((rel > 1e-3).sum())
+    rep[f"{k}_max_rel_change"] = float(rel.max())
 print(json.dumps(rep, indent=1))
