@@ -14,12 +14,14 @@ import dagster as dg
 from data_contracts import contract_for
 from pricing_assets.automation import with_global_automation
 from pricing_assets.checks import column_schema
+from pricing_assets.defs.resources import IO_MANAGER_KINDS
+from pricing_assets.settings import REPO_ROOT
 
 #: Who answers for every asset (shown in the UI, used by alert routing).
 OWNERS = ("team:pricing-ml",)
 
-#: Storage kinds by IO manager key (``defs/resources.py``).
-KINDS_BY_IO_MANAGER = {"parquet_io_manager": {"pandas", "parquet"}, "faiss_io_manager": {"faiss"}, "lightgbm_io_manager": {"lightgbm"}, "io_manager": {"python"}}
+#: Storage kinds by IO manager format (``defs/resources.IO_MANAGER_KINDS`` maps resource keys to formats).
+KINDS_BY_FORMAT = {"parquet": {"pandas", "parquet"}, "faiss": {"faiss"}, "lightgbm": {"lightgbm"}, "pickle": {"python"}}
 
 #: Compute kinds: an asset whose name matches a rule runs that library (first rule that matches; the
 #: embedding assets set their own from the registry).
@@ -56,7 +58,8 @@ def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.
 
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
         name = spec.key.to_user_string()
-        kinds = KINDS_BY_IO_MANAGER.get(assets_def.get_io_manager_key_for_asset_key(spec.key), set()) | compute_kinds(name)
+        io_format = IO_MANAGER_KINDS.get(assets_def.get_io_manager_key_for_asset_key(spec.key))
+        kinds = KINDS_BY_FORMAT.get(io_format, set()) | compute_kinds(name)
         metadata = {}
         schema = contract_for(name, spec.group_name)
         if schema is not None and "dagster/column_schema" not in spec.metadata:
@@ -69,7 +72,8 @@ def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.
 
 def apply_asset_policy(defs: dg.Definitions) -> dg.Definitions:
     """``defs`` with every asset's automation condition (``with_global_automation``), owners, kinds,
-    code version, ``dagster/column_schema`` and code references set."""
+    code version, ``dagster/column_schema`` and code references set; everything else of ``defs``
+    (checks, jobs, resources, the ``dg`` component tree) is kept as it is."""
     assets = [a.map_asset_specs(_policy_for(a)) if isinstance(a, dg.AssetsDefinition) else a for a in with_global_automation(defs.assets or [])]
     with warnings.catch_warnings():  # code references are beta in Dagster 1.13; the warning says nothing to a user
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -79,25 +83,9 @@ def apply_asset_policy(defs: dg.Definitions) -> dg.Definitions:
             assets,
             git_url=os.environ[GIT_URL_ENV],
             git_branch=os.environ.get(GIT_BRANCH_ENV, "main"),
-            file_path_mapping=dg.AnchorBasedFilePathMapping(local_file_anchor=_project_root(), file_anchor_path_in_repository=""),
+            file_path_mapping=dg.AnchorBasedFilePathMapping(local_file_anchor=REPO_ROOT, file_anchor_path_in_repository=""),
         )
-    return dg.Definitions.merge(dg.Definitions(assets=assets), _without_assets(defs))
-
-
-def _project_root():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parent.parent
-
-
-def _without_assets(defs: dg.Definitions) -> dg.Definitions:
-    return dg.Definitions(
-        asset_checks=defs.asset_checks,
-        schedules=defs.schedules,
-        sensors=defs.sensors,
-        jobs=defs.jobs,
-        resources=defs.resources,
-        executor=defs.executor,
-        loggers=defs.loggers,
-        metadata=defs.metadata,
-    )
+    specs = {spec.key: spec for a in assets for spec in getattr(a, "specs", [])}
+    with warnings.catch_warnings():  # Definitions.map_asset_specs is a preview API in Dagster 1.13
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return defs.map_asset_specs(func=lambda spec: specs[spec.key])

@@ -7,15 +7,11 @@ applied to every asset here: the automation conditions (``pricing_assets/automat
 and code references.
 """
 
-from pathlib import Path
-
 import dagster as dg
 
 from pricing_assets.asset_policy import apply_asset_policy
-from pricing_assets.settings import Settings, overrides
-
-#: The ``dg`` project root (holds ``pyproject.toml`` with ``[tool.dg]``).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from pricing_assets.lib.embedding_registry import load_registry
+from pricing_assets.settings import REPO_ROOT, Settings, load_settings, overrides
 
 
 def build_defs(settings: Settings | None = None, registry: dict | None = None) -> dg.Definitions:
@@ -25,8 +21,9 @@ def build_defs(settings: Settings | None = None, registry: dict | None = None) -
         settings: default: from the environment at this call (``pricing_assets/settings.py``).
         registry: ``{name: EmbeddingModelSpec}``; default: ``pricing_assets/embedding_models.toml``.
     """
-    with overrides(settings, registry):
-        loaded = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
+    # resolved once here, read by every defs/ module (one TOML read and one env read per load)
+    with overrides(settings or load_settings(), registry if registry is not None else load_registry()):
+        loaded = dg.load_from_defs_folder(path_within_project=REPO_ROOT)  # the dg project root: pyproject.toml [tool.dg]
     return apply_asset_policy(loaded)
 
 

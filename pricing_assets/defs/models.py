@@ -186,9 +186,8 @@ FusionMLPConfig = config_from_dataclass(
 )
 
 
-def build_model_assets(registry: dict, fusion_mlp: bool = True) -> list:
-    """``tfidf_ridge``, and ``fusion_mlp`` (wired to every enabled embedding asset) when ``fusion_mlp``."""
-    fusion_mlp_on = fusion_mlp
+def build_model_assets(registry: dict, *, with_fusion_mlp: bool) -> list:
+    """``tfidf_ridge``, and ``fusion_mlp`` (wired to every enabled embedding asset) when ``with_fusion_mlp``."""
     from pricing_assets.defs.common import merge_batches
     from pricing_assets.defs.training import _embeddings_in
 
@@ -257,7 +256,7 @@ def build_model_assets(registry: dict, fusion_mlp: bool = True) -> list:
         })
         yield from outputs
 
-    return [fusion_mlp, tfidf_ridge] if fusion_mlp_on else [tfidf_ridge]
+    return [fusion_mlp, tfidf_ridge] if with_fusion_mlp else [tfidf_ridge]
 
 
 #: Name of the blocking check on ``price_blend`` that keeps a worse retrain from being promoted.
@@ -318,5 +317,5 @@ def models_defs() -> dg.Definitions:
     """Every model with its out-of-fold predictions, and the blend (gated by ``model_gate``)."""
     on = current_settings().fusion_mlp
     return dg.Definitions(
-        assets=[lightgbm_model, lightgbm_dist_model, *build_model_assets(current_registry(), fusion_mlp=on), build_blend_asset(model_prediction_assets(on))]
+        assets=[lightgbm_model, lightgbm_dist_model, *build_model_assets(current_registry(), with_fusion_mlp=on), build_blend_asset(model_prediction_assets(on))]
     )

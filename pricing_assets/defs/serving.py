@@ -37,7 +37,6 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
             **{n: dg.AssetIn(n) for n in model_assets},
             **{n: dg.AssetIn(n) for n in prediction_assets},
         },
-        kinds={"python"},
     )
     def serving_model(context: dg.AssetExecutionContext, storage: StorageResource, products: pd.DataFrame, knn_reference, feature_space, price_blend: pd.DataFrame, **kwargs):
         """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
@@ -110,7 +109,6 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
             **{f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in specs},
         },
         check_specs=[contract_spec("batch_predictions")],
-        kinds={"pandas", "parquet"},
     )
     def batch_predictions(
         context: dg.AssetExecutionContext, device: DeviceResource, catalog_items: pd.DataFrame, product_images: pd.DataFrame,
@@ -149,7 +147,6 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
     io_manager_key="parquet_io_manager",
     ins={"batch_predictions": all_batches_in("batch_predictions"), "products": dg.AssetIn("products")},
     check_specs=[contract_spec("price_predictions")],
-    kinds={"pandas", "parquet"},
 )
 def price_predictions(context: dg.AssetExecutionContext, batch_predictions, products: pd.DataFrame):
     """Every product without a price, once: its latest batch's ``batch_predictions`` row (USD) with

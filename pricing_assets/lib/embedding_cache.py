@@ -9,12 +9,12 @@ Pure, Dagster-free. pyarrow, fsspec and pandas are imported inside functions.
 import hashlib
 import math
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from pricing_assets.lib.atomic_write import is_local_fs, write_bytes_atomic
 from pricing_assets.lib.embedding_registry import EmbeddingModelSpec
 from pricing_assets.lib.encoders import Encoder
 
@@ -23,11 +23,6 @@ __all__ = ["CacheError", "embed_with_cache"]
 
 class CacheError(RuntimeError):
     """The embedding cache holds data that does not fit the model (e.g. another dimension)."""
-
-
-def _is_local(fs) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocol or "local" in protocol
 
 
 def _list_shards(fs, model_dir: str) -> list[str]:
@@ -94,18 +89,9 @@ def _write_shard(fs, model_dir: str, keys: list[str], vectors: np.ndarray, spec:
     }).replace_schema_metadata({"model": spec.name, "source": spec.source, "dim": str(spec.dim)})
     digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20]
     final = f"{model_dir}/shard-{digest}.parquet"
-    if _is_local(fs):
-        tmp = f"{model_dir}/.tmp-{uuid.uuid4().hex}.parquet"
-        try:
-            with fs.open(tmp, "wb") as fh:
-                pq.write_table(table, fh)
-            fs.mv(tmp, final)  # os.rename on one filesystem: readers see all of it or nothing
-        finally:
-            if fs.exists(tmp):
-                fs.rm(tmp)
-    else:  # object stores publish an object only once its upload completes
-        with fs.open(final, "wb") as fh:
-            pq.write_table(table, fh)
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    write_bytes_atomic(final, buf.getvalue().to_pybytes(), fs=fs)  # readers see all of a shard or nothing
     return final
 
 
@@ -169,7 +155,7 @@ def embed_with_cache(
     spec = encoder.spec
     fs, root = fsspec.core.url_to_fs(str(cache_dir), **(storage_options or {}))
     model_dir = f"{root.rstrip('/')}/{spec.name}"
-    if _is_local(fs):
+    if is_local_fs(fs):
         fs.makedirs(model_dir, exist_ok=True)
 
     cached_keys, cached_vecs = _read_cache(fs, model_dir, list(first_row), spec.dim)
