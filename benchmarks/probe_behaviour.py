@@ -18,13 +18,9 @@ import sys
 import numpy as np
 import pandas as pd
 
-from pricing_assets.lib.catalog import parse_catalog
 from pricing_assets.lib.embedding_registry import load_registry
-from pricing_assets.lib.embedding_text import text_for_embedding
 from pricing_assets.lib.encoders import load_encoder
-from pricing_assets.lib.features import build_brand_features
-from pricing_assets.lib.serving import score_new_rows
-from pricing_assets.lib.training_data import embedding_matrix, join_images_and_ocr
+from pricing_assets.lib.serving import score_catalog_rows
 
 home = os.environ["DAGSTER_HOME"]
 A = f"{home}/storage/assets"
@@ -34,10 +30,9 @@ raw = pd.read_csv("data/sample/amazon_pricing_unlabeled.csv", dtype={"sample_id"
 raw = raw[raw["catalog_content"].str.contains(r"\nValue: \d", regex=True)].head(n).reset_index(drop=True)
 imgs = pd.read_parquet(f"{A}/product_images/sample_unlabeled.parquet")
 ocr = pd.read_parquet(f"{A}/ocr_text/sample_unlabeled.parquet")
-img_emb = pd.read_parquet(f"{A}/embeddings/image/effnet_lite0/sample_unlabeled.parquet")
-reg = {k: v for k, v in load_registry().items() if v.enabled}
-text_spec = [s for s in reg.values() if s.modality == "text"][0]
-enc = load_encoder(text_spec, device="cpu")
+specs = load_registry()
+encoders = {name: load_encoder(specs[name], device="cpu") for name, modality, _ in model.embedding_models if modality == "text"}
+image_embeddings = {name: pd.read_parquet(f"{A}/embeddings/image/{name}/sample_unlabeled.parquet") for name, modality, _ in model.embedding_models if modality == "image"}
 
 def scale_value(t, f):
     return re.sub(r"\nValue: ([0-9.]+)", lambda m: f"\nValue: {float(m.group(1)) * f:g}", t, count=1)
@@ -48,18 +43,7 @@ def upper_name(t):
 variants = {"base": lambda t: t, "x2": lambda t: scale_value(t, 2), "x4": lambda t: scale_value(t, 4), "spaces": spaces, "upper": upper_name}
 
 def score(texts):
-    rows = raw.assign(catalog_content=texts)
-    items = parse_catalog(rows)
-    items = join_images_and_ocr(items, imgs, ocr)
-    tx = [text_for_embedding(r.item_name, r.bullets, r.description, (o or None)) for r, o in zip(items.itertuples(index=False), items["ocr_text"].fillna(""))]
-    vec = enc.encode(tx)
-    embs = []
-    for s in reg.values():
-        if s.modality == "text":
-            embs.append((s.name, "text", vec.astype(np.float32), np.ones(len(items), bool)))
-        else:
-            embs.append((s.name, "image", *embedding_matrix(img_emb, items["sample_id"], s.dim)))
-    return score_new_rows(model, items, build_brand_features(items), embs)["price"].to_numpy()
+    return score_catalog_rows(model, raw.assign(catalog_content=texts), imgs, ocr, encoders, image_embeddings)["price"].to_numpy()
 
 out = {k: score([f(t) for t in raw["catalog_content"]]) for k, f in variants.items()}
 b = out["base"]

@@ -54,7 +54,7 @@ class CatalogItems(pa.DataFrameModel):
     description: Series[str]
     ipq_value: Series[float] = pa.Field(nullable=True, ge=0)
     ipq_unit: Series[str] = pa.Field(nullable=True)
-    text_chars: Series[int] = pa.Field(ge=1)
+    text_chars: Series[int] = pa.Field(ge=0)
     content_hash: Series[str]
     price: Optional[Series[float]] = pa.Field(nullable=True, gt=0)
 

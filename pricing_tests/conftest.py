@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 #: Test modules that materialise the graph (encoders load, LightGBM trains): marked ``slow``, as is
 #: every test that uses the ``materialized_home`` fixture. ``make test-fast`` = ``pytest -m "not slow"``.
-SLOW_MODULES = {"test_pipeline", "test_incremental", "test_model_gate", "test_automation", "test_resume", "test_postgres", "test_s3"}
+SLOW_MODULES = {"test_behaviour", "test_pipeline", "test_incremental", "test_model_gate", "test_automation", "test_resume", "test_postgres", "test_s3"}
 
 
 def pytest_collection_modifyitems(items):

@@ -75,7 +75,7 @@ CASES = [
     ("raw_catalog", _set("price", -1.0), "price"),
     ("raw_catalog", _set("catalog_content", "   "), "catalog_content"),
     ("catalog_quarantine", _set("reason", ""), "reason"),
-    ("catalog_items", _set("text_chars", 0), "text_chars"),
+    ("catalog_items", _set("text_chars", -1), "text_chars"),
     ("catalog_items", _set("n_bullets", -1), "n_bullets"),
     ("product_images", _set("status", "exploded"), "status"),
     ("product_images", lambda df: _set("image_uri", None, int(np.flatnonzero(df["status"].eq("ok"))[0]))(df), None),

@@ -83,14 +83,10 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, catalog_items: pd.DataFrame, ocr_text: pd.DataFrame, device: DeviceResource, storage: StorageResource
     ):
         from pricing_assets.lib.embedding_cache import embed_with_cache
-        from pricing_assets.lib.embedding_text import text_for_embedding
+        from pricing_assets.lib.embedding_text import texts_for_items
         from pricing_assets.lib.encoders import load_encoder
 
-        ocr = ocr_text.set_index("sample_id")["ocr_text"].reindex(catalog_items["sample_id"]).fillna("").to_numpy()
-        texts = [
-            text_for_embedding(r.item_name, r.bullets, r.description, o or None)
-            for r, o in zip(catalog_items.itertuples(index=False), ocr)
-        ]
+        texts = texts_for_items(catalog_items, ocr_text)
         keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
         dev = device.resolve()
         with stopwatch() as t:

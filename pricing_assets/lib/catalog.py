@@ -349,8 +349,24 @@ def _to_float(text: str) -> float:
     return out if math.isfinite(out) else float("nan")
 
 
+def normalise_whitespace(text: str) -> str:
+    """``text`` with every run of spaces/tabs inside a line collapsed to one space, lines stripped
+    and blank lines dropped (newlines kept: they separate the catalog's ``Key:`` lines).
+
+    Everything the models read is built from this form, so extra, doubled or trailing whitespace
+    never changes a price (behavioural test: ``pricing_tests/model/test_behaviour.py``).
+
+    Raises:
+        TypeError: ``text`` is not a str.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"catalog_content must be str, got {type(text).__name__}")
+    return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
 def parse_catalog_content(text: str) -> dict:
-    """Parse one ``catalog_content`` string of the competition's format.
+    """Parse one ``catalog_content`` string of the competition's format (after
+    :func:`normalise_whitespace`, so the parts hold single spaces only).
 
     Recognised line keys (case-insensitive, extra whitespace allowed): ``Item Name:``,
     ``Bullet Point N:`` / ``Bullet Point:``, ``Product Description[ N]:``, ``Value:``, ``Unit:``.
@@ -366,8 +382,7 @@ def parse_catalog_content(text: str) -> dict:
     Raises:
         TypeError: ``text`` is not a str.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"catalog_content must be str, got {type(text).__name__}")
+    text = normalise_whitespace(text)
     item: list[str] = []
     bullets: list[list[str]] = []
     desc: list[list[str]] = []
@@ -431,8 +446,9 @@ def parse_catalog(rows: pd.DataFrame) -> pd.DataFrame:
         One row per input row, same order, columns :data:`ITEM_COLUMNS`:
         ``sample_id`` (str), ``item_name`` (str), ``bullets`` (str, bullet points joined by "\\n"),
         ``n_bullets`` (int64), ``description`` (str), ``ipq_value`` (float64, NaN if absent),
-        ``ipq_unit`` (str as written), ``text_chars`` (int64, characters of catalog_content),
-        ``text_words`` (int64, whitespace-separated tokens of catalog_content),
+        ``ipq_unit`` (str as written), ``text_chars`` (int64, characters of the whitespace-normalised
+        product text: name, bullets, description; the Value/Unit lines excluded; 0 when none),
+        ``text_words`` (int64, whitespace-separated tokens of that text),
         ``has_description`` (bool), ``content_hash`` (str), ``price`` (float64 USD or NaN).
 
     Raises:
@@ -443,7 +459,6 @@ def parse_catalog(rows: pd.DataFrame) -> pd.DataFrame:
             raise KeyError(f"parse_catalog: input lacks column {col!r}")
     texts = rows["catalog_content"].tolist()
     parsed = [parse_catalog_content(t) for t in texts]
-    content = rows["catalog_content"].astype(str)
     hashes = (
         rows["content_hash"].tolist()
         if "content_hash" in rows.columns
@@ -455,6 +470,9 @@ def parse_catalog(rows: pd.DataFrame) -> pd.DataFrame:
         else np.full(len(rows), np.nan)
     )
     desc = [p["description"] for p in parsed]
+    # Size of the product text (name, bullets, description) after whitespace normalisation: not of
+    # the raw string, so neither spacing nor the Value/Unit line (the pack quantity) moves it.
+    body = ["\n".join(t for t in (p["item_name"], *p["bullet_points"], p["description"]) if t) for p in parsed]
     out = pd.DataFrame(
         {
             "sample_id": rows["sample_id"].astype(str).to_numpy(dtype=object),
@@ -464,8 +482,8 @@ def parse_catalog(rows: pd.DataFrame) -> pd.DataFrame:
             "description": desc,
             "ipq_value": np.array([p["ipq_value"] for p in parsed], dtype=np.float64),
             "ipq_unit": [p["ipq_unit"] for p in parsed],
-            "text_chars": content.str.len().to_numpy(dtype=np.int64),
-            "text_words": content.str.split().str.len().fillna(0).to_numpy(dtype=np.int64),
+            "text_chars": np.array([len(t) for t in body], dtype=np.int64),
+            "text_words": np.array([len(t.split()) for t in body], dtype=np.int64),
             "has_description": np.array([bool(d) for d in desc], dtype=bool),
             "content_hash": hashes,
             "price": price,

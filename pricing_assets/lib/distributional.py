@@ -109,6 +109,21 @@ def expected_smape_decision(proba: np.ndarray, loss: np.ndarray, grid: np.ndarra
     return grid[np.argmin(np.asarray(proba) @ loss.T, axis=1)]
 
 
+def quantity_blind(X: pd.DataFrame) -> pd.DataFrame:
+    """``X`` without the columns that grow with the item pack quantity
+    (``lib.lightgbm_regression.monotone_constraints``): the distributional model's input.
+
+    A multiclass LightGBM cannot be constrained to move its decision up with a feature (its
+    constraints act per class score, lightgbm-org/LightGBM#3912), so it does not see the pack
+    quantity at all; the regression model carries it under a monotone constraint, and the blend (a
+    weighted geometric mean, non-negative weights) of a non-decreasing and a constant term is
+    non-decreasing. Effect on OOF SMAPE: docs/experiments.md ("Behaviour of the served model").
+    """
+    from pricing_assets.lib.lightgbm_regression import monotone_constraints
+
+    return X[[c for c, m in zip(X.columns, monotone_constraints(X.columns)) if not m]]
+
+
 def train_lightgbm_dist_cv(
     X: pd.DataFrame,
     y_log1p: np.ndarray,
@@ -130,7 +145,8 @@ def train_lightgbm_dist_cv(
     depends on its own price.
 
     Args:
-        X: (n, p) features (``lib.lightgbm_regression.model_input``).
+        X: (n, p) features (``lib.lightgbm_regression.model_input``); the pack-quantity columns are
+            dropped here (:func:`quantity_blind`).
         y_log1p: (n,) float64 ``log1p(price USD)`` (the pipeline's target convention).
         folds: (n,) int fold ids (>= 2 distinct).
         params: overrides of :data:`DIST_PARAMS`.
@@ -163,6 +179,8 @@ def train_lightgbm_dist_cv(
     if len(uniq) < 2:
         raise ValueError(f"train_lightgbm_dist_cv: needs >= 2 folds, got {uniq.tolist()}")
     t0 = time.perf_counter()
+    X = quantity_blind(X)
+    categorical = [c for c in (categorical or []) if c in X.columns]
     y = np.log(price)
     oof = np.zeros(len(y))
     models, iters, scores = [], [], []
@@ -191,6 +209,7 @@ def train_lightgbm_dist_cv(
 
 def predict_lightgbm_dist(models: list[dict], X: pd.DataFrame) -> np.ndarray:
     """Expected-SMAPE decision averaged over the fold models: (n,) float64 ``log1p(price)``.
+    ``X`` has the training columns (``model_input``); :func:`quantity_blind` drops the same ones.
 
     The fold models' expected-SMAPE curves over one grid (spanning every fold's training prices) are
     summed, then minimised: the decision for the averaged posterior, not an average of decisions.
@@ -200,6 +219,7 @@ def predict_lightgbm_dist(models: list[dict], X: pd.DataFrame) -> np.ndarray:
     """
     if not models:
         raise ValueError("predict_lightgbm_dist: no models")
+    X = quantity_blind(X)
     lo = min(m["bin_log_prices"][0][0] for m in models)
     hi = max(m["bin_log_prices"][-1][-1] for m in models)
     grid = np.linspace(lo, hi, GRID_POINTS)

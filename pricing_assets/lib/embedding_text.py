@@ -5,6 +5,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+
 __all__ = ["text_for_embedding"]
 
 
@@ -69,3 +71,21 @@ def text_for_embedding(
     cut = text[:max_chars]
     space = max(cut.rfind(" "), cut.rfind("\n"))
     return (cut[:space] if space >= max_chars // 2 else cut).rstrip()
+
+
+def texts_for_items(items: pd.DataFrame, ocr_text: pd.DataFrame | None = None) -> list[str]:
+    """:func:`text_for_embedding` of every row of a ``catalog_items`` frame, in its order.
+
+    Args:
+        items: rows with ``sample_id``, ``item_name``, ``bullets``, ``description``.
+        ocr_text: optional ``ocr_text`` rows (``sample_id``, ``ocr_text``), joined by ``sample_id``;
+            rows without one embed no image text.
+
+    Returns:
+        list of n str (the strings the text encoders embed and the embedding cache keys hash).
+    """
+    if ocr_text is None or len(ocr_text) == 0:
+        ocr = [""] * len(items)
+    else:
+        ocr = ocr_text.set_index("sample_id")["ocr_text"].reindex(items["sample_id"].astype(str)).fillna("").tolist()
+    return [text_for_embedding(r.item_name, r.bullets, r.description, o or None) for r, o in zip(items.itertuples(index=False), ocr)]

@@ -257,9 +257,11 @@ _BRAND_STOP = {
     "the", "new", "best", "authentic", "traditional", "imported", "real", "fine", "pack",
     "loose", "leaf", "vegetable", "chicken", "beef", "cheese", "cheddar", "butter", "cream",
 }
+#: Lower-case joining words that used to end a brand by their case; read case-free now.
+_BRAND_CONNECTORS = frozenset({"of", "to", "and", "in", "with", "for", "on", "from", "a", "an", "at", "by"})
 _BRAND_BREAK = re.compile(r"[,|(\[:;/]|\s[-–—]\s|\s[-–—]$")
 _BY_RE = re.compile(
-    r"\bby\s+((?:[A-Z][\w'’&.\-]*|&)(?:\s+(?:[A-Z][\w'’&.\-]*|&|of)){0,3})"
+    r"\b(?i:by)\s+((?:[A-Z][\w'’&.\-]*|&)(?:\s+(?:[A-Z][\w'’&.\-]*|&|(?i:of))){0,3})"
 )
 _BRAND_FIELD_RE = re.compile(r"(?:^|\n)\s*(?:bullet point\s*\d*\s*:\s*)?brand\s*:\s*([^\n]*)", re.I)
 
@@ -273,11 +275,21 @@ def _normalise_brand(text: str) -> str:
     return t or "unknown"
 
 
+def canonical_case(text: str) -> str:
+    """``text`` with every whitespace token capitalised (``"FRONTIER organic"`` -> ``"Frontier Organic"``).
+
+    The brand heuristics read capitalisation; they read it from this form so that a listing written
+    in capitals or in lower case gets the same brand (the served price must not depend on case:
+    ``pricing_tests/model/test_behaviour.py``).
+    """
+    return " ".join(t[:1].upper() + t[1:].lower() for t in text.split(" "))
+
+
 def _brand_from_field(bullets: str) -> str | None:
     m = _BRAND_FIELD_RE.search(bullets or "")
     if not m:
         return None
-    value = re.split(r"\s+\w+\s*:\s", m.group(1))[0].strip().rstrip(".")
+    value = canonical_case(re.split(r"\s+\w+\s*:\s", m.group(1))[0].strip().rstrip("."))
     words = value.split()
     # Real sample: most "Brand:" bullets are prose ("Made by Nestle, a trusted brand ...");
     # only short capitalised values ("Brand: Green Mountain") are names.
@@ -291,10 +303,11 @@ def extract_brand(item_name: str, bullets: str = "") -> str:
 
     Order: a short "Brand: X" field in ``bullets``; "... by X" in the name ("Pasta Sauce by Yo
     Mama's Foods" -> "yo mamas foods"); otherwise the leading capitalised tokens of the name, at
-    most two, stopping at punctuation (",", "|", "(", " - "), a token with a digit or starting in
-    lower case, or a descriptor/product word ("FRONTIER Organic ..." -> "frontier", "Starbucks
-    Dark Roast" -> "starbucks"). A possessive first token is a brand by itself ("Annie's Organic"
-    -> "annies"); an ALL-CAPS first token followed by a non-caps token stands alone.
+    most two, stopping at punctuation (",", "|", "(", " - "), a token with a digit, or a
+    descriptor/product word ("FRONTIER Organic ..." -> "frontier", "Starbucks Dark Roast" ->
+    "starbucks"). A possessive first token is a brand by itself ("Annie's Organic" -> "annies").
+    Case-invariant: the rules read :func:`canonical_case` of the name and of the field, so the
+    same listing in capitals or lower case gets the same brand.
     Normalisation: ™/®/© removed, apostrophes dropped, punctuation to spaces, trailing
     "Inc/LLC/Co/Company/Brand" removed.
 
@@ -310,7 +323,7 @@ def extract_brand(item_name: str, bullets: str = "") -> str:
         return _normalise_brand(field)
     if not isinstance(item_name, str) or not item_name.strip():
         return "unknown"
-    name = re.sub(r"\s+", " ", _MARKS.sub("", item_name)).strip()
+    name = canonical_case(re.sub(r"\s+", " ", _MARKS.sub("", item_name)).strip())
     m = _BY_RE.search(name)
     if m and m.start() > 0:
         return _normalise_brand(m.group(1))
@@ -324,13 +337,13 @@ def extract_brand(item_name: str, bullets: str = "") -> str:
             break
         if core.lower() in _BRAND_STOP and not (not tokens and core.lower() == "the"):
             break
+        if tokens and core.lower() in _BRAND_CONNECTORS:  # "Food to Live", "Prince of Peace"
+            break
         tokens.append(core)
         if re.search(r"['’]s$", core, re.I):  # "Annie's", "REESE'S", "Newman's"
             break
         if len(tokens) >= (3 if tokens[0].lower() == "the" or tokens[-1] == "&" else 2):
             break
-    if len(tokens) > 1 and tokens[0].isupper() and len(tokens[0]) > 1 and not tokens[1].isupper():
-        tokens = tokens[:1]  # "FRONTIER Organic ..." -> FRONTIER
     if tokens and tokens[0].lower() == "the":
         tokens = tokens if len(tokens) > 1 else []
     return _normalise_brand(" ".join(tokens)) if tokens else "unknown"
@@ -415,19 +428,27 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "log_count",  # grams, 0.18 for ml, 0.07 for counts)
     "name_qty",  # first mass/volume in the item name, grams or ml (NaN if none)
     "name_qty_is_volume",  # 1.0 if name_qty is in ml, 0.0 if grams, NaN if none
-    "text_chars",  # characters of catalog_content
-    "text_words",  # whitespace tokens of catalog_content
+    "text_chars",  # characters of the product text (lib.catalog.parse_catalog; no Value/Unit line)
+    "text_words",  # whitespace tokens of that text
     "n_bullets",  # number of bullet points
     "has_description",  # 1.0 / 0.0
     "name_chars",  # characters of the item name
     "digits_in_name",  # count of digit characters in the item name
-    "upper_ratio",  # uppercase letters / letters in the item name (0 when no letters)
     *_FLAGS.keys(),  # keyword flags on item name + bullets, 1.0 / 0.0
 )
 """Numeric (float32) columns of :func:`build_brand_features`. Categorical string columns:
 ``brand``, ``category``, ``ipq_unit_family``."""
 
 CATEGORICAL_FEATURES: tuple[str, ...] = ("brand", "category", "ipq_unit_family")
+
+#: Columns of :data:`NUMERIC_FEATURES` that grow with the catalog's ``Value`` (the item pack
+#: quantity, IPQ) when nothing else in the listing changes. The price models are constrained to be
+#: non-decreasing in them (``lib.lightgbm_regression.monotone_constraints``), so more units in a pack
+#: never price the same product lower. ``pack_count`` (read from the name) is not among them: a
+#: bigger pack count with the same Value means smaller units (``qty_per_pack`` falls).
+IPQ_INCREASING_FEATURES: tuple[str, ...] = (
+    "ipq_value", "qty_canonical", "qty_per_pack", "log_qty", "log_grams", "log_ml", "log_count",
+)
 
 
 def build_brand_features(items: pd.DataFrame) -> pd.DataFrame:
@@ -472,8 +493,6 @@ def build_brand_features(items: pd.DataFrame) -> pd.DataFrame:
         [np.nan if q["family"] == "unknown" else float(q["family"] == "ml") for q in name_q]
     )
     flag_text = [n + "\n" + b for n, b in zip(names, bullets)]
-    letters = [sum(ch.isalpha() for ch in n) for n in names]
-    uppers = [sum(ch.isupper() for ch in n) for n in names]
 
     out = pd.DataFrame(
         {
@@ -498,7 +517,6 @@ def build_brand_features(items: pd.DataFrame) -> pd.DataFrame:
             "has_description": items["has_description"].astype(bool).to_numpy(dtype=np.float64),
             "name_chars": np.array([len(n) for n in names], dtype=np.float64),
             "digits_in_name": np.array([sum(ch.isdigit() for ch in n) for n in names], dtype=np.float64),
-            "upper_ratio": np.array([u / n_letters if n_letters else 0.0 for u, n_letters in zip(uppers, letters)]),
             **{
                 k: np.array([1.0 if pat.search(t) else 0.0 for t in flag_text])
                 for k, pat in _FLAGS.items()

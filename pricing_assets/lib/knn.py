@@ -178,6 +178,15 @@ def title_tfidf_views(item_names: pd.Series) -> dict:
 
 
 UNIT_STATS = ("wmean", "median", "n")
+#: The unit-price statistics that are prices (the neighbours' unit price times the row's own
+#: quantity), so they grow with the row's IPQ; ``n`` is a count and does not.
+UNIT_PRICE_STATS = ("wmean", "median")
+
+
+def is_ipq_increasing_column(column: str) -> bool:
+    """True for a ``knn_features`` column that grows with the row's own pack quantity (a
+    ``*_unit_wmean`` / ``*_unit_median`` column of :func:`knn_unit_price_features`)."""
+    return column.startswith("uknn") and column.endswith(tuple(f"_unit_{s}" for s in UNIT_PRICE_STATS))
 
 
 def unit_price_stats(

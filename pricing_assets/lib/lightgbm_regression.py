@@ -57,6 +57,29 @@ def _checked_log1p_prices(y_log, caller: str) -> np.ndarray:
     return y_log
 
 
+def monotone_constraints(columns) -> list[int]:
+    """LightGBM ``monotone_constraints`` for feature ``columns``: +1 (non-decreasing) for every column
+    that grows with the item pack quantity (``lib.features.IPQ_INCREASING_FEATURES`` and the kNN
+    unit-price transfers, ``lib.knn.is_ipq_increasing_column``), 0 for the rest.
+
+    With the ``basic`` method LightGBM enforces the constraint on every tree, so the sum is monotone:
+    the same listing with a larger ``Value`` is never priced lower (tested in
+    ``pricing_tests/model/test_behaviour.py``).
+    """
+    from pricing_assets.lib.features import IPQ_INCREASING_FEATURES
+    from pricing_assets.lib.knn import is_ipq_increasing_column
+
+    return [int(c in IPQ_INCREASING_FEATURES or is_ipq_increasing_column(str(c))) for c in columns]
+
+
+def _constrained(params: dict, X: pd.DataFrame) -> dict:
+    """``params`` with the pack-quantity constraints of :func:`monotone_constraints` for ``X``."""
+    mono = monotone_constraints(X.columns)
+    if not any(mono):
+        return params
+    return {**params, "monotone_constraints": mono, "monotone_constraints_method": "basic"}
+
+
 def train_lightgbm_cv(
     X: pd.DataFrame,
     y_log: np.ndarray,
@@ -103,7 +126,7 @@ def train_lightgbm_cv(
     import lightgbm as lgb
 
     t0 = time.perf_counter()
-    p = {**LGBM_PARAMS, **(params or {}), "seed": seed, "num_threads": num_threads}
+    p = _constrained({**LGBM_PARAMS, **(params or {}), "seed": seed, "num_threads": num_threads}, X)
     oof = np.zeros(len(X), dtype=np.float64)
     y_log = _checked_log1p_prices(y_log, "train_lightgbm_cv")
     if n_bags < 1:
@@ -201,7 +224,7 @@ def refit_lightgbm(
     if n_bags < 1:
         raise ValueError(f"refit_lightgbm: n_bags must be >= 1, got {n_bags}")
     rounds = max(1, round(rounds_factor * float(np.mean(best_iterations))))
-    p = {**LGBM_PARAMS, **(params or {}), "num_threads": num_threads}
+    p = _constrained({**LGBM_PARAMS, **(params or {}), "num_threads": num_threads}, X)
     data = lgb.Dataset(X, _to_log_price(y_log), categorical_feature=categorical or "auto", free_raw_data=False)
     return [lgb.train({**p, "seed": seed + 1000 * b}, data, num_boost_round=rounds) for b in range(n_bags)]
 

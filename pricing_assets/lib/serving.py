@@ -169,6 +169,55 @@ def score_new_rows(
     return pd.DataFrame({"sample_id": sid.to_numpy(), "price": blend, "model_version": model.version, **{f"pred_{n}": prices[n] for n in names}})
 
 
+def score_catalog_rows(
+    model: ServingModel,
+    rows: pd.DataFrame,
+    images: pd.DataFrame,
+    ocr: pd.DataFrame,
+    text_encoders: dict,
+    image_embeddings: dict[str, pd.DataFrame],
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Price raw catalog rows end to end with ``model``: parse, join photo and OCR facts, embed the
+    text afresh, build features, :func:`score_new_rows`. What ``batch_predictions`` does, except that
+    the text is embedded here (so edited listings can be priced: ``benchmarks/probe_behaviour.py``,
+    ``pricing_tests/model/test_behaviour.py``).
+
+    Args:
+        model: the fitted :class:`ServingModel`.
+        rows: n rows with ``sample_id`` (unique) and ``catalog_content``.
+        images / ocr: the rows' ``product_images`` and ``ocr_text`` (by ``sample_id``; may lack rows).
+        text_encoders: text model name -> encoder with ``encode(list[str]) -> (n, d) float32``
+            (``lib.encoders.load_encoder``), for every text model of ``model``.
+        image_embeddings: image model name -> stored embedding frame (``sample_id``, ``embedding``).
+        device: torch device of the fusion MLP.
+
+    Returns:
+        :func:`score_new_rows`'s frame (n rows, ``rows``' order; ``price`` USD).
+
+    Raises:
+        KeyError: an embedding model of ``model`` has no encoder / stored frame here.
+    """
+    from pricing_assets.lib.catalog import parse_catalog
+    from pricing_assets.lib.embedding_text import texts_for_items
+    from pricing_assets.lib.features import build_brand_features
+    from pricing_assets.lib.training_data import embedding_matrix, join_images_and_ocr
+
+    items = join_images_and_ocr(parse_catalog(rows), images, ocr)
+    embs = []
+    for name, modality, dim in model.embedding_models:
+        if modality == "text":
+            if name not in text_encoders:
+                raise KeyError(f"score_catalog_rows: no encoder for text model {name!r}")
+            vec = np.asarray(text_encoders[name].encode(texts_for_items(items, ocr)), dtype=np.float32)
+            embs.append((name, modality, vec, np.ones(len(items), dtype=bool)))
+        else:
+            if name not in image_embeddings:
+                raise KeyError(f"score_catalog_rows: no stored embeddings of image model {name!r}")
+            embs.append((name, modality, *embedding_matrix(image_embeddings[name], items["sample_id"], dim)))
+    return score_new_rows(model, items, build_brand_features(items), embs, device=device)
+
+
 def now_utc() -> datetime:
     """The current time, UTC (a function so tests can pin it)."""
     return datetime.now(UTC)

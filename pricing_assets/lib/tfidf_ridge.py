@@ -13,11 +13,12 @@ from pricing_assets.lib.metrics import smape
 
 def product_text(items: pd.DataFrame) -> pd.Series:
     """One text per product for bag-of-words models: item name, bullets, description and the
-    ``Value``/``Unit`` line, newline-joined (the parsed parts of ``catalog_content``).
+    ``Unit`` (not the ``Value``: the pack quantity reaches the models only as monotone features),
+    newline-joined (the parsed parts of ``catalog_content``).
 
     Args:
         items: frame with ``item_name`` and optionally ``bullets`` (str or list of str),
-            ``description``, ``ipq_value``, ``ipq_unit``, ``ocr_text``.
+            ``description``, ``ipq_unit``.
 
     Returns:
         (n,) str Series aligned with ``items`` (index reset).
@@ -37,8 +38,9 @@ def product_text(items: pd.DataFrame) -> pd.Series:
 
     cols = [c for c in ("item_name", "bullets", "description") if c in items]
     parts = [items[c].map(_s) for c in cols]
-    if "ipq_value" in items and "ipq_unit" in items:
-        parts.append("value " + items["ipq_value"].map(_s) + " " + items["ipq_unit"].map(_s))
+    if "ipq_unit" in items:  # the unit, not the Value: a pack-quantity number here would move the
+        # price up or down at random (the ridge is a LightGBM input), see lib.features.IPQ_INCREASING_FEATURES
+        parts.append("unit " + items["ipq_unit"].map(_s))
     text = parts[0]
     for p in parts[1:]:
         text = text + "\n" + p

@@ -334,7 +334,8 @@ def test_parse_catalog_table_on_real_sample():
     assert first["bullets"].count("\n") == 3
     assert first["ipq_value"] == 31.5 and first["ipq_unit"] == "Ounce"
     assert not first["has_description"]
-    assert first["text_chars"] == len(rows["catalog_content"].iloc[0])
+    body = "\n".join([first["item_name"], first["bullets"]])
+    assert first["text_chars"] == len(body) and first["text_words"] == len(body.split())
     assert first["price"] == pytest.approx(19.37)
     assert items["item_name"].str.len().gt(0).all()
     assert items["n_bullets"].dtype == np.int64
@@ -342,3 +343,27 @@ def test_parse_catalog_table_on_real_sample():
     # ~1.5% of real rows have "Value: nan"/no value; the rest parse to numbers
     assert 0 < items["ipq_value"].isna().mean() < 0.05
     assert (items["content_hash"] == rows["content_hash"]).all()
+
+
+def test_whitespace_never_changes_the_parsed_item():
+    from pricing_assets.lib.catalog import normalise_whitespace
+
+    text = "Item Name: Green  Tea ,  20 bags\nBullet Point 1: Strong\t black\n\nValue: 20.0\nUnit: Count"
+    spaced = "\n".join("  " + "  ".join(line.split(" ")) + " \t" for line in text.split("\n")) + "\n\n"
+    assert normalise_whitespace(spaced) == normalise_whitespace(text)
+    assert normalise_whitespace(text).splitlines()[0] == "Item Name: Green Tea , 20 bags"
+    a, b = (parse_catalog(pd.DataFrame({"sample_id": ["1"], "catalog_content": [t]})) for t in (text, spaced))
+    cols = [c for c in ITEM_COLUMNS if c != "content_hash"]  # the hash identifies the row as delivered
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert a["item_name"].iloc[0] == "Green Tea , 20 bags" and a["bullets"].iloc[0] == "Strong black"
+    with pytest.raises(TypeError):
+        normalise_whitespace(None)
+
+
+def test_text_size_ignores_the_pack_quantity():
+    rows = pd.DataFrame({"sample_id": ["1", "2"], "catalog_content": ["Item Name: Tea\nValue: 6.0\nUnit: Count", "Item Name: Tea\nValue: 120.0\nUnit: Count"]})
+    items = parse_catalog(rows)
+    assert items["text_chars"].tolist() == [3, 3] and items["text_words"].tolist() == [1, 1]
+    assert items["ipq_value"].tolist() == [6.0, 120.0]
+    only_value = parse_catalog(pd.DataFrame({"sample_id": ["3"], "catalog_content": ["Value: 2\nUnit: Count"]}))
+    assert only_value["text_chars"].iloc[0] == 0

@@ -127,3 +127,15 @@ def test_errors_name_the_problem():
         train_lightgbm_dist_cv(X, y, np.zeros(40, int))
     with pytest.raises(ValueError, match="no models"):
         predict_lightgbm_dist([], X)
+
+
+def test_the_distributional_model_does_not_see_the_pack_quantity():
+    from pricing_assets.lib.distributional import quantity_blind
+
+    X, y, folds = _tabular()
+    X = X.assign(log_qty=np.linspace(0, 4, len(X)), uknn_minilm_unit_wmean=1.0)
+    assert list(quantity_blind(X).columns) == [c for c in X.columns if c not in ("log_qty", "uknn_minilm_unit_wmean")]
+    res = train_lightgbm_dist_cv(X, y, folds, n_bins=8, num_boost_round=100, early_stopping_rounds=20, num_threads=1)
+    assert res.models[0]["booster"].feature_name() == list(quantity_blind(X).columns)
+    p = predict_lightgbm_dist(res.models, X.iloc[:30])
+    assert np.array_equal(p, predict_lightgbm_dist(res.models, X.iloc[:30].assign(log_qty=99.0, uknn_minilm_unit_wmean=7.0)))

@@ -22,3 +22,14 @@ def test_text_for_embedding_layout_and_limits():
         text_for_embedding("a", None, None, max_chars=0)
     with pytest.raises(TypeError, match="expected str"):
         text_for_embedding("a", [3.5], None)
+
+
+def test_texts_for_items_joins_ocr_by_sample_id():
+    import pandas as pd
+
+    from pricing_assets.lib.embedding_text import texts_for_items
+
+    items = pd.DataFrame({"sample_id": ["1", "2"], "item_name": ["Tea", "Coffee"], "bullets": ["b1", ""], "description": ["", "d"]})
+    ocr = pd.DataFrame({"sample_id": ["2", "9"], "ocr_text": ["ARABICA 12 OZ", "x"]})
+    assert texts_for_items(items, ocr) == ["Tea\nb1", "Coffee\nImage text: ARABICA 12 OZ\nd"]
+    assert texts_for_items(items) == ["Tea\nb1", "Coffee\nd"]

@@ -13,6 +13,7 @@ from pricing_assets.lib.catalog import parse_catalog, read_catalog
 from pricing_assets.lib.features import (
     CATEGORIES,
     GRAMS_PER_OUNCE,
+    IPQ_INCREASING_FEATURES,
     ML_PER_FL_OUNCE,
     NUMERIC_FEATURES,
     apply_target_encoding,
@@ -183,6 +184,21 @@ def test_quantities_from_text_reports_max_of_same_family_and_none():
 )
 def test_extract_brand_real_names(name, brand):
     assert extract_brand(name) == brand
+
+
+@pytest.mark.parametrize("recase", [str.upper, str.lower, str.title])
+def test_extract_brand_ignores_case(recase):
+    names = pd.read_csv(LABELED, usecols=["catalog_content"]).head(400)
+    items = parse_catalog(names.assign(sample_id=[str(i) for i in range(len(names))]))
+    for n, b in zip(items["item_name"], items["bullets"]):
+        assert extract_brand(recase(n), recase(b)) == extract_brand(n, b), n
+    assert extract_brand("FOOD TO LIVE Organic Raisins") == extract_brand("Food to Live Organic Raisins") == "food"
+    assert extract_brand("PRINCE OF PEACE Ginseng Tea") == "prince"
+
+
+def test_ipq_increasing_features_are_numeric_features():
+    assert set(IPQ_INCREASING_FEATURES) <= set(NUMERIC_FEATURES)
+    assert "pack_count" not in IPQ_INCREASING_FEATURES and "upper_ratio" not in NUMERIC_FEATURES
 
 
 def test_extract_brand_uses_short_brand_field_only():

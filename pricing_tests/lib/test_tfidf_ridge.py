@@ -64,7 +64,9 @@ def test_stacked_title_ridge_is_out_of_fold_and_covers_unlabeled_rows(real):
 def test_product_text_joins_parts():
     items = pd.DataFrame({"item_name": ["Tea", None], "bullets": [["strong", "black"], None], "description": [np.nan, "d"], "ipq_value": [12.0, np.nan], "ipq_unit": ["Ounce", None]})
     t = product_text(items)
-    assert t.iloc[0] == "Tea\nstrong\nblack\n\nvalue 12.0 Ounce"
-    assert t.iloc[1] == "\n\nd\nvalue  "
+    assert t.iloc[0] == "Tea\nstrong\nblack\n\nunit Ounce"
+    assert t.iloc[1] == "\n\nd\nunit "
+    # the pack quantity (Value) is not in the text: only monotone features carry it
+    assert product_text(items.assign(ipq_value=[24.0, 3.0])).equals(t)
     with pytest.raises(KeyError, match="item_name"):
         product_text(pd.DataFrame({"x": [1]}))
