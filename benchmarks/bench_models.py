@@ -112,22 +112,14 @@ def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.nda
 
 def load_all_products():
     """(products of every row, brand_features, [(name, modality, vectors, has)]) from the materialised
-    instance, aligned to ``products`` (labeled and unlabeled rows)."""
+    instance; the embeddings from ``product_embeddings``, aligned to ``products``."""
     from pricing_assets import cli
     from pricing_assets.definitions import defs
-    from pricing_assets.defs.embeddings import embedding_key
-    from pricing_assets.lib.embedding_registry import load_registry
-    from pricing_assets.lib.training_data import embedding_matrix
-    from pricing_assets.partitions import CATALOG_BATCHES
 
     inst = cli.get_instance()
     products = defs.load_asset_value("products", instance=inst).reset_index(drop=True)
     bf = defs.load_asset_value("brand_features", instance=inst)
-    batches = inst.get_dynamic_partitions(CATALOG_BATCHES)
-    embs = []
-    for spec in (s for s in load_registry().values() if s.enabled):
-        frames = [defs.load_asset_value(embedding_key(spec), partition_key=b, instance=inst) for b in batches]
-        embs.append((spec.name, spec.modality, *embedding_matrix(pd.concat(frames, ignore_index=True), products["sample_id"], spec.dim)))
+    embs = defs.load_asset_value("product_embeddings", instance=inst).aligned_to(products["sample_id"])
     return products, bf, embs
 
 

@@ -32,6 +32,7 @@ COMPUTE_KINDS: tuple[tuple[Callable[[str], bool], set[str]], ...] = (
     (lambda n: n.startswith("tfidf_"), {"sklearn"}),
     (lambda n: n.startswith("fusion_mlp"), {"pytorch"}),
     (lambda n: n in ("feature_space", "feature_matrix"), {"sklearn"}),
+    (lambda n: n == "product_embeddings", {"numpy"}),
     (lambda n: n == "batch_predictions", {"lightgbm", "sklearn", "pytorch", "faiss"}),
 )
 

@@ -187,10 +187,7 @@ FusionMLPConfig = config_from_dataclass(
 
 
 def build_model_assets(registry: dict, *, with_fusion_mlp: bool) -> list:
-    """``tfidf_ridge``, and ``fusion_mlp`` (wired to every enabled embedding asset) when ``with_fusion_mlp``."""
-    from pricing_assets.defs.common import merge_batches
-    from pricing_assets.defs.training import _embeddings_in
-
+    """``tfidf_ridge``, and ``fusion_mlp`` (reading ``product_embeddings``) when ``with_fusion_mlp``."""
     specs = [s for s in registry.values() if s.enabled]
 
     @_model_multi_asset(
@@ -198,19 +195,16 @@ def build_model_assets(registry: dict, *, with_fusion_mlp: bool) -> list:
         "io_manager",
         "One fusion-MLP state dict per CV fold (text + image + tabular branches) and the tabular transform fitted on the labeled rows, pickled.",
         "Fusion MLP: OOF predictions (labeled rows) and fold-average predictions (unlabeled rows).",
-        ins={"feature_matrix": dg.AssetIn("feature_matrix"), **_embeddings_in(registry)},
+        ins={"feature_matrix": dg.AssetIn("feature_matrix"), "product_embeddings": dg.AssetIn("product_embeddings")},
         pool="gpu",
     )
-    def fusion_mlp(context: dg.AssetExecutionContext, config: FusionMLPConfig, device: DeviceResource, feature_matrix: pd.DataFrame, **kwargs):
+    def fusion_mlp(context: dg.AssetExecutionContext, config: FusionMLPConfig, device: DeviceResource, feature_matrix: pd.DataFrame, product_embeddings):
         """K-fold fusion MLP on ``log1p(price)``, same folds as LightGBM; OOF SMAPE in metadata."""
         from pricing_assets.lib.mlp import MLPInputs, TabularTransform, predict_mlp, train_mlp_cv
         from pricing_assets.lib.model_predictions import predictions_frame
         from pricing_assets.lib.serving import mlp_branches, mlp_tab_exclude
-        from pricing_assets.lib.training_data import embedding_matrix
-
         dev = device.resolve()
-        ids = feature_matrix["sample_id"]
-        embs = [(s.name, s.modality, *embedding_matrix(merge_batches(context, kwargs[f"emb__{s.name}"], f"emb__{s.name}"), ids, s.dim)) for s in specs]
+        embs = product_embeddings.aligned_to(feature_matrix["sample_id"])
         text, image_m, has_image = mlp_branches(embs)
         lab = (feature_matrix["fold"] >= 0).to_numpy()
         # fitted on the labeled (training) rows; a new product's row goes through the same transform

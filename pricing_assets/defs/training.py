@@ -128,23 +128,40 @@ def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
     yield _contract
 
 
-def _embeddings_in(registry) -> dict:
-    return {f"emb__{s.name}": all_batches_in(embedding_key(s)) for s in registry.values() if s.enabled}
+def build_product_embeddings_asset(registry: dict) -> dg.AssetsDefinition:
+    """``product_embeddings``: every batch of every enabled embedding asset, aligned to ``products``."""
+    specs = [s for s in registry.values() if s.enabled]
+
+    @dg.asset(
+        group_name=GROUP,
+        io_manager_key="io_manager",
+        ins={"products": dg.AssetIn("products"), **{f"emb__{s.name}": all_batches_in(embedding_key(s)) for s in specs}},
+    )
+    def product_embeddings(context: dg.AssetExecutionContext, products: pd.DataFrame, **embeddings):
+        """Every enabled embedding model's vectors for the products, in ``products`` order
+        (``lib.training_data.ProductEmbeddings``, pickled): the one place the per-batch embedding assets
+        are merged; the kNN index, the feature matrix, the fusion MLP and the signal report read it."""
+        from pricing_assets.lib.training_data import align_embeddings
+
+        with stopwatch() as t:
+            frames = [(s.name, s.modality, s.dim, merge_batches(context, embeddings[f"emb__{s.name}"], f"emb__{s.name}")) for s in specs]
+            out = align_embeddings(frames, products["sample_id"])
+        coverage = {name: {"modality": modality, "dim": int(vec.shape[1]), "rows_with_vector": int(has.sum())} for name, modality, vec, has in out.models}
+        missing_text = {n: len(out.sample_ids) - c["rows_with_vector"] for n, c in coverage.items() if c["modality"] == "text" and c["rows_with_vector"] < len(out.sample_ids)}
+        if missing_text:
+            raise ValueError(f"product_embeddings: products without a text embedding {missing_text}: materialise the embedding assets of their batches")
+        return dg.Output(out, metadata={
+            "dagster/row_count": len(out.sample_ids),
+            "models": dg.MetadataValue.json(coverage),
+            "mb": round(sum(v.nbytes for _, _, v, _ in out.models) / 2**20, 1),
+            "seconds": round(t(), 2),
+        })
+
+    return product_embeddings
 
 
 def build_training_assets(registry: dict) -> list:
-    """``product_index``/``knn_features`` and ``feature_matrix``, wired to every enabled embedding asset."""
-    specs = {s.name: s for s in registry.values() if s.enabled}
-
-    def _embeddings(context, kwargs, frame_ids):
-        """``(name, modality, vectors, has)`` per enabled model, aligned to ``frame_ids``."""
-        from pricing_assets.lib.training_data import embedding_matrix
-
-        out = []
-        for name, spec in specs.items():
-            emb = merge_batches(context, kwargs[f"emb__{name}"], f"emb__{name}")
-            out.append((name, spec.modality, *embedding_matrix(emb, frame_ids, spec.dim)))
-        return out
+    """``product_embeddings``, ``product_index``/``knn_features`` and ``feature_matrix``."""
 
     @dg.multi_asset(
         outs={
@@ -165,16 +182,17 @@ def build_training_assets(registry: dict) -> list:
                 "quantities and the TF-IDF vectorizers fitted on their texts (lib.knn.KnnReference), pickled.",
             ),
         },
-        ins={"products": dg.AssetIn("products"), "brand_features": dg.AssetIn("brand_features"), **_embeddings_in(registry)},
+        ins={"products": dg.AssetIn("products"), "brand_features": dg.AssetIn("brand_features"), "product_embeddings": dg.AssetIn("product_embeddings")},
         check_specs=[contract_spec("knn_features")],
     )
     def product_index(
-        context: dg.AssetExecutionContext, config: KnnConfig, cv: CrossValidationResource, products: pd.DataFrame, brand_features: pd.DataFrame, **kwargs
+        context: dg.AssetExecutionContext, config: KnnConfig, cv: CrossValidationResource, products: pd.DataFrame, brand_features: pd.DataFrame,
+        product_embeddings,
     ):
         from pricing_assets.lib.knn import build_index, build_knn_features, fit_knn_reference
 
         with stopwatch() as t:
-            embs = _embeddings(context, kwargs, products["sample_id"])
+            embs = product_embeddings.aligned_to(products["sample_id"])
             ref = fit_knn_reference(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds)
             knn = build_knn_features(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds, reference=ref)
             lab = products["is_labeled"].to_numpy()
@@ -216,7 +234,7 @@ def build_training_assets(registry: dict) -> list:
             "brand_features": dg.AssetIn("brand_features"),
             "knn_features": dg.AssetIn("knn_features"),
             "tfidf_ridge_predictions": dg.AssetIn("tfidf_ridge_predictions"),
-            **_embeddings_in(registry),
+            "product_embeddings": dg.AssetIn("product_embeddings"),
         },
         check_specs=[contract_spec("feature_matrix")],
     )
@@ -228,7 +246,7 @@ def build_training_assets(registry: dict) -> list:
         brand_features: pd.DataFrame,
         knn_features: pd.DataFrame,
         tfidf_ridge_predictions: pd.DataFrame,
-        **kwargs,
+        product_embeddings,
     ):
         """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridges'
         OOF log-price predictions on the full text and on the title (stacked: out-of-fold for labeled
@@ -237,7 +255,7 @@ def build_training_assets(registry: dict) -> list:
 
         with stopwatch() as t:
             fm, groups, space = build_feature_matrix_and_space(
-                products, brand_features, knn_features, tfidf_ridge_predictions, _embeddings(context, kwargs, products["sample_id"]),
+                products, brand_features, knn_features, tfidf_ridge_predictions, product_embeddings.aligned_to(products["sample_id"]),
                 text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=cv.seed,
             )
         _contract = enforce_contract(fm, FeatureMatrix, "feature_matrix")  # before storing: a violation raises, nothing is written
@@ -260,7 +278,7 @@ def build_training_assets(registry: dict) -> list:
         )
         yield _contract
 
-    return [product_index, feature_matrix]
+    return [build_product_embeddings_asset(registry), product_index, feature_matrix]
 
 
 @dg.definitions

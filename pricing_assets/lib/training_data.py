@@ -123,6 +123,62 @@ def embedding_matrix(frame: pd.DataFrame, sample_ids: pd.Series, dim: int) -> tu
     return out, has
 
 
+@dataclass(frozen=True)
+class ProductEmbeddings:
+    """Every enabled embedding model's vectors, aligned to one list of products (the
+    ``product_embeddings`` asset: what ``product_index``, ``feature_matrix``, ``fusion_mlp`` and
+    ``embedding_signal_report`` read instead of each merging the per-batch embedding assets).
+
+    Attributes:
+        sample_ids: (n,) str, the products' order (``products.sample_id``).
+        models: one ``(name, modality, vectors, has)`` per model, registry order: modality ``"text"`` /
+            ``"image"``, vectors (n, d) float32 (L2-normalised rows, zeros where ``has`` is False), has
+            (n,) bool (the product has a vector: every row for text, rows with a photo for images).
+    """
+
+    sample_ids: np.ndarray
+    models: list
+
+    def aligned_to(self, sample_ids: pd.Series | np.ndarray) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+        """``models`` re-ordered / sub-set to ``sample_ids`` (m,): ``(name, modality, (m, d) float32, (m,) bool)``.
+
+        Raises:
+            ValueError: a sample_id is not among :attr:`sample_ids` (names the first five): the
+                embeddings are older than the products asking for them.
+        """
+        want = np.asarray(sample_ids, dtype=object).astype(str)
+        if len(want) == len(self.sample_ids) and np.array_equal(want, self.sample_ids):
+            return list(self.models)
+        pos = pd.Series(np.arange(len(self.sample_ids)), index=self.sample_ids).reindex(want)
+        if pos.isna().any():
+            raise ValueError(f"product_embeddings lacks sample_ids {pos[pos.isna()].index[:5].tolist()}: materialise product_embeddings again")
+        idx = pos.to_numpy(dtype=np.int64)
+        return [(name, modality, vec[idx], has[idx]) for name, modality, vec, has in self.models]
+
+
+def align_embeddings(frames: list[tuple[str, str, int, pd.DataFrame]], sample_ids: pd.Series) -> ProductEmbeddings:
+    """Stack per-model embedding tables into a :class:`ProductEmbeddings` aligned to ``sample_ids``.
+
+    Args:
+        frames: ``(name, modality, dim, frame)`` per model; frame has ``sample_id`` and ``embedding``
+            ((dim,) float32 vectors), every batch concatenated oldest first (a product embedded in two
+            batches keeps its latest vector, as ``products`` keeps its latest row).
+        sample_ids: (n,) the products' ids, unique.
+
+    Returns:
+        :class:`ProductEmbeddings` with n rows per model.
+
+    Raises:
+        ValueError: duplicate ``sample_ids`` (names the first five).
+    """
+    ids = pd.Series(np.asarray(sample_ids, dtype=object).astype(str))
+    dups = ids[ids.duplicated()].unique().tolist()
+    if dups:
+        raise ValueError(f"align_embeddings: duplicate sample_ids {dups[:5]}")
+    models = [(name, modality, *embedding_matrix(frame, ids, dim)) for name, modality, dim, frame in frames]
+    return ProductEmbeddings(ids.to_numpy(dtype=object), models)
+
+
 def fit_pca(vectors: np.ndarray, mask: np.ndarray, n_components: int, seed: int = 42):
     """PCA (scikit-learn) of the rows of ``vectors`` (n, d) where ``mask`` is set; None when
     ``n_components`` is 0 or too few rows (k = min(n_components, rows - 1, d) < 1)."""

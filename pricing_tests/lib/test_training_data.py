@@ -138,3 +138,26 @@ def test_join_images_and_ocr_refuses_a_duplicated_key():
     assert len(out) == len(one) and out["text"].eq("t").all()
     with pytest.raises(pd.errors.MergeError):
         join_images_and_ocr(one, images.drop(columns="batch"), ocr.drop(columns="batch"))
+
+
+def test_align_embeddings_latest_batch_wins_and_realigns():
+    from pricing_assets.lib.training_data import align_embeddings
+
+    v = np.eye(3, dtype=np.float32)
+    text = pd.DataFrame({"sample_id": ["a", "b", "a"], "embedding": list(v)})  # "a" embedded again in a later batch
+    image = pd.DataFrame({"sample_id": ["c"], "embedding": [np.ones(2, np.float32) / np.sqrt(2)]})
+    pe = align_embeddings([("t", "text", 3, text), ("i", "image", 2, image)], pd.Series(["b", "a", "c"]))
+    assert list(pe.sample_ids) == ["b", "a", "c"]
+    (tn, tm, tv, th), (iname, im, iv, ih) = pe.models
+    assert (tn, tm, iname, im) == ("t", "text", "i", "image")
+    assert tv.dtype == np.float32 and tv.shape == (3, 3) and iv.shape == (3, 2)
+    np.testing.assert_array_equal(tv[1], v[2])  # the later vector of "a"
+    assert th.tolist() == [True, True, False] and ih.tolist() == [False, False, True]
+    sub = pe.aligned_to(pd.Series(["c", "b"]))
+    np.testing.assert_array_equal(sub[0][2], tv[[2, 0]])
+    assert sub[1][3].tolist() == [True, False]
+    assert pe.aligned_to(pe.sample_ids)[0][2] is tv  # same order: no copy
+    with pytest.raises(ValueError, match="lacks sample_ids \\['zz'\\]"):
+        pe.aligned_to(["b", "zz"])
+    with pytest.raises(ValueError, match="duplicate sample_ids \\['b'\\]"):
+        align_embeddings([("t", "text", 3, text)], pd.Series(["b", "b"]))
