@@ -124,7 +124,7 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
     def _image_embeddings(context: dg.AssetExecutionContext, product_images: pd.DataFrame, device: DeviceResource, storage: StorageResource):
         from pricing_assets.lib.embedding_cache import embed_with_cache
         from pricing_assets.lib.encoders import load_encoder
-        from pricing_assets.lib.images import open_image_rgb
+        from pricing_assets.lib.image_bytes import open_image_rgb
 
         ok = product_images[product_images["status"] == "ok"].reset_index(drop=True)
         uris = ok["image_uri"].tolist()

@@ -1,8 +1,16 @@
-"""Product image acquisition: safe download, validation and a content-addressed store.
+"""Product image fetcher: safe download, retries, per-host circuit breaker and a content-addressed store.
 
 Pure, Dagster-free. One call, :func:`fetch_images`, turns ``(sample_id, image_link)`` rows into one
 status row per input row (never a silent drop) and leaves each good image exactly once in a store
 that may be a local folder or ``s3://bucket/prefix`` (any fsspec URL).
+
+This module holds the fetcher (HTTP, retries, breaker, store). The checks it applies live in two
+modules of their own: the SSRF/URL guard in :mod:`pricing_assets.lib.url_safety`
+(:func:`~pricing_assets.lib.url_safety.check_url`) and the validation and decoding of image bytes
+in :mod:`pricing_assets.lib.image_bytes` (:func:`~pricing_assets.lib.image_bytes.inspect_image_bytes`,
+:func:`~pricing_assets.lib.image_bytes.sniff_image_format`,
+:func:`~pricing_assets.lib.image_bytes.open_image_rgb`, :class:`~pricing_assets.lib.image_bytes.ImageRejected`).
+Those names are re-exported here so that existing imports keep working.
 
 Store layout under ``FetchConfig.store_base``::
 
@@ -19,8 +27,9 @@ HTTP (unless ``offline``). Mirror hits and downloads are copied into the store.
 Safety measures (each maps to a status, see :data:`STATUSES`):
 
 - only ``http``/``https`` URLs; hosts resolving to loopback, private, link-local, multicast,
-  reserved or unspecified addresses are refused (SSRF guard) unless ``allow_private_hosts``;
-  redirects are followed by hand (at most :data:`MAX_REDIRECTS`) and every hop is re-checked.
+  reserved or unspecified addresses are refused (SSRF guard, :mod:`pricing_assets.lib.url_safety`)
+  unless ``allow_private_hosts``; redirects are followed by hand (at most :data:`MAX_REDIRECTS`)
+  and every hop is re-checked.
   Limitation: the address is checked before httpx resolves the name again, so a DNS-rebinding
   attacker could still race the check.
 - per-request timeout: httpx's connect/read/write/pool timeout of ``timeout_s`` *and* a wall-clock
@@ -51,25 +60,25 @@ Safety measures (each maps to a status, see :data:`STATUSES`):
     record, so the next call tries them again with every breaker closed.
 - ``Content-Type`` must be ``image/*`` (``application/octet-stream``, ``binary/octet-stream`` and a
   missing header are let through to the magic-byte check, as object stores often send them); the
-  magic bytes must be JPEG, PNG, GIF or WEBP and decide the stored format/extension.
+  magic bytes must be JPEG, PNG, GIF or WEBP and decide the stored format/extension (the
+  magic-byte check, the pixel cap and the full decode below are
+  :func:`~pricing_assets.lib.image_bytes.inspect_image_bytes`).
 - size cap ``max_bytes`` (``Content-Length`` checked first, then while streaming) and a pixel cap
   ``max_pixels`` read from the header before decoding (decompression-bomb guard; Pillow's own
   ``DecompressionBombError`` is also mapped to ``too_large``); the image is then fully decoded so
   truncated files are caught (``corrupt``).
-- reported width/height are after the EXIF orientation transpose; :func:`open_image_rgb` applies it.
+- reported width/height are after the EXIF orientation transpose;
+  :func:`~pricing_assets.lib.image_bytes.open_image_rgb` applies it.
 """
 
 
 import hashlib
-import io
-import ipaddress
 import json
 import os
 import posixpath
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -80,9 +89,27 @@ import fsspec
 import httpx
 import pandas as pd
 import tenacity
-from PIL import Image, ImageOps
 
 from pricing_assets.lib.atomic_write import write_bytes_atomic
+
+# Re-exported so that imports from this module keep working; their home is image_bytes / url_safety.
+from pricing_assets.lib.image_bytes import ImageRejected, inspect_image_bytes, open_image_rgb, sniff_image_format
+from pricing_assets.lib.url_safety import check_url
+
+__all__ = [
+    "MAX_REDIRECTS",
+    "OUTPUT_COLUMNS",
+    "STATUSES",
+    "USER_AGENT",
+    "FetchConfig",
+    "fetch_images",
+    # re-exported from pricing_assets.lib.image_bytes and pricing_assets.lib.url_safety
+    "ImageRejected",
+    "check_url",
+    "inspect_image_bytes",
+    "open_image_rgb",
+    "sniff_image_format",
+]
 
 #: Every value ``fetch_images`` writes to the ``status`` column.
 STATUSES = (
@@ -118,9 +145,6 @@ OUTPUT_COLUMNS = [
 MAX_REDIRECTS = 5
 USER_AGENT = "pricing-assets-image-fetch/0.1 (+https://github.com/; contact: maintainers)"
 
-# Magic numbers: JPEG (JFIF/Exif) FF D8 FF; PNG 8-byte signature (RFC 2083 §3.1);
-# GIF87a/GIF89a; WEBP = RIFF container with "WEBP" form type (RFC 9649 §2).
-_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp"}
 _PASS_THROUGH_CONTENT_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
 _RETRY_STATUS = {429, 500, 502, 503, 504} | set(range(505, 600))
 
@@ -191,18 +215,6 @@ class _Outcome:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class ImageRejected(ValueError):
-    """A final, non-retryable verdict on a link or its bytes.
-
-    ``status`` is one of :data:`STATUSES` (never ``"ok"``); ``reason`` says why in words.
-    """
-
-    def __init__(self, status: str, reason: str):
-        super().__init__(f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
-
-
 class _TransientHTTP(Exception):
     """HTTP 429/5xx: worth another attempt."""
 
@@ -238,161 +250,6 @@ def _host_of(url: str) -> str | None:
         return urlsplit(url).hostname or None
     except ValueError:
         return None
-
-
-# --------------------------------------------------------------------------------------------
-# Bytes -> verdict + metadata
-# --------------------------------------------------------------------------------------------
-
-
-def sniff_image_format(data: bytes) -> str | None:
-    """Return the image format named by the magic bytes, or None.
-
-    Args:
-        data: the first bytes of a file (12 are enough).
-
-    Returns:
-        ``"JPEG"``, ``"PNG"``, ``"GIF"`` or ``"WEBP"`` (Pillow's format names), else None.
-        Signatures: JPEG SOI marker ``FF D8 FF``; PNG ``89 50 4E 47 0D 0A 1A 0A`` (RFC 2083);
-        ``GIF87a``/``GIF89a``; WEBP ``RIFF????WEBP`` (RFC 9649).
-    """
-    if data[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
-def inspect_image_bytes(data: bytes, max_bytes: int, max_pixels: int) -> dict[str, Any]:
-    """Validate image bytes and describe them, or raise ``ImageRejected``-compatible errors.
-
-    Args:
-        data: whole file content.
-        max_bytes: size cap in bytes.
-        max_pixels: cap on ``width * height`` checked from the header before decoding.
-
-    Returns:
-        dict with ``sha256`` (hex str), ``format`` (str, from magic bytes), ``ext`` (str),
-        ``width``/``height`` (int pixels, after EXIF orientation), ``aspect_ratio`` (float,
-        width / height), ``n_bytes`` (int), ``mode`` (str, Pillow mode of the stored file) and
-        ``has_alpha`` (bool: alpha band or palette transparency).
-
-    Raises:
-        ImageRejected: with ``status`` in ``corrupt`` (0 bytes, undecodable, truncated),
-            ``too_large`` (bytes or pixels over the caps, Pillow decompression bomb) or
-            ``not_image`` (magic bytes not JPEG/PNG/GIF/WEBP).
-    """
-    n = len(data)
-    if n == 0:
-        raise ImageRejected("corrupt", "empty body (0 bytes)")
-    if n > max_bytes:
-        raise ImageRejected("too_large", f"{n} bytes > max_bytes {max_bytes}")
-    fmt = sniff_image_format(data[:16])
-    if fmt is None:
-        raise ImageRejected("not_image", f"magic bytes {data[:8].hex()} are not JPEG/PNG/GIF/WEBP")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width <= 0 or height <= 0:
-                raise ImageRejected("corrupt", f"image declares size {width}x{height}")
-            if width * height > max_pixels:
-                raise ImageRejected(
-                    "too_large",
-                    f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels} "
-                    "(decompression-bomb guard)",
-                )
-            if img.format != fmt:
-                raise ImageRejected(
-                    "corrupt", f"magic bytes say {fmt} but Pillow decodes it as {img.format}"
-                )
-            mode = img.mode
-            has_alpha = "A" in img.getbands() or "transparency" in img.info
-            orientation = img.getexif().get(0x0112, 1)
-            img.load()  # full decode: raises on truncated / broken data
-    except ImageRejected:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected("too_large", f"Pillow decompression-bomb guard: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError/SyntaxError/ValueError/...
-        raise ImageRejected("corrupt", f"Pillow cannot decode {fmt}: {exc}") from exc
-    if orientation in (5, 6, 7, 8):  # EXIF orientations that swap the axes (EXIF 2.32 §4.6.4)
-        width, height = height, width
-    return {
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "format": fmt,
-        "ext": _EXTENSIONS[fmt],
-        "width": int(width),
-        "height": int(height),
-        "aspect_ratio": float(width) / float(height),
-        "n_bytes": n,
-        "mode": mode,
-        "has_alpha": bool(has_alpha),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# URL checks
-# --------------------------------------------------------------------------------------------
-
-
-def _is_blocked_address(addr: str) -> bool:
-    ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
-
-
-def check_url(url: str, allow_private_hosts: bool = False) -> None:
-    """Refuse URLs the fetcher must not request.
-
-    Args:
-        url: absolute URL.
-        allow_private_hosts: skip the address check (for local test servers and intranets).
-
-    Raises:
-        ImageRejected: status ``invalid_url`` when the scheme is not http/https, the host is
-            missing, or (unless ``allow_private_hosts``) the host is or resolves to a loopback,
-            private, link-local, multicast, reserved or unspecified address.
-        httpx.ConnectError: when the host name does not resolve (treated as a transient
-            connection error by the caller).
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ImageRejected("invalid_url", f"unparseable URL: {exc}") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ImageRejected("invalid_url", f"scheme {scheme or '(none)'!r} not allowed (http/https only)")
-    host = parts.hostname
-    if not host:
-        raise ImageRejected("invalid_url", "URL has no host")
-    if allow_private_hosts:
-        return
-    try:
-        addrs = {info[4][0] for info in socket.getaddrinfo(host, port or (443 if scheme == "https" else 80))}
-    except socket.gaierror as exc:
-        raise httpx.ConnectError(f"cannot resolve host {host!r}: {exc}") from exc
-    blocked = sorted(a for a in addrs if _is_blocked_address(a))
-    if blocked:
-        raise ImageRejected(
-            "invalid_url",
-            f"host {host!r} resolves to non-public address {blocked[0]} "
-            "(set allow_private_hosts=True to permit)",
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -814,33 +671,3 @@ def fetch_images(
     )
     result.attrs["stats"] = {**fetcher.stats, "hosts_unreachable": sorted(fetcher.hosts_unreachable)}
     return result
-
-
-def open_image_rgb(uri: str, storage_options: dict | None = None) -> Image.Image:
-    """Open a stored image as an RGB Pillow image with EXIF orientation applied.
-
-    Args:
-        uri: local path or fsspec URL (e.g. an ``image_uri`` from :func:`fetch_images`).
-        storage_options: fsspec options (e.g. ``{"endpoint_url": …}`` for S3).
-
-    Returns:
-        ``PIL.Image.Image`` in mode ``"RGB"``, size ``(width, height)`` after
-        ``ImageOps.exif_transpose``. Transparent pixels are composited onto white (product
-        photos with a transparent background would otherwise turn black).
-
-    Raises:
-        FileNotFoundError: if ``uri`` does not exist.
-        PIL.UnidentifiedImageError / OSError: if the file is not a decodable image.
-        PIL.Image.DecompressionBombError: for images over Pillow's own pixel limit.
-    """
-    with fsspec.open(uri, "rb", **(storage_options or {})) as fh:
-        data = fh.read()
-    img = Image.open(io.BytesIO(data))
-    img = ImageOps.exif_transpose(img)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    return img.convert("RGB")

@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import pandas as pd
 from PIL import Image
 
-from pricing_assets.lib.images import open_image_rgb
+from pricing_assets.lib.image_bytes import open_image_rgb
 
 #: Output columns of :func:`run_ocr`, in order.
 OCR_COLUMNS = ["sample_id", "ocr_status", "ocr_text", "n_lines", "mean_conf", "seconds", "ocr_reason"]

@@ -169,7 +169,7 @@ def test_all_zero_embeddings_are_refused_not_normalised_away(tmp_path):
 def test_unopenable_photo_fails_the_run_and_keeps_earlier_chunks(tmp_path):
     """No per-row tolerance: a stored photo that cannot be opened (deleted after the image stage)
     raises out of embed_with_cache; chunks written before it stay cached, its chunk is not."""
-    from pricing_assets.lib.images import open_image_rgb
+    from pricing_assets.lib.image_bytes import open_image_rgb
 
     spec = EmbeddingModelSpec("img_fake", "image", "effnet_lite_onnx", "x", 4, 4, image_size=8)
 

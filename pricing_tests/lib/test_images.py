@@ -1,4 +1,4 @@
-"""Tests of pricing_assets.lib.images against a scripted HTTP server on 127.0.0.1."""
+"""Tests of pricing_assets.lib.images (and its image_bytes / url_safety checks) against a scripted HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,17 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from pricing_assets.lib.images import (
-    OUTPUT_COLUMNS,
-    STATUSES,
-    FetchConfig,
-    ImageRejected,
-    check_url,
-    fetch_images,
-    inspect_image_bytes,
-    open_image_rgb,
-    sniff_image_format,
-)
+from pricing_assets.lib.image_bytes import ImageRejected, inspect_image_bytes, open_image_rgb, sniff_image_format
+from pricing_assets.lib.images import OUTPUT_COLUMNS, STATUSES, FetchConfig, fetch_images
+from pricing_assets.lib.url_safety import check_url
 from pricing_tests.helpers import IMAGES, SAMPLE
 from pricing_tests.http_server import Reply, ScriptedServer
 
