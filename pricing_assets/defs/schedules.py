@@ -33,12 +33,15 @@ catalog_batch_job = dg.define_asset_job(
 
 #: The training side of the global assets: everything up to the promoted ``serving_model`` and the
 #: OOF report. ``price_predictions`` is left out: it follows the re-scoring of the batches.
+#: Run config of the nightly retrain: ``products`` stores (and everything downstream retrains) even
+#: when the labels did not change.
+NIGHTLY_RUN_CONFIG = {"ops": {"products": {"config": {"retrain_unchanged": True}}}}
 TRAINING_SELECTION = dg.AssetSelection.groups(*GLOBAL_GROUPS) - dg.AssetSelection.assets("price_predictions")
 
 nightly_retrain_job = dg.define_asset_job(
     "nightly_retrain_job",
     selection=TRAINING_SELECTION,
-    config={"ops": {"products": {"config": {"retrain_unchanged": True}}}},
+    config=NIGHTLY_RUN_CONFIG,
     description="Retrain over every labeled row (even unchanged): products, features, kNN reference, models, blend, serving_model, report. "
     "The automation then re-scores every batch with the promoted model.",
 )

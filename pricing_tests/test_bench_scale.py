@@ -1,0 +1,36 @@
+"""The scale benchmark's pure parts: the synthetic catalog and the growth fit
+(``benchmarks/bench_scale.py``; its figures are measurements, not asserted here)."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from pricing_tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_scale  # noqa: E402
+
+
+def test_scaled_catalog_is_unique_half_labeled_and_prices_follow_the_pack():
+    cat = bench_scale.scaled_catalog(15000, seed=1)  # 7216 listings: copies 0, 1 and 2
+    assert len(cat) == 15000 and cat["sample_id"].is_unique and not cat["catalog_content"].duplicated().any()
+    assert 0.45 < cat["price"].isna().mean() < 0.55
+    t = cat[cat["template"] == 0].set_index(cat[cat["template"] == 0].index // 7216)
+    assert list(t.index) == [0, 1, 2]
+    value = t["catalog_content"].str.extract(r"Value: ([0-9.]+)")[0].astype(float)
+    assert value[1] == pytest.approx(value[0] * bench_scale.FACTORS[1]) and value[2] == pytest.approx(value[0] * bench_scale.FACTORS[2])
+    base = bench_scale.scaled_catalog(15000, seed=1)
+    assert base["catalog_content"].equals(cat["catalog_content"])  # seeded: the same catalog every time
+    with pytest.raises(ValueError, match="n_rows"):
+        bench_scale.scaled_catalog(10)
+
+
+def test_growth_exponent_and_largest_fitting_size():
+    rows = [10_000, 20_000, 40_000]
+    assert bench_scale.growth_exponent(rows, [5.0, 10.0, 20.0]) == pytest.approx(1.0)
+    assert bench_scale.growth_exponent(rows, [1.0, 4.0, 16.0]) == pytest.approx(2.0)
+    assert bench_scale.growth_exponent(rows[:1], [3.0]) is None
+    # memory linear in rows, 1 GB at 40k rows: 24 GB at 960k rows
+    assert bench_scale.largest_fitting(rows, [256.0, 512.0, 1024.0], 24) == pytest.approx(960_000, rel=1e-3)
+    assert np.isfinite(bench_scale.growth_exponent(rows, [2.0, float("nan"), 8.0]))
