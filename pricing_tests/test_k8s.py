@@ -239,11 +239,15 @@ def test_gpu_image_comes_from_the_environment(monkeypatch):
 # --- step pods ----------------------------------------------------------------------------------
 
 
+def _pod_of(step_job, job_name: str, step_key: str):
+    """(pod spec, its first container) of the Job dagster-k8s builds for ``step_key``."""
+    pod = step_job(job_name, step_key).spec.template.spec
+    return pod, pod.containers[0]
+
+
 @pytest.mark.parametrize(("job_name", "step_key"), GPU_STEPS, ids=[s for _, s in GPU_STEPS])
 def test_gpu_step_pod_gets_a_gpu_node(step_job, job_name, step_key):
-    job = step_job(job_name, step_key)
-    pod = job.spec.template.spec
-    container = pod.containers[0]
+    pod, container = _pod_of(step_job, job_name, step_key)
     assert container.image == CUDA_IMAGE
     assert resources_of(container) == as_strings(k8s.GPU_RESOURCES)
     assert resources_of(container)["limits"]["nvidia.com/gpu"] == "1"
@@ -257,9 +261,7 @@ def test_gpu_step_pod_gets_a_gpu_node(step_job, job_name, step_key):
 
 @pytest.mark.parametrize(("job_name", "step_key"), CPU_STEPS, ids=[s for _, s in CPU_STEPS])
 def test_cpu_step_pod_stays_on_cpu_nodes(step_job, job_name, step_key):
-    job = step_job(job_name, step_key)
-    pod = job.spec.template.spec
-    container = pod.containers[0]
+    pod, container = _pod_of(step_job, job_name, step_key)
     assert container.image == IMAGE
     assert resources_of(container) == as_strings(k8s.CPU_RESOURCES)
     assert "nvidia.com/gpu" not in resources_of(container)["limits"]
