@@ -12,7 +12,7 @@ What it runs, per size N (each size in a fresh interpreter, in a fresh temporary
 2. The catalog is ingested as one batch (``pricing_assets.cli.ingest``) and its cheap per-row assets
    run for real (``raw_catalog``, ``catalog_quarantine``, ``catalog_items``).
 3. The expensive per-row assets are *fed*, not computed (their cost per row is measured on their own:
-   ``benchmarks/bench_embeddings.py``, ``benchmarks/bench_ocr.py``): ``product_images`` (rows whose
+   ``benchmarks/bench_embeddings.py`` and the rows/s metadata of each asset): ``product_images`` (rows whose
    photo is bundled: ``ok`` with its real size and sha256; the rest ``missing``), ``ocr_text``
    (empty), and the embedding assets: vectors of the registry's shapes, a seeded random unit vector
    per listing plus noise per copy (so neighbours exist as in real data), photos share their vector.
