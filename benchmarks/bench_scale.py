@@ -126,6 +126,10 @@ def scaled_catalog(n_rows: int, seed: int = 0) -> pd.DataFrame:
 def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0) -> dict:
     """The per-row assets that are fed (see the module docstring): ``{"product_images": df,
     "ocr_text": df, embedding asset key path (tuple): df}``, each validated by its data contract."""
+    import hashlib
+
+    from PIL import Image
+
     from data_contracts import contract_for
     from data_contracts.embeddings import embedding_schema
     from pricing_assets.defs.embeddings import embedding_key
@@ -137,11 +141,9 @@ def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0) -> 
     bundled = {p.name: p for p in IMAGES_DIR.glob("*.jpg")}
     facts = {}
     for name, path in bundled.items():
-        from PIL import Image
-
         data = path.read_bytes()
         with Image.open(path) as im:
-            facts[name] = (str(path), __import__("hashlib").sha256(data).hexdigest(), im.width, im.height, len(data))
+            facts[name] = (str(path), hashlib.sha256(data).hexdigest(), im.width, im.height, len(data))
     ok = names.isin(list(facts)).to_numpy()
     info = [facts.get(nm) for nm in names]
     images = pd.DataFrame({
