@@ -9,15 +9,17 @@ What it runs, per size N (each size in a fresh interpreter, in a fresh temporary
    copies of a listing get their bullets reordered, the ``Value`` (pack quantity) scaled by a factor
    and the price moved by ``factor ** 0.8`` (bigger packs cost more, less than proportionally), so no
    two rows are identical; half of the rows keep their price (labeled), half are unlabeled.
-2. The catalog is ingested as one batch (``pricing_assets.cli.ingest``) and its cheap per-row assets
-   run for real (``raw_catalog``, ``catalog_quarantine``, ``catalog_items``).
+2. The catalog is ingested as two batches, ``scale_labeled`` (the rows with a price) and
+   ``scale_unlabeled`` (a file without a price column), with ``pricing_assets.cli.ingest``; their cheap
+   per-row assets run for real (``raw_catalog``, ``catalog_quarantine``, ``catalog_items``; a
+   quarantined row stops the benchmark, else the size measured would not be N).
 3. The expensive per-row assets are *fed*, not computed (their cost per row is measured on their own:
    ``benchmarks/bench_embeddings.py`` and the rows/s metadata of each asset): ``product_images`` (rows whose
    photo is bundled: ``ok`` with its real size and sha256; the rest ``missing``), ``ocr_text``
    (empty), and the embedding assets: vectors of the registry's shapes, a seeded random unit vector
    per listing plus noise per copy (so neighbours exist as in real data), photos share their vector.
    They pass their data contracts and are stored through the real IO managers.
-4. ``nightly_retrain_job`` (every global training asset) and then ``scoring_job`` for the batch
+4. ``nightly_retrain_job`` (every global training asset) and then ``scoring_job`` for the unlabeled batch
    (``batch_predictions``: the unlabeled half priced by the promoted model) and ``price_predictions``,
    in process. Per asset: wall time from the step events, peak RSS of the process while the step ran
    (sampled every 50 ms from ``/proc/self/statm``).
@@ -53,7 +55,9 @@ IMAGES_DIR = REPO / "data" / "sample" / "images"
 #: ``factor ** PRICE_ELASTICITY`` (a bigger pack costs more, less than proportionally).
 FACTORS = (1.0, 2.0, 3.0, 0.5, 4.0, 6.0, 1.5, 12.0, 0.25, 8.0)
 PRICE_ELASTICITY = 0.8
-BATCH = "scale"
+#: The two ingested batches: the labeled half (a file with prices) and the unlabeled half (no price
+#: column), as a retailer delivers them; a labeled file's row without a price would be quarantined.
+BATCHES = {"labeled": "scale_labeled", "unlabeled": "scale_unlabeled"}
 #: Run config: only warnings from Dagster's console logger (the step events are read from the instance).
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PAGE = 4096
@@ -123,9 +127,11 @@ def scaled_catalog(n_rows: int, seed: int = 0) -> pd.DataFrame:
     return out
 
 
-def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0) -> dict:
+def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0, n_templates: int | None = None) -> dict:
     """The per-row assets that are fed (see the module docstring): ``{"product_images": df,
-    "ocr_text": df, embedding asset key path (tuple): df}``, each validated by its data contract."""
+    "ocr_text": df, embedding asset key path (tuple): df}``, each validated by its data contract.
+    ``n_templates``: listings the catalog was built from (default: the largest ``template`` + 1); give
+    the whole catalog's when feeding one batch of it, so a listing keeps its base vector across batches."""
     import hashlib
 
     from PIL import Image
@@ -163,7 +169,8 @@ def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0) -> 
     tmpl = catalog["template"].to_numpy()
     for spec in (s for s in registry.values() if s.enabled):
         if spec.modality == "text":
-            base = np.random.default_rng(seed + 1).standard_normal((int(tmpl.max()) + 1, spec.dim)).astype(np.float32)
+            n_base = n_templates or int(tmpl.max()) + 1
+            base = np.random.default_rng(seed + 1).standard_normal((n_base, spec.dim)).astype(np.float32)
             vec = base[tmpl] + 0.35 * rng.standard_normal((n, spec.dim)).astype(np.float32)
             keep = np.ones(n, dtype=bool)
         else:
@@ -236,24 +243,29 @@ def run_one(n_rows: int, workdir: Path) -> dict:
 
     t0 = time.perf_counter()
     catalog = scaled_catalog(n_rows)
-    path = workdir / f"{BATCH}.csv"
-    catalog.drop(columns=["template"]).to_csv(path, index=False)
     instance = cli.get_instance()
-    cli.ingest(instance, str(path), BATCH)
     defs = build_defs(load_settings())
     per_row = defs.resolve_job_def("catalog_batch_job")
-    res = per_row.execute_in_process(instance=instance, partition_key=BATCH, run_config=QUIET,
-                                     asset_selection=[dg.AssetKey(k) for k in ("raw_catalog", "catalog_quarantine", "catalog_items")])
-    if not res.success:
-        raise RuntimeError("bench_scale: the catalog assets failed")
-    frames = fed_per_row_frames(catalog, load_registry())
     io = build_io_managers(defs)
-    for key, frame in frames.items():
-        asset_key = dg.AssetKey(list(key) if isinstance(key, tuple) else [key])
-        manager = io[defs.get_assets_def(asset_key).get_io_manager_key_for_asset_key(asset_key)]
-        ctx = dg.build_output_context(asset_key=asset_key, partition_key=BATCH)
-        manager.handle_output(ctx, frame)
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset_key, partition=BATCH))
+    registry = load_registry()
+    for half, batch in BATCHES.items():
+        part = catalog[catalog["price"].notna() == (half == "labeled")].reset_index(drop=True)
+        path = workdir / f"{batch}.csv"
+        part.drop(columns=["template"] + ([] if half == "labeled" else ["price"])).to_csv(path, index=False)
+        cli.ingest(instance, str(path), batch)
+        res = per_row.execute_in_process(instance=instance, partition_key=batch, run_config=QUIET,
+                                         asset_selection=[dg.AssetKey(k) for k in ("raw_catalog", "catalog_quarantine", "catalog_items")])
+        if not res.success:
+            raise RuntimeError(f"bench_scale: the catalog assets failed on batch {batch}")
+        n_items = len(res.output_for_node("catalog_items"))
+        if n_items != len(part):  # every row must reach the global assets, else the size measured is not N
+            raise RuntimeError(f"bench_scale: batch {batch}: {len(part) - n_items} of {len(part)} rows quarantined")
+        for key, frame in fed_per_row_frames(part, registry, n_templates=int(catalog["template"].max()) + 1).items():
+            asset_key = dg.AssetKey(list(key) if isinstance(key, tuple) else [key])
+            manager = io[defs.get_assets_def(asset_key).get_io_manager_key_for_asset_key(asset_key)]
+            ctx = dg.build_output_context(asset_key=asset_key, partition_key=batch)
+            manager.handle_output(ctx, frame)
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset_key, partition=batch))
     prep_s = time.perf_counter() - t0
     assets: dict[str, dict] = {}
     with RssSampler() as rss:
@@ -263,7 +275,7 @@ def run_one(n_rows: int, workdir: Path) -> dict:
                 r = defs.resolve_implicit_global_asset_job_def().execute_in_process(
                     instance=instance, asset_selection=[dg.AssetKey("price_predictions")], run_config=QUIET)
             elif job == "scoring_job":
-                r = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=BATCH, run_config=QUIET)
+                r = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=BATCHES["unlabeled"], run_config=QUIET)
             else:  # the nightly job's own config (retrain even on unchanged labels) plus the quiet logger
                 r = defs.resolve_job_def(job).execute_in_process(instance=instance, run_config={**NIGHTLY_RUN_CONFIG, **QUIET})
             if not r.success:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pricing_assets.lib.cpu import default_threads
 from pricing_assets.lib.embedding_registry import DEFAULT_REGISTRY_PATH, EmbeddingModelSpec, RegistryError
 
 __all__ = [
@@ -81,16 +82,6 @@ def resolve_device(device: str = "cpu") -> str:
             raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False")
         return device
     raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
-
-
-def _default_threads() -> int:
-    env = os.environ.get("OMP_NUM_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class Encoder:
@@ -462,7 +453,7 @@ def load_encoder(
     """
     device = resolve_device(device)
     cache = Path(cache_dir if cache_dir is not None else default_model_cache()).expanduser()
-    threads = num_threads or _default_threads()
+    threads = num_threads or default_threads()
     path = _resolve_source(spec, local_files_only)
     if device == "cpu":
         import torch

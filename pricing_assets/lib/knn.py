@@ -63,27 +63,43 @@ def neighbour_stats(sims: np.ndarray, neigh_log_prices: np.ndarray, temperature:
     ).astype(np.float32)
 
 
-def _search(index_vectors, query_vectors, k, chunk: int = 2048):
+def _search(index_vectors, query_vectors, k):
     """Exact top-k neighbours: ((m, k) float32 similarities best first, (m, k) int64 ids into
-    ``index_vectors``). Dense rows: FAISS inner product; SciPy sparse rows (e.g. TF-IDF): sparse dot
-    products. Cosine similarity for L2-normalised rows."""
+    ``index_vectors``). Cosine similarity for L2-normalised rows.
+
+    Dense rows: an exact FAISS inner-product index. SciPy sparse non-negative rows (TF-IDF):
+    ``sparse_dot_topn.sp_matmul_topn`` (the sparse product keeping only each row's ``k`` largest
+    values, multi-threaded, never holding the dense (m, n) similarity matrix); a query with fewer than
+    ``k`` references of positive similarity is padded with similarity 0 and the lowest unused ids.
+    Speed against the dense-product search it replaced: docs/experiments.md ("Scale: sparse kNN").
+    """
     import scipy.sparse as sp
 
     k = min(k, index_vectors.shape[0])
+    m = query_vectors.shape[0]
     if not sp.issparse(index_vectors):
         index = build_index(index_vectors)
         sims, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
         return sims, ids.astype(np.int64)
-    ref_t = index_vectors.T.tocsc()
-    all_sims, all_ids = [], []
-    for s in range(0, query_vectors.shape[0], chunk):
-        sims = (query_vectors[s : s + chunk] @ ref_t).toarray().astype(np.float32)
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(sims, idx, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        all_ids.append(np.take_along_axis(idx, order, axis=1))
-        all_sims.append(np.take_along_axis(top, order, axis=1))
-    return np.vstack(all_sims), np.vstack(all_ids).astype(np.int64)
+    from sparse_dot_topn import sp_matmul_topn
+
+    from pricing_assets.lib.cpu import default_threads
+
+    top = sp_matmul_topn(
+        sp.csr_matrix(query_vectors, dtype=np.float64), sp.csr_matrix(index_vectors, dtype=np.float64).T.tocsr(),
+        top_n=k, sort=True, n_threads=default_threads(), idx_dtype=np.int64,
+    )
+    sims = np.zeros((m, k), dtype=np.float32)
+    ids = np.zeros((m, k), dtype=np.int64)
+    counts = np.diff(top.indptr)
+    rows = np.repeat(np.arange(m), counts)
+    cols = np.arange(top.nnz) - np.repeat(top.indptr[:-1], counts)
+    sims[rows, cols] = top.data
+    ids[rows, cols] = top.indices
+    for r in np.flatnonzero(counts < k):  # fewer than k references share a term with the query
+        have = ids[r, : counts[r]]
+        ids[r, counts[r]:] = np.setdiff1d(np.arange(counts[r] + k), have)[: k - counts[r]]
+    return sims, ids
 
 
 def oof_query_plan(labeled: np.ndarray, folds: np.ndarray):
@@ -288,6 +304,61 @@ def knn_unit_price_features(
     return pd.DataFrame(out, columns=[f"{prefix}_unit_{s}" for s in UNIT_STATS])
 
 
+def knn_price_and_unit_features(
+    vectors,
+    log_price: np.ndarray,
+    log_qty: np.ndarray,
+    family: np.ndarray,
+    folds: np.ndarray,
+    k: int = 10,
+    unit_k: int = 20,
+    prefix: str = "knn",
+    unit_prefix: str = "uknn",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`knn_price_features` and :func:`knn_unit_price_features` of one view from one search
+    per (query, reference) pair of :func:`oof_query_plan`: the ``max(k, unit_k)`` nearest references,
+    of which the first ``k`` give the price statistics. Half the searches of calling both (the
+    search is the quadratic part of ``knn_features``); the same values, up to the order of
+    references tied in similarity.
+
+    Args:
+        vectors, log_price, log_qty, family, folds: as :func:`knn_unit_price_features`.
+        k, unit_k: neighbours for the price statistics / the unit-price transfer.
+        prefix, unit_prefix: column prefixes of the two frames.
+
+    Returns:
+        (price frame: n rows, float32 ``{prefix}_{stat}`` for ``KNN_STATS``; unit frame: n rows,
+        float32 ``{unit_prefix}_unit_{stat}`` for ``UNIT_STATS``), rows in input order.
+
+    Raises:
+        ValueError: on length mismatch or fewer than 2 labeled rows.
+    """
+    import scipy.sparse as sp
+
+    if sp.issparse(vectors):
+        vectors = sp.csr_matrix(vectors)
+    n = vectors.shape[0]
+    log_price = np.asarray(log_price, dtype=np.float64)
+    log_qty = np.asarray(log_qty, dtype=np.float64)
+    family = np.asarray(family).astype(str)
+    folds = np.asarray(folds)
+    if not (len(log_price) == len(log_qty) == len(family) == len(folds) == n):
+        raise ValueError(f"knn_price_and_unit_features: length mismatch {n}, {len(log_price)}, {len(log_qty)}, {len(family)}, {len(folds)}")
+    labeled = np.isfinite(log_price) & (folds >= 0)
+    if labeled.sum() < 2:
+        raise ValueError("knn_price_and_unit_features: need at least 2 labeled rows")
+    lp = np.log(np.clip(np.expm1(np.where(labeled, log_price, 0.0)), 1e-6, None))
+    price = np.full((n, len(KNN_STATS)), np.nan, dtype=np.float32)
+    unit = np.full((n, len(UNIT_STATS)), np.nan, dtype=np.float32)
+    for q, ref in oof_query_plan(labeled, folds):
+        sims, ids = _search(vectors[ref], vectors[q], max(k, unit_k))
+        g = np.flatnonzero(ref)[ids]
+        price[q] = neighbour_stats(sims[:, :k], log_price[g[:, :k]])
+        unit[q] = unit_price_stats(sims[:, :unit_k], lp[g[:, :unit_k]], log_qty[g[:, :unit_k]], family[g[:, :unit_k]], log_qty[q], family[q])
+    return (pd.DataFrame(price, columns=[f"{prefix}_{s}" for s in KNN_STATS]),
+            pd.DataFrame(unit, columns=[f"{unit_prefix}_unit_{s}" for s in UNIT_STATS]))
+
+
 def log_total_quantity(qty_canonical: np.ndarray, family: np.ndarray) -> np.ndarray:
     """``log`` of a total quantity in canonical units, NaN where unknown.
 
@@ -468,28 +539,26 @@ def knn_features_for_new_rows(
     texts = _view_texts(items)
     parts, unit_parts = [items[["sample_id"]]], []
 
-    def price_stats(ref_vectors, ref_log_price, query, prefix):
-        out = np.full((n if query is None else query.shape[0], len(KNN_STATS)), np.nan, dtype=np.float32)
-        if query is not None and query.shape[0]:
-            out = _query(ref_vectors, ref_log_price, query, ref.k)
-        return pd.DataFrame(out, columns=[f"{prefix}_{s}" for s in KNN_STATS])
-
-    def unit_stats(ref_vectors, query, prefix):
-        out = np.zeros((0, len(UNIT_STATS)), dtype=np.float32)
+    def stats(ref_vectors, query, prefix, unit_prefix=None):
+        """Price statistics (first ``ref.k``) and, with ``unit_prefix``, the unit-price transfer
+        (first ``ref.unit_k``) from one search, as :func:`knn_price_and_unit_features` does."""
+        price = np.zeros((0, len(KNN_STATS)), dtype=np.float32)
+        unit = np.zeros((0, len(UNIT_STATS)), dtype=np.float32)
         if query.shape[0]:
-            sims, ids = _search(ref_vectors, query, ref.unit_k)
-            out = unit_price_stats(sims, lp_ref[ids], ref.log_qty[ids], ref.family[ids], log_qty, family)
-        return pd.DataFrame(out, columns=[f"{prefix}_unit_{s}" for s in UNIT_STATS])
+            sims, ids = _search(ref_vectors, query, max(ref.k, ref.unit_k) if unit_prefix else ref.k)
+            price = neighbour_stats(sims[:, : ref.k], ref.log_price[ids[:, : ref.k]])
+            if unit_prefix:
+                u = ids[:, : ref.unit_k]
+                unit = unit_price_stats(sims[:, : ref.unit_k], lp_ref[u], ref.log_qty[u], ref.family[u], log_qty, family)
+        parts.append(pd.DataFrame(price, columns=[f"{prefix}_{s}" for s in KNN_STATS]))
+        if unit_prefix:
+            unit_parts.append(pd.DataFrame(unit, columns=[f"{unit_prefix}_unit_{s}" for s in UNIT_STATS]))
 
     for name, ref_vec in ref.text.items():
-        q = np.ascontiguousarray(given[name][1], dtype=np.float32)
-        parts.append(price_stats(ref_vec, ref.log_price, q, f"knn_{name}"))
-        unit_parts.append(unit_stats(ref_vec, q, f"uknn_{name}"))
+        stats(ref_vec, np.ascontiguousarray(given[name][1], dtype=np.float32), f"knn_{name}", f"uknn_{name}")
     for view in ("tfidf", "title_char", "title_word"):
         q = _transform(ref.vectorizers[view], texts[view])
-        parts.append(price_stats(ref.sparse[view], ref.log_price, q, f"knn_{view}"))
-        if view == "tfidf":
-            unit_parts.append(unit_stats(ref.sparse[view], q, "uknn_tfidf"))
+        stats(ref.sparse[view], q, f"knn_{view}", "uknn_tfidf" if view == "tfidf" else None)
     for name in ref.image_names:
         feats = pd.DataFrame(np.nan, index=range(n), columns=_image_columns(name), dtype=np.float32)
         if name in ref.image and name in given:
@@ -551,13 +620,17 @@ def build_knn_features(
     texts = _view_texts(products)
     parts, unit_parts = [products[["sample_id"]]], []
     for name, vec in text:
-        parts.append(knn_price_features(vec, log_price, folds, k=k, prefix=f"knn_{name}"))
-        unit_parts.append(knn_unit_price_features(vec, log_price, log_qty, family, folds, k=unit_k, prefix=f"uknn_{name}"))
+        price, unit = knn_price_and_unit_features(vec, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{name}", unit_prefix=f"uknn_{name}")
+        parts.append(price)
+        unit_parts.append(unit)
     for view in ("tfidf", "title_char", "title_word"):
         mat = _transform(ref.vectorizers[view], texts[view])
-        parts.append(knn_price_features(mat, log_price, folds, k=k, prefix=f"knn_{view}"))
         if view == "tfidf":
-            unit_parts.append(knn_unit_price_features(mat, log_price, log_qty, family, folds, k=unit_k, prefix="uknn_tfidf"))
+            price, unit = knn_price_and_unit_features(mat, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{view}", unit_prefix="uknn_tfidf")
+            unit_parts.append(unit)
+        else:
+            price = knn_price_features(mat, log_price, folds, k=k, prefix=f"knn_{view}")
+        parts.append(price)
     for name, modality, vec, has in embeddings:
         if modality != "image":
             continue

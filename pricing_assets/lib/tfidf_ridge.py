@@ -51,7 +51,10 @@ def product_text(items: pd.DataFrame) -> pd.Series:
 #: Chosen on the 5 grouped folds of the bundled 7.2k labeled rows (OOF SMAPE, ``bench_models.py
 #: --ridge-grid``): word+char alpha 1/2/4/8 -> 61.3/61.5/62.2/63.5; word only alpha 1 -> 61.8;
 #: the raw-text word baseline scores 61.9.
-TFIDF_RIDGE_PARAMS: dict = {"alpha": 1.0, "word_ngrams": (1, 2), "char_ngrams": (2, 5), "max_features": 200_000, "min_df": 2}
+#: Solver ``lsqr``: the same ridge solution as scikit-learn's default for sparse input
+#: (``sparse_cg``), but its iterations grow far more slowly with the rows (fit time exponent ~0.9 vs
+#: ~1.5): docs/experiments.md ("Scale: the ridge solver").
+TFIDF_RIDGE_PARAMS: dict = {"alpha": 1.0, "solver": "lsqr", "word_ngrams": (1, 2), "char_ngrams": (2, 5), "max_features": 200_000, "min_df": 2}
 
 
 def tfidf_vectorizer(params: dict | None = None):
@@ -117,7 +120,7 @@ def train_tfidf_ridge_cv(
     models, scores = [], []
     for f in uniq:
         tr, va = folds != f, folds == f
-        ridge = Ridge(alpha=p["alpha"]).fit(X[tr], y_log[tr])
+        ridge = Ridge(alpha=p["alpha"], solver=p["solver"]).fit(X[tr], y_log[tr])
         oof[va] = ridge.predict(X[va])
         models.append(make_pipeline(vec, ridge))
         scores.append(smape(np.expm1(y_log[va]), np.clip(np.expm1(oof[va]), 0.01, None)))

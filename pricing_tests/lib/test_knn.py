@@ -8,6 +8,7 @@ from pricing_assets.lib.knn import (
     KNN_STATS,
     UNIT_STATS,
     build_index,
+    knn_price_and_unit_features,
     knn_price_features,
     knn_unit_price_features,
     log_total_quantity,
@@ -192,3 +193,43 @@ def test_title_views_find_the_same_product_line():
         assert np.allclose(sims[4], np.r_[0, 0, 0, 0, -1])  # empty title: similarity 0
     tiny = title_tfidf_views(pd.Series(["a", "b"]))  # nothing survives min_df
     assert tiny["title_char"].nnz == 0 and tiny["title_char"].shape == (2, 1)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_one_search_gives_what_the_two_feature_functions_give(sparse):
+    import scipy.sparse as sp
+
+    v, lp, lq, fam, folds = _unit_data(n=90, seed=3)
+    lp, folds = lp.copy(), folds.copy()
+    lp[:12], folds[:12] = np.nan, -1  # unlabeled rows query every labeled row
+    x = sp.csr_matrix(v) if sparse else v
+    price, unit = knn_price_and_unit_features(x, lp, lq, fam, folds, k=4, unit_k=9, prefix="p", unit_prefix="u")
+    np.testing.assert_allclose(price.to_numpy(), knn_price_features(x, lp, folds, k=4, prefix="p").to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(unit.to_numpy(), knn_unit_price_features(x, lp, lq, fam, folds, k=9, prefix="u").to_numpy(), rtol=1e-6)
+    assert list(unit.columns) == [f"u_unit_{s}" for s in UNIT_STATS]
+    with pytest.raises(ValueError, match="length mismatch"):
+        knn_price_and_unit_features(x, lp[:5], lq, fam, folds)
+
+
+def test_sparse_search_is_exact_top_k_and_pads_queries_with_few_matches():
+    import scipy.sparse as sp
+
+    from pricing_assets.lib.knn import _search
+
+    rng = np.random.default_rng(5)
+    dense = rng.random((40, 30)) * (rng.random((40, 30)) < 0.2)  # non-negative, like TF-IDF
+    dense /= np.maximum(np.linalg.norm(dense, axis=1, keepdims=True), 1e-12)
+    query = dense[:8].copy()
+    query[3] = 0.0  # an empty text: no reference shares a term
+    query[5] = 0.0
+    query[5, 0] = 1.0  # one term: only the references that have it match
+    sims, ids = _search(sp.csr_matrix(dense), sp.csr_matrix(query), 6)
+    assert sims.shape == ids.shape == (8, 6) and ids.dtype == np.int64
+    full = query @ dense.T
+    for r in (0, 1, 2, 4, 6, 7):  # the k largest similarities, best first
+        np.testing.assert_allclose(sims[r], np.sort(full[r])[::-1][:6], rtol=1e-6)
+        np.testing.assert_allclose(full[r, ids[r]], sims[r], rtol=1e-6)
+    assert (sims[3] == 0).all() and list(ids[3]) == [0, 1, 2, 3, 4, 5]
+    matched = int((full[5] > 0).sum())
+    assert matched < 6 and (sims[5, :matched] > 0).all() and (sims[5, matched:] == 0).all()
+    assert len(set(ids[5])) == 6  # padded with distinct unused ids
