@@ -12,6 +12,9 @@ from pydantic import Field
 from pricing_assets.lib.cross_validation import DEFAULT_N_FOLDS, DEFAULT_SEED
 from pricing_assets.lib.images import FetchConfig
 from pricing_assets.lib.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
+from pricing_assets.lib.ocr import RapidOcrBackend
+
+DEFAULT_DET_SIDE = RapidOcrBackend.DEFAULT_DET_SIDE
 
 
 def default_home() -> str:
@@ -115,6 +118,11 @@ class OcrResource(dg.ConfigurableResource):
     min_images_for_error_share: int = Field(
         default=2,
         description="the error share is only judged once at least this many distinct photos were tried",
+    )
+    det_limit_side_len: int = Field(
+        default=DEFAULT_DET_SIDE, ge=32, le=4096,
+        description="RapidOCR detector input size (longest side, px): the OCR cost control; smaller is "
+        "faster and reads less small print (measured per size: benchmarks/bench_ocr.py)",
     )
 
 

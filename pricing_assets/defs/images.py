@@ -8,7 +8,7 @@ from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import preview, stopwatch
 from pricing_assets.lib.progress import report
 from pricing_assets.partitions import catalog_batches
-from pricing_assets.resources import ImageFetchResource, OcrResource, StorageResource
+from pricing_assets.resources import DeviceResource, ImageFetchResource, OcrResource, StorageResource
 
 GROUP = "images"
 
@@ -77,8 +77,9 @@ def product_images(
     check_specs=[contract_spec("ocr_text")],
     pool="gpu",
 )
-def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, ocr: OcrResource, storage: StorageResource):
-    """Text lines read from each product photo (PP-OCR through RapidOCR by default).
+def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, ocr: OcrResource, device: DeviceResource, storage: StorageResource):
+    """Text lines read from each product photo (PP-OCR through RapidOCR by default; its ONNX models
+    run on onnxruntime's CUDA provider when ``device`` resolves to CUDA, hence the ``gpu`` pool).
 
     A photo the backend fails on marks its row ``error``; when more than ``ocr.max_error_share`` of
     the photos tried fail, the run raises ``OcrStageFailed`` before anything is stored."""
@@ -91,8 +92,9 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
 
     with stopwatch() as t:
         if ocr.enabled:
-            backend = get_ocr_backend(ocr.backend)
-            context.log.info(f"ocr_text: {int((product_images['status'] == 'ok').sum())} images with backend {ocr.backend}")
+            dev = device.resolve()
+            backend = get_ocr_backend(ocr.backend, device=dev, det_limit_side_len=ocr.det_limit_side_len)
+            context.log.info(f"ocr_text: {int((product_images['status'] == 'ok').sum())} images with backend {ocr.backend} on {dev}")
             # raises OcrStageFailed (nothing stored) when more than max_error_share of the photos fail
             out = run_ocr(
                 product_images,
@@ -115,6 +117,7 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
             "images_read": n_ok,
             "status_counts": dg.MetadataValue.json({k: int(v) for k, v in out["ocr_status"].value_counts().items()}),
             "rows_with_text": int((out["n_lines"] > 0).sum()),
+            "device": dev if ocr.enabled else "none",
             "seconds": round(t(), 2),
             "s_per_image": round(float(out.loc[(out["ocr_status"] == "ok") & (out["seconds"] > 0), "seconds"].mean()), 3) if n_ok else 0.0,
             "preview": preview(out[out["n_lines"] > 0][["sample_id", "ocr_text", "mean_conf"]] if n_ok else out),

@@ -29,12 +29,14 @@ MODALITIES = ("text", "image")
 LOADERS = {
     # loader -> modalities it supports
     "sentence_transformers": ("text",),
+    "sentence_transformers_onnx": ("text",),
     "hf_automodel": ("text",),
     "clip": ("text", "image"),
     "siglip": ("text", "image"),
     "effnet_lite_onnx": ("image",),
 }
 POOLINGS = ("last_token", "mean")
+QUANTIZATIONS = ("none", "int8")  # sentence_transformers_onnx only
 
 
 class RegistryError(ValueError):
@@ -56,10 +58,12 @@ class EmbeddingModelSpec:
         max_tokens: text truncation length in tokens (text models; required for them).
         image_size: square input side in pixels (image models; required for them).
         enabled: whether the pipeline computes this model by default.
-        fp16_on_cuda: run in float16 on CUDA (ignored on CPU, and by the ONNX loader).
+        fp16_on_cuda: run in float16 on CUDA (ignored on CPU, and by the ONNX loaders).
         pooling: ``hf_automodel`` only: ``"last_token"`` or ``"mean"``.
         trust_remote_code: allow the model repository's own code (hub loaders).
         cuda_batch_multiplier: batch_size is multiplied by this on CUDA.
+        quantize: ``sentence_transformers_onnx`` only: ``"none"`` (float32 ONNX) or ``"int8"``
+            (onnxruntime dynamic quantisation, int8 weights).
     """
 
     name: str
@@ -75,6 +79,7 @@ class EmbeddingModelSpec:
     pooling: str | None = None
     trust_remote_code: bool = False
     cuda_batch_multiplier: int = 4
+    quantize: str = "none"
 
 
 _REQUIRED = ("modality", "loader", "source", "dim", "batch_size")
@@ -101,7 +106,7 @@ def _validate_entry(name: str, raw: Any, where: str) -> EmbeddingModelSpec:
     for k in _BOOL_FIELDS:
         if k in raw and not isinstance(raw[k], bool):
             raise fail(f"field '{k}' must be true or false, got {raw[k]!r}")
-    for k in ("modality", "loader", "source", "pooling"):
+    for k in ("modality", "loader", "source", "pooling", "quantize"):
         if k in raw and (not isinstance(raw[k], str) or not raw[k].strip()):
             raise fail(f"field '{k}' must be a non-empty string, got {raw[k]!r}")
     if raw["modality"] not in MODALITIES:
@@ -119,6 +124,11 @@ def _validate_entry(name: str, raw: Any, where: str) -> EmbeddingModelSpec:
             raise fail(f"hf_automodel needs pooling in {list(POOLINGS)}, got {raw.get('pooling')!r}")
     elif "pooling" in raw:
         raise fail(f"'pooling' only applies to loader 'hf_automodel', not {raw['loader']!r}")
+    if "quantize" in raw:
+        if raw["quantize"] not in QUANTIZATIONS:
+            raise fail(f"field 'quantize' must be one of {list(QUANTIZATIONS)}, got {raw['quantize']!r}")
+        if raw["loader"] != "sentence_transformers_onnx":
+            raise fail(f"field 'quantize' only applies to loader 'sentence_transformers_onnx', not {raw['loader']!r}")
     return EmbeddingModelSpec(name=name, **raw)
 
 

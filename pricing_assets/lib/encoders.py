@@ -1,9 +1,10 @@
 """Encoders: :func:`load_encoder` builds an :class:`Encoder` for one registry entry whose
 ``encode(inputs)`` returns an ``(n, dim) float32`` L2-normalised matrix.
 
-Loaders: ``sentence_transformers``, ``hf_automodel`` (last-token or mean pooling), ``clip`` /
-``siglip`` (one tower per registry entry) and ``effnet_lite_onnx`` (EfficientNet-Lite0 exported
-once to ONNX, run with onnxruntime). Also the device (:func:`resolve_device`) and the local folder
+Loaders: ``sentence_transformers``, ``sentence_transformers_onnx`` (the same folder's transformer
+exported once to ONNX, float32 or dynamic int8, run with onnxruntime; the folder's own pooling),
+``hf_automodel`` (last-token or mean pooling), ``clip`` / ``siglip`` (one tower per registry entry)
+and ``effnet_lite_onnx`` (EfficientNet-Lite0 exported once to ONNX, run with onnxruntime). Also the device (:func:`resolve_device`) and the local folder
 for exported models (:func:`default_model_cache`).
 
 Pure, Dagster-free. Heavy libraries (torch, transformers, sentence-transformers, onnxruntime) are
@@ -14,6 +15,7 @@ imported inside functions so that importing this module stays cheap.
 import hashlib
 import importlib
 import inspect
+import json
 import os
 import re
 import uuid
@@ -401,24 +403,256 @@ def _export_effnet_onnx(spec: EmbeddingModelSpec, weights_path: str, cache_dir: 
     return target
 
 
+def _ort_session(onnx_path: Path, device: str, num_threads: int):
+    """onnxruntime session on ``device``: CUDAExecutionProvider (then CPU) when the device is CUDA and
+    this onnxruntime build has it, else CPUExecutionProvider alone (no error)."""
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        dev_id = int(device.split(":")[1]) if ":" in device else 0
+        providers = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = num_threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+
+
 class _EffnetOnnxEncoder(Encoder):
     def __init__(self, spec, device, weights_path, cache_dir: Path, num_threads: int):
         super().__init__(spec, device)
-        import onnxruntime as ort
-
         self.onnx_path = _export_effnet_onnx(spec, weights_path, cache_dir)
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            dev_id = int(device.split(":")[1]) if ":" in device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = num_threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=providers)
+        self.session = _ort_session(self.onnx_path, device, num_threads)
 
     def _encode_batch(self, batch):
         x = preprocess_effnet_lite(batch, self.spec.image_size)
         return self.session.run(["features"], {"input": x})[0]
+
+
+# ---- sentence-transformers folder -> ONNX ---------------------------------------------------
+
+_ONNX_OPSET = 17
+_ST_MODULES = ("Transformer", "Pooling", "Normalize")  # class names the ONNX pipeline reproduces
+
+
+def _read_st_pipeline(folder: str | os.PathLike) -> dict:
+    """What a sentence-transformers folder does around its transformer, read from its files.
+
+    Reads ``modules.json`` (modules by class name: one ``Transformer`` first, then optionally
+    ``Pooling`` and ``Normalize``), the pooling module's ``config.json`` (new format
+    ``"pooling_mode": "mean" | "cls"`` or the legacy ``pooling_mode_*_token(s)`` booleans) and
+    ``sentence_bert_config.json`` (``do_lower_case``) of the transformer module.
+
+    Args:
+        folder: a sentence-transformers model folder (``SentenceTransformer.save`` layout).
+
+    Returns:
+        ``{"transformer_dir": str, "pooling": "mean" | "cls", "do_lower_case": bool}``; pooling is
+        "mean" when the folder has no Pooling module (as sentence-transformers' default).
+
+    Raises:
+        ValueError: ``modules.json`` is missing, malformed, or lists a module other than
+            Transformer / Pooling / Normalize (e.g. Dense); or the pooling config asks for
+            anything but exactly one of mean / CLS pooling. The message names the file.
+    """
+    folder = Path(folder)
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        raise ValueError(f"{modules_file}: not found; sentence_transformers_onnx needs a sentence-transformers "
+                         f"folder (for a bare Hugging Face model use loader 'hf_automodel' with a pooling)")
+    with open(modules_file) as fh:
+        modules = json.load(fh)
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] if isinstance(m, dict) else "" for m in modules] \
+        if isinstance(modules, list) else []
+    if not kinds or kinds[0] != "Transformer" or any(k not in _ST_MODULES for k in kinds) \
+            or kinds.count("Transformer") != 1 or kinds.count("Pooling") > 1:
+        raise ValueError(f"{modules_file}: unsupported module pipeline {kinds or modules!r}; "
+                         f"sentence_transformers_onnx supports Transformer [+ Pooling] [+ Normalize] only")
+    transformer_dir = folder / modules[0].get("path", "")
+    pooling = "mean"
+    if "Pooling" in kinds:
+        pool_file = folder / modules[kinds.index("Pooling")].get("path", "") / "config.json"
+        if not pool_file.is_file():
+            raise ValueError(f"{pool_file}: pooling config not found")
+        with open(pool_file) as fh:
+            cfg = json.load(fh)
+        if "pooling_mode" in cfg:  # sentence-transformers >= 6: "mean" | "cls" | [...]
+            mode = cfg["pooling_mode"]
+            modes = [mode] if isinstance(mode, str) else list(mode)
+        else:  # legacy booleans: pooling_mode_mean_tokens, pooling_mode_cls_token, ...
+            legacy = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+            modes = [legacy.get(k, k.removeprefix("pooling_mode_")) for k, v in cfg.items()
+                     if k.startswith("pooling_mode_") and v is True]
+        if len(modes) != 1 or modes[0] not in ("mean", "cls"):
+            raise ValueError(f"{pool_file}: unsupported pooling {modes!r}; sentence_transformers_onnx "
+                             f"supports exactly one of 'mean' or 'cls'")
+        if cfg.get("include_prompt", True) is not True:
+            raise ValueError(f"{pool_file}: include_prompt=false is not supported by sentence_transformers_onnx")
+        pooling = modes[0]
+    st_cfg_file = transformer_dir / "sentence_bert_config.json"
+    do_lower_case = False
+    if st_cfg_file.is_file():
+        with open(st_cfg_file) as fh:
+            do_lower_case = bool(json.load(fh).get("do_lower_case", False))
+    return {"transformer_dir": str(transformer_dir), "pooling": pooling, "do_lower_case": do_lower_case}
+
+
+def _weights_digest(model_dir: Path, n: int = 16) -> str:
+    """sha256 over a Hugging Face folder's weight files (``*.safetensors``, ``pytorch_model*.bin``)
+    and its ``config.json``: names and contents, in sorted order."""
+    files = sorted({*model_dir.glob("*.safetensors"), *model_dir.glob("pytorch_model*.bin")})
+    if not files:
+        raise ModelUnavailableError(f"{model_dir}: no *.safetensors or pytorch_model*.bin weights file")
+    if (model_dir / "config.json").is_file():
+        files.append(model_dir / "config.json")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + _file_sha256(str(f), 64).encode())
+    return h.hexdigest()[:n]
+
+
+def _export_transformer_onnx(model_dir: str, cache_dir: Path, trust_remote_code: bool = False) -> Path:
+    """Export a Hugging Face encoder's last hidden state to ONNX (float32) once; reuse it afterwards.
+
+    Graph inputs: ``input_ids``, ``attention_mask`` and, when the model's ``forward`` takes it,
+    ``token_type_ids``, all int64 ``(batch, sequence)``; output ``last_hidden_state`` float32
+    ``(batch, sequence, hidden)``. Both axes are dynamic. The file is
+    ``cache_dir/onnx/<model_type>-<weights sha>-opset17-fp32.onnx``, shared by every registry entry
+    whose folder holds the same weights; written to a temporary name and renamed (atomic).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    src = Path(model_dir)
+    model_type = re.sub(r"[^A-Za-z0-9_.-]", "_", str(AutoConfig.from_pretrained(
+        src, trust_remote_code=trust_remote_code).model_type or "transformer"))
+    target = cache_dir / "onnx" / f"{model_type}-{_weights_digest(src)}-opset{_ONNX_OPSET}-fp32.onnx"
+    if target.exists():
+        return target
+    # eager attention: a plain matmul/softmax graph the legacy exporter traces without the SDPA
+    # mask shortcuts (same numbers as SDPA to float tolerance).
+    model = AutoModel.from_pretrained(src, dtype=torch.float32, attn_implementation="eager",
+                                      trust_remote_code=trust_remote_code).eval()
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(model.forward).parameters:
+        names.append("token_type_ids")
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                kw["token_type_ids"] = token_type_ids
+            return self.m(**kw).last_hidden_state
+
+    # A padded row in the dummy batch so no "mask is all ones" shortcut is traced into the graph.
+    ids = torch.ones(2, 8, dtype=torch.long)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, 5:] = 0
+    dummy = (ids, mask, torch.zeros_like(ids))[: len(names)]
+    axes = {k: {0: "batch", 1: "sequence"} for k in (*names, "last_hidden_state")}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation / tracer notes
+            torch.onnx.export(LastHidden(model).eval(), dummy, str(tmp), dynamo=False, opset_version=_ONNX_OPSET,
+                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes)
+        os.replace(tmp, target)  # atomic: concurrent exporters never see a half-written file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _quantize_onnx_int8(fp32_path: Path) -> Path:
+    """Dynamic int8 quantisation (``quantize_dynamic``, QInt8 weights, one scale per output channel)
+    of an fp32 ONNX file, once.
+
+    Per-channel scales keep MiniLM's int8 vectors at mean cosine 0.994 to fp32 on 200 sample texts
+    (per-tensor: 0.948): docs/experiments.md ("int8 text encoder").
+
+    Returns ``<fp32 name with -fp32 replaced by -int8pc>.onnx`` beside the input; written to a
+    temporary name and renamed (atomic).
+    """
+    target = fp32_path.with_name(fp32_path.name.replace("-fp32.onnx", "-int8pc.onnx"))
+    if target == fp32_path:
+        raise ValueError(f"{fp32_path}: expected a '-fp32.onnx' file name")
+    if target.exists():
+        return target
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    try:
+        quantize_dynamic(fp32_path, tmp, weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str) -> np.ndarray:
+    """sentence-transformers Pooling on numpy arrays.
+
+    Args:
+        hidden: (b, t, d) float token embeddings.
+        attention_mask: (b, t) 0/1.
+        pooling: "mean" (mask-weighted mean, denominator clamped at 1e-9) or "cls" (first
+            non-padding token, as sentence-transformers picks it).
+
+    Returns:
+        (b, d) float32, not normalised.
+    """
+    hidden = np.asarray(hidden, dtype=np.float32)
+    m = np.asarray(attention_mask, dtype=np.float32)
+    if pooling == "mean":
+        return (hidden * m[:, :, None]).sum(1) / np.maximum(m.sum(1, keepdims=True), 1e-9)
+    if pooling == "cls":
+        return hidden[np.arange(hidden.shape[0]), m.argmax(1)]
+    raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+
+
+class _SentenceTransformerOnnxEncoder(Encoder):
+    """A sentence-transformers folder's transformer run by onnxruntime + its own pooling.
+
+    Attributes:
+        onnx_path: the ONNX file the session runs (the fp32 export, or its int8 quantisation).
+        fp32_path: the fp32 export (same as onnx_path when ``spec.quantize == "none"``).
+        pooling: "mean" or "cls" (from the folder's Pooling config).
+    """
+
+    def __init__(self, spec, device, path, cache_dir: Path, num_threads: int):
+        super().__init__(spec, device)
+        from transformers import AutoTokenizer
+
+        pipe = _read_st_pipeline(path)
+        self.pooling, self._lower = pipe["pooling"], pipe["do_lower_case"]
+        self.tokenizer = AutoTokenizer.from_pretrained(pipe["transformer_dir"],
+                                                       trust_remote_code=spec.trust_remote_code)
+        self.fp32_path = _export_transformer_onnx(pipe["transformer_dir"], cache_dir, spec.trust_remote_code)
+        if spec.quantize == "int8":
+            self.onnx_path = _quantize_onnx_int8(self.fp32_path)
+        elif spec.quantize == "none":
+            self.onnx_path = self.fp32_path
+        else:  # guarded by load_registry
+            raise RegistryError(f"model {spec.name!r}: unknown quantize {spec.quantize!r}")
+        self.session = _ort_session(self.onnx_path, device, num_threads)
+        self._inputs = [i.name for i in self.session.get_inputs()]
+
+    def _encode_batch(self, batch):
+        texts = [t.lower() for t in batch] if self._lower else batch
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.spec.max_tokens,
+                             return_tensors="np")
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        mask = np.asarray(enc["attention_mask"], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:  # absent from the tokenizer's output: the model's default, zeros
+            tt = enc.get("token_type_ids")
+            feeds["token_type_ids"] = np.zeros_like(ids) if tt is None else np.asarray(tt, dtype=np.int64)
+        hidden = self.session.run(["last_hidden_state"], {k: feeds[k] for k in self._inputs})[0]
+        return _pool(hidden, mask, self.pooling)
 
 
 def load_encoder(
@@ -435,8 +669,9 @@ def load_encoder(
         spec: registry entry.
         device: "cpu", "cuda", "cuda:<i>" or "auto". On CUDA, torch loaders run in float16 when
             ``spec.fp16_on_cuda`` and batches are ``cuda_batch_multiplier`` times larger; the ONNX
-            loader uses onnxruntime's CUDAExecutionProvider (float32) when available.
-        cache_dir: local folder for generated artefacts (the EfficientNet ONNX file);
+            loaders use onnxruntime's CUDAExecutionProvider (float32 / int8 graph as exported)
+            when this onnxruntime build has it, else the CPU provider.
+        cache_dir: local folder for generated artefacts (ONNX exports under ``onnx/``);
             default ``$PRICING_MODEL_CACHE`` or ``~/.cache/pricing_assets``.
         num_threads: CPU threads for torch / onnxruntime; default ``$OMP_NUM_THREADS`` or the
             CPUs this process may use. Applied with ``torch.set_num_threads``.
@@ -449,7 +684,9 @@ def load_encoder(
     Raises:
         ModelUnavailableError: weights are not installed / not cached / not downloadable (the
             message names the model id and how to provide it locally).
-        ValueError: bad device.
+        ValueError: bad device; ``sentence_transformers_onnx`` on a folder whose pipeline it cannot
+            reproduce (no ``modules.json``, a module other than Transformer / Pooling / Normalize,
+            pooling other than mean / CLS; the message names the file).
     """
     device = resolve_device(device)
     cache = Path(cache_dir if cache_dir is not None else default_model_cache()).expanduser()
@@ -462,6 +699,8 @@ def load_encoder(
             torch.set_num_threads(threads)
     if spec.loader == "sentence_transformers":
         return _SentenceTransformerEncoder(spec, device, path)
+    if spec.loader == "sentence_transformers_onnx":
+        return _SentenceTransformerOnnxEncoder(spec, device, path, cache, threads)
     if spec.loader == "hf_automodel":
         return _HFAutoModelEncoder(spec, device, path)
     if spec.loader in ("clip", "siglip"):

@@ -4,8 +4,8 @@ Backends follow :class:`OcrBackend` (``name`` + ``read(image) -> [(text, confide
 
 - :class:`RapidOcrBackend` (default): ``rapidocr==3.10.0`` on onnxruntime with the PP-OCR ONNX
   det/rec models shipped inside the wheel, so it works offline. Settings from
-  ``shared/notes/stack.md``: no angle classifier, detector input limited to 480 px on the longest
-  side (about 0.5-1 s per photo on one CPU core). Language, OCR version and model type are left at
+  ``shared/notes/stack.md``: no angle classifier, detector input limited by default to
+  ``RapidOcrBackend.DEFAULT_DET_SIDE`` px on the longest side (about 0.5-1 s per photo on one CPU core). Language, OCR version and model type are left at
   the defaults on purpose: changing them makes RapidOCR download other models.
 - :class:`PaddleOcrBackend` (optional): PaddleOCR 3.x pipeline when the ``paddleocr`` package and
   its det/rec models are on disk; otherwise :class:`OcrBackendUnavailable` says what is missing.
@@ -103,17 +103,27 @@ def _clip01(x: Any) -> float:
 
 
 class RapidOcrBackend:
-    """RapidOCR 3.10.0 (PP-OCR det + rec ONNX models from the wheel, onnxruntime, CPU).
+    """RapidOCR 3.10.0 (PP-OCR det + rec ONNX models from the wheel, run by onnxruntime).
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (resolved, e.g. ``DeviceResource.resolve()``). On
+            CUDA, RapidOCR's onnxruntime sessions ask for the CUDAExecutionProvider (the ``gpu`` extra:
+            ``onnxruntime-gpu``); where that provider is missing RapidOCR logs a warning and runs on the
+            CPU provider, with the same outputs.
+        num_threads: onnxruntime intra-op threads on CPU (default ``lib.cpu.default_threads()``).
 
     Raises:
         OcrBackendUnavailable: if ``rapidocr`` or ``onnxruntime`` cannot be imported.
+        ValueError: on a device that is not cpu / cuda / cuda:N.
     """
 
     #: Engine settings, from shared/notes/stack.md (tested offline on this machine kind).
-    PARAMS = {"Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 480}
-    name = "rapidocr-3.10.0:ppocr-det480-nocls"
+    PARAMS = {"Global.use_cls": False, "Det.limit_type": "max"}
+    #: The detector's input size (longest side, px; stack.md's tested value) by default; the cost
+    #: control of ``OcrResource.det_limit_side_len`` (speed and text per size: ``benchmarks/bench_ocr.py``).
+    DEFAULT_DET_SIDE = 480
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu", num_threads: int | None = None, det_limit_side_len: int = DEFAULT_DET_SIDE) -> None:
         try:
             import onnxruntime  # noqa: F401 - fail early with a clear message
             from rapidocr import RapidOCR
@@ -122,7 +132,33 @@ class RapidOcrBackend:
                 f"RapidOCR backend needs 'rapidocr==3.10.0' and 'onnxruntime' ({exc}); "
                 "install with: pip install rapidocr==3.10.0 onnxruntime"
             ) from exc
-        self._engine = RapidOCR(params=dict(self.PARAMS))
+        self.params = self.engine_params(device, num_threads, det_limit_side_len)
+        self.name = f"rapidocr-3.10.0:ppocr-det{int(det_limit_side_len)}-nocls"
+        self._engine = RapidOCR(params=dict(self.params))
+
+    @classmethod
+    def engine_params(cls, device: str = "cpu", num_threads: int | None = None, det_limit_side_len: int = DEFAULT_DET_SIDE) -> dict:
+        """RapidOCR ``params`` for ``device``: :data:`PARAMS` with the detector's longest input side
+        (px) and the onnxruntime provider settings (``EngineConfig.onnxruntime.use_cuda`` /
+        ``cuda_ep_cfg.device_id``, intra-op threads).
+
+        Raises:
+            ValueError: on a device that is not cpu / cuda / cuda:N, or a side outside 32..4096 px.
+        """
+        from pricing_assets.lib.cpu import default_threads
+
+        if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+            raise ValueError(f"RapidOcrBackend: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        if not 32 <= int(det_limit_side_len) <= 4096:
+            raise ValueError(f"RapidOcrBackend: det_limit_side_len must be 32..4096 px, got {det_limit_side_len}")
+        cuda = device.startswith("cuda")
+        return {
+            **cls.PARAMS,
+            "Det.limit_side_len": int(det_limit_side_len),
+            "EngineConfig.onnxruntime.intra_op_num_threads": int(num_threads or default_threads()),
+            "EngineConfig.onnxruntime.use_cuda": cuda,
+            "EngineConfig.onnxruntime.cuda_ep_cfg.device_id": int(device[5:]) if cuda and ":" in device else 0,
+        }
 
     def read(self, image: Image.Image) -> list[tuple[str, float]]:
         """OCR one image.
@@ -243,11 +279,14 @@ _BACKENDS: dict[str, Callable[[], OcrBackend]] = {
 }
 
 
-def get_ocr_backend(name: str) -> OcrBackend:
+def get_ocr_backend(name: str, device: str = "cpu", det_limit_side_len: int = RapidOcrBackend.DEFAULT_DET_SIDE) -> OcrBackend:
     """Build an OCR backend by name.
 
     Args:
         name: ``"rapidocr"`` or ``"paddleocr"`` (case-insensitive).
+        device: resolved device (``"cpu"``, ``"cuda"``, ``"cuda:N"``); RapidOCR runs its ONNX models
+            on CUDA there (:class:`RapidOcrBackend`); PaddleOCR keeps its own device choice.
+        det_limit_side_len: RapidOCR's detector input size, longest side in px (cost control).
 
     Returns:
         A ready :class:`OcrBackend`.
@@ -259,6 +298,8 @@ def get_ocr_backend(name: str) -> OcrBackend:
     key = str(name).strip().lower()
     if key not in _BACKENDS:
         raise ValueError(f"unknown OCR backend {name!r}; choose one of {sorted(_BACKENDS)}")
+    if key == "rapidocr":
+        return RapidOcrBackend(device=device, det_limit_side_len=det_limit_side_len)
     return _BACKENDS[key]()
 
 

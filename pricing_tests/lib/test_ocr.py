@@ -105,6 +105,31 @@ def test_rapidocr_read_returns_text_conf_pairs(rapid):
     assert isinstance(rapid, OcrBackend)
 
 
+def test_rapidocr_cuda_settings_and_cpu_fallback(rapid):
+    """On ``cuda`` RapidOCR asks onnxruntime for the CUDA provider; where the provider is missing
+    (this CPU machine) it falls back to the CPU provider and reads the same lines."""
+    import onnxruntime
+
+    cpu = RapidOcrBackend.engine_params("cpu", num_threads=2)
+    assert cpu["EngineConfig.onnxruntime.use_cuda"] is False and cpu["EngineConfig.onnxruntime.intra_op_num_threads"] == 2
+    gpu1 = RapidOcrBackend.engine_params("cuda:1")
+    assert gpu1["EngineConfig.onnxruntime.use_cuda"] is True and gpu1["EngineConfig.onnxruntime.cuda_ep_cfg.device_id"] == 1
+    assert {k: gpu1[k] for k in RapidOcrBackend.PARAMS} == RapidOcrBackend.PARAMS  # same detector settings
+    assert cpu["Det.limit_side_len"] == gpu1["Det.limit_side_len"] == RapidOcrBackend.DEFAULT_DET_SIDE
+    assert RapidOcrBackend.engine_params("cpu", det_limit_side_len=320)["Det.limit_side_len"] == 320
+    with pytest.raises(ValueError, match="det_limit_side_len"):
+        RapidOcrBackend.engine_params("cpu", det_limit_side_len=8)
+    for bad in ("gpu", "cuda:x", "auto"):
+        with pytest.raises(ValueError, match="device must be"):
+            RapidOcrBackend.engine_params(bad)
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("CUDA provider present: the fallback is not exercised on this machine")
+    on_cuda = get_ocr_backend("rapidocr", device="cuda")
+    assert on_cuda.params["EngineConfig.onnxruntime.use_cuda"] is True
+    with Image.open(IMAGES / HERSHEYS) as im:
+        assert [t for t, _ in on_cuda.read(im)] == [t for t, _ in rapid.read(im)]
+
+
 # ------------------------------------------------------------------------------------------
 # run_ocr row handling (fake backend: fast, deterministic)
 # ------------------------------------------------------------------------------------------
