@@ -34,3 +34,29 @@ def test_growth_exponent_and_largest_fitting_size():
     # memory linear in rows, 1 GB at 40k rows: 24 GB at 960k rows
     assert bench_scale.largest_fitting(rows, [256.0, 512.0, 1024.0], 24) == pytest.approx(960_000, rel=1e-3)
     assert np.isfinite(bench_scale.growth_exponent(rows, [2.0, float("nan"), 8.0]))
+
+
+def test_fed_frames_of_two_batches_share_a_listings_base_vector():
+    """The labeled and unlabeled halves are fed one batch at a time: a listing's copies in both
+    batches must stay neighbours (same base vector), and every frame passes its contract."""
+    from pricing_assets.lib.embedding_registry import load_registry
+
+    cat = bench_scale.scaled_catalog(14432, seed=2)  # every listing twice: copies 0 and 1
+    reg = load_registry()
+    text = next(s for s in reg.values() if s.enabled and s.modality == "text")
+    key = None
+    halves = {}
+    for half, part in (("lab", cat[cat["price"].notna()]), ("unl", cat[cat["price"].isna()])):
+        part = part.reset_index(drop=True).head(3000)
+        frames = bench_scale.fed_per_row_frames(part, reg, n_templates=int(cat["template"].max()) + 1)
+        key = next(k for k in frames if isinstance(k, tuple) and k[-1] == text.name)
+        assert len(frames["product_images"]) == len(frames["ocr_text"]) == len(part)
+        halves[half] = (part["template"].to_numpy(), np.stack(frames[key]["embedding"].to_numpy()))
+    (t1, v1), (t2, v2) = halves["lab"], halves["unl"]
+    shared = np.intersect1d(t1, t2)
+    assert shared.size > 100
+    i1 = {t: i for i, t in enumerate(t1)}
+    i2 = {t: i for i, t in enumerate(t2)}
+    same = np.array([v1[i1[t]] @ v2[i2[t]] for t in shared])
+    other = np.array([v1[i1[a]] @ v2[i2[b]] for a, b in zip(shared[:-1], shared[1:])])
+    assert same.mean() > 0.8 and abs(other.mean()) < 0.1  # copies of a listing are each other's neighbours

@@ -190,7 +190,7 @@ def title_tfidf_views(item_names: pd.Series) -> dict:
         by ``min_df`` is an (n, 1) zero matrix).
     """
     names = pd.Series(item_names).fillna("").astype(str).reset_index(drop=True)
-    return {name: _transform(_fit_vectorizer(params, names), names) for name, params in _TITLE_VECTORIZERS.items()}
+    return {name: _fit_vectorizer(params, names)[1] for name, params in _TITLE_VECTORIZERS.items()}
 
 
 UNIT_STATS = ("wmean", "median", "n")
@@ -423,12 +423,16 @@ _TFIDF_VIEW = {"ngram_range": (1, 2), "min_df": 2, "sublinear_tf": True}
 
 
 def _fit_vectorizer(params: dict, texts: pd.Series):
+    """(fitted ``TfidfVectorizer`` or None when no term survives ``min_df``, (n, v) csr rows of
+    ``texts``) in one tokenising pass (``fit_transform``: the same rows ``transform`` gives)."""
+    import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    vectorizer = TfidfVectorizer(**params)
     try:
-        return TfidfVectorizer(**params).fit(texts)
+        return vectorizer, vectorizer.fit_transform(texts).tocsr()
     except ValueError:  # no term survives min_df (tiny or empty texts): no neighbour signal
-        return None
+        return None, sp.csr_matrix((len(texts), 1), dtype=np.float64)
 
 
 def _transform(vectorizer, texts: pd.Series):
@@ -485,8 +489,9 @@ def fit_knn_reference(
     items = products[lab].reset_index(drop=True)
     texts = _view_texts(items)
     params = {"tfidf": _TFIDF_VIEW, **_TITLE_VECTORIZERS}
-    vectorizers = {name: _fit_vectorizer(params[name], texts[name]) for name in params}
-    sparse = {name: _transform(vectorizers[name], texts[name]) for name in params}
+    fitted = {name: _fit_vectorizer(params[name], texts[name]) for name in params}
+    vectorizers = {name: v for name, (v, _) in fitted.items()}
+    sparse = {name: rows for name, (_, rows) in fitted.items()}
     log_qty, family = _log_qty_family(items, brand_features)
     image, image_names = {}, []
     for name, modality, vec, has in embeddings:
@@ -618,13 +623,27 @@ def build_knn_features(
     folds = products["fold"].to_numpy()
     log_qty, family = _log_qty_family(products, brand_features)
     texts = _view_texts(products)
+    # The labeled rows' TF-IDF rows are the reference's own when it was fitted on these products:
+    # reused, so only the other rows are tokenised (the tokenising pass is the costly part).
+    lab = np.isfinite(log_price) & (folds >= 0)
+    reuse = np.array_equal(ref.sample_ids, products.loc[lab, "sample_id"].astype(str).to_numpy())
+    order = np.argsort(np.r_[np.flatnonzero(lab), np.flatnonzero(~lab)], kind="stable")
+
+    def view_rows(view: str):
+        if not reuse:
+            return _transform(ref.vectorizers[view], texts[view])
+        import scipy.sparse as sp
+
+        rest = _transform(ref.vectorizers[view], texts[view][~lab].reset_index(drop=True))
+        return sp.vstack([ref.sparse[view], rest], format="csr")[order]
+
     parts, unit_parts = [products[["sample_id"]]], []
     for name, vec in text:
         price, unit = knn_price_and_unit_features(vec, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{name}", unit_prefix=f"uknn_{name}")
         parts.append(price)
         unit_parts.append(unit)
     for view in ("tfidf", "title_char", "title_word"):
-        mat = _transform(ref.vectorizers[view], texts[view])
+        mat = view_rows(view)
         if view == "tfidf":
             price, unit = knn_price_and_unit_features(mat, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{view}", unit_prefix="uknn_tfidf")
             unit_parts.append(unit)

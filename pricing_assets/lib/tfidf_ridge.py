@@ -113,9 +113,12 @@ def train_tfidf_ridge_cv(
         raise ValueError(f"train_tfidf_ridge_cv: needs >= 2 folds, got {uniq.tolist()}")
     t0 = time.perf_counter()
     p = {**TFIDF_RIDGE_PARAMS, **(params or {})}
-    corpus = texts if unlabeled_texts is None else pd.concat([texts, pd.Series(unlabeled_texts).fillna("").astype(str)], ignore_index=True)
-    vec = tfidf_vectorizer(p).fit(corpus)
-    X = vec.transform(texts)
+    vec = tfidf_vectorizer(p)
+    if unlabeled_texts is None:  # one tokenising pass, not fit + transform (the same matrix; tokenising is most of the cost)
+        X = vec.fit_transform(texts).tocsr()
+    else:
+        vec.fit(pd.concat([texts, pd.Series(unlabeled_texts).fillna("").astype(str)], ignore_index=True))
+        X = vec.transform(texts)
     oof = np.zeros(len(y_log))
     models, scores = [], []
     for f in uniq:
