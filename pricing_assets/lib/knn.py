@@ -634,6 +634,8 @@ def build_knn_features(
             return _transform(ref.vectorizers[view], texts[view])
         import scipy.sparse as sp
 
+        if lab.all():  # the training path: every product is a labeled reference row
+            return ref.sparse[view]
         rest = _transform(ref.vectorizers[view], texts[view][~lab].reset_index(drop=True))
         return sp.vstack([ref.sparse[view], rest], format="csr")[order]
 

@@ -137,3 +137,33 @@ def test_fingerprint_names_the_labels():
     assert labeled_fingerprint(a, 5, 42) != labeled_fingerprint(a.assign(price=[1.0, 2.5, np.nan]), 5, 42)
     assert labeled_fingerprint(a, 5, 42) != labeled_fingerprint(a, 5, 7)
     assert len(labeled_fingerprint(a, 5, 42)) == 64
+
+
+def test_knn_features_reuse_the_references_tfidf_rows(inputs):  # noqa: F811
+    """``build_knn_features`` takes the labeled rows' TF-IDF rows from the reference fitted on the
+    same products (one tokenising pass, ``fit_transform``) instead of tokenising them again: those
+    rows equal the re-tokenised ones to rounding, so the features are the same but where two
+    neighbours tie in similarity; the labeled-only frame of the training path works too."""
+    import dataclasses
+
+    from pricing_assets.lib.knn import _transform, _view_texts
+
+    items, bf, embs = inputs
+    lab = (items["fold"] >= 0).to_numpy()
+    ref = fit_knn_reference(items, bf, embs, k=5, unit_k=8, n_folds=4)
+    texts = _view_texts(items[lab].reset_index(drop=True))
+    for view, rows in ref.sparse.items():
+        again = _transform(ref.vectorizers[view], texts[view])
+        assert rows.shape == again.shape and abs(rows - again).max() < 1e-12, view
+    reused = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4, reference=ref)
+    # other ids on the same fitted reference: no reuse, every row tokenised by the fitted vectorizers
+    other = dataclasses.replace(ref, sample_ids=np.array([f"x{i}" for i in range(ref.n)]))
+    tokenised = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4, reference=other)
+    a, b = reused.drop(columns="sample_id").to_numpy(), tokenised.drop(columns="sample_id").to_numpy()
+    assert np.isclose(a, b, rtol=1e-6, equal_nan=True).mean() > 0.998  # ties may flip, nothing else
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    labeled = items[lab].reset_index(drop=True)
+    l_embs = [(n, m, v[lab], h[lab]) for n, m, v, h in embs]
+    only = build_knn_features(labeled, bf, l_embs, k=5, unit_k=8, n_folds=4, reference=fit_knn_reference(labeled, bf, l_embs, k=5, unit_k=8, n_folds=4))
+    assert only["sample_id"].tolist() == labeled["sample_id"].tolist() and list(only.columns) == list(reused.columns)
+    assert np.isfinite(only.filter(regex="^knn_tfidf_").to_numpy()).all()
