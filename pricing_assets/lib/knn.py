@@ -281,27 +281,7 @@ def knn_unit_price_features(
     Raises:
         ValueError: on length mismatch or fewer than 2 labeled rows.
     """
-    import scipy.sparse as sp
-
-    if sp.issparse(vectors):
-        vectors = sp.csr_matrix(vectors)
-    n = vectors.shape[0]
-    log_qty = np.asarray(log_qty, dtype=np.float64)
-    family = np.asarray(family).astype(str)
-    folds = np.asarray(folds)
-    if not (len(log_price) == len(log_qty) == len(family) == len(folds) == n):
-        raise ValueError(f"knn_unit_price_features: length mismatch {n}, {len(log_price)}, {len(log_qty)}, {len(family)}, {len(folds)}")
-    labeled = np.isfinite(log_price) & (folds >= 0)
-    if labeled.sum() < 2:
-        raise ValueError("knn_unit_price_features: need at least 2 labeled rows")
-    lp = np.log(np.clip(np.expm1(np.where(labeled, log_price, 0.0)), 1e-6, None))
-    out = np.full((n, len(UNIT_STATS)), np.nan, dtype=np.float32)
-
-    for q, ref in oof_query_plan(labeled, folds):
-        sims, ids = _search(vectors[ref], vectors[q], k)
-        g = np.flatnonzero(ref)[ids]
-        out[q] = unit_price_stats(sims, lp[g], log_qty[g], family[g], log_qty[q], family[q])
-    return pd.DataFrame(out, columns=[f"{prefix}_unit_{s}" for s in UNIT_STATS])
+    return knn_price_and_unit_features(vectors, log_price, log_qty, family, folds, k=k, unit_k=k, unit_prefix=prefix)[1]
 
 
 def knn_price_and_unit_features(

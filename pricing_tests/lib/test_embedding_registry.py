@@ -32,6 +32,7 @@ def test_default_registry_parses_and_enables_offline_models_only():
 
 
 _GOOD = 'modality = "text"\nloader = "sentence_transformers"\nsource = "x/y"\ndim = 8\nbatch_size = 4\nmax_tokens = 16\n'
+_ONNX = _GOOD.replace('"sentence_transformers"', '"sentence_transformers_onnx"')
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,14 @@ _GOOD = 'modality = "text"\nloader = "sentence_transformers"\nsource = "x/y"\ndi
         (_GOOD.replace('"sentence_transformers"', '"hf_automodel"'), r"hf_automodel needs pooling"),
         (_GOOD + 'pooling = "mean"\n', r"'pooling' only applies"),
         (_GOOD.replace('source = "x/y"', 'source = ""'), r"'source' must be a non-empty string"),
+        (_ONNX.replace("sentence_transformers_onnx", "sentence_transformers") + 'quantize = "int8"\n',
+         r"\[models.m\]: field 'quantize' only applies to loader 'sentence_transformers_onnx', not 'sentence_transformers'"),
+        (_ONNX.replace("sentence_transformers_onnx", "sentence_transformers") + 'quantize = "none"\n',
+         r"\[models.m\]: field 'quantize' only applies"),
+        (_ONNX + 'quantize = "int4"\n', r"\[models.m\]: field 'quantize' must be one of \['none', 'int8'\], got 'int4'"),
+        (_ONNX + "quantize = 8\n", r"\[models.m\]: field 'quantize' must be a non-empty string"),
+        (_ONNX.replace('"text"', '"image"').replace("max_tokens", "image_size"),
+         r"'sentence_transformers_onnx' does not support modality 'image'"),
     ],
 )
 def test_registry_errors_name_entry_and_field(tmp_path, body, match):
