@@ -102,6 +102,8 @@ def scaled_catalog(n_rows: int, seed: int = 0) -> pd.DataFrame:
     Raises:
         ValueError: n_rows < 100.
     """
+    from pricing_assets.lib.catalog import MAX_PRICE_USD
+
     if n_rows < 100:
         raise ValueError(f"scaled_catalog: n_rows must be >= 100, got {n_rows}")
     base = pd.read_csv(LABELED_CSV, dtype={"sample_id": str})
@@ -117,7 +119,8 @@ def scaled_catalog(n_rows: int, seed: int = 0) -> pd.DataFrame:
         "sample_id": [f"s{i}" for i in range(n_rows)],
         "catalog_content": texts,
         "image_link": base["image_link"].to_numpy()[tmpl],
-        "price": np.maximum(prices, 0.01),
+        # a big pack of a dear listing may cross the catalog's plausible-price bound: kept at the bound
+        "price": np.clip(prices, 0.01, MAX_PRICE_USD),
         "template": tmpl,
     })
     out.loc[rng.random(n_rows) < 0.5, "price"] = np.nan

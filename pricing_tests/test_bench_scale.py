@@ -16,6 +16,9 @@ def test_scaled_catalog_is_unique_half_labeled_and_prices_follow_the_pack():
     cat = bench_scale.scaled_catalog(15000, seed=1)  # 7216 listings: copies 0, 1 and 2
     assert len(cat) == 15000 and cat["sample_id"].is_unique and not cat["catalog_content"].duplicated().any()
     assert 0.45 < cat["price"].isna().mean() < 0.55
+    from pricing_assets.lib.catalog import MAX_PRICE_USD
+
+    assert cat["price"].dropna().between(0.01, MAX_PRICE_USD).all()  # every labeled row passes ingestion
     t = cat[cat["template"] == 0].set_index(cat[cat["template"] == 0].index // 7216)
     assert list(t.index) == [0, 1, 2]
     value = t["catalog_content"].str.extract(r"Value: ([0-9.]+)")[0].astype(float)
