@@ -31,7 +31,7 @@ def run(sides: list[int], threads: int | None, limit: int | None) -> list[dict]:
     "chars_per_photo", "share_with_text", "word_recall_vs_default"}``."""
     from PIL import Image
 
-    from pricing_assets.lib.ocr import RapidOcrBackend
+    from pricing_assets.lib.ocr import DEFAULT_DET_SIDE, RapidOcrBackend
 
     images = []
     for p in sorted(IMAGES_DIR.glob("*.jpg")):
@@ -42,7 +42,7 @@ def run(sides: list[int], threads: int | None, limit: int | None) -> list[dict]:
             continue
     images = images[:limit]
     results, words = [], {}
-    for side in sorted(set(sides) | {RapidOcrBackend.DEFAULT_DET_SIDE}):
+    for side in sorted(set(sides) | {DEFAULT_DET_SIDE}):
         t = time.perf_counter()
         backend = RapidOcrBackend(num_threads=threads, det_limit_side_len=side)
         load_s = time.perf_counter() - t
@@ -58,7 +58,7 @@ def run(sides: list[int], threads: int | None, limit: int | None) -> list[dict]:
             "share_with_text": round(sum(bool(r) for r in read) / len(images), 3),
         })
         print(f"side {side}: {results[-1]['photos_per_s']} photos/s", file=sys.stderr, flush=True)
-    base = words[RapidOcrBackend.DEFAULT_DET_SIDE]
+    base = words[DEFAULT_DET_SIDE]
     for r in results:
         r["word_recall_vs_default"] = round(len(words[r["side"]] & base) / max(len(base), 1), 3)
     return results

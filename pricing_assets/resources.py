@@ -12,9 +12,7 @@ from pydantic import Field
 from pricing_assets.lib.cross_validation import DEFAULT_N_FOLDS, DEFAULT_SEED
 from pricing_assets.lib.images import FetchConfig
 from pricing_assets.lib.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
-from pricing_assets.lib.ocr import RapidOcrBackend
-
-DEFAULT_DET_SIDE = RapidOcrBackend.DEFAULT_DET_SIDE
+from pricing_assets.lib.ocr import DEFAULT_DET_SIDE
 
 
 def default_home() -> str:

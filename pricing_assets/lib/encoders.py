@@ -67,6 +67,21 @@ def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
 
 
+def cuda_index(device: str) -> int | None:
+    """The CUDA device index a resolved device names: None for ``"cpu"``, 0 for ``"cuda"``, N for
+    ``"cuda:N"`` (what onnxruntime's CUDAExecutionProvider takes as ``device_id``).
+
+    Raises:
+        ValueError: ``device`` is not cpu / cuda / cuda:N (``"auto"`` must be resolved first).
+    """
+    if device == "cpu":
+        return None
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not m:
+        raise ValueError(f"resolved device must be 'cpu', 'cuda' or 'cuda:<i>', got {device!r}")
+    return int(m.group(1) or 0)
+
+
 def resolve_device(device: str = "cpu") -> str:
     """Map ``"auto"`` to ``"cuda"`` when torch sees a GPU else ``"cpu"``; check explicit CUDA.
 
@@ -409,9 +424,9 @@ def _ort_session(onnx_path: Path, device: str, num_threads: int):
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        dev_id = int(device.split(":")[1]) if ":" in device else 0
-        providers = [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"]
+    index = cuda_index(device)
+    if index is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = num_threads
     opts.inter_op_num_threads = 1
@@ -571,8 +586,8 @@ def _quantize_onnx_int8(fp32_path: Path) -> Path:
     """Dynamic int8 quantisation (``quantize_dynamic``, QInt8 weights, one scale per output channel)
     of an fp32 ONNX file, once.
 
-    Per-channel scales keep MiniLM's int8 vectors at mean cosine 0.994 to fp32 on 200 sample texts
-    (per-tensor: 0.948): docs/experiments.md ("int8 text encoder").
+    Per-channel scales keep MiniLM's int8 vectors closer to fp32 than per-tensor ones (figures:
+    docs/experiments.md, "int8 text encoder").
 
     Returns ``<fp32 name with -fp32 replaced by -int8pc>.onnx`` beside the input; written to a
     temporary name and renamed (atomic).

@@ -5,7 +5,7 @@ Backends follow :class:`OcrBackend` (``name`` + ``read(image) -> [(text, confide
 - :class:`RapidOcrBackend` (default): ``rapidocr==3.10.0`` on onnxruntime with the PP-OCR ONNX
   det/rec models shipped inside the wheel, so it works offline. Settings from
   ``shared/notes/stack.md``: no angle classifier, detector input limited by default to
-  ``RapidOcrBackend.DEFAULT_DET_SIDE`` px on the longest side (about 0.5-1 s per photo on one CPU core). Language, OCR version and model type are left at
+  ``DEFAULT_DET_SIDE`` px on the longest side (about 0.5-1 s per photo on one CPU core). Language, OCR version and model type are left at
   the defaults on purpose: changing them makes RapidOCR download other models.
 - :class:`PaddleOcrBackend` (optional): PaddleOCR 3.x pipeline when the ``paddleocr`` package and
   its det/rec models are on disk; otherwise :class:`OcrBackendUnavailable` says what is missing.
@@ -102,6 +102,11 @@ def _clip01(x: Any) -> float:
     return min(1.0, max(0.0, v))
 
 
+#: RapidOCR's detector input size by default (longest side, px; stack.md's tested value): the cost
+#: control of ``OcrResource.det_limit_side_len`` (speed and text per size: ``benchmarks/bench_ocr.py``).
+DEFAULT_DET_SIDE = 480
+
+
 class RapidOcrBackend:
     """RapidOCR 3.10.0 (PP-OCR det + rec ONNX models from the wheel, run by onnxruntime).
 
@@ -114,14 +119,11 @@ class RapidOcrBackend:
 
     Raises:
         OcrBackendUnavailable: if ``rapidocr`` or ``onnxruntime`` cannot be imported.
-        ValueError: on a device that is not cpu / cuda / cuda:N.
+        ValueError: on a device that is not cpu / cuda / cuda:N (``lib.encoders.cuda_index``).
     """
 
     #: Engine settings, from shared/notes/stack.md (tested offline on this machine kind).
     PARAMS = {"Global.use_cls": False, "Det.limit_type": "max"}
-    #: The detector's input size (longest side, px; stack.md's tested value) by default; the cost
-    #: control of ``OcrResource.det_limit_side_len`` (speed and text per size: ``benchmarks/bench_ocr.py``).
-    DEFAULT_DET_SIDE = 480
 
     def __init__(self, device: str = "cpu", num_threads: int | None = None, det_limit_side_len: int = DEFAULT_DET_SIDE) -> None:
         try:
@@ -146,18 +148,17 @@ class RapidOcrBackend:
             ValueError: on a device that is not cpu / cuda / cuda:N, or a side outside 32..4096 px.
         """
         from pricing_assets.lib.cpu import default_threads
+        from pricing_assets.lib.encoders import cuda_index
 
-        if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-            raise ValueError(f"RapidOcrBackend: device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        index = cuda_index(device)
         if not 32 <= int(det_limit_side_len) <= 4096:
             raise ValueError(f"RapidOcrBackend: det_limit_side_len must be 32..4096 px, got {det_limit_side_len}")
-        cuda = device.startswith("cuda")
         return {
             **cls.PARAMS,
             "Det.limit_side_len": int(det_limit_side_len),
             "EngineConfig.onnxruntime.intra_op_num_threads": int(num_threads or default_threads()),
-            "EngineConfig.onnxruntime.use_cuda": cuda,
-            "EngineConfig.onnxruntime.cuda_ep_cfg.device_id": int(device[5:]) if cuda and ":" in device else 0,
+            "EngineConfig.onnxruntime.use_cuda": index is not None,
+            "EngineConfig.onnxruntime.cuda_ep_cfg.device_id": index or 0,
         }
 
     def read(self, image: Image.Image) -> list[tuple[str, float]]:
@@ -273,13 +274,15 @@ class PaddleOcrBackend:
         return lines
 
 
-_BACKENDS: dict[str, Callable[[], OcrBackend]] = {
-    "rapidocr": RapidOcrBackend,
-    "paddleocr": PaddleOcrBackend,
+#: Backend name -> factory ``(device, det_limit_side_len) -> OcrBackend``; PaddleOCR keeps its own
+#: device choice and detector size.
+_BACKENDS: dict[str, Callable[[str, int], OcrBackend]] = {
+    "rapidocr": lambda device, det_side: RapidOcrBackend(device=device, det_limit_side_len=det_side),
+    "paddleocr": lambda device, det_side: PaddleOcrBackend(),
 }
 
 
-def get_ocr_backend(name: str, device: str = "cpu", det_limit_side_len: int = RapidOcrBackend.DEFAULT_DET_SIDE) -> OcrBackend:
+def get_ocr_backend(name: str, device: str = "cpu", det_limit_side_len: int = DEFAULT_DET_SIDE) -> OcrBackend:
     """Build an OCR backend by name.
 
     Args:
@@ -298,9 +301,7 @@ def get_ocr_backend(name: str, device: str = "cpu", det_limit_side_len: int = Ra
     key = str(name).strip().lower()
     if key not in _BACKENDS:
         raise ValueError(f"unknown OCR backend {name!r}; choose one of {sorted(_BACKENDS)}")
-    if key == "rapidocr":
-        return RapidOcrBackend(device=device, det_limit_side_len=det_limit_side_len)
-    return _BACKENDS[key]()
+    return _BACKENDS[key](device, det_limit_side_len)
 
 
 def check_error_share(

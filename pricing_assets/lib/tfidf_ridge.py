@@ -77,21 +77,19 @@ def train_tfidf_ridge_cv(
     y_log: np.ndarray,
     folds: np.ndarray,
     params: dict | None = None,
-    unlabeled_texts: pd.Series | None = None,
     log=None,
 ) -> CvResult:
     """K-fold TF-IDF + ridge on ``log1p(price)``.
 
-    The TF-IDF vocabulary / IDF weights are fitted once on every text given (labeled and
-    ``unlabeled_texts``): unsupervised, no price enters, so it is not a leak (as with the embedding
-    PCA); only the ridge is refitted per fold, on the training folds.
+    The TF-IDF vocabulary / IDF weights are fitted once on the labeled texts given (unsupervised, no
+    price enters; a new product never shapes the vocabulary it is scored with), in one tokenising pass
+    (``fit_transform``); only the ridge is refitted per fold, on the training folds.
 
     Args:
         texts: (n,) str product texts of the labeled rows (:func:`product_text`).
         y_log: (n,) float64 ``log1p(price USD)``.
         folds: (n,) int fold ids (>= 2 distinct).
         params: overrides of :data:`TFIDF_RIDGE_PARAMS`.
-        unlabeled_texts: optional (m,) str texts to include in the vocabulary fit.
 
     Returns:
         :class:`CvResult` whose ``models`` are fitted sklearn pipelines (vectoriser -> ridge), one
@@ -114,11 +112,7 @@ def train_tfidf_ridge_cv(
     t0 = time.perf_counter()
     p = {**TFIDF_RIDGE_PARAMS, **(params or {})}
     vec = tfidf_vectorizer(p)
-    if unlabeled_texts is None:  # one tokenising pass, not fit + transform (the same matrix; tokenising is most of the cost)
-        X = vec.fit_transform(texts).tocsr()
-    else:
-        vec.fit(pd.concat([texts, pd.Series(unlabeled_texts).fillna("").astype(str)], ignore_index=True))
-        X = vec.transform(texts)
+    X = vec.fit_transform(texts).tocsr()
     oof = np.zeros(len(y_log))
     models, scores = [], []
     for f in uniq:

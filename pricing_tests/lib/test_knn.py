@@ -196,7 +196,7 @@ def test_title_views_find_the_same_product_line():
 
 
 @pytest.mark.parametrize("sparse", [False, True])
-def test_one_search_gives_what_the_two_feature_functions_give(sparse):
+def test_one_search_gives_the_price_features_and_the_brute_force_unit_transfer(sparse):
     import scipy.sparse as sp
 
     v, lp, lq, fam, folds = _unit_data(n=90, seed=3)
@@ -205,7 +205,15 @@ def test_one_search_gives_what_the_two_feature_functions_give(sparse):
     x = sp.csr_matrix(v) if sparse else v
     price, unit = knn_price_and_unit_features(x, lp, lq, fam, folds, k=4, unit_k=9, prefix="p", unit_prefix="u")
     np.testing.assert_allclose(price.to_numpy(), knn_price_features(x, lp, folds, k=4, prefix="p").to_numpy(), rtol=1e-6)
-    np.testing.assert_allclose(unit.to_numpy(), knn_unit_price_features(x, lp, lq, fam, folds, k=9, prefix="u").to_numpy(), rtol=1e-6)
+    # the unit half against a brute-force search (numpy: every allowed reference, sorted by similarity)
+    labeled = np.isfinite(lp) & (folds >= 0)
+    price_ln = np.log(np.expm1(np.where(labeled, lp, 1.0)))
+    expected = np.empty((len(v), len(UNIT_STATS)), dtype=np.float32)
+    for i in range(len(v)):
+        allowed = np.flatnonzero(labeled & ((folds != folds[i]) if labeled[i] else True))
+        top = allowed[np.argsort(-(v[allowed] @ v[i]), kind="stable")[:9]]
+        expected[i] = unit_price_stats((v[top] @ v[i])[None, :], price_ln[top][None, :], lq[top][None, :], fam[top][None, :], lq[i : i + 1], fam[i : i + 1])[0]
+    np.testing.assert_allclose(unit.to_numpy(), expected, rtol=1e-5, equal_nan=True)
     assert list(unit.columns) == [f"u_unit_{s}" for s in UNIT_STATS]
     with pytest.raises(ValueError, match="length mismatch"):
         knn_price_and_unit_features(x, lp[:5], lq, fam, folds)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from pricing_assets.lib.images import FetchConfig, fetch_images
 from pricing_assets.lib.ocr import (
+    DEFAULT_DET_SIDE,
     OCR_COLUMNS,
     OcrBackend,
     OcrBackendUnavailable,
@@ -115,7 +116,7 @@ def test_rapidocr_cuda_settings_and_cpu_fallback(rapid):
     gpu1 = RapidOcrBackend.engine_params("cuda:1")
     assert gpu1["EngineConfig.onnxruntime.use_cuda"] is True and gpu1["EngineConfig.onnxruntime.cuda_ep_cfg.device_id"] == 1
     assert {k: gpu1[k] for k in RapidOcrBackend.PARAMS} == RapidOcrBackend.PARAMS  # same detector settings
-    assert cpu["Det.limit_side_len"] == gpu1["Det.limit_side_len"] == RapidOcrBackend.DEFAULT_DET_SIDE
+    assert cpu["Det.limit_side_len"] == gpu1["Det.limit_side_len"] == DEFAULT_DET_SIDE
     assert RapidOcrBackend.engine_params("cpu", det_limit_side_len=320)["Det.limit_side_len"] == 320
     with pytest.raises(ValueError, match="det_limit_side_len"):
         RapidOcrBackend.engine_params("cpu", det_limit_side_len=8)
@@ -368,8 +369,8 @@ def test_ocr_text_asset_fails_and_stores_nothing_when_the_backend_is_broken(tmp_
     settings = Settings(home=str(tmp_path / "home"), storage=str(tmp_path / "storage"), s3_endpoint=None, device="cpu",
                         image_mirror=None, images_offline=True, ocr_backend="rapidocr", inbox=str(tmp_path / "inbox"))
     resources = build_resources(settings)
-    monkeypatch.setitem(ocr_lib._BACKENDS, "broken", BrokenBackend)
-    monkeypatch.setitem(ocr_lib._BACKENDS, "fake", FakeBackend)
+    monkeypatch.setitem(ocr_lib._BACKENDS, "broken", lambda device, det_side: BrokenBackend())
+    monkeypatch.setitem(ocr_lib._BACKENDS, "fake", lambda device, det_side: FakeBackend())
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(CATALOG_BATCHES, ["b1"])
 
