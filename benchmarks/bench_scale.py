@@ -19,16 +19,19 @@ What it runs, per size N (each size in a fresh interpreter, in a fresh temporary
    (empty), and the embedding assets: vectors of the registry's shapes, a seeded random unit vector
    per listing plus noise per copy (so neighbours exist as in real data), photos share their vector.
    They pass their data contracts and are stored through the real IO managers.
-4. ``nightly_retrain_job`` (every global training asset) and then ``scoring_job`` for the unlabeled batch
-   (``batch_predictions``: the unlabeled half priced by the promoted model) and ``price_predictions``,
-   in process. Per asset: wall time from the step events, peak RSS of the process while the step ran
-   (sampled every 50 ms from ``/proc/self/statm``).
+4. Three runs, each in a fresh interpreter (the run launcher starts one process per run and the code
+   location's executor is in-process, so a run's memory is its own): ``nightly_retrain_job`` (every
+   global training asset), ``scoring_job`` for the unlabeled batch (``batch_predictions``: the
+   unlabeled half priced by the promoted model) and ``price_predictions``. Per asset: wall time from
+   the step events, peak RSS of the run's process while the step ran (sampled every 50 ms from
+   ``/proc/self/statm``; it includes what earlier steps of the same run still hold).
 
 Output: one table on stdout and, with ``--json PATH``, a list with one object per size::
 
     {"rows": N, "global_wall_s": ..., "global_peak_rss_mb": ..., "assets": {name: {"wall_s": ..., "peak_rss_mb": ...}}}
 
-The summary (after every size) adds per asset the growth exponent b of ``wall = a * rows ** b`` (least
+``global_wall_s`` is the sum of the three runs' wall times and ``global_peak_rss_mb`` the largest run's
+peak; ``runs`` gives each run's own. The summary (after every size) adds per asset the growth exponent b of ``wall = a * rows ** b`` (least
 squares on log-log over the sizes run) and, for the whole run, the largest N whose extrapolated peak RSS
 fits in ``--memory-gb`` (default 24). Figures measured with it: docs/deployment.md ("Sizing").
 """
@@ -231,16 +234,13 @@ def _step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
     return {k: (start[k], end[k]) for k in start if k in end}
 
 
-def run_one(n_rows: int, workdir: Path) -> dict:
-    """Build, feed and run one size in this process (see the module docstring); the result object."""
-    os.environ["DAGSTER_HOME"] = str(workdir / "home")
-    os.environ["PRICING_IMAGES_OFFLINE"] = "1"
-    os.environ.pop("PRICING_STORAGE", None)
+def _prepare(n_rows: int, workdir: Path) -> dict:
+    """Steps 1-3 of the module docstring in this process: the catalog, its two ingested batches,
+    their catalog assets and the fed per-row assets, in the instance under ``workdir / "home"``."""
     import dagster as dg
 
     from pricing_assets import cli
     from pricing_assets.definitions import build_defs
-    from pricing_assets.defs.schedules import NIGHTLY_RUN_CONFIG
     from pricing_assets.lib.embedding_registry import load_registry
     from pricing_assets.settings import load_settings
 
@@ -269,30 +269,69 @@ def run_one(n_rows: int, workdir: Path) -> dict:
             ctx = dg.build_output_context(asset_key=asset_key, partition_key=batch)
             manager.handle_output(ctx, frame)
             instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset_key, partition=batch))
-    prep_s = time.perf_counter() - t0
+    return {"labeled_rows": int(catalog["price"].notna().sum()), "prepare_s": round(time.perf_counter() - t0, 2)}
+
+
+def _run_job(job: str) -> dict:
+    """One run of ``job`` (one of :data:`RUNS`) in this process, on the instance of ``DAGSTER_HOME``:
+    ``{"wall_s", "peak_rss_mb", "assets": {step: {"wall_s", "peak_rss_mb"}}}``."""
+    import dagster as dg
+
+    from pricing_assets import cli
+    from pricing_assets.definitions import build_defs
+    from pricing_assets.defs.schedules import NIGHTLY_RUN_CONFIG
+    from pricing_assets.settings import load_settings
+
+    instance = cli.get_instance()
+    defs = build_defs(load_settings())
     assets: dict[str, dict] = {}
     with RssSampler() as rss:
         g0 = time.time()
-        for job in ("nightly_retrain_job", "scoring_job", "price_predictions"):
-            if job == "price_predictions":
-                r = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-                    instance=instance, asset_selection=[dg.AssetKey("price_predictions")], run_config=QUIET)
-            elif job == "scoring_job":
-                r = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=BATCHES["unlabeled"], run_config=QUIET)
-            else:  # the nightly job's own config (retrain even on unchanged labels) plus the quiet logger
-                r = defs.resolve_job_def(job).execute_in_process(instance=instance, run_config={**NIGHTLY_RUN_CONFIG, **QUIET})
-            if not r.success:
-                raise RuntimeError(f"bench_scale: {job} failed at {n_rows} rows")
-            for step, (s, e) in _step_windows(instance, r.run_id).items():
-                assets[step] = {"wall_s": round(e - s, 2), "peak_rss_mb": rss.peak_mb(s, e)}
+        if job == "price_predictions":
+            r = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey("price_predictions")], run_config=QUIET)
+        elif job == "scoring_job":
+            r = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=BATCHES["unlabeled"], run_config=QUIET)
+        else:  # the nightly job's own config (retrain even on unchanged labels) plus the quiet logger
+            r = defs.resolve_job_def(job).execute_in_process(instance=instance, run_config={**NIGHTLY_RUN_CONFIG, **QUIET})
         g1 = time.time()
+        if not r.success:
+            raise RuntimeError(f"bench_scale: {job} failed")
+        for step, (s, e) in _step_windows(instance, r.run_id).items():
+            assets[step] = {"wall_s": round(e - s, 2), "peak_rss_mb": rss.peak_mb(s, e)}
+    return {"wall_s": round(g1 - g0, 2), "peak_rss_mb": rss.peak_mb(g0, g1), "assets": assets}
+
+
+#: The runs measured, in order, each in a fresh interpreter as the run launcher starts one process per
+#: run (the code location's executor is in-process): the nightly retrain, scoring the unlabeled batch,
+#: and the merge of every batch's predictions.
+RUNS = ("nightly_retrain_job", "scoring_job", "price_predictions")
+
+
+def _stage(stage: str, n_rows: int, workdir: Path) -> dict:
+    """Run one stage (``prepare`` or a job of :data:`RUNS`) in a fresh interpreter; its result object."""
+    out = workdir / f"{stage}.json"
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--stage", stage, "--rows", str(n_rows), "--workdir", str(workdir), "--json", str(out)], cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_scale: {stage} at {n_rows} rows failed (exit {proc.returncode}) after {time.perf_counter() - t:.0f} s")
+    return json.loads(out.read_text())
+
+
+def run_one(n_rows: int, workdir: Path) -> dict:
+    """Build, feed and run one size (see the module docstring), each stage in its own interpreter; the
+    result object. ``global_wall_s`` sums the runs' wall times, ``global_peak_rss_mb`` is the largest
+    run's peak (the runs are separate processes); ``runs`` has each run's own figures."""
+    prep = _stage("prepare", n_rows, workdir)
+    runs = {job: _stage(job, n_rows, workdir) for job in RUNS}
     return {
         "rows": n_rows,
-        "labeled_rows": int(catalog["price"].notna().sum()),
-        "global_wall_s": round(g1 - g0, 2),
-        "global_peak_rss_mb": rss.peak_mb(g0, g1),
-        "prepare_s": round(prep_s, 2),
-        "assets": assets,
+        "labeled_rows": prep["labeled_rows"],
+        "global_wall_s": round(sum(r["wall_s"] for r in runs.values()), 2),
+        "global_peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
+        "prepare_s": prep["prepare_s"],
+        "runs": {job: {"wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]} for job, r in runs.items()},
+        "assets": {step: a for r in runs.values() for step, a in r["assets"].items()},
     }
 
 
@@ -355,10 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the result list here")
     p.add_argument("--memory-gb", type=float, default=24.0, help="memory of the machine for the 'largest size that fits' line")
     p.add_argument("--workdir", type=Path, help="keep the temporary instances here (default: a deleted temp folder)")
-    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: run one size in this process
+    p.add_argument("--stage", choices=("prepare", *RUNS), help=argparse.SUPPRESS)  # internal: one stage in this process
     args = p.parse_args(argv)
-    if args.one:
-        result = run_one(args.rows[0], args.workdir)
+    if args.stage:
+        os.environ["DAGSTER_HOME"] = str(args.workdir / "home")
+        os.environ["PRICING_IMAGES_OFFLINE"] = "1"
+        os.environ.pop("PRICING_STORAGE", None)
+        result = _prepare(args.rows[0], args.workdir) if args.stage == "prepare" else _run_job(args.stage)
         args.json.write_text(json.dumps(result))
         return 0
     results = []
@@ -367,14 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.rows:
             wd = base / f"rows_{n}"
             wd.mkdir(parents=True, exist_ok=True)
-            out = wd / "result.json"
-            t = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--one", "--rows", str(n), "--workdir", str(wd), "--json", str(out)], cwd=REPO)
-            if proc.returncode != 0:
-                print(f"bench_scale: size {n} failed (exit {proc.returncode}) after {time.perf_counter() - t:.0f} s", file=sys.stderr)
-                return proc.returncode
-            results.append(json.loads(out.read_text()))
-            print(f"rows {n:,}: global {results[-1]['global_wall_s']:.0f} s, peak {results[-1]['global_peak_rss_mb']:.0f} MB", flush=True)
+            try:
+                results.append(run_one(n, wd))
+            except RuntimeError as exc:
+                print(exc, file=sys.stderr)
+                return 1
+            runs = ", ".join(f"{job} {r['wall_s']:.0f} s / {r['peak_rss_mb']:.0f} MB" for job, r in results[-1]["runs"].items())
+            print(f"rows {n:,}: global {results[-1]['global_wall_s']:.0f} s, peak {results[-1]['global_peak_rss_mb']:.0f} MB ({runs})", flush=True)
     print(summary(results, args.memory_gb))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
