@@ -241,3 +241,22 @@ def test_sparse_search_is_exact_top_k_and_pads_queries_with_few_matches():
     matched = int((full[5] > 0).sum())
     assert matched < 6 and (sims[5, :matched] > 0).all() and (sims[5, matched:] == 0).all()
     assert len(set(ids[5])) == 6  # padded with distinct unused ids
+
+
+def test_tfidf_views_drop_terms_in_too_many_products_only_in_a_big_reference():
+    """The document-frequency cap (``KNN_TFIDF_MAX_DF``): a word in every title is no TF-IDF kNN
+    term once the reference has more than ``KNN_TFIDF_MAX_DF_MIN_DOCS / KNN_TFIDF_MAX_DF`` products;
+    a rare shared word still links its two titles; a small reference keeps every term."""
+    import pandas as pd
+
+    from pricing_assets.lib.knn import _TITLE_VECTORIZERS, KNN_TFIDF_MAX_DF, KNN_TFIDF_MAX_DF_MIN_DOCS, _fit_vectorizer
+
+    n = int(KNN_TFIDF_MAX_DF_MIN_DOCS / KNN_TFIDF_MAX_DF) + 10
+    names = pd.Series([f"common item{i} tok{i // 2}" for i in range(n)])  # tok<k> in exactly two titles
+    vec, rows = _fit_vectorizer(_TITLE_VECTORIZERS["title_word"], names)
+    assert "common" not in vec.vocabulary_ and "tok3" in vec.vocabulary_ and "item7" in vec.vocabulary_
+    sims = (rows @ rows.T).toarray()
+    np.fill_diagonal(sims, -1)
+    assert sims[6].argmax() == 7 and sims[6, 8] == 0.0  # only the shared rare word links two rows
+    small, _ = _fit_vectorizer(_TITLE_VECTORIZERS["title_word"], names[:KNN_TFIDF_MAX_DF_MIN_DOCS])
+    assert "common" in small.vocabulary_
