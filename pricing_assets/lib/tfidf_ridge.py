@@ -126,11 +126,18 @@ def train_tfidf_ridge_cv(
     return CvResult(oof, models, [], scores, time.perf_counter() - t0)
 
 
+def _shared_vectorizer_prediction(models: list, texts: pd.Series) -> np.ndarray:
+    """Mean ``log1p(price)`` of fold pipelines sharing one fitted vectoriser: (n,) float64, the
+    texts transformed once."""
+    X = models[0][0].transform(texts)
+    return np.mean([m[-1].predict(X) for m in models], axis=0)
+
+
 def predict_tfidf_ridge(models: list, texts: pd.Series) -> np.ndarray:
     """Average of the fold pipelines' ``log1p(price)`` predictions for (n,) str texts: (n,) float64.
 
     Pipelines sharing one fitted vectoriser (as :func:`train_tfidf_ridge_cv` makes them) transform
-    the texts once.
+    the texts once; a big batch is split over worker processes (``lib.text_transform``, same values).
 
     Raises:
         ValueError: if ``models`` is empty.
@@ -140,8 +147,9 @@ def predict_tfidf_ridge(models: list, texts: pd.Series) -> np.ndarray:
     texts = pd.Series(texts).fillna("").astype(str)
     vec = models[0][0]
     if all(m[0] is vec for m in models):
-        X = vec.transform(texts)
-        return np.mean([m[-1].predict(X) for m in models], axis=0)
+        from pricing_assets.lib.text_transform import map_text_chunks
+
+        return map_text_chunks(_shared_vectorizer_prediction, texts, models)
     return np.mean([m.predict(texts) for m in models], axis=0)
 
 

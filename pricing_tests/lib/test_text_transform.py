@@ -1,0 +1,38 @@
+"""Per-row work over chunks of texts in worker processes (``lib.text_transform``): the same values,
+in row order, as one call; and the TF-IDF ridge prediction that uses it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pricing_assets.lib.text_transform import map_text_chunks
+
+
+def _texts(n: int) -> pd.Series:
+    rng = np.random.default_rng(0)
+    words = np.array(["salt", "sea", "pack", "of", "12", "oz", "organic", "tea", "green", "bag", "coffee", "bean"])
+    return pd.Series([" ".join(rng.choice(words, size=rng.integers(1, 9))) for _ in range(n)], index=np.arange(n) * 3)
+
+
+def _lengths(scale: float, texts: pd.Series) -> np.ndarray:
+    return scale * texts.str.len().to_numpy(dtype=float)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2, 3])
+def test_map_text_chunks_equals_one_call_in_row_order(n_jobs):
+    texts = _texts(301)  # a non-default index: rows come back in position order
+    got = map_text_chunks(_lengths, texts, 2.0, n_jobs=n_jobs, min_texts=1)
+    assert got.shape == (301,) and np.array_equal(got, 2.0 * texts.str.len().to_numpy())
+    with pytest.raises(ValueError, match="n_jobs"):
+        map_text_chunks(_lengths, texts, 2.0, n_jobs=0)
+
+
+def test_tfidf_ridge_prediction_of_a_big_batch_in_workers_equals_in_process():
+    from pricing_assets.lib.tfidf_ridge import _shared_vectorizer_prediction, predict_tfidf_ridge, train_tfidf_ridge_cv
+
+    texts = _texts(240).reset_index(drop=True)
+    y = np.log1p(1.0 + texts.str.count("o").to_numpy() + 3.0 * texts.str.contains("coffee").to_numpy())
+    cv = train_tfidf_ridge_cv(texts, y, np.arange(240) % 3)
+    want = predict_tfidf_ridge(cv.models, texts)  # under PARALLEL_MIN_TEXTS: in process
+    got = map_text_chunks(_shared_vectorizer_prediction, texts, cv.models, n_jobs=2, min_texts=1)  # what a big batch runs
+    assert got.shape == (240,) and np.allclose(got, want, rtol=0, atol=1e-12)
