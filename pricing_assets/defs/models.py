@@ -12,7 +12,7 @@ from data_contracts import ModelPredictions
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.configs import config_from_dataclass
 from pricing_assets.defs.common import preview
-from pricing_assets.lib.distributional import DIST_PARAMS, N_BINS
+from pricing_assets.lib.distributional import DIST_NUM_BOOST_ROUND, DIST_PARAMS, N_BINS
 from pricing_assets.lib.lightgbm_regression import LGBM_PARAMS
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.mlp import MLPConfig
@@ -143,6 +143,7 @@ class LightGBMDistConfig(dg.Config):
     n_bins: int = N_BINS
     learning_rate: float = DIST_PARAMS["learning_rate"]
     num_leaves: int = DIST_PARAMS["num_leaves"]
+    num_boost_round: int = DIST_NUM_BOOST_ROUND
     early_stopping_rounds: int = 50
     seed: int = 42
 
@@ -163,7 +164,7 @@ def lightgbm_dist_model(context: dg.AssetExecutionContext, config: LightGBMDistC
     cv = train_lightgbm_dist_cv(
         X[lab], y, folds, n_bins=config.n_bins,
         params={"learning_rate": config.learning_rate, "num_leaves": config.num_leaves},
-        early_stopping_rounds=config.early_stopping_rounds, seed=config.seed,
+        num_boost_round=config.num_boost_round, early_stopping_rounds=config.early_stopping_rounds, seed=config.seed,
         categorical=categorical, log=fold_counter("lightgbm_dist_model", int(np.unique(folds).size), context.log.info),
     )
     test_log = predict_lightgbm_dist(cv.models, X[~lab]) if (~lab).any() else np.zeros(0)

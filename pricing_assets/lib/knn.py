@@ -399,7 +399,7 @@ class KnnReference:
 #: (scikit-learn's ``max_df``): they carry almost no weight in a similarity, yet every pair of products
 #: sharing them is a candidate pair, which makes the exact sparse search quadratic in the catalog. Measured
 #: (docs/experiments.md, "Scale: a document-frequency cap on the kNN views"): the same OOF SMAPE on the
-#: sample within seed noise, the sparse search 2.3x faster on a 25k x 25k synthetic catalog.
+#: sample within seed noise, the sparse search 2.4x faster on a 25k x 25k synthetic catalog.
 KNN_TFIDF_MAX_DF = 0.2
 #: ... and only when in more than this many products: a small reference (a test, a first batch) keeps
 #: every term, as the search over it is cheap.
