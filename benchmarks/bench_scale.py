@@ -31,9 +31,9 @@ Output: one table on stdout and, with ``--json PATH``, a list with one object pe
     {"rows": N, "global_wall_s": ..., "global_peak_rss_mb": ..., "assets": {name: {"wall_s": ..., "peak_rss_mb": ...}}}
 
 ``global_wall_s`` is the sum of the three runs' wall times and ``global_peak_rss_mb`` the largest run's
-peak; ``runs`` gives each run's own. The summary (after every size) adds per asset the growth exponent b of ``wall = a * rows ** b`` (least
-squares on log-log over the sizes run) and, for the whole run, the largest N whose extrapolated peak RSS
-fits in ``--memory-gb`` (default 24). Figures measured with it: docs/deployment.md ("Sizing").
+peak; ``runs`` gives each run's own. The summary (after every size) adds per asset the growth exponent
+b of ``wall = a * rows ** b`` (least squares on log-log over the sizes run) and, for the whole run, the
+largest N whose extrapolated peak RSS fits in ``--memory-gb`` (default 24). Figures measured with it: docs/deployment.md ("Sizing").
 """
 
 import argparse
