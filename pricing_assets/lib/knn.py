@@ -411,15 +411,15 @@ _TITLE_VECTORIZERS = {
 _TFIDF_VIEW = {"ngram_range": (1, 2), "min_df": 2, "sublinear_tf": True}
 
 
-def _fit_vectorizer(params: dict, texts: pd.Series):
+def _fit_vectorizer(params: dict, texts: pd.Series, max_df_share: float = KNN_TFIDF_MAX_DF):
     """(fitted ``TfidfVectorizer`` or None when no term survives ``min_df`` / the document-frequency
     cap, (n, v) csr rows of ``texts``) in one tokenising pass (``fit_transform``: the same rows
-    ``transform`` gives). Terms in more than ``max(KNN_TFIDF_MAX_DF * n, KNN_TFIDF_MAX_DF_MIN_DOCS)``
-    of the n texts are dropped (``max_df`` as a document count)."""
+    ``transform`` gives). Terms in more than ``max(max_df_share * n, KNN_TFIDF_MAX_DF_MIN_DOCS)``
+    of the n texts are dropped (``max_df`` as a document count; ``max_df_share=1`` keeps every term)."""
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    max_docs = max(int(KNN_TFIDF_MAX_DF * len(texts)), KNN_TFIDF_MAX_DF_MIN_DOCS)
+    max_docs = max(int(max_df_share * len(texts)), KNN_TFIDF_MAX_DF_MIN_DOCS)
     vectorizer = TfidfVectorizer(**params, max_df=max_docs)
     try:
         return vectorizer, vectorizer.fit_transform(texts).tocsr()

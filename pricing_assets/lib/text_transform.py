@@ -20,7 +20,7 @@ import pandas as pd
 PARALLEL_MIN_TEXTS = 20_000
 
 
-def map_text_chunks(fn: Callable, texts: pd.Series, *args, n_jobs: int | None = None, min_texts: int = PARALLEL_MIN_TEXTS) -> np.ndarray:
+def map_text_chunks(fn: Callable, texts: pd.Series, *args, n_jobs: int | None = None, min_texts: int | None = None) -> np.ndarray:
     """``fn(*args, chunk)`` over ``n_jobs`` contiguous chunks of ``texts`` in worker processes, the
     results concatenated in row order.
 
@@ -30,7 +30,7 @@ def map_text_chunks(fn: Callable, texts: pd.Series, *args, n_jobs: int | None = 
         texts: (n,) str.
         *args: picklable inputs of ``fn`` (fitted models), sent to every worker.
         n_jobs: worker processes (default ``lib.cpu.default_threads()``); 1 runs in this process.
-        min_texts: with fewer texts than this, one in-process call (see :data:`PARALLEL_MIN_TEXTS`).
+        min_texts: with fewer texts than this, one in-process call (default :data:`PARALLEL_MIN_TEXTS`).
 
     Returns:
         (n, ...) ndarray, equal to ``fn(*args, texts)``.
@@ -43,8 +43,9 @@ def map_text_chunks(fn: Callable, texts: pd.Series, *args, n_jobs: int | None = 
     n_jobs = default_threads() if n_jobs is None else int(n_jobs)
     if n_jobs < 1:
         raise ValueError(f"map_text_chunks: n_jobs must be >= 1, got {n_jobs}")
+    min_texts = PARALLEL_MIN_TEXTS if min_texts is None else int(min_texts)
     texts = pd.Series(texts).reset_index(drop=True)
-    if n_jobs == 1 or len(texts) < max(int(min_texts), 2):
+    if n_jobs == 1 or len(texts) < max(min_texts, 2):
         return np.asarray(fn(*args, texts))
     from joblib import Parallel, delayed
 

@@ -27,12 +27,19 @@ def test_map_text_chunks_equals_one_call_in_row_order(n_jobs):
         map_text_chunks(_lengths, texts, 2.0, n_jobs=0)
 
 
-def test_tfidf_ridge_prediction_of_a_big_batch_in_workers_equals_in_process():
-    from pricing_assets.lib.tfidf_ridge import _shared_vectorizer_prediction, predict_tfidf_ridge, train_tfidf_ridge_cv
+def test_tfidf_ridge_prediction_of_a_big_batch_in_workers_equals_the_pipelines_own(monkeypatch):
+    """``predict_tfidf_ridge`` on a batch over the parallel threshold (lowered here) splits it over 2
+    worker processes; the result equals each fold pipeline's own ``predict`` averaged in this process."""
+    from pricing_assets.lib import text_transform
+    from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge, train_tfidf_ridge_cv
 
     texts = _texts(240).reset_index(drop=True)
     y = np.log1p(1.0 + texts.str.count("o").to_numpy() + 3.0 * texts.str.contains("coffee").to_numpy())
     cv = train_tfidf_ridge_cv(texts, y, np.arange(240) % 3)
-    want = predict_tfidf_ridge(cv.models, texts)  # under PARALLEL_MIN_TEXTS: in process
-    got = map_text_chunks(_shared_vectorizer_prediction, texts, cv.models, n_jobs=2, min_texts=1)  # what a big batch runs
-    assert got.shape == (240,) and np.allclose(got, want, rtol=0, atol=1e-12)
+    want = np.mean([m.predict(texts) for m in cv.models], axis=0)
+    calls = []
+    real = text_transform.map_text_chunks
+    monkeypatch.setattr(text_transform, "PARALLEL_MIN_TEXTS", 100)
+    monkeypatch.setattr(text_transform, "map_text_chunks", lambda *a, **k: calls.append(len(a[1])) or real(*a, n_jobs=2, **k))
+    got = predict_tfidf_ridge(cv.models, texts)
+    assert calls == [240] and got.shape == (240,) and np.allclose(got, want, rtol=0, atol=1e-12)
