@@ -9,6 +9,7 @@ Examples:
   pricing status                           # batches, model, predictions and automation on one screen
   pricing predictions --out artifacts/predictions.csv
   pricing batches --drop bad_delivery      # set a broken batch aside (its file is kept)
+  pricing recover                          # fail runs whose process died and free the pool slots they hold
 
 Exit status: 0 done; 1 a run failed or the export was refused; 2 a usage error (bad path, batch name
 or file; no instance or predictions yet). Add --debug (or PRICING_DEBUG=1) for tracebacks.
@@ -178,18 +179,22 @@ def materialize(
         ``"global assets"``, ``"scoring NAME"`` or ``"price_predictions"``.
     """
     from pricing_assets.defs.schedules import TRAINING_SELECTION
+    from pricing_assets.lib.run_workers import worker_tags
 
+    report_recovery(recover_runs_and_slots(instance))
     assets = list(defs.assets)
     resources = dict(defs.resources)
     todo = missing_batches(instance, defs) if batches is None else batches
     timings, failed = {}, {}
+    tags = {"pricing/source": "cli", **worker_tags()}  # a run of a process that died is found by these (`pricing recover`)
 
     def run(key: str, selection, partition: str | None = None, run_config: dict | None = None):
         t0 = time.perf_counter()
-        res = dg.materialize(
-            assets, instance=instance, resources=resources, partition_key=partition, selection=selection,
-            run_config={**_log_config(log_level), **(run_config or {})}, raise_on_error=False, tags={"pricing/source": "cli"},
-        )
+        with PoolWaitNotice(instance, tags):
+            res = dg.materialize(
+                assets, instance=instance, resources=resources, partition_key=partition, selection=selection,
+                run_config={**_log_config(log_level), **(run_config or {})}, raise_on_error=False, tags=tags,
+            )
         timings[key] = round(time.perf_counter() - t0, 1)
         return res
 
@@ -230,6 +235,66 @@ def materialize(
         print("price_predictions …", flush=True)
         _report("price_predictions", run("price_predictions", dg.AssetSelection.assets("price_predictions")), timings, "price_predictions", failed)
     return {"batches": todo, "failed": failed, "global": retrained, "scored": scored, "model_version": version, "seconds": timings}
+
+
+def recover_runs_and_slots(instance: dg.DagsterInstance) -> dict:
+    """Fail the runs whose worker process is gone and free the pool slots they (or any finished run)
+    hold: :func:`pricing_assets.instance_state.recover_runs`. A run alive elsewhere is never touched."""
+    from pricing_assets.instance_state import recover_runs
+
+    return recover_runs(instance)
+
+
+def report_recovery(result: dict) -> None:
+    """One line per run marked failed and per run whose slots were freed (nothing when all is well)."""
+    for stale in result["failed"]:
+        print(f"recovered: run {stale.run_id} ({stale.job}{' [' + stale.partition + ']' if stale.partition else ''}) was left STARTED "
+              f"by a process that no longer exists ({stale.worker.describe()}); marked failed", flush=True)
+    for run_id, n in result["freed"].items():
+        print(f"recovered: freed {n} pool slot(s) held by run {run_id}", flush=True)
+
+
+def _clock(ts: float | None) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(ts)) if ts else "?"
+
+
+class PoolWaitNotice:
+    """While a run of this process waits for a pool slot, say so on the terminal: which step waits,
+    which run holds the slot and since when (first after ``first_after_s``, then every ``every_s``).
+
+    A daemon thread polls the instance's pool tables (``instance_state.pool_waits``) every
+    ``poll_s`` seconds; used as ``with PoolWaitNotice(instance, tags): dg.materialize(...)``, where
+    ``tags`` are the run's worker tags (they find this process's runs)."""
+
+    def __init__(self, instance: dg.DagsterInstance, tags: dict, poll_s: float = 2.0, first_after_s: float = 5.0, every_s: float = 60.0):
+        import threading
+
+        self.instance, self.tags, self.poll_s, self.first_after_s, self.every_s = instance, tags, poll_s, first_after_s, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="pool-wait-notice", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        from pricing_assets.instance_state import RECOVER_COMMAND, pool_waits
+
+        told: dict[tuple, float] = {}
+        while not self._stop.wait(self.poll_s):
+            runs = self.instance.get_runs(filters=dg.RunsFilter(tags=self.tags, statuses=[dg.DagsterRunStatus.STARTED]))
+            for w in pool_waits(self.instance, {r.run_id for r in runs}):
+                key, now = (w["run_id"], w["step"]), time.time()
+                if now - w["waiting_since"] < self.first_after_s or now - told.get(key, 0.0) < self.every_s:
+                    continue
+                told[key] = now
+                holders = "; ".join(f"run {h['run_id']} (step {h['step']}, {h['run_status']}, since {_clock(h['since'])})" for h in w["held_by"])
+                print(f"      waiting since {_clock(w['waiting_since'])} for a slot of pool {w['pool']!r} (step {w['step']}): held by "
+                      f"{holders or 'no run (slots limit 0?)'}; if that run's process is gone, `{RECOVER_COMMAND}` frees it", flush=True)
 
 
 def _failure_detail(res) -> str:
@@ -375,6 +440,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batches", help="list batches (complete / failed with the cause / not built); set one aside", formatter_class=fmt,
                        epilog="example:\n  pricing batches\n  pricing batches --drop bad_delivery")
     p.add_argument("--drop", metavar="NAME", action="append", help="unregister batch NAME and keep its file under <storage>/set_aside/NAME (repeatable)")
+    sub.add_parser("recover", help="fail runs whose process died (left STARTED) and free the pool slots they hold", formatter_class=fmt,
+                   description="Mark failed every run left STARTED by a process that no longer exists on this machine (killed, OOM,\n"
+                   "closed laptop) and free the pool slots held by runs that are not running. A run whose process is alive,\n"
+                   "or runs on another machine, is never touched. `pricing materialize` does the same before it starts.",
+                   epilog="example:\n  pricing recover")
     p = sub.add_parser("status", help="one screen: batches, current model, predictions, automation", formatter_class=fmt,
                        epilog="example:\n  pricing status\n  pricing status --json | jq .model")
     p.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
@@ -444,6 +514,12 @@ def _run(args) -> int:
             print(f"set aside batch {name!r}: unregistered, file kept under {where}")
         for b, state, detail in batch_rows(instance, defs):
             print("\t".join([b, state, *([detail] if detail else [])]))
+        return 0
+    if args.cmd == "recover":
+        result = recover_runs_and_slots(instance)
+        report_recovery(result)
+        if not result["failed"] and not result["freed"]:
+            print("nothing to recover: no run left STARTED by a dead process, no pool slot held by a finished run")
         return 0
     if args.cmd == "status":
         from pricing_assets.status import collect_status, render_status

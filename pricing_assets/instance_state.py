@@ -3,6 +3,7 @@
 Read-only queries of the event log and run storage, shared by the ``pricing`` CLI and the tests.
 """
 
+import re
 from dataclasses import dataclass
 
 import dagster as dg
@@ -137,3 +138,136 @@ def run_failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:
         ev = rec.dagster_event
         return f"{ev.step_key}: {root_cause(ev.event_specific_data.error)}"
     return "see the run in the UI"
+
+
+# --- runs whose worker died, and the pool slots they hold --------------------------------------------
+
+#: Message of the engine event with which Dagster's run worker reports its pid (``dagster api
+#: execute_run`` and the default run launcher's code server both emit "Started process for run (pid: N).").
+WORKER_STARTED_EVENT = r"Started process for run \(pid: (\d+)\)"
+#: The one command that clears stale runs and held slots (named by ``pricing status``).
+RECOVER_COMMAND = "pricing recover"
+IN_PROGRESS = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
+
+
+@dataclass(frozen=True)
+class StaleRun:
+    """A run left ``STARTING``/``STARTED`` whose worker process is gone.
+
+    Attributes:
+        run_id, job: the run and its job name.
+        partition: its batch partition, or None.
+        worker: who executed it (``pricing_assets.lib.run_workers.WorkerIdentity``).
+        started_at: when the run started (epoch s), or None.
+    """
+
+    run_id: str
+    job: str
+    partition: str | None
+    worker: object
+    started_at: float | None
+
+    def reason(self) -> str:
+        """Why it is marked failed (the run's failure message)."""
+        return (f"run worker gone: {self.worker.describe()} no longer runs (killed, OOM, lost node); "
+                f"marked failed by {RECOVER_COMMAND} / run_worker_watchdog so its pool slots are freed and the work can be retried")
+
+
+def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun):
+    """The process executing ``run`` (``lib.run_workers.WorkerIdentity``), or None when unknown.
+
+    From the run's worker tags (the ``pricing`` CLI sets them on its in-process runs), else — only when
+    the instance's run launcher cannot health-check its workers itself (the default launcher: run
+    workers are subprocesses of a code server on this machine) — from the engine event in which the
+    worker reported its pid (its time bounds the process's start, so a recycled pid is told apart).
+    Launchers with their own health check (Docker, Kubernetes) are left to Dagster's run monitoring.
+    """
+    from pricing_assets.lib.run_workers import WorkerIdentity, this_host, worker_from_tags
+
+    tagged = worker_from_tags(run.tags)
+    if tagged is not None or instance.run_launcher.supports_check_run_worker_health:
+        return tagged
+    for rec in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        found = re.match(WORKER_STARTED_EVENT, (rec.dagster_event.message if rec.dagster_event else None) or rec.user_message or "")
+        if found:
+            return WorkerIdentity(this_host(), int(found.group(1)), started_before=rec.timestamp)
+    return None
+
+
+def stale_runs(instance: dg.DagsterInstance) -> list[StaleRun]:
+    """Runs ``STARTING``/``STARTED`` whose worker is known to be dead (``lib.run_workers.worker_state``),
+    oldest first. A run whose worker is alive, on another host or unknown is never listed."""
+    from pricing_assets.lib.run_workers import DEAD, worker_state
+
+    out = []
+    for rec in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_PROGRESS))):
+        run = rec.dagster_run
+        worker = run_worker(instance, run)
+        if worker is not None and worker_state(worker) == DEAD:
+            out.append(StaleRun(run.run_id, run.job_name, run.tags.get("dagster/partition"), worker,
+                                rec.start_time))
+    return sorted(out, key=lambda s: s.started_at or 0.0)
+
+
+def held_pool_slots(instance: dg.DagsterInstance) -> list[dict]:
+    """Every claimed pool slot: ``{pool, run_id, step, run_status, since (epoch s or None), limit}``.
+
+    ``run_status`` is the holder's run status (``STARTED`` is normal while its step runs; a finished or
+    missing run holding a slot is a leak that :func:`recover_runs` frees)."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    out = []
+    for pool in sorted(storage.get_concurrency_keys()):
+        info = storage.get_concurrency_info(pool)
+        assigned = {(p.run_id, p.step_key): p.assigned_timestamp for p in info.pending_steps}
+        for slot in info.claimed_slots:
+            run = instance.get_run_by_id(slot.run_id)
+            since = assigned.get((slot.run_id, slot.step_key))
+            out.append({"pool": pool, "run_id": slot.run_id, "step": slot.step_key, "run_status": run.status.value if run else "DELETED",
+                        "since": since.timestamp() if since else None, "limit": info.limit})
+    return out
+
+
+def pool_waits(instance: dg.DagsterInstance, run_ids: set[str]) -> list[dict]:
+    """Steps of ``run_ids`` waiting for a pool slot: ``{pool, run_id, step, waiting_since, held_by:
+    [{run_id, step, run_status, since}]}`` (empty when none waits)."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits or not run_ids:
+        return []
+    held = held_pool_slots(instance)
+    out = []
+    for pool in sorted(storage.get_concurrency_keys()):
+        for p in storage.get_concurrency_info(pool).pending_steps:
+            if p.run_id in run_ids and p.assigned_timestamp is None:
+                out.append({"pool": pool, "run_id": p.run_id, "step": p.step_key, "waiting_since": p.enqueued_timestamp.timestamp(),
+                            "held_by": [h for h in held if h["pool"] == pool and h["run_id"] != p.run_id]})
+    return out
+
+
+def recover_runs(instance: dg.DagsterInstance) -> dict:
+    """Mark every stale run failed (:func:`stale_runs`, its reason as the failure message) and free the
+    pool slots of every run that is not in progress (the stale ones and finished runs that leaked a
+    slot). The status of each run is read again right before it is marked, so a run that finished in
+    between is left alone.
+
+    Returns:
+        ``{"failed": [StaleRun], "freed": {run_id: slots freed}}``.
+    """
+    failed = []
+    for stale in stale_runs(instance):
+        run = instance.get_run_by_id(stale.run_id)
+        if run is None or run.status not in IN_PROGRESS:
+            continue
+        instance.report_run_failed(run, stale.reason())
+        failed.append(stale)
+    if not instance.event_log_storage.supports_global_concurrency_limits:
+        return {"failed": failed, "freed": {}}
+    in_progress = {s.value for s in IN_PROGRESS}
+    leaked: dict[str, int] = {s.run_id: 0 for s in failed}  # also drops their queued (pending) steps
+    for slot in held_pool_slots(instance):
+        if slot["run_status"] not in in_progress:
+            leaked[slot["run_id"]] = leaked.get(slot["run_id"], 0) + 1
+    for run_id in leaked:
+        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    return {"failed": failed, "freed": {k: v for k, v in leaked.items() if v}}

@@ -8,7 +8,16 @@ import time
 
 import dagster as dg
 
-from pricing_assets.instance_state import last_batch_failure, predictions_export_verdict, registered_batches, run_failure_cause
+from pricing_assets.instance_state import (
+    IN_PROGRESS,
+    RECOVER_COMMAND,
+    held_pool_slots,
+    last_batch_failure,
+    predictions_export_verdict,
+    registered_batches,
+    run_failure_cause,
+    stale_runs,
+)
 
 MODEL_PREDICTIONS = ("lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions", "price_blend")
 
@@ -26,7 +35,10 @@ def _age_s(record) -> float | None:
     return round(time.time() - record.timestamp, 0) if record is not None else None
 
 
-def _batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[dict]:
+def _batches(instance: dg.DagsterInstance, defs: dg.Definitions, stale: dict) -> list[dict]:
+    """Per registered batch: its row counts and state — ``complete``; ``running`` (run named);
+    ``stale`` (its run was left STARTED by a dead process, named); ``failed`` (run + cause); else
+    ``incomplete`` (not run yet)."""
     from pricing_assets.cli import missing_batches
 
     missing = set(missing_batches(instance, defs))
@@ -36,11 +48,32 @@ def _batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[dict]:
         row = {"batch": b, "rows_in": meta.get("rows_in"), "rows": meta.get("rows"), "labeled_rows": meta.get("labeled_rows"),
                "quarantined_rows": meta.get("quarantined_rows"), "state": "complete", "failure": None}
         if b in missing:
+            active = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": b}, statuses=list(IN_PROGRESS)), limit=1)
             run = last_batch_failure(instance, b)
-            row["state"] = "failed" if run else "incomplete"
-            if run:
-                row["failure"] = {"run_id": run.run_id, "cause": run_failure_cause(instance, run.run_id)}
+            if active and active[0].run_id in stale:
+                row["state"], row["failure"] = "stale", {"run_id": active[0].run_id, "cause": stale[active[0].run_id].reason()}
+            elif active:
+                row["state"], row["failure"] = "running", {"run_id": active[0].run_id, "cause": f"in progress ({active[0].status.value})"}
+            elif run:
+                row["state"], row["failure"] = "failed", {"run_id": run.run_id, "cause": run_failure_cause(instance, run.run_id)}
+            else:
+                row["state"] = "incomplete"
         out.append(row)
+    return out
+
+
+def _stale_runs(stale: dict) -> list[dict]:
+    return [{"run_id": s.run_id, "job": s.job, "partition": s.partition, "worker": s.worker.describe(), "started_at": s.started_at,
+             "clear_with": RECOVER_COMMAND} for s in stale.values()]
+
+
+def _pool_slots(instance: dg.DagsterInstance, stale: dict) -> list[dict]:
+    """Claimed pool slots, each with ``holder``: ``running`` (normal), ``stale`` (its run's process is
+    gone) or ``leaked`` (its run finished or was deleted): the last two are cleared by ``pricing recover``."""
+    out = []
+    for slot in held_pool_slots(instance):
+        holder = "stale" if slot["run_id"] in stale else ("running" if slot["run_status"] in {s.value for s in IN_PROGRESS} else "leaked")
+        out.append({**slot, "holder": holder, "clear_with": RECOVER_COMMAND if holder != "running" else None})
     return out
 
 
@@ -113,14 +146,19 @@ def collect_status(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
         blend_run_id, model_gate, serving_version, serving_labeled_rows, serving_age_s},
         "predictions": {rows_priced, model_version ("mixed" while batches await re-scoring),
         model_versions {version: rows}, stored_at, age_s, exportable, problem}, "automation": {sensor or schedule: running|stopped, daemon: …},
-        "failed_runs": [{run_id, job, partition, cause}]}``; missing facts are None.
+        "failed_runs": [{run_id, job, partition, cause}], "stale_runs": [{run_id, job, partition, worker, started_at,
+        clear_with}], "pool_slots": [{pool, run_id, step, run_status, since, limit, holder (running|stale|leaked),
+        clear_with}]}``; missing facts are None.
     """
+    stale = {s.run_id: s for s in stale_runs(instance)}
     return {
-        "batches": _batches(instance, defs),
+        "batches": _batches(instance, defs, stale),
         "model": _model(instance),
         "predictions": _predictions(instance),
         "automation": _automation(instance, defs),
         "failed_runs": _failed_runs(instance),
+        "stale_runs": _stale_runs(stale),
+        "pool_slots": _pool_slots(instance, stale),
     }
 
 
@@ -163,6 +201,16 @@ def render_status(st: dict) -> str:
         lines.append("  none yet")
     lines += ["", "AUTOMATION"]
     lines += [f"  {k:<28} {v}" for k, v in st["automation"].items()]
+    if st["stale_runs"]:
+        lines += ["", f"STALE RUNS (left STARTED by a process that no longer exists; `{RECOVER_COMMAND}` marks them failed and frees their slots)"]
+        lines += [f"  {r['run_id'][:8]} {r['job']}{' [' + r['partition'] + ']' if r['partition'] else ''}: {r['worker']}, started "
+                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(r['started_at'])) if r['started_at'] else '?'}" for r in st["stale_runs"]]
+    if st["pool_slots"]:
+        lines += ["", "POOL SLOTS HELD"]
+        for p in st["pool_slots"]:
+            since = time.strftime("%H:%M:%S UTC", time.gmtime(p["since"])) if p["since"] else "?"
+            fix = f"  -> `{p['clear_with']}`" if p["clear_with"] else ""
+            lines.append(f"  {p['pool']} ({p['limit']} slot(s)): run {p['run_id'][:8]} step {p['step']} since {since}, {p['holder']}{fix}")
     if st["failed_runs"]:
         lines += ["", "RECENT FAILED RUNS"]
         lines += [f"  {r['run_id'][:8]} {r['job']}{' [' + r['partition'] + ']' if r['partition'] else ''}: {r['cause']}" for r in st["failed_runs"]]

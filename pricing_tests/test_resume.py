@@ -32,10 +32,11 @@ EMB_KEY = f"embeddings/text/{MODEL}"
 BATCH = "resume"
 
 
-def build(root: Path):
-    """(assets, resources, instance) over ``root``: SQLite instance at ``root/home``, local storage,
-    images offline without mirror (every row 'missing'), OCR disabled, one text model."""
-    from pricing_assets.defs import images, ingest
+def build(root: Path, instance_yaml: str = "telemetry:\n  enabled: false\n", with_products: bool = False):
+    """(assets, resources, instance) over ``root``: SQLite instance at ``root/home`` (its
+    ``dagster.yaml`` = ``instance_yaml``), local storage, images offline without mirror (every row
+    'missing'), OCR disabled, one text model; ``with_products`` adds the ``products`` asset."""
+    from pricing_assets.defs import images, ingest, training
     from pricing_assets.defs.embeddings import build_text_embedding_asset
     from pricing_assets.defs.resources import build_resources
     from pricing_assets.lib.embedding_registry import load_registry
@@ -52,9 +53,9 @@ def build(root: Path):
     assets = [
         ingest.raw_catalog, ingest.catalog_items, images.product_images, images.ocr_text,
         build_text_embedding_asset(load_registry()[MODEL]),
-    ]
+    ] + ([training.build_products_asset({MODEL: load_registry()[MODEL]})] if with_products else [])
     (root / "home").mkdir(parents=True, exist_ok=True)
-    (root / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (root / "home" / "dagster.yaml").write_text(instance_yaml)
     instance = dg.DagsterInstance.from_config(str(root / "home"))
     return assets, resources, instance
 

@@ -40,68 +40,80 @@ class FeatureMatrixConfig(dg.Config):
     image_pca_components: int = 0
 
 
-@dg.multi_asset(
-    # optional output, and can_subset so that its contract check is optional too: a run that stores
-    # nothing reports no check (dagster-io/dagster#27399)
-    outs={"products": dg.AssetOut(group_name=GROUP, io_manager_key="parquet_io_manager", is_required=False,
-                                  description="The training set: every labeled product of every complete batch, with its CV fold.")},
-    ins={name: all_batches_in(name) for name in ("catalog_items", "product_images", "ocr_text")},
-    check_specs=[contract_spec("products")],
-    can_subset=True,
-)
-def products(
-    context: dg.AssetExecutionContext, config: ProductsConfig, cv: CrossValidationResource, catalog_items, product_images, ocr_text
-):
-    """The training set: every *labeled* product of every complete batch, one row per ``sample_id``
-    (latest batch wins), joined with its image status/metadata and OCR text, plus its CV ``fold``.
-    Products without a price are priced per batch by ``batch_predictions`` and never enter training.
+def build_products_asset(registry: dict) -> dg.AssetsDefinition:
+    """``products`` over the per-row assets it loads (items, images, OCR) and, as dependencies it only
+    checks, every enabled embedding asset of ``registry``: a batch counts only when all of them are
+    stored for it (``product_embeddings`` reads them next), and a batch whose embeddings land later (a
+    retried run) makes ``products`` run again."""
+    emb_keys = {s.name: embedding_key(s) for s in registry.values() if s.enabled}
 
-    Stored only when the labels changed: when the latest ``serving_model`` was fitted on exactly these
-    labeled rows (same ``labeled_fingerprint``) nothing is stored and nothing downstream re-runs, so an
-    unlabeled batch costs no retrain (``ProductsConfig.retrain_unchanged`` forces one; the nightly
-    schedule sets it). A batch missing one of its per-row assets (its run failed) is left out and listed."""
-    from pricing_assets.lib.serving import labeled_fingerprint
-    from pricing_assets.lib.training_data import assemble_training_set
-
-    with stopwatch() as t:
-        ts = assemble_training_set(
-            merge_batches(context, catalog_items, "catalog_items"), merge_batches(context, product_images, "product_images"),
-            merge_batches(context, ocr_text, "ocr_text"), batch_order(context), cv.n_folds, cv.seed,
-        )
-        skipped, replaced, n_unlabeled, out = ts.skipped_batches, ts.replaced, ts.unlabeled_rows, ts.frame
-        if skipped:
-            context.log.warning(f"products: batches {skipped} are incomplete (a per-row asset is missing) and are left out")
-        if out is None:
-            context.log.info(f"products: no labeled row in the complete batches ({n_unlabeled} without a price); nothing to train on yet")
-            return
-        fingerprint = labeled_fingerprint(out, cv.n_folds, cv.seed)
-    from pricing_assets.instance_state import latest_metadata_value
-
-    serving = latest_metadata_value(context.instance, "serving_model", "labeled_fingerprint")
-    if serving == fingerprint and not config.retrain_unchanged:
-        context.log.info(f"products: the serving model was fitted on these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
-                         "nothing stored, no retrain (ProductsConfig.retrain_unchanged forces one)")
-        return
-    _contract = enforce_contract(out, Products, "products")  # before storing: a violation raises, nothing is written
-    yield dg.Output(
-        out,
-        output_name="products",
-        metadata={
-            "rows": len(out),
-            "labeled_rows": len(out),
-            "unlabeled_rows_left_to_batch_predictions": n_unlabeled,
-            "labeled_fingerprint": fingerprint,
-            "retrain_reason": "forced (retrain_unchanged)" if serving == fingerprint else ("first model" if serving is None else "labels changed"),
-            "batches": len(set(out["batch"])),
-            "replaced_by_later_batch": replaced,
-            "incomplete_batches_skipped": dg.MetadataValue.json(skipped),
-            "dedup_rule": DEDUP_RULE,
-            "with_image": int((out["status"] == "ok").sum()),
-            "seconds": round(t(), 2),
-            "preview": preview(out[["sample_id", "batch", "item_name", "price", "fold", "status"]]),
-        },
+    @dg.multi_asset(
+        # optional output, and can_subset so that its contract check is optional too: a run that stores
+        # nothing reports no check (dagster-io/dagster#27399)
+        outs={"products": dg.AssetOut(group_name=GROUP, io_manager_key="parquet_io_manager", is_required=False,
+                                      description="The training set: every labeled product of every complete batch, with its CV fold.")},
+        ins={name: all_batches_in(name) for name in ("catalog_items", "product_images", "ocr_text")},
+        deps=list(emb_keys.values()),
+        check_specs=[contract_spec("products")],
+        can_subset=True,
     )
-    yield _contract
+    def products(
+        context: dg.AssetExecutionContext, config: ProductsConfig, cv: CrossValidationResource, catalog_items, product_images, ocr_text
+    ):
+        """The training set: every *labeled* product of every complete batch, one row per ``sample_id``
+        (latest batch wins), joined with its image status/metadata and OCR text, plus its CV ``fold``.
+        Products without a price are priced per batch by ``batch_predictions`` and never enter training.
+
+        Stored only when the labels changed: when the latest ``serving_model`` was fitted on exactly these
+        labeled rows (same ``labeled_fingerprint``) nothing is stored and nothing downstream re-runs, so an
+        unlabeled batch costs no retrain (``ProductsConfig.retrain_unchanged`` forces one; the nightly
+        schedule sets it). A batch missing one of its per-row assets, embeddings included (its run failed or
+        is still running), is left out and listed."""
+        from pricing_assets.lib.serving import labeled_fingerprint
+        from pricing_assets.lib.training_data import assemble_training_set
+
+        with stopwatch() as t:
+            ts = assemble_training_set(
+                merge_batches(context, catalog_items, "catalog_items"), merge_batches(context, product_images, "product_images"),
+                merge_batches(context, ocr_text, "ocr_text"), batch_order(context), cv.n_folds, cv.seed,
+                stored={name: set(context.instance.get_materialized_partitions(key)) for name, key in emb_keys.items()},
+            )
+            skipped, replaced, n_unlabeled, out = ts.skipped_batches, ts.replaced, ts.unlabeled_rows, ts.frame
+            if skipped:
+                context.log.warning(f"products: batches {skipped} are incomplete (a per-row asset is missing) and are left out")
+            if out is None:
+                context.log.info(f"products: no labeled row in the complete batches ({n_unlabeled} without a price); nothing to train on yet")
+                return
+            fingerprint = labeled_fingerprint(out, cv.n_folds, cv.seed)
+        from pricing_assets.instance_state import latest_metadata_value
+
+        serving = latest_metadata_value(context.instance, "serving_model", "labeled_fingerprint")
+        if serving == fingerprint and not config.retrain_unchanged:
+            context.log.info(f"products: the serving model was fitted on these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
+                             "nothing stored, no retrain (ProductsConfig.retrain_unchanged forces one)")
+            return
+        _contract = enforce_contract(out, Products, "products")  # before storing: a violation raises, nothing is written
+        yield dg.Output(
+            out,
+            output_name="products",
+            metadata={
+                "rows": len(out),
+                "labeled_rows": len(out),
+                "unlabeled_rows_left_to_batch_predictions": n_unlabeled,
+                "labeled_fingerprint": fingerprint,
+                "retrain_reason": "forced (retrain_unchanged)" if serving == fingerprint else ("first model" if serving is None else "labels changed"),
+                "batches": len(set(out["batch"])),
+                "replaced_by_later_batch": replaced,
+                "incomplete_batches_skipped": dg.MetadataValue.json(skipped),
+                "dedup_rule": DEDUP_RULE,
+                "with_image": int((out["status"] == "ok").sum()),
+                "seconds": round(t(), 2),
+                "preview": preview(out[["sample_id", "batch", "item_name", "price", "fold", "status"]]),
+            },
+        )
+        yield _contract
+
+    return products
 
 
 @dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("brand_features")])
@@ -284,4 +296,5 @@ def build_training_assets(registry: dict) -> list:
 @dg.definitions
 def training_defs() -> dg.Definitions:
     """The labeled training set, its features and the kNN index (registry-driven)."""
-    return dg.Definitions(assets=[products, brand_features, *build_training_assets(current_registry())])
+    registry = current_registry()
+    return dg.Definitions(assets=[build_products_asset(registry), brand_features, *build_training_assets(registry)])

@@ -27,18 +27,22 @@ def latest_wins(frame: pd.DataFrame, batch_order: list[str]) -> tuple[pd.DataFra
     return f[keep].drop(columns=["_rank", "_pos"]).reset_index(drop=True), int((~keep).sum())
 
 
-def complete_batches(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Keep only the batches present in every per-batch input.
+def complete_batches(frames: dict[str, pd.DataFrame], stored: dict[str, set[str]] | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Keep only the batches present in every per-batch input and stored for every other per-row
+    asset the training side reads.
 
     Args:
         frames: input name -> merged frame with a ``batch`` column (every batch's rows of one per-row asset).
+        stored: per-row asset name -> batches for which it is stored, for assets read later in
+            training but not loaded here (the embeddings, read by ``product_embeddings``).
 
     Returns:
         (frames restricted to the common batches, sorted list of batches skipped as incomplete).
     """
-    sets = [set(f["batch"]) for f in frames.values()]
-    common = set.intersection(*sets) if sets else set()
-    skipped = sorted(set.union(*sets) - common) if sets else []
+    loaded = [set(f["batch"]) for f in frames.values()]
+    required = loaded + [set(v) for v in (stored or {}).values()]
+    common = set.intersection(*required) if required else set()
+    skipped = sorted(set.union(*loaded) - common) if loaded else []
     return {n: f[f["batch"].isin(common)].reset_index(drop=True) for n, f in frames.items()}, skipped
 
 
@@ -73,7 +77,8 @@ class TrainingSet:
 
 
 def assemble_training_set(
-    items: pd.DataFrame, images: pd.DataFrame, ocr: pd.DataFrame, batch_order: list[str], n_folds: int, seed: int
+    items: pd.DataFrame, images: pd.DataFrame, ocr: pd.DataFrame, batch_order: list[str], n_folds: int, seed: int,
+    stored: dict[str, set[str]] | None = None,
 ) -> TrainingSet:
     """The training set of every complete batch: one row per labeled ``sample_id`` (latest batch
     wins, :data:`DEDUP_RULE`) joined with its photo status and OCR text, with a grouped CV ``fold``
@@ -84,13 +89,15 @@ def assemble_training_set(
             each with a ``batch`` column.
         batch_order: batch names, oldest first.
         n_folds, seed: the CV setting (``CrossValidationResource``).
+        stored: asset name -> batches stored, for the per-row assets read later in training (the
+            embeddings): a batch missing one of them is skipped like one missing ``ocr_text``.
 
     Raises:
         ValueError: no complete batch at all, or fewer labeled rows than ``n_folds``.
     """
     from pricing_assets.lib.cross_validation import assign_folds
 
-    merged, skipped = complete_batches({"catalog_items": items, "product_images": images, "ocr_text": ocr})
+    merged, skipped = complete_batches({"catalog_items": items, "product_images": images, "ocr_text": ocr}, stored)
     if merged["catalog_items"].empty:
         raise ValueError(f"products: no complete batch (incomplete: {skipped}); materialise the per-row assets first")
     rows, replaced = latest_wins(merged["catalog_items"], batch_order)

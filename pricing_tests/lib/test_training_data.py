@@ -100,6 +100,26 @@ def test_complete_batches_keeps_batches_present_in_every_input():
     assert {n: f["sample_id"].tolist() for n, f in kept.items()} == {"items": ["1"], "images": ["1"], "ocr": ["1"]}
 
 
+def test_complete_batches_needs_the_assets_read_later_stored_too():
+    """A batch whose embeddings are not stored (its run failed between OCR and the encoder, e.g. in a
+    database outage) is left out, so no training run starts that ``product_embeddings`` must fail."""
+    frames = {
+        "items": pd.DataFrame({"sample_id": ["1", "2", "3"], "batch": ["a", "b", "c"]}),
+        "ocr": pd.DataFrame({"sample_id": ["1", "2", "3"], "batch": ["a", "b", "c"]}),
+    }
+    kept, skipped = complete_batches(frames, {"minilm": {"a", "c", "z"}, "effnet": {"a", "b", "c"}})
+    assert skipped == ["b"]  # "z" (stored only for one embedding, unknown to the loaded assets) is not a batch here
+    assert {n: f["sample_id"].tolist() for n, f in kept.items()} == {"items": ["1", "3"], "ocr": ["1", "3"]}
+    assert complete_batches(frames, {"minilm": set()})[1] == ["a", "b", "c"]
+
+
+def test_assemble_training_set_skips_a_batch_without_its_embeddings():
+    items, images, ocr = _batches()
+    ts = assemble_training_set(items, images, ocr, ["a", "b"], n_folds=2, seed=0, stored={"minilm": {"a"}})
+    assert ts.skipped_batches == ["b"]
+    assert set(ts.frame["batch"]) == {"a"} and ts.replaced == 0
+
+
 def _batches():
     items = pd.DataFrame({
         "sample_id": ["1", "2", "3", "4", "5", "6", "2"], "batch": ["a"] * 6 + ["b"],

@@ -1,0 +1,212 @@
+"""A crash never freezes the pipeline: a ``pricing materialize`` SIGKILLed while its embedding step
+holds the ``gpu`` pool's only slot, on an instance configured like ``infra/dagster.yaml`` (SQLite,
+pools with a default limit of 1, crash-only run retries), is found by the next ``pricing
+materialize``: the dead run is marked failed with its reason, its slot is freed, and the re-run
+finishes, reusing the embedding chunks the killed run had stored.
+
+Before the fix the re-run blocked forever on "Step blocked by limit for pool gpu": here it runs in a
+subprocess with a time limit, so that version of the code fails the test instead of hanging it.
+
+Also: which runs count as stale (``instance_state.stale_runs``): a run of a live process, of a process
+on another host or without a worker identity is never touched; a run whose pid is gone, or was
+recycled by another process, is.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from pricing_tests.helpers import REPO, UNLABELED_CSV
+from pricing_tests.test_resume import BATCH, CHUNK, MODEL, build, shards, small_chunks
+
+N_ROWS = 40
+INFRA_YAML = (REPO / "infra" / "dagster.yaml").read_text()
+
+
+def cli_defs(root: Path) -> tuple[dg.Definitions, dg.DagsterInstance]:
+    """The per-row assets of one text model + ``products`` over ``root``, as ``pricing materialize`` gets them."""
+    assets, resources, instance = build(root, INFRA_YAML, with_products=True)
+    return dg.Definitions(assets=assets, resources=resources), instance
+
+
+def child_materialize(root: str, pause_s: str) -> None:
+    """Body of a child process: ``pricing materialize`` (the CLI function) of the batch, stub encoder,
+    ``pause_s`` seconds after each stored embedding chunk."""
+    from pricing_assets import cli
+
+    defs, instance = cli_defs(Path(root))
+    small_chunks(setattr, pause_s=float(pause_s))
+    res = cli.materialize(instance, defs, [BATCH])
+    print("CHILD_FINISHED", res["failed"], flush=True)
+
+
+def _spawn(root: Path, pause_s: float) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DAGSTER_HOME": str(root / "home")}
+    code = f"from pricing_tests.test_crash_recovery import child_materialize; child_materialize({str(root)!r}, {str(pause_s)!r})"
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _claimed(instance: dg.DagsterInstance) -> list:
+    return list(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots)
+
+
+@pytest.mark.slow
+def test_killed_materialize_holding_the_gpu_slot_is_recovered_by_the_next_one(tmp_path):
+    from pricing_assets.lib.batches import store_batch
+    from pricing_assets.lib.run_workers import PID_TAG
+    from pricing_assets.partitions import CATALOG_BATCHES
+    from pricing_assets.status import collect_status, render_status
+
+    df = pd.read_csv(UNLABELED_CSV, dtype=str, keep_default_na=False).drop_duplicates("catalog_content").head(N_ROWS)
+    df.to_csv(tmp_path / "batch.csv", index=False)
+    store_batch(str(tmp_path / "batch.csv"), str(tmp_path / "storage" / "batches"), BATCH)
+    defs, instance = cli_defs(tmp_path)
+    instance.add_dynamic_partitions(CATALOG_BATCHES, [BATCH])
+    assert instance.event_log_storage.supports_global_concurrency_limits, "the local instance config must support pools"
+
+    # 1. `pricing materialize` SIGKILLed inside the embedding step (2 of 5 chunks stored)
+    child = _spawn(tmp_path, 2.0)
+    deadline = time.monotonic() + 180
+    try:
+        while len(shards(tmp_path)) < 2:
+            assert child.poll() is None, f"child exited early:\n{child.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no 2 shards within 180 s"
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        out = child.communicate(timeout=30)[0]
+    assert "CHILD_FINISHED" not in out
+    killed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert len(killed) == 1 and killed[0].tags[PID_TAG] == str(child.pid)
+    killed_id = killed[0].run_id
+    assert [s.run_id for s in _claimed(instance)] == [killed_id], "the killed run holds the gpu slot"
+
+    # 2. `pricing status` names the stale run and the slot it holds, with the command that clears them
+    st = collect_status(instance, defs)
+    assert [r["run_id"] for r in st["stale_runs"]] == [killed_id]
+    assert [(p["pool"], p["run_id"], p["holder"]) for p in st["pool_slots"]] == [("gpu", killed_id, "stale")]
+    assert st["batches"][0]["state"] == "stale" and st["batches"][0]["failure"]["run_id"] == killed_id
+    text = render_status(st)
+    assert "STALE RUNS" in text and killed_id[:8] in text and "pricing recover" in text
+
+    # 3. the next `pricing materialize` (its own process, bounded: the old code blocked here for ever)
+    rerun = _spawn(tmp_path, 0.0)
+    try:
+        out = rerun.communicate(timeout=240)[0]
+    except subprocess.TimeoutExpired:
+        rerun.kill()
+        out = rerun.communicate()[0]
+        pytest.fail(f"the re-run did not finish within 240 s (blocked on the gpu pool?):\n{out[-3000:]}")
+    assert rerun.returncode == 0, out[-3000:]
+    assert f"recovered: run {killed_id}" in out and "marked failed" in out
+    assert "CHILD_FINISHED {}" in out
+
+    dead = instance.get_run_by_id(killed_id)
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    failure = list(instance.all_logs(killed_id, of_type=dg.DagsterEventType.RUN_FAILURE))
+    assert failure and "run worker gone" in failure[0].message and str(child.pid) in failure[0].message
+    assert _claimed(instance) == [] and instance.event_log_storage.get_concurrency_info("gpu").pending_steps == []
+    assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]))
+
+    # 4. the re-run reused the killed run's 2 chunks and computed the other 3
+    mats = instance.fetch_materializations(dg.AssetKey(["embeddings", "text", MODEL]), limit=1).records
+    meta = {k: v.value for k, v in mats[0].asset_materialization.metadata.items()}
+    assert (meta["rows"], meta["cached"], meta["computed"]) == (N_ROWS, 2 * CHUNK, N_ROWS - 2 * CHUNK)
+
+
+# --- which runs are stale ------------------------------------------------------------------------------
+
+
+def _started_run(instance: dg.DagsterInstance, tags: dict) -> str:
+    """A run in status STARTED with ``tags`` (as an in-process run is while its steps execute)."""
+
+    @dg.asset
+    def noop():
+        return 1
+
+    run = instance.create_run_for_job(dg.Definitions(assets=[noop]).resolve_implicit_global_asset_job_def(), tags=tags)
+    instance.handle_run_event(run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name, message="started"))
+    return run.run_id
+
+
+def _dead_process() -> tuple[int, float]:
+    """(pid, start time) of a process that has exited and been reaped."""
+    import psutil
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    started = psutil.Process(p.pid).create_time()
+    p.wait()
+    return p.pid, started
+
+
+def test_stale_runs_are_only_runs_whose_worker_is_gone_on_this_host(tmp_path):
+    import psutil
+
+    from pricing_assets.instance_state import recover_runs, stale_runs
+    from pricing_assets.lib.run_workers import WorkerIdentity, current_worker, this_host, worker_tags
+
+    (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    me = current_worker()
+    dead_pid, dead_started = _dead_process()
+    runs = {
+        "alive": _started_run(instance, worker_tags(me)),
+        "other_host": _started_run(instance, worker_tags(WorkerIdentity("some-other-host", dead_pid, dead_started))),
+        "dead": _started_run(instance, worker_tags(WorkerIdentity(this_host(), dead_pid, dead_started))),
+        "recycled_pid": _started_run(instance, worker_tags(WorkerIdentity(this_host(), me.pid, me.started_at - 3600))),
+        "no_identity": _started_run(instance, {}),
+    }
+    assert psutil.pid_exists(me.pid)
+    # the default run launcher records no worker tags: its run workers are found by their pid event
+    assert {s.run_id for s in stale_runs(instance)} == {runs["dead"], runs["recycled_pid"]}
+
+    result = recover_runs(instance)
+    assert {s.run_id for s in result["failed"]} == {runs["dead"], runs["recycled_pid"]}
+    status = {k: instance.get_run_by_id(v).status for k, v in runs.items()}
+    assert status == {"alive": dg.DagsterRunStatus.STARTED, "other_host": dg.DagsterRunStatus.STARTED, "dead": dg.DagsterRunStatus.FAILURE,
+                      "recycled_pid": dg.DagsterRunStatus.FAILURE, "no_identity": dg.DagsterRunStatus.STARTED}
+    assert stale_runs(instance) == [] and recover_runs(instance) == {"failed": [], "freed": {}}
+
+
+def test_worker_found_from_the_run_workers_pid_event(tmp_path):
+    """A run launched by the default run launcher has no worker tags: its worker is the pid of the
+    ``Started process for run (pid: N).`` engine event, and a pid started after that event is recycled."""
+    from pricing_assets.instance_state import run_worker, stale_runs
+    from pricing_assets.lib.run_workers import ALIVE, DEAD, worker_state
+
+    (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    dead_pid, _ = _dead_process()
+    ids = {}
+    for name, pid in (("dead", dead_pid), ("alive", os.getpid())):
+        ids[name] = _started_run(instance, {})
+        run = instance.get_run_by_id(ids[name])
+        instance.report_engine_event(f"Started process for run (pid: {pid}).", run)
+    alive = run_worker(instance, instance.get_run_by_id(ids["alive"]))
+    assert alive.pid == os.getpid() and worker_state(alive) == ALIVE
+    assert worker_state(run_worker(instance, instance.get_run_by_id(ids["dead"]))) == DEAD
+    assert [s.run_id for s in stale_runs(instance)] == [ids["dead"]]
+
+
+def test_pool_slot_leaked_by_a_finished_run_is_freed(tmp_path):
+    from pricing_assets.instance_state import held_pool_slots, recover_runs
+
+    (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("gpu", 1)
+    run_id = _started_run(instance, {})
+    assert storage.claim_concurrency_slot("gpu", run_id, "embed").is_claimed
+    instance.report_run_failed(instance.get_run_by_id(run_id), "failed elsewhere, slot never released")
+    assert [(h["run_id"], h["run_status"]) for h in held_pool_slots(instance)] == [(run_id, "FAILURE")]
+    assert recover_runs(instance) == {"failed": [], "freed": {run_id: 1}}
+    assert held_pool_slots(instance) == []
