@@ -271,3 +271,26 @@ def recover_runs(instance: dg.DagsterInstance) -> dict:
     for run_id in leaked:
         instance.event_log_storage.free_concurrency_slots_for_run(run_id)
     return {"failed": failed, "freed": {k: v for k, v in leaked.items() if v}}
+
+
+def failure_texts(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The texts that say why run ``run_id`` failed: its run-failure message and error chain, every
+    failed step's error chain, and engine events carrying an error (a launch that could not load the
+    code location), each as ``ClassName: message`` lines joined per event."""
+
+    def chain(error) -> str:
+        parts = []
+        while error is not None:
+            parts.append(f"{error.cls_name}: {error.message.strip()}")
+            error = error.cause
+        return "\n".join(parts)
+
+    texts = []
+    kinds = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ENGINE_EVENT)
+    for rec in instance.all_logs(run_id, of_type=set(kinds)):
+        ev = rec.dagster_event
+        error = getattr(ev.event_specific_data, "error", None) if ev is not None else None
+        if ev is not None and ev.event_type == dg.DagsterEventType.ENGINE_EVENT and error is None:
+            continue
+        texts.append("\n".join(t for t in (ev.message if ev else rec.user_message, chain(error)) if t))
+    return texts

@@ -18,13 +18,39 @@ def load(name: str) -> dict:
 def test_instance_configs_validate_with_dagster():
     from dagster._core.instance.config import dagster_instance_config
 
-    for name in ("dagster.yaml", "dagster-postgres.yaml", "dagster-compose.yaml"):
+    for name in INSTANCE_FILES:
         d = tempfile.mkdtemp()
         shutil.copy(INFRA / name, Path(d) / "dagster.yaml")
         cfg, _ = dagster_instance_config(d)
         if name != "dagster.yaml":
             pg = cfg["storage"]["postgres"]["postgres_db"]
             assert pg["scheme"] == "postgresql+psycopg2" and pg["password"] == {"env": "DAGSTER_PG_PASSWORD"}, name
+
+
+INSTANCE_FILES = ("dagster.yaml", "dagster-postgres.yaml", "dagster-compose.yaml")
+
+
+def test_every_instance_config_monitors_runs_and_retries_crashes_only():
+    """Local, Postgres, compose and Helm: run monitoring on (a dead or stuck run is failed, a finished
+    run's pool slots are freed, runs are bounded in time) and run retries that retry crashes but never
+    a step failed by its data."""
+    helm = load("helm/values.yaml")["dagsterDaemon"]
+    configs = {name: load(name) for name in INSTANCE_FILES}
+    configs["helm"] = {
+        "run_monitoring": {k: helm["runMonitoring"][c] for k, c in (("enabled", "enabled"), ("start_timeout_seconds", "startTimeoutSeconds"),
+                           ("max_runtime_seconds", "maxRuntimeSeconds"), ("free_slots_after_run_end_seconds", "freeSlotsAfterRunEndSeconds"),
+                           ("poll_interval_seconds", "pollIntervalSeconds"))},
+        "run_retries": {"enabled": helm["runRetries"]["enabled"], "max_retries": helm["runRetries"]["maxRetries"],
+                        "retry_on_asset_or_op_failure": helm["runRetries"]["retryOnAssetOrOpFailure"]},
+    }
+    for name, cfg in configs.items():
+        mon, retries = cfg["run_monitoring"], cfg["run_retries"]
+        assert mon["enabled"] is True, name
+        assert 120 <= mon["start_timeout_seconds"] <= 600, name  # a new run worker loads torch + the code location
+        assert mon["max_runtime_seconds"] >= 4 * 3600, name  # well above the heaviest run measured (docs/deployment.md#sizing)
+        assert 0 < mon["free_slots_after_run_end_seconds"] <= 300 and mon["poll_interval_seconds"] <= 120, name
+        assert retries["enabled"] is True and retries["max_retries"] >= 1, name
+        assert retries["retry_on_asset_or_op_failure"] is False, name
 
 
 def test_compose_has_every_service_and_no_public_ports():
