@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-fast check ui clean soak soak-s3
+.PHONY: setup demo test test-fast check ui clean soak soak-s3 soak-faults
 
 setup: $(VENV)/.installed
 
@@ -58,3 +58,10 @@ soak: setup
 ## The same with the inbox on a local S3 server (moto) whose endpoint is down for 60 s mid-run.
 soak-s3: setup
 	$(BIN)/python scripts/soak.py --s3 --json artifacts/soak-s3.json
+
+## Faults under the daemon: a run worker SIGKILLed while it holds the gpu slot (local instance), then
+## the PostgreSQL instance stopped for 60 s mid-delivery; each asserts every good row priced, every
+## failed run retried, no run left STARTED and no pool slot held at the end.
+soak-faults: setup
+	$(BIN)/python scripts/soak.py --short --kill-worker --json artifacts/soak-kill.json
+	$(BIN)/python scripts/soak.py --short --db-outage-s 60 --json artifacts/soak-db-outage.json

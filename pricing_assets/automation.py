@@ -66,8 +66,28 @@ GLOBAL_DEPS_MISSING = (
     .with_label("any_global_deps_missing")
 )
 
+#: eager()'s "handled" reset (requested or updated), except that a request does not reset on a tick
+#: where a dependency updated too. Eager reports a request as ``newly_requested`` one tick later; a
+#: batch that lands in between (a crashed batch run retried within the tick after ``products`` was
+#: requested on its incomplete data) would meet that reset on the same tick and be lost: nothing would
+#: retrain on it until the next delivery (found by ``make soak-faults``). Here it triggers one more
+#: run of ``products`` (which stores nothing when the labels did not change).
+HANDLED_UNLESS_DEPS_UPDATED = (
+    (dg.AutomationCondition.newly_requested() & ~dg.AutomationCondition.any_deps_updated())
+    | dg.AutomationCondition.newly_updated()
+    | dg.AutomationCondition.initial_evaluation()
+).with_label("handled_unless_deps_updated")
+
+#: ``AutomationCondition.eager()`` built from its public parts, with :data:`GLOBAL_DEPS_MISSING` for
+#: its "no missing dependency" gate and :data:`HANDLED_UNLESS_DEPS_UPDATED` for its reset.
 GLOBAL_AUTOMATION = (
-    dg.AutomationCondition.eager().replace("any_deps_missing", GLOBAL_DEPS_MISSING).with_label("eager_allow_missing_batches")
+    (
+        dg.AutomationCondition.in_latest_time_window()
+        & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since(HANDLED_UNLESS_DEPS_UPDATED)
+        & ~GLOBAL_DEPS_MISSING
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("eager_allow_missing_batches")
     & DEPS_BLOCKING_CHECKS_PASSED
 )
 

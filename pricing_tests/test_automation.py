@@ -259,3 +259,24 @@ def test_a_missing_global_input_holds_its_consumers(defs_new):
     s._report(dg.AssetKey("lightgbm_predictions"), None)  # a consumer's input changes
     requested = s.tick()
     assert "price_blend" not in requested
+
+
+def test_a_batch_completed_on_the_tick_after_products_was_requested_is_not_lost(defs_new):
+    """``make soak-faults``: a batch run was killed after OCR (its embeddings missing), marked failed,
+    and ``products`` was requested on the incomplete batch; the run retry stored the embeddings before
+    the next tick. With eager()'s reset (the request, reported on that next tick) the update was
+    swallowed and nothing retrained on the batch; here ``products`` runs once more."""
+    s = Scenario(defs_new)
+    s.batch("b1")
+    s.global_run()
+    assert s.tick() == set()
+    s.instance.add_dynamic_partitions(CATALOG_BATCHES, ["b2"])
+    emb = [k for k in s.per_row if k.path[0] == "embeddings"]
+    for k in s.per_row:
+        if k not in emb:
+            s._report(k, "b2")  # the killed run stored items, photos and OCR, not the embeddings
+    assert "products" in s.tick()  # the batch's run is no longer in progress: products runs (stores nothing)
+    for k in emb:
+        s._report(k, "b2")  # the retry stores the embeddings before the next tick
+    assert "products" in s.tick()  # ... and products runs again on the complete batch
+    assert "products" not in s.tick()  # once: the next request resets as usual

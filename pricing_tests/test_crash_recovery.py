@@ -210,3 +210,27 @@ def test_pool_slot_leaked_by_a_finished_run_is_freed(tmp_path):
     assert [(h["run_id"], h["run_status"]) for h in held_pool_slots(instance)] == [(run_id, "FAILURE")]
     assert recover_runs(instance) == {"failed": [], "freed": {run_id: 1}}
     assert held_pool_slots(instance) == []
+
+
+def test_a_step_waiting_for_a_pool_slot_says_which_run_holds_it(tmp_path, capsys):
+    from pricing_assets.cli import PoolWaitNotice
+    from pricing_assets.instance_state import pool_waits
+    from pricing_assets.lib.run_workers import worker_tags
+
+    (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("gpu", 1)
+    holder = _started_run(instance, {})
+    assert storage.claim_concurrency_slot("gpu", holder, "ocr_text").is_claimed
+    tags = {"pricing/source": "cli", **worker_tags()}
+    mine = _started_run(instance, tags)
+    assert not storage.claim_concurrency_slot("gpu", mine, "embeddings__text__minilm_l6").is_claimed  # queued behind the holder
+
+    waits = pool_waits(instance, {mine})
+    assert [(w["pool"], w["step"], [h["run_id"] for h in w["held_by"]]) for w in waits] == [("gpu", "embeddings__text__minilm_l6", [holder])]
+    with PoolWaitNotice(instance, tags, poll_s=0.1, first_after_s=0.0):
+        time.sleep(1.0)
+    out = capsys.readouterr().out
+    assert out.count("waiting since") == 1, out  # said once, not at every poll
+    assert f"held by run {holder} (step ocr_text, STARTED" in out and "pricing recover" in out

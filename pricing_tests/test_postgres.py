@@ -13,11 +13,6 @@ Needs the PostgreSQL server binaries (Debian: ``postgresql-15``; or set ``PG_BIN
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -25,47 +20,22 @@ import pytest
 
 from pricing_tests.helpers import IMAGES, LABELED_CSV, REPO
 
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-PASSWORD = "pricing-test-pw"
 BATCH = "pg_batch"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def postgres():
     """A throwaway PostgreSQL server: yields dict(host, port, username, password, db_name)."""
-    if not (PG_BIN / "initdb").exists():
+    from pricing_tests.postgres_server import PG_BIN, PostgresServer, available
+
+    if not available():
         pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN} (apt-get install postgresql-15, or set PG_BIN)")
     pytest.importorskip("dagster_postgres", reason="dagster-postgres not installed (pip install -e '.[postgres]')")
-    as_root = os.geteuid() == 0
-    prefix = ["runuser", "-u", "nobody", "--"] if as_root else []
-    work = Path(tempfile.mkdtemp(prefix="pricing-pg-"))
-    (work / "pw").write_text(PASSWORD + "\n")
-    if as_root:
-        for p in (work, work / "pw"):
-            shutil.chown(p, user="nobody")
-    data, port = work / "data", _free_port()
-    subprocess.run(
-        [*prefix, str(PG_BIN / "initdb"), "-D", str(data), "-U", "dagster", f"--pwfile={work / 'pw'}", "--auth=scram-sha-256", "-E", "UTF8"],
-        check=True, capture_output=True, timeout=120,
-    )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={work} -c fsync=off -c max_connections=50"
-    start = subprocess.run([*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(work / "pg.log"), "-w", "-t", "60", "-o", opts, "start"], capture_output=True, text=True)
-    if start.returncode != 0:
-        log = (work / "pg.log").read_text() if (work / "pg.log").exists() else ""
-        raise RuntimeError(f"pg_ctl start failed: {start.stderr}\n{log[-2000:]}")
-    subprocess.run([*prefix, str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "dagster", "dagster"],
-                   check=True, capture_output=True, env={**os.environ, "PGPASSWORD": PASSWORD}, timeout=60)
+    server = PostgresServer()
     try:
-        yield {"host": "127.0.0.1", "port": port, "username": "dagster", "password": PASSWORD, "db_name": "dagster"}
+        yield server.conn
     finally:
-        subprocess.run([*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(work, ignore_errors=True)
+        server.destroy()
 
 
 def sql(pg: dict, query: str, *args) -> list[tuple]:

@@ -236,8 +236,9 @@ def test_code_location_wires_automation_sensor_and_schedule():
         else:
             assert node.automation_condition is None, key
     sensors = {s.name: s for s in defs.sensors}
-    assert set(sensors) == {"catalog_inbox_sensor", "pricing_automation_sensor"}
-    assert all(s.default_status == dg.DefaultSensorStatus.STOPPED for s in sensors.values())
+    recovery = {"run_worker_watchdog", "transient_failure_retry"}  # only act on dead or failed runs: running by default
+    assert set(sensors) == {"catalog_inbox_sensor", "pricing_automation_sensor"} | recovery
+    assert all(s.default_status == (dg.DefaultSensorStatus.RUNNING if n in recovery else dg.DefaultSensorStatus.STOPPED) for n, s in sensors.items())
     (sched,) = defs.schedules
     assert (sched.name, sched.cron_schedule, sched.execution_timezone) == ("nightly_retrain", "0 2 * * *", "UTC")
     assert sched.default_status == dg.DefaultScheduleStatus.STOPPED

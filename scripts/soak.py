@@ -18,14 +18,31 @@ a local moto S3 server reached through a TCP relay on 127.0.0.1, and the relay i
 ``--outage-s`` seconds after the first good drop (the endpoint refuses connections, as a dead
 endpoint does); the file must still go through once it is back.
 
+Faults (``make soak-faults``):
+
+* ``--kill-worker``: while the labeled batch's text-embedding step holds the ``gpu`` pool's slot, the
+  run worker is SIGKILLed together with the daemon and its code server (one process group: an
+  OOM-killed container, a lost node), and the daemon is started again, as its supervisor would. No
+  process is left to report the run: ``run_worker_watchdog`` must mark it failed and free the slot,
+  and the crash-only run retries re-execute it from the failed step. (A run worker killed alone is
+  reported failed by the code server that started it; the same retries follow.)
+* ``--postgres``: the instance is ``infra/dagster-postgres.yaml`` on a PostgreSQL server started here
+  (127.0.0.1; ``pricing_tests/postgres_server.py``).
+* ``--db-outage-s S`` (implies ``--postgres``): the labeled and the first unlabeled file are dropped
+  together and the database is stopped for ``S`` seconds once their runs are requested. Runs failed by
+  the outage must be retried (Dagster's run retries, then ``transient_failure_retry`` with backoff).
+  If the daemon dies with the database, it is restarted, as its supervisor (systemd, Kubernetes) would.
+
 Asserts: every good unlabeled row priced exactly once in ``price_predictions``; every bad row
 quarantined with a reason; the broken file named with its reason; one promoted model per labeled
-batch (an unlabeled batch is scored, never retrained on); no failed run; no run left queued or
-started (hung) once the last prices are published and the automation has had up to 10 minutes to
-settle. Prints the counts and timings and
-writes them as JSON (``--json``). Exit 0 when every assertion holds, 1 otherwise.
+batch (an unlabeled batch is scored, never retrained on); no failed run (with a fault: every failed
+run was retried, and was failed by the fault); no run left queued or started (hung) and no pool slot
+held once the last prices are published and the automation has had up to 10 minutes to settle.
+Prints the counts and timings and writes them as JSON (``--json``). Exit 0 when every assertion
+holds, 1 otherwise.
 
-    python scripts/soak.py [--s3] [--outage-s 60] [--rows-labeled 80] [--timeout-s 3600] [--short] [--json PATH]
+    python scripts/soak.py [--s3] [--outage-s 60] [--kill-worker] [--postgres] [--db-outage-s 60]
+                           [--rows-labeled 80] [--timeout-s 3600] [--short] [--json PATH]
 
 Binds nothing but 127.0.0.1.
 """
@@ -151,14 +168,27 @@ def main() -> int:
     ap.add_argument("--json", help="write the counts and timings here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary DAGSTER_HOME")
     ap.add_argument("--short", action="store_true", help="only the broken file, the labeled and the first unlabeled batch")
+    ap.add_argument("--kill-worker", action="store_true", help="SIGKILL the labeled batch's run worker in its text-embedding step")
+    ap.add_argument("--postgres", action="store_true", help="instance on a local PostgreSQL (infra/dagster-postgres.yaml)")
+    ap.add_argument("--db-outage-s", type=float, default=0.0, help="stop the database this long after the labeled + first unlabeled drops")
     args = ap.parse_args()
+    args.postgres = args.postgres or args.db_outage_s > 0
+    faults = args.kill_worker or args.db_outage_s > 0
 
     tmp = Path(tempfile.mkdtemp(prefix="pricing_soak_"))
     home = tmp / "home"
     home.mkdir()
-    shutil.copy(REPO / "infra" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "PRICING_AUTOMATION": "1", "PRICING_IMAGES_OFFLINE": "1",
            "PRICING_STORAGE": str(tmp / "storage"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    pg = None
+    if args.postgres:
+        from pricing_tests.postgres_server import PostgresServer
+
+        pg = PostgresServer()
+        env.update(pg.env)
+        shutil.copy(REPO / "infra" / "dagster-postgres.yaml", home / "dagster.yaml")
+    else:
+        shutil.copy(REPO / "infra" / "dagster.yaml", home / "dagster.yaml")
     moto = relay = None
     if args.s3:
         import boto3
@@ -199,36 +229,85 @@ def main() -> int:
     from dagster._core.scheduler.instigation import InstigatorType
 
     instance = dg.DagsterInstance.get()  # create the instance's storage before the daemon races to do it
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "pricing_assets.definitions"],
-        cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+
+    def start_daemon() -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "pricing_assets.definitions"],
+            cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    daemon = start_daemon()
     t_start = time.monotonic()
-    report = {"mode": "s3" if args.s3 else "local", "files_dropped": 0, "timeline_s": {}, "retrained_after": [], "model_version_of": {}}
+    mode = "+".join([m for m, on in (("s3", args.s3), ("postgres", args.postgres), ("kill-worker", args.kill_worker),
+                                     (f"db-outage-{args.db_outage_s:.0f}s", args.db_outage_s > 0)) if on] or ["local"])
+    report = {"mode": mode, "files_dropped": 0, "timeline_s": {}, "retrained_after": [], "model_version_of": {}, "daemon_restarts": 0}
+    from pricing_assets.automation import PER_ROW_GROUPS
+    from pricing_assets.definitions import defs as _loaded
+
+    per_row_keys = sorted(dg.AssetSelection.groups(*PER_ROW_GROUPS).resolve(_loaded.get_repository_def().asset_graph), key=str)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below (daemon, servers) when stopped
     failures = []
 
     def elapsed() -> float:
         return round(time.monotonic() - t_start, 1)
 
-    def wait_for(what: str, pred, limit_s: float = 900.0):
+    def wait_for(what: str, pred, limit_s: float = 900.0, poll_s: float = POLL_S):
+        nonlocal daemon
         t0 = time.monotonic()
         while time.monotonic() - t0 < limit_s and time.monotonic() - t_start < args.timeout_s:
             if daemon.poll() is not None:
-                raise RuntimeError(f"dagster-daemon exited ({daemon.returncode}) while waiting for {what}; see {tmp / 'daemon.log'}")
+                if not faults:
+                    raise RuntimeError(f"dagster-daemon exited ({daemon.returncode}) while waiting for {what}; see {tmp / 'daemon.log'}")
+                print(f"[{elapsed():7.1f} s] dagster-daemon exited ({daemon.returncode}); restarted (as its supervisor would)", flush=True)
+                report["daemon_restarts"] += 1
+                daemon = start_daemon()
             got = pred()
             if got:
                 report["timeline_s"][what] = elapsed()
                 print(f"[{elapsed():7.1f} s] {what}", flush=True)
                 return got
-            time.sleep(POLL_S)
+            time.sleep(poll_s)
         raise TimeoutError(f"{what}: not seen within {limit_s:.0f} s")
 
-    def batch_run(batch: str):
-        """The finished per-row run of ``batch`` (launched by the inbox sensor as ``catalog_batch_job``)."""
-        runs = instance.get_runs(filters=dg.RunsFilter(job_name="catalog_batch_job", tags={"dagster/partition": batch}))
-        done = [r for r in runs if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]
-        return done[0] if done else None
+    def outage(what: str, down, up, seconds: float, key: str) -> None:
+        """Take ``what`` down for ``seconds`` (nothing here touches it meanwhile), then bring it back."""
+        down()
+        print(f"[{elapsed():7.1f} s] {what} down for {seconds:.0f} s", flush=True)
+        time.sleep(seconds)
+        up()
+        print(f"[{elapsed():7.1f} s] {what} back", flush=True)
+        report[key] = seconds
+
+    def batch_done(batch: str):
+        """When every per-row asset of ``batch`` is stored: the latest of those materializations, else
+        None. A failed batch run (a fault) that is retried later still ends here."""
+        recs = []
+        for key in per_row_keys:
+            got = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[batch]), limit=1).records
+            if not got:
+                return None
+            recs.append(got[0])
+        return max(recs, key=lambda r: r.timestamp)
+
+    def batch_failed_for_good(batch: str):
+        """Without a fault: the batch's first run failed (nothing retries a run failed by its data)."""
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}, statuses=[dg.DagsterRunStatus.FAILURE]))
+        return runs[-1] if runs and not faults else None
+
+    def kill_worker_in_gpu_step(batch: str):
+        """SIGKILL the run worker of ``batch`` once its text-embedding step started (it holds the gpu slot)."""
+        from pricing_assets.instance_state import run_worker
+
+        for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}, statuses=[dg.DagsterRunStatus.STARTED])):
+            steps = [e.dagster_event.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)]
+            worker = run_worker(instance, run)
+            if worker is not None and any(k.startswith("embeddings__text") for k in steps):
+                os.kill(worker.pid, signal.SIGKILL)
+                os.killpg(daemon.pid, signal.SIGKILL)  # the daemon and its code server go with it
+                daemon.wait()
+                report["killed"] = {"run_id": run.run_id, "pid": worker.pid, "step": steps[-1]}
+                return run
+        return None
 
     def materialized_after(key: str, ts: float, partition: str | None = None):
         """The first materialization of ``key`` (``partition``) stored after ``ts`` (unix s), or None."""
@@ -242,29 +321,41 @@ def main() -> int:
                 return json.loads(st.instigator_data.cursor)
         return {}
 
+    together = {"drop_unlabeled_1.csv"} if args.db_outage_s > 0 else set()  # dropped right after the labeled file
     try:
         for name, df in drops.items():
             batch = name.rsplit(".", 1)[0]
-            drop(name, df)
-            report["files_dropped"] += 1
-            print(f"[{elapsed():7.1f} s] dropped {name} ({len(df)} rows)", flush=True)
+            if name not in together:
+                drop(name, df)
+                report["files_dropped"] += 1
+                print(f"[{elapsed():7.1f} s] dropped {name} ({len(df)} rows)", flush=True)
+            if name == "drop_labeled.csv" and together:
+                for other in together:
+                    drop(other, drops[other])
+                    report["files_dropped"] += 1
+                    print(f"[{elapsed():7.1f} s] dropped {other} ({len(drops[other])} rows)", flush=True)
+                batches = [batch, *(o.rsplit(".", 1)[0] for o in together)]
+                wait_for("runs requested for the dropped batches", lambda bs=tuple(batches): all(
+                    instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": b}), limit=1) for b in bs), limit_s=300)
+                outage("database", pg.stop, pg.start, args.db_outage_s, "db_outage_s")
+            if name == "drop_labeled.csv" and args.kill_worker:
+                wait_for(f"batch {batch}: run worker, daemon and code server SIGKILLed in the text-embedding step",
+                         lambda b=batch: kill_worker_in_gpu_step(b), limit_s=600, poll_s=0.5)
+                daemon = start_daemon()
+                report["daemon_restarts"] += 1
+                print(f"[{elapsed():7.1f} s] dagster-daemon started again", flush=True)
             if name == "broken.csv":
                 rec = wait_for("broken.csv named by the sensor", lambda: sensor_cursor().get("defects", {}) and next(
                     (v for k, v in sensor_cursor()["defects"].items() if k.endswith("broken.csv")), None), limit_s=300)
                 report["broken_file_reason"] = rec["reason"]
                 continue
             if args.s3 and name == "drop_labeled.csv" and relay is not None:
-                relay.shut()
-                print(f"[{elapsed():7.1f} s] S3 endpoint down for {args.outage_s:.0f} s", flush=True)
-                time.sleep(args.outage_s)
-                relay.open()
-                print(f"[{elapsed():7.1f} s] S3 endpoint back", flush=True)
-                report["outage_s"] = args.outage_s
-            run = wait_for(f"batch {batch} run finished", lambda b=batch: batch_run(b))
-            if run.status != dg.DagsterRunStatus.SUCCESS:
-                failures.append(f"batch {batch}: run {run.run_id} {run.status.value}")
+                outage("S3 endpoint", relay.shut, relay.open, args.outage_s, "outage_s")
+            done = wait_for(f"batch {batch} per-row assets stored", lambda b=batch: batch_done(b) or batch_failed_for_good(b))
+            if isinstance(done, dg.DagsterRun):
+                failures.append(f"batch {batch}: run {done.run_id} {done.status.value}")
                 continue
-            end = instance.get_run_record_by_id(run.run_id).end_time
+            end = done.timestamp
             labeled = bool(df["price"].notna().any()) if "price" in df else False
             if labeled:  # new labels: a retrain, a promoted serving_model, then every batch re-scored
                 m = wait_for(f"serving_model promoted after {batch}", lambda t=end: materialized_after("serving_model", t))
@@ -290,8 +381,12 @@ def main() -> int:
         failures.append(str(e))
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+        from pricing_assets.instance_state import failure_texts, held_pool_slots
+
         runs = instance.get_runs()
         hung = [r.run_id for r in _active_runs(instance)]
+        slots = held_pool_slots(instance)
+        causes = {r.run_id: "\n".join(failure_texts(instance, r.run_id)) for r in runs if r.status == dg.DagsterRunStatus.FAILURE}
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
             daemon.wait(timeout=60)
@@ -301,6 +396,8 @@ def main() -> int:
             relay.shut()
         if moto is not None:
             moto.stop()
+        if pg is not None:
+            pg.destroy()
 
     batch_runs = [r for r in runs if r.job_name == "catalog_batch_job"]
     other_runs = [r for r in runs if r.job_name != "catalog_batch_job"]
@@ -312,15 +409,34 @@ def main() -> int:
         automation_runs_failed=sum(r.status == dg.DagsterRunStatus.FAILURE for r in other_runs),
         models_promoted=len(promotions),
         runs_hung=len(hung),
+        slots_held_at_end=len(slots),
         wall_s=elapsed(),
     )
+    from pricing_assets.lib.run_recovery import is_transient
+
     failed_runs = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
+    retried = {r.tags.get("dagster/parent_run_id") or r.tags.get("pricing/retry_of") for r in runs} - {None}
     report["failed_runs"] = {r.run_id[:8]: f"{r.job_name} {r.tags.get('dagster/partition', '')}".strip() for r in failed_runs}
-    if report["automation_runs_failed"] or report["batch_runs_failed"]:
+    report.update(
+        runs_failed_by_watchdog=sum("run worker gone" in causes.get(r.run_id, "") for r in failed_runs),
+        runs_failed_by_outage=sum(is_transient(r.tags.get("dagster/failure_reason"), [causes.get(r.run_id, "")]) and "run worker gone" not in causes.get(r.run_id, "")
+                                  for r in failed_runs),
+        runs_retried=sum(r.run_id in retried for r in failed_runs),
+        retry_runs=sum(bool(r.tags.get("dagster/parent_run_id") or r.tags.get("pricing/retry_of")) for r in runs),
+    )
+    if failed_runs:
         from pricing_assets.instance_state import run_failure_cause
 
         report["failed_run_causes"] = {r.run_id[:8]: run_failure_cause(instance, r.run_id) for r in failed_runs}
-        failures.append(f"failed runs: {report['failed_run_causes']}")
+        unrecovered = [r.run_id[:8] for r in failed_runs if r.run_id not in retried]
+        if not faults:
+            failures.append(f"failed runs: {report['failed_run_causes']}")
+        elif unrecovered:
+            failures.append(f"failed runs never retried: {unrecovered} ({report['failed_run_causes']})")
+    if args.kill_worker and not report["runs_failed_by_watchdog"]:
+        failures.append("the killed run was not marked failed by run_worker_watchdog")
+    if slots:
+        failures.append(f"pool slots still held at the end: {slots}")
     if len(promotions) != len(report["retrained_after"]):
         failures.append(f"{len(promotions)} models promoted, expected one per labeled batch ({report['retrained_after']}): an unlabeled batch retrained")
     if hung:

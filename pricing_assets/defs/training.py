@@ -82,7 +82,8 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
             if skipped:
                 context.log.warning(f"products: batches {skipped} are incomplete (a per-row asset is missing) and are left out")
             if out is None:
-                context.log.info(f"products: no labeled row in the complete batches ({n_unlabeled} without a price); nothing to train on yet")
+                context.log.info(f"products: no labeled row in the complete batches ({n_unlabeled} without a price; incomplete batches: "
+                                 f"{skipped}); nothing to train on yet")
                 return
             fingerprint = labeled_fingerprint(out, cv.n_folds, cv.seed)
         from pricing_assets.instance_state import latest_metadata_value

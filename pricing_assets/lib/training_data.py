@@ -64,7 +64,7 @@ class TrainingSet:
 
     Attributes:
         frame: the labeled products (``products`` contract columns incl. ``fold`` and ``is_labeled``),
-            ``None`` when the complete batches hold no labeled row.
+            ``None`` when the complete batches hold no labeled row or no batch is complete.
         unlabeled_rows: rows without a price in the complete batches (priced by ``batch_predictions``).
         replaced: rows dropped because a later batch carried the same ``sample_id``.
         skipped_batches: batches left out because a per-row asset of theirs is missing.
@@ -93,13 +93,16 @@ def assemble_training_set(
             embeddings): a batch missing one of them is skipped like one missing ``ocr_text``.
 
     Raises:
-        ValueError: no complete batch at all, or fewer labeled rows than ``n_folds``.
+        ValueError: fewer labeled rows than ``n_folds``.
+
+    No complete batch at all (every batch still in flight, or failed) gives ``frame=None`` with the
+    batches in ``skipped_batches``: nothing to train on yet, not an error.
     """
     from pricing_assets.lib.cross_validation import assign_folds
 
     merged, skipped = complete_batches({"catalog_items": items, "product_images": images, "ocr_text": ocr}, stored)
     if merged["catalog_items"].empty:
-        raise ValueError(f"products: no complete batch (incomplete: {skipped}); materialise the per-row assets first")
+        return TrainingSet(None, 0, 0, skipped)
     rows, replaced = latest_wins(merged["catalog_items"], batch_order)
     n_unlabeled = int(rows["price"].isna().sum())
     rows = rows[rows["price"].notna()].reset_index(drop=True)

@@ -120,6 +120,14 @@ def test_assemble_training_set_skips_a_batch_without_its_embeddings():
     assert set(ts.frame["batch"]) == {"a"} and ts.replaced == 0
 
 
+def test_assemble_training_set_with_no_complete_batch_has_nothing_to_train_on():
+    """Every batch still in flight (or failed): no training set, the batches listed; not an error
+    (the automation may ask for ``products`` while a batch run is being retried)."""
+    items, images, ocr = _batches()
+    ts = assemble_training_set(items, images, ocr, ["a", "b"], n_folds=2, seed=0, stored={"minilm": set()})
+    assert ts.frame is None and ts.skipped_batches == ["a", "b"]
+
+
 def _batches():
     items = pd.DataFrame({
         "sample_id": ["1", "2", "3", "4", "5", "6", "2"], "batch": ["a"] * 6 + ["b"],
