@@ -179,9 +179,11 @@ def materialize(
         ``"global assets"``, ``"scoring NAME"`` or ``"price_predictions"``.
     """
     from pricing_assets.defs.schedules import TRAINING_SELECTION
+    from pricing_assets.instance_state import recover_runs
     from pricing_assets.lib.run_workers import worker_tags
 
-    report_recovery(recover_runs_and_slots(instance))
+    # runs of a dead `pricing materialize` (their worker tags name this host): failed, slots freed
+    report_recovery(recover_runs(instance))
     assets = list(defs.assets)
     resources = dict(defs.resources)
     todo = missing_batches(instance, defs) if batches is None else batches
@@ -235,14 +237,6 @@ def materialize(
         print("price_predictions …", flush=True)
         _report("price_predictions", run("price_predictions", dg.AssetSelection.assets("price_predictions")), timings, "price_predictions", failed)
     return {"batches": todo, "failed": failed, "global": retrained, "scored": scored, "model_version": version, "seconds": timings}
-
-
-def recover_runs_and_slots(instance: dg.DagsterInstance) -> dict:
-    """Fail the runs whose worker process is gone and free the pool slots they (or any finished run)
-    hold: :func:`pricing_assets.instance_state.recover_runs`. A run alive elsewhere is never touched."""
-    from pricing_assets.instance_state import recover_runs
-
-    return recover_runs(instance)
 
 
 def report_recovery(result: dict) -> None:
@@ -441,9 +435,10 @@ def _parser() -> argparse.ArgumentParser:
                        epilog="example:\n  pricing batches\n  pricing batches --drop bad_delivery")
     p.add_argument("--drop", metavar="NAME", action="append", help="unregister batch NAME and keep its file under <storage>/set_aside/NAME (repeatable)")
     sub.add_parser("recover", help="fail runs whose process died (left STARTED) and free the pool slots they hold", formatter_class=fmt,
-                   description="Mark failed every run left STARTED by a process that no longer exists on this machine (killed, OOM,\n"
-                   "closed laptop) and free the pool slots held by runs that are not running. A run whose process is alive,\n"
-                   "or runs on another machine, is never touched. `pricing materialize` does the same before it starts.",
+                   description="Mark failed every run of `pricing materialize` left STARTED by a process that no longer exists on\n"
+                   "this machine (killed, OOM, closed laptop) and free the pool slots held by runs that are not running. A run\n"
+                   "whose process is alive, or runs on another machine, is never touched; runs launched by the daemon are the\n"
+                   "run_worker_watchdog sensor's. `pricing materialize` does the same before it starts.",
                    epilog="example:\n  pricing recover")
     p = sub.add_parser("status", help="one screen: batches, current model, predictions, automation", formatter_class=fmt,
                        epilog="example:\n  pricing status\n  pricing status --json | jq .model")
@@ -466,6 +461,14 @@ def _run(args) -> int:
         ingest(get_instance(), args.path, args.batch, {"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
         return 0
     instance = _existing_instance()
+    if args.cmd == "recover":
+        from pricing_assets.instance_state import recover_runs
+
+        result = recover_runs(instance)
+        report_recovery(result)
+        if not result["failed"] and not result["freed"]:
+            print("nothing to recover: no run left STARTED by a dead process on this machine, no pool slot held by a finished run")
+        return 0
     from pricing_assets.definitions import build_defs
 
     defs = build_defs()  # from the environment of this call (DAGSTER_HOME, PRICING_STORAGE, ...), not of the first import
@@ -514,12 +517,6 @@ def _run(args) -> int:
             print(f"set aside batch {name!r}: unregistered, file kept under {where}")
         for b, state, detail in batch_rows(instance, defs):
             print("\t".join([b, state, *([detail] if detail else [])]))
-        return 0
-    if args.cmd == "recover":
-        result = recover_runs_and_slots(instance)
-        report_recovery(result)
-        if not result["failed"] and not result["freed"]:
-            print("nothing to recover: no run left STARTED by a dead process, no pool slot held by a finished run")
         return 0
     if args.cmd == "status":
         from pricing_assets.status import collect_status, render_status

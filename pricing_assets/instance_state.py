@@ -133,10 +133,18 @@ def root_cause(error) -> str:
 
 
 def run_failure_cause(instance: dg.DagsterInstance, run_id: str) -> str:
-    """``step: root cause`` of the first failed step of run ``run_id`` (or a pointer to the UI)."""
+    """``step: root cause`` of the first failed step of run ``run_id``; for a run that failed without
+    a step failure (its worker died, it could not start), the run-failure message's first line (or a
+    pointer to the UI)."""
     for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         ev = rec.dagster_event
         return f"{ev.step_key}: {root_cause(ev.event_specific_data.error)}"
+    for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE):
+        ev = rec.dagster_event
+        error = getattr(ev.event_specific_data, "error", None) if ev is not None else None
+        message = root_cause(error) if error is not None else (ev.message if ev is not None else rec.user_message) or ""
+        if message.strip():
+            return f"run: {message.strip().splitlines()[0][:400]}"
     return "see the run in the UI"
 
 
@@ -173,19 +181,21 @@ class StaleRun:
                 f"marked failed by {RECOVER_COMMAND} / run_worker_watchdog so its pool slots are freed and the work can be retried")
 
 
-def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun):
+def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun, launched_here: bool = False):
     """The process executing ``run`` (``lib.run_workers.WorkerIdentity``), or None when unknown.
 
-    From the run's worker tags (the ``pricing`` CLI sets them on its in-process runs), else — only when
-    the instance's run launcher cannot health-check its workers itself (the default launcher: run
-    workers are subprocesses of a code server on this machine) — from the engine event in which the
-    worker reported its pid (its time bounds the process's start, so a recycled pid is told apart).
-    Launchers with their own health check (Docker, Kubernetes) are left to Dagster's run monitoring.
+    From the run's worker tags (the ``pricing`` CLI sets them on its in-process runs: host included).
+    With ``launched_here`` — the caller runs inside the code server that launches this location's runs
+    (the recovery sensor) — and when the instance's run launcher cannot health-check its workers itself
+    (the default launcher: run workers are subprocesses of that code server, so on this host), also from
+    the engine event in which the worker reported its pid (its time bounds the process's start, so a
+    recycled pid is told apart). Launchers with their own health check (Docker, Kubernetes) are left
+    to Dagster's run monitoring.
     """
     from pricing_assets.lib.run_workers import WorkerIdentity, this_host, worker_from_tags
 
     tagged = worker_from_tags(run.tags)
-    if tagged is not None or instance.run_launcher.supports_check_run_worker_health:
+    if tagged is not None or not launched_here or instance.run_launcher.supports_check_run_worker_health:
         return tagged
     for rec in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         found = re.match(WORKER_STARTED_EVENT, (rec.dagster_event.message if rec.dagster_event else None) or rec.user_message or "")
@@ -194,15 +204,16 @@ def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun):
     return None
 
 
-def stale_runs(instance: dg.DagsterInstance) -> list[StaleRun]:
+def stale_runs(instance: dg.DagsterInstance, launched_here: bool = False) -> list[StaleRun]:
     """Runs ``STARTING``/``STARTED`` whose worker is known to be dead (``lib.run_workers.worker_state``),
-    oldest first. A run whose worker is alive, on another host or unknown is never listed."""
+    oldest first. A run whose worker is alive, on another host or unknown is never listed;
+    ``launched_here``: see :func:`run_worker`."""
     from pricing_assets.lib.run_workers import DEAD, worker_state
 
     out = []
     for rec in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_PROGRESS))):
         run = rec.dagster_run
-        worker = run_worker(instance, run)
+        worker = run_worker(instance, run, launched_here)
         if worker is not None and worker_state(worker) == DEAD:
             out.append(StaleRun(run.run_id, run.job_name, run.tags.get("dagster/partition"), worker,
                                 rec.start_time))
@@ -245,8 +256,8 @@ def pool_waits(instance: dg.DagsterInstance, run_ids: set[str]) -> list[dict]:
     return out
 
 
-def recover_runs(instance: dg.DagsterInstance) -> dict:
-    """Mark every stale run failed (:func:`stale_runs`, its reason as the failure message) and free the
+def recover_runs(instance: dg.DagsterInstance, launched_here: bool = False) -> dict:
+    """Mark every stale run failed (:func:`stale_runs` with ``launched_here``, its reason as the failure message) and free the
     pool slots of every run that is not in progress (the stale ones and finished runs that leaked a
     slot). The status of each run is read again right before it is marked, so a run that finished in
     between is left alone.
@@ -255,7 +266,7 @@ def recover_runs(instance: dg.DagsterInstance) -> dict:
         ``{"failed": [StaleRun], "freed": {run_id: slots freed}}``.
     """
     failed = []
-    for stale in stale_runs(instance):
+    for stale in stale_runs(instance, launched_here):
         run = instance.get_run_by_id(stale.run_id)
         if run is None or run.status not in IN_PROGRESS:
             continue

@@ -191,10 +191,12 @@ def test_worker_found_from_the_run_workers_pid_event(tmp_path):
         ids[name] = _started_run(instance, {})
         run = instance.get_run_by_id(ids[name])
         instance.report_engine_event(f"Started process for run (pid: {pid}).", run)
-    alive = run_worker(instance, instance.get_run_by_id(ids["alive"]))
+    alive = run_worker(instance, instance.get_run_by_id(ids["alive"]), launched_here=True)
     assert alive.pid == os.getpid() and worker_state(alive) == ALIVE
-    assert worker_state(run_worker(instance, instance.get_run_by_id(ids["dead"]))) == DEAD
-    assert [s.run_id for s in stale_runs(instance)] == [ids["dead"]]
+    assert worker_state(run_worker(instance, instance.get_run_by_id(ids["dead"]), launched_here=True)) == DEAD
+    assert [s.run_id for s in stale_runs(instance, launched_here=True)] == [ids["dead"]]
+    # the CLI may run on another machine than the code server: it never judges a run by its pid event
+    assert run_worker(instance, instance.get_run_by_id(ids["dead"])) is None and stale_runs(instance) == []
 
 
 def test_pool_slot_leaked_by_a_finished_run_is_freed(tmp_path):
@@ -234,3 +236,13 @@ def test_a_step_waiting_for_a_pool_slot_says_which_run_holds_it(tmp_path, capsys
     out = capsys.readouterr().out
     assert out.count("waiting since") == 1, out  # said once, not at every poll
     assert f"held by run {holder} (step ocr_text, STARTED" in out and "pricing recover" in out
+
+
+def test_failure_cause_of_a_run_failed_without_a_step_failure(tmp_path):
+    from pricing_assets.instance_state import run_failure_cause
+
+    (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    run_id = _started_run(instance, {})
+    instance.report_run_failed(instance.get_run_by_id(run_id), "run worker gone: pid 1 on host h no longer runs")
+    assert run_failure_cause(instance, run_id) == "run: run worker gone: pid 1 on host h no longer runs"

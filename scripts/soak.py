@@ -48,6 +48,7 @@ Binds nothing but 127.0.0.1.
 """
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -185,6 +186,7 @@ def main() -> int:
         from pricing_tests.postgres_server import PostgresServer
 
         pg = PostgresServer()
+        atexit.register(pg.destroy)  # after the report has read the instance
         env.update(pg.env)
         shutil.copy(REPO / "infra" / "dagster-postgres.yaml", home / "dagster.yaml")
     else:
@@ -396,8 +398,6 @@ def main() -> int:
             relay.shut()
         if moto is not None:
             moto.stop()
-        if pg is not None:
-            pg.destroy()
 
     batch_runs = [r for r in runs if r.job_name == "catalog_batch_job"]
     other_runs = [r for r in runs if r.job_name != "catalog_batch_job"]

@@ -48,7 +48,7 @@ def run_worker_watchdog(context: dg.SensorEvaluationContext):
     says what was done."""
     from pricing_assets.instance_state import recover_runs
 
-    result = recover_runs(context.instance)
+    result = recover_runs(context.instance, launched_here=True)  # sensors run in the code server that launches the runs
     for stale in result["failed"]:
         context.log.warning(f"run {stale.run_id} ({stale.job}): {stale.reason()}")
     for run_id, n in result["freed"].items():
