@@ -66,41 +66,42 @@ GLOBAL_DEPS_MISSING = (
     .with_label("any_global_deps_missing")
 )
 
-#: eager()'s "handled" reset (requested or updated), except that a request does not reset on a tick
-#: where a dependency updated too. Eager reports a request as ``newly_requested`` one tick later; a
-#: batch that lands in between (a crashed batch run retried within the tick after ``products`` was
-#: requested on its incomplete data) would meet that reset on the same tick and be lost: nothing would
-#: retrain on it until the next delivery (found by ``make soak-faults``). Here it triggers one more
-#: run of ``products`` (which stores nothing when the labels did not change).
+#: eager()'s "handled" reset: the asset was requested or updated (or this is the first evaluation).
+HANDLED = (
+    dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated() | dg.AutomationCondition.initial_evaluation()
+).with_label("handled")
+
+#: :data:`HANDLED`, except that a request does not reset on a tick where a dependency updated too.
+#: Eager reports a request as ``newly_requested`` one tick later; a batch that lands in between (a
+#: crashed batch run retried within the tick after ``products`` was requested on its incomplete data)
+#: would meet that reset on the same tick and be lost: nothing would retrain on it until the next
+#: delivery (found by ``make soak-faults``). Here it triggers one more run of ``products`` (which
+#: stores nothing when the labels did not change).
 HANDLED_UNLESS_DEPS_UPDATED = (
     (dg.AutomationCondition.newly_requested() & ~dg.AutomationCondition.any_deps_updated())
     | dg.AutomationCondition.newly_updated()
     | dg.AutomationCondition.initial_evaluation()
 ).with_label("handled_unless_deps_updated")
 
-#: ``AutomationCondition.eager()`` built from its public parts, with :data:`GLOBAL_DEPS_MISSING` for
-#: its "no missing dependency" gate and :data:`HANDLED_UNLESS_DEPS_UPDATED` for its reset.
-GLOBAL_AUTOMATION = (
-    (
+
+def eager_from_parts(deps_updated: dg.AutomationCondition, deps_missing: dg.AutomationCondition, handled: dg.AutomationCondition) -> dg.AutomationCondition:
+    """``AutomationCondition.eager()`` built from its public parts, with its three variable parts
+    given: the trigger (``deps_updated``, eager's ``any_deps_updated()``), the gate on missing
+    dependencies (eager's ``any_deps_missing()``) and the reset (eager's :data:`HANDLED`). Built, not
+    edited: eager()'s internal labels are no API."""
+    return (
         dg.AutomationCondition.in_latest_time_window()
-        & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since(HANDLED_UNLESS_DEPS_UPDATED)
-        & ~GLOBAL_DEPS_MISSING
+        & (dg.AutomationCondition.newly_missing() | deps_updated).since(handled)
+        & ~deps_missing
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
-    ).with_label("eager_allow_missing_batches")
+    )
+
+
+GLOBAL_AUTOMATION = (
+    eager_from_parts(dg.AutomationCondition.any_deps_updated(), GLOBAL_DEPS_MISSING, HANDLED_UNLESS_DEPS_UPDATED).with_label("eager_allow_missing_batches")
     & DEPS_BLOCKING_CHECKS_PASSED
 )
-
-
-def _eager_part(label: str) -> dg.AutomationCondition:
-    """The sub-condition of ``AutomationCondition.eager()`` labelled ``label``."""
-    todo = [dg.AutomationCondition.eager()]
-    while todo:
-        c = todo.pop()
-        if c.get_label() == label:
-            return c
-        todo.extend(c.children)
-    raise LookupError(f"AutomationCondition.eager() has no sub-condition {label!r} in this Dagster version")
 
 
 #: ``products`` is *requested* on every new batch but stores nothing when the labels did not change,
@@ -108,21 +109,17 @@ def _eager_part(label: str) -> dg.AutomationCondition:
 #: tick after), never on eager's "will be requested this tick". Otherwise every unlabeled batch left
 #: a pending trigger (``since_last_handled``) on the training assets that fired a full retrain on a
 #: later tick (found by ``make soak``: three promotions for one labeled batch).
-_UPDATED_OR_REQUESTED = _eager_part("any_deps_updated")
-_NEWLY_UPDATED = _eager_part("newly_updated_without_root")
+NEWLY_UPDATED = (dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()).with_label("newly_updated_without_root")
 TRAINED_DEPS_UPDATED = (
-    _UPDATED_OR_REQUESTED.ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS) | dg.AssetSelection.assets(TRAINING_SET))
-    | dg.AutomationCondition.any_deps_match(_NEWLY_UPDATED).allow(dg.AssetSelection.assets(TRAINING_SET))
+    dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS) | dg.AssetSelection.assets(TRAINING_SET))
+    | dg.AutomationCondition.any_deps_match(NEWLY_UPDATED).allow(dg.AssetSelection.assets(TRAINING_SET))
 ).with_label("any_global_deps_updated")
 
 #: ``GLOBAL_AUTOMATION`` for the assets downstream of ``products``: a new batch partition is no
 #: reason to retrain (``products`` decides whether the labels changed); they react to a stored
 #: ``products`` and to global inputs.
 TRAINED_AUTOMATION = (
-    dg.AutomationCondition.eager()
-    .replace("any_deps_missing", GLOBAL_DEPS_MISSING)
-    .replace("any_deps_updated", TRAINED_DEPS_UPDATED)
-    .with_label("eager_on_global_inputs")
+    eager_from_parts(TRAINED_DEPS_UPDATED, GLOBAL_DEPS_MISSING, HANDLED).with_label("eager_on_global_inputs")
     & DEPS_BLOCKING_CHECKS_PASSED
 )
 

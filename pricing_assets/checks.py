@@ -86,8 +86,13 @@ def contract_result(df: pd.DataFrame, schema, asset_key) -> dg.AssetCheckResult:
 class ContractViolation(dg.Failure):
     """An asset's output failed its pandera contract; raised before the output is stored.
 
-    ``metadata`` holds ``rows``, ``failures`` and the first 20 ``failure_cases`` (markdown).
+    ``metadata`` holds ``rows``, ``failures`` and the first 20 ``failure_cases`` (markdown). Never
+    retried (``allow_retries=False``): the same inputs violate the contract again, so a step
+    ``RetryPolicy`` (``product_images`` has one for network faults) must not run the step twice more.
     """
+
+    def __init__(self, description: str, metadata: dict | None = None):
+        super().__init__(description=description, metadata=metadata, allow_retries=False)
 
 
 def enforce_contract(df: pd.DataFrame, schema, asset_key) -> dg.AssetCheckResult:

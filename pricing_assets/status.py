@@ -115,14 +115,12 @@ def _predictions(instance: dg.DagsterInstance) -> dict:
 
 
 def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
-    from dagster._core.scheduler.instigation import InstigatorStatus
-
-    stored = {s.name: s.status for s in instance.all_instigator_state()}
+    stored = {s.name: s.status.value for s in instance.all_instigator_state()}
     out = {}
     for inst in [*(defs.sensors or []), *(defs.schedules or [])]:
         st = stored.get(inst.name)
-        if st in (InstigatorStatus.RUNNING, InstigatorStatus.STOPPED):  # switched in the UI / CLI
-            out[inst.name] = st.value.lower()
+        if st in ("RUNNING", "STOPPED"):  # switched in the UI / CLI (DECLARED_IN_CODE: as in code)
+            out[inst.name] = st.lower()
         else:  # as declared in code (PRICING_AUTOMATION of this process's environment)
             running = inst.default_status.value == "RUNNING"
             out[inst.name] = ("running" if running else "stopped") + " (default)"

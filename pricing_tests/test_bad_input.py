@@ -411,3 +411,27 @@ def test_bad_image_bodies_get_statuses_through_local_server(tmp_path):
     assert meta["rows"] == len(routes) and sum(meta["status_counts"].values()) == len(routes)
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in res.get_asset_check_evaluations()}
     assert checks[("product_images", "contract")] is True
+
+
+def test_a_contract_violation_is_never_retried_by_a_step_retry_policy(h, tmp_path, monkeypatch):
+    """``product_images`` has a ``RetryPolicy`` for network faults; a contract violation fails the same
+    way again, so the step runs once (it re-fetched the whole batch twice more before)."""
+    import pricing_assets.lib.images as images_lib
+
+    real = images_lib.fetch_images
+    calls = []
+
+    def broken_fetch(frame, cfg, progress=None):
+        calls.append(1)
+        out = real(frame, cfg, progress=progress)
+        out.loc[0, "status"] = "teleported"  # not a status of the contract
+        return out
+
+    monkeypatch.setattr(images_lib, "fetch_images", broken_fetch)
+    real_rows(4).to_csv(tmp_path / "ok.csv", index=False)
+    res = h.run(tmp_path / "ok.csv", "noretry", select=("raw_catalog", "catalog_quarantine", "product_images"))
+    assert not res.success
+    (failure,) = [e for e in res.all_events if e.is_step_failure]
+    assert failure.step_key == "product_images" and "ContractViolation" in failure.event_specific_data.error.cls_name
+    assert not [e for e in res.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(calls) == 1
