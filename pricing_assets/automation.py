@@ -38,7 +38,7 @@ Evaluated by ``pricing_automation_sensor`` (an ``AutomationConditionSensorDefini
 *stopped* by default, like every sensor and schedule here. Turn it on:
 
 * UI: Automation → ``pricing_automation_sensor`` → toggle on (needs ``dagster dev`` / the daemon), or
-* CLI: ``dagster sensor start -m pricing_assets.definitions pricing_automation_sensor`` (daemon running), or
+* CLI: ``dagster sensor start -w workspace.yaml pricing_automation_sensor`` (daemon running), or
 * ``PRICING_AUTOMATION=1`` in the environment of the code location: every sensor and schedule starts
   running by default.
 """

@@ -28,6 +28,10 @@ from pricing_assets.lib.model_gate import DEFAULT_TOLERANCE_SMAPE
 from pricing_assets.resources import default_home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The code location's one name: ``[tool.dg.project] code_location_name`` (``dg dev``), the root
+#: ``workspace.yaml`` (daemon, webserver), compose and Helm. Sensor state and cursors are stored per
+#: location name, so every entry point uses this one (``pricing_tests/test_infra.py`` checks them).
+LOCATION_NAME = "pricing-assets"
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
 

@@ -115,7 +115,11 @@ def _predictions(instance: dg.DagsterInstance) -> dict:
 
 
 def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
-    stored = {s.name: s.status.value for s in instance.all_instigator_state()}
+    """Each sensor's and schedule's state in this code location (``settings.LOCATION_NAME``: a sensor
+    switched on under another location name is another sensor), and whether the daemon is alive."""
+    from pricing_assets.settings import LOCATION_NAME
+
+    stored = {s.name: s.status.value for s in instance.all_instigator_state() if s.repository_selector.location_name == LOCATION_NAME}
     out = {}
     for inst in [*(defs.sensors or []), *(defs.schedules or [])]:
         st = stored.get(inst.name)

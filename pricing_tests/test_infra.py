@@ -99,3 +99,29 @@ def test_helm_values_k8s_launcher_and_gpu_steps_match_the_code():
         assert step["pod_spec_config"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     cpu_steps = {"raw_catalog", "catalog_items", "product_images"}
     assert not cpu_steps & set(run_cfg["per_step_k8s_config"])
+
+
+def test_every_entry_point_names_the_code_location_the_same():
+    """``dg dev`` (pyproject), the root ``workspace.yaml`` (daemon, webserver), compose and Helm use one
+    location name: sensor state and cursors are stored per name. No documented command loads the code
+    location with ``-m`` (that names it ``pricing_assets.definitions``) where the name matters."""
+    import re
+    import tomllib
+
+    from pricing_assets.settings import LOCATION_NAME
+
+    names = {
+        "pyproject.toml": tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"]["code_location_name"],
+        "workspace.yaml": yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]["location_name"],
+        "infra/workspace.yaml": load("workspace.yaml")["load_from"][0]["grpc_server"]["location_name"],
+        "helm": load("helm/values.yaml")["dagster-user-deployments"]["deployments"][0]["name"],
+    }
+    assert names == dict.fromkeys(names, LOCATION_NAME), names
+    root = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    assert root["module_name"] == "pricing_assets.definitions"
+    # daemon / webserver / sensor commands: -w workspace.yaml, never -m (another location name)
+    pattern = re.compile(r"(dagster-daemon run|dagster-webserver|dagster sensor \w+|dagster dev)[^\n`]*-m pricing_assets")
+    for path in [REPO / "README.md", REPO / "Makefile", *(REPO / "docs").glob("*.md"), *(REPO / "scripts").glob("*.py"),
+                 *(REPO / "pricing_assets").rglob("*.py"), *INFRA.rglob("*.y*ml"), INFRA / "Dockerfile"]:
+        hits = pattern.findall(path.read_text())
+        assert not hits, f"{path.relative_to(REPO)}: {hits}"

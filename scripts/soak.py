@@ -2,7 +2,7 @@
 
 A fresh ``DAGSTER_HOME`` (the bundled ``infra/dagster.yaml``) and ``PRICING_AUTOMATION=1``: the inbox
 sensor, the automation sensor and the nightly schedule run by default. The daemon is started on this
-machine (``dagster-daemon run -m pricing_assets.definitions``, runs launched as local processes) and this script
+machine (``dagster-daemon run -w workspace.yaml``, location ``pricing-assets``, runs launched as local processes) and this script
 drops catalog files into the inbox over several minutes, as a data team's deliveries would arrive:
 
 1. ``broken.csv`` — no ``catalog_content`` column: a defect of the file, named by the sensor, never run;
@@ -234,7 +234,7 @@ def main() -> int:
 
     def start_daemon() -> subprocess.Popen:
         return subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-m", "pricing_assets.definitions"],
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
             cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
         )
 

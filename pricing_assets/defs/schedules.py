@@ -11,7 +11,7 @@ batch partition; its ``catalog_batches`` partitioning is inferred from the selec
 
 No ``BackfillPolicy.single_run()``: the per-row assets read ``context.partition_key`` (one batch per
 run, so a bad file fails only its own run). A range of batches is backfilled as one run per batch:
-``dagster job backfill -m pricing_assets.definitions -j catalog_batch_job --partitions A,B --noprompt``
+``dagster job backfill -w workspace.yaml -j catalog_batch_job --partitions A,B --noprompt``
 (or ``--all``; the runs queue and start once the daemon runs, e.g. under ``dagster dev``), or from
 the UI's Materialize → partitions dialog. ``--partition-range`` on ``dagster asset materialize`` needs
 single-run policies and is not supported here.

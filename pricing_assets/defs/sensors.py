@@ -60,7 +60,7 @@ about 1 s per tick, one that never answers about 30 s, within Dagster's 60 s sen
 The global assets follow through ``pricing_automation_sensor`` and the nightly schedule.
 
 Default status: **stopped**. Turn it on in the UI (Automation → ``catalog_inbox_sensor``), with
-``dagster sensor start -m pricing_assets.definitions catalog_inbox_sensor`` (daemon running), or set
+``dagster sensor start -w workspace.yaml catalog_inbox_sensor`` (daemon running), or set
 ``PRICING_AUTOMATION=1`` for the code location.
 """
 
