@@ -92,8 +92,10 @@ def main() -> int:
     print(f"$ pricing materialize   # SIGKILLed after {t_killed:.1f} s, {args.kill_after_shards} text-embedding shards stored")
     status, _ = pricing(crash, "status")
     print("$ pricing status   (excerpt)")
+    section = None
     for line in status.splitlines():
-        if any(w in line for w in ("STALE", "POOL", "gpu", "stale", "labeled ")):
+        section = line if line and not line.startswith(" ") else section
+        if section and section.startswith(("BATCHES", "STALE", "POOL")):
             print("  " + line)
     out, t_rerun = pricing(crash, "materialize", "--no-progress")
     print("$ pricing materialize   (excerpt)")

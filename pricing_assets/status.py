@@ -51,7 +51,8 @@ def _batches(instance: dg.DagsterInstance, defs: dg.Definitions, stale: dict) ->
             active = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": b}, statuses=list(IN_PROGRESS)), limit=1)
             run = last_batch_failure(instance, b)
             if active and active[0].run_id in stale:
-                row["state"], row["failure"] = "stale", {"run_id": active[0].run_id, "cause": stale[active[0].run_id].reason()}
+                worker = stale[active[0].run_id].worker.describe()
+                row["state"], row["failure"] = "stale", {"run_id": active[0].run_id, "cause": f"its worker ({worker}) is gone; `{RECOVER_COMMAND}` clears it"}
             elif active:
                 row["state"], row["failure"] = "running", {"run_id": active[0].run_id, "cause": f"in progress ({active[0].status.value})"}
             elif run:

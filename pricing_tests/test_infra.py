@@ -85,8 +85,15 @@ def test_helm_values_k8s_launcher_and_gpu_steps_match_the_code():
 
     v = load("helm/values.yaml")
     assert v["runLauncher"]["type"] == "K8sRunLauncher"
-    assert v["dagster-user-deployments"]["deployments"][0]["dagsterApiGrpcArgs"] == ["-m", "infra.k8s_definitions"]
+    assert v["dagster-user-deployments"]["deployments"][0]["codeServerArgs"] == ["-m", "infra.k8s_definitions"]
     assert v["postgresql"]["enabled"] is False and v["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    # the gpu pool's limit is chart values (not a manual CLI step), and only there: the chart refuses
+    # a run limit in both the coordinator and the concurrency block
+    assert v["concurrency"]["pools"]["defaultLimit"] >= 1 and v["concurrency"]["runs"]["maxConcurrentRuns"] >= 1
+    assert "maxConcurrentRuns" not in (v["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"] or {})
+    # S3 credentials wherever S3 is read: compute logs (webserver), inbox (daemon), runs, code location
+    for holder in (v["dagsterWebserver"], v["dagsterDaemon"], v["runLauncher"]["config"]["k8sRunLauncher"], v["dagster-user-deployments"]["deployments"][0]):
+        assert {"name": "pricing-s3"} in holder["envSecrets"]
 
     steps = gpu_step_keys(defs)
     assert {"ocr_text", "embeddings__text__minilm_l6", "embeddings__image__effnet_lite0"} <= set(steps)
@@ -125,3 +132,24 @@ def test_every_entry_point_names_the_code_location_the_same():
                  *(REPO / "pricing_assets").rglob("*.py"), *INFRA.rglob("*.y*ml"), INFRA / "Dockerfile"]:
         hits = pattern.findall(path.read_text())
         assert not hits, f"{path.relative_to(REPO)}: {hits}"
+
+
+def test_compose_forwards_every_setting_to_run_containers_and_lets_the_daemon_launch_them():
+    """Every ``PRICING_*`` variable the code reads is set in the compose stack and forwarded by the
+    Docker run launcher (a run without ``PRICING_FUSION_MLP`` would build another graph than its code
+    location); the daemon, uid 10001 in the image, gets the Docker socket's group."""
+    import re
+
+    read = set()
+    for path in (REPO / "pricing_assets").rglob("*.py"):
+        read |= set(re.findall(r"\bPRICING_[A-Z0-9_]+\b", path.read_text()))
+    read -= {"PRICING_DEBUG"}  # the `pricing` CLI's tracebacks, not a setting of the code location
+    compose = load("docker-compose.yaml")
+    env = compose["x-pricing-env"]
+    forwarded = set(load("dagster-compose.yaml")["run_launcher"]["config"]["env_vars"])
+    assert read <= set(env), sorted(read - set(env))
+    assert read <= forwarded, sorted(read - forwarded)
+    assert {"DAGSTER_PG_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= forwarded
+    daemon = compose["services"]["daemon"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in daemon["volumes"] and daemon["group_add"]
+    assert "DOCKER_GID=" in (INFRA / ".env.example").read_text()

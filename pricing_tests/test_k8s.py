@@ -104,16 +104,18 @@ def batch_api():
 
 @pytest.fixture(scope="module")
 def instance(tmp_path_factory, batch_api):
-    """A temporary instance configured like the Helm release: ``K8sRunLauncher`` and the queued run
-    coordinator (``maxConcurrentRuns`` of values.yaml). Its SQLite files go to tmpfs when there is one
-    (creating them is fsync-bound: seconds on a busy disk)."""
+    """A temporary instance configured like the Helm release: ``K8sRunLauncher``, the queued run
+    coordinator and the ``concurrency`` block of values.yaml (runs and pools, as the chart's
+    ``_concurrency.tpl`` renders them). Its SQLite files go to tmpfs when there is one (creating them
+    is fsync-bound: seconds on a busy disk)."""
     kubeconfig = tmp_path_factory.mktemp("kube") / "config"
     kubeconfig.write_text(KUBECONFIG)
-    coordinator = VALUES["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    concurrency = VALUES["concurrency"]
     overrides = {
         "run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": helm_run_launcher_config(VALUES, str(kubeconfig))},
-        "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator",
-                            "config": {"max_concurrent_runs": coordinator["maxConcurrentRuns"]}},
+        "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
+        "concurrency": {"runs": {"max_concurrent_runs": concurrency["runs"]["maxConcurrentRuns"]},
+                        "pools": {"default_limit": concurrency["pools"]["defaultLimit"]}},
     }
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None) as home:
