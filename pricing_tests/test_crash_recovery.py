@@ -57,25 +57,24 @@ def _claimed(instance: dg.DagsterInstance) -> list:
     return list(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots)
 
 
-@pytest.mark.slow
-def test_killed_materialize_holding_the_gpu_slot_is_recovered_by_the_next_one(tmp_path):
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """A ``pricing materialize`` SIGKILLed inside its embedding step (2 of 5 chunks stored), its run
+    left STARTED holding the gpu slot: ``(root, defs, instance, killed run id, child pid)``."""
     from pricing_assets.lib.batches import store_batch
-    from pricing_assets.lib.run_workers import PID_TAG
     from pricing_assets.partitions import CATALOG_BATCHES
-    from pricing_assets.status import collect_status, render_status
 
+    root = tmp_path_factory.mktemp("killed")
     df = pd.read_csv(UNLABELED_CSV, dtype=str, keep_default_na=False).drop_duplicates("catalog_content").head(N_ROWS)
-    df.to_csv(tmp_path / "batch.csv", index=False)
-    store_batch(str(tmp_path / "batch.csv"), str(tmp_path / "storage" / "batches"), BATCH)
-    defs, instance = cli_defs(tmp_path)
+    df.to_csv(root / "batch.csv", index=False)
+    store_batch(str(root / "batch.csv"), str(root / "storage" / "batches"), BATCH)
+    defs, instance = cli_defs(root)
     instance.add_dynamic_partitions(CATALOG_BATCHES, [BATCH])
     assert instance.event_log_storage.supports_global_concurrency_limits, "the local instance config must support pools"
-
-    # 1. `pricing materialize` SIGKILLed inside the embedding step (2 of 5 chunks stored)
-    child = _spawn(tmp_path, 2.0)
+    child = _spawn(root, 2.0)
     deadline = time.monotonic() + 180
     try:
-        while len(shards(tmp_path)) < 2:
+        while len(shards(root)) < 2:
             assert child.poll() is None, f"child exited early:\n{child.stdout.read()[-3000:]}"
             assert time.monotonic() < deadline, "no 2 shards within 180 s"
             time.sleep(0.1)
@@ -85,12 +84,19 @@ def test_killed_materialize_holding_the_gpu_slot_is_recovered_by_the_next_one(tm
             child.kill()
         out = child.communicate(timeout=30)[0]
     assert "CHILD_FINISHED" not in out
-    killed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-    assert len(killed) == 1 and killed[0].tags[PID_TAG] == str(child.pid)
-    killed_id = killed[0].run_id
-    assert [s.run_id for s in _claimed(instance)] == [killed_id], "the killed run holds the gpu slot"
+    started = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert len(started) == 1
+    assert [s.run_id for s in _claimed(instance)] == [started[0].run_id], "the killed run holds the gpu slot"
+    return root, defs, instance, started[0].run_id, child.pid
 
-    # 2. `pricing status` names the stale run and the slot it holds, with the command that clears them
+
+@pytest.mark.slow
+def test_status_names_the_stale_run_and_the_slot_it_holds(killed):
+    from pricing_assets.lib.run_workers import PID_TAG
+    from pricing_assets.status import collect_status, render_status
+
+    _, defs, instance, killed_id, pid = killed
+    assert instance.get_run_by_id(killed_id).tags[PID_TAG] == str(pid)
     st = collect_status(instance, defs)
     assert [r["run_id"] for r in st["stale_runs"]] == [killed_id]
     assert [(p["pool"], p["run_id"], p["holder"]) for p in st["pool_slots"]] == [("gpu", killed_id, "stale")]
@@ -98,8 +104,12 @@ def test_killed_materialize_holding_the_gpu_slot_is_recovered_by_the_next_one(tm
     text = render_status(st)
     assert "STALE RUNS" in text and killed_id[:8] in text and "pricing recover" in text
 
-    # 3. the next `pricing materialize` (its own process, bounded: the old code blocked here for ever)
-    rerun = _spawn(tmp_path, 0.0)
+
+@pytest.mark.slow
+def test_killed_materialize_holding_the_gpu_slot_is_recovered_by_the_next_one(killed):
+    root, _, instance, killed_id, pid = killed
+    # the next `pricing materialize` (its own process, bounded: the old code blocked here for ever)
+    rerun = _spawn(root, 0.0)
     try:
         out = rerun.communicate(timeout=240)[0]
     except subprocess.TimeoutExpired:
@@ -113,11 +123,11 @@ def test_killed_materialize_holding_the_gpu_slot_is_recovered_by_the_next_one(tm
     dead = instance.get_run_by_id(killed_id)
     assert dead.status == dg.DagsterRunStatus.FAILURE
     failure = list(instance.all_logs(killed_id, of_type=dg.DagsterEventType.RUN_FAILURE))
-    assert failure and "run worker gone" in failure[0].message and str(child.pid) in failure[0].message
+    assert failure and "run worker gone" in failure[0].message and str(pid) in failure[0].message
     assert _claimed(instance) == [] and instance.event_log_storage.get_concurrency_info("gpu").pending_steps == []
     assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]))
 
-    # 4. the re-run reused the killed run's 2 chunks and computed the other 3
+    # the re-run reused the killed run's 2 chunks and computed the other 3
     mats = instance.fetch_materializations(dg.AssetKey(["embeddings", "text", MODEL]), limit=1).records
     meta = {k: v.value for k, v in mats[0].asset_materialization.metadata.items()}
     assert (meta["rows"], meta["cached"], meta["computed"]) == (N_ROWS, 2 * CHUNK, N_ROWS - 2 * CHUNK)
