@@ -345,12 +345,68 @@ def test_cuda_dockerfile_structure():
     assert f'"torch=={args["TORCH_VERSION"]}"' in pyproject  # same torch pin as the CPU image
     assert args["TORCH_INDEX"].startswith("https://download.pytorch.org/whl/cu12")
     assert "python3.11" in text and '.[k8s' in text and '"dagster-k8s==0.29.27"' in pyproject
-    # onnxruntime-gpu from the `gpu` extra, installed after onnxruntime is removed (never both)
-    assert text.index("pip uninstall -y onnxruntime") < text.index('.[gpu]')
-    import tomllib
-
-    extras = tomllib.loads(pyproject)["project"]["optional-dependencies"]
-    assert any(d.startswith("onnxruntime-gpu==") for d in extras["gpu"])
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1] not in {"root", "0"}, users
     assert "useradd --uid 10001" in text
+
+
+def image_requirements(dockerfile: Path) -> set[str]:
+    """Normalised names of every distribution a Dockerfile's ``pip`` lines leave in the image, in
+    order: an install adds its requirements — ``.[extras]`` expanded through pyproject.toml (base
+    dependencies plus the extras) — and their own requirements (no extras) from the metadata installed
+    here, transitively (pip reinstalls a missing dependency, e.g. one uninstalled earlier); an
+    uninstall removes names. The torch line (its own index) counts as ``torch``."""
+    import re
+    import shlex
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def closure(wanted: list[str]) -> set[str]:
+        names, todo = set(), [Requirement(r) for r in wanted]
+        while todo:
+            req = todo.pop()
+            name = canonicalize_name(req.name)
+            if name in names or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+                continue
+            names.add(name)
+            try:
+                todo += [Requirement(r) for r in metadata.requires(req.name) or [] if "extra ==" not in r]
+            except metadata.PackageNotFoundError:
+                pass  # not installed here (onnxruntime-gpu, dagster-aws): its own requirements are not walked
+        return names
+
+    image: set[str] = set()
+    text = dockerfile.read_text().replace("\\\n", " ")
+    for cmd in re.split(r"&&|\n", text):
+        words = shlex.split(cmd.replace("RUN ", " ").replace("${TORCH_VERSION}", "0"))
+        if words[:2] == ["pip", "uninstall"]:
+            image -= {canonicalize_name(w) for w in words[2:] if not w.startswith("-")}
+        elif words[:2] == ["pip", "install"]:
+            wanted, args = [], iter(words[2:])
+            for w in args:
+                if w in ("--index-url", "-i", "--extra-index-url", "--find-links", "-f"):
+                    next(args)  # the option's value
+                elif w.startswith(".["):
+                    wanted += project["dependencies"] + [d for extra in w[2:-1].split(",") for d in project["optional-dependencies"][extra]]
+                elif not w.startswith("-") and w != ".":
+                    wanted.append(w)
+            image |= closure(wanted)
+    return image
+
+
+def test_cuda_image_installs_one_onnxruntime_the_gpu_build_and_checks_its_providers():
+    """The requirement set of ``infra/Dockerfile.cuda``: ``onnxruntime-gpu`` and no CPU ``onnxruntime``
+    (both install the ``onnxruntime`` module: the CPU one silently took over the GPU nodes), and the
+    build fails unless torch is a CUDA build and onnxruntime lists the CUDA provider."""
+    cuda = image_requirements(REPO / "infra" / "Dockerfile.cuda")
+    assert "onnxruntime-gpu" in cuda and "onnxruntime" not in cuda, sorted(n for n in cuda if "onnx" in n)
+    assert {"torch", "dagster-k8s", "dagster-postgres", "rapidocr"} <= cuda
+    text = (REPO / "infra" / "Dockerfile.cuda").read_text()
+    assert "'CUDAExecutionProvider' in p" in text and "torch.version.cuda" in text and "pip uninstall" not in text
+    cpu = image_requirements(REPO / "infra" / "Dockerfile")
+    assert "onnxruntime" in cpu and "onnxruntime-gpu" not in cpu

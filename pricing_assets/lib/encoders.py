@@ -420,8 +420,15 @@ def _export_effnet_onnx(spec: EmbeddingModelSpec, weights_path: str, cache_dir: 
 
 def _ort_session(onnx_path: Path, device: str, num_threads: int):
     """onnxruntime session on ``device``: CUDAExecutionProvider (then CPU) when the device is CUDA and
-    this onnxruntime build has it, else CPUExecutionProvider alone (no error)."""
-    import onnxruntime as ort
+    this onnxruntime build has it, else CPUExecutionProvider alone (no error).
+
+    Raises:
+        ModelUnavailableError: onnxruntime is not installed (the ``cpu`` or ``gpu`` extra).
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ModelUnavailableError(f"onnxruntime is not installed ({exc}): pip install -e '.[cpu]' (or '.[gpu]' on CUDA nodes)") from exc
 
     providers = ["CPUExecutionProvider"]
     index = cuda_index(device)

@@ -132,7 +132,7 @@ class RapidOcrBackend:
         except ImportError as exc:
             raise OcrBackendUnavailable(
                 f"RapidOCR backend needs 'rapidocr==3.10.0' and 'onnxruntime' ({exc}); "
-                "install with: pip install rapidocr==3.10.0 onnxruntime"
+                "install with: pip install -e '.[cpu]' (or '.[gpu]' on CUDA nodes)"
             ) from exc
         self.params = self.engine_params(device, num_threads, det_limit_side_len)
         self.name = f"rapidocr-3.10.0:ppocr-det{int(det_limit_side_len)}-nocls"
