@@ -3,9 +3,11 @@ sets it on its own: automation conditions (``automation.py``), owners, kinds, co
 code references and the ``dagster/column_schema`` of its pandera contract.
 """
 
+import functools
 import hashlib
 import inspect
 import os
+import re
 import warnings
 from collections.abc import Callable
 
@@ -21,7 +23,10 @@ from pricing_assets.settings import REPO_ROOT
 OWNERS = ("team:pricing-ml",)
 
 #: Storage kinds by IO manager format (``defs/resources.IO_MANAGER_KINDS`` maps resource keys to formats).
-KINDS_BY_FORMAT = {"parquet": {"pandas", "parquet"}, "faiss": {"faiss"}, "lightgbm": {"lightgbm"}, "pickle": {"python"}}
+KINDS_BY_FORMAT = {"parquet": {"parquet"}, "faiss": {"faiss"}, "lightgbm": {"lightgbm"}, "pickle": {"python"}}
+#: Kinds an asset may carry (Dagster's own limit for the ``kinds`` of an asset decorator; the UI shows
+#: that many): a policy that adds more fails the code location's load, naming the asset.
+MAX_KINDS = 3
 
 #: Compute kinds: an asset whose name matches a rule runs that library (first rule that matches; the
 #: embedding assets set their own from the registry).
@@ -33,7 +38,7 @@ COMPUTE_KINDS: tuple[tuple[Callable[[str], bool], set[str]], ...] = (
     (lambda n: n.startswith("fusion_mlp"), {"pytorch"}),
     (lambda n: n in ("feature_space", "feature_matrix"), {"sklearn"}),
     (lambda n: n == "product_embeddings", {"numpy"}),
-    (lambda n: n == "batch_predictions", {"lightgbm", "sklearn", "pytorch", "faiss"}),
+    (lambda n: n == "batch_predictions", {"lightgbm", "faiss"}),
 )
 
 #: Set ``PRICING_GIT_URL`` (and ``PRICING_GIT_BRANCH``, default ``main``) to link code references to
@@ -46,12 +51,45 @@ def compute_kinds(name: str) -> set[str]:
     return next((set(k) for match, k in COMPUTE_KINDS if match(name)), set())
 
 
+#: ``pricing_assets.lib`` modules named by an import in a source text (``from pricing_assets.lib.x
+#: import …``, ``import pricing_assets.lib.x``, ``from pricing_assets.lib import x, y``).
+_LIB_IMPORT = re.compile(r"pricing_assets\.lib\.(\w+)|from\s+pricing_assets\.lib\s+import\s+\(?([\w\s,]+)\)?")
+LIB_DIR = REPO_ROOT / "pricing_assets" / "lib"
+
+
+@functools.cache
+def lib_module_source(name: str) -> str:
+    """Source text of ``pricing_assets/lib/<name>.py`` ("" when there is no such module)."""
+    path = LIB_DIR / f"{name}.py"
+    return path.read_text() if path.is_file() else ""
+
+
+def lib_modules_of(source: str) -> list[str]:
+    """Every ``pricing_assets.lib`` module ``source`` imports, and those they import, transitively
+    (sorted names; read as text, nothing is imported)."""
+    seen: set[str] = set()
+    todo = [source]
+    while todo:
+        for dotted, listed in _LIB_IMPORT.findall(todo.pop()):
+            for name in [dotted] if dotted else [n.strip() for n in listed.split(",")]:
+                if name and name not in seen and lib_module_source(name):
+                    seen.add(name)
+                    todo.append(lib_module_source(name))
+    return sorted(seen)
+
+
 def code_version_of(assets_def: dg.AssetsDefinition) -> str | None:
-    """First 12 hex digits of the SHA-1 of the asset's compute function source (changes when its code does)."""
+    """First 12 hex digits of the SHA-1 of the asset's compute function source and of every
+    ``pricing_assets.lib`` module it runs (its imports, transitively: :func:`lib_modules_of`), so the
+    asset shows as changed in the UI when its ``lib/`` code changes, not only when its thin body does."""
     fn = getattr(getattr(assets_def.op, "compute_fn", None), "decorated_fn", None)
     if fn is None:
         return None
-    return hashlib.sha1(inspect.getsource(fn).encode()).hexdigest()[:12]
+    source = inspect.getsource(fn)
+    digest = hashlib.sha1(source.encode())
+    for name in lib_modules_of(source):
+        digest.update(f"\0{name}\0".encode() + lib_module_source(name).encode())
+    return digest.hexdigest()[:12]
 
 
 def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
@@ -65,6 +103,8 @@ def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.
         schema = contract_for(name, spec.group_name)
         if schema is not None and "dagster/column_schema" not in spec.metadata:
             metadata["dagster/column_schema"] = column_schema(schema)
+        if len(kinds | set(spec.kinds)) > MAX_KINDS:
+            raise ValueError(f"{name}: kinds {sorted(kinds | set(spec.kinds))} are more than {MAX_KINDS}; trim COMPUTE_KINDS / KINDS_BY_FORMAT")
         spec = spec.merge_attributes(owners=[o for o in OWNERS if o not in spec.owners], kinds=kinds - set(spec.kinds), metadata=metadata)
         return spec.replace_attributes(code_version=spec.code_version or version)
 

@@ -77,7 +77,7 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
         spec,
         ["catalog_items", "ocr_text"],
         f"{spec.name} text embeddings ({spec.dim}-d, L2-normalised) of catalog text + OCR text.",
-        {"python", "pytorch"},
+        {"pytorch"},
     )
     def _text_embeddings(
         context: dg.AssetExecutionContext, catalog_items: pd.DataFrame, ocr_text: pd.DataFrame, device: DeviceResource, storage: StorageResource
@@ -119,7 +119,7 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
         spec,
         ["product_images"],
         f"{spec.name} image embeddings ({spec.dim}-d, L2-normalised) for rows with a stored photo.",
-        {"python", "onnx"},
+        {"onnx"},
     )
     def _image_embeddings(context: dg.AssetExecutionContext, product_images: pd.DataFrame, device: DeviceResource, storage: StorageResource):
         from pricing_assets.lib.embedding_cache import embed_with_cache
