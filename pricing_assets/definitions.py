@@ -18,13 +18,20 @@ def build_defs(settings: Settings | None = None, registry: dict | None = None) -
     """The ``Definitions`` of ``pricing_assets/defs/`` with the asset policy applied.
 
     Args:
-        settings: default: from the environment at this call (``pricing_assets/settings.py``).
+        settings: default: from the environment at this call (``pricing_assets/settings.py``);
+            ``executor="k8s"`` adds the Kubernetes executor (``pricing_assets/k8s_executor.py``).
         registry: ``{name: EmbeddingModelSpec}``; default: ``pricing_assets/embedding_models.toml``.
     """
     # resolved once here, read by every defs/ module (one TOML read and one env read per load)
-    with overrides(settings or load_settings(), registry if registry is not None else load_registry()):
+    settings = settings or load_settings()
+    with overrides(settings, registry if registry is not None else load_registry()):
         loaded = dg.load_from_defs_folder(path_within_project=REPO_ROOT)  # the dg project root: pyproject.toml [tool.dg]
-    return apply_asset_policy(loaded)
+    defs = apply_asset_policy(loaded)
+    if settings.executor == "k8s":  # PRICING_EXECUTOR=k8s: every step its own pod (defs/resources.py set none)
+        from pricing_assets.k8s_executor import k8s_executor
+
+        defs = dg.Definitions.merge(defs, dg.Definitions(executor=k8s_executor(defs, settings.gpu_image)))
+    return defs
 
 
 defs = build_defs()

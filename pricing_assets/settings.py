@@ -14,6 +14,8 @@
 | ``PRICING_GATE_TOLERANCE`` | ``1.0`` | model gate: OOF SMAPE points a retrain may lose against the promoted model and still be promoted |
 | ``PRICING_FUSION_MLP`` | ``0`` | ``1``: train the fusion MLP (``fusion_mlp_model``/``_predictions``) and blend it; opt-in, see docs/experiments.md |
 | ``PRICING_AUTOMATION`` | ``0`` | ``1``: inbox sensor, automation sensor and nightly schedule start *running* by default |
+| ``PRICING_EXECUTOR`` | ``in_process`` | ``in_process`` (one process per run) / ``k8s`` (every step its own pod, GPU steps on GPU nodes: ``pricing_assets/k8s_executor.py``) |
+| ``PRICING_GPU_IMAGE`` | unset | with ``k8s``: the CUDA image of the GPU step pods (``infra/Dockerfile.cuda``) |
 """
 
 import os
@@ -51,11 +53,24 @@ class Settings:
     automation_on: bool = False
     gate_tolerance_smape: float = DEFAULT_TOLERANCE_SMAPE
     fusion_mlp: bool = False
+    executor: str = "in_process"
+    gpu_image: str | None = None
+
+
+#: ``PRICING_EXECUTOR`` values.
+EXECUTORS = ("in_process", "k8s")
 
 
 def load_settings(env: dict | None = None) -> Settings:
-    """Settings from ``env`` (default ``os.environ``), see the module docstring for the variables."""
+    """Settings from ``env`` (default ``os.environ``), see the module docstring for the variables.
+
+    Raises:
+        ValueError: ``PRICING_EXECUTOR`` is not one of :data:`EXECUTORS`.
+    """
     env = os.environ if env is None else env
+    executor = env.get("PRICING_EXECUTOR") or "in_process"
+    if executor not in EXECUTORS:
+        raise ValueError(f"PRICING_EXECUTOR={executor!r}: expected one of {EXECUTORS}")
     home = os.path.abspath(env.get("DAGSTER_HOME") or default_home())
     mirror = env.get("PRICING_IMAGE_MIRROR", str(SAMPLE_DIR / "images"))
     return Settings(
@@ -71,6 +86,8 @@ def load_settings(env: dict | None = None) -> Settings:
         automation_on=env.get("PRICING_AUTOMATION", "0").lower() in ("1", "true", "yes"),
         gate_tolerance_smape=float(env.get("PRICING_GATE_TOLERANCE") or DEFAULT_TOLERANCE_SMAPE),
         fusion_mlp=env.get("PRICING_FUSION_MLP", "0").lower() in ("1", "true", "yes"),
+        executor=executor,
+        gpu_image=env.get("PRICING_GPU_IMAGE") or None,
     )
 
 

@@ -72,20 +72,19 @@ def test_dockerfile_pins_cpu_torch_and_installs_postgres_extra():
     pins = {ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith("ARG TORCH_VERSION=")}
     pyproject = (REPO / "pyproject.toml").read_text()
     assert pins == {"2.13.0"} and '"torch==2.13.0"' in pyproject
-    assert "download.pytorch.org/whl/cpu" in text and '.[postgres]' in text
+    assert "download.pytorch.org/whl/cpu" in text and '.[cpu,postgres]' in text
     assert "USER dagster" in text and "COPY infra/dagster-compose.yaml" in text
 
 
 def test_helm_values_k8s_launcher_and_gpu_steps_match_the_code():
-    import sys
-
-    sys.path.insert(0, str(REPO))
-    from infra.k8s_definitions import executor_config, gpu_step_keys
     from pricing_assets.definitions import defs
+    from pricing_assets.k8s_executor import executor_config, gpu_step_keys
 
     v = load("helm/values.yaml")
     assert v["runLauncher"]["type"] == "K8sRunLauncher"
-    assert v["dagster-user-deployments"]["deployments"][0]["codeServerArgs"] == ["-m", "infra.k8s_definitions"]
+    deployment = v["dagster-user-deployments"]["deployments"][0]
+    assert deployment["codeServerArgs"] == ["-m", "pricing_assets.definitions"]
+    assert {"name": "PRICING_EXECUTOR", "value": "k8s"} in deployment["env"]
     assert v["postgresql"]["enabled"] is False and v["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
     # the gpu pool's limit is chart values (not a manual CLI step), and only there: the chart refuses
     # a run limit in both the coordinator and the concurrency block
@@ -153,3 +152,13 @@ def test_compose_forwards_every_setting_to_run_containers_and_lets_the_daemon_la
     daemon = compose["services"]["daemon"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in daemon["volumes"] and daemon["group_add"]
     assert "DOCKER_GID=" in (INFRA / ".env.example").read_text()
+
+
+def test_no_private_dagster_api_in_the_code_location_or_infra():
+    """``pricing_assets/`` and ``infra/`` import Dagster's public API only: no ``dagster._…`` module,
+    no ``dagster_shared`` (a Dagster release may move either without notice)."""
+    import re
+
+    private = re.compile(r"^\s*(?:from|import)\s+(dagster\._\S*|dagster_shared\S*)", re.MULTILINE)
+    hits = {str(p.relative_to(REPO)): private.findall(p.read_text()) for p in [*(REPO / "pricing_assets").rglob("*.py"), *INFRA.rglob("*.py")]}
+    assert not {k: v for k, v in hits.items() if v}

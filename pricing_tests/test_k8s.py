@@ -1,4 +1,4 @@
-"""Kubernetes scale-out without a cluster: ``infra/k8s_definitions.py`` loads with the real
+"""Kubernetes scale-out without a cluster: the code location with ``PRICING_EXECUTOR=k8s`` loads with the real
 ``dagster-k8s``, the step pods that dagster-k8s builds for it carry the right resources, and a
 backfill of N catalog batches becomes N runs, each launched as its own Kubernetes Job.
 
@@ -28,8 +28,9 @@ import yaml
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster_k8s.client import DagsterKubernetesClient
 
-from infra import k8s_definitions as k8s  # the repository root is on sys.path (pytest rootdir of pricing_tests/)
+from pricing_assets import k8s_executor as k8s
 from pricing_assets.partitions import CATALOG_BATCHES
+from pricing_assets.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 VALUES = yaml.safe_load((REPO / "infra" / "helm" / "values.yaml").read_text())
@@ -125,8 +126,16 @@ def instance(tmp_path_factory, batch_api):
 
 @pytest.fixture(scope="module")
 def k8s_defs():
-    """The Kubernetes ``Definitions`` as the Helm deployment loads them (``PRICING_GPU_IMAGE`` set)."""
-    return k8s.build_k8s_defs(gpu_image=CUDA_IMAGE)
+    """The Kubernetes ``Definitions`` as the Helm deployment loads them (``PRICING_EXECUTOR=k8s``,
+    ``PRICING_GPU_IMAGE`` set)."""
+    return k8s_build({"PRICING_GPU_IMAGE": CUDA_IMAGE})
+
+
+def k8s_build(env: dict) -> dg.Definitions:
+    """``build_defs`` with ``PRICING_EXECUTOR=k8s`` and ``env`` on top of this process's environment."""
+    from pricing_assets.definitions import build_defs
+
+    return build_defs(load_settings({**os.environ, "PRICING_EXECUTOR": "k8s", **env}))
 
 
 def created_jobs(batch_api) -> list:
@@ -210,13 +219,18 @@ def test_k8s_definitions_load_with_the_k8s_executor_and_nothing_else_changed():
     from dagster._config import process_config
     from dagster_k8s import k8s_job_executor
 
+    from infra.k8s_definitions import defs as module_defs  # the module attribute the run reconstruction below loads
     from pricing_assets.definitions import defs as base
 
-    defs = k8s.defs  # the module attribute the Helm user deployment loads (`-m infra.k8s_definitions`)
+    defs = k8s_build({})  # what the Helm user deployment loads: `-m pricing_assets.definitions`, PRICING_EXECUTOR=k8s
     dg.Definitions.validate_loadable(defs)
-    assert base.executor.name == "in_process" and defs.executor.name == k8s_job_executor.name == "k8s"
-    for field in ("assets", "asset_checks", "jobs", "sensors", "schedules", "resources", "loggers", "metadata", "component_tree"):
-        assert getattr(defs, field) is getattr(base, field), field
+    assert base.executor.name == "in_process" and defs.executor.name == module_defs.executor.name == k8s_job_executor.name == "k8s"
+    assert defs.component_tree is not None
+    graph, base_graph = defs.resolve_asset_graph(), base.resolve_asset_graph()
+    assert graph.get_all_asset_keys() == base_graph.get_all_asset_keys() and graph.asset_check_keys == base_graph.asset_check_keys
+    for field in ("jobs", "sensors", "schedules"):
+        assert [d.name for d in getattr(defs, field)] == [d.name for d in getattr(base, field)], field
+    assert set(defs.resources) == set(base.resources)
 
     expected = process_config(k8s_job_executor.config_schema.config_type, k8s.executor_config(base))
     assert expected.success, expected.errors
@@ -228,14 +242,14 @@ def test_k8s_definitions_load_with_the_k8s_executor_and_nothing_else_changed():
     assert steps == set(k8s.gpu_step_keys(base)) >= {"ocr_text", "embeddings__text__minilm_l6", "embeddings__image__effnet_lite0"}
 
 
-def test_gpu_image_comes_from_the_environment(monkeypatch):
-    def per_step_config() -> dict:
-        return k8s.build_k8s_defs().executor.config_schema.resolve_config({}).value["config"]["per_step_k8s_config"]
+def test_gpu_image_comes_from_the_environment():
+    def per_step_config(env: dict) -> dict:
+        return k8s_build(env).executor.config_schema.resolve_config({}).value["config"]["per_step_k8s_config"]
 
-    monkeypatch.setenv(k8s.GPU_IMAGE_ENV, "registry.example.com/x:cuda")
-    assert {cfg["container_config"].get("image") for cfg in per_step_config().values()} == {"registry.example.com/x:cuda"}
-    monkeypatch.delenv(k8s.GPU_IMAGE_ENV)
-    assert {cfg["container_config"].get("image") for cfg in per_step_config().values()} == {None}
+    assert {cfg["container_config"].get("image") for cfg in per_step_config({k8s.GPU_IMAGE_ENV: "registry.example.com/x:cuda"}).values()} == {"registry.example.com/x:cuda"}
+    assert {cfg["container_config"].get("image") for cfg in per_step_config({}).values()} == {None}
+    with pytest.raises(ValueError, match="PRICING_EXECUTOR"):
+        load_settings({"PRICING_EXECUTOR": "celery"})
 
 
 # --- step pods ----------------------------------------------------------------------------------

@@ -29,5 +29,8 @@ def build_resources(s: Settings) -> dict:
 
 @dg.definitions
 def resources_defs() -> dg.Definitions:
-    """Every resource and IO manager, and the in-process executor (one process per run)."""
-    return dg.Definitions(resources=build_resources(current_settings()), executor=dg.in_process_executor)
+    """Every resource and IO manager, and the in-process executor (one process per run) unless
+    ``PRICING_EXECUTOR=k8s``: then ``definitions.build_defs`` adds the Kubernetes executor, whose
+    per-step config needs the loaded assets (``pricing_assets/k8s_executor.py``)."""
+    settings = current_settings()
+    return dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor if settings.executor == "in_process" else None)
