@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-fast check ui clean soak soak-s3 soak-faults
+.PHONY: setup demo test test-fast check ui clean soak soak-s3 soak-faults soak-prod
 
 setup: $(VENV)/.installed
 
@@ -65,3 +65,11 @@ soak-s3: setup
 soak-faults: setup
 	$(BIN)/python scripts/soak.py --short --kill-worker --json artifacts/soak-kill.json
 	$(BIN)/python scripts/soak.py --short --db-outage-s 60 --json artifacts/soak-db-outage.json
+
+## The production topology on this machine: PostgreSQL, the inbox on a local S3 server, dagster-daemon
+## and dagster-webserver as separate processes on workspace.yaml; then the same with the code location
+## as its own gRPC server. Checks the webserver's GraphQL API and the UI in headless Chromium
+## (`apt-get install -y chromium`); screenshots in artifacts/.
+soak-prod: setup
+	$(BIN)/python scripts/soak.py --prod --short --json artifacts/soak-prod.json
+	$(BIN)/python scripts/soak.py --prod --code-server --short --json artifacts/soak-code-server.json

@@ -28,6 +28,13 @@ Faults (``make soak-faults``):
   reported failed by the code server that started it; the same retries follow.)
 * ``--postgres``: the instance is ``infra/dagster-postgres.yaml`` on a PostgreSQL server started here
   (127.0.0.1; ``pricing_tests/postgres_server.py``).
+* ``--prod`` (``make soak-prod``): the production topology on this machine: ``--postgres`` and ``--s3``,
+  ``dagster-daemon`` and ``dagster-webserver`` as separate processes on the root ``workspace.yaml``
+  (location ``pricing-assets``); at the end the webserver's GraphQL API must list every asset, check
+  and run, and headless Chromium must render the asset catalog (``scripts/ui_check.py``), with
+  screenshots of the asset graph, a run and a batch's checks under ``artifacts/``. ``--code-server``:
+  the code location runs as its own gRPC server (``dagster code-server start``), as compose and Helm
+  run it, and the daemon and webserver load it from a ``grpc_server`` workspace.
 * ``--db-outage-s S`` (implies ``--postgres``): the labeled and the first unlabeled file are dropped
   together and the database is stopped for ``S`` seconds once their runs are requested. Runs failed by
   the outage must be retried (Dagster's run retries, then ``transient_failure_retry`` with backoff).
@@ -65,6 +72,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))  # ui_check
 
 from pricing_tests.helpers import LABELED_CSV, UNLABELED_CSV, image_basenames  # noqa: E402
 
@@ -172,8 +180,11 @@ def main() -> int:
     ap.add_argument("--kill-worker", action="store_true", help="SIGKILL the labeled batch's run worker in its text-embedding step")
     ap.add_argument("--postgres", action="store_true", help="instance on a local PostgreSQL (infra/dagster-postgres.yaml)")
     ap.add_argument("--db-outage-s", type=float, default=0.0, help="stop the database this long after the labeled + first unlabeled drops")
+    ap.add_argument("--prod", action="store_true", help="PostgreSQL, S3 inbox, daemon + webserver on workspace.yaml, GraphQL and browser checks")
+    ap.add_argument("--code-server", action="store_true", help="with --prod: the code location as its own gRPC server")
     args = ap.parse_args()
-    args.postgres = args.postgres or args.db_outage_s > 0
+    args.postgres = args.postgres or args.db_outage_s > 0 or args.prod
+    args.s3 = args.s3 or args.prod
     faults = args.kill_worker or args.db_outage_s > 0
 
     tmp = Path(tempfile.mkdtemp(prefix="pricing_soak_"))
@@ -231,16 +242,49 @@ def main() -> int:
     from dagster._core.scheduler.instigation import InstigatorType
 
     instance = dg.DagsterInstance.get()  # create the instance's storage before the daemon races to do it
+    from pricing_assets.settings import LOCATION_NAME
+
+    bin_dir = Path(sys.executable).parent
+    servers: list[subprocess.Popen] = []  # webserver, code server: stopped at the end
+    workspace = REPO / "workspace.yaml"
+    if args.code_server:
+        from ui_check import free_port
+
+        grpc_port = free_port()
+        servers.append(subprocess.Popen(
+            [str(bin_dir / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(grpc_port), "-m", "pricing_assets.definitions",
+             "--location-name", LOCATION_NAME],
+            cwd=REPO, env=env, stdout=open(tmp / "code-server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+        workspace = tmp / "workspace.yaml"
+        workspace.write_text(f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: {LOCATION_NAME}\n")
+        deadline = time.monotonic() + 180
+        while subprocess.run([str(bin_dir / "dagster"), "api", "grpc-health-check", "-p", str(grpc_port)], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline or servers[-1].poll() is not None:
+                raise RuntimeError(f"the code server did not come up; see {tmp / 'code-server.log'}")
+            time.sleep(2)
 
     def start_daemon() -> subprocess.Popen:
         return subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+            [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
             cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
         )
 
     daemon = start_daemon()
+    web_base = None
+    if args.prod:
+        from ui_check import free_port, wait_http
+
+        web_port = free_port()
+        web_base = f"http://127.0.0.1:{web_port}"
+        servers.append(subprocess.Popen(
+            [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port)],
+            cwd=REPO, env=env, stdout=open(tmp / "webserver.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+        wait_http(f"{web_base}/server_info", 300, servers[-1])
     t_start = time.monotonic()
-    mode = "+".join([m for m, on in (("s3", args.s3), ("postgres", args.postgres), ("kill-worker", args.kill_worker),
+    mode = "+".join([m for m, on in (("prod", args.prod), ("code-server", args.code_server), ("s3", args.s3), ("postgres", args.postgres),
+                                     ("kill-worker", args.kill_worker),
                                      (f"db-outage-{args.db_outage_s:.0f}s", args.db_outage_s > 0)) if on] or ["local"])
     report = {"mode": mode, "files_dropped": 0, "timeline_s": {}, "retrained_after": [], "model_version_of": {}, "daemon_restarts": 0}
     from pricing_assets.automation import PER_ROW_GROUPS
@@ -379,6 +423,20 @@ def main() -> int:
             return time.monotonic() - quiet_since >= QUIET_S
 
         wait_for("no run queued or started (settled)", settled, limit_s=SETTLE_S)
+        if web_base is not None:  # the webserver, as an operator sees it: GraphQL and a browser
+            from ui_check import check_webserver, find_chromium
+
+            browser = find_chromium()
+            if browser is None:
+                raise RuntimeError("--prod checks the UI in headless Chromium: apt-get install -y chromium")
+            done = [r for r in instance.get_runs(filters=dg.RunsFilter(job_name="catalog_batch_job", statuses=[dg.DagsterRunStatus.SUCCESS]))]
+            shots = {REPO / "artifacts" / f"soak-{'code-server' if args.code_server else 'prod'}-{name}.png": path for name, path in (
+                ("graph", "/asset-groups"), ("run", "/runs/{run_id}"), ("checks", "/assets/raw_catalog?view=checks"))}
+            ui_failures, shown = check_webserver(web_base, browser, shots, tmp, run_id=done[0].run_id if done else None)
+            failures.extend(ui_failures)
+            report["webserver"] = {**shown, "runs_in_instance": len(instance.get_runs())}
+            if shown["location"] != LOCATION_NAME or shown["runs"] != len(instance.get_runs()):
+                failures.append(f"webserver shows location {shown['location']!r} and {shown['runs']} runs; the instance has {len(instance.get_runs())}")
     except (TimeoutError, RuntimeError) as e:
         failures.append(str(e))
     finally:
@@ -389,6 +447,11 @@ def main() -> int:
         hung = [r.run_id for r in _active_runs(instance)]
         slots = held_pool_slots(instance)
         causes = {r.run_id: "\n".join(failure_texts(instance, r.run_id)) for r in runs if r.status == dg.DagsterRunStatus.FAILURE}
+        for proc in [*servers]:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
             daemon.wait(timeout=60)

@@ -96,6 +96,70 @@ def chromium(binary: str, args: list[str], timeout_s: float = 120) -> subprocess
     return subprocess.run([*base, *args], capture_output=True, text=True, timeout=timeout_s)
 
 
+RUNS_QUERY = """
+{ runsOrError(limit: 500) { __typename ... on Runs { results { runId status jobName } } } }
+"""
+
+
+def _screenshot(browser: str, url: str, dst: Path, work: Path) -> str | None:
+    """Save a 1600x1000 screenshot of ``url`` to ``dst``; the problem, or None when it is a real page."""
+    tmp_png = work / dst.name
+    shot = chromium(browser, ["--window-size=1600,1000", f"--screenshot={tmp_png}", url])
+    if not tmp_png.exists():
+        return f"no screenshot of {url}: {shot.stderr[-500:]}"
+    from PIL import Image
+
+    with Image.open(tmp_png) as im:
+        colors = im.convert("RGB").getcolors(maxcolors=1_000_000) or []
+        size = im.size
+    shutil.copy(tmp_png, dst)
+    print(f"screenshot {dst} ({url}) {size[0]}x{size[1]}, {len(colors)} colours, {dst.stat().st_size} bytes")
+    return f"screenshot of {url} looks blank ({len(colors)} colours)" if len(colors) < 50 else None
+
+
+def check_webserver(base: str, browser: str, shots: dict[Path, str], work: Path, run_id: str | None = None) -> tuple[list[str], dict]:
+    """Check a running Dagster webserver at ``base`` against the in-process ``defs``: its GraphQL API
+    lists the code location (loaded), every asset and check, and the runs; headless Chromium renders
+    every asset name in the catalog; screenshots of ``shots`` (file -> path under ``base``, with
+    ``{location}`` and ``{run_id}`` filled in) are saved and must not be blank.
+
+    Returns:
+        (failures, {"assets", "checks", "runs", "location"} as the API showed them).
+    """
+    failures: list[str] = []
+    data = graphql(base, QUERY)
+    for loc in data["workspaceOrError"].get("locationEntries", []):
+        err = loc["locationOrLoadError"]
+        if err and err["__typename"] == "PythonError":
+            failures.append(f"code location {loc['name']} failed to load: {err['message'][:500]}")
+    shown_assets = {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]}
+    shown_checks = {
+        f"{'/'.join(n['assetKey']['path'])}:{c['name']}"
+        for n in data["assetNodes"] if n["assetChecksOrError"]["__typename"] == "AssetChecks"
+        for c in n["assetChecksOrError"]["checks"]
+    }
+    want_assets, want_checks = expected_from_defs()
+    if missing := sorted(want_assets - shown_assets):
+        failures.append(f"assets missing from the UI: {missing}")
+    if missing := sorted(want_checks - shown_checks):
+        failures.append(f"checks missing from the UI: {missing}")
+    runs = graphql(base, RUNS_QUERY)["runsOrError"].get("results", [])
+    location = data["workspaceOrError"]["locationEntries"][0]["name"]
+    print(f"GraphQL: location {location}, {len(shown_assets)} assets, {len(shown_checks)} checks (defs: {len(want_assets)} assets, "
+          f"{len(want_checks)} checks), {len(runs)} runs")
+
+    dom = chromium(browser, ["--window-size=1600,4000", "--dump-dom", f"{base}/assets?view=flat"]).stdout
+    not_rendered = sorted(a for a in want_assets if a.split("/")[-1] not in dom)
+    if not_rendered:
+        failures.append(f"asset catalog page (headless Chromium) lacks: {not_rendered}")
+    print(f"Chromium DOM of /assets: {len(dom)} chars, {len(want_assets) - len(not_rendered)}/{len(want_assets)} asset names rendered")
+    for dst, path in shots.items():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if problem := _screenshot(browser, base + path.format(location=location, run_id=run_id or ""), dst, work):
+            failures.append(problem)
+    return failures, {"assets": len(shown_assets), "checks": len(shown_checks), "runs": len(runs), "location": location}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "docs" / "ui-graph.png"))
@@ -125,53 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         wait_http(f"{base}/server_info", args.timeout, proc)
         print(f"dagster dev answered on {base} after {time.monotonic() - t0:.1f} s")
 
-        data = graphql(base, QUERY)
-        for loc in data["workspaceOrError"].get("locationEntries", []):
-            err = loc["locationOrLoadError"]
-            if err and err["__typename"] == "PythonError":
-                failures.append(f"code location {loc['name']} failed to load: {err['message'][:500]}")
-        shown_assets = {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]}
-        shown_checks = {
-            f"{'/'.join(n['assetKey']['path'])}:{c['name']}"
-            for n in data["assetNodes"] if n["assetChecksOrError"]["__typename"] == "AssetChecks"
-            for c in n["assetChecksOrError"]["checks"]
-        }
-        want_assets, want_checks = expected_from_defs()
-        if missing := sorted(want_assets - shown_assets):
-            failures.append(f"assets missing from the UI: {missing}")
-        if missing := sorted(want_checks - shown_checks):
-            failures.append(f"checks missing from the UI: {missing}")
-        print(f"GraphQL: {len(shown_assets)} assets, {len(shown_checks)} checks (defs: {len(want_assets)} assets, {len(want_checks)} checks)")
-
-        # the browser: the asset catalog's rendered DOM names every asset
-        dom = chromium(browser, ["--window-size=1600,4000", "--dump-dom", f"{base}/assets?view=flat"]).stdout
-        not_rendered = sorted(a for a in want_assets if a.split("/")[-1] not in dom)
-        if not_rendered:
-            failures.append(f"asset catalog page (headless Chromium) lacks: {not_rendered}")
-        print(f"Chromium DOM of /assets: {len(dom)} chars, {len(want_assets) - len(not_rendered)}/{len(want_assets)} asset names rendered")
-
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        location = data["workspaceOrError"]["locationEntries"][0]["name"]
         shots = {
-            out: f"{base}/asset-groups",  # global lineage: the groups and how they connect
-            out.with_name(out.stem + "-ingest" + out.suffix): f"{base}/locations/{location}/asset-groups/ingest",  # nodes + checks
+            out: "/asset-groups",  # global lineage: the groups and how they connect
+            out.with_name(out.stem + "-ingest" + out.suffix): "/locations/{location}/asset-groups/ingest",  # nodes + checks
         }
-        for dst, url in shots.items():
-            tmp_png = home / dst.name
-            shot = chromium(browser, ["--window-size=1600,1000", f"--screenshot={tmp_png}", url])
-            if not tmp_png.exists():
-                failures.append(f"no screenshot of {url}: {shot.stderr[-500:]}")
-                continue
-            from PIL import Image
-
-            with Image.open(tmp_png) as im:
-                colors = im.convert("RGB").getcolors(maxcolors=1_000_000) or []
-                size = im.size
-            if len(colors) < 50:
-                failures.append(f"screenshot of {url} looks blank ({len(colors)} colours)")
-            shutil.copy(tmp_png, dst)
-            print(f"screenshot {dst} ({url}) {size[0]}x{size[1]}, {len(colors)} colours, {dst.stat().st_size} bytes")
+        failures += check_webserver(base, browser, shots, home)[0]
     except Exception as exc:  # report, then clean up below
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
