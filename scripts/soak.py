@@ -447,9 +447,12 @@ def main() -> int:
         hung = [r.run_id for r in _active_runs(instance)]
         slots = held_pool_slots(instance)
         causes = {r.run_id: "\n".join(failure_texts(instance, r.run_id)) for r in runs if r.status == dg.DagsterRunStatus.FAILURE}
-        for proc in [*servers]:
+        for proc in servers:  # webserver, code server: SIGTERM, then SIGKILL after 30 s (a code server may ignore it)
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         os.killpg(daemon.pid, signal.SIGTERM)
