@@ -13,7 +13,6 @@ recycled by another process, is.
 """
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pandas as pd
 import pytest
 
 from pricing_tests.helpers import REPO, UNLABELED_CSV
-from pricing_tests.test_resume import BATCH, CHUNK, MODEL, build, shards, small_chunks
+from pricing_tests.test_resume import BATCH, CHUNK, MODEL, build, kill_after_shards, small_chunks
 
 N_ROWS = 40
 INFRA_YAML = (REPO / "infra" / "dagster.yaml").read_text()
@@ -72,17 +71,7 @@ def killed(tmp_path_factory):
     instance.add_dynamic_partitions(CATALOG_BATCHES, [BATCH])
     assert instance.event_log_storage.supports_global_concurrency_limits, "the local instance config must support pools"
     child = _spawn(root, 2.0)
-    deadline = time.monotonic() + 180
-    try:
-        while len(shards(root)) < 2:
-            assert child.poll() is None, f"child exited early:\n{child.stdout.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no 2 shards within 180 s"
-            time.sleep(0.1)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        out = child.communicate(timeout=30)[0]
+    out = kill_after_shards(child, root, 2, limit_s=180)
     assert "CHILD_FINISHED" not in out
     started = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     assert len(started) == 1
@@ -209,13 +198,18 @@ def test_worker_found_from_the_run_workers_pid_event(tmp_path):
     assert run_worker(instance, instance.get_run_by_id(ids["dead"])) is None and stale_runs(instance) == []
 
 
+def _pool_instance(tmp_path) -> tuple[dg.DagsterInstance, object]:
+    """(instance configured like infra/dagster.yaml, its event-log storage) with one ``gpu`` slot."""
+    (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    instance.event_log_storage.set_concurrency_slots("gpu", 1)
+    return instance, instance.event_log_storage
+
+
 def test_pool_slot_leaked_by_a_finished_run_is_freed(tmp_path):
     from pricing_assets.instance_state import held_pool_slots, recover_runs
 
-    (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
-    instance = dg.DagsterInstance.from_config(str(tmp_path))
-    storage = instance.event_log_storage
-    storage.set_concurrency_slots("gpu", 1)
+    instance, storage = _pool_instance(tmp_path)
     run_id = _started_run(instance, {})
     assert storage.claim_concurrency_slot("gpu", run_id, "embed").is_claimed
     instance.report_run_failed(instance.get_run_by_id(run_id), "failed elsewhere, slot never released")
@@ -229,10 +223,7 @@ def test_a_step_waiting_for_a_pool_slot_says_which_run_holds_it(tmp_path, capsys
     from pricing_assets.instance_state import pool_waits
     from pricing_assets.lib.run_workers import worker_tags
 
-    (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
-    instance = dg.DagsterInstance.from_config(str(tmp_path))
-    storage = instance.event_log_storage
-    storage.set_concurrency_slots("gpu", 1)
+    instance, storage = _pool_instance(tmp_path)
     holder = _started_run(instance, {})
     assert storage.claim_concurrency_slot("gpu", holder, "ocr_text").is_claimed
     tags = {"pricing/source": "cli", **worker_tags()}

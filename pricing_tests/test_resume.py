@@ -122,6 +122,26 @@ def shards(root: Path) -> list[Path]:
     return sorted((root / "storage" / "embedding_cache" / MODEL).glob("shard-*.parquet"))
 
 
+def kill_after_shards(child: subprocess.Popen, root: Path, n: int, limit_s: float) -> str:
+    """SIGKILL ``child`` once ``n`` embedding-cache shards are on disk under ``root``; its output.
+
+    Raises:
+        AssertionError: the child exited first, or ``n`` shards did not appear within ``limit_s``.
+    """
+    deadline = time.monotonic() + limit_s
+    try:
+        while len(shards(root)) < n:
+            assert child.poll() is None, f"child exited early:\n{child.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"no {n} shards within {limit_s:.0f} s"
+            time.sleep(0.1)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        out = child.communicate(timeout=30)[0]
+    return out
+
+
 def stored_hashes(root: Path) -> dict[str, str]:
     """sha256 of every stored asset file of the batch (the parquet bytes as written)."""
     base = root / "storage" / "assets"
@@ -150,17 +170,7 @@ def test_killed_embedding_run_resumes_without_redoing_chunks_and_reruns_are_iden
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DAGSTER_HOME": str(tmp_path / "home")}
     code = f"from pricing_tests.test_resume import child_main; child_main({str(tmp_path)!r})"
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    try:
-        while len(shards(tmp_path)) < 2:
-            assert child.poll() is None, f"child exited early:\n{child.stdout.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no 2 shards within 120 s"
-            time.sleep(0.1)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        out = child.communicate(timeout=30)[0]
+    out = kill_after_shards(child, tmp_path, 2, limit_s=120)
     assert child.returncode == -signal.SIGKILL
     assert "CHILD_FINISHED" not in out
     assert len(shards(tmp_path)) == 2, "the kill must land between chunks"
