@@ -383,13 +383,11 @@ def batch_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple
 
 
 def oof_summary(instance: dg.DagsterInstance) -> dict:
-    """Latest OOF SMAPE figures from the materialisation metadata of the model assets."""
-    out = {}
-    for key in ("lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "price_blend"):
-        ev = instance.get_latest_materialization_event(dg.AssetKey(key))
-        if ev and ev.asset_materialization and "oof_smape" in ev.asset_materialization.metadata:
-            out[key] = ev.asset_materialization.metadata["oof_smape"].value
-    return out
+    """Latest OOF SMAPE of every model and the blend (``instance_state.oof_smapes``: the same list
+    ``pricing status`` prints; the TF-IDF ridge was missing here)."""
+    from pricing_assets.instance_state import oof_smapes
+
+    return oof_smapes(instance)
 
 
 class UsageError(Exception):

@@ -17,6 +17,9 @@ PREDICTIONS_INPUTS = (dg.AssetKey("serving_model"), dg.AssetKey("batch_predictio
 BLEND = dg.AssetKey("price_blend")
 SERVING_MODEL = dg.AssetKey("serving_model")
 MODEL_GATE = dg.AssetCheckKey(BLEND, "model_gate")
+#: The assets whose materialisation metadata carries an ``oof_smape`` (every model's OOF predictions
+#: and the blend), in the order ``pricing materialize`` and ``pricing status`` print them.
+OOF_SMAPE_ASSETS = ("lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions", "price_blend")
 
 
 @dataclass(frozen=True)
@@ -305,3 +308,13 @@ def failure_texts(instance: dg.DagsterInstance, run_id: str) -> list[str]:
             continue
         texts.append("\n".join(t for t in (ev.message if ev else rec.user_message, chain(error)) if t))
     return texts
+
+
+def oof_smapes(instance: dg.DagsterInstance) -> dict[str, float]:
+    """Latest OOF SMAPE (percent) of each of :data:`OOF_SMAPE_ASSETS` that has one, by asset name."""
+    out = {}
+    for key in OOF_SMAPE_ASSETS:
+        value = latest_metadata_value(instance, key, "oof_smape")
+        if value is not None:
+            out[key] = value
+    return out

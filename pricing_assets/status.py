@@ -13,13 +13,12 @@ from pricing_assets.instance_state import (
     RECOVER_COMMAND,
     held_pool_slots,
     last_batch_failure,
+    oof_smapes,
     predictions_export_verdict,
     registered_batches,
     run_failure_cause,
     stale_runs,
 )
-
-MODEL_PREDICTIONS = ("lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions", "price_blend")
 
 
 def _meta(instance: dg.DagsterInstance, key: str, partition: str | None = None):
@@ -81,11 +80,7 @@ def _pool_slots(instance: dg.DagsterInstance, stale: dict) -> list[dict]:
 def _model(instance: dg.DagsterInstance) -> dict:
     lgb_meta, lgb_rec = _meta(instance, "lightgbm_predictions")
     blend_meta, blend_rec = _meta(instance, "price_blend")
-    smapes = {}
-    for key in MODEL_PREDICTIONS:
-        m, _ = _meta(instance, key)
-        if "oof_smape" in m:
-            smapes[key.removesuffix("_predictions")] = m["oof_smape"]
+    smapes = {key.removesuffix("_predictions"): v for key, v in oof_smapes(instance).items()}
     served_meta, served_rec = _meta(instance, "serving_model")
     return {
         "trained_run_id": lgb_rec.run_id if lgb_rec else None,

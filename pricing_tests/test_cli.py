@@ -212,3 +212,22 @@ def test_status_after_a_failed_batch(broken_first):
     assert "line 3" in st["batches"][0]["failure"]["cause"]
     assert st["predictions"]["exportable"] is True
     assert st["failed_runs"] and st["failed_runs"][0]["partition"] == "broken" and "line 3" in st["failed_runs"][0]["cause"]
+
+
+def test_materialize_and_status_report_the_same_oof_figures_ridge_included(tmp_path):
+    """``pricing materialize`` printed 3 of the 4 OOF SMAPE figures (no TF-IDF ridge) while ``pricing
+    status`` printed 4: both read ``instance_state.oof_smapes`` now."""
+    import dagster as dg
+
+    from pricing_assets import cli
+    from pricing_assets.instance_state import OOF_SMAPE_ASSETS, oof_smapes
+    from pricing_assets.status import _model
+
+    instance = dg.DagsterInstance.ephemeral()
+    figures = {"lightgbm_predictions": 54.7, "lightgbm_dist_predictions": 56.5, "tfidf_ridge_predictions": 62.1, "price_blend": 54.6}
+    for key, value in figures.items():
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, metadata={"oof_smape": value}))
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="lightgbm_model", metadata={"rows": 3}))  # no OOF figure
+    assert cli.oof_summary(instance) == oof_smapes(instance) == figures
+    assert list(figures) == [k for k in OOF_SMAPE_ASSETS if k in figures]  # printed in the registry's order
+    assert _model(instance)["oof_smape"] == {"lightgbm": 54.7, "lightgbm_dist": 56.5, "tfidf_ridge": 62.1, "price_blend": 54.6}
