@@ -223,17 +223,22 @@ def stale_runs(instance: dg.DagsterInstance, launched_here: bool = False) -> lis
     return sorted(out, key=lambda s: s.started_at or 0.0)
 
 
-def held_pool_slots(instance: dg.DagsterInstance) -> list[dict]:
-    """Every claimed pool slot: ``{pool, run_id, step, run_status, since (epoch s or None), limit}``.
+def _pool_infos(instance: dg.DagsterInstance) -> dict:
+    """``{pool: ConcurrencyKeyInfo}`` of every pool ({} when the storage has no pools)."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return {}
+    return {pool: storage.get_concurrency_info(pool) for pool in sorted(storage.get_concurrency_keys())}
+
+
+def held_pool_slots(instance: dg.DagsterInstance, infos: dict | None = None) -> list[dict]:
+    """Every claimed pool slot: ``{pool, run_id, step, run_status, since (epoch s or None), limit}``
+    (``infos``: :func:`_pool_infos`, read here when not given).
 
     ``run_status`` is the holder's run status (``STARTED`` is normal while its step runs; a finished or
     missing run holding a slot is a leak that :func:`recover_runs` frees)."""
-    storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return []
     out = []
-    for pool in sorted(storage.get_concurrency_keys()):
-        info = storage.get_concurrency_info(pool)
+    for pool, info in (_pool_infos(instance) if infos is None else infos).items():
         assigned = {(p.run_id, p.step_key): p.assigned_timestamp for p in info.pending_steps}
         for slot in info.claimed_slots:
             run = instance.get_run_by_id(slot.run_id)
@@ -246,13 +251,13 @@ def held_pool_slots(instance: dg.DagsterInstance) -> list[dict]:
 def pool_waits(instance: dg.DagsterInstance, run_ids: set[str]) -> list[dict]:
     """Steps of ``run_ids`` waiting for a pool slot: ``{pool, run_id, step, waiting_since, held_by:
     [{run_id, step, run_status, since}]}`` (empty when none waits)."""
-    storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits or not run_ids:
+    if not run_ids:
         return []
-    held = held_pool_slots(instance)
+    infos = _pool_infos(instance)
+    held = held_pool_slots(instance, infos)
     out = []
-    for pool in sorted(storage.get_concurrency_keys()):
-        for p in storage.get_concurrency_info(pool).pending_steps:
+    for pool, info in infos.items():
+        for p in info.pending_steps:
             if p.run_id in run_ids and p.assigned_timestamp is None:
                 out.append({"pool": pool, "run_id": p.run_id, "step": p.step_key, "waiting_since": p.enqueued_timestamp.timestamp(),
                             "held_by": [h for h in held if h["pool"] == pool and h["run_id"] != p.run_id]})

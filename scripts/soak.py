@@ -346,7 +346,7 @@ def main() -> int:
 
         for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}, statuses=[dg.DagsterRunStatus.STARTED])):
             steps = [e.dagster_event.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)]
-            worker = run_worker(instance, run)
+            worker = run_worker(instance, run, launched_here=True)  # the daemon's code server runs on this machine
             if worker is not None and any(k.startswith("embeddings__text") for k in steps):
                 os.kill(worker.pid, signal.SIGKILL)
                 os.killpg(daemon.pid, signal.SIGKILL)  # the daemon and its code server go with it

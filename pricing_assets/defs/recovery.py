@@ -97,22 +97,17 @@ def transient_failure_retry(context: dg.SensorEvaluationContext):
     requests, notes = [], []
     for rec in records:
         run = rec.dagster_run
-        if run.tags.get("pricing/source") == "cli" or run.tags.get("dagster/auto_retry_run_id"):
-            continue  # the CLI re-runs its own; Dagster's run retries already launched a child
+        if run.tags.get("pricing/source") == "cli" or run.tags.get("dagster/auto_retry_run_id") or run.tags.get("dagster/will_retry") == "true":
+            continue  # the CLI re-runs its own; Dagster's run retries launched (or will launch) a child
         keys = _asset_keys(context, run)
-        if not keys:
-            continue
-        transient = is_transient(run.tags.get("dagster/failure_reason"), failure_texts(context.instance, run.run_id))
+        if not keys or not is_transient(run.tags.get("dagster/failure_reason"), failure_texts(context.instance, run.run_id)):
+            continue  # failed by its data or code: never retried
         decision = decide(
-            transient=transient,
             attempts_so_far=int(run.tags.get(RETRY_ATTEMPT_TAG, "0")),
             failed_at=(rec.end_time or rec.update_timestamp.timestamp()),
             now=now,
-            dagster_will_retry=run.tags.get("dagster/will_retry") == "true",
-            superseded=transient and _superseded(context, run, rec.create_timestamp, keys),
+            superseded=_superseded(context, run, rec.create_timestamp, keys),
         )
-        if not transient:
-            continue
         if not decision.retry:
             notes.append(f"{run.run_id[:8]}: {decision.reason}")
             continue
@@ -127,7 +122,7 @@ def transient_failure_retry(context: dg.SensorEvaluationContext):
         ))
     if requests:
         return dg.SensorResult(run_requests=requests)
-    return dg.SkipReason("; ".join(notes) if notes else "no run failed transiently")
+    return dg.SkipReason("; ".join(notes) if notes else "no transient failure left to re-request (Dagster's run retries handle the others)")
 
 
 @dg.definitions

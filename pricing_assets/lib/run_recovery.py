@@ -42,7 +42,7 @@ TRANSIENT_MARKERS = (
     "DagsterUserCodeProcessError",
     "StatusCode.UNAVAILABLE",
     "run worker gone",
-    "taking longer than",  # run monitoring: "Run timed out due to taking longer than N seconds to start."
+    "seconds to start",  # run monitoring's start timeout (not its max-runtime timeout: a hang is not retried)
 )
 #: Dagster's ``dagster/failure_reason`` values that say the run's process, not a step, failed.
 RUN_LEVEL_REASONS = ("RUN_EXCEPTION", "JOB_INITIALIZATION_FAILURE", "START_TIMEOUT", "UNEXPECTED_TERMINATION", "UNKNOWN")
@@ -83,24 +83,19 @@ class RetryDecision:
     wait_s: float = 0.0
 
 
-def decide(transient: bool, attempts_so_far: int, failed_at: float, now: float, dagster_will_retry: bool, superseded: bool) -> RetryDecision:
-    """Whether to re-request a failed run now.
+def decide(attempts_so_far: int, failed_at: float, now: float, superseded: bool) -> RetryDecision:
+    """Whether to re-request now a run that failed transiently (:func:`is_transient`) and that
+    Dagster's own run retries will not retry (the caller checks both first).
 
     Args:
-        transient: :func:`is_transient` of its failure.
         attempts_so_far: re-requests already made for the same original run.
         failed_at: when this (latest) failure ended, epoch s.
         now: epoch s.
-        dagster_will_retry: Dagster's run retries will (or did) retry it (``dagster/will_retry`` true).
-        superseded: a later run of the same job, partition and assets is in progress or succeeded.
+        superseded: a later run of the same partition and assets is in progress or succeeded.
     """
     attempt = attempts_so_far + 1
     if superseded:
         return RetryDecision(False, attempt, "a later run of the same work is running or succeeded")
-    if dagster_will_retry:
-        return RetryDecision(False, attempt, "Dagster's run retries handle it")
-    if not transient:
-        return RetryDecision(False, attempt, "failed by its data or code, not its infrastructure")
     if now - failed_at > LOOKBACK_S:
         return RetryDecision(False, attempt, f"failed more than {LOOKBACK_S / 3600:.0f} h ago")
     if attempts_so_far >= MAX_ATTEMPTS:
