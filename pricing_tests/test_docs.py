@@ -1,4 +1,4 @@
-"""The docs say what the code is: asset names in the README exist, its contract list is the code's,
+"""The docs say what the code is: asset names in docs/assets.md exist, its contract list is the code's,
 and every relative link or repository path in the README and ``docs/`` points to a file that exists.
 
 The code location is read through :func:`load_code_location` only, so a change in how
@@ -15,13 +15,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
-#: The README section that lists the assets (its ASCII graph and its table).
+#: The document and section that list the assets (an ASCII graph and a table).
+ASSETS_DOC = REPO / "docs" / "assets.md"
 ASSET_SECTION = "## The asset graph"
 #: The sentence of that section that lists the assets without a ``contract`` check.
 NO_CONTRACT_LEAD = "Assets without a `contract` check"
 CONTRACT_CHECK = "contract"
 #: Documents whose links and repository paths must resolve (README first).
-DOCS = [README, REPO / "docs" / "ARCHITECTURE.md", REPO / "docs" / "experiments.md"]
+DOCS = [README, *(REPO / "docs" / name for name in ("ARCHITECTURE.md", "experiments.md", "assets.md", "operations.md", "results.md", "deployment.md"))]
 #: Top-level folders of this repository: a backticked path starting with one of them must exist.
 REPO_DIRS = ("pricing_assets/", "pricing_tests/", "data_contracts/", "docs/", "infra/", "benchmarks/", "scripts/", "data/")
 
@@ -142,23 +143,23 @@ def repository_paths(text: str) -> list[str]:
 
 def test_readme_asset_section_is_found():
     """The rule below reads a real section: at least the ingest, model and serving assets."""
-    names = readme_asset_names(README.read_text(), load_code_location())
+    names = readme_asset_names(ASSETS_DOC.read_text(), load_code_location())
     assert {"raw_catalog", "products", "price_blend", "serving_model", "price_predictions"} <= names, sorted(names)
 
 
 def test_every_asset_the_readme_lists_exists():
     loc = load_code_location()
-    names = readme_asset_names(README.read_text(), loc)
+    names = readme_asset_names(ASSETS_DOC.read_text(), loc)
     missing = sorted(n for n in names if not _matches(n, loc.assets))
-    assert not missing, f"README.md ({ASSET_SECTION!r}) names assets that the code location does not define: {missing}; assets defined: {sorted(loc.assets)}"
+    assert not missing, f"docs/assets.md ({ASSET_SECTION!r}) names assets that the code location does not define: {missing}; assets defined: {sorted(loc.assets)}"
 
 
 def test_readme_lists_the_assets_without_a_contract():
     """The README's list of assets without a blocking ``contract`` check is exactly the code's."""
     loc = load_code_location()
-    body = section(README.read_text(), ASSET_SECTION)
+    body = section(ASSETS_DOC.read_text(), ASSET_SECTION)
     para = next((p for p in body.split("\n\n") if p.strip().startswith(NO_CONTRACT_LEAD)), None)
-    assert para is not None, f"README.md {ASSET_SECTION!r} has no paragraph starting {NO_CONTRACT_LEAD!r}"
+    assert para is not None, f"docs/assets.md {ASSET_SECTION!r} has no paragraph starting {NO_CONTRACT_LEAD!r}"
     said = {t for t in _backticked(para[len(NO_CONTRACT_LEAD) :]) if ASSET_TOKEN.match(t)} - {CONTRACT_CHECK}
     actual = {a for a in loc.assets if CONTRACT_CHECK not in loc.checks.get(a, frozenset())}
     assert said == actual, (
@@ -180,7 +181,7 @@ def test_relative_links_point_to_existing_files(doc):
 
 def test_readme_links_the_guides():
     links = {str((README.parent / t).resolve().relative_to(REPO)) for t in relative_links(README.read_text()) if t}
-    assert {"docs/deployment.md", "docs/experiments.md", "docs/ARCHITECTURE.md"} <= links, sorted(links)
+    assert {"docs/deployment.md", "docs/experiments.md", "docs/ARCHITECTURE.md", "docs/assets.md", "docs/operations.md", "docs/results.md"} <= links, sorted(links)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
