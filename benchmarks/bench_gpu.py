@@ -67,17 +67,18 @@ def _timed(fn, inputs, warmup):
 def run(devices: list[str], n_texts: int, n_photos: int | None) -> list[dict]:
     """Rows ``{"stage", "device", "load_s", "rows_per_s", "max_abs_diff_vs_cpu"}`` (the last is
     None on CPU; for OCR it is the share of photos whose lines differ from the CPU run)."""
-    from pricing_assets.lib.embedding_registry import load_registry
+    from pricing_assets.lib.embedding_registry import enabled_models, load_registry
     from pricing_assets.lib.encoders import load_encoder
     from pricing_assets.lib.ocr import RapidOcrBackend
+    from pricing_assets.settings import model_cache_dir
 
     texts, photos = _texts(n_texts), _photos(n_photos)
     rows, ref = [], {}
-    for spec in (s for s in load_registry().values() if s.enabled):
+    for spec in enabled_models(load_registry()):
         inputs = texts if spec.modality == "text" else photos
         for dev in devices:
             t = time.perf_counter()
-            enc = load_encoder(spec, device=dev)
+            enc = load_encoder(spec, device=dev, cache_dir=model_cache_dir())
             load_s = time.perf_counter() - t
             vec, rate = _timed(enc.encode, inputs, enc.batch_size)
             diff = None if dev == "cpu" or spec.name not in ref else float(np.abs(vec - ref[spec.name]).max())

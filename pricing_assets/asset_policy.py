@@ -6,7 +6,6 @@ code references and the ``dagster/column_schema`` of its pandera contract.
 import functools
 import hashlib
 import inspect
-import os
 import re
 import warnings
 from collections.abc import Callable
@@ -40,10 +39,6 @@ COMPUTE_KINDS: tuple[tuple[Callable[[str], bool], set[str]], ...] = (
     (lambda n: n == "product_embeddings", {"numpy"}),
     (lambda n: n == "batch_predictions", {"lightgbm", "faiss"}),
 )
-
-#: Set ``PRICING_GIT_URL`` (and ``PRICING_GIT_BRANCH``, default ``main``) to link code references to
-#: the repository; otherwise they point at the local files.
-GIT_URL_ENV, GIT_BRANCH_ENV = "PRICING_GIT_URL", "PRICING_GIT_BRANCH"
 
 
 def compute_kinds(name: str) -> set[str]:
@@ -111,19 +106,26 @@ def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.
     return apply
 
 
-def apply_asset_policy(defs: dg.Definitions) -> dg.Definitions:
+def apply_asset_policy(defs: dg.Definitions, git_url: str | None = None, git_branch: str = "main") -> dg.Definitions:
     """``defs`` with every asset's automation condition (``with_global_automation``), owners, kinds,
     code version, ``dagster/column_schema`` and code references set; everything else of ``defs``
-    (checks, jobs, resources, the ``dg`` component tree) is kept as it is."""
+    (checks, jobs, resources, the ``dg`` component tree) is kept as it is.
+
+    Args:
+        defs: the loaded definitions.
+        git_url: repository URL the code references link to (``settings.git_url``,
+            ``PRICING_GIT_URL``); None: they point at the local files.
+        git_branch: the branch of ``git_url`` (``settings.git_branch``, ``PRICING_GIT_BRANCH``).
+    """
     assets = [a.map_asset_specs(_policy_for(a)) if isinstance(a, dg.AssetsDefinition) else a for a in with_global_automation(defs.assets or [])]
     with warnings.catch_warnings():  # code references are beta in Dagster 1.13; the warning says nothing to a user
         warnings.simplefilter("ignore", dg.BetaWarning)
         assets = dg.with_source_code_references(assets)
-    if os.environ.get(GIT_URL_ENV):
+    if git_url:
         assets = dg.link_code_references_to_git(
             assets,
-            git_url=os.environ[GIT_URL_ENV],
-            git_branch=os.environ.get(GIT_BRANCH_ENV, "main"),
+            git_url=git_url,
+            git_branch=git_branch,
             file_path_mapping=dg.AnchorBasedFilePathMapping(local_file_anchor=REPO_ROOT, file_anchor_path_in_repository=""),
         )
     specs = {spec.key: spec for a in assets for spec in getattr(a, "specs", [])}

@@ -560,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = _parser().parse_args(argv)
-    debug = args.debug or os.environ.get("PRICING_DEBUG", "0").lower() in ("1", "true", "yes")
+    from pricing_assets.settings import cli_debug
+
+    debug = args.debug or cli_debug()
     try:
         return _run(args)
     except KeyboardInterrupt:

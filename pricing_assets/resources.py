@@ -3,7 +3,6 @@
 Everything here is configuration; the work lives in ``pricing_assets.lib``.
 """
 
-import os
 from typing import Optional
 
 import dagster as dg
@@ -12,12 +11,7 @@ from pydantic import Field
 from pricing_assets.lib.cross_validation import DEFAULT_N_FOLDS, DEFAULT_SEED
 from pricing_assets.lib.images import FetchConfig
 from pricing_assets.lib.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
-from pricing_assets.lib.ocr import DEFAULT_DET_SIDE
-
-
-def default_home() -> str:
-    """The Dagster instance folder: ``$DAGSTER_HOME`` or ``./.dagster_home`` (absolute path)."""
-    return os.path.abspath(os.environ.get("DAGSTER_HOME") or ".dagster_home")
+from pricing_assets.lib.ocr import DEFAULT_DET_SIDE, DEFAULT_MAX_ERROR_SHARE, DEFAULT_MIN_IMAGES
 
 
 def storage_options_for(base_path: str, endpoint_url: Optional[str]) -> dict:
@@ -79,10 +73,10 @@ class StorageResource(dg.ConfigurableResource):
 
     def local_model_cache(self) -> str:
         """Local folder for models exported at run time: ``model_cache_dir``, else
-        ``lib.encoders.default_model_cache()`` (``$PRICING_MODEL_CACHE`` or ``~/.cache/pricing_assets``)."""
-        from pricing_assets.lib.encoders import default_model_cache
+        ``settings.model_cache_dir()`` (``$PRICING_MODEL_CACHE`` or ``~/.cache/pricing_assets``)."""
+        from pricing_assets.settings import model_cache_dir as from_environment
 
-        return self.model_cache_dir or default_model_cache()
+        return self.model_cache_dir or from_environment()
 
 
 class ImageFetchResource(dg.ConfigurableResource):
@@ -108,13 +102,14 @@ class OcrResource(dg.ConfigurableResource):
 
     backend: str = "rapidocr"
     enabled: bool = True
+    # defaults: lib.ocr.check_error_share's (one source)
     max_error_share: float = Field(
-        default=0.5,
+        default=DEFAULT_MAX_ERROR_SHARE,
         description="ocr_text fails (nothing stored) when more than this share of the photos it tried "
         "to read raised an error; a few bad photos only mark their rows 'error'",
     )
     min_images_for_error_share: int = Field(
-        default=2,
+        default=DEFAULT_MIN_IMAGES,
         description="the error share is only judged once at least this many distinct photos were tried",
     )
     det_limit_side_len: int = Field(

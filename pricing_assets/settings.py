@@ -16,6 +16,12 @@
 | ``PRICING_AUTOMATION`` | ``0`` | ``1``: inbox sensor, automation sensor and nightly schedule start *running* by default |
 | ``PRICING_EXECUTOR`` | ``in_process`` | ``in_process`` (one process per run) / ``k8s`` (every step its own pod, GPU steps on GPU nodes: ``pricing_assets/k8s_executor.py``) |
 | ``PRICING_GPU_IMAGE`` | unset | with ``k8s``: the CUDA image of the GPU step pods (``infra/Dockerfile.cuda``) |
+| ``PRICING_GIT_URL`` | unset | repository URL: the assets' code references link there instead of to the local files |
+| ``PRICING_GIT_BRANCH`` | ``main`` | with ``PRICING_GIT_URL``: the branch the code references name |
+
+``PRICING_DEBUG`` (``1``: the ``pricing`` CLI shows tracebacks, :func:`cli_debug`) is the CLI's own,
+not a setting of the code location. Every variable above is read here and nowhere else:
+``pricing_assets/lib/`` takes these values as arguments.
 """
 
 import os
@@ -25,9 +31,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from pricing_assets.lib.encoders import default_model_cache
 from pricing_assets.lib.model_gate import DEFAULT_TOLERANCE_SMAPE
-from pricing_assets.resources import default_home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The code location's one name: ``[tool.dg.project] code_location_name`` (``dg dev``), the root
@@ -35,6 +39,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: location name, so every entry point uses this one (``pricing_tests/test_infra.py`` checks them).
 LOCATION_NAME = "pricing-assets"
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+#: The Dagster instance folder when ``DAGSTER_HOME`` is unset (relative to the working directory).
+DEFAULT_HOME = ".dagster_home"
+#: Values of a yes/no variable that mean yes (case-insensitive).
+TRUE_VALUES = ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -55,10 +63,55 @@ class Settings:
     fusion_mlp: bool = False
     executor: str = "in_process"
     gpu_image: str | None = None
+    git_url: str | None = None
+    git_branch: str = "main"
+
+    @property
+    def opt_in_price_models(self) -> tuple[str, ...]:
+        """Names of the opt-in models of the price-model registry (``lib.price_models``) switched on
+        here: ``fusion_mlp`` with ``PRICING_FUSION_MLP=1``."""
+        return ("fusion_mlp",) if self.fusion_mlp else ()
 
 
 #: ``PRICING_EXECUTOR`` values.
 EXECUTORS = ("in_process", "k8s")
+
+
+def _flag(env, name: str) -> bool:
+    """``env[name]`` read as yes/no (:data:`TRUE_VALUES`; unset is no)."""
+    return env.get(name, "0").lower() in TRUE_VALUES
+
+
+def default_home(env: dict | None = None) -> str:
+    """The Dagster instance folder: ``$DAGSTER_HOME``, else :data:`DEFAULT_HOME` (absolute path).
+
+    Args:
+        env: the environment to read (default ``os.environ``).
+    """
+    env = os.environ if env is None else env
+    return os.path.abspath(env.get("DAGSTER_HOME") or DEFAULT_HOME)
+
+
+def model_cache_dir(env: dict | None = None) -> str:
+    """The local folder for models exported at run time (EfficientNet ONNX): ``$PRICING_MODEL_CACHE``,
+    else ``$XDG_CACHE_HOME/pricing_assets``, else ``~/.cache/pricing_assets`` (absolute path; the
+    ``pricing_assets/lib/`` functions take it as an argument: ``lib.encoders.load_encoder(cache_dir=)``).
+
+    Args:
+        env: the environment to read (default ``os.environ``).
+    """
+    env = os.environ if env is None else env
+    base = env.get("PRICING_MODEL_CACHE") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "pricing_assets")
+    return os.path.abspath(os.path.expanduser(base))
+
+
+def cli_debug(env: dict | None = None) -> bool:
+    """True when ``PRICING_DEBUG`` asks the ``pricing`` CLI for full tracebacks (``1``/``true``/``yes``).
+
+    Args:
+        env: the environment to read (default ``os.environ``).
+    """
+    return _flag(os.environ if env is None else env, "PRICING_DEBUG")
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -71,7 +124,7 @@ def load_settings(env: dict | None = None) -> Settings:
     executor = env.get("PRICING_EXECUTOR") or "in_process"
     if executor not in EXECUTORS:
         raise ValueError(f"PRICING_EXECUTOR={executor!r}: expected one of {EXECUTORS}")
-    home = os.path.abspath(env.get("DAGSTER_HOME") or default_home())
+    home = default_home(env)
     mirror = env.get("PRICING_IMAGE_MIRROR", str(SAMPLE_DIR / "images"))
     return Settings(
         home=home,
@@ -79,15 +132,17 @@ def load_settings(env: dict | None = None) -> Settings:
         s3_endpoint=env.get("PRICING_S3_ENDPOINT") or None,
         device=env.get("PRICING_DEVICE", "auto"),
         image_mirror=mirror or None,
-        images_offline=env.get("PRICING_IMAGES_OFFLINE", "0").lower() in ("1", "true", "yes"),
+        images_offline=_flag(env, "PRICING_IMAGES_OFFLINE"),
         ocr_backend=env.get("PRICING_OCR_BACKEND", "rapidocr"),
         inbox=env.get("PRICING_INBOX") or os.path.join(home, "inbox"),
-        model_cache=default_model_cache(env),
-        automation_on=env.get("PRICING_AUTOMATION", "0").lower() in ("1", "true", "yes"),
+        model_cache=model_cache_dir(env),
+        automation_on=_flag(env, "PRICING_AUTOMATION"),
         gate_tolerance_smape=float(env.get("PRICING_GATE_TOLERANCE") or DEFAULT_TOLERANCE_SMAPE),
-        fusion_mlp=env.get("PRICING_FUSION_MLP", "0").lower() in ("1", "true", "yes"),
+        fusion_mlp=_flag(env, "PRICING_FUSION_MLP"),
         executor=executor,
         gpu_image=env.get("PRICING_GPU_IMAGE") or None,
+        git_url=env.get("PRICING_GIT_URL") or None,
+        git_branch=env.get("PRICING_GIT_BRANCH") or "main",
     )
 
 

@@ -5,7 +5,7 @@ Loaders: ``sentence_transformers``, ``sentence_transformers_onnx`` (the same fol
 exported once to ONNX, float32 or dynamic int8, run with onnxruntime; the folder's own pooling),
 ``hf_automodel`` (last-token or mean pooling), ``clip`` / ``siglip`` (one tower per registry entry)
 and ``effnet_lite_onnx`` (EfficientNet-Lite0 exported once to ONNX, run with onnxruntime). Also the device (:func:`resolve_device`) and the local folder
-for exported models (:func:`default_model_cache`).
+for exported models (:data:`DEFAULT_MODEL_CACHE`, when the caller names none).
 
 Pure, Dagster-free. Heavy libraries (torch, transformers, sentence-transformers, onnxruntime) are
 imported inside functions so that importing this module stays cheap.
@@ -32,7 +32,7 @@ from pricing_assets.lib.embedding_registry import DEFAULT_REGISTRY_PATH, Embeddi
 __all__ = [
     "Encoder",
     "ModelUnavailableError",
-    "default_model_cache",
+    "DEFAULT_MODEL_CACHE",
     "load_encoder",
     "resolve_device",
     "l2_normalise",
@@ -41,12 +41,10 @@ __all__ = [
 ]
 
 
-def default_model_cache(env: dict | None = None) -> str:
-    """The local folder for models exported at run time (EfficientNet ONNX): ``$PRICING_MODEL_CACHE``,
-    else ``$XDG_CACHE_HOME/pricing_assets``, else ``~/.cache/pricing_assets`` (absolute path)."""
-    env = os.environ if env is None else env
-    base = env.get("PRICING_MODEL_CACHE") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "pricing_assets")
-    return os.path.abspath(os.path.expanduser(base))
+#: Local folder for models exported at run time (ONNX exports) when :func:`load_encoder`'s caller
+#: names none. The code location passes its setting instead (``pricing_assets.settings.model_cache_dir``:
+#: ``$PRICING_MODEL_CACHE``); this module reads no environment variable of the package.
+DEFAULT_MODEL_CACHE = "~/.cache/pricing_assets"
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -693,8 +691,9 @@ def load_encoder(
             ``spec.fp16_on_cuda`` and batches are ``cuda_batch_multiplier`` times larger; the ONNX
             loaders use onnxruntime's CUDAExecutionProvider (float32 / int8 graph as exported)
             when this onnxruntime build has it, else the CPU provider.
-        cache_dir: local folder for generated artefacts (ONNX exports under ``onnx/``);
-            default ``$PRICING_MODEL_CACHE`` or ``~/.cache/pricing_assets``.
+        cache_dir: local folder for generated artefacts (ONNX exports under ``onnx/``); default
+            :data:`DEFAULT_MODEL_CACHE` (the code location passes ``settings.model_cache_dir()``,
+            ``$PRICING_MODEL_CACHE``).
         num_threads: CPU threads for torch / onnxruntime; default ``$OMP_NUM_THREADS`` or the
             CPUs this process may use. Applied with ``torch.set_num_threads``.
         local_files_only: hub sources only: never touch the network. Default: True when
@@ -711,7 +710,7 @@ def load_encoder(
             pooling other than mean / CLS; the message names the file).
     """
     device = resolve_device(device)
-    cache = Path(cache_dir if cache_dir is not None else default_model_cache()).expanduser()
+    cache = Path(cache_dir if cache_dir is not None else DEFAULT_MODEL_CACHE).expanduser()
     threads = num_threads or default_threads()
     path = _resolve_source(spec, local_files_only)
     if device == "cpu":
