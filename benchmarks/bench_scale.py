@@ -145,6 +145,7 @@ def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0, n_t
     from data_contracts import contract_for
     from data_contracts.embeddings import embedding_schema
     from pricing_assets.defs.embeddings import embedding_key
+    from pricing_assets.lib.embedding_registry import enabled_models
 
     rng = np.random.default_rng(seed)
     n = len(catalog)
@@ -173,7 +174,7 @@ def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0, n_t
                         "mean_conf": np.nan, "seconds": 0.0, "ocr_reason": np.where(ok, "bench: not run", "bench: no image")})
     out = {"product_images": contract_for("product_images").validate(images), "ocr_text": contract_for("ocr_text").validate(ocr)}
     tmpl = catalog["template"].to_numpy()
-    for spec in (s for s in registry.values() if s.enabled):
+    for spec in enabled_models(registry):
         if spec.modality == "text":
             n_base = n_templates or int(tmpl.max()) + 1
             base = np.random.default_rng(seed + 1).standard_normal((n_base, spec.dim)).astype(np.float32)

@@ -178,7 +178,7 @@ def materialize(
         "model_version": str | None, "seconds": {step: s}}``; ``failed`` is keyed by ``"batch NAME"``,
         ``"global assets"``, ``"scoring NAME"`` or ``"price_predictions"``.
     """
-    from pricing_assets.defs.schedules import TRAINING_SELECTION
+    from pricing_assets.defs.schedules import NIGHTLY_RUN_CONFIG, TRAINING_SELECTION
     from pricing_assets.instance_state import recover_runs
     from pricing_assets.lib.run_workers import worker_tags
 
@@ -209,7 +209,7 @@ def materialize(
         # products first, alone: it stores nothing when the labeled rows did not change, and then
         # there is nothing to retrain (one short run instead of a run of skipped steps)
         print("training set: products …", flush=True)
-        config = {"ops": {"products": {"config": {"retrain_unchanged": True}}}} if force_global else None
+        config = NIGHTLY_RUN_CONFIG if force_global else None
         res = run("products", dg.AssetSelection.assets(TRAINING_SET), run_config=config)
         if _report("global assets", res, timings, "products", failed):
             changed = any(e.asset_key == dg.AssetKey(TRAINING_SET) for e in res.get_asset_materialization_events())

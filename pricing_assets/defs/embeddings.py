@@ -15,6 +15,7 @@ import pandas as pd
 from data_contracts import embedding_schema
 from pricing_assets.checks import column_schema, contract_spec, enforce_contract
 from pricing_assets.defs.common import preview, stopwatch
+from pricing_assets.lib.embedding_registry import enabled_models
 from pricing_assets.lib.progress import report
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import DeviceResource, StorageResource
@@ -155,7 +156,7 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
 def build_embedding_assets(registry: dict) -> list[dg.AssetsDefinition]:
     """One asset per enabled registry entry (text and image modalities)."""
     builders = {"text": build_text_embedding_asset, "image": build_image_embedding_asset}
-    return [builders[s.modality](s) for s in registry.values() if s.enabled]
+    return [builders[s.modality](s) for s in enabled_models(registry)]
 
 
 @dg.definitions

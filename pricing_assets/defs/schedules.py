@@ -31,11 +31,11 @@ catalog_batch_job = dg.define_asset_job(
     description="Per-row assets of one catalog batch: catalog, quarantine, items, images, OCR, embeddings.",
 )
 
+#: Run config of a forced retrain (the nightly one, ``pricing materialize --retrain``): ``products``
+#: stores (and everything downstream retrains) even when the labels did not change.
+NIGHTLY_RUN_CONFIG = {"ops": {"products": {"config": {"retrain_unchanged": True}}}}
 #: The training side of the global assets: everything up to the promoted ``serving_model`` and the
 #: OOF report. ``price_predictions`` is left out: it follows the re-scoring of the batches.
-#: Run config of the nightly retrain: ``products`` stores (and everything downstream retrains) even
-#: when the labels did not change.
-NIGHTLY_RUN_CONFIG = {"ops": {"products": {"config": {"retrain_unchanged": True}}}}
 TRAINING_SELECTION = dg.AssetSelection.groups(*GLOBAL_GROUPS) - dg.AssetSelection.assets("price_predictions")
 
 nightly_retrain_job = dg.define_asset_job(

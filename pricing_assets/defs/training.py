@@ -9,6 +9,7 @@ from data_contracts import BrandFeatures, FeatureMatrix, KnnFeatures, Products
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.embeddings import embedding_key
+from pricing_assets.lib.embedding_registry import enabled_models
 from pricing_assets.lib.training_data import DEDUP_RULE
 from pricing_assets.resources import CrossValidationResource
 from pricing_assets.settings import current_registry
@@ -45,7 +46,7 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
     checks, every enabled embedding asset of ``registry``: a batch counts only when all of them are
     stored for it (``product_embeddings`` reads them next), and a batch whose embeddings land later (a
     retried run) makes ``products`` run again."""
-    emb_keys = {s.name: embedding_key(s) for s in registry.values() if s.enabled}
+    emb_keys = {s.name: embedding_key(s) for s in enabled_models(registry)}
 
     @dg.multi_asset(
         # optional output, and can_subset so that its contract check is optional too: a run that stores
@@ -143,7 +144,7 @@ def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
 
 def build_product_embeddings_asset(registry: dict) -> dg.AssetsDefinition:
     """``product_embeddings``: every batch of every enabled embedding asset, aligned to ``products``."""
-    specs = [s for s in registry.values() if s.enabled]
+    specs = enabled_models(registry)
 
     @dg.asset(
         group_name=GROUP,

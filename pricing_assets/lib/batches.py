@@ -1,9 +1,13 @@
-"""Catalog batches on storage: one folder per batch under ``<base>/batches/<batch>/`` (fsspec)."""
+"""Catalog batches: on storage, one folder per batch under ``<base>/batches/<batch>/`` (fsspec); in
+frames, the one rule for a ``sample_id`` seen in several batches (:func:`latest_batch_wins`)."""
 
 import posixpath
 import re
+from collections.abc import Sequence
 
 import fsspec
+import numpy as np
+import pandas as pd
 
 CATALOG_SUFFIXES = (".csv", ".parquet", ".pq")
 _BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -71,3 +75,29 @@ def find_batch_file(batches_dir: str, batch: str, storage_options: dict | None =
         raise FileNotFoundError(f"no catalog file stored for batch {batch!r} under {d}; run `pricing ingest FILE --batch {batch}`")
     proto = d.split("://", 1)[0] + "://" if "://" in d else ""
     return proto + files[0] if proto and not files[0].startswith(proto) else files[0]
+
+
+def latest_batch_wins(frame: pd.DataFrame, batch_order: Sequence[str] = ()) -> tuple[pd.DataFrame, int]:
+    """Keep one row per ``sample_id``: the one of the latest batch, the last one within a batch.
+
+    The one rule for a product delivered more than once (the training set, the scoring of a batch,
+    the published predictions).
+
+    Args:
+        frame: rows with a ``sample_id`` column and, when they come from several batches, a ``batch``
+            column (other columns are kept as they are).
+        batch_order: batch names, oldest first (ingestion order); batches not in it count as the
+            newest, in row order. Without a ``batch`` column the row order alone decides.
+
+    Returns:
+        ``(rows, replaced)``: the kept rows in batch-then-row order with a fresh ``RangeIndex``, and
+        how many rows were dropped because a later row has the same ``sample_id``.
+
+    Raises:
+        KeyError: ``frame`` has no ``sample_id`` column.
+    """
+    rank = {b: i for i, b in enumerate(batch_order)}
+    ranks = frame["batch"].map(lambda b: rank.get(b, len(rank))).to_numpy() if "batch" in frame.columns else np.zeros(len(frame), dtype=np.int64)
+    f = frame.assign(_rank=ranks, _pos=np.arange(len(frame))).sort_values(["_rank", "_pos"], kind="stable")
+    keep = ~f["sample_id"].duplicated(keep="last")
+    return f[keep].drop(columns=["_rank", "_pos"]).reset_index(drop=True), int((~keep).sum())
