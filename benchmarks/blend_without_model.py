@@ -14,7 +14,7 @@ from pricing_assets.lib.blend import align_predictions, apply_blend, fit_blend_w
 from pricing_assets.lib.metrics import smape
 
 A = f"{os.environ['DAGSTER_HOME']}/storage/assets"
-names = ["fusion_mlp_predictions", "lightgbm_dist_predictions", "lightgbm_predictions", "tfidf_ridge_predictions"]
+names = ["fusion_mlp_predictions", "lightgbm_distributional_predictions", "lightgbm_predictions", "tfidf_ridge_predictions"]
 preds = {n: pd.read_parquet(f"{A}/{n}.parquet") for n in names}
 out = {}
 for label, use in (("with_mlp", names), ("without_mlp", [n for n in names if not n.startswith("fusion")])):

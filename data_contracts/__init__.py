@@ -7,6 +7,7 @@
 from data_contracts.catalog import CatalogItems, CatalogQuarantine, RawCatalog
 from data_contracts.embeddings import embedding_schema
 from data_contracts.images import OcrText, ProductImages
+from data_contracts.models import BlendWeights
 from data_contracts.training import (
     BatchPredictions,
     BrandFeatures,
@@ -28,6 +29,7 @@ CONTRACTS = {
     "knn_features": KnnFeatures,
     "feature_matrix": FeatureMatrix,
     "model_predictions": ModelPredictions,
+    "blend_weights": BlendWeights,
     "batch_predictions": BatchPredictions,
     "price_predictions": PricePredictions,
 }

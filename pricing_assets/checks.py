@@ -18,6 +18,8 @@ import pandas as pd
 import pandera.errors
 
 CONTRACT_CHECK = "contract"
+#: Name of the blocking check on ``price_blend`` that keeps a worse retrain from being promoted (``lib.model_gate``).
+MODEL_GATE_CHECK = "model_gate"
 
 
 def contract_spec(asset_key, description: str = "pandera contract from data_contracts/") -> dg.AssetCheckSpec:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from pricing_assets.checks import CONTRACT_CHECK
+from pricing_assets.checks import CONTRACT_CHECK, MODEL_GATE_CHECK
+from pricing_assets.lib.price_models import PRICE_MODELS
 from pricing_assets.partitions import CATALOG_BATCHES
 
 PREDICTIONS = dg.AssetKey("price_predictions")
@@ -16,10 +17,7 @@ PREDICTIONS = dg.AssetKey("price_predictions")
 PREDICTIONS_INPUTS = (dg.AssetKey("serving_model"), dg.AssetKey("batch_predictions"))
 BLEND = dg.AssetKey("price_blend")
 SERVING_MODEL = dg.AssetKey("serving_model")
-MODEL_GATE = dg.AssetCheckKey(BLEND, "model_gate")
-#: The assets whose materialisation metadata carries an ``oof_smape`` (every model's OOF predictions
-#: and the blend), in the order ``pricing materialize`` and ``pricing status`` print them.
-OOF_SMAPE_ASSETS = ("lightgbm_predictions", "lightgbm_dist_predictions", "fusion_mlp_predictions", "tfidf_ridge_predictions", "price_blend")
+MODEL_GATE = dg.AssetCheckKey(BLEND, MODEL_GATE_CHECK)
 
 
 @dataclass(frozen=True)
@@ -315,10 +313,17 @@ def failure_texts(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return texts
 
 
+def oof_smape_assets() -> tuple[str, ...]:
+    """The assets whose materialisation metadata carries an ``oof_smape``: every registry model's OOF
+    predictions (``lib.price_models.PRICE_MODELS``, by name), then ``price_blend``; the order
+    ``pricing materialize`` and ``pricing status`` print them in."""
+    return (*(PRICE_MODELS[n].predictions_asset for n in sorted(PRICE_MODELS)), "price_blend")
+
+
 def oof_smapes(instance: dg.DagsterInstance) -> dict[str, float]:
-    """Latest OOF SMAPE (percent) of each of :data:`OOF_SMAPE_ASSETS` that has one, by asset name."""
+    """Latest OOF SMAPE (percent) of each of :func:`oof_smape_assets` that has one, by asset name."""
     out = {}
-    for key in OOF_SMAPE_ASSETS:
+    for key in oof_smape_assets():
         value = latest_metadata_value(instance, key, "oof_smape")
         if value is not None:
             out[key] = value

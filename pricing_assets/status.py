@@ -78,15 +78,14 @@ def _pool_slots(instance: dg.DagsterInstance, stale: dict) -> list[dict]:
 
 
 def _model(instance: dg.DagsterInstance) -> dict:
-    lgb_meta, lgb_rec = _meta(instance, "lightgbm_predictions")
     blend_meta, blend_rec = _meta(instance, "price_blend")
     smapes = {key.removesuffix("_predictions"): v for key, v in oof_smapes(instance).items()}
     served_meta, served_rec = _meta(instance, "serving_model")
     return {
-        "trained_run_id": lgb_rec.run_id if lgb_rec else None,
-        "trained_at": lgb_rec.timestamp if lgb_rec else None,
-        "age_s": _age_s(lgb_rec),
-        "labeled_rows": lgb_meta.get("labeled_rows"),
+        "trained_run_id": blend_rec.run_id if blend_rec else None,
+        "trained_at": blend_rec.timestamp if blend_rec else None,
+        "age_s": _age_s(blend_rec),
+        "labeled_rows": blend_meta.get("labeled_rows"),
         "oof_smape": smapes,
         "blend_run_id": blend_rec.run_id if blend_rec else None,
         "model_gate": blend_meta.get("model_gate"),

@@ -249,11 +249,11 @@ def test_a_missing_global_input_holds_its_consumers(defs_new):
     """Found by ``make soak``: with eager's missing-dependency gate removed altogether, ``price_blend``
     ran while ``fusion_mlp_predictions`` had never been built (its run had failed) and could not load
     its inputs. Only missing *batch partitions* are ignored; a missing global input still holds (here
-    ``lightgbm_dist_predictions``; the fusion MLP is opt-in now)."""
+    ``lightgbm_distributional_predictions``; the fusion MLP is opt-in now)."""
     s = Scenario(defs_new)
     s.batch("b1")
     for k in s.global_:
-        if not k.to_user_string().startswith("lightgbm_dist"):
+        if not k.to_user_string().startswith("lightgbm_distributional"):
             s._report(k, None)
     s.tick()
     s._report(dg.AssetKey("lightgbm_predictions"), None)  # a consumer's input changes

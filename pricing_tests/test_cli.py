@@ -125,7 +125,7 @@ def test_status_on_the_demo_instance(materialized_home, slice_files):
     assert [(b["batch"], b["state"], b["rows"]) for b in st["batches"]] == [
         ("lab", "complete", slice_files["n_labeled"]), ("unlabeled", "complete", slice_files["n_unlabeled"])]
     assert st["model"]["labeled_rows"] == slice_files["n_labeled"]
-    assert set(st["model"]["oof_smape"]) == {"lightgbm", "lightgbm_dist", "tfidf_ridge", "price_blend"}  # fusion MLP: opt-in
+    assert set(st["model"]["oof_smape"]) == {"lightgbm", "lightgbm_distributional", "tfidf_ridge", "price_blend"}  # fusion MLP: opt-in
     assert st["predictions"]["rows_priced"] == slice_files["n_unlabeled"] and st["predictions"]["exportable"] is True
     assert st["automation"]["catalog_inbox_sensor"] == "stopped (default)" and st["automation"]["daemon"].startswith("not running")
     text = run(["status"], materialized_home["env"]).stdout
@@ -220,14 +220,14 @@ def test_materialize_and_status_report_the_same_oof_figures_ridge_included(tmp_p
     import dagster as dg
 
     from pricing_assets import cli
-    from pricing_assets.instance_state import OOF_SMAPE_ASSETS, oof_smapes
+    from pricing_assets.instance_state import oof_smape_assets, oof_smapes
     from pricing_assets.status import _model
 
     instance = dg.DagsterInstance.ephemeral()
-    figures = {"lightgbm_predictions": 54.7, "lightgbm_dist_predictions": 56.5, "tfidf_ridge_predictions": 62.1, "price_blend": 54.6}
+    figures = {"lightgbm_predictions": 54.7, "lightgbm_distributional_predictions": 56.5, "tfidf_ridge_predictions": 62.1, "price_blend": 54.6}
     for key, value in figures.items():
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, metadata={"oof_smape": value}))
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="lightgbm_model", metadata={"rows": 3}))  # no OOF figure
     assert cli.oof_summary(instance) == oof_smapes(instance) == figures
-    assert list(figures) == [k for k in OOF_SMAPE_ASSETS if k in figures]  # printed in the registry's order
-    assert _model(instance)["oof_smape"] == {"lightgbm": 54.7, "lightgbm_dist": 56.5, "tfidf_ridge": 62.1, "price_blend": 54.6}
+    assert list(figures) == [k for k in oof_smape_assets() if k in figures]  # printed in the registry's order
+    assert _model(instance)["oof_smape"] == {"lightgbm": 54.7, "lightgbm_distributional": 56.5, "tfidf_ridge": 62.1, "price_blend": 54.6}

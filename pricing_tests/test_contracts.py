@@ -44,6 +44,7 @@ def frames(tmp_path_factory):
         "ocr_text": ocr, "embeddings": emb, "products": products, "brand_features": brand, "knn_features": knn,
         "feature_matrix": fm, "model_predictions": preds, "price_predictions": out,
         "batch_predictions": out.drop(columns=["batch"]).assign(pred_lightgbm=1.0),
+        "blend_weights": pd.DataFrame({"model": ["lightgbm", "tfidf_ridge"], "weight": [0.75, 0.25], "oof_smape": [54.7, 62.1]}),
     }
 
 
@@ -87,6 +88,9 @@ CASES = [
     ("knn_features", lambda df: _set(df.columns[1], np.nan)(df), None),
     ("feature_matrix", _set("price", np.nan), None),
     ("model_predictions", _set("pred_price", np.inf), "pred_price"),
+    ("blend_weights", _set("weight", -0.1), "weight"),
+    ("blend_weights", lambda df: df.assign(weight=[0.5, 0.25]), None),  # not convex: the weights sum to 0.75
+    ("blend_weights", lambda df: df.assign(model=["lightgbm", "lightgbm"]), "model"),
     ("price_predictions", _dup_id, "sample_id"),
     ("price_predictions", _set("price", 0.0), "price"),
     ("price_predictions", lambda df: df.assign(extra=1), None),

@@ -38,8 +38,9 @@ GLOBAL = {
     "embedding_signal_report": "training",
     "lightgbm_model": "models",
     "lightgbm_predictions": "models",
-    "lightgbm_dist_model": "models",
-    "lightgbm_dist_predictions": "models",
+    "lightgbm_distributional_model": "models",
+    "lightgbm_distributional_predictions": "models",
+    "blend_weights": "models",
     "price_blend": "models",
     "serving_model": "serving",
     "price_predictions": "serving",
@@ -83,9 +84,9 @@ def test_lineage(graph):
     # that stores a batch's embeddings alone starts products again
     assert parents("products") == {"catalog_items", "product_images", "ocr_text", "embeddings/text/minilm_l6", "embeddings/image/effnet_lite0"}
     assert "feature_matrix" in parents("lightgbm_model")
-    assert parents("lightgbm_dist_model") == {"feature_matrix"}
-    assert "lightgbm_dist_predictions" in parents("price_blend")
-    assert {"price_blend", "knn_reference", "feature_space", "lightgbm_model", "lightgbm_dist_model", "tfidf_ridge_model"} <= parents("serving_model")
+    assert parents("lightgbm_distributional_model") == {"feature_matrix"}
+    assert "lightgbm_distributional_predictions" in parents("price_blend")
+    assert {"price_blend", "knn_reference", "feature_space", "lightgbm_model", "lightgbm_distributional_model", "tfidf_ridge_model"} <= parents("serving_model")
     assert "fusion_mlp_model" not in parents("serving_model")  # opt-in: PRICING_FUSION_MLP=1
     assert {"serving_model", "catalog_items", "product_images", "ocr_text", "embeddings/text/minilm_l6"} <= parents("batch_predictions")
     assert parents("price_predictions") == {"batch_predictions", "products"}

@@ -10,26 +10,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricing_assets.defs.models import MODEL_GATE_CHECK, MODEL_PREDICTION_ASSETS, build_blend_asset
+from pricing_assets.checks import MODEL_GATE_CHECK
+from pricing_assets.defs.models import build_blend_asset
 from pricing_assets.defs.serving import build_serving_model_asset, price_predictions
 from pricing_assets.instance_state import gated_retrain, predictions_export_verdict
 from pricing_assets.lib.metrics import smape
 from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion, write_champion
-from pricing_assets.resources import ModelGateResource, StorageResource
+from pricing_assets.lib.price_models import PRICE_MODELS
+from pricing_assets.resources import CrossValidationResource, ModelGateResource, StorageResource
 from pricing_tests.helpers import LABELED_CSV
 
 N_LAB, N_UNL = 200, 40
 
 
-def _frame(noise: float, seed: int, n_lab: int = N_LAB) -> pd.DataFrame:
-    """ModelPredictions frame: real prices of the sample, predictions off by lognormal noise."""
-    price = pd.read_csv(LABELED_CSV, usecols=["price"])["price"].to_numpy(float)[: n_lab + N_UNL]
+def _frame(noise: float, seed: int, n_lab: int = N_LAB, n_unl: int = N_UNL) -> pd.DataFrame:
+    """ModelPredictions-shaped frame: real prices of the sample, predictions off by lognormal noise;
+    ``n_unl`` rows without a price (fold -1: a champion stored by an older release may hold them)."""
+    price = pd.read_csv(LABELED_CSV, usecols=["price"])["price"].to_numpy(float)[: n_lab + n_unl]
     rng = np.random.default_rng(seed)
     return pd.DataFrame({
-        "sample_id": [f"s{i}" for i in range(n_lab + N_UNL)],
-        "fold": np.r_[np.arange(n_lab) % 5, -np.ones(N_UNL, dtype=int)],
-        "price": np.r_[price[:n_lab], np.full(N_UNL, np.nan)],
-        "pred_price": price * np.exp(rng.normal(0, noise, n_lab + N_UNL)),
+        "sample_id": [f"s{i}" for i in range(n_lab + n_unl)],
+        "fold": np.r_[np.arange(n_lab) % 5, -np.ones(n_unl, dtype=int)],
+        "price": np.r_[price[:n_lab], np.full(n_unl, np.nan)],
+        "pred_price": price * np.exp(rng.normal(0, noise, n_lab + n_unl)),
     })
 
 
@@ -90,6 +93,10 @@ def test_champion_round_trip(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
+#: Every registry model (the opt-in fusion MLP too).
+SPECS = list(PRICE_MODELS.values())
+
+
 def _stand_in_models(state: dict) -> list:
     """One asset per model prediction input of the blend, returning ``state[name]``; stand-ins for
     the other inputs of ``serving_model`` (its fitted artifacts: opaque objects here)."""
@@ -110,10 +117,10 @@ def _stand_in_models(state: dict) -> list:
 
     @dg.asset(name="products", io_manager_key="parquet_io_manager", group_name="training")
     def _products():
-        return dg.Output(state["lightgbm_predictions"][["sample_id", "fold", "price"]], metadata={"labeled_fingerprint": "f" * 64})
+        return state["lightgbm_predictions"][["sample_id", "fold", "price"]]
 
-    objects = ["knn_reference", "feature_space", "tfidf_ridge_model", "lightgbm_model", "lightgbm_dist_model", "fusion_mlp_model"]
-    return [make(n) for n in MODEL_PREDICTION_ASSETS] + [make_object(n) for n in objects] + [_products]
+    objects = ["knn_reference", "feature_space", *(s.model_asset for s in SPECS)]
+    return [make(s.predictions_asset) for s in SPECS] + [make_object(n) for n in objects] + [_products]
 
 
 @pytest.fixture()
@@ -121,19 +128,20 @@ def gated(tmp_path):
     from pricing_assets.io_managers import PricingIOManager
 
     state = {}
-    assets = [*_stand_in_models(state), build_blend_asset(MODEL_PREDICTION_ASSETS), build_serving_model_asset({}, MODEL_PREDICTION_ASSETS)]
+    assets = [*_stand_in_models(state), build_blend_asset(SPECS), build_serving_model_asset({}, SPECS)]
     storage = StorageResource(base_path=str(tmp_path / "storage"))
     resources = {
         "parquet_io_manager": PricingIOManager(base_path=str(tmp_path / "storage" / "assets"), kind="parquet"),
         "io_manager": PricingIOManager(base_path=str(tmp_path / "storage" / "assets"), kind="pickle"),
         "storage": storage,
         "model_gate": ModelGateResource(),
+        "cv": CrossValidationResource(),
     }
     instance = dg.DagsterInstance.ephemeral()
 
     def run(noise: float, **gate):
-        for i, n in enumerate(MODEL_PREDICTION_ASSETS):
-            state[n] = _frame(noise, seed=10 + i)
+        for i, spec in enumerate(SPECS):
+            state[spec.predictions_asset] = _frame(noise, seed=10 + i, n_unl=0)
         res = dict(resources, model_gate=ModelGateResource(**gate)) if gate else resources
         return dg.materialize(assets, instance=instance, resources=res, raise_on_error=False)
 
@@ -150,8 +158,12 @@ def test_degraded_retrain_is_not_promoted(gated):
     assert good.success
     model = good.output_for_node("serving_model")
     assert model.blend and abs(sum(model.blend.values()) - 1) < 1e-9 and model.labeled_rows == N_LAB
+    assert set(model.blend) == set(model.models) == set(PRICE_MODELS)  # one entry per registry model
+    assert model.models["lightgbm"] == "fitted lightgbm_model"  # packaged as stored, not refitted
+    weights = good.output_for_node("price_blend", "blend_weights")
+    assert dict(zip(weights["model"], weights["weight"])) == model.blend
     champion = read_champion(champion_path(storage.models_dir()))
-    assert champion is not None and len(champion) == N_LAB + N_UNL
+    assert champion is not None and len(champion) == N_LAB
     assert gated_retrain(instance) is None
 
     bad = run(1.0)  # every model much worse: the retrained blend loses > 1 point of OOF SMAPE

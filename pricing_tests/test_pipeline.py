@@ -85,18 +85,19 @@ def test_global_assets_report_model_figures(instance, slice_files):
     lgb = _meta(instance, "lightgbm_predictions")
     assert lgb["oof_smape"] == pytest.approx(_stored_oof_smape(instance, "lightgbm_predictions"), abs=1e-3)
     assert lgb["labeled_rows"] == slice_files["n_labeled"]
-    dist = _meta(instance, "lightgbm_dist_predictions")
-    assert dist["oof_smape"] == pytest.approx(_stored_oof_smape(instance, "lightgbm_dist_predictions"), abs=1e-3)
+    dist = _meta(instance, "lightgbm_distributional_predictions")
+    assert dist["oof_smape"] == pytest.approx(_stored_oof_smape(instance, "lightgbm_distributional_predictions"), abs=1e-3)
     assert dist["labeled_rows"] == slice_files["n_labeled"]
-    assert dist["unlabeled_rows"] == 0  # unlabeled rows are scored per batch (batch_predictions)
     blend = _meta(instance, "price_blend")
     assert abs(sum(blend["weights"].values()) - 1) < 1e-3  # weights are rounded to 4 decimals in metadata
-    assert set(blend["weights"]) == {"lightgbm_predictions", "lightgbm_dist_predictions", "tfidf_ridge_predictions"}  # fusion MLP: opt-in
+    assert set(blend["weights"]) == {"lightgbm", "lightgbm_distributional", "tfidf_ridge"}  # fusion MLP: opt-in
     report = _meta(instance, "evaluation_report")
     assert report["blend_oof_smape"] == pytest.approx(blend["oof_smape"], abs=1e-3)
     assert "data:image/png;base64," in report["pred_vs_actual"]
     served = _meta(instance, "serving_model")
     assert served["labeled_rows"] == slice_files["n_labeled"] and served["labeled_fingerprint"] == products["labeled_fingerprint"]
+    assert served["blend_weights"] == blend["weights"]  # serving packages the blend's weights as stored, not refitted
+    assert {k: v for k, v in served["oof_smape"].items() if k != "blend"} == blend["model_oof_smape"]
     preds = _meta(instance, "price_predictions")
     assert preds["rows"] == slice_files["n_unlabeled"] and preds["model_version"] == served["model_version"]
     assert _meta(instance, "batch_predictions", "unlabeled")["dagster/row_count"] == slice_files["n_unlabeled"]

@@ -8,9 +8,11 @@ import pandas as pd
 from data_contracts import BatchPredictions, PricePredictions
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
-from pricing_assets.defs.models import model_prediction_assets
+from pricing_assets.defs.models import price_models
+from pricing_assets.lib.embedding_registry import enabled_models
+from pricing_assets.lib.price_models import PriceModelSpec
 from pricing_assets.partitions import catalog_batches
-from pricing_assets.resources import DeviceResource, StorageResource
+from pricing_assets.resources import CrossValidationResource, DeviceResource, StorageResource
 from pricing_assets.settings import current_registry, current_settings
 
 GROUP = "serving"
@@ -18,13 +20,12 @@ GROUP = "serving"
 SCORING_GROUP = "scoring"
 
 
-def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> dg.AssetsDefinition:
+def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     """``serving_model``: the fitted artifacts of one training run in one versioned object
-    (``lib.serving.ServingModel``); built only when ``price_blend`` passed its blocking checks
-    (contract and ``model_gate``), and building it *promotes* that blend: it becomes the champion the
-    next retrain is compared with, and every batch is re-scored with it."""
-    specs = [s for s in registry.values() if s.enabled]
-    model_assets = [n.removesuffix("_predictions") + "_model" for n in prediction_assets]
+    (``lib.serving.ServingModel``), packaged from its inputs only; built only when ``price_blend``
+    passed its blocking checks (contract and ``model_gate``), and building it *promotes* that blend:
+    it becomes the champion the next retrain is compared with, and every batch is re-scored with it."""
+    embedding_specs = enabled_models(registry)
 
     @dg.asset(
         group_name=GROUP,
@@ -34,46 +35,35 @@ def build_serving_model_asset(registry: dict, prediction_assets: list[str]) -> d
             "knn_reference": dg.AssetIn("knn_reference"),
             "feature_space": dg.AssetIn("feature_space"),
             "price_blend": dg.AssetIn("price_blend"),
-            **{n: dg.AssetIn(n) for n in model_assets},
-            **{n: dg.AssetIn(n) for n in prediction_assets},
+            "blend_weights": dg.AssetIn("blend_weights"),
+            **{s.model_asset: dg.AssetIn(s.model_asset) for s in specs},
         },
     )
-    def serving_model(context: dg.AssetExecutionContext, storage: StorageResource, products: pd.DataFrame, knn_reference, feature_space, price_blend: pd.DataFrame, **kwargs):
+    def serving_model(
+        context: dg.AssetExecutionContext, storage: StorageResource, cv: CrossValidationResource, products: pd.DataFrame, knn_reference,
+        feature_space, price_blend: pd.DataFrame, blend_weights: pd.DataFrame, **fitted,
+    ):
         """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
-        ``products``: kNN reference, feature space, the blended models and the blend weights (fitted again
-        on the same OOF predictions as ``price_blend``: same weights)."""
-        from pricing_assets.instance_state import latest_metadata_value
-        from pricing_assets.lib.blend import align_predictions, fit_blend_weights
+        ``products`` (their fingerprint names the version): kNN reference, feature space, every blended
+        model and ``blend_weights``, as stored by the training assets."""
         from pricing_assets.lib.metrics import smape
         from pricing_assets.lib.model_gate import champion_path, write_champion
-        from pricing_assets.lib.serving import ServingModel, model_version, now_utc
+        from pricing_assets.lib.serving import ServingModel, labeled_fingerprint, model_version, now_utc
 
-        names = sorted(prediction_assets)
-        base, mats = align_predictions({n: kwargs[n] for n in names})
-        lab = (base["fold"] >= 0).to_numpy()
-        w = fit_blend_weights(mats[lab], base.loc[lab, "price"].to_numpy(), names=names)
-        # the fingerprint products stored with these rows (its latest materialization)
-        fingerprint = latest_metadata_value(context.instance, "products", "labeled_fingerprint")
-        if fingerprint is None:
-            raise ValueError("serving_model: products has no labeled_fingerprint in its metadata; re-materialise products")
+        fingerprint = labeled_fingerprint(products, cv.n_folds, cv.seed)
         fitted_at = now_utc()
         model = ServingModel(
             version=model_version(fingerprint, fitted_at),
             fitted_at=fitted_at.isoformat(timespec="seconds"),
-            labeled_rows=int(lab.sum()),
+            labeled_rows=len(products),
             fingerprint=fingerprint,
-            embedding_models=[(s.name, s.modality, s.dim) for s in specs],
+            embedding_models=[(s.name, s.modality, s.dim) for s in embedding_specs],
             knn=knn_reference,
             space=feature_space,
-            tfidf_ridge=kwargs["tfidf_ridge_model"],
-            lightgbm=kwargs["lightgbm_model"],
-            lightgbm_dist=kwargs["lightgbm_dist_model"],
-            fusion_mlp=kwargs.get("fusion_mlp_model"),  # None unless PRICING_FUSION_MLP=1
-            blend={n.removesuffix("_predictions"): float(x) for n, x in zip(names, w)},
-            oof_smape={
-                **{n.removesuffix("_predictions"): round(smape(base.loc[lab, "price"], mats[lab, i]), 3) for i, n in enumerate(names)},
-                "blend": round(smape(price_blend.loc[price_blend["fold"] >= 0, "price"], price_blend.loc[price_blend["fold"] >= 0, "pred_price"]), 3),
-            },
+            models={s.name: fitted[s.model_asset] for s in specs},
+            blend=dict(zip(blend_weights["model"], blend_weights["weight"].astype(float))),
+            oof_smape={**dict(zip(blend_weights["model"], blend_weights["oof_smape"].astype(float))),
+                       "blend": round(smape(price_blend["price"], price_blend["pred_price"]), 3)},
         )
         context.log.info(f"serving_model {model.version}: {model.labeled_rows} labeled rows, blend {model.blend}")
         yield dg.Output(model, metadata={
@@ -95,7 +85,7 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
     """``batch_predictions``: one batch's products without a price, scored by ``serving_model``."""
     from pricing_assets.defs.embeddings import embedding_key
 
-    specs = [s for s in registry.values() if s.enabled]
+    specs = enabled_models(registry)
 
     @dg.asset(
         group_name=SCORING_GROUP,
@@ -175,24 +165,23 @@ def price_predictions(context: dg.AssetExecutionContext, batch_predictions, prod
     yield _contract
 
 
-def build_evaluation_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
+def build_evaluation_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     """``evaluation_report``: OOF SMAPE per model, blend and price bin; worst rows; plots."""
 
     @dg.asset(
         group_name=GROUP,
         io_manager_key="parquet_io_manager",
-        ins={"price_blend": dg.AssetIn("price_blend"), "products": dg.AssetIn("products"), **{n: dg.AssetIn(n) for n in prediction_assets}},
+        ins={"price_blend": dg.AssetIn("price_blend"), "products": dg.AssetIn("products"), **{s.predictions_asset: dg.AssetIn(s.predictions_asset) for s in specs}},
     )
     def evaluation_report(context: dg.AssetExecutionContext, price_blend: pd.DataFrame, products: pd.DataFrame, **preds):
         """SMAPE table (one row per model + blend), with plots as PNG in the markdown metadata."""
         from pricing_assets.lib.evaluation import plot_error_by_bin, plot_pred_vs_actual, png_markdown, smape_table, worst_predictions
         from pricing_assets.lib.metrics import smape_by_bin
 
-        table = smape_table({**{n.removesuffix("_predictions"): p for n, p in sorted(preds.items())}, "blend": price_blend})
+        table = smape_table({**{s.name: preds[s.predictions_asset] for s in specs}, "blend": price_blend})
         worst = worst_predictions(price_blend, products.set_index("sample_id")["item_name"])
         blend_smape = float(table.loc[table["model"] == "blend", "oof_smape"].iloc[0])
-        lab = price_blend[price_blend["fold"] >= 0]
-        bins = smape_by_bin(lab["price"].to_numpy(), lab["pred_price"].to_numpy())
+        bins = smape_by_bin(price_blend["price"].to_numpy(), price_blend["pred_price"].to_numpy())
         yield dg.Output(table, metadata={
             "blend_oof_smape": blend_smape,
             "model_oof_smape": dg.MetadataValue.json(dict(zip(table["model"], table["oof_smape"].astype(float)))),
@@ -209,12 +198,12 @@ def build_evaluation_asset(prediction_assets: list[str]) -> dg.AssetsDefinition:
 @dg.definitions
 def serving_defs() -> dg.Definitions:
     """The promoted serving model, each batch's scores, the published prices and the evaluation report."""
-    registry, predictions = current_registry(), model_prediction_assets(current_settings().fusion_mlp)
+    registry, specs = current_registry(), price_models(current_settings())
     return dg.Definitions(
         assets=[
-            build_serving_model_asset(registry, predictions),
+            build_serving_model_asset(registry, specs),
             build_batch_predictions_asset(registry),
             price_predictions,
-            build_evaluation_asset(predictions),
+            build_evaluation_asset(specs),
         ]
     )

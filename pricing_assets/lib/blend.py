@@ -1,6 +1,7 @@
 """The OOF blend of the price models: weights fitted on out-of-fold predictions
 (:func:`fit_blend_weights`, :class:`BlendFitError`), the models' frames aligned
-(:func:`align_predictions`) and the weighted geometric mean (:func:`apply_blend`)."""
+(:func:`align_predictions`), the weighted geometric mean (:func:`apply_blend`), and the three in
+one step (:func:`blend_oof_predictions`)."""
 
 import numpy as np
 import pandas as pd
@@ -133,3 +134,31 @@ def align_predictions(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, np.
 def apply_blend(prices: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted geometric mean of (n, m) predicted prices with (m,) weights: (n,) USD."""
     return np.exp(np.log(np.clip(prices, 1e-6, None)) @ weights)
+
+
+def blend_oof_predictions(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The blend of the models' OOF predictions and its weights.
+
+    Args:
+        preds: model name -> ``ModelPredictions`` frame of the same labeled rows (``sample_id``,
+            ``fold``, ``price``, ``pred_price`` USD).
+
+    Returns:
+        ``(blended, weights)``: blended is a ``ModelPredictions`` frame (the first model's rows,
+        ``pred_price`` the weighted geometric mean, USD); weights has one row per model in sorted-name
+        order: ``model`` (str), ``weight`` (float64, convex: >= 0, sum 1), ``oof_smape`` (percent, 3 decimals).
+
+    Raises:
+        ValueError: a model lacks a row (:func:`align_predictions`).
+        BlendFitError: the weights could not be fitted (:func:`fit_blend_weights`).
+    """
+    names = sorted(preds)
+    base, mats = align_predictions(preds)
+    y = base["price"].to_numpy()
+    w = fit_blend_weights(mats, y, names=names)
+    weights = pd.DataFrame({
+        "model": names,
+        "weight": np.asarray(w, dtype=np.float64),
+        "oof_smape": [round(smape(y, mats[:, i]), 3) for i in range(len(names))],
+    })
+    return base.assign(pred_price=apply_blend(mats, w)), weights

@@ -13,24 +13,24 @@ def smape_table(preds: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """OOF SMAPE (percent) of each model overall and per true-price bin.
 
     Args:
-        preds: model name -> ModelPredictions frame (sample_id, fold, price, pred_price).
+        preds: model name -> ModelPredictions frame of labeled rows (sample_id, fold, price, pred_price USD).
 
     Returns:
         DataFrame with one row per model: ``model``, ``oof_smape``, then one column per price bin.
     """
     rows = []
     for name, p in preds.items():
-        lab = p[p["fold"] >= 0]
-        y, yhat = lab["price"].to_numpy(), lab["pred_price"].to_numpy()
-        row = {"model": name, "rows": len(lab), "oof_smape": round(smape(y, yhat), 3)}
+        y, yhat = p["price"].to_numpy(), p["pred_price"].to_numpy()
+        row = {"model": name, "rows": len(p), "oof_smape": round(smape(y, yhat), 3)}
         row.update({b["bin"]: round(b["smape"], 2) for b in smape_by_bin(y, yhat)})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def worst_predictions(pred: pd.DataFrame, texts: pd.Series | None = None, n: int = 10) -> pd.DataFrame:
-    """The ``n`` labeled rows with the largest per-row SMAPE term (percent), with item text if given."""
-    lab = pred[pred["fold"] >= 0].copy()
+    """The ``n`` rows of a ModelPredictions frame with the largest per-row SMAPE term (percent), with
+    item text (``texts``: sample_id -> str) if given."""
+    lab = pred.copy()
     lab["row_smape"] = 200 * np.abs(lab["pred_price"] - lab["price"]) / (lab["price"].abs() + lab["pred_price"].abs())
     out = lab.sort_values("row_smape", ascending=False).head(n)
     if texts is not None:
@@ -52,7 +52,7 @@ def plot_pred_vs_actual(pred: pd.DataFrame, title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lab = pred[pred["fold"] >= 0]
+    lab = pred
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(lab["price"], lab["pred_price"], s=3, alpha=0.3)
     lo, hi = float(lab[["price", "pred_price"]].min().min()), float(lab[["price", "pred_price"]].max().max())

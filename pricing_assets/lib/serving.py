@@ -2,12 +2,10 @@
 
 Training (the global assets) fits, on the labeled products only: the kNN reference (vectors, prices,
 TF-IDF vectorizers; ``lib.knn.KnnReference``), the feature space (target-encoding maps, embedding PCAs,
-title ridge; ``lib.training_data.FeatureSpace``), the full-text TF-IDF ridge, the refit LightGBM
-boosters, the distributional LightGBM fold ensemble, the fusion MLP fold nets with their tabular
-transform, and the blend weights. :class:`ServingModel` holds them all with a version; 
-:func:`score_new_rows` prices a batch of new products with them: features built by the same
-functions the training path uses for its unlabeled rows, so a product gets the same price whether it
-was scored in a batch or would have been scored in a full retrain on the same labels.
+title ridge; ``lib.training_data.FeatureSpace``), every price model of the registry
+(``lib.price_models``) and the blend weights. :class:`ServingModel` holds them all with a version;
+:func:`score_new_rows` prices a batch of new products with them: the kNN features searched in the
+reference, the feature rows built with the fitted space, each model's ``predict``, the blend.
 """
 
 import hashlib
@@ -16,9 +14,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-
-#: ``ModelPredictions`` asset of each model in a :class:`ServingModel`'s blend, in blend order.
-MODEL_NAMES = ("fusion_mlp", "lightgbm", "lightgbm_dist", "tfidf_ridge")
 
 
 def labeled_fingerprint(products: pd.DataFrame, n_folds: int, seed: int) -> str:
@@ -51,10 +46,9 @@ class ServingModel:
         fingerprint: :func:`labeled_fingerprint` of those rows.
         embedding_models: ``(name, modality, dim)`` per enabled embedding model, in registry order.
         knn: ``lib.knn.KnnReference``; space: ``lib.training_data.FeatureSpace``.
-        tfidf_ridge: fold pipelines of the full-text ridge; lightgbm: refit boosters;
-        lightgbm_dist: fold models of the distributional LightGBM;
-        fusion_mlp: ``{"models": fold nets, "tab": lib.mlp.TabularTransform}`` (None: not blended).
-        blend: model name (:data:`MODEL_NAMES`) -> convex blend weight.
+        models: price-model name (``lib.price_models.PRICE_MODELS``) -> its fitted model (what its
+            spec's ``predict`` takes).
+        blend: model name -> convex blend weight (blend order).
         oof_smape: model name (and ``blend``) -> OOF SMAPE of the training run (diagnostics).
     """
 
@@ -65,43 +59,9 @@ class ServingModel:
     embedding_models: list
     knn: object
     space: object
-    tfidf_ridge: list
-    lightgbm: list
-    lightgbm_dist: list
-    fusion_mlp: dict
+    models: dict
     blend: dict
     oof_smape: dict = field(default_factory=dict)
-
-
-def mlp_tab_exclude(embedding_names) -> tuple[str, ...]:
-    """``feature_matrix`` columns the MLP's tabular branch skips: ids/labels, and the embedding PCA
-    columns (the MLP sees the full embeddings in its own branches)."""
-    return ("sample_id", "fold", "price", *(f"{name}_pc" for name in embedding_names))
-
-
-def mlp_branches(embeddings: list[tuple[str, str, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fusion MLP's embedding branches of n rows: ``(text (n, sum d_text) float32, image
-    (n, sum d_image) float32 — (n, 1) zeros without an image model — has_image (n,) bool)``.
-
-    Raises:
-        ValueError: without a text model.
-    """
-    text = [vec for _, modality, vec, _ in embeddings if modality == "text"]
-    if not text:
-        raise ValueError("fusion_mlp: no enabled text embedding model in the registry")
-    n = len(text[0])
-    image = [vec for _, modality, vec, _ in embeddings if modality == "image"]
-    has_image = np.zeros(n, dtype=bool)
-    for _, modality, _, has in embeddings:
-        if modality == "image":
-            has_image |= np.asarray(has, dtype=bool)
-    image_m = np.hstack(image).astype(np.float32) if image else np.zeros((n, 1), dtype=np.float32)
-    return np.hstack(text).astype(np.float32), image_m, has_image
-
-
-def to_price(log1p_price: np.ndarray) -> np.ndarray:
-    """``log1p`` predictions -> USD, clipped to >= 0.01 (as ``lib.model_predictions.predictions_frame``)."""
-    return np.clip(np.expm1(np.asarray(log1p_price, dtype=np.float64)), 0.01, None)
 
 
 def score_new_rows(
@@ -131,10 +91,9 @@ def score_new_rows(
         ValueError: when an embedding model of ``model`` is missing or the feature set differs.
     """
     from pricing_assets.lib.blend import apply_blend
-    from pricing_assets.lib.distributional import predict_lightgbm_dist
     from pricing_assets.lib.knn import knn_features_for_new_rows
-    from pricing_assets.lib.lightgbm_regression import model_input, predict_lightgbm
-    from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge, product_text
+    from pricing_assets.lib.price_models import PRICE_MODELS, ModelInputs, stacked_model, to_price
+    from pricing_assets.lib.tfidf_ridge import product_text
     from pricing_assets.lib.training_data import feature_rows_for_new_items
 
     items = items.reset_index(drop=True)
@@ -143,27 +102,22 @@ def score_new_rows(
     missing = [name for name, _, _ in model.embedding_models if name not in given]
     if missing:
         raise ValueError(f"score_new_rows: no embeddings of models {missing} (model {model.version} was trained with them)")
+    names = list(model.blend)
+    absent = [n for n in names if n not in model.models or n not in PRICE_MODELS]
+    if absent:
+        raise ValueError(f"score_new_rows: blend needs models {absent} that model {model.version} does not hold")
     if len(items) == 0:
         return pd.DataFrame({"sample_id": pd.Series([], dtype=str), "price": pd.Series([], dtype=float), "model_version": pd.Series([], dtype=str),
-                             **{f"pred_{m}": pd.Series([], dtype=float) for m in model.blend}})
+                             **{f"pred_{m}": pd.Series([], dtype=float) for m in names}})
     order = {name: i for i, (name, _, _) in enumerate(model.embedding_models)}
     embs = sorted((e for e in embeddings if e[0] in order), key=lambda e: order[e[0]])
     knn = knn_features_for_new_rows(model.knn, items, brand_features, embs)
-    ridge_log = predict_tfidf_ridge(model.tfidf_ridge, product_text(items))
-    fm = feature_rows_for_new_items(model.space, items, brand_features, knn, ridge_log, embs)
-    X = model_input(fm)
-    logs = {"tfidf_ridge": ridge_log, "lightgbm": predict_lightgbm(model.lightgbm, X), "lightgbm_dist": predict_lightgbm_dist(model.lightgbm_dist, X)}
-    if model.fusion_mlp:
-        from pricing_assets.lib.mlp import MLPInputs, predict_mlp
-
-        text, image, has_image = mlp_branches(embs)
-        tab = model.fusion_mlp["tab"]
-        inputs = MLPInputs(text, image, has_image, tab.transform(fm), list(tab.names))
-        logs["fusion_mlp"] = predict_mlp(model.fusion_mlp["models"], inputs, device=device)
-    names = list(model.blend)
-    absent = [n for n in names if n not in logs]
-    if absent:
-        raise ValueError(f"score_new_rows: blend needs models {absent} that model {model.version} does not hold")
+    text = product_text(items).fillna("").astype(str).reset_index(drop=True)
+    stacked = stacked_model()
+    stacked_log = stacked.predict(model.models[stacked.name], ModelInputs(sid.to_numpy(), text=text), device=device)
+    fm = feature_rows_for_new_items(model.space, items, brand_features, knn, stacked_log, embs)
+    inputs = ModelInputs(sid.to_numpy(), features=fm, text=text, embeddings=embs)
+    logs = {n: stacked_log if n == stacked.name else PRICE_MODELS[n].predict(model.models[n], inputs, device=device) for n in names}
     prices = {n: to_price(logs[n]) for n in names}
     blend = apply_blend(np.column_stack([prices[n] for n in names]), np.asarray([model.blend[n] for n in names], dtype=np.float64))
     return pd.DataFrame({"sample_id": sid.to_numpy(), "price": blend, "model_version": model.version, **{f"pred_{n}": prices[n] for n in names}})

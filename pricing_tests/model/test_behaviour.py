@@ -99,7 +99,7 @@ def test_the_blend_beats_median_and_tfidf_ridge_out_of_fold(materialized_home):
     home = str(materialized_home["home"])
     defs = build_defs(load_settings({"DAGSTER_HOME": home, "PRICING_IMAGES_OFFLINE": "1"}))
     instance = dg.DagsterInstance.from_config(home)
-    names = ["lightgbm_predictions", "lightgbm_dist_predictions", "tfidf_ridge_predictions"]  # price_blend's inputs (MLP opt-in)
+    names = ["lightgbm_predictions", "lightgbm_distributional_predictions", "tfidf_ridge_predictions"]  # price_blend's inputs (MLP opt-in)
     preds = {n: defs.load_asset_value(n, instance=instance) for n in names}
     preds = {n: p[p["price"].notna()] for n, p in preds.items()}
     base, mats = align_predictions(preds)
