@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from pricing_assets.lib.cross_validation import CvResult, inner_split
+from pricing_assets.lib.cross_validation import DEFAULT_SEED, CvResult, inner_split
 from pricing_assets.lib.lightgbm_regression import LGBM_PARAMS
 from pricing_assets.lib.metrics import smape
 
@@ -138,7 +138,7 @@ def train_lightgbm_dist_cv(
     n_bins: int = N_BINS,
     num_boost_round: int = DIST_NUM_BOOST_ROUND,
     early_stopping_rounds: int = 50,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     num_threads: int = 0,
     categorical: list[str] | None = None,
     inner_valid_fraction: float = 0.1,

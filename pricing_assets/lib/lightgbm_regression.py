@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from pricing_assets.lib.cross_validation import CvResult, inner_split
+from pricing_assets.lib.cross_validation import DEFAULT_SEED, CvResult, inner_split
 from pricing_assets.lib.metrics import smape
 
 #: LightGBM defaults, chosen by 5-fold CV on the bundled sample (benchmarks/bench_models.py), not tuned
@@ -87,7 +87,7 @@ def train_lightgbm_cv(
     params: dict | None = None,
     num_boost_round: int = 3000,
     early_stopping_rounds: int = 150,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     num_threads: int = 0,
     categorical: list[str] | None = None,
     log=None,
@@ -183,7 +183,7 @@ def refit_lightgbm(
     y_log: np.ndarray,
     best_iterations: list[int],
     params: dict | None = None,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     num_threads: int = 0,
     categorical: list[str] | None = None,
     n_bags: int = 1,
