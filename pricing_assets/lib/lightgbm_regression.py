@@ -48,13 +48,13 @@ def _to_log1p(log_price: np.ndarray) -> np.ndarray:
     return np.log1p(np.exp(log_price))
 
 
-def _checked_log1p_prices(y_log, caller: str) -> np.ndarray:
-    """``y_log`` as (n,) float64, or ValueError naming the first rows whose price is not finite and > 0."""
-    y_log = np.asarray(y_log, dtype=np.float64)
-    bad = np.flatnonzero(~(np.isfinite(y_log) & (y_log > 0)))
+def _checked_log1p_prices(y_log1p, caller: str) -> np.ndarray:
+    """``y_log1p`` as (n,) float64, or ValueError naming the first rows whose price is not finite and > 0."""
+    y_log1p = np.asarray(y_log1p, dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(y_log1p) & (y_log1p > 0)))
     if bad.size:
         raise ValueError(f"{caller}: prices must be > 0 and finite (log1p(price) > 0); rows {bad[:5].tolist()}")
-    return y_log
+    return y_log1p
 
 
 def monotone_constraints(columns) -> list[int]:
@@ -82,7 +82,7 @@ def _constrained(params: dict, X: pd.DataFrame) -> dict:
 
 def train_lightgbm_cv(
     X: pd.DataFrame,
-    y_log: np.ndarray,
+    y_log1p: np.ndarray,
     folds: np.ndarray,
     params: dict | None = None,
     num_boost_round: int = 3000,
@@ -96,12 +96,12 @@ def train_lightgbm_cv(
 ) -> CvResult:
     """K-fold LightGBM price regression with early stopping on an inner split of the training folds.
 
-    The boosters regress log price (see the note above :func:`_to_log_price`); ``y_log`` in and ``oof_log`` out
+    The boosters regress log price (see the note above :func:`_to_log_price`); ``y_log1p`` in and ``oof_log`` out
     are ``log1p(price)``, as for every model of the pipeline.
 
     Args:
         X: (n, p) features; float columns, plus ``categorical`` columns as pandas ``category``.
-        y_log: (n,) float64 ``log1p(price USD)``.
+        y_log1p: (n,) float64 ``log1p(price USD)``.
         folds: (n,) int fold ids (from :func:`assign_folds`).
         params: LightGBM params merged over :data:`LGBM_PARAMS`.
         num_boost_round / early_stopping_rounds: boosting budget.
@@ -128,10 +128,10 @@ def train_lightgbm_cv(
     t0 = time.perf_counter()
     p = _constrained({**LGBM_PARAMS, **(params or {}), "seed": seed, "num_threads": num_threads}, X)
     oof = np.zeros(len(X), dtype=np.float64)
-    y_log = _checked_log1p_prices(y_log, "train_lightgbm_cv")
+    y_log1p = _checked_log1p_prices(y_log1p, "train_lightgbm_cv")
     if n_bags < 1:
         raise ValueError(f"train_lightgbm_cv: n_bags must be >= 1, got {n_bags}")
-    target = _to_log_price(y_log)
+    target = _to_log_price(y_log1p)
     models, iters, fold_scores = [], [], []
     for f in np.unique(folds):
         va = folds == f
@@ -158,7 +158,7 @@ def train_lightgbm_cv(
             models.append(booster)
             iters.append(int(booster.best_iteration))
         oof[va] = _to_log1p(pred)
-        fold_scores.append(smape(np.expm1(y_log[va]), np.expm1(oof[va])))
+        fold_scores.append(smape(np.expm1(y_log1p[va]), np.expm1(oof[va])))
         if log:
             log(f"lightgbm fold {f}: best_iter={iters[-n_bags:]} smape={fold_scores[-1]:.2f}")
     return CvResult(oof, models, iters, fold_scores, time.perf_counter() - t0)
@@ -180,7 +180,7 @@ REFIT_ROUNDS_FACTOR = 1.1
 
 def refit_lightgbm(
     X: pd.DataFrame,
-    y_log: np.ndarray,
+    y_log1p: np.ndarray,
     best_iterations: list[int],
     params: dict | None = None,
     seed: int = DEFAULT_SEED,
@@ -202,7 +202,7 @@ def refit_lightgbm(
 
     Args:
         X: (n, p) features of the labeled rows (as for :func:`train_lightgbm_cv`).
-        y_log: (n,) float64 ``log1p(price USD)``.
+        y_log1p: (n,) float64 ``log1p(price USD)``.
         best_iterations: the CV boosters' early-stopping iterations (``CvResult.best_iterations``).
         params / seed / num_threads / categorical: as for :func:`train_lightgbm_cv`.
         n_bags: boosters, bag b with seed ``seed + 1000 b`` (as the CV's bags).
@@ -218,14 +218,14 @@ def refit_lightgbm(
     """
     import lightgbm as lgb
 
-    y_log = _checked_log1p_prices(y_log, "refit_lightgbm")
+    y_log1p = _checked_log1p_prices(y_log1p, "refit_lightgbm")
     if not len(best_iterations):
         raise ValueError("refit_lightgbm: no CV best_iterations to size the refit")
     if n_bags < 1:
         raise ValueError(f"refit_lightgbm: n_bags must be >= 1, got {n_bags}")
     rounds = max(1, round(rounds_factor * float(np.mean(best_iterations))))
     p = _constrained({**LGBM_PARAMS, **(params or {}), "num_threads": num_threads}, X)
-    data = lgb.Dataset(X, _to_log_price(y_log), categorical_feature=categorical or "auto", free_raw_data=False)
+    data = lgb.Dataset(X, _to_log_price(y_log1p), categorical_feature=categorical or "auto", free_raw_data=False)
     return [lgb.train({**p, "seed": seed + 1000 * b}, data, num_boost_round=rounds) for b in range(n_bags)]
 
 

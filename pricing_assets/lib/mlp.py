@@ -271,13 +271,13 @@ class _Deterministic:
         torch.set_num_threads(self._threads)
 
 
-def fit_fusion_mlp(train: MLPInputs, y_log: np.ndarray, valid: MLPInputs, y_valid_log: np.ndarray, config: MLPConfig | None = None, device: str = "cpu"):
+def fit_fusion_mlp(train: MLPInputs, y_log1p: np.ndarray, valid: MLPInputs, y_valid_log1p: np.ndarray, config: MLPConfig | None = None, device: str = "cpu"):
     """Train one :class:`FusionMLP` with AdamW + cosine schedule, L1 loss on ``log1p(price)``, early
     stopping on SMAPE of ``valid`` (patience ``config.patience`` epochs; best weights restored).
 
     Args:
         train / valid: :class:`MLPInputs` (same column layout).
-        y_log / y_valid_log: (n,) float64 ``log1p(price USD)`` targets.
+        y_log1p / y_valid_log1p: (n,) float64 ``log1p(price USD)`` targets.
         config: :class:`MLPConfig` (seed included).
         device: torch device string ("cpu", "cuda").
 
@@ -290,7 +290,7 @@ def fit_fusion_mlp(train: MLPInputs, y_log: np.ndarray, valid: MLPInputs, y_vali
     import torch
 
     cfg = config or MLPConfig()
-    for nm, x, y in (("train", train, y_log), ("valid", valid, y_valid_log)):
+    for nm, x, y in (("train", train, y_log1p), ("valid", valid, y_valid_log1p)):
         y = np.asarray(y, dtype=np.float64)
         if len(y) != len(x.text):
             raise ValueError(f"fit_fusion_mlp: {nm} has {len(x.text)} rows but {len(y)} targets")
@@ -300,11 +300,11 @@ def fit_fusion_mlp(train: MLPInputs, y_log: np.ndarray, valid: MLPInputs, y_vali
         torch.manual_seed(cfg.seed)
         model = _build_model(train.text.shape[1], train.image.shape[1], train.tab.shape[1], cfg).to(device)
         with torch.no_grad():
-            model.head[-1].bias.fill_(float(np.median(y_log)))
+            model.head[-1].bias.fill_(float(np.median(y_log1p)))
         tr = _tensors(train, device)
         va = _tensors(valid, device)
-        yt = torch.as_tensor(np.asarray(y_log, dtype=np.float32), device=device)
-        yv = np.expm1(np.asarray(y_valid_log, dtype=np.float64))
+        yt = torch.as_tensor(np.asarray(y_log1p, dtype=np.float32), device=device)
+        yv = np.expm1(np.asarray(y_valid_log1p, dtype=np.float64))
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -335,7 +335,7 @@ def fit_fusion_mlp(train: MLPInputs, y_log: np.ndarray, valid: MLPInputs, y_vali
     return model, best_epoch, float(best)
 
 
-def train_mlp_cv(inputs: MLPInputs, y_log: np.ndarray, folds: np.ndarray, config: MLPConfig | None = None, device: str = "cpu", log=None) -> CvResult:
+def train_mlp_cv(inputs: MLPInputs, y_log1p: np.ndarray, folds: np.ndarray, config: MLPConfig | None = None, device: str = "cpu", log=None) -> CvResult:
     """K-fold fusion MLP on ``log1p(price)`` with the same folds as the other models.
 
     For held-out fold f the net trains on the other folds minus an inner ``inner_valid_fraction``
@@ -343,7 +343,7 @@ def train_mlp_cv(inputs: MLPInputs, y_log: np.ndarray, folds: np.ndarray, config
 
     Args:
         inputs: :class:`MLPInputs` of the n labeled rows.
-        y_log: (n,) float64 ``log1p(price USD)``.
+        y_log1p: (n,) float64 ``log1p(price USD)``.
         folds: (n,) int fold ids (>= 2 distinct).
         config: :class:`MLPConfig`.
         device: torch device string.
@@ -358,22 +358,22 @@ def train_mlp_cv(inputs: MLPInputs, y_log: np.ndarray, folds: np.ndarray, config
         ValueError: on length mismatch or fewer than 2 folds.
     """
     cfg = config or MLPConfig()
-    y_log = np.asarray(y_log, dtype=np.float64)
+    y_log1p = np.asarray(y_log1p, dtype=np.float64)
     folds = np.asarray(folds)
-    if not (len(y_log) == len(folds) == len(inputs.text)):
-        raise ValueError(f"train_mlp_cv: length mismatch {len(inputs.text)}, {len(y_log)}, {len(folds)}")
+    if not (len(y_log1p) == len(folds) == len(inputs.text)):
+        raise ValueError(f"train_mlp_cv: length mismatch {len(inputs.text)}, {len(y_log1p)}, {len(folds)}")
     uniq = np.unique(folds)
     if len(uniq) < 2:
         raise ValueError(f"train_mlp_cv: needs >= 2 folds, got {uniq.tolist()}")
     t0 = time.perf_counter()
-    oof = np.zeros(len(y_log))
+    oof = np.zeros(len(y_log1p))
     models, epochs, scores = [], [], []
     for f in uniq:
         tr_idx = np.flatnonzero(folds != f)
         inner = inner_split(len(tr_idx), cfg.inner_valid_fraction, cfg.seed + int(f))
         fit_idx, es_idx = tr_idx[~inner], tr_idx[inner]
         fold_cfg = MLPConfig(**{**asdict(cfg), "seed": cfg.seed + int(f)})
-        model, epoch, _ = fit_fusion_mlp(inputs.take(fit_idx), y_log[fit_idx], inputs.take(es_idx), y_log[es_idx], fold_cfg, device)
+        model, epoch, _ = fit_fusion_mlp(inputs.take(fit_idx), y_log1p[fit_idx], inputs.take(es_idx), y_log1p[es_idx], fold_cfg, device)
         va = folds == f
         oof[va] = _predict(model, _tensors(inputs.take(va), device))
         models.append({
@@ -383,7 +383,7 @@ def train_mlp_cv(inputs: MLPInputs, y_log: np.ndarray, folds: np.ndarray, config
             "tab_columns": list(inputs.tab_columns),
         })
         epochs.append(int(epoch))
-        scores.append(smape(np.expm1(y_log[va]), np.clip(np.expm1(oof[va]), 0.01, None)))
+        scores.append(smape(np.expm1(y_log1p[va]), np.clip(np.expm1(oof[va]), 0.01, None)))
         if log:
             log(f"fusion_mlp fold {f}: best_epoch={epoch} smape={scores[-1]:.2f}")
     return CvResult(oof, models, epochs, scores, time.perf_counter() - t0)
