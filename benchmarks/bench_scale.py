@@ -187,7 +187,7 @@ def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0, n_t
             base = np.random.default_rng(seed + 2).standard_normal((max(len(uniq), 1), spec.dim)).astype(np.float32)
             vec = base[[uniq[s] for s in shas[keep]]] if keep.any() else np.zeros((0, spec.dim), np.float32)
         vec = vec / np.linalg.norm(vec, axis=1, keepdims=True)
-        frame = pd.DataFrame({"sample_id": ids[keep], "content_hash": [f"bench{i}" for i in np.flatnonzero(keep)], "embedding": list(vec)})
+        frame = pd.DataFrame({"sample_id": ids[keep], "cache_key": [f"bench{i}" for i in np.flatnonzero(keep)], "embedding": list(vec)})
         out[tuple(embedding_key(spec).path)] = embedding_schema(spec.dim).validate(frame)
     return out
 

@@ -1,11 +1,11 @@
-"""Contract of every embedding asset: ids, content hashes and (n, dim) L2-normalised vectors."""
+"""Contract of every embedding asset: ids, embedding-cache keys and (n, dim) L2-normalised vectors."""
 
 import numpy as np
 import pandera.pandas as pa
 
 
 def embedding_schema(dim: int) -> pa.DataFrameSchema:
-    """Schema for an embedding DataFrame: ``sample_id`` (unique str), ``content_hash`` (str),
+    """Schema for an embedding DataFrame: ``sample_id`` (unique str), ``cache_key`` (str: sha256 hex of the input embedded, the key of the embedding cache),
     ``embedding`` (a length-``dim`` float vector per row, finite, L2 norm within 1e-3 of 1)."""
 
     def _vectors_ok(s) -> bool:
@@ -17,7 +17,7 @@ def embedding_schema(dim: int) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             "sample_id": pa.Column(str, unique=True),
-            "content_hash": pa.Column(str),
+            "cache_key": pa.Column(str),
             "embedding": pa.Column(object, pa.Check(_vectors_ok, element_wise=False, name=f"finite_unit_vectors_of_dim_{dim}")),
         },
         name=f"embeddings_dim{dim}",

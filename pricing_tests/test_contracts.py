@@ -31,7 +31,7 @@ def frames(tmp_path_factory):
     rng = np.random.default_rng(0)
     vec = rng.normal(size=(len(items), 384)).astype(np.float32)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
-    emb = pd.DataFrame({"sample_id": items["sample_id"], "content_hash": items["content_hash"], "embedding": list(vec)})
+    emb = pd.DataFrame({"sample_id": items["sample_id"], "cache_key": items["content_hash"], "embedding": list(vec)})
     folds = np.arange(len(items)) % 5
     products = items.assign(batch="b1", is_labeled=True, fold=folds)
     brand = build_brand_features(items)

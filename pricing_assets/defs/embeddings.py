@@ -1,7 +1,7 @@
 """Embedding stage: one partitioned asset per enabled model of the registry
 (``pricing_assets/embedding_models.toml``), keyed ``embeddings/<modality>/<model name>``.
 
-Vectors are cached by ``(model, content_hash)`` under ``<storage>/embedding_cache``: a row whose
+Vectors are cached by ``(model, cache_key)`` (sha256 of the input embedded: the text built for the model, or the image bytes) under ``<storage>/embedding_cache``: a row whose
 content didn't change is never embedded twice, even when it shows up again in a later batch, and a
 run killed mid-partition resumes from the last stored chunk.
 """
@@ -33,7 +33,7 @@ def _frame(sample_ids, keys, vectors: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "sample_id": pd.Series(list(sample_ids), dtype=object),
-            "content_hash": pd.Series(list(keys), dtype=object),
+            "cache_key": pd.Series(list(keys), dtype=object),
             "embedding": pd.Series(list(vectors.astype(np.float32)), dtype=object),
         }
     )
@@ -48,7 +48,7 @@ def _metadata(spec, device: str, stats: dict, out: pd.DataFrame, extra: dict) ->
         "rows": len(out),
         **extra,
         **{k: (round(float(v), 3) if isinstance(v, float) else int(v)) for k, v in stats.items()},
-        "preview": preview(out[["sample_id", "content_hash"]]),
+        "preview": preview(out[["sample_id", "cache_key"]]),
     }
 
 
