@@ -25,7 +25,26 @@ import time
 import dagster as dg
 
 from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, SCORING_GROUPS, TRAINING_SET
-from pricing_assets.instance_state import latest_metadata_value
+from pricing_assets.instance_state import (
+    RECOVER_COMMAND,
+    batch_states,
+    batches_to_score,
+    gated_retrain,
+    is_registered_batch,
+    missing_batches,
+    oof_smapes,
+    pool_waits,
+    predictions_export_verdict,
+    predictions_stale,
+    recover_runs,
+    register_batch,
+    registered_batches,
+    root_cause,
+    serving_version,
+    started_run_ids,
+    training_pending,
+    unregister_batch,
+)
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -65,7 +84,6 @@ def ingest(instance: dg.DagsterInstance, path: str, batch: str | None, storage_o
     from pricing_assets.defs.resources import build_resources
     from pricing_assets.lib.batches import CATALOG_SUFFIXES, batch_name_for, store_batch, validate_batch_name
     from pricing_assets.lib.inbox import check_catalog_header
-    from pricing_assets.partitions import CATALOG_BATCHES
     from pricing_assets.resources import storage_options_for
     from pricing_assets.settings import load_settings
 
@@ -82,73 +100,13 @@ def ingest(instance: dg.DagsterInstance, path: str, batch: str | None, storage_o
         raise IsADirectoryError(21, "is a folder", path)
     check_catalog_header(path, int(fs.size(src_path)), src_options)  # InboxDefect before anything is stored
     dst = store_batch(path, storage.batches_dir(), batch, src_options=src_options, dst_options=storage.storage_options)
-    if not instance.has_dynamic_partition(CATALOG_BATCHES, batch):
-        instance.add_dynamic_partitions(CATALOG_BATCHES, [batch])
+    register_batch(instance, batch)
     print(f"ingested {path} -> {dst} as batch {batch!r}")
     return batch
 
 
-def missing_batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
-    """Registered batches for which some per-row asset has no materialisation yet (ingestion order)."""
-    from pricing_assets.partitions import CATALOG_BATCHES
-
-    done = [set(instance.get_materialized_partitions(k)) for k in _per_row_keys(defs)]
-    return [b for b in instance.get_dynamic_partitions(CATALOG_BATCHES) if any(b not in d for d in done)]
-
-
-def _per_row_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
-    graph = defs.resolve_asset_graph()
-    return [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None and graph.get(k).group_name in PER_ROW_GROUPS]
-
-
 def _log_config(level: str) -> dict:
     return {"loggers": {"console": {"config": {"log_level": level}}}}
-
-
-def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
-    records = instance.fetch_materializations(key, limit=1).records
-    return records[0].storage_id if records else -1
-
-
-def serving_version(instance: dg.DagsterInstance) -> str | None:
-    """``model_version`` of the latest stored ``serving_model`` (None: no model yet)."""
-    return latest_metadata_value(instance, "serving_model", "model_version")
-
-
-def training_pending(instance: dg.DagsterInstance) -> bool:
-    """True when the latest ``products`` (labeled rows) has no promoted model yet: no ``serving_model``,
-    or one fitted on other labels — unless the model gate refused that retrain (re-running it would
-    only be refused again; ``--retrain`` forces it)."""
-    from pricing_assets.instance_state import gated_retrain
-
-    products_fp = latest_metadata_value(instance, "products", "labeled_fingerprint")
-    if products_fp is None:
-        return False  # nothing to train on (or never run: a new batch starts it)
-    if products_fp == latest_metadata_value(instance, "serving_model", "labeled_fingerprint"):
-        return False
-    return gated_retrain(instance) is None
-
-
-def batches_to_score(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
-    """Complete batches (every per-row asset stored) whose ``batch_predictions`` are missing or come
-    from another model than the current ``serving_model`` (ingestion order; [] without a model)."""
-    version = serving_version(instance)
-    if version is None:
-        return []
-    complete = set.intersection(*(set(instance.get_materialized_partitions(k)) for k in _per_row_keys(defs)))
-    from pricing_assets.instance_state import registered_batches
-
-    return [b for b in registered_batches(instance) if b in complete and latest_metadata_value(instance, "batch_predictions", "model_version", b) != version]
-
-
-def predictions_stale(instance: dg.DagsterInstance) -> bool:
-    """True when ``price_predictions`` is missing or older than a ``batch_predictions`` partition or
-    ``products`` (and some batch has been scored)."""
-    scored = _latest_storage_id(instance, dg.AssetKey("batch_predictions"))
-    if scored < 0:
-        return False
-    own = _latest_storage_id(instance, dg.AssetKey("price_predictions"))
-    return own < scored or own < _latest_storage_id(instance, dg.AssetKey("products"))
 
 
 def _report(what: str, res, timings: dict, key: str, failed: dict) -> bool:
@@ -179,7 +137,6 @@ def materialize(
         ``"global assets"``, ``"scoring NAME"`` or ``"price_predictions"``.
     """
     from pricing_assets.defs.schedules import NIGHTLY_RUN_CONFIG, TRAINING_SELECTION
-    from pricing_assets.instance_state import recover_runs
     from pricing_assets.lib.run_workers import worker_tags
 
     # runs of a dead `pricing materialize` (their worker tags name this host): failed, slots freed
@@ -219,8 +176,6 @@ def materialize(
                 if _report("global assets", res, timings, "global", failed):
                     retrained = any(e.asset_key == dg.AssetKey("serving_model") for e in res.get_asset_materialization_events())
                     if not retrained:
-                        from pricing_assets.instance_state import gated_retrain
-
                         print(f"      note: {gated_retrain(instance) or 'serving_model was not stored'}", flush=True)
             else:
                 print("      labeled rows unchanged: no retrain, the current model serves", flush=True)
@@ -276,12 +231,9 @@ class PoolWaitNotice:
         self._thread.join(timeout=10)
 
     def _watch(self) -> None:
-        from pricing_assets.instance_state import RECOVER_COMMAND, pool_waits
-
         told: dict[tuple, float] = {}
         while not self._stop.wait(self.poll_s):
-            runs = self.instance.get_runs(filters=dg.RunsFilter(tags=self.tags, statuses=[dg.DagsterRunStatus.STARTED]))
-            for w in pool_waits(self.instance, {r.run_id for r in runs}):
+            for w in pool_waits(self.instance, started_run_ids(self.instance, self.tags)):
                 key, now = (w["run_id"], w["step"]), time.time()
                 if now - w["waiting_since"] < self.first_after_s or now - told.get(key, 0.0) < self.every_s:
                     continue
@@ -294,8 +246,6 @@ class PoolWaitNotice:
 def _failure_detail(res) -> str:
     """One line per failure of a finished run: failing step and root cause, or failed blocking check
     with its description."""
-    from pricing_assets.instance_state import root_cause
-
     parts = []
     for e in res.all_events:
         if e.is_step_failure:
@@ -318,8 +268,6 @@ def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: s
         ExportRefused: when :func:`pricing_assets.instance_state.predictions_export_verdict` refuses
             (always when there are none; for stale ones or a failed rebuild unless ``allow_stale``).
     """
-    from pricing_assets.instance_state import predictions_export_verdict
-
     verdict = predictions_export_verdict(instance)
     if verdict.kind in ("none", "contract") or (not verdict.ok and not allow_stale):
         hint = "; `--allow-stale` exports the stored ones anyway" if verdict.kind in ("failed", "stale") else ""
@@ -348,10 +296,9 @@ def drop_batch(instance: dg.DagsterInstance, batch: str) -> str:
     import fsspec
 
     from pricing_assets.defs.resources import build_resources
-    from pricing_assets.partitions import CATALOG_BATCHES
     from pricing_assets.settings import load_settings
 
-    if not instance.has_dynamic_partition(CATALOG_BATCHES, batch):
+    if not is_registered_batch(instance, batch):
         raise KeyError(f"no registered batch {batch!r}; `pricing batches` lists them")
     storage = build_resources(load_settings())["storage"]
     src, dst = f"{storage.batches_dir()}/{batch}", storage.path("set_aside", batch)
@@ -361,32 +308,13 @@ def drop_batch(instance: dg.DagsterInstance, batch: str) -> str:
         if fs.exists(dst_path):
             fs.rm(dst_path, recursive=True)
         fs.mv(src_path, dst_path, recursive=True)
-    instance.delete_dynamic_partition(CATALOG_BATCHES, batch)
+    unregister_batch(instance, batch)
     return dst
-
-
-def batch_rows(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str, str]]:
-    """``(batch, state, detail)`` per registered batch: ``complete``; ``failed`` with the failing run's
-    id and cause; or ``incomplete`` (not run yet)."""
-    from pricing_assets.instance_state import last_batch_failure, registered_batches, run_failure_cause
-
-    missing = set(missing_batches(instance, defs))
-    rows = []
-    for b in registered_batches(instance):
-        if b not in missing:
-            rows.append((b, "complete", ""))
-        elif (run := last_batch_failure(instance, b)) is not None:
-            rows.append((b, "failed", f"run {run.run_id}: {run_failure_cause(instance, run.run_id)}"))
-        else:
-            rows.append((b, "incomplete", ""))
-    return rows
 
 
 def oof_summary(instance: dg.DagsterInstance) -> dict:
     """Latest OOF SMAPE of every model and the blend (``instance_state.oof_smapes``: the same list
     ``pricing status`` prints; the TF-IDF ridge was missing here)."""
-    from pricing_assets.instance_state import oof_smapes
-
     return oof_smapes(instance)
 
 
@@ -460,8 +388,6 @@ def _run(args) -> int:
         return 0
     instance = _existing_instance()
     if args.cmd == "recover":
-        from pricing_assets.instance_state import recover_runs
-
         result = recover_runs(instance)
         report_recovery(result)
         if not result["failed"] and not result["freed"]:
@@ -472,8 +398,6 @@ def _run(args) -> int:
     defs = build_defs()  # from the environment of this call (DAGSTER_HOME, PRICING_STORAGE, ...), not of the first import
 
     if args.cmd == "materialize":
-        from pricing_assets.instance_state import registered_batches
-
         unknown = [b for b in args.batch or [] if b not in set(registered_batches(instance))]
         if unknown:
             raise UsageError(f"no registered batch {unknown[0]!r}; `pricing batches` lists them, `pricing ingest FILE --batch NAME` adds one")
@@ -495,8 +419,6 @@ def _run(args) -> int:
             print("error: set a bad batch aside with `pricing batches --drop NAME` (its file is kept)", file=sys.stderr)
         return 1 if res["failed"] else 0
     if args.cmd == "predictions":
-        from pricing_assets.instance_state import predictions_export_verdict
-
         try:
             n = write_predictions(instance, defs, args.out, allow_stale=args.allow_stale)
         except ExportRefused as e:
@@ -513,7 +435,7 @@ def _run(args) -> int:
             except KeyError as e:
                 raise UsageError(e.args[0]) from e
             print(f"set aside batch {name!r}: unregistered, file kept under {where}")
-        for b, state, detail in batch_rows(instance, defs):
+        for b, state, detail in batch_states(instance, defs):
             print("\t".join([b, state, *([detail] if detail else [])]))
         return 0
     if args.cmd == "status":

@@ -1,6 +1,9 @@
 """What the Dagster instance says about the pipeline: may predictions ship, which batches are done.
 
-Read-only queries of the event log and run storage, shared by the ``pricing`` CLI and the tests.
+Queries of the event log and run storage, shared by the ``pricing`` CLI (which prints what they
+return and queries the instance through them only), ``status.py``, the sensors and the tests; the
+writes are :func:`register_batch` / :func:`unregister_batch` (``catalog_batches`` partitions) and
+:func:`recover_runs`.
 """
 
 import re
@@ -328,3 +331,118 @@ def oof_smapes(instance: dg.DagsterInstance) -> dict[str, float]:
         if value is not None:
             out[key] = value
     return out
+
+
+# --- the batches, the model and the predictions the `pricing` CLI works on ---------------------------
+
+
+def per_row_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
+    """The partitioned assets of the per-row groups (``automation.PER_ROW_GROUPS``) of ``defs``: what
+    a batch must have stored to count as complete."""
+    from pricing_assets.automation import PER_ROW_GROUPS
+
+    graph = defs.resolve_asset_graph()
+    return [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None and graph.get(k).group_name in PER_ROW_GROUPS]
+
+
+def missing_batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
+    """Registered batches for which some per-row asset (:func:`per_row_keys`) has no materialisation
+    yet, in ingestion order."""
+    done = [set(instance.get_materialized_partitions(k)) for k in per_row_keys(defs)]
+    return [b for b in registered_batches(instance) if any(b not in d for d in done)]
+
+
+def stored_batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> set[str]:
+    """Batches for which every per-row asset (:func:`per_row_keys`) is stored (complete batches)."""
+    return set.intersection(*(set(instance.get_materialized_partitions(k)) for k in per_row_keys(defs)))
+
+
+def is_registered_batch(instance: dg.DagsterInstance, batch: str) -> bool:
+    """True when ``batch`` is a registered ``catalog_batches`` partition."""
+    return instance.has_dynamic_partition(CATALOG_BATCHES, batch)
+
+
+def register_batch(instance: dg.DagsterInstance, batch: str) -> bool:
+    """Register ``batch`` as a ``catalog_batches`` partition (a write); True when it was new, False when
+    it was registered already (a re-ingested batch keeps its place in the ingestion order)."""
+    if is_registered_batch(instance, batch):
+        return False
+    instance.add_dynamic_partitions(CATALOG_BATCHES, [batch])
+    return True
+
+
+def unregister_batch(instance: dg.DagsterInstance, batch: str) -> None:
+    """Delete the ``catalog_batches`` partition ``batch`` (a write; its stored materialisations stay in
+    the event log). The global assets stop reading it on their next run.
+
+    Raises:
+        KeyError: ``batch`` is not registered.
+    """
+    if not is_registered_batch(instance, batch):
+        raise KeyError(f"no registered batch {batch!r}; `pricing batches` lists them")
+    instance.delete_dynamic_partition(CATALOG_BATCHES, batch)
+
+
+def latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
+    """Storage id (event-log position) of the latest materialisation of ``key`` (any partition), -1
+    when there is none: a larger id is a later materialisation."""
+    rec = _latest(instance, key)
+    return rec.storage_id if rec is not None else -1
+
+
+def serving_version(instance: dg.DagsterInstance) -> str | None:
+    """``model_version`` of the latest stored ``serving_model`` (None: no model yet)."""
+    return latest_metadata_value(instance, "serving_model", "model_version")
+
+
+def training_pending(instance: dg.DagsterInstance) -> bool:
+    """True when the latest ``products`` (labeled rows) has no promoted model yet: no ``serving_model``,
+    or one fitted on other labels — unless the model gate refused that retrain (re-running it would
+    only be refused again; ``pricing materialize --retrain`` forces it)."""
+    products_fp = latest_metadata_value(instance, "products", "labeled_fingerprint")
+    if products_fp is None:
+        return False  # nothing to train on (or never run: a new batch starts it)
+    if products_fp == latest_metadata_value(instance, "serving_model", "labeled_fingerprint"):
+        return False
+    return gated_retrain(instance) is None
+
+
+def batches_to_score(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
+    """Complete batches (:func:`stored_batches`) whose ``batch_predictions`` are missing or come from
+    another model than the current ``serving_model``, in ingestion order ([] without a model)."""
+    version = serving_version(instance)
+    if version is None:
+        return []
+    complete = stored_batches(instance, defs)
+    return [b for b in registered_batches(instance) if b in complete and latest_metadata_value(instance, "batch_predictions", "model_version", b) != version]
+
+
+def predictions_stale(instance: dg.DagsterInstance) -> bool:
+    """True when ``price_predictions`` is missing or older than a ``batch_predictions`` partition or
+    ``products`` (and some batch has been scored)."""
+    scored = latest_storage_id(instance, dg.AssetKey("batch_predictions"))
+    if scored < 0:
+        return False
+    own = latest_storage_id(instance, PREDICTIONS)
+    return own < scored or own < latest_storage_id(instance, dg.AssetKey("products"))
+
+
+def batch_states(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tuple[str, str, str]]:
+    """``(batch, state, detail)`` per registered batch, in ingestion order: ``complete``; ``failed``
+    with ``"run <id>: <cause>"`` (:func:`run_failure_cause` of its latest run); or ``incomplete`` (not
+    run yet), detail ``""`` for these two."""
+    missing = set(missing_batches(instance, defs))
+    rows = []
+    for b in registered_batches(instance):
+        if b not in missing:
+            rows.append((b, "complete", ""))
+        elif (run := last_batch_failure(instance, b)) is not None:
+            rows.append((b, "failed", f"run {run.run_id}: {run_failure_cause(instance, run.run_id)}"))
+        else:
+            rows.append((b, "incomplete", ""))
+    return rows
+
+
+def started_run_ids(instance: dg.DagsterInstance, tags: dict[str, str]) -> set[str]:
+    """Ids of the ``STARTED`` runs that carry every one of ``tags`` (e.g. one process's worker tags)."""
+    return {r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.STARTED]))}

@@ -13,6 +13,7 @@ from pricing_assets.instance_state import (
     RECOVER_COMMAND,
     held_pool_slots,
     last_batch_failure,
+    missing_batches,
     oof_smapes,
     predictions_export_verdict,
     registered_batches,
@@ -38,8 +39,6 @@ def _batches(instance: dg.DagsterInstance, defs: dg.Definitions, stale: dict) ->
     """Per registered batch: its row counts and state — ``complete``; ``running`` (run named);
     ``stale`` (its run was left STARTED by a dead process, named); ``failed`` (run + cause); else
     ``incomplete`` (not run yet)."""
-    from pricing_assets.cli import missing_batches
-
     missing = set(missing_batches(instance, defs))
     out = []
     for b in registered_batches(instance):
