@@ -1,5 +1,6 @@
 """Cross-validation shared by every K-fold price model: grouped folds (:func:`assign_folds`), the
-inner early-stopping split (:func:`inner_split`) and the out-of-fold result (:class:`CvResult`)."""
+inner early-stopping split (:func:`inner_split`), the labeled-rows rule of every training function
+(:func:`require_labeled`) and the out-of-fold result (:class:`CvResult`)."""
 
 from dataclasses import dataclass, field
 
@@ -58,6 +59,29 @@ def assign_folds(sample_ids: pd.Series, groups: pd.Series, n_splits: int = DEFAU
     folds = np.empty(n, dtype=np.int64)
     folds[order] = folds_sorted
     return folds
+
+
+def require_labeled(log_price, folds, who: str) -> None:
+    """Raise unless every row is a labeled training row: a finite ``log1p`` price and a fold >= 0.
+
+    The training functions take ``products`` rows, all of them labeled; a product without a price is
+    priced by the serving path (``lib.serving``), never by a training function.
+
+    Args:
+        log_price: (n,) float ``log1p(price USD)``.
+        folds: (n,) int fold ids.
+        who: the calling function's name, for the message.
+
+    Raises:
+        ValueError: naming how many rows lack a finite price or have a fold < 0, and the first of them.
+    """
+    log_price, folds = np.asarray(log_price, dtype=np.float64), np.asarray(folds)
+    problems = []
+    for bad, what in ((~np.isfinite(log_price), "without a finite price"), (folds < 0, "with a fold < 0")):
+        if bad.any():
+            problems.append(f"{int(bad.sum())} rows {what} (first: row {int(np.flatnonzero(bad)[0])})")
+    if problems:
+        raise ValueError(f"{who}: {'; '.join(problems)}: training rows must all be labeled (products without a price are priced by lib.serving)")
 
 
 @dataclass
