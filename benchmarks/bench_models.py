@@ -7,7 +7,7 @@
     .venv/bin/python benchmarks/bench_models.py --seed-spread   # + single-seed LightGBM runs (noise level)
     .venv/bin/python benchmarks/bench_models.py --refit         # + fold-average vs refit on held-out folds
     .venv/bin/python benchmarks/bench_models.py --learning-curve  # only: the gap with 25/50/75/100% of prices known
-    .venv/bin/python benchmarks/bench_models.py --serving-check   # only: each fold served as unlabeled rows vs its OOF
+    .venv/bin/python benchmarks/bench_models.py --serving-check   # only: each fold priced by the serving path vs its OOF
 
 Inputs come from a materialised Dagster instance (``products``, ``feature_matrix``, the embedding
 assets): the script ingests the bundled labeled + unlabeled sample and runs ``pricing materialize``
@@ -28,6 +28,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,9 @@ def load_inputs():
     from pricing_assets.definitions import defs
 
     products, _, embs = load_all_products()
-    lab = (products["fold"] >= 0).to_numpy()
     fm = defs.load_asset_value("feature_matrix", instance=cli.get_instance())
-    fm = fm.set_index("sample_id").loc[products.loc[lab, "sample_id"]].reset_index()
-    return products[lab].reset_index(drop=True), fm, {name: (modality, vec[lab], has[lab]) for name, modality, vec, has in embs}
+    fm = fm.set_index("sample_id").loc[products["sample_id"]].reset_index()
+    return products, fm, {name: (modality, vec, has) for name, modality, vec, has in embs}
 
 
 def baseline_oof(raw_text: pd.Series, y_log1p: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +90,7 @@ def raw_catalog_text(products: pd.DataFrame) -> pd.Series:
 
 
 def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.ndarray, cat) -> None:
-    """How rows without a price should be predicted: each fold in turn plays the unlabeled rows; a
+    """How rows without a price should be predicted: each fold in turn plays the products without a price; a
     K-1-fold CV on the other rows gives (a) its fold boosters' average and (b) a refit on all of them
     (``refit_lightgbm``, rounds from the CV). Prints SMAPE on the held-out rows per fold and overall."""
     from pricing_assets.lib.lightgbm_regression import predict_lightgbm, refit_lightgbm, train_lightgbm_cv
@@ -111,8 +111,8 @@ def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.nda
 
 
 def load_all_products():
-    """(products of every row, brand_features, [(name, modality, vectors, has)]) from the materialised
-    instance; the embeddings from ``product_embeddings``, aligned to ``products``."""
+    """(products: the labeled rows, brand_features, [(name, modality, vectors, has)]) from the
+    materialised instance; the embeddings from ``product_embeddings``, aligned to ``products``."""
     from pricing_assets import cli
     from pricing_assets.definitions import defs
 
@@ -123,39 +123,54 @@ def load_all_products():
     return products, bf, embs
 
 
-def hide_prices(products: pd.DataFrame, known: np.ndarray) -> pd.DataFrame:
-    """A copy of ``products`` in which only the ``known`` (n,) bool rows keep their price and fold; the
-    others become unlabeled rows (price NaN, fold -1, ``is_labeled`` False)."""
-    out = products.copy()
-    out.loc[~known, "price"] = np.nan
-    out.loc[~known, "fold"] = -1
-    out["is_labeled"] = known
-    return out
+@dataclass
+class Rebuilt:
+    """What :func:`rebuild_features` fits on labeled rows: their ``feature_matrix``, the full-text
+    TF-IDF ridge's OOF prices (n,) float64 USD as ``tfidf_ridge_predictions`` holds them, and what
+    prices a product without a price (:func:`served_features`): the ridge's fold pipelines, the
+    ``KnnReference`` and the ``FeatureSpace``."""
+
+    fm: pd.DataFrame
+    ridge: np.ndarray
+    ridge_models: list
+    knn_reference: object
+    space: object
 
 
-def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tuple[pd.DataFrame, np.ndarray]:
-    """``feature_matrix`` rebuilt from the prices and folds in ``products`` (rows with a NaN price / fold
-    -1 are treated as unlabeled) by the functions the assets call, with the assets' default config (``KnnConfig``, ``FeatureMatrixConfig``, ``CrossValidationResource``).
-
-    Returns:
-        (feature matrix, (n,) float64 prices (USD) of the full-text TF-IDF ridge as the
-        ``tfidf_ridge_predictions`` asset holds them: OOF for labeled rows, fold average for the others).
-    """
+def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> Rebuilt:
+    """``feature_matrix`` rebuilt from the labeled rows ``products`` (their prices and folds) by the
+    functions the assets call, with the assets' default config (``KnnConfig``,
+    ``FeatureMatrixConfig``, ``CrossValidationResource``); ``embs`` aligned to ``products``."""
     from pricing_assets.defs.training import FeatureMatrixConfig, KnnConfig
-    from pricing_assets.lib.knn import build_knn_features
-    from pricing_assets.lib.model_predictions import predictions_frame
-    from pricing_assets.lib.tfidf_ridge import product_text, tfidf_ridge_every_row
-    from pricing_assets.lib.training_data import build_feature_matrix
+    from pricing_assets.lib.knn import build_knn_features, fit_knn_reference
+    from pricing_assets.lib.tfidf_ridge import product_text, train_tfidf_ridge_cv
+    from pricing_assets.lib.training_data import build_feature_matrix_and_space
     from pricing_assets.resources import CrossValidationResource
 
     knn_cfg, fm_cfg, cv = KnnConfig(), FeatureMatrixConfig(), CrossValidationResource()
     products = products.reset_index(drop=True)
-    ridge, _ = tfidf_ridge_every_row(product_text(products), np.log1p(products["price"].to_numpy(dtype=float)), products["fold"].to_numpy())
-    lab = (products["fold"] >= 0).to_numpy()
-    ridge = predictions_frame(products, ridge[lab], ridge[~lab])
-    knn = build_knn_features(products, bf, embs, k=knn_cfg.knn_k, unit_k=knn_cfg.knn_unit_k, n_folds=cv.n_folds)
-    fm, _ = build_feature_matrix(products, bf, knn, ridge, embs, fm_cfg.text_pca_components, fm_cfg.image_pca_components, cv.seed)
-    return fm, ridge["pred_price"].to_numpy()
+    ridge_cv = train_tfidf_ridge_cv(product_text(products), np.log1p(products["price"].to_numpy(dtype=float)), products["fold"].to_numpy())
+    ridge = np.clip(np.expm1(ridge_cv.oof_log), 0.01, None)
+    ref = fit_knn_reference(products, bf, embs, k=knn_cfg.knn_k, unit_k=knn_cfg.knn_unit_k, n_folds=cv.n_folds)
+    knn = build_knn_features(products, bf, embs, k=knn_cfg.knn_k, unit_k=knn_cfg.knn_unit_k, n_folds=cv.n_folds, reference=ref)
+    ridge_frame = pd.DataFrame({"sample_id": products["sample_id"].to_numpy(), "pred_price": ridge})
+    fm, _, space = build_feature_matrix_and_space(products, bf, knn, ridge_frame, embs, fm_cfg.text_pca_components, fm_cfg.image_pca_components, cv.seed)
+    return Rebuilt(fm, ridge, ridge_cv.models, ref, space)
+
+
+def served_features(rebuilt: Rebuilt, items: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tuple[pd.DataFrame, np.ndarray]:
+    """The serving path's features of products priced as if they had no price, against what
+    ``rebuilt`` fitted (no refit): (their ``feature_matrix``-column rows, (m,) float64 full-text ridge
+    prices USD, the fold pipelines' average)."""
+    from pricing_assets.lib.knn import knn_features_for_new_rows
+    from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge, product_text
+    from pricing_assets.lib.training_data import feature_rows_for_new_items
+
+    items = items.reset_index(drop=True)
+    knn = knn_features_for_new_rows(rebuilt.knn_reference, items, bf, embs)
+    ridge_log = predict_tfidf_ridge(rebuilt.ridge_models, product_text(items))
+    fm = feature_rows_for_new_items(rebuilt.space, items, bf, knn, ridge_log, embs)
+    return fm, np.clip(np.expm1(ridge_log), 0.01, None)
 
 
 def cross_fitted_blend(mats: np.ndarray, price: np.ndarray, folds: np.ndarray) -> np.ndarray:
@@ -176,10 +191,9 @@ LEARNING_CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.DataFrame:
     """How the gap to the baseline grows with the number of known prices.
 
-    For each fraction f of the labeled image-link groups (``draws`` random draws; one at f = 1) the
-    other labeled rows lose their price and become unlabeled rows, so the products, the unsupervised
-    inputs (TF-IDF vocabularies) and each kept row's fold stay the same and only the known prices
-    shrink. Everything supervised is rebuilt from the kept prices by the pipeline's own functions:
+    For each fraction f of the labeled image-link groups (``draws`` random draws; one at f = 1) only
+    the rows of the kept groups are trained on, each in its own fold. Everything is rebuilt from them
+    by the pipeline's own functions:
     the full-text ridge, every kNN feature (``build_knn_features``), target encodings and the title
     ridge (``build_feature_matrix``), then LightGBM (3 seed bags), the distributional LightGBM and their
     cross-fitted blend with the ridge (the fusion MLP is left out: its blend weight is 0.00 at f = 1).
@@ -194,25 +208,24 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
     from pricing_assets.lib.metrics import smape
 
     products, bf, embs = load_all_products()
-    labeled = products["is_labeled"].to_numpy()
-    groups = np.sort(products.loc[labeled, "image_link"].unique())
+    groups = np.sort(products["image_link"].unique())
     out = []
     for f in fractions:
         for draw in range(1 if f >= 1 else draws):
             t0 = time.perf_counter()
             keep = set(np.random.default_rng(1000 + draw).permutation(groups)[: round(f * len(groups))])
-            known = labeled & products["image_link"].isin(keep).to_numpy()
-            sub = hide_prices(products, known)
-            price = sub.loc[known, "price"].to_numpy(dtype=float)
+            known = products["image_link"].isin(keep).to_numpy()
+            sub = products[known].reset_index(drop=True)
+            price = sub["price"].to_numpy(dtype=float)
             y = np.log1p(price)
-            folds = sub.loc[known, "fold"].to_numpy()
-            med, base = baseline_oof(raw_catalog_text(sub[known]), y, folds)
-            fm, ridge = rebuild_features(sub, bf, embs)
-            X = model_input(fm[known].reset_index(drop=True))
+            folds = sub["fold"].to_numpy()
+            med, base = baseline_oof(raw_catalog_text(sub), y, folds)
+            rebuilt = rebuild_features(sub, bf, [(n, m, v[known], h[known]) for n, m, v, h in embs])
+            X = model_input(rebuilt.fm)
             cat = ["category"]
             lgb = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, n_bags=3).oof_log
             dist = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=1).oof_log
-            mats = np.column_stack([np.clip(np.expm1(lgb), 0.01, None), np.clip(np.expm1(dist), 0.01, None), ridge[known]])
+            mats = np.column_stack([np.clip(np.expm1(lgb), 0.01, None), np.clip(np.expm1(dist), 0.01, None), rebuilt.ridge])
             blend = cross_fitted_blend(mats, price, folds)
             row = {"fraction": f, "draw": draw, "labeled_rows": int(known.sum())}
             for name, pred in (("median", np.expm1(med)), ("baseline", np.expm1(base)), ("lightgbm", np.expm1(lgb)), ("lightgbm_dist", np.expm1(dist)), ("blend", blend)):
@@ -225,14 +238,14 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
 
 
 def serving_check(num_threads: int = 1) -> pd.DataFrame:
-    """Does OOF SMAPE predict the score on products without a price? Each of the 5 folds in turn plays
-    the unlabeled rows, exactly as the pipeline serves them.
+    """Does OOF SMAPE predict the score on products without a price? Each of the 5 folds in turn is
+    priced by the serving path, as the pipeline prices a product without a price.
 
-    Per held-out fold h: its prices are dropped and everything is rebuilt from the other 4 folds
-    (their own 4-fold OOF features, models and blend weights), so the held-out rows get what unlabeled
-    rows get: kNN features against all known rows, target encodings and ridges fitted on all known
-    rows (fold averages), the LightGBM refit on all known rows, the distributional LightGBM's fold
-    ensemble, and the blend of the three with weights fitted on the known rows' OOF predictions (the
+    Per held-out fold h: everything is rebuilt from the other 4 folds (their own 4-fold OOF features,
+    models and blend weights) and the held-out rows are priced with what that fit leaves
+    (:func:`served_features`: kNN features against all 4 folds' rows, the target-encoding maps and
+    the ridges' fold averages; then the LightGBM refit on the 4 folds, the distributional LightGBM's
+    fold ensemble, and the blend of the three with weights fitted on the 4 folds' OOF predictions; the
     fusion MLP is left out: blend weight 0.00). Beside it, the same fold's OOF SMAPE from the usual
     5-fold run (models trained on the same 4 folds, features out-of-fold).
 
@@ -245,39 +258,37 @@ def serving_check(num_threads: int = 1) -> pd.DataFrame:
     from pricing_assets.lib.metrics import smape
 
     products, bf, embs = load_all_products()
-    labeled = products["is_labeled"].to_numpy()
     all_folds = products["fold"].to_numpy()
     cat = ["category"]
 
-    def fit_models(fm, ridge, known):
-        """OOF (known rows) and served (other rows) prices of LightGBM, dist and ridge, and blend weights."""
-        X = model_input(fm)
-        y = np.log1p(fm.loc[known, "price"].to_numpy(dtype=float))
-        folds = fm.loc[known, "fold"].to_numpy()
-        cv = train_lightgbm_cv(X[known], y, folds, categorical=cat, num_threads=num_threads, n_bags=3)
-        final = refit_lightgbm(X[known], y, cv.best_iterations, categorical=cat, num_threads=num_threads, n_bags=3)
-        dcv = train_lightgbm_dist_cv(X[known], y, folds, categorical=cat, num_threads=num_threads)
-        other = ~known
-        oof = np.clip(np.expm1(np.column_stack([cv.oof_log, dcv.oof_log])), 0.01, None)
-        served = np.clip(np.expm1(np.column_stack([predict_lightgbm(final, X[other]), predict_lightgbm_dist(dcv.models, X[other])])), 0.01, None)
-        oof, served = np.column_stack([oof, ridge[known]]), np.column_stack([served, ridge[other]])
-        return oof, served, folds, fit_blend_weights(oof, np.expm1(y))
+    def fit_models(rebuilt: Rebuilt, served=None):
+        """OOF prices (n, 3) of LightGBM, dist and ridge on ``rebuilt``'s rows, the folds, the blend
+        weights and, given ``served`` (feature rows, ridge prices), those rows' prices (m, 3)."""
+        X = model_input(rebuilt.fm)
+        y = np.log1p(rebuilt.fm["price"].to_numpy(dtype=float))
+        folds = rebuilt.fm["fold"].to_numpy()
+        cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=num_threads, n_bags=3)
+        dcv = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=num_threads)
+        oof = np.column_stack([np.clip(np.expm1(np.column_stack([cv.oof_log, dcv.oof_log])), 0.01, None), rebuilt.ridge])
+        prices = None
+        if served is not None:
+            final = refit_lightgbm(X, y, cv.best_iterations, categorical=cat, num_threads=num_threads, n_bags=3)
+            Xs = model_input(served[0])
+            prices = np.column_stack([np.clip(np.expm1(np.column_stack([predict_lightgbm(final, Xs), predict_lightgbm_dist(dcv.models, Xs)])), 0.01, None), served[1]])
+        return oof, prices, folds, fit_blend_weights(oof, np.expm1(y))
 
     # the usual 5-fold run: OOF per fold
-    fm, ridge = rebuild_features(products, bf, embs)
-    oof5, _, folds5, _ = fit_models(fm, ridge, labeled)
-    price5 = products.loc[labeled, "price"].to_numpy(dtype=float)
+    oof5, _, folds5, _ = fit_models(rebuild_features(products, bf, embs))
+    price5 = products["price"].to_numpy(dtype=float)
     blend5 = cross_fitted_blend(oof5, price5, folds5)
     rows = []
     for h in np.unique(folds5):
         t0 = time.perf_counter()
-        held = labeled & (all_folds == h)
-        fm_h, ridge_h = rebuild_features(hide_prices(products, labeled & ~held), bf, embs)
-        _, served, _, w = fit_models(fm_h, ridge_h, labeled & ~held)
-        # served holds every row without a price: the held-out fold and the real unlabeled rows
-        in_held = held[~(labeled & ~held)]
+        held = all_folds == h
+        rebuilt = rebuild_features(products[~held], bf, [(n, m, v[~held], has[~held]) for n, m, v, has in embs])
+        served = served_features(rebuilt, products[held], bf, [(n, m, v[held], has[held]) for n, m, v, has in embs])
+        _, served, _, w = fit_models(rebuilt, served)
         price = products.loc[held, "price"].to_numpy(dtype=float)
-        served = served[in_held]
         at = folds5 == h
         row = {"held_out_fold": int(h), "rows": int(held.sum())}
         for j, name in enumerate(("lightgbm", "lightgbm_dist")):
@@ -302,7 +313,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed-spread", action="store_true", help="also report single-seed LightGBM runs (seeds 42, 7, 123)")
     ap.add_argument("--refit", action="store_true", help="also compare, on each fold held out as new products, the fold-average of a 4-fold CV with a refit on all other rows (seeds 42, 7)")
     ap.add_argument("--learning-curve", action="store_true", help="only: rebuild features and models with 25/50/75/100%% of the prices known and print the gap to the baseline")
-    ap.add_argument("--serving-check", action="store_true", help="only: hold each fold out as unlabeled rows, serve it as the pipeline does, compare with its OOF SMAPE")
+    ap.add_argument("--serving-check", action="store_true", help="only: hold each fold out, price it by the serving path as the pipeline does, compare with its OOF SMAPE")
     ap.add_argument("--threads", type=int, default=1, help="LightGBM threads for --serving-check (default 1)")
     args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
