@@ -551,7 +551,7 @@ def _smoothed(keys: pd.Series, y: np.ndarray, smoothing: float, prior: float) ->
 
 
 def fit_target_encoding(keys: pd.Series, y: np.ndarray, smoothing: float = 10.0) -> dict:
-    """Smoothed mean of ``y`` per key over all given rows (to encode unlabeled rows).
+    """Smoothed mean of ``y`` per key over all given rows (the map a product without a price is encoded with).
 
     ``enc(k) = (sum_k y + m * prior) / (n_k + m)`` with ``prior = mean(y)`` and ``m = smoothing``
     — the additive-smoothing form of Micci-Barreca (2001), "A preprocessing scheme for

@@ -1,13 +1,17 @@
 """Retrieval: a FAISS index of known (labeled) products and kNN neighbour-price features.
 
-Every feature is computed so that a row never sees its own price: labeled rows query an index built
-from the *other* CV folds only (out-of-fold), unlabeled rows query an index of all labeled rows.
+Two paths, so that a row never sees its own price: the training rows (``products``, every one
+labeled, with a fold) query the rows of the *other* CV folds only (out-of-fold,
+:func:`build_knn_features`); a product without a price queries every labeled product
+(:func:`knn_features_for_new_rows`, the serving path).
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from pricing_assets.lib.cross_validation import require_labeled
 
 KNN_STATS = ("median", "wmean", "std", "top1", "top1_sim", "mean_sim")
 
@@ -102,23 +106,19 @@ def _search(index_vectors, query_vectors, k):
     return sims, ids
 
 
-def oof_query_plan(labeled: np.ndarray, folds: np.ndarray):
-    """The leakage rule of every kNN feature, as (query mask, reference mask) pairs over n rows.
-
-    A labeled row of fold f queries labeled rows of the other folds only (never itself, never its
-    fold); unlabeled rows query all labeled rows. Each row is a query in exactly one pair.
+def oof_query_plan(folds: np.ndarray):
+    """The leakage rule of every training kNN feature, as (query mask, reference mask) pairs over n
+    labeled rows: a row of fold f queries the rows of the other folds only (never itself, never its
+    fold). Each row is a query in exactly one pair.
 
     Args:
-        labeled: (n,) bool, True for rows whose price may be retrieved.
-        folds: (n,) int fold id of labeled rows (ignored for unlabeled rows).
+        folds: (n,) int fold ids (>= 0).
 
     Yields:
         (q, ref): (n,) bool masks, ``q & ref`` always empty.
     """
-    for f in np.unique(folds[labeled]):
-        yield labeled & (folds == f), labeled & (folds != f)
-    if (~labeled).any():
-        yield ~labeled, labeled
+    for f in np.unique(folds):
+        yield folds == f, folds != f
 
 
 def _query(index_vectors, index_log_prices, query_vectors, k):
@@ -133,18 +133,15 @@ def knn_price_features(
     k: int = 10,
     prefix: str = "knn",
 ) -> pd.DataFrame:
-    """Out-of-fold kNN neighbour-price features for every row.
-
-    Rows with a finite ``log_price`` and ``fold >= 0`` are labeled: a labeled row in fold f gets
-    features from an index over labeled rows of the other folds (never itself, never its fold).
-    Unlabeled rows (``fold == -1`` or NaN price) query all labeled rows.
+    """Out-of-fold kNN neighbour-price features of n labeled rows: a row in fold f gets features from
+    an index over the rows of the other folds (never itself, never its fold).
 
     Args:
         vectors: (n, d) float32 L2-normalised embeddings (one per row), dense (searched with an exact
             FAISS inner-product index) or a SciPy sparse matrix such as TF-IDF rows (exact sparse
             dot products).
-        log_price: (n,) float64 ``log1p(price USD)``; NaN for unlabeled rows.
-        folds: (n,) int fold id in ``0..K-1`` for labeled rows, -1 for unlabeled.
+        log_price: (n,) float64 ``log1p(price USD)``, finite.
+        folds: (n,) int fold id in ``0..K-1``.
         k: neighbours per query.
         prefix: column prefix.
 
@@ -153,7 +150,8 @@ def knn_price_features(
         ``KNN_STATS``.
 
     Raises:
-        ValueError: on length mismatch or when there are fewer than 2 labeled rows.
+        ValueError: on length mismatch, a row without a finite price or with a fold < 0
+            (:func:`~pricing_assets.lib.cross_validation.require_labeled`), or fewer than 2 rows.
     """
     import scipy.sparse as sp
 
@@ -163,11 +161,11 @@ def knn_price_features(
     if not (len(log_price) == len(folds) == n):
         raise ValueError(f"knn_price_features: length mismatch {n}, {len(log_price)}, {len(folds)}")
     folds = np.asarray(folds)
-    labeled = np.isfinite(log_price) & (folds >= 0)
-    if labeled.sum() < 2:
-        raise ValueError("knn_price_features: need at least 2 labeled rows")
+    require_labeled(log_price, folds, "knn_price_features")
+    if n < 2:
+        raise ValueError("knn_price_features: need at least 2 rows")
     out = np.full((n, len(KNN_STATS)), np.nan, dtype=np.float32)
-    for q, ref in oof_query_plan(labeled, folds):
+    for q, ref in oof_query_plan(folds):
         out[q] = _query(vectors[ref], log_price[ref], vectors[q], k)
     return pd.DataFrame(out, columns=[f"{prefix}_{s}" for s in KNN_STATS])
 
@@ -257,19 +255,19 @@ def knn_unit_price_features(
     k: int = 20,
     prefix: str = "uknn",
 ) -> pd.DataFrame:
-    """Out-of-fold unit-price-transfer kNN features (:func:`unit_price_stats`) for every row.
+    """Out-of-fold unit-price-transfer kNN features (:func:`unit_price_stats`) of n labeled rows.
 
-    Same leakage rules as :func:`knn_price_features`: a labeled row in fold f only retrieves labeled
-    rows of the other folds; unlabeled rows (``fold == -1`` or NaN price) retrieve all labeled rows.
+    Same leakage rule as :func:`knn_price_features`: a row in fold f only retrieves rows of the other
+    folds.
 
     Args:
         vectors: (n, d) float32 L2-normalised embeddings, or SciPy sparse rows (e.g. TF-IDF).
-        log_price: (n,) float64 ``log1p(price USD)``; NaN for unlabeled rows.
+        log_price: (n,) float64 ``log1p(price USD)``, finite.
         log_qty: (n,) float64 ``log`` of the total quantity in canonical units (g, ml, count); NaN
             when unknown.
         family: (n,) str unit family (``g``/``ml``/``count``; anything else never matches a
             neighbour of another family).
-        folds: (n,) int fold id, -1 for unlabeled.
+        folds: (n,) int fold id in ``0..K-1``.
         k: neighbours retrieved per query (only same-family ones are used; 20 measured on the
             sample, see benchmarks/bench_models.py).
         prefix: column prefix. Columns do not start with ``knn_``: they are NaN where the row has
@@ -279,7 +277,8 @@ def knn_unit_price_features(
         DataFrame (n rows, same order), float32 columns ``{prefix}_unit_{stat}`` for ``UNIT_STATS``.
 
     Raises:
-        ValueError: on length mismatch or fewer than 2 labeled rows.
+        ValueError: on length mismatch, a row without a finite price or with a fold < 0, or fewer
+            than 2 rows.
     """
     return knn_price_and_unit_features(vectors, log_price, log_qty, family, folds, k=k, unit_k=k, unit_prefix=prefix)[1]
 
@@ -311,7 +310,8 @@ def knn_price_and_unit_features(
         float32 ``{unit_prefix}_unit_{stat}`` for ``UNIT_STATS``), rows in input order.
 
     Raises:
-        ValueError: on length mismatch or fewer than 2 labeled rows.
+        ValueError: on length mismatch, a row without a finite price or with a fold < 0, or fewer
+            than 2 rows.
     """
     import scipy.sparse as sp
 
@@ -324,13 +324,13 @@ def knn_price_and_unit_features(
     folds = np.asarray(folds)
     if not (len(log_price) == len(log_qty) == len(family) == len(folds) == n):
         raise ValueError(f"knn_price_and_unit_features: length mismatch {n}, {len(log_price)}, {len(log_qty)}, {len(family)}, {len(folds)}")
-    labeled = np.isfinite(log_price) & (folds >= 0)
-    if labeled.sum() < 2:
-        raise ValueError("knn_price_and_unit_features: need at least 2 labeled rows")
-    lp = np.log(np.clip(np.expm1(np.where(labeled, log_price, 0.0)), 1e-6, None))
+    require_labeled(log_price, folds, "knn_price_and_unit_features")
+    if n < 2:
+        raise ValueError("knn_price_and_unit_features: need at least 2 rows")
+    lp = np.log(np.clip(np.expm1(log_price), 1e-6, None))
     price = np.full((n, len(KNN_STATS)), np.nan, dtype=np.float32)
     unit = np.full((n, len(UNIT_STATS)), np.nan, dtype=np.float32)
-    for q, ref in oof_query_plan(labeled, folds):
+    for q, ref in oof_query_plan(folds):
         sims, ids = _search(vectors[ref], vectors[q], max(k, unit_k))
         g = np.flatnonzero(ref)[ids]
         price[q] = neighbour_stats(sims[:, :k], log_price[g[:, :k]])
@@ -456,45 +456,45 @@ def fit_knn_reference(
     unit_k: int = 20,
     n_folds: int = 5,
 ) -> KnnReference:
-    """The :class:`KnnReference` of the labeled rows of ``products`` (``fold >= 0`` and a price).
+    """The :class:`KnnReference` of the m labeled rows of ``products`` (every row: a price and a fold).
 
-    The TF-IDF vectorizers are fitted on the labeled products' texts only: a product being priced
-    never shapes the vocabulary it is searched with (no transductive step).
+    The TF-IDF vectorizers are fitted on these products' texts only: a product being priced never
+    shapes the vocabulary it is searched with (no transductive step).
 
     Args:
         products, brand_features, embeddings, k, unit_k, n_folds: as :func:`build_knn_features`.
 
     Returns:
-        :class:`KnnReference` over the m labeled rows.
+        :class:`KnnReference` over the m rows, in ``products`` order.
 
     Raises:
-        ValueError: without a text embedding or with fewer than 2 labeled rows.
+        ValueError: a row without a finite price or with a fold < 0, fewer than 2 rows, or no text
+            embedding.
     """
     products = products.reset_index(drop=True)
     log_price = np.log1p(products["price"].to_numpy(dtype=float))
-    lab = np.isfinite(log_price) & (products["fold"].to_numpy() >= 0)
-    if lab.sum() < 2:
-        raise ValueError("fit_knn_reference: need at least 2 labeled rows")
-    text = {name: np.ascontiguousarray(vec[lab], dtype=np.float32) for name, modality, vec, _ in embeddings if modality == "text"}
+    require_labeled(log_price, products["fold"].to_numpy(), "fit_knn_reference")
+    if len(products) < 2:
+        raise ValueError("fit_knn_reference: need at least 2 rows")
+    text = {name: np.array(vec, dtype=np.float32, order="C") for name, modality, vec, _ in embeddings if modality == "text"}
     if not text:
         raise ValueError("fit_knn_reference: no text embedding given")
-    items = products[lab].reset_index(drop=True)
-    texts = _view_texts(items)
+    texts = _view_texts(products)
     params = {"tfidf": _TFIDF_VIEW, **_TITLE_VECTORIZERS}
     fitted = {name: _fit_vectorizer(params[name], texts[name]) for name in params}
     vectorizers = {name: v for name, (v, _) in fitted.items()}
     sparse = {name: rows for name, (_, rows) in fitted.items()}
-    log_qty, family = _log_qty_family(items, brand_features)
+    log_qty, family = _log_qty_family(products, brand_features)
     image, image_names = {}, []
     for name, modality, vec, has in embeddings:
         if modality != "image":
             continue
         image_names.append(name)
-        h = np.asarray(has, dtype=bool)[lab]
+        h = np.asarray(has, dtype=bool)
         if h.sum() >= 2 * n_folds:
-            image[name] = (np.ascontiguousarray(vec[lab][h], dtype=np.float32), log_price[lab][h])
+            image[name] = (np.ascontiguousarray(vec[h], dtype=np.float32), log_price[h])
     return KnnReference(
-        sample_ids=items["sample_id"].astype(str).to_numpy(), log_price=log_price[lab], log_qty=log_qty, family=family,
+        sample_ids=products["sample_id"].astype(str).to_numpy(), log_price=log_price, log_qty=log_qty, family=family,
         text=text, vectorizers=vectorizers, sparse=sparse, image=image, image_names=tuple(image_names), k=k, unit_k=unit_k,
     )
 
@@ -510,8 +510,8 @@ def knn_features_for_new_rows(
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
 ) -> pd.DataFrame:
     """kNN neighbour-price features of products without a price, searched in ``ref`` (every labeled
-    product): the serving path of ``knn_features``; same columns and values as
-    :func:`build_knn_features` gives the same rows as unlabeled rows.
+    product): the serving path of ``knn_features``, with the columns of :func:`build_knn_features`
+    (where a training row searches the other folds' products, a new product searches all of them).
 
     Args:
         ref: the fitted :class:`KnnReference`.
@@ -576,13 +576,14 @@ def build_knn_features(
     n_folds: int = 5,
     reference: "KnnReference | None" = None,
 ) -> pd.DataFrame:
-    """Every kNN neighbour-price feature of ``knn_features``, out-of-fold, for every product.
+    """Every kNN neighbour-price feature of ``knn_features``, out-of-fold, for every (labeled) product.
 
     Views searched (each with :func:`knn_price_features`; text views also with the unit-price
     transfer of :func:`knn_unit_price_features`): every text embedding, a word 1-2-gram TF-IDF of
-    the full product text, and the two title views of :func:`title_tfidf_views` (vectorizers fitted
-    on the labeled rows' texts, :func:`fit_knn_reference`); image embeddings over the rows that have a
-    photo. Unlabeled rows given here get exactly what :func:`knn_features_for_new_rows` gives them.
+    the full product text, and the two title views of :func:`title_tfidf_views` (the TF-IDF rows of
+    the reference, :func:`fit_knn_reference`: vectorizers fitted on these products' texts); image
+    embeddings over the rows that have a photo. Products without a price get their features from
+    :func:`knn_features_for_new_rows`.
 
     Measured on the sample (5 grouped folds, ``benchmarks/bench_models.py``): the unit-price transfer
     lowered LightGBM OOF SMAPE 55.87 -> 55.15 (seeds 1 / 2: 55.80 -> 54.96, 56.00 -> 55.09, every fold
@@ -590,8 +591,8 @@ def build_knn_features(
     embedding blurs, 56.7 -> 56.1.
 
     Args:
-        products: n rows with ``sample_id``, ``price`` (USD, NaN for unlabeled), ``fold`` (-1 for
-            unlabeled), ``item_name`` and the columns :func:`~pricing_assets.lib.tfidf_ridge.product_text` reads.
+        products: n labeled rows with ``sample_id``, ``price`` (USD, finite), ``fold`` (``0..K-1``),
+            ``item_name`` and the columns :func:`~pricing_assets.lib.tfidf_ridge.product_text` reads.
         brand_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (any order;
             aligned by ``sample_id``).
         embeddings: ``(name, modality, vectors, has)`` per embedding model, aligned to ``products``:
@@ -600,44 +601,32 @@ def build_knn_features(
         k: neighbours per query; unit_k: neighbours for the unit-price transfer.
         n_folds: image features are computed only when at least ``2 * n_folds`` labeled rows have a
             photo (NaN otherwise).
-        reference: the labeled rows' :class:`KnnReference` when already fitted (else fitted here).
+        reference: the :class:`KnnReference` of these same products when already fitted (else fitted
+            here); its TF-IDF rows are the products' TF-IDF rows (not tokenised twice).
 
     Returns:
         DataFrame (n rows, products' order): ``sample_id`` then float32 ``knn_*`` and ``uknn_*`` columns.
 
     Raises:
-        ValueError: without a text embedding, on length mismatch or fewer than 2 labeled rows.
+        ValueError: without a text embedding, on length mismatch, a row without a finite price or
+            with a fold < 0, fewer than 2 rows, or a ``reference`` fitted on other products.
     """
     products = products.reset_index(drop=True)
-    ref = reference if reference is not None else fit_knn_reference(products, brand_features, embeddings, k=k, unit_k=unit_k, n_folds=n_folds)
-    text = [(name, vec) for name, modality, vec, _ in embeddings if modality == "text"]
     log_price = np.log1p(products["price"].to_numpy(dtype=float))
     folds = products["fold"].to_numpy()
+    require_labeled(log_price, folds, "build_knn_features")
+    ref = reference if reference is not None else fit_knn_reference(products, brand_features, embeddings, k=k, unit_k=unit_k, n_folds=n_folds)
+    if not np.array_equal(ref.sample_ids, products["sample_id"].astype(str).to_numpy()):
+        raise ValueError("build_knn_features: the reference was fitted on other products than these (fit_knn_reference on the same products)")
+    text = [(name, vec) for name, modality, vec, _ in embeddings if modality == "text"]
     log_qty, family = _log_qty_family(products, brand_features)
-    texts = _view_texts(products)
-    # The labeled rows' TF-IDF rows are the reference's own when it was fitted on these products:
-    # reused, so only the other rows are tokenised (the tokenising pass is the costly part).
-    lab = np.isfinite(log_price) & (folds >= 0)
-    reuse = np.array_equal(ref.sample_ids, products.loc[lab, "sample_id"].astype(str).to_numpy())
-    order = np.argsort(np.r_[np.flatnonzero(lab), np.flatnonzero(~lab)], kind="stable")
-
-    def view_rows(view: str):
-        if not reuse:
-            return _transform(ref.vectorizers[view], texts[view])
-        import scipy.sparse as sp
-
-        if lab.all():  # the training path: every product is a labeled reference row
-            return ref.sparse[view]
-        rest = _transform(ref.vectorizers[view], texts[view][~lab].reset_index(drop=True))
-        return sp.vstack([ref.sparse[view], rest], format="csr")[order]
-
     parts, unit_parts = [products[["sample_id"]]], []
     for name, vec in text:
         price, unit = knn_price_and_unit_features(vec, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{name}", unit_prefix=f"uknn_{name}")
         parts.append(price)
         unit_parts.append(unit)
     for view in ("tfidf", "title_char", "title_word"):
-        mat = view_rows(view)
+        mat = ref.sparse[view]
         if view == "tfidf":
             price, unit = knn_price_and_unit_features(mat, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{view}", unit_prefix="uknn_tfidf")
             unit_parts.append(unit)
@@ -649,7 +638,7 @@ def build_knn_features(
             continue
         feats = pd.DataFrame(np.nan, index=range(len(products)), columns=_image_columns(name), dtype=np.float32)
         if name in ref.image:
-            sub = knn_price_features(vec[has], log_price[has], np.where(np.isfinite(log_price[has]), folds[has], -1), k=k, prefix=f"knn_image_{name}")
+            sub = knn_price_features(vec[has], log_price[has], folds[has], k=k, prefix=f"knn_image_{name}")
             feats.loc[has, :] = sub.to_numpy()
         parts.append(feats)
     return pd.concat(parts + unit_parts, axis=1)

@@ -1,5 +1,6 @@
-"""The TF-IDF + ridge price model: product text (:func:`product_text`), the vectoriser, K-fold CV
-(:func:`train_tfidf_ridge_cv`), prediction and the every-row stack (:func:`tfidf_ridge_every_row`).
+"""The TF-IDF + ridge price model: product text (:func:`product_text`), the vectoriser, K-fold CV on
+the labeled rows (:func:`train_tfidf_ridge_cv`: out-of-fold predictions and the fold pipelines) and
+prediction for products without a price (:func:`predict_tfidf_ridge`).
 Pure functions, no Dagster; scikit-learn is imported inside them."""
 
 import time
@@ -7,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from pricing_assets.lib.cross_validation import CvResult
+from pricing_assets.lib.cross_validation import CvResult, require_labeled
 from pricing_assets.lib.metrics import smape
 
 
@@ -86,17 +87,20 @@ def train_tfidf_ridge_cv(
     (``fit_transform``); only the ridge is refitted per fold, on the training folds.
 
     Args:
-        texts: (n,) str product texts of the labeled rows (:func:`product_text`).
-        y_log: (n,) float64 ``log1p(price USD)``.
-        folds: (n,) int fold ids (>= 2 distinct).
+        texts: (n,) str product texts of the labeled rows (:func:`product_text`; NaN -> "").
+        y_log: (n,) float64 ``log1p(price USD)``, finite.
+        folds: (n,) int fold ids >= 0 (>= 2 distinct).
         params: overrides of :data:`TFIDF_RIDGE_PARAMS`.
+        log: optional callable taking a progress line (per-fold SMAPE).
 
     Returns:
-        :class:`CvResult` whose ``models`` are fitted sklearn pipelines (vectoriser -> ridge), one
-        per fold; deterministic (no randomness).
+        :class:`CvResult`: ``oof_log`` (n,) float64 out-of-fold ``log1p(price USD)`` in the input
+        order, ``models`` fitted sklearn pipelines (vectoriser -> ridge) one per fold, per-fold
+        SMAPE; deterministic (no randomness).
 
     Raises:
-        ValueError: on length mismatch or fewer than 2 folds.
+        ValueError: on length mismatch, a row without a finite price or with a fold < 0
+            (:func:`~pricing_assets.lib.cross_validation.require_labeled`), or fewer than 2 folds.
     """
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
@@ -106,6 +110,7 @@ def train_tfidf_ridge_cv(
     folds = np.asarray(folds)
     if not (len(texts) == len(y_log) == len(folds)):
         raise ValueError(f"train_tfidf_ridge_cv: length mismatch {len(texts)}, {len(y_log)}, {len(folds)}")
+    require_labeled(y_log, folds, "train_tfidf_ridge_cv")
     uniq = np.unique(folds)
     if len(uniq) < 2:
         raise ValueError(f"train_tfidf_ridge_cv: needs >= 2 folds, got {uniq.tolist()}")
@@ -152,47 +157,3 @@ def predict_tfidf_ridge(models: list, texts: pd.Series) -> np.ndarray:
         return map_text_chunks(_shared_vectorizer_prediction, texts, models)
     return np.mean([m.predict(texts) for m in models], axis=0)
 
-
-def tfidf_ridge_every_row(
-    texts: pd.Series, log_price: np.ndarray, folds: np.ndarray, params: dict | None = None, log=None
-) -> tuple[np.ndarray, CvResult]:
-    """TF-IDF + ridge predictions for every row in which no row sees its own price.
-
-    Labeled rows (``fold >= 0`` and a finite ``log_price``) get their out-of-fold prediction from
-    :func:`train_tfidf_ridge_cv` (the ridge of the other folds); unlabeled rows get the average of the
-    fold ridges (:func:`predict_tfidf_ridge`), exactly as the kNN features and target encodings treat
-    them. The vocabulary is fitted on the labeled rows' texts only, so an unlabeled row gets what a
-    new product gets from the stored fold models (no transductive step).
-
-    Two users: the ``tfidf_ridge`` model asset (full product text) and ``feature_matrix``, which stacks
-    it on the item names alone (``stack_title_ridge``): the full text dilutes the title with bullets
-    many products share. On the sample's 5 grouped folds the title ridge alone scores 61.2 OOF SMAPE
-    (full text 61.8) and adding it to the feature matrix lowered single-seed LightGBM
-    54.79 / 54.99 / 55.09 -> 54.47 / 54.53 / 54.62 (seeds 42 / 7 / 123, ``bench_models.py --seed-spread``).
-
-    Args:
-        texts: (n,) str texts (NaN -> "").
-        log_price: (n,) float64 ``log1p(price USD)``, NaN for unlabeled rows.
-        folds: (n,) int fold ids, -1 for unlabeled rows; >= 2 distinct folds among labeled rows.
-        params: overrides of :data:`TFIDF_RIDGE_PARAMS`.
-        log: optional callable taking a progress line (per-fold SMAPE).
-
-    Returns:
-        ``(pred, cv)``: pred (n,) float64 predicted ``log1p(price USD)`` in the input order; cv the
-        :class:`CvResult` of the labeled rows (fold pipelines, per-fold SMAPE).
-
-    Raises:
-        ValueError: on length mismatch or fewer than 2 labeled folds (from :func:`train_tfidf_ridge_cv`).
-    """
-    texts = pd.Series(texts).fillna("").astype(str).reset_index(drop=True)
-    log_price = np.asarray(log_price, dtype=np.float64)
-    folds = np.asarray(folds)
-    if not (len(texts) == len(log_price) == len(folds)):
-        raise ValueError(f"tfidf_ridge_every_row: length mismatch {len(texts)}, {len(log_price)}, {len(folds)}")
-    lab = (folds >= 0) & np.isfinite(log_price)
-    cv = train_tfidf_ridge_cv(texts[lab].reset_index(drop=True), log_price[lab], folds[lab], params=params, log=log)
-    out = np.empty(len(texts), dtype=np.float64)
-    out[lab] = cv.oof_log
-    if (~lab).any():
-        out[~lab] = predict_tfidf_ridge(cv.models, texts[~lab])
-    return out, cv

@@ -219,23 +219,31 @@ def pca_components(vectors: np.ndarray, mask: np.ndarray, n_components: int, pre
 
 
 def target_encodings(keys: dict[str, pd.Series], log_price: np.ndarray, folds: np.ndarray, smoothing: float = 10.0) -> pd.DataFrame:
-    """Out-of-fold target encodings of ``log1p(price)`` per categorical key (``te_<name>`` columns).
+    """Out-of-fold target encodings of ``log1p(price)`` per categorical key, for n labeled rows: a row
+    of fold f is encoded from the other folds' rows (never its own price). Smoothing after
+    Micci-Barreca (2001). A product without a price is encoded with the maps of :class:`FeatureSpace`
+    (:func:`feature_rows_for_new_items`).
 
-    Labeled rows (fold >= 0) are encoded out-of-fold (never their own price); unlabeled rows (fold -1)
-    with the encoding fitted on all labeled rows. Smoothing after Micci-Barreca (2001).
+    Args:
+        keys: key name -> (n,) keys (compared as str).
+        log_price: (n,) float64 ``log1p(price USD)``, finite.
+        folds: (n,) int fold ids >= 0 (>= 2 distinct).
+        smoothing: pseudo-count m >= 0.
+
+    Returns:
+        DataFrame (n rows, input order), float32 ``te_<name>`` columns.
+
+    Raises:
+        ValueError: a row without a finite price or with a fold < 0, or fewer than 2 folds.
     """
-    from pricing_assets.lib.features import apply_target_encoding, fit_target_encoding, oof_target_encode
+    from pricing_assets.lib.cross_validation import require_labeled
+    from pricing_assets.lib.features import oof_target_encode
 
-    lab = folds >= 0
+    require_labeled(log_price, folds, "target_encodings")
     out = {}
     for name, k in keys.items():
         k = k.astype(str).reset_index(drop=True)
-        col = np.full(len(k), np.nan, dtype=np.float64)
-        col[lab] = oof_target_encode(k[lab].reset_index(drop=True), log_price[lab], folds[lab], smoothing=smoothing)
-        if (~lab).any():
-            mapping = fit_target_encoding(k[lab].reset_index(drop=True), log_price[lab], smoothing=smoothing)
-            col[~lab] = apply_target_encoding(mapping, float(np.mean(log_price[lab])), k[~lab].reset_index(drop=True))
-        out[f"te_{name}"] = col.astype(np.float32)
+        out[f"te_{name}"] = oof_target_encode(k, log_price, folds, smoothing=smoothing).astype(np.float32)
     return pd.DataFrame(out)
 
 
@@ -292,20 +300,22 @@ def build_feature_matrix_and_space(
     seed: int = 42,
 ) -> tuple[pd.DataFrame, dict, FeatureSpace]:
     """The model input ``feature_matrix``: engineered features, OOF target encodings, kNN features,
-    two stacked OOF TF-IDF ridges, image/OCR facts and (optionally) embedding PCA, one row per product.
+    two stacked OOF TF-IDF ridges, image/OCR facts and (optionally) embedding PCA, one row per
+    (labeled) product.
 
-    The title-only ridge (:func:`~pricing_assets.lib.tfidf_ridge.tfidf_ridge_every_row` on ``item_name``)
-    is computed here; the full-text one comes in as ``ridge_predictions``. Both are out-of-fold for labeled
-    rows, like the kNN features and target encodings, so no row's features saw its own price.
+    The title-only ridge (:func:`~pricing_assets.lib.tfidf_ridge.train_tfidf_ridge_cv` on ``item_name``:
+    on the title alone, which the full text dilutes with bullets many products share) is computed
+    here; the full-text one comes in as ``ridge_predictions``. Both are out-of-fold, like the kNN
+    features and target encodings, so no row's features saw its own price.
 
     Args:
-        products: n rows with ``sample_id``, ``fold`` (-1 unlabeled), ``price`` (USD, NaN unlabeled),
+        products: n labeled rows with ``sample_id``, ``fold`` (``0..K-1``), ``price`` (USD, finite),
             ``item_name``, ``width``, ``height``, ``n_bytes``, ``status``, ``n_lines``.
         brand_features: rows with ``sample_id``, ``brand``, ``category`` and numeric features (aligned
             by ``sample_id``).
         knn_features: rows with ``sample_id`` and float kNN columns (aligned by ``sample_id``).
         ridge_predictions: the ``tfidf_ridge_predictions`` frame: ``sample_id`` and ``pred_price``
-            (USD, > 0) of the full-text TF-IDF ridge, OOF for labeled rows (aligned by ``sample_id``).
+            (USD, > 0) of the full-text TF-IDF ridge, out-of-fold (aligned by ``sample_id``).
         embeddings: ``(name, modality, vectors, has)`` aligned to products (see
             :func:`pricing_assets.lib.knn.build_knn_features`); each gives ``{name}_pc{i}`` columns.
         text_pca_components, image_pca_components: PCA components per text / image model (0: none;
@@ -318,10 +328,12 @@ def build_feature_matrix_and_space(
         :class:`FeatureSpace` fitted on the labeled rows (:func:`feature_rows_for_new_items` uses it).
 
     Raises:
-        ValueError: when ``ridge_predictions`` lacks a product's sample_id (names the first five).
+        ValueError: a row without a finite price or with a fold < 0, fewer than 2 folds, or
+            ``ridge_predictions`` lacking a product's sample_id (names the first five).
     """
+    from pricing_assets.lib.cross_validation import require_labeled
     from pricing_assets.lib.features import fit_target_encoding
-    from pricing_assets.lib.tfidf_ridge import tfidf_ridge_every_row
+    from pricing_assets.lib.tfidf_ridge import train_tfidf_ridge_cv
 
     items = products.reset_index(drop=True)
     base = items[["sample_id", "fold", "price"]]
@@ -332,20 +344,17 @@ def build_feature_matrix_and_space(
     kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     log_price = np.log1p(base["price"].to_numpy(dtype=float))
     folds = base["fold"].to_numpy()
-    lab = (folds >= 0) & np.isfinite(log_price)
+    require_labeled(log_price, folds, "build_feature_matrix")
     keys = {"brand": bf["brand"], "category": bf["category"]}
     te = target_encodings(keys, log_price, folds)
-    te_maps = {
-        name: (fit_target_encoding(k.astype(str)[lab].reset_index(drop=True), log_price[lab]), float(np.mean(log_price[lab])))
-        for name, k in keys.items()
-    }
+    te_maps = {name: (fit_target_encoding(k.astype(str), log_price), float(np.mean(log_price))) for name, k in keys.items()}
     pca, pcs = {}, []
     for name, modality, vec, has in embeddings:
         n_comp = text_pca_components if modality == "text" else image_pca_components
         pca[name] = (fit_pca(vec, has, n_comp, seed), n_comp)
         pcs.append(pca_frame(pca[name][0], vec, has, n_comp, name))
-    title_ridge, title_cv = tfidf_ridge_every_row(items["item_name"], log_price, folds)
-    stack = pd.DataFrame({"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_ridge.astype(np.float32)})
+    title_cv = train_tfidf_ridge_cv(items["item_name"], log_price, folds)
+    stack = pd.DataFrame({"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_cv.oof_log.astype(np.float32)})
     fm, groups = _assemble(base, bf, te, kn, stack, _image_facts(items), pcs)
     return fm, groups, FeatureSpace(te_maps, pca, title_cv.models, list(fm.columns))
 
@@ -365,7 +374,8 @@ def feature_rows_for_new_items(
     Args:
         space: the :class:`FeatureSpace` of the training run.
         items: n new products (``products`` columns: ``sample_id``, ``item_name``, ``width``, ``height``,
-            ``n_bytes``, ``status``, ``n_lines``); their ``fold`` is set to -1, ``price`` to NaN.
+            ``n_bytes``, ``status``, ``n_lines``); the rows built carry ``fold`` -1 and ``price`` NaN
+            (no fold, no price: they are no ``feature_matrix`` rows).
         brand_features, knn_features: their rows (aligned by ``sample_id``;
             :func:`~pricing_assets.lib.knn.knn_features_for_new_rows`).
         ridge_log_price: (n,) float64 ``log1p`` price of the full-text TF-IDF ridge (fold average).

@@ -1,6 +1,7 @@
-"""The composed feature builders behind ``knn_features`` and ``feature_matrix`` on real sample rows:
-a labeled row's features (and those of every row in its fold) never depend on its own price, other
-folds' rows and unlabeled rows do; shapes, column groups and errors."""
+"""The composed feature builders behind ``knn_features`` and ``feature_matrix`` on real labeled sample
+rows: a row's features (and those of every row in its fold) never depend on its own price, other
+folds' rows do; shapes, column groups, the fitted feature space, and errors (a row without a price or
+fold is refused)."""
 
 from pathlib import Path
 
@@ -11,27 +12,23 @@ import pytest
 from pricing_assets.lib.catalog import parse_catalog
 from pricing_assets.lib.cross_validation import assign_folds
 from pricing_assets.lib.features import NUMERIC_FEATURES, build_brand_features
-from pricing_assets.lib.knn import build_knn_features
-from pricing_assets.lib.model_predictions import predictions_frame
-from pricing_assets.lib.tfidf_ridge import product_text, tfidf_ridge_every_row
-from pricing_assets.lib.training_data import build_feature_matrix
+from pricing_assets.lib.knn import build_knn_features, fit_knn_reference
+from pricing_assets.lib.tfidf_ridge import product_text, train_tfidf_ridge_cv
+from pricing_assets.lib.training_data import build_feature_matrix, build_feature_matrix_and_space
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "amazon_pricing_sample.csv"
-N, N_UNLABELED = 240, 40
+N = 240
 
 
 @pytest.fixture(scope="module")
 def inputs():
-    """240 real rows (the last 40 play unlabeled), 4 grouped folds, a fake 16-d text embedding and a
-    fake 8-d image embedding present on 60 rows."""
+    """240 real labeled rows, 4 grouped folds, a fake 16-d text embedding and a fake 8-d image
+    embedding present on 60 rows."""
     raw = pd.read_csv(SAMPLE, dtype={"sample_id": str}, nrows=N)
     items = parse_catalog(raw)
     items["price"] = raw["price"].to_numpy(dtype=float)
-    items.loc[N - N_UNLABELED :, "price"] = np.nan
-    lab = items["price"].notna().to_numpy()
-    items["fold"] = -1
-    items.loc[lab, "fold"] = assign_folds(items.loc[lab, "sample_id"], raw.loc[lab, "image_link"], 4, 42)
-    items["is_labeled"] = lab
+    items["fold"] = assign_folds(items["sample_id"], raw["image_link"], 4, 42)
+    items["is_labeled"] = True
     rng = np.random.default_rng(0)
     has_img = np.zeros(N, bool)
     has_img[rng.choice(N, 60, replace=False)] = True
@@ -47,11 +44,15 @@ def inputs():
     return items, bf, embs
 
 
+def _ridge_frame(items):
+    """The ``tfidf_ridge_predictions`` columns the feature matrix reads: OOF prices (USD) of the full-text ridge."""
+    cv = train_tfidf_ridge_cv(product_text(items), np.log1p(items["price"].to_numpy(dtype=float)), items["fold"].to_numpy())
+    return pd.DataFrame({"sample_id": items["sample_id"], "pred_price": np.clip(np.expm1(cv.oof_log), 0.01, None)})
+
+
 def _features(items, bf, embs):
     knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
-    ridge, _ = tfidf_ridge_every_row(product_text(items), np.log1p(items["price"].to_numpy(dtype=float)), items["fold"].to_numpy())
-    lab = (items["fold"] >= 0).to_numpy()
-    fm, groups = build_feature_matrix(items, bf, knn, predictions_frame(items, ridge[lab], ridge[~lab]), embs, text_pca_components=4, image_pca_components=3)
+    fm, groups = build_feature_matrix(items, bf, knn, _ridge_frame(items), embs, text_pca_components=4, image_pca_components=3)
     return knn, fm, groups
 
 
@@ -85,9 +86,8 @@ def test_a_labeled_price_never_reaches_its_own_fold(inputs):
     same = folds == folds[i]
     a, b = base[feats].to_numpy(float), new[feats].to_numpy(float)
     assert np.allclose(a[same], b[same], equal_nan=True, rtol=0, atol=1e-6)
-    # the change is live: other folds' and unlabeled rows' target encodings / kNN / ridges move
-    assert not np.allclose(a[(folds >= 0) & ~same], b[(folds >= 0) & ~same], equal_nan=True)
-    assert not np.allclose(a[folds == -1], b[folds == -1], equal_nan=True)
+    # the change is live: other folds' target encodings / kNN / ridges move
+    assert not np.allclose(a[~same], b[~same], equal_nan=True)
 
 
 def test_errors(inputs):
@@ -108,3 +108,48 @@ def test_no_pca_columns_by_default(inputs):
     fm, groups = build_feature_matrix(items, bf, knn, ridge, embs)
     assert groups["embedding_pca"] == 0 and not [c for c in fm.columns if "_pc" in c]
     assert fm.shape[1] == 3 + sum(groups.values()) + 1
+
+
+def test_feature_space_holds_the_maps_of_every_row(inputs):
+    """What a product without a price is encoded with: the target-encoding maps fitted on all rows
+    (smoothed means, m = 10), the title ridge's fold models, the column order."""
+    items, bf, embs = inputs
+    knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
+    fm, _, space = build_feature_matrix_and_space(items, bf, knn, _ridge_frame(items), embs)
+    y = np.log1p(items["price"].to_numpy(dtype=float))
+    brand = bf.set_index("sample_id").loc[items["sample_id"], "brand"].astype(str).to_numpy()
+    mapping, prior = space.target_encoding["brand"]
+    assert prior == pytest.approx(y.mean(), rel=1e-12)
+    b = brand[0]
+    assert mapping[b] == pytest.approx((y[brand == b].sum() + 10.0 * y.mean()) / ((brand == b).sum() + 10.0), rel=1e-9)
+    assert len(mapping) == len(set(brand)) and len(space.title_ridge) == 4
+    assert space.columns == list(fm.columns)
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("price", np.nan, r"1 rows without a finite price \(first: row 7\)"),
+    ("fold", -1, r"1 rows with a fold < 0 \(first: row 7\)"),
+])
+def test_a_row_without_a_price_or_fold_is_refused(inputs, column, value, message):
+    items, bf, embs = inputs
+    bad = items.copy()
+    bad.loc[7, column] = value
+    with pytest.raises(ValueError, match="fit_knn_reference: " + message):
+        fit_knn_reference(bad, bf, embs, k=5, unit_k=8, n_folds=4)
+    with pytest.raises(ValueError, match="build_knn_features: " + message):
+        build_knn_features(bad, bf, embs, k=5, unit_k=8, n_folds=4)
+    knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
+    ridge = pd.DataFrame({"sample_id": items["sample_id"], "pred_price": 10.0})
+    with pytest.raises(ValueError, match="build_feature_matrix: " + message):
+        build_feature_matrix(bad, bf, knn, ridge, embs)
+
+
+def test_a_reference_of_other_products_is_refused(inputs):
+    items, bf, embs = inputs
+    sub = items.iloc[:200].reset_index(drop=True)
+    other = fit_knn_reference(sub, bf, [(n, m, v[:200], h[:200]) for n, m, v, h in embs], k=5, unit_k=8, n_folds=4)
+    with pytest.raises(ValueError, match="build_knn_features: the reference was fitted on other products"):
+        build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4, reference=other)
+    same = fit_knn_reference(items, bf, embs, k=5, unit_k=8, n_folds=4)
+    with_ref = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4, reference=same)
+    pd.testing.assert_frame_equal(with_ref, build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4))

@@ -1,5 +1,6 @@
-"""kNN neighbour-price features: out-of-fold guarantees (a row's own price never reaches its own
-features), unlabeled rows against all labeled rows, neighbour statistics."""
+"""kNN neighbour-price features of the training rows: out-of-fold guarantees (a row's own price never
+reaches its own features), labeled rows only (a row without a price or fold is an error), neighbour
+statistics."""
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from pricing_assets.lib.knn import (
     knn_unit_price_features,
     log_total_quantity,
     neighbour_stats,
+    oof_query_plan,
     unit_price_stats,
 )
 
@@ -51,19 +53,43 @@ def test_duplicate_of_a_row_in_the_same_fold_is_not_retrieved():
     assert feats.loc[0, "knn_top1_sim"] < 0.999
 
 
-def test_unlabeled_rows_query_all_labeled_rows():
+def test_a_copy_in_another_fold_is_retrieved():
     v, lp, folds = _data()
-    lp = lp.copy()
-    folds = folds.copy()
-    # row 5 unlabeled, and an exact copy of labeled row 10 (any fold): it must find it at sim 1
-    lp[5], folds[5] = np.nan, -1
-    v[5] = v[10]
+    v[5] = v[10]  # rows 5 and 10 are in folds 2 and 1: each is the other's top neighbour
     feats = knn_price_features(v, lp, folds, k=4)
     assert feats.loc[5, "knn_top1_sim"] == pytest.approx(1.0, abs=1e-5)
     assert feats.loc[5, "knn_top1"] == pytest.approx(lp[10], rel=1e-6)
+    assert feats.loc[10, "knn_top1"] == pytest.approx(lp[5], rel=1e-6)
     assert list(feats.columns) == [f"knn_{s}" for s in KNN_STATS]
     assert feats.shape == (60, 6) and feats.dtypes.eq(np.float32).all()
     assert np.isfinite(feats.to_numpy()).all()
+
+
+def test_oof_query_plan_pairs_each_fold_with_the_other_folds():
+    folds = np.array([1, 0, 2, 0, 1])
+    plan = [(q.tolist(), ref.tolist()) for q, ref in oof_query_plan(folds)]
+    assert plan == [
+        ([False, True, False, True, False], [True, False, True, False, True]),
+        ([True, False, False, False, True], [False, True, True, True, False]),
+        ([False, False, True, False, False], [True, True, False, True, True]),
+    ]
+
+
+@pytest.mark.parametrize("row,price,fold,message", [
+    (5, np.nan, 2, r"1 rows without a finite price \(first: row 5\)"),
+    (7, 3.0, -1, r"1 rows with a fold < 0 \(first: row 7\)"),
+    (4, np.nan, -1, r"1 rows without a finite price \(first: row 4\); 1 rows with a fold < 0 \(first: row 4\)"),
+])
+def test_training_functions_refuse_a_row_without_a_price_or_fold(row, price, fold, message):
+    v, lp, lq, fam, folds = _unit_data()
+    lp, folds = lp.copy(), folds.copy()
+    lp[row], folds[row] = price, fold
+    with pytest.raises(ValueError, match="knn_price_features: " + message):
+        knn_price_features(v, lp, folds)
+    with pytest.raises(ValueError, match="knn_price_and_unit_features: " + message):
+        knn_unit_price_features(v, lp, lq, fam, folds)
+    with pytest.raises(ValueError, match="knn_price_and_unit_features: " + message):
+        knn_price_and_unit_features(v, lp, lq, fam, folds)
 
 
 def test_neighbour_stats_values():
@@ -84,7 +110,9 @@ def test_errors():
     v, lp, folds = _data(n=10)
     with pytest.raises(ValueError, match="length mismatch"):
         knn_price_features(v, lp[:9], folds)
-    with pytest.raises(ValueError, match="at least 2 labeled"):
+    with pytest.raises(ValueError, match="knn_price_features: need at least 2 rows"):
+        knn_price_features(v[:1], lp[:1], folds[:1])
+    with pytest.raises(ValueError, match=r"10 rows without a finite price \(first: row 0\)"):
         knn_price_features(v, np.full(10, np.nan), folds)
     with pytest.raises(ValueError, match="NaN/inf"):
         build_index(np.full((2, 3), np.nan, dtype=np.float32))
@@ -98,7 +126,6 @@ def test_sparse_tfidf_vectors_match_dense_search():
     v, lp, folds = _data()
     v = np.abs(v)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    lp[3], folds[3] = np.nan, -1
     dense = knn_price_features(v, lp, folds, k=4)
     sparse = knn_price_features(sp.csr_matrix(v), lp, folds, k=4)
     assert np.allclose(dense.to_numpy(), sparse.to_numpy(), atol=1e-5)
@@ -136,15 +163,12 @@ def test_unit_price_features_never_see_their_own_price():
     assert np.array_equal(new[folds == folds[3]].drop(index=3).to_numpy(), base[folds == folds[3]].drop(index=3).to_numpy(), equal_nan=True)
 
 
-def test_unit_price_features_unlabeled_rows_and_missing_quantity():
+def test_unit_price_features_missing_quantity():
     v, lp, lq, fam, folds = _unit_data()
-    lp = lp.copy()
-    folds = folds.copy()
-    lp[:10], folds[:10] = np.nan, -1
     out = knn_unit_price_features(v, lp, lq, fam, folds, k=20)
     assert out.shape == (60, 3)
-    assert out.iloc[:10]["uknn_unit_n"].gt(0).any()  # unlabeled rows retrieve labeled ones
     no_qty = ~np.isfinite(lq)
+    assert out.loc[~no_qty, "uknn_unit_n"].between(1, 20).all() and out.loc[~no_qty, "uknn_unit_wmean"].notna().all()
     assert out.loc[no_qty, "uknn_unit_wmean"].isna().all() and (out.loc[no_qty, "uknn_unit_n"] == 0).all()
     with pytest.raises(ValueError, match="length mismatch"):
         knn_unit_price_features(v, lp, lq[:5], fam, folds)
@@ -200,17 +224,14 @@ def test_one_search_gives_the_price_features_and_the_brute_force_unit_transfer(s
     import scipy.sparse as sp
 
     v, lp, lq, fam, folds = _unit_data(n=90, seed=3)
-    lp, folds = lp.copy(), folds.copy()
-    lp[:12], folds[:12] = np.nan, -1  # unlabeled rows query every labeled row
     x = sp.csr_matrix(v) if sparse else v
     price, unit = knn_price_and_unit_features(x, lp, lq, fam, folds, k=4, unit_k=9, prefix="p", unit_prefix="u")
     np.testing.assert_allclose(price.to_numpy(), knn_price_features(x, lp, folds, k=4, prefix="p").to_numpy(), rtol=1e-6)
     # the unit half against a brute-force search (numpy: every allowed reference, sorted by similarity)
-    labeled = np.isfinite(lp) & (folds >= 0)
-    price_ln = np.log(np.expm1(np.where(labeled, lp, 1.0)))
+    price_ln = np.log(np.expm1(lp))
     expected = np.empty((len(v), len(UNIT_STATS)), dtype=np.float32)
     for i in range(len(v)):
-        allowed = np.flatnonzero(labeled & ((folds != folds[i]) if labeled[i] else True))
+        allowed = np.flatnonzero(folds != folds[i])
         top = allowed[np.argsort(-(v[allowed] @ v[i]), kind="stable")[:9]]
         expected[i] = unit_price_stats((v[top] @ v[i])[None, :], price_ln[top][None, :], lq[top][None, :], fam[top][None, :], lq[i : i + 1], fam[i : i + 1])[0]
     np.testing.assert_allclose(unit.to_numpy(), expected, rtol=1e-5, equal_nan=True)

@@ -1,11 +1,12 @@
-"""TF-IDF + ridge CV on real rows (determinism, held-out labels never used), the stacked title ridge, product text."""
+"""TF-IDF + ridge CV on real labeled rows (determinism, held-out labels never used, rows without a
+price or fold refused), the stacked title ridge, product text."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pricing_assets.lib.metrics import smape
-from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge, product_text, tfidf_ridge_every_row, train_tfidf_ridge_cv
+from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge, product_text, train_tfidf_ridge_cv
 
 
 def test_tfidf_ridge_on_real_rows(real):
@@ -32,33 +33,35 @@ def test_tfidf_ridge_on_real_rows(real):
         train_tfidf_ridge_cv(text[:10], y, folds)
 
 
-def test_stacked_title_ridge_is_out_of_fold_and_covers_unlabeled_rows(real):
+def test_title_ridge_is_out_of_fold_and_carries_price_signal(real):
+    """The stacked title ridge of ``feature_matrix``: :func:`train_tfidf_ridge_cv` on the titles."""
     parsed, y, folds = real
     titles = parsed["item_name"]
-    # the last 100 rows play the unlabeled batch: no price, fold -1
-    y_in, folds_in = y.copy(), folds.copy()
-    y_in[400:], folds_in[400:] = np.nan, -1
-    a, a_cv = tfidf_ridge_every_row(titles, y_in, folds_in)
-    assert a.shape == (500,) and a.dtype == np.float64 and np.isfinite(a).all()
-    # labeled rows: exactly the OOF of a CV on the labeled rows alone; the vocabulary too is fitted on
-    # the labeled titles only (an unlabeled row gets what a new product gets: no transductive step)
-    cv = train_tfidf_ridge_cv(titles[:400].reset_index(drop=True), y[:400], folds[:400])
-    assert np.array_equal(a[:400], cv.oof_log) and np.array_equal(a_cv.oof_log, cv.oof_log) and len(a_cv.models) == 4
-    # unlabeled rows: the average of the fold ridges
-    assert np.allclose(a[400:], predict_tfidf_ridge(cv.models, titles[400:]))
-    # a title carries price signal: better than each fold's training median on the labeled rows
-    med = np.zeros(400)
-    for f in np.unique(folds_in[:400]):
-        med[folds_in[:400] == f] = np.median(y[:400][folds_in[:400] != f])
-    assert smape(np.expm1(y[:400]), np.expm1(a[:400])) < smape(np.expm1(y[:400]), np.expm1(med)) - 3
+    a = train_tfidf_ridge_cv(titles, y, folds)
+    assert a.oof_log.shape == (500,) and a.oof_log.dtype == np.float64 and np.isfinite(a.oof_log).all() and len(a.models) == 4
+    # a title carries price signal: better than each fold's training median
+    med = np.zeros(500)
+    for f in np.unique(folds):
+        med[folds == f] = np.median(y[folds != f])
+    assert smape(np.expm1(y), np.expm1(a.oof_log)) < smape(np.expm1(y), np.expm1(med)) - 3
     # no row sees its own fold's prices: scrambling fold 2's prices leaves fold 2's values unchanged
-    y_scr = y_in.copy()
-    y_scr[folds_in == 2] = np.log1p(1000.0)
-    b, _ = tfidf_ridge_every_row(titles, y_scr, folds_in)
-    assert np.array_equal(a[folds_in == 2], b[folds_in == 2])
-    assert not np.allclose(a[folds_in == 1], b[folds_in == 1])
-    with pytest.raises(ValueError, match="tfidf_ridge_every_row: length mismatch"):
-        tfidf_ridge_every_row(titles[:10], y_in, folds_in)
+    y_scr = y.copy()
+    y_scr[folds == 2] = np.log1p(1000.0)
+    b = train_tfidf_ridge_cv(titles, y_scr, folds)
+    assert np.array_equal(a.oof_log[folds == 2], b.oof_log[folds == 2])
+    assert not np.allclose(a.oof_log[folds == 1], b.oof_log[folds == 1])
+
+
+def test_training_refuses_a_row_without_a_price_or_fold(real):
+    parsed, y, folds = real
+    text = product_text(parsed)
+    y_nan, folds_neg = y.copy(), folds.copy()
+    y_nan[[3, 9]] = np.nan
+    folds_neg[400] = -1
+    with pytest.raises(ValueError, match=r"train_tfidf_ridge_cv: 2 rows without a finite price \(first: row 3\)"):
+        train_tfidf_ridge_cv(text, y_nan, folds)
+    with pytest.raises(ValueError, match=r"train_tfidf_ridge_cv: 1 rows with a fold < 0 \(first: row 400\)"):
+        train_tfidf_ridge_cv(text, y, folds_neg)
 
 
 def test_product_text_joins_parts():

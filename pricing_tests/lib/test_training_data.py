@@ -74,19 +74,26 @@ def test_target_encoding_never_sees_own_price(real):
         assert not np.array_equal(new["te_brand"].to_numpy(), base["te_brand"].to_numpy())
 
 
-def test_target_encoding_unlabeled_rows_use_all_labeled(real):
+def test_target_encoding_values_by_hand():
+    """Each fold from the other fold's rows, smoothing 1: enc(k) = (sum_k y + prior) / (n_k + 1)."""
+    keys = pd.Series(["a", "a", "b", "b", "a", "c"])
+    y = np.array([1.0, 2.0, 3.0, 4.0, 7.0, 6.0])
+    folds = np.array([0, 1, 0, 1, 0, 1])
+    te = target_encodings({"brand": keys}, y, folds, smoothing=1.0)
+    assert list(te.columns) == ["te_brand"] and te["te_brand"].dtype == np.float32
+    # fold 0 from fold 1 (a: 2, b: 4, c: 6; prior 4); fold 1 from fold 0 (a: 1, 7; b: 3; prior 11/3; c unseen)
+    assert te["te_brand"].tolist() == pytest.approx([3.0, 35 / 9, 4.0, 10 / 3, 3.0, 11 / 3], rel=1e-6)
+
+
+def test_target_encoding_refuses_a_row_without_a_price_or_fold(real):
     key, y, folds = real
-    k = pd.concat([key, pd.Series(["zz-unseen", key.iloc[0]])], ignore_index=True)
-    yy = np.concatenate([y, [np.nan, np.nan]])
-    ff = np.concatenate([folds, [-1, -1]])
-    te = target_encodings({"brand": k}, yy, ff, smoothing=10.0)
-    assert te.shape == (602, 1) and te["te_brand"].dtype == np.float32
-    prior = y.mean()
-    assert te["te_brand"].iloc[600] == pytest.approx(prior, rel=1e-6)
-    sel = key.to_numpy() == key.iloc[0]
-    expected = (y[sel].sum() + 10.0 * prior) / (sel.sum() + 10.0)
-    assert te["te_brand"].iloc[601] == pytest.approx(expected, rel=1e-6)
-    assert np.isfinite(te["te_brand"]).all()
+    y_nan, folds_neg = y.copy(), folds.copy()
+    y_nan[600 - 1] = np.nan
+    folds_neg[[2, 5, 8]] = -1
+    with pytest.raises(ValueError, match=r"target_encodings: 1 rows without a finite price \(first: row 599\)"):
+        target_encodings({"brand": key}, y_nan, folds)
+    with pytest.raises(ValueError, match=r"target_encodings: 3 rows with a fold < 0 \(first: row 2\)"):
+        target_encodings({"brand": key}, y, folds_neg)
 
 
 def test_complete_batches_keeps_batches_present_in_every_input():
