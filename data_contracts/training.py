@@ -6,17 +6,15 @@ from pandera.typing import Series
 
 
 class Products(pa.DataFrameModel):
-    """All batches combined, one row per sample_id (latest batch wins)."""
+    """The training set: all batches combined, one row per labeled sample_id (latest batch wins),
+    each with a price (USD) and its CV fold. Products without a price never enter it
+    (``batch_predictions`` prices them)."""
 
     sample_id: Series[str] = pa.Field(unique=True)
     batch: Series[str]
-    is_labeled: Series[bool]
-    price: Series[float] = pa.Field(nullable=True, gt=0)
-
-    @pa.dataframe_check(name="labeled_rows_have_price")
-    def labeled_have_price(cls, df) -> bool:
-        """A row has a price (USD) exactly when it is labeled."""
-        return bool((df["price"].notna() == df["is_labeled"]).all())
+    is_labeled: Series[bool] = pa.Field(isin=[True])
+    price: Series[float] = pa.Field(gt=0)
+    fold: Series[int] = pa.Field(ge=0)
 
     class Config:
         coerce = True
@@ -49,28 +47,23 @@ class KnnFeatures(pa.DataFrameModel):
 
 
 class FeatureMatrix(pa.DataFrameModel):
-    """Model input: one row per product, ``fold`` -1 for unlabeled rows."""
+    """Model input: one row per labeled product, with its CV fold and price (USD)."""
 
     sample_id: Series[str] = pa.Field(unique=True)
-    fold: Series[int] = pa.Field(ge=-1)
-    price: Series[float] = pa.Field(nullable=True, gt=0)
-
-    @pa.dataframe_check(name="unlabeled_rows_have_fold_minus_one")
-    def folds_ok(cls, df) -> bool:
-        """Unlabeled rows (no price) and only they carry fold -1."""
-        return bool(((df["fold"] == -1) == df["price"].isna()).all())
+    fold: Series[int] = pa.Field(ge=0)
+    price: Series[float] = pa.Field(gt=0)
 
     class Config:
         coerce = True
 
 
 class ModelPredictions(pa.DataFrameModel):
-    """One model's predictions for every product: out-of-fold for labeled rows (fold >= 0), from the
-    fold models' average for unlabeled rows (fold -1). Prices in USD."""
+    """One model's (or the blend's) out-of-fold predictions, one row per labeled product with its
+    fold and price. Prices in USD."""
 
     sample_id: Series[str] = pa.Field(unique=True)
-    fold: Series[int] = pa.Field(ge=-1)
-    price: Series[float] = pa.Field(nullable=True, gt=0)
+    fold: Series[int] = pa.Field(ge=0)
+    price: Series[float] = pa.Field(gt=0)
     pred_price: Series[float] = pa.Field(gt=0, le=1e6)
 
     @pa.check("pred_price", name="finite")
