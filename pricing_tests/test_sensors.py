@@ -22,13 +22,7 @@ from pricing_assets.automation import (
     TRAINED_AUTOMATION,
     with_global_automation,
 )
-from pricing_assets.defs.sensors import (
-    InboxFile,
-    build_inbox_sensor,
-    list_inbox,
-    ready_files,
-    skip_reason,
-)
+from pricing_assets.defs.sensors import build_inbox_sensor
 from pricing_assets.lib.batches import find_batch_file
 from pricing_assets.lib.inbox import (
     CLASSIFIED_ERRORS,
@@ -36,6 +30,7 @@ from pricing_assets.lib.inbox import (
     S3_FAST_FAIL_CONFIG,
     TRANSIENT_ERRORS,
     InboxDefect,
+    InboxFile,
     backoff_delay_s,
     check_catalog_header,
     check_name,
@@ -44,10 +39,13 @@ from pricing_assets.lib.inbox import (
     csv_header_columns,
     fast_fail_options,
     is_unreachable,
+    list_inbox,
+    ready_files,
     record_defect,
     record_failure,
     record_listing_failure,
     retry_wait_s,
+    skip_reason,
 )
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import StorageResource

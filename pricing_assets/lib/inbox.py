@@ -1,6 +1,14 @@
-"""What the catalog inbox sensor does with a file it could not store: classification and retry bookkeeping.
+"""What the catalog inbox sensor decides: which files are ready, what to store and request, what a
+failure means and when to try again. ``pricing_assets/defs/sensors.py`` only wires this to Dagster.
 
-Dagster-free. Two kinds of failure, told apart by :func:`classify_error`:
+Dagster-free. One tick: :func:`list_inbox`, then :func:`start_tick` (:func:`ready_files`: the files
+ready and not handled in their version), then per ready file :meth:`InboxTick.hold_back` (backoff,
+unreachable endpoint), :meth:`InboxTick.batch_for` (name and clash checks), the header / owner checks
+and the copy (the sensor's I/O), and :meth:`InboxTick.stored` (a run request) or
+:meth:`InboxTick.failed_with`; :meth:`InboxTick.next_cursor`, :meth:`InboxTick.new_batches` and
+:meth:`InboxTick.skip_message` close it. A failed listing: :func:`listing_failed`.
+
+Two kinds of failure, told apart by :func:`classify_error`:
 
 * a **defect** of the file itself (:class:`InboxDefect`): unusable name or suffix, batch-name clash,
   not a CSV / parquet file, header not readable as UTF-8 text, required columns missing. Retrying
@@ -27,6 +35,9 @@ quarantines the rows, and a file with no data row fails its run.
 import codecs
 import io
 import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import fsspec
 import pandas as pd
@@ -393,3 +404,324 @@ def record_listing_failure(previous: dict | None, now: float, error: str) -> dic
     failures = int(previous.get("failures", 0)) + 1 if previous else 1
     since = float(previous.get("since", now)) if previous else now
     return {"failures": failures, "since": since, "error": error[:MAX_MESSAGE_CHARS]}
+
+
+# ---- the inbox listing and what one tick does with it ---------------------------------------------
+
+#: Name patterns of files still being written (browsers, rsync, scp clients, editors).
+HALF_WRITTEN_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", ".download", ".swp")
+#: Default quiet period (seconds) before a file is picked up.
+DEFAULT_MIN_AGE_S = 10.0
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    """One catalog file seen in the inbox.
+
+    Attributes:
+        path: full path or URL (``s3://bucket/key``), as given to ``store_batch``.
+        size: bytes.
+        mtime: last modification, seconds since the epoch (UTC).
+        version: ETag on object stores, else the mtime as text; with ``size`` it identifies one
+            version of the file.
+    """
+
+    path: str
+    size: int
+    mtime: float
+    version: str
+
+    @property
+    def signature(self) -> str:
+        """``size|version``: changes whenever the file is rewritten."""
+        return f"{self.size}|{self.version}"
+
+    @property
+    def run_key(self) -> str:
+        """Idempotent Dagster run key ``path|size|version``."""
+        return f"{self.path}|{self.signature}"
+
+    @property
+    def batch(self) -> str:
+        """Partition key for the file (its stem, see :func:`pricing_assets.lib.batches.batch_name_for`)."""
+        return batch_name_for(self.path)
+
+
+def _mtime(info: dict) -> float:
+    for k in ("mtime", "LastModified", "last_modified", "created"):
+        v = info.get(k)
+        if isinstance(v, datetime):
+            return v.timestamp()
+        if isinstance(v, (int, float)):
+            return float(v)
+    return 0.0
+
+
+def list_inbox(inbox: str, storage_options: dict | None = None) -> list[InboxFile]:
+    """Catalog files (by suffix) at the top level of ``inbox``, sorted by (mtime, path).
+
+    Args:
+        inbox: local folder or fsspec URL (``s3://bucket/prefix``).
+        storage_options: fsspec options, e.g. ``{"endpoint_url": ...}``.
+
+    Returns:
+        one :class:`InboxFile` per file; ``[]`` when the folder / prefix doesn't exist yet. Names that
+        look half-written are included here (filtered by :func:`ready_files`, which says why).
+
+    Raises:
+        OSError, botocore / aiohttp errors: the listing failed (e.g. endpoint down). The folder is
+        listed directly rather than probed with ``exists`` first: s3fs's ``exists`` of a bucket
+        answers ``False`` when the endpoint is down, which would read as an empty inbox.
+    """
+    fs, root = fsspec.core.url_to_fs(inbox, **(storage_options or {}))
+    fs.invalidate_cache(root)  # a no-op on filesystems without a listing cache
+    try:
+        entries = fs.ls(root, detail=True)
+    except FileNotFoundError:
+        return []
+    proto = inbox.split("://", 1)[0] + "://" if "://" in inbox else ""
+    out = []
+    for info in entries:
+        if info.get("type") != "file":
+            continue
+        name = info["name"]
+        low = posixpath.basename(name).lower()
+        if not (low.endswith(CATALOG_SUFFIXES) or any(low.endswith(s + h) for s in CATALOG_SUFFIXES for h in HALF_WRITTEN_SUFFIXES)):
+            continue
+        path = name if (not proto or name.startswith(proto)) else proto + name
+        etag = info.get("ETag") or info.get("etag")
+        mtime = _mtime(info)
+        out.append(InboxFile(path=path, size=int(info.get("size") or 0), mtime=mtime, version=str(etag).strip('"') if etag else repr(mtime)))
+    return sorted(out, key=lambda f: (f.mtime, f.path))
+
+
+def skip_reason(f: InboxFile, previous_size: int | None, now: float, min_age_s: float, object_store: bool) -> str | None:
+    """Why ``f`` is not ready yet (``None`` when it is): half-written name, empty, too recent, or
+    size not yet confirmed stable across two ticks (local filesystems only)."""
+    name = posixpath.basename(f.path)
+    if name.startswith((".", "~")) or name.lower().endswith(HALF_WRITTEN_SUFFIXES):
+        return "half-written name"
+    if f.size <= 0:
+        return "empty file"
+    if now - f.mtime < min_age_s:
+        return f"modified {now - f.mtime:.0f} s ago (< {min_age_s:.0f} s)"
+    if not object_store and previous_size != f.size:
+        return "size not yet stable (seen for the first time or still growing)"
+    return None
+
+
+def ready_files(files: list[InboxFile], cursor: dict, now: float, min_age_s: float, object_store: bool) -> tuple[list[InboxFile], dict, dict]:
+    """Split the listing into files to ingest now and files to wait for.
+
+    Args:
+        files: from :func:`list_inbox`.
+        cursor: previous state ``{"done": {path: signature}, "sizes": {path: size}, ...}`` (``{}`` at
+            first); other keys (``retry``, ``defects``, ``listing``) are the sensor's and ignored here.
+        now: current time, seconds since the epoch.
+        min_age_s: quiet period in seconds.
+        object_store: True for ``s3://`` inboxes (no size-stability check).
+
+    Returns:
+        ``(ready, new_cursor, waiting)``: ``ready`` files not handled in this version, oldest first;
+        ``new_cursor`` with this tick's sizes (``done`` pruned to files still present, *not* yet
+        updated with ``ready`` — the caller marks them after storing); ``waiting`` ``{path: reason}``.
+    """
+    done = dict(cursor.get("done", {}))
+    sizes = dict(cursor.get("sizes", {}))
+    ready, waiting = [], {}
+    for f in files:
+        if done.get(f.path) == f.signature:
+            continue
+        reason = skip_reason(f, sizes.get(f.path), now, min_age_s, object_store)
+        if reason:
+            waiting[f.path] = reason
+        else:
+            ready.append(f)
+    present = {f.path for f in files}
+    new_cursor = {"done": {p: s for p, s in done.items() if p in present}, "sizes": {f.path: f.size for f in files}}
+    return ready, new_cursor, waiting
+
+
+def claimed_batches(retry: dict) -> dict[str, str]:
+    """``{batch: path}`` of the files waiting for a retry (the cursor's ``retry`` records, by path):
+    they keep their batch name against newer files of the same stem (the first path in sorted order
+    wins a name two of them give)."""
+    out = {}
+    for path in sorted(retry):
+        try:
+            out.setdefault(check_name(path), path)
+        except InboxDefect:  # pragma: no cover - a retried file passed the name check
+            continue
+    return out
+
+
+def listing_failed(cursor: dict, now: float, exc: BaseException, inbox: str) -> tuple[dict, str, str]:
+    """What a tick whose listing of ``inbox`` failed transiently keeps and says: nothing is marked or
+    forgotten, the ``listing`` failure count goes up (:func:`record_listing_failure`).
+
+    Returns:
+        ``(cursor, level, message)``: the previous cursor plus its ``listing`` record; the log level
+        (``"error"`` from the :data:`ERROR_AFTER_ATTEMPTS`-th consecutive failure on, else
+        ``"warning"``); the message, also the tick's skip reason.
+    """
+    listing = record_listing_failure(cursor.get("listing"), now, describe(exc))
+    level = "error" if listing["failures"] >= ERROR_AFTER_ATTEMPTS else "warning"
+    message = (
+        f"cannot list the inbox {inbox} ({listing['failures']} tick(s) in a row): {listing['error']}; "
+        "nothing marked, listing again next tick"
+    )
+    return {**cursor, "listing": listing}, level, message
+
+
+@dataclass
+class InboxTick:
+    """What one tick of the inbox sensor has decided so far (built by :func:`start_tick`; no I/O).
+
+    Attributes:
+        inbox: the watched folder or prefix (named in the skip message).
+        now: the tick's time, seconds since the epoch.
+        ready: the files to try this tick, oldest first (:func:`ready_files`).
+        cursor: the next cursor's ``done`` / ``sizes`` (``done`` updated as files are stored or refused).
+        waiting: ``{path: reason}`` of the files not tried this tick.
+        retry: the cursor's retry records (:func:`record_failure`) of the files still present.
+        defects: the cursor's defect records (:func:`record_defect`) of the files still present.
+        claimed: ``{batch: path}``: which file owns a batch name this tick.
+        batches: batch names stored this tick, in order.
+        refused: ``{path: reason}`` of the files refused this tick (defects).
+        failed: ``{path: "attempt n: error"}`` of the transient failures of this tick.
+        unreachable: the error of an endpoint found unreachable this tick (the remaining files wait).
+    """
+
+    inbox: str
+    now: float
+    ready: list[InboxFile]
+    cursor: dict
+    waiting: dict[str, str]
+    retry: dict
+    defects: dict
+    claimed: dict[str, str]
+    batches: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    unreachable: str | None = None
+
+    def hold_back(self, f: InboxFile) -> bool:
+        """True (and ``f`` recorded in :attr:`waiting`) when ``f`` is not to be tried this tick: its
+        retry is not due (:func:`retry_wait_s`) or an endpoint was found unreachable earlier this tick."""
+        wait_s = retry_wait_s(self.retry.get(f.path), f.signature, self.now)
+        if wait_s > 0:
+            rec = self.retry[f.path]
+            self.waiting[f.path] = f"attempt {rec['attempts'] + 1} in {wait_s:.0f} s (last: {rec['error']})"
+            return True
+        if self.unreachable is not None:
+            self.waiting[f.path] = f"not tried this tick, an endpoint is unreachable: {self.unreachable}"
+            return True
+        return False
+
+    def batch_for(self, f: InboxFile) -> str:
+        """The batch name of ``f`` (:func:`check_name`), checked against the other files of this tick.
+
+        Raises:
+            InboxDefect: unusable name, or another file (stored this tick or waiting for a retry)
+                owns the same batch name.
+        """
+        batch = check_name(f.path)
+        other = self.claimed.get(batch)
+        if other is not None and other != f.path:
+            raise InboxDefect(f"batch name {batch!r} is also derived from {other}; rename one of the files")
+        return batch
+
+    def stored(self, f: InboxFile, batch: str) -> dict:
+        """Record that ``f`` was stored as ``batch`` (done in this version, its retry and defect records
+        dropped).
+
+        Returns:
+            the run request to make: ``{"run_key": path|size|version, "partition_key": batch,
+            "tags": {"pricing/inbox_file": path, "pricing/inbox_version": size|version}}``.
+        """
+        self.claimed[batch] = f.path
+        self.cursor["done"][f.path] = f.signature
+        self.retry.pop(f.path, None)
+        self.defects.pop(f.path, None)
+        self.batches.append(batch)
+        return {"run_key": f.run_key, "partition_key": batch, "tags": {"pricing/inbox_file": f.path, "pricing/inbox_version": f.signature}}
+
+    def failed_with(self, f: InboxFile, batch: str | None, exc: BaseException) -> tuple[str, str]:
+        """Record a failure of ``f`` (``batch``: its name when known) by its kind (:func:`classify_error`):
+        *vanished*: nothing recorded, looked at again next tick; *defect*: refused, done in this version,
+        recorded in :attr:`defects`; *transient*: a retry record with backoff (:func:`record_failure`),
+        the batch name kept, and :attr:`unreachable` set when ``exc`` says an endpoint is unreachable.
+
+        Returns:
+            ``(level, message)`` to log: ``"warning"`` (vanished, early transient failures) or
+            ``"error"`` (a defect, a transient failure from the :data:`ERROR_AFTER_ATTEMPTS`-th attempt on).
+
+        Raises:
+            the exception ``exc`` itself when it is none of the three kinds (a programming error).
+        """
+        kind = classify_error(exc)
+        if kind == "vanished":
+            return "warning", f"{f.path}: not found ({describe(exc)}); the file vanished or the storage location is missing, looking again next tick"
+        if kind == "defect":
+            self.refused[f.path] = str(exc)
+            self.defects = record_defect(self.defects, f.path, f.signature, str(exc), self.now)
+            self.retry.pop(f.path, None)
+            self.cursor["done"][f.path] = f.signature
+            return "error", f"refused {f.path}, not retried until the file changes: {exc}"
+        if kind != "transient":
+            raise exc
+        rec = record_failure(self.retry.get(f.path), f.signature, self.now, describe(exc))
+        self.retry[f.path] = rec
+        self.claimed[batch] = f.path
+        self.failed[f.path] = f"attempt {rec['attempts']}: {rec['error']}"
+        if is_unreachable(exc):
+            self.unreachable = rec["error"]
+        level = "error" if rec["attempts"] >= ERROR_AFTER_ATTEMPTS else "warning"
+        return level, (
+            f"cannot store {f.path} (attempt {rec['attempts']}, failing for {self.now - rec['first_failed_at']:.0f} s): "
+            f"{rec['error']}; next try in {rec['next_try_at'] - self.now:.0f} s"
+        )
+
+    def next_cursor(self) -> dict:
+        """The cursor after this tick: ``{"done", "sizes", "retry", "defects"}`` (a ``listing`` failure
+        record is dropped: the listing worked)."""
+        return {**self.cursor, "retry": self.retry, "defects": self.defects}
+
+    def new_batches(self, registered: Callable[[str], bool]) -> list[str]:
+        """The batches stored this tick (first occurrence order) that ``registered(batch)`` says are not
+        partitions yet: the dynamic partitions to add."""
+        return [b for b in dict.fromkeys(self.batches) if not registered(b)]
+
+    def skip_message(self) -> str | None:
+        """None when a file was stored this tick; else why nothing runs: no new file, plus up to three
+        of the waiting and of the failing files, and every file refused this tick."""
+        if self.batches:
+            return None
+        waiting, failed, refused = self.waiting, self.failed, self.refused
+        return (
+            f"no new catalog file in {self.inbox}"
+            + (f"; waiting for {len(waiting)}: {dict(list(waiting.items())[:3])}" if waiting else "")
+            + (f"; failed, will retry {len(failed)}: {dict(list(failed.items())[:3])}" if failed else "")
+            + (f"; refused {len(refused)} (file defects, not retried until the file changes): {refused}" if refused else "")
+        )
+
+
+def start_tick(inbox: str, files: list[InboxFile], cursor: dict, now: float, min_age_s: float, object_store: bool) -> InboxTick:
+    """The tick's starting state from the listing and the previous cursor: the ready files
+    (:func:`ready_files`), the retry and defect records of the files still present, and the batch
+    names the files waiting for a retry keep (:func:`claimed_batches`).
+
+    Args:
+        inbox: the watched folder or prefix.
+        files: the listing (:func:`list_inbox`).
+        cursor: the previous cursor (``{}`` at first).
+        now: seconds since the epoch.
+        min_age_s: quiet period in seconds.
+        object_store: True for ``s3://`` inboxes (no size-stability check).
+    """
+    ready, new_cursor, waiting = ready_files(files, cursor, now, min_age_s, object_store)
+    present = {f.path for f in files}
+    retry = {p: r for p, r in cursor.get("retry", {}).items() if p in present}
+    defects = {p: d for p, d in cursor.get("defects", {}).items() if p in present}
+    return InboxTick(inbox=inbox, now=now, ready=ready, cursor=new_cursor, waiting=waiting, retry=retry, defects=defects,
+                     claimed=claimed_batches(retry))
