@@ -439,8 +439,6 @@ NUMERIC_FEATURES: tuple[str, ...] = (
 """Numeric (float32) columns of :func:`build_brand_features`. Categorical string columns:
 ``brand``, ``category``, ``ipq_unit_family``."""
 
-CATEGORICAL_FEATURES: tuple[str, ...] = ("brand", "category", "ipq_unit_family")
-
 #: Columns of :data:`NUMERIC_FEATURES` that grow with the catalog's ``Value`` (the item pack
 #: quantity, IPQ) when nothing else in the listing changes. The price models are constrained to be
 #: non-decreasing in them (``lib.lightgbm_regression.monotone_constraints``), so more units in a pack

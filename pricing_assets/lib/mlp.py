@@ -191,7 +191,13 @@ def tabular_matrix(frame: pd.DataFrame, exclude_prefixes: tuple[str, ...] = ()) 
     return t.transform(frame), list(t.names)
 
 
-def _build_model(d_text: int, d_image: int, d_tab: int, cfg: MLPConfig):
+def build_fusion_mlp(d_text: int, d_image: int, d_tab: int, cfg: MLPConfig):
+    """A fresh (untrained) ``FusionMLP`` ``torch.nn.Module``.
+
+    ``forward(text (b, d_text) float32, image (b, d_image) float32, has_image (b,) bool,
+    tab (b, d_tab) float32) -> (b,) float32`` predicted ``log1p(price)``. Rows with
+    ``has_image=False`` ignore ``image`` entirely (their image branch output is a learned vector).
+    """
     import torch
     from torch import nn
 
@@ -213,16 +219,6 @@ def _build_model(d_text: int, d_image: int, d_tab: int, cfg: MLPConfig):
             return self.head(torch.cat([self.text(text), img, self.tab(tab)], dim=1)).squeeze(1)
 
     return FusionMLP()
-
-
-def build_fusion_mlp(d_text: int, d_image: int, d_tab: int, config: MLPConfig | None = None):
-    """A fresh (untrained) ``FusionMLP`` ``torch.nn.Module``.
-
-    ``forward(text (b, d_text) float32, image (b, d_image) float32, has_image (b,) bool,
-    tab (b, d_tab) float32) -> (b,) float32`` predicted ``log1p(price)``. Rows with
-    ``has_image=False`` ignore ``image`` entirely (their image branch output is a learned vector).
-    """
-    return _build_model(d_text, d_image, d_tab, config or MLPConfig())
 
 
 def _tensors(inp: MLPInputs, device: str):
@@ -298,7 +294,7 @@ def fit_fusion_mlp(train: MLPInputs, y_log1p: np.ndarray, valid: MLPInputs, y_va
             raise ValueError(f"fit_fusion_mlp: non-finite {nm} targets at rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()}")
     with _Deterministic(cfg.num_threads if device == "cpu" else 0):
         torch.manual_seed(cfg.seed)
-        model = _build_model(train.text.shape[1], train.image.shape[1], train.tab.shape[1], cfg).to(device)
+        model = build_fusion_mlp(train.text.shape[1], train.image.shape[1], train.tab.shape[1], cfg).to(device)
         with torch.no_grad():
             model.head[-1].bias.fill_(float(np.median(y_log1p)))
         tr = _tensors(train, device)
@@ -407,7 +403,7 @@ def predict_mlp(models: list[dict], inputs: MLPInputs, device: str = "cpu") -> n
         if tuple(m["dims"]) != dims:
             raise ValueError(f"predict_mlp: inputs have dims {dims}, model was trained on {tuple(m['dims'])}")
         with _Deterministic(m["config"].get("num_threads", 0) if device == "cpu" else 0):
-            net = _build_model(*dims, MLPConfig(**m["config"])).to(device)
+            net = build_fusion_mlp(*dims, MLPConfig(**m["config"])).to(device)
             net.load_state_dict(m["state_dict"])
             preds.append(_predict(net, _tensors(inputs, device)))
     return np.mean(preds, axis=0)

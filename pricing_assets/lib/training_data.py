@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pricing_assets.lib.cross_validation import DEFAULT_SEED
+
 #: Rule for a sample_id seen in several batches: the row of the most recently ingested batch wins.
 DEDUP_RULE = "latest batch wins (by ingestion order); earlier copies are replaced"
 
@@ -189,7 +191,7 @@ def align_embeddings(frames: list[tuple[str, str, int, pd.DataFrame]], sample_id
     return ProductEmbeddings(ids.to_numpy(dtype=object), models)
 
 
-def fit_pca(vectors: np.ndarray, mask: np.ndarray, n_components: int, seed: int = 42):
+def fit_pca(vectors: np.ndarray, mask: np.ndarray, n_components: int, seed: int = DEFAULT_SEED):
     """PCA (scikit-learn) of the rows of ``vectors`` (n, d) where ``mask`` is set; None when
     ``n_components`` is 0 or too few rows (k = min(n_components, rows - 1, d) < 1)."""
     from sklearn.decomposition import PCA
@@ -206,16 +208,6 @@ def pca_frame(pca, vectors: np.ndarray, mask: np.ndarray, n_components: int, pre
     if pca is not None and mask.any():
         out[mask, : pca.n_components_] = pca.transform(vectors[mask]).astype(np.float32)
     return pd.DataFrame(out, columns=cols)
-
-
-def pca_components(vectors: np.ndarray, mask: np.ndarray, n_components: int, prefix: str, seed: int = 42) -> pd.DataFrame:
-    """First principal components of an embedding (fit on all rows that have one; unsupervised, so no
-    label leakage). Rows without a vector get NaN.
-
-    Returns:
-        DataFrame (n, n_components) float32, columns ``{prefix}_pc{i}``.
-    """
-    return pca_frame(fit_pca(vectors, mask, n_components, seed), vectors, mask, n_components, prefix)
 
 
 def target_encodings(keys: dict[str, pd.Series], log_price: np.ndarray, folds: np.ndarray, smoothing: float = 10.0) -> pd.DataFrame:
@@ -297,7 +289,7 @@ def build_feature_matrix_and_space(
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
     text_pca_components: int = 0,
     image_pca_components: int = 0,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
 ) -> tuple[pd.DataFrame, dict, FeatureSpace]:
     """The model input ``feature_matrix``: engineered features, OOF target encodings, kNN features,
     two stacked OOF TF-IDF ridges, image/OCR facts and (optionally) embedding PCA, one row per

@@ -11,9 +11,10 @@ from pricing_assets.lib.training_data import (
     assemble_training_set,
     complete_batches,
     embedding_matrix,
+    fit_pca,
     join_images_and_ocr,
     latest_wins,
-    pca_components,
+    pca_frame,
     target_encodings,
 )
 
@@ -56,7 +57,7 @@ def test_pca_components_nan_where_missing():
     v = rng.normal(size=(20, 6)).astype(np.float32)
     mask = np.ones(20, bool)
     mask[[3, 7]] = False
-    pcs = pca_components(v, mask, 4, "e")
+    pcs = pca_frame(fit_pca(v, mask, 4, seed=0), v, mask, 4, "e")
     assert list(pcs.columns) == ["e_pc0", "e_pc1", "e_pc2", "e_pc3"]
     assert pcs.loc[[3, 7]].isna().all().all() and pcs.drop(index=[3, 7]).notna().all().all()
 
