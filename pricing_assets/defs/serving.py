@@ -9,6 +9,7 @@ from data_contracts import BatchPredictions, PricePredictions
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.models import price_models
+from pricing_assets.lib.batches import latest_batch_wins
 from pricing_assets.lib.embedding_registry import enabled_models
 from pricing_assets.lib.price_models import PriceModelSpec
 from pricing_assets.partitions import catalog_batches
@@ -113,7 +114,7 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
         from pricing_assets.lib.training_data import embedding_matrix, join_images_and_ocr
 
         with stopwatch() as t:
-            items = catalog_items[catalog_items["price"].isna()].drop_duplicates("sample_id", keep="last").reset_index(drop=True)
+            items, _ = latest_batch_wins(catalog_items[catalog_items["price"].isna()])
             items = join_images_and_ocr(items, product_images, ocr_text)  # the same row as products builds
             embs = [(s.name, s.modality, *embedding_matrix(kwargs[f"emb__{s.name}"], items["sample_id"], s.dim)) for s in specs]
             scored = score_new_rows(serving_model, items, build_brand_features(items), embs, device=device.resolve())
@@ -143,9 +144,7 @@ def price_predictions(context: dg.AssetExecutionContext, batch_predictions, prod
     that batch and the model version that priced it; a product labeled since (in ``products``) is
     left out. ``pricing predictions --out`` writes the competition format (``sample_id,price``)."""
     scored = merge_batches(context, batch_predictions, "batch_predictions")
-    order = {b: i for i, b in enumerate(batch_order(context))}
-    scored = scored.assign(_rank=scored["batch"].map(lambda b: order.get(b, len(order)))).sort_values("_rank", kind="stable")
-    latest = scored.drop_duplicates("sample_id", keep="last")
+    latest, replaced = latest_batch_wins(scored, batch_order(context))
     labeled_since = latest["sample_id"].isin(set(products["sample_id"].astype(str)))
     out = latest.loc[~labeled_since, ["sample_id", "price", "batch", "model_version"]].reset_index(drop=True)
     out["sample_id"] = out["sample_id"].astype(str)
@@ -156,7 +155,7 @@ def price_predictions(context: dg.AssetExecutionContext, batch_predictions, prod
         "model_versions": dg.MetadataValue.json({str(k): int(v) for k, v in versions.items()}),
         "model_version": str(versions.index[0]) if len(versions) == 1 else "mixed",
         "labeled_since_left_out": int(labeled_since.sum()),
-        "replaced_by_later_batch": int(len(scored) - len(latest)),
+        "replaced_by_later_batch": replaced,
         "median_price_usd": round(float(out["price"].median()), 2) if len(out) else 0.0,
         "min_price_usd": round(float(out["price"].min()), 2) if len(out) else 0.0,
         "max_price_usd": round(float(out["price"].max()), 2) if len(out) else 0.0,

@@ -6,27 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pricing_assets.lib.batches import latest_batch_wins
 from pricing_assets.lib.cross_validation import DEFAULT_SEED
 
 #: Rule for a sample_id seen in several batches: the row of the most recently ingested batch wins.
 DEDUP_RULE = "latest batch wins (by ingestion order); earlier copies are replaced"
-
-
-def latest_wins(frame: pd.DataFrame, batch_order: list[str]) -> tuple[pd.DataFrame, int]:
-    """Keep one row per ``sample_id``: the one from the latest batch in ``batch_order``.
-
-    Args:
-        frame: rows of several batches with ``sample_id`` and ``batch`` columns.
-        batch_order: batch names, oldest first (unknown batches sort last).
-
-    Returns:
-        (deduplicated frame in batch-then-row order, number of replaced rows).
-    """
-    rank = {b: i for i, b in enumerate(batch_order)}
-    f = frame.assign(_rank=frame["batch"].map(lambda b: rank.get(b, len(rank))), _pos=np.arange(len(frame)))
-    f = f.sort_values(["_rank", "_pos"], kind="stable")
-    keep = ~f["sample_id"].duplicated(keep="last")
-    return f[keep].drop(columns=["_rank", "_pos"]).reset_index(drop=True), int((~keep).sum())
 
 
 def complete_batches(frames: dict[str, pd.DataFrame], stored: dict[str, set[str]] | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -105,7 +89,7 @@ def assemble_training_set(
     merged, skipped = complete_batches({"catalog_items": items, "product_images": images, "ocr_text": ocr}, stored)
     if merged["catalog_items"].empty:
         return TrainingSet(None, 0, 0, skipped)
-    rows, replaced = latest_wins(merged["catalog_items"], batch_order)
+    rows, replaced = latest_batch_wins(merged["catalog_items"], batch_order)
     n_unlabeled = int(rows["price"].isna().sum())
     rows = rows[rows["price"].notna()].reset_index(drop=True)
     if len(rows) == 0:

@@ -50,7 +50,7 @@ def test_no_duplicates_and_empty_frames_are_unchanged():
 
 
 def test_the_same_rows_as_the_copies_it_replaces():
-    """What ``lib.training_data.latest_wins`` and ``price_predictions`` (rank sort, then
+    """What the rule's former copies (in ``lib.training_data`` and ``price_predictions``: rank sort, then
     ``drop_duplicates(keep="last")``) computed, row for row."""
     f, order = _frame(), ["b1", "b2", "b3"]
     rank = {b: i for i, b in enumerate(order)}

@@ -13,7 +13,6 @@ from pricing_assets.lib.training_data import (
     embedding_matrix,
     fit_pca,
     join_images_and_ocr,
-    latest_wins,
     pca_frame,
     target_encodings,
 )
@@ -32,16 +31,6 @@ def real():
     key = names.str.split().str[0].str.lower().fillna("none")
     folds = assign_folds(df["sample_id"], df["image_link"], 5, 42)
     return key, np.log1p(df["price"].to_numpy(dtype=float)), folds
-
-
-def test_latest_wins_keeps_the_latest_batch_row():
-    f = pd.DataFrame({"sample_id": ["1", "2", "1", "3", "2"], "batch": ["b1", "b1", "b2", "b2", "b3"], "price": [1.0, 2.0, 10.0, 3.0, 20.0]})
-    out, replaced = latest_wins(f, ["b1", "b2", "b3"])
-    assert replaced == 2
-    assert out.set_index("sample_id")["price"].to_dict() == {"1": 10.0, "2": 20.0, "3": 3.0}
-    # ingestion order, not row order, decides
-    out2, _ = latest_wins(f, ["b3", "b2", "b1"])
-    assert out2.set_index("sample_id")["price"].to_dict() == {"1": 1.0, "2": 2.0, "3": 3.0}
 
 
 def test_embedding_matrix_aligns_and_masks():
