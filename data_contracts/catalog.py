@@ -5,8 +5,7 @@ from typing import Optional
 import pandera.pandas as pa
 from pandera.typing import Series
 
-#: Upper bound of a plausible price (USD). The competition's max train price is ~2.8k USD.
-from pricing_assets.lib.catalog import MAX_PRICE_USD  # one source: the ingest check and the contract agree
+from data_contracts.constants import MAX_PRICE_USD  # one source: the ingest check and the contract agree
 
 
 class RawCatalog(pa.DataFrameModel):

@@ -3,17 +3,14 @@
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from pricing_assets.lib.images import STATUSES
-
-#: The statuses ``fetch_images`` writes (one source: :data:`pricing_assets.lib.images.STATUSES`).
-IMAGE_STATUSES = list(STATUSES)
+from data_contracts.constants import IMAGE_STATUSES, OCR_STATUSES
 
 
 class ProductImages(pa.DataFrameModel):
     """One row per catalog row: where its photo is and what it is, or why there is none."""
 
     sample_id: Series[str] = pa.Field(unique=True)
-    status: Series[str] = pa.Field(isin=IMAGE_STATUSES)
+    status: Series[str] = pa.Field(isin=list(IMAGE_STATUSES))
     reason: Series[str] = pa.Field(nullable=True)
     image_uri: Series[str] = pa.Field(nullable=True)
     sha256: Series[str] = pa.Field(nullable=True)
@@ -35,7 +32,7 @@ class OcrText(pa.DataFrameModel):
     """One row per catalog row: text read from its photo (empty when there is no image)."""
 
     sample_id: Series[str] = pa.Field(unique=True)
-    ocr_status: Series[str] = pa.Field(isin=["ok", "no_image", "error", "disabled"])
+    ocr_status: Series[str] = pa.Field(isin=list(OCR_STATUSES))
     ocr_text: Series[str] = pa.Field(nullable=True)
     n_lines: Series[int] = pa.Field(ge=0)
     mean_conf: Series[float] = pa.Field(nullable=True, ge=0, le=1)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_contracts.constants import MAX_PRICE_USD  # one source: the ingest check and the RawCatalog contract agree
+
 RAW_COLUMNS: tuple[str, ...] = ("sample_id", "catalog_content", "image_link", "price")
 """Columns of a raw catalog file. ``price`` is optional (unlabeled files have none)."""
 
@@ -34,11 +36,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("sample_id", "catalog_content", "image_link
 MAX_TEXT_CHARS = 20_000
 """Longest accepted ``catalog_content`` in characters. The competition's texts are at most ~8k
 characters (7,216-row sample: max 7,4xx); 20k leaves room while stopping pasted pages or binary junk."""
-
-MAX_PRICE_USD = 10_000.0
-"""Largest accepted price in USD. The competition's training prices run from ~0.13 to ~2,800 USD
-(sample max 2,796), so anything above 10,000 is almost surely a unit/parsing error (cents, a
-concatenated number) rather than a real grocery-catalog price, while still allowing rare luxury items."""
 
 QUARANTINE_COLUMNS: tuple[str, ...] = ("source", "row", "sample_id", "field", "reason", "value")
 ROW_COLUMNS: tuple[str, ...] = (

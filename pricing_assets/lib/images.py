@@ -90,6 +90,7 @@ import httpx
 import pandas as pd
 import tenacity
 
+from data_contracts.constants import IMAGE_STATUSES as STATUSES  # every status fetch_images writes; one source with ProductImages
 from pricing_assets.lib.atomic_write import write_bytes_atomic
 
 # Re-exported so that imports from this module keep working; their home is image_bytes / url_safety.
@@ -110,19 +111,6 @@ __all__ = [
     "open_image_rgb",
     "sniff_image_format",
 ]
-
-#: Every value ``fetch_images`` writes to the ``status`` column.
-STATUSES = (
-    "ok",
-    "missing",
-    "http_error",
-    "timeout",
-    "not_image",
-    "too_large",
-    "corrupt",
-    "invalid_url",
-    "host_unreachable",
-)
 
 #: Output columns of :func:`fetch_images`, in order.
 OUTPUT_COLUMNS = [
