@@ -257,7 +257,7 @@ _BRAND_STOP = {
     "the", "new", "best", "authentic", "traditional", "imported", "real", "fine", "pack",
     "loose", "leaf", "vegetable", "chicken", "beef", "cheese", "cheddar", "butter", "cream",
 }
-#: Lower-case joining words that used to end a brand by their case; read case-free now.
+#: Joining words ("Food to Live", "Prince of Peace") that end a brand after its first token, in any case.
 _BRAND_CONNECTORS = frozenset({"of", "to", "and", "in", "with", "for", "on", "from", "a", "an", "at", "by"})
 _BRAND_BREAK = re.compile(r"[,|(\[:;/]|\s[-–—]\s|\s[-–—]$")
 _BY_RE = re.compile(

@@ -54,8 +54,7 @@ Safety measures (each maps to a status, see :data:`STATUSES`):
     ``host_failure_threshold + concurrency - 1`` attempts.
   * a name that does not resolve is not retried with backoff (one attempt per link): below the
     threshold such a link ends as ``http_error`` ("name does not resolve, not retried"). With
-    ``host_failure_threshold=0`` DNS failures are retried like other connection errors (the old
-    behaviour).
+    ``host_failure_threshold=0`` (no breaker) DNS failures are retried like other connection errors.
   * breakers live for one :func:`fetch_images` call; ``host_unreachable`` links get no link
     record, so the next call tries them again with every breaker closed.
 - ``Content-Type`` must be ``image/*`` (``application/octet-stream``, ``binary/octet-stream`` and a

@@ -75,7 +75,7 @@ def _search(index_vectors, query_vectors, k):
     ``sparse_dot_topn.sp_matmul_topn`` (the sparse product keeping only each row's ``k`` largest
     values, multi-threaded, never holding the dense (m, n) similarity matrix); a query with fewer than
     ``k`` references of positive similarity is padded with similarity 0 and the lowest unused ids.
-    Speed against the dense-product search it replaced: docs/experiments.md ("Scale: sparse kNN").
+    Why this search: docs/experiments.md ("Scale: sparse kNN search through `sparse_dot_topn`").
     """
     import scipy.sparse as sp
 
@@ -176,8 +176,8 @@ def title_tfidf_views(item_names: pd.Series) -> dict:
     The full product text mixes the title with bullets and descriptions that many products share
     ("gluten free", "great for parties"); on the title alone, variants of one product line (other
     size, other flavour) are each other's nearest neighbours. Two views: character 2-4-grams inside
-    word boundaries (robust to spelling and run-together sizes like "16oz") and word 1-2-grams. On the
-    sample's 5 grouped folds, adding both views' kNN features lowered LightGBM OOF SMAPE 54.97 -> 54.81.
+    word boundaries (robust to spelling and run-together sizes like "16oz") and word 1-2-grams. Their
+    kNN features lower LightGBM's OOF SMAPE (docs/experiments.md, "Title-only TF-IDF kNN views").
 
     Args:
         item_names: (n,) str titles (NaN -> "").
@@ -268,8 +268,8 @@ def knn_unit_price_features(
         family: (n,) str unit family (``g``/``ml``/``count``; anything else never matches a
             neighbour of another family).
         folds: (n,) int fold id in ``0..K-1``.
-        k: neighbours retrieved per query (only same-family ones are used; 20 measured on the
-            sample, see benchmarks/bench_models.py).
+        k: neighbours retrieved per query (only same-family ones are used; 20 is the value of
+            docs/experiments.md, "Unit-price transfer kNN features").
         prefix: column prefix. Columns do not start with ``knn_``: they are NaN where the row has
             no quantity.
 
@@ -397,9 +397,9 @@ class KnnReference:
 
 #: Terms found in more than this share of the labeled products are left out of the TF-IDF kNN views
 #: (scikit-learn's ``max_df``): they carry almost no weight in a similarity, yet every pair of products
-#: sharing them is a candidate pair, which makes the exact sparse search quadratic in the catalog. Measured
-#: (docs/experiments.md, "Scale: a document-frequency cap on the kNN views"): the same OOF SMAPE on the
-#: sample within seed noise, the sparse search 2.4x faster on a 25k x 25k synthetic catalog.
+#: sharing them is a candidate pair, which makes the exact sparse search quadratic in the catalog. The cap
+#: leaves OOF SMAPE within seed noise and makes the search faster (docs/experiments.md, "Scale: a
+#: document-frequency cap on the kNN TF-IDF views").
 KNN_TFIDF_MAX_DF = 0.2
 #: ... and only when in more than this many products: a small reference (a test, a first batch) keeps
 #: every term, as the search over it is cheap.
@@ -585,10 +585,9 @@ def build_knn_features(
     embeddings over the rows that have a photo. Products without a price get their features from
     :func:`knn_features_for_new_rows`.
 
-    Measured on the sample (5 grouped folds, ``benchmarks/bench_models.py``): the unit-price transfer
-    lowered LightGBM OOF SMAPE 55.87 -> 55.15 (seeds 1 / 2: 55.80 -> 54.96, 56.00 -> 55.09, every fold
-    better); the full-text TF-IDF neighbours, which find variants / same-line products the sentence
-    embedding blurs, 56.7 -> 56.1.
+    The unit-price transfer lowers LightGBM's OOF SMAPE in every fold (docs/experiments.md, "Unit-price
+    transfer kNN features"); so do the full-text TF-IDF neighbours, which find variants / same-line
+    products the sentence embedding blurs (docs/experiments.md, "Full-text TF-IDF kNN features").
 
     Args:
         products: n labeled rows with ``sample_id``, ``price`` (USD, finite), ``fold`` (``0..K-1``),

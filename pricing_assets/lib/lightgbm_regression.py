@@ -11,11 +11,9 @@ from pricing_assets.lib.cross_validation import DEFAULT_SEED, CvResult, inner_sp
 from pricing_assets.lib.metrics import smape
 
 #: LightGBM defaults, chosen by 5-fold CV on the bundled sample (benchmarks/bench_models.py), not tuned
-#: per run. Regression on log1p(price): SMAPE is close to an L1 loss in log space.
-#: Objective chosen on the 5 grouped folds of the 7.2k labeled rows (OOF SMAPE, inner early
-#: stopping, otherwise these params): huber alpha=1.0 57.02, l2 57.28, l1 56.70, l1 with
-#: feature_fraction 0.4 56.72, huber alpha=0.3 56.39 -> robust losses win consistently; huber 0.3
-#: (L1 beyond 0.3 in log price, i.e. ~35 % relative error) kept.
+#: per run. Regression on log price: SMAPE is close to an L1 loss in log space. Objective: huber with
+#: alpha 0.3 (L1 beyond 0.3 in log price, i.e. ~35 % relative error); robust losses gave a lower OOF
+#: SMAPE than l2 and huber 0.3 the lowest of those tried (docs/experiments.md, "LightGBM objective").
 LGBM_PARAMS: dict = {
     "objective": "huber",
     "alpha": 0.3,
@@ -34,10 +32,10 @@ LGBM_PARAMS: dict = {
 
 # LightGBM regresses the natural log of the price. SMAPE depends only on log(F / A)
 # (``2 tanh(|log F - log A| / 2)``), so log is the metric's own scale; log1p compresses cheap items
-# (0.5 vs 1 USD is 0.29 apart in log1p, 0.69 in log) and under-weights their relative errors, the
-# largest share of the SMAPE (items under 5 USD: ~87 SMAPE). On the sample's 5 grouped folds
-# (3 seeds each): log1p 55.11 -> log 55.03 mean OOF SMAPE, same features. The API stays in log1p:
-# the transform is internal to :func:`train_lightgbm_cv` / :func:`predict_lightgbm`.
+# (0.5 vs 1 USD is 0.29 apart in log1p, 0.69 in log) and under-weights their relative errors, where
+# cheap items carry the largest share of the SMAPE; the log target lowers the OOF SMAPE
+# (docs/experiments.md, "LightGBM on log price instead of log1p"). The API stays in log1p: the
+# transform is internal to :func:`train_lightgbm_cv` / :func:`predict_lightgbm`.
 
 
 def _to_log_price(y_log1p: np.ndarray) -> np.ndarray:
@@ -112,9 +110,8 @@ def train_lightgbm_cv(
             stopping, so the held-out fold never chooses the iteration count and OOF SMAPE stays an
             honest estimate; 0 = stop on the held-out fold itself (optimistic, for comparison only).
         n_bags: boosters per fold, bag b with seed ``seed + 1000 b`` (LightGBM row/feature sampling
-            and the inner split), predictions averaged. Seed bagging reduces variance: on the sample,
-            single seeds 42 / 7 / 123 scored 54.79 / 54.99 / 55.09 OOF SMAPE, their 3-bag 54.70
-            (``bench_models.py --seed-spread``).
+            and the inner split), predictions averaged. Seed bagging reduces variance: a 3-bag scores
+            below each of its single seeds (docs/experiments.md, "Seed bagging of LightGBM").
 
     Returns:
         :class:`CvResult` with ``models`` = list of ``lightgbm.Booster`` (``n_bags`` per fold,
@@ -194,11 +191,9 @@ def refit_lightgbm(
     The K-fold boosters of :func:`train_lightgbm_cv` give honest OOF predictions and the number of
     boosting rounds; each saw only (K-1)/K of the rows. Refitting on every labeled row with
     ``round(rounds_factor * mean(best_iterations))`` rounds (no early stopping: there is no held-out
-    row left) uses the remaining rows too. Measured on the sample by ``bench_models.py --refit``
-    (each of the 5 grouped folds held out in turn as "new products", 4-fold CV on the rest; measured
-    while ``feature_matrix`` still carried embedding PCA columns): fold-average 54.59 / 54.60 vs refit
-    54.46 / 54.42 SMAPE on the held-out rows for seeds 42 / 7, refit better on 9 of the 10 fold x seed
-    pairs.
+    row left) uses the remaining rows too: on held-out folds priced as new products the refit beats
+    the fold boosters' average (docs/experiments.md, "Refit on all labeled rows vs the fold
+    ensemble").
 
     Args:
         X: (n, p) features of the labeled rows (as for :func:`train_lightgbm_cv`).

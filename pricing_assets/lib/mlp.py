@@ -35,10 +35,10 @@ from pricing_assets.lib.metrics import smape
 class MLPConfig:
     """Hyper-parameters of :class:`FusionMLP` and its training loop.
 
-    Defaults: a first run (dropout 0.2, lr 2e-3, batch 256) early-stopped at epochs 5-9 (over-fits
-    fast on 7.2k rows), so dropout / weight decay were raised and the learning rate lowered; with
-    these the 5 grouped folds of the sample give OOF SMAPE ~59 in ~50 s on one CPU thread
-    (``benchmarks/bench_models.py --mlp-grid`` tries a few more). Not tuned further.
+    Defaults: dropout and weight decay high and the learning rate low, because the net over-fits the
+    sample's labeled rows within a few epochs; one CPU thread. Their OOF SMAPE and time:
+    docs/experiments.md, "Fusion MLP defaults" (``benchmarks/bench_models.py --mlp-grid`` tries a
+    few more). Not tuned further.
     """
 
     text_hidden: int = 256
@@ -53,7 +53,7 @@ class MLPConfig:
     patience: int = 6
     inner_valid_fraction: float = 0.1
     seed: int = DEFAULT_SEED
-    num_threads: int = 1  # 2 threads on a shared 2-core box ran ~5x slower (OpenMP barriers)
+    num_threads: int = 1  # one thread: more are slower on a shared 2-core box (OpenMP barriers; docs/experiments.md, "Fusion MLP defaults")
 
 
 @dataclass

@@ -5,7 +5,7 @@ Backends follow :class:`OcrBackend` (``name`` + ``read(image) -> [(text, confide
 - :class:`RapidOcrBackend` (default): ``rapidocr==3.10.0`` on onnxruntime with the PP-OCR ONNX
   det/rec models shipped inside the wheel, so it works offline. Settings from
   ``shared/notes/stack.md``: no angle classifier, detector input limited by default to
-  ``DEFAULT_DET_SIDE`` px on the longest side (about 0.5-1 s per photo on one CPU core). Language, OCR version and model type are left at
+  ``DEFAULT_DET_SIDE`` px on the longest side (speed: docs/experiments.md, "OCR detector size"). Language, OCR version and model type are left at
   the defaults on purpose: changing them makes RapidOCR download other models.
 - :class:`PaddleOcrBackend` (optional): PaddleOCR 3.x pipeline when the ``paddleocr`` package and
   its det/rec models are on disk; otherwise :class:`OcrBackendUnavailable` says what is missing.
@@ -103,7 +103,8 @@ def _clip01(x: Any) -> float:
 
 
 #: RapidOCR's detector input size by default (longest side, px; stack.md's tested value): the cost
-#: control of ``OcrResource.det_limit_side_len`` (speed and text per size: ``benchmarks/bench_ocr.py``).
+#: control of ``OcrResource.det_limit_side_len`` (speed and text per size: ``benchmarks/bench_ocr.py``,
+#: docs/experiments.md, "OCR detector size").
 DEFAULT_DET_SIDE = 480
 
 

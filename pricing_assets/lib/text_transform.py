@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 #: Below this many texts one in-process call is used: starting the worker processes and sending them
-#: the fitted models costs about a second (first call 14.7 s vs 13.7 s with warm workers on 12,000
-#: texts: docs/experiments.md), too much for a small batch. The threshold itself is a judgement, not tuned.
+#: the fitted models is a fixed cost (docs/experiments.md, "Scale: the TF-IDF ridges of scoring in
+#: worker processes"), too much for a small batch. The threshold itself is a judgement, not tuned.
 PARALLEL_MIN_TEXTS = 20_000
 
 

@@ -49,12 +49,11 @@ def product_text(items: pd.DataFrame) -> pd.Series:
 
 
 #: TF-IDF + ridge settings: word 1-2-grams and char 2-5-grams (within word boundaries), sublinear tf.
-#: Chosen on the 5 grouped folds of the bundled 7.2k labeled rows (OOF SMAPE, ``bench_models.py
-#: --ridge-grid``): word+char alpha 1/2/4/8 -> 61.3/61.5/62.2/63.5; word only alpha 1 -> 61.8;
-#: the raw-text word baseline scores 61.9.
+#: Alpha 1 on word + char n-grams: the lowest OOF SMAPE of the alphas tried, and below word n-grams
+#: alone (docs/experiments.md, "TF-IDF ridge: word + char n-grams, alpha 1").
 #: Solver ``lsqr``: the same ridge solution as scikit-learn's default for sparse input
-#: (``sparse_cg``), but its iterations grow far more slowly with the rows (fit time exponent ~0.9 vs
-#: ~1.5): docs/experiments.md ("Scale: the ridge solver").
+#: (``sparse_cg``), but its fit time grows about linearly with the rows instead of faster:
+#: docs/experiments.md ("Scale: the ridge solver").
 TFIDF_RIDGE_PARAMS: dict = {"alpha": 1.0, "solver": "lsqr", "word_ngrams": (1, 2), "char_ngrams": (2, 5), "max_features": 200_000, "min_df": 2}
 
 
