@@ -128,7 +128,7 @@ def test_stored_outputs_line_up(instance, defs, slice_files):
     assert meta["refit_rounds"] == round(REFIT_ROUNDS_FACTOR * np.mean(meta["cv_best_iterations"]))
     # the stored serving model holds those boosters; a batch's stored prices are what it gives them
     model = defs.load_asset_value("serving_model", instance=instance)
-    assert [b.num_trees() for b in model.lightgbm] == [meta["refit_rounds"]] * 3
+    assert [b.num_trees() for b in model.models["lightgbm"]] == [meta["refit_rounds"]] * 3
     scored = defs.load_asset_value("batch_predictions", instance=instance, partition_key="unlabeled")
     unl = pd.read_csv(slice_files["unlabeled"], dtype={"sample_id": str})
     assert sorted(scored["sample_id"]) == sorted(unl["sample_id"]) and (scored["model_version"] == model.version).all()
