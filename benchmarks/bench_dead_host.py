@@ -8,7 +8,7 @@ links), with the host of every ``image_link`` replaced by ``--host`` (default
 the figures do not depend on this machine's network). ``--real-links`` keeps the real CDN links
 (meaningful only where the CDN does not resolve or is unreachable).
 
-Each mode runs :func:`pricing_assets.lib.images.fetch_images` once on a fresh temporary store with
+Each mode runs :func:`pricing_assets.lib.images.fetch.fetch_images` once on a fresh temporary store with
 the production defaults of ``ImageFetchResource`` (timeout 10 s, 8 workers, 3 retries, backoff
 0.5 s, no mirror, online, private hosts refused so the name is resolved by ``check_url``):
 
@@ -32,7 +32,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pricing_assets.lib.images import FetchConfig, fetch_images  # noqa: E402
+from pricing_assets.lib.images.fetch import FetchConfig, fetch_images  # noqa: E402
 
 SAMPLE_CSV = REPO / "data" / "sample" / "amazon_pricing_sample.csv"
 

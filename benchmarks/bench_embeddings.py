@@ -34,8 +34,8 @@ def _inputs(modality: str, n_texts: int):
     import pandas as pd
     from PIL import Image
 
-    from pricing_assets.lib.catalog import content_hash, parse_catalog_content
-    from pricing_assets.lib.embedding_text import text_for_embedding
+    from pricing_assets.lib.catalog.parsing import content_hash, parse_catalog_content
+    from pricing_assets.lib.embeddings.text import text_for_embedding
 
     if modality == "text":
         df = pd.read_csv(REPO / "data/sample/amazon_pricing_sample.csv", nrows=n_texts, dtype={"sample_id": str})
@@ -68,8 +68,8 @@ def _inputs(modality: str, n_texts: int):
 def bench(spec, n_texts: int, threads: int, model_cache: str, chunk_size: int, repeats: int = 3) -> dict:
     import numpy as np
 
-    from pricing_assets.lib.embedding_cache import embed_with_cache
-    from pricing_assets.lib.encoders import load_encoder
+    from pricing_assets.lib.embeddings.cache import embed_with_cache
+    from pricing_assets.lib.embeddings.encoders import load_encoder
 
     t = time.perf_counter()
     enc = load_encoder(spec, "cpu", model_cache, num_threads=threads)
@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model-cache", default=os.path.join(tempfile.gettempdir(), "pricing_bench_models"))
     args = ap.parse_args(argv)
 
-    from pricing_assets.lib.embedding_registry import enabled_models, load_registry
-    from pricing_assets.lib.encoders import ModelUnavailableError
+    from pricing_assets.lib.embeddings.encoders import ModelUnavailableError
+    from pricing_assets.lib.embeddings.registry import enabled_models, load_registry
 
     reg = load_registry()
     specs = [reg[m] for m in args.models] if args.models else enabled_models(reg)

@@ -7,10 +7,10 @@ difference between the two devices' outputs. One short script to run on a GPU ma
 Stages (the registry's enabled models, the pipeline's own loaders and settings):
 
 - text encoders (``minilm_l6``): torch / sentence-transformers, float16 on CUDA with the registry's
-  ``cuda_batch_multiplier`` (``lib.encoders.load_encoder``), on ``--texts`` sample texts;
+  ``cuda_batch_multiplier`` (``lib.embeddings.encoders.load_encoder``), on ``--texts`` sample texts;
 - image encoders (``effnet_lite0``): the exported ONNX model on onnxruntime's CUDA provider, on the
   bundled photos;
-- OCR: RapidOCR with ``EngineConfig.onnxruntime.use_cuda`` (``lib.ocr.RapidOcrBackend``) on
+- OCR: RapidOCR with ``EngineConfig.onnxruntime.use_cuda`` (``lib.images.ocr.RapidOcrBackend``) on
   ``--photos`` bundled photos; the difference is the share of photos whose lines differ.
 
 Printed per stage and device: load seconds, rows/s (after a warm-up batch), and for CUDA the max abs
@@ -36,8 +36,8 @@ LABELED_CSV = REPO / "data" / "sample" / "amazon_pricing_sample.csv"
 def _texts(n: int) -> list[str]:
     import pandas as pd
 
-    from pricing_assets.lib.catalog import parse_catalog_content
-    from pricing_assets.lib.embedding_text import text_for_embedding
+    from pricing_assets.lib.catalog.parsing import parse_catalog_content
+    from pricing_assets.lib.embeddings.text import text_for_embedding
 
     raw = pd.read_csv(LABELED_CSV, nrows=n)
     parts = [parse_catalog_content(t) for t in raw["catalog_content"]]
@@ -67,9 +67,9 @@ def _timed(fn, inputs, warmup):
 def run(devices: list[str], n_texts: int, n_photos: int | None) -> list[dict]:
     """Rows ``{"stage", "device", "load_s", "rows_per_s", "max_abs_diff_vs_cpu"}`` (the last is
     None on CPU; for OCR it is the share of photos whose lines differ from the CPU run)."""
-    from pricing_assets.lib.embedding_registry import enabled_models, load_registry
-    from pricing_assets.lib.encoders import load_encoder
-    from pricing_assets.lib.ocr import RapidOcrBackend
+    from pricing_assets.lib.embeddings.encoders import load_encoder
+    from pricing_assets.lib.embeddings.registry import enabled_models, load_registry
+    from pricing_assets.lib.images.ocr import RapidOcrBackend
     from pricing_assets.settings import model_cache_dir
 
     texts, photos = _texts(n_texts), _photos(n_photos)

@@ -1,12 +1,12 @@
 """The TF-IDF kNN views at catalog scale: seconds to transform the queries and to search them,
-exactly, with and without the document-frequency cap (``lib.knn.KNN_TFIDF_MAX_DF``), and how many of
+exactly, with and without the document-frequency cap (``lib.retrieval.knn.KNN_TFIDF_MAX_DF``), and how many of
 the uncapped top-10 neighbours the capped search still finds.
 
     .venv/bin/python benchmarks/bench_knn_views.py --rows 50000 [--caps 0.2 0.05]
 
 The catalog is ``bench_scale.scaled_catalog(rows)`` (half labeled: the reference; half unlabeled:
-the queries), parsed with ``lib.catalog.parse_catalog``; each view's vectorizer is fitted on the
-reference texts by ``lib.knn._fit_vectorizer`` (as ``fit_knn_reference`` does), once without a cap
+the queries), parsed with ``lib.catalog.parsing.parse_catalog``; each view's vectorizer is fitted on the
+reference texts by ``lib.retrieval.knn._fit_vectorizer`` (as ``fit_knn_reference`` does), once without a cap
 (``max_df_share=1``) and once per cap. The
 synthetic catalog holds ~rows / 7,216 near-copies of every listing, so ties among copies lower the
 recall figure more than on a real catalog; SMAPE, not recall, decided the cap (docs/experiments.md).
@@ -29,8 +29,8 @@ def run(rows: int, caps: list[float], k: int = 20) -> list[dict]:
     "search_s", "recall_at_10", "terms_dropped"}]}``."""
     import bench_scale
 
-    from pricing_assets.lib import knn
-    from pricing_assets.lib.catalog import parse_catalog
+    from pricing_assets.lib.catalog.parsing import parse_catalog
+    from pricing_assets.lib.retrieval import knn
 
     cat = bench_scale.scaled_catalog(rows)
     items = parse_catalog(cat.drop(columns=["template"]))

@@ -13,13 +13,13 @@ Inputs come from a materialised Dagster instance (``products``, ``feature_matrix
 assets): the script ingests the bundled labeled + unlabeled sample and runs ``pricing materialize``
 into ``$DAGSTER_HOME`` when ``feature_matrix`` is missing there. Every model below is then trained
 here by the same pure functions the assets call, on the folds stored in ``products.fold``
-(``lib.cross_validation.assign_folds``: grouped by image link, 5 folds, seed 42):
+(``lib.models.cross_validation.assign_folds``: grouped by image link, 5 folds, seed 42):
 
 - median price (of the training folds);
 - TF-IDF + ridge on the raw ``catalog_content`` (word 1-2-grams, alpha 1: the issue's baseline);
 - tfidf_ridge: the pipeline's word + char TF-IDF ridge on the parsed text;
 - LightGBM on ``feature_matrix`` (log-price regression); the distributional LightGBM (price-bin
-  classifier + expected-SMAPE decision, ``lib.distributional``); fusion MLP; their blend (weights
+  classifier + expected-SMAPE decision, ``lib.models.distributional``); fusion MLP; their blend (weights
   fitted on OOF; also reported with cross-fitted weights: for each fold, weights fitted on the other
   folds' OOF predictions).
 """
@@ -93,8 +93,8 @@ def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.nda
     """How rows without a price should be predicted: each fold in turn plays the products without a price; a
     K-1-fold CV on the other rows gives (a) its fold boosters' average and (b) a refit on all of them
     (``refit_lightgbm``, rounds from the CV). Prints SMAPE on the held-out rows per fold and overall."""
-    from pricing_assets.lib.lightgbm_regression import predict_lightgbm, refit_lightgbm, train_lightgbm_cv
-    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.models.lightgbm_regression import predict_lightgbm, refit_lightgbm, train_lightgbm_cv
+    from pricing_assets.lib.models.metrics import smape
 
     for seed in (42, 7):
         avg, refit = np.zeros(len(y)), np.zeros(len(y))
@@ -142,9 +142,9 @@ def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> Re
     functions the assets call, with the assets' default config (``KnnConfig``,
     ``FeatureMatrixConfig``, ``CrossValidationResource``); ``embs`` aligned to ``products``."""
     from pricing_assets.defs.training import FeatureMatrixConfig, KnnConfig
-    from pricing_assets.lib.knn import build_knn_features, fit_knn_reference
-    from pricing_assets.lib.tfidf_ridge import product_text, train_tfidf_ridge_cv
-    from pricing_assets.lib.training_data import build_feature_matrix_and_space
+    from pricing_assets.lib.features.training_data import build_feature_matrix_and_space
+    from pricing_assets.lib.models.tfidf_ridge import product_text, train_tfidf_ridge_cv
+    from pricing_assets.lib.retrieval.knn import build_knn_features, fit_knn_reference
     from pricing_assets.resources import CrossValidationResource
 
     knn_cfg, fm_cfg, cv = KnnConfig(), FeatureMatrixConfig(), CrossValidationResource()
@@ -162,9 +162,9 @@ def served_features(rebuilt: Rebuilt, items: pd.DataFrame, bf: pd.DataFrame, emb
     """The serving path's features of products priced as if they had no price, against what
     ``rebuilt`` fitted (no refit): (their ``feature_matrix``-column rows, (m,) float64 full-text ridge
     prices USD, the fold pipelines' average)."""
-    from pricing_assets.lib.knn import knn_features_for_new_rows
-    from pricing_assets.lib.tfidf_ridge import predict_tfidf_ridge, product_text
-    from pricing_assets.lib.training_data import feature_rows_for_new_items
+    from pricing_assets.lib.features.training_data import feature_rows_for_new_items
+    from pricing_assets.lib.models.tfidf_ridge import predict_tfidf_ridge, product_text
+    from pricing_assets.lib.retrieval.knn import knn_features_for_new_rows
 
     items = items.reset_index(drop=True)
     knn = knn_features_for_new_rows(rebuilt.knn_reference, items, bf, embs)
@@ -176,7 +176,7 @@ def served_features(rebuilt: Rebuilt, items: pd.DataFrame, bf: pd.DataFrame, emb
 def cross_fitted_blend(mats: np.ndarray, price: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """(n,) blended prices (USD), each fold's rows blended with weights fitted on the other folds' OOF
     predictions ``mats`` (n, m) USD."""
-    from pricing_assets.lib.blend import apply_blend, fit_blend_weights
+    from pricing_assets.lib.models.blend import apply_blend, fit_blend_weights
 
     out = np.zeros(len(price))
     for k in np.unique(folds):
@@ -203,9 +203,9 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
         one row per (fraction, draw): labeled rows, OOF SMAPE of median / baseline / LightGBM / dist /
         blend, and the blend's gap to the baseline (SMAPE points).
     """
-    from pricing_assets.lib.distributional import train_lightgbm_dist_cv
-    from pricing_assets.lib.lightgbm_regression import model_input, train_lightgbm_cv
-    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.models.distributional import train_lightgbm_dist_cv
+    from pricing_assets.lib.models.lightgbm_regression import model_input, train_lightgbm_cv
+    from pricing_assets.lib.models.metrics import smape
 
     products, bf, embs = load_all_products()
     groups = np.sort(products["image_link"].unique())
@@ -252,10 +252,10 @@ def serving_check(num_threads: int = 1) -> pd.DataFrame:
     Returns:
         one row per fold and a mean row: SMAPE of LightGBM / dist / blend, served vs OOF.
     """
-    from pricing_assets.lib.blend import apply_blend, fit_blend_weights
-    from pricing_assets.lib.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
-    from pricing_assets.lib.lightgbm_regression import model_input, predict_lightgbm, refit_lightgbm, train_lightgbm_cv
-    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.models.blend import apply_blend, fit_blend_weights
+    from pricing_assets.lib.models.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
+    from pricing_assets.lib.models.lightgbm_regression import model_input, predict_lightgbm, refit_lightgbm, train_lightgbm_cv
+    from pricing_assets.lib.models.metrics import smape
 
     products, bf, embs = load_all_products()
     all_folds = products["fold"].to_numpy()
@@ -318,11 +318,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
 
-    from pricing_assets.lib.blend import apply_blend, fit_blend_weights
-    from pricing_assets.lib.lightgbm_regression import model_input, train_lightgbm_cv
-    from pricing_assets.lib.metrics import smape
-    from pricing_assets.lib.mlp import MLPConfig, MLPInputs, tabular_matrix, train_mlp_cv
-    from pricing_assets.lib.tfidf_ridge import product_text, train_tfidf_ridge_cv
+    from pricing_assets.lib.models.blend import apply_blend, fit_blend_weights
+    from pricing_assets.lib.models.lightgbm_regression import model_input, train_lightgbm_cv
+    from pricing_assets.lib.models.metrics import smape
+    from pricing_assets.lib.models.mlp import MLPConfig, MLPInputs, tabular_matrix, train_mlp_cv
+    from pricing_assets.lib.models.tfidf_ridge import product_text, train_tfidf_ridge_cv
 
     _materialise_if_missing()
     if args.learning_curve:
@@ -392,7 +392,7 @@ def main(argv=None) -> int:
     cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, n_bags=3)
     oofs["lightgbm"] = record("LightGBM (feature_matrix, 3 seeds)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")
 
-    from pricing_assets.lib.distributional import train_lightgbm_dist_cv
+    from pricing_assets.lib.models.distributional import train_lightgbm_dist_cv
 
     cv = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=1)
     oofs["lightgbm_dist"] = record("LightGBM dist (expected-SMAPE)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")

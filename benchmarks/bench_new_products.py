@@ -69,7 +69,7 @@ def main() -> int:
 
     import dagster as dg
 
-    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.models.metrics import smape
 
     lab = pd.read_csv(SAMPLE / "amazon_pricing_sample.csv", dtype={"sample_id": str}).sample(frac=1.0, random_state=0)
     new, known = lab.tail(args.new_rows), lab.head(len(lab) - args.new_rows)

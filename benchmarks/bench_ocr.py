@@ -6,7 +6,7 @@
 Per size: backend build seconds, photos/s (after one warm-up photo), mean lines and characters read
 per photo, the share of photos with any text, and the word recall against the default size (the
 share of the default size's distinct upper-case words, over all photos, that this size also reads).
-The raw library is the pipeline here (``lib.ocr.RapidOcrBackend.read`` is one RapidOCR call), so
+The raw library is the pipeline here (``lib.images.ocr.RapidOcrBackend.read`` is one RapidOCR call), so
 photos/s is RapidOCR's own speed at that size. Keep the machine otherwise quiet for stable figures.
 
 ``--controls`` measures the two other cost controls at the default size instead:
@@ -38,7 +38,7 @@ def _words(lines: list[tuple[str, float]]) -> set[str]:
 def run(sides: list[int], threads: int | None, limit: int | None) -> list[dict]:
     """One result per size: ``{"side", "load_s", "photos_per_s", "lines_per_photo",
     "chars_per_photo", "share_with_text", "word_recall_vs_default"}``."""
-    from pricing_assets.lib.ocr import DEFAULT_DET_SIDE, RapidOcrBackend
+    from pricing_assets.lib.images.ocr import DEFAULT_DET_SIDE, RapidOcrBackend
 
     images = _load_images(limit)
     results, words = [], {}
@@ -82,7 +82,7 @@ def controls(threads: int | None, limit: int | None, prescreen: list[int], batch
     "skipped", "skipped_with_text"}], "batches": [{"rec_batch_num", "photos_per_s"}]}`` at the default size."""
     from rapidocr import RapidOCR
 
-    from pricing_assets.lib.ocr import DEFAULT_DET_SIDE, RapidOcrBackend
+    from pricing_assets.lib.images.ocr import DEFAULT_DET_SIDE, RapidOcrBackend
 
     images = _load_images(limit)
 
@@ -119,7 +119,7 @@ def controls(threads: int | None, limit: int | None, prescreen: list[int], batch
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sides", type=int, nargs="+", default=[320, 480, 640], help="detector longest sides, px")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: lib.cpu.default_threads)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: lib.runtime.cpu.default_threads)")
     p.add_argument("--limit", type=int, default=None, help="first N bundled photos only")
     p.add_argument("--controls", action="store_true", help="measure region skipping and recogniser batching instead of sizes")
     p.add_argument("--prescreen", type=int, nargs="+", default=[160, 256], help="detector-only pre-pass sides, px (--controls)")

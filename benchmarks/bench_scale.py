@@ -105,7 +105,7 @@ def scaled_catalog(n_rows: int, seed: int = 0) -> pd.DataFrame:
     Raises:
         ValueError: n_rows < 100.
     """
-    from pricing_assets.lib.catalog import MAX_PRICE_USD
+    from pricing_assets.lib.catalog.parsing import MAX_PRICE_USD
 
     if n_rows < 100:
         raise ValueError(f"scaled_catalog: n_rows must be >= 100, got {n_rows}")
@@ -145,7 +145,7 @@ def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0, n_t
     from data_contracts import contract_for
     from data_contracts.embeddings import embedding_schema
     from pricing_assets.defs.embeddings import embedding_key
-    from pricing_assets.lib.embedding_registry import enabled_models
+    from pricing_assets.lib.embeddings.registry import enabled_models
 
     rng = np.random.default_rng(seed)
     n = len(catalog)
@@ -242,7 +242,7 @@ def _prepare(n_rows: int, workdir: Path) -> dict:
 
     from pricing_assets import cli
     from pricing_assets.definitions import build_defs
-    from pricing_assets.lib.embedding_registry import load_registry
+    from pricing_assets.lib.embeddings.registry import load_registry
     from pricing_assets.settings import load_settings
 
     t0 = time.perf_counter()

@@ -1,5 +1,5 @@
 """Blend OOF SMAPE with and without the fusion MLP, from an instance's stored OOF predictions, through
-lib.blend (the price_blend asset's own functions: weights fitted on every labeled row's OOF).
+lib.models.blend (the price_blend asset's own functions: weights fitted on every labeled row's OOF).
 
     DAGSTER_HOME=<a home where the fusion MLP was materialised> python benchmarks/blend_without_model.py
 
@@ -10,8 +10,8 @@ import os
 
 import pandas as pd
 
-from pricing_assets.lib.blend import align_predictions, apply_blend, fit_blend_weights
-from pricing_assets.lib.metrics import smape
+from pricing_assets.lib.models.blend import align_predictions, apply_blend, fit_blend_weights
+from pricing_assets.lib.models.metrics import smape
 
 A = f"{os.environ['DAGSTER_HOME']}/storage/assets"
 names = ["fusion_mlp_predictions", "lightgbm_distributional_predictions", "lightgbm_predictions", "tfidf_ridge_predictions"]

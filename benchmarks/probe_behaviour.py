@@ -1,5 +1,5 @@
 """Probe of the served model's behaviour on N real unlabeled products that state a quantity
-(``Value:``), scored through ``lib.serving.score_new_rows`` (the ``batch_predictions`` path):
+(``Value:``), scored through ``lib.serving.scoring.score_new_rows`` (the ``batch_predictions`` path):
 
 * ``x2`` / ``x4``: the ``Value:`` line doubled / quadrupled (more units) -- should never be cheaper;
 * ``spaces``: every space doubled and trailing spaces added -- should not change the price;
@@ -18,9 +18,9 @@ import sys
 import numpy as np
 import pandas as pd
 
-from pricing_assets.lib.embedding_registry import load_registry
-from pricing_assets.lib.encoders import load_encoder
-from pricing_assets.lib.serving import score_catalog_rows
+from pricing_assets.lib.embeddings.encoders import load_encoder
+from pricing_assets.lib.embeddings.registry import load_registry
+from pricing_assets.lib.serving.scoring import score_catalog_rows
 
 home = os.environ["DAGSTER_HOME"]
 A = f"{home}/storage/assets"

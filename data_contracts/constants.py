@@ -9,7 +9,7 @@ The competition's training prices run from ~0.13 to ~2,800 USD (sample max 2,796
 10,000 is almost surely a unit/parsing error (cents, a concatenated number) rather than a real
 grocery-catalog price, while still allowing rare luxury items."""
 
-#: Every value ``lib.images.fetch_images`` writes to the ``status`` column of
+#: Every value ``lib.images.fetch.fetch_images`` writes to the ``status`` column of
 #: ``product_images`` (``ProductImages`` accepts these only).
 IMAGE_STATUSES: tuple[str, ...] = (
     "ok",
@@ -23,6 +23,6 @@ IMAGE_STATUSES: tuple[str, ...] = (
     "host_unreachable",
 )
 
-#: Every value of ``ocr_text.ocr_status``: ``lib.ocr.run_ocr`` writes ``ok`` /
+#: Every value of ``ocr_text.ocr_status``: ``lib.images.ocr.run_ocr`` writes ``ok`` /
 #: ``no_image`` / ``error``, the ``ocr_text`` asset ``disabled`` when OCR is switched off.
 OCR_STATUSES: tuple[str, ...] = ("ok", "no_image", "error", "disabled")

@@ -46,30 +46,42 @@ def compute_kinds(name: str) -> set[str]:
     return next((set(k) for match, k in COMPUTE_KINDS if match(name)), set())
 
 
-#: ``pricing_assets.lib`` modules named by an import in a source text (``from pricing_assets.lib.x
-#: import …``, ``import pricing_assets.lib.x``, ``from pricing_assets.lib import x, y``).
-_LIB_IMPORT = re.compile(r"pricing_assets\.lib\.(\w+)|from\s+pricing_assets\.lib\s+import\s+\(?([\w\s,]+)\)?")
+#: ``pricing_assets.lib`` modules named by an import in a source text (``from pricing_assets.lib.pkg.x
+#: import …``, ``import pricing_assets.lib.pkg.x``, ``from pricing_assets.lib.pkg import x, y``).
+_LIB_IMPORT = re.compile(r"from\s+pricing_assets\.lib\.(\w+)\s+import\s+\(?([\w\s,]+?)\)?\s*$|pricing_assets\.lib\.([\w.]+)", re.M)
 LIB_DIR = REPO_ROOT / "pricing_assets" / "lib"
 
 
 @functools.cache
 def lib_module_source(name: str) -> str:
-    """Source text of ``pricing_assets/lib/<name>.py`` ("" when there is no such module)."""
-    path = LIB_DIR / f"{name}.py"
+    """Source text of the module ``pricing_assets.lib.<name>`` (``name`` dotted, e.g. ``models.blend``;
+    "" when there is no such module file)."""
+    path = LIB_DIR.joinpath(*name.split(".")).with_suffix(".py")
     return path.read_text() if path.is_file() else ""
+
+
+def _lib_names(source: str) -> list[str]:
+    """Dotted module names under ``pricing_assets.lib`` that ``source`` imports."""
+    out = []
+    for package, listed, dotted in _LIB_IMPORT.findall(source):
+        if dotted:
+            parts = dotted.split(".")  # a module, or a module followed by an attribute
+            out += [".".join(parts[:i]) for i in range(len(parts), 0, -1) if lib_module_source(".".join(parts[:i]))][:1]
+        else:
+            out += [f"{package}.{n.strip()}" for n in listed.split(",") if n.strip()]
+    return out
 
 
 def lib_modules_of(source: str) -> list[str]:
     """Every ``pricing_assets.lib`` module ``source`` imports, and those they import, transitively
-    (sorted names; read as text, nothing is imported)."""
+    (sorted dotted names such as ``models.blend``; read as text, nothing is imported)."""
     seen: set[str] = set()
     todo = [source]
     while todo:
-        for dotted, listed in _LIB_IMPORT.findall(todo.pop()):
-            for name in [dotted] if dotted else [n.strip() for n in listed.split(",")]:
-                if name and name not in seen and lib_module_source(name):
-                    seen.add(name)
-                    todo.append(lib_module_source(name))
+        for name in _lib_names(todo.pop()):
+            if name not in seen and lib_module_source(name):
+                seen.add(name)
+                todo.append(lib_module_source(name))
     return sorted(seen)
 
 

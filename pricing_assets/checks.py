@@ -18,7 +18,7 @@ import pandas as pd
 import pandera.errors
 
 CONTRACT_CHECK = "contract"
-#: Name of the blocking check on ``price_blend`` that keeps a worse retrain from being promoted (``lib.model_gate``).
+#: Name of the blocking check on ``price_blend`` that keeps a worse retrain from being promoted (``lib.models.model_gate``).
 MODEL_GATE_CHECK = "model_gate"
 
 

@@ -77,13 +77,13 @@ def ingest(instance: dg.DagsterInstance, path: str, batch: str | None, storage_o
 
     Raises:
         ValueError: bad batch name or suffix; FileNotFoundError / IsADirectoryError: bad path;
-        pricing_assets.lib.inbox.InboxDefect: unreadable header or missing required columns.
+        pricing_assets.lib.catalog.inbox.InboxDefect: unreadable header or missing required columns.
     """
     import fsspec
 
     from pricing_assets.defs.resources import build_resources
-    from pricing_assets.lib.batches import CATALOG_SUFFIXES, batch_name_for, store_batch, validate_batch_name
-    from pricing_assets.lib.inbox import check_catalog_header
+    from pricing_assets.lib.catalog.batches import CATALOG_SUFFIXES, batch_name_for, store_batch, validate_batch_name
+    from pricing_assets.lib.catalog.inbox import check_catalog_header
     from pricing_assets.resources import storage_options_for
     from pricing_assets.settings import load_settings
 
@@ -137,7 +137,7 @@ def materialize(
         ``"global assets"``, ``"scoring NAME"`` or ``"price_predictions"``.
     """
     from pricing_assets.defs.schedules import NIGHTLY_RUN_CONFIG, TRAINING_SELECTION
-    from pricing_assets.lib.run_workers import worker_tags
+    from pricing_assets.lib.runtime.run_workers import worker_tags
 
     # runs of a dead `pricing materialize` (their worker tags name this host): failed, slots freed
     report_recovery(recover_runs(instance))
@@ -449,7 +449,7 @@ def _run(args) -> int:
 
 def _usage_error(exc: BaseException) -> str | None:
     """The one-line message of a user's mistake, or None when ``exc`` is unexpected."""
-    from pricing_assets.lib.inbox import InboxDefect
+    from pricing_assets.lib.catalog.inbox import InboxDefect
 
     if isinstance(exc, UsageError):
         return str(exc)

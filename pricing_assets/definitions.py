@@ -10,7 +10,7 @@ and code references.
 import dagster as dg
 
 from pricing_assets.asset_policy import apply_asset_policy
-from pricing_assets.lib.embedding_registry import load_registry
+from pricing_assets.lib.embeddings.registry import load_registry
 from pricing_assets.settings import REPO_ROOT, Settings, load_settings, overrides
 
 

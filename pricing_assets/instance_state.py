@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from pricing_assets.checks import CONTRACT_CHECK, MODEL_GATE_CHECK
-from pricing_assets.lib.price_models import PRICE_MODELS
+from pricing_assets.lib.models.registry import PRICE_MODELS
 from pricing_assets.partitions import CATALOG_BATCHES
 
 PREDICTIONS = dg.AssetKey("price_predictions")
@@ -169,7 +169,7 @@ class StaleRun:
     Attributes:
         run_id, job: the run and its job name.
         partition: its batch partition, or None.
-        worker: who executed it (``pricing_assets.lib.run_workers.WorkerIdentity``).
+        worker: who executed it (``pricing_assets.lib.runtime.run_workers.WorkerIdentity``).
         started_at: when the run started (epoch s), or None.
     """
 
@@ -186,7 +186,7 @@ class StaleRun:
 
 
 def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun, launched_here: bool = False):
-    """The process executing ``run`` (``lib.run_workers.WorkerIdentity``), or None when unknown.
+    """The process executing ``run`` (``lib.runtime.run_workers.WorkerIdentity``), or None when unknown.
 
     From the run's worker tags (the ``pricing`` CLI sets them on its in-process runs: host included).
     With ``launched_here`` — the caller runs inside the code server that launches this location's runs
@@ -196,7 +196,7 @@ def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun, launched_here: 
     recycled pid is told apart). Launchers with their own health check (Docker, Kubernetes) are left
     to Dagster's run monitoring.
     """
-    from pricing_assets.lib.run_workers import WorkerIdentity, this_host, worker_from_tags
+    from pricing_assets.lib.runtime.run_workers import WorkerIdentity, this_host, worker_from_tags
 
     tagged = worker_from_tags(run.tags)
     if tagged is not None or not launched_here or instance.run_launcher.supports_check_run_worker_health:
@@ -209,10 +209,10 @@ def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun, launched_here: 
 
 
 def stale_runs(instance: dg.DagsterInstance, launched_here: bool = False) -> list[StaleRun]:
-    """Runs ``STARTING``/``STARTED`` whose worker is known to be dead (``lib.run_workers.worker_state``),
+    """Runs ``STARTING``/``STARTED`` whose worker is known to be dead (``lib.runtime.run_workers.worker_state``),
     oldest first. A run whose worker is alive, on another host or unknown is never listed;
     ``launched_here``: see :func:`run_worker`."""
-    from pricing_assets.lib.run_workers import DEAD, worker_state
+    from pricing_assets.lib.runtime.run_workers import DEAD, worker_state
 
     out = []
     for rec in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_PROGRESS))):
@@ -318,7 +318,7 @@ def failure_texts(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 
 def oof_smape_assets() -> tuple[str, ...]:
     """The assets whose materialisation metadata carries an ``oof_smape``: every registry model's OOF
-    predictions (``lib.price_models.PRICE_MODELS``, by name), then ``price_blend``; the order
+    predictions (``lib.models.registry.PRICE_MODELS``, by name), then ``price_blend``; the order
     ``pricing materialize`` and ``pricing status`` print them in."""
     return (*(PRICE_MODELS[n].predictions_asset for n in sorted(PRICE_MODELS)), "price_blend")
 

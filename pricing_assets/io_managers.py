@@ -19,13 +19,13 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
-from pricing_assets.lib.atomic_write import write_bytes_atomic
+from pricing_assets.lib.runtime.atomic_write import write_bytes_atomic
 from pricing_assets.resources import storage_options_for
 
 
 class _BaseIO(dg.UPathIOManager):
     def _write_bytes(self, path: UPath, data: bytes) -> None:
-        """Replace ``path`` atomically (``lib.atomic_write``): a reader never finds it missing or half-written."""
+        """Replace ``path`` atomically (``lib.runtime.atomic_write``): a reader never finds it missing or half-written."""
         write_bytes_atomic(str(path), data, dict(getattr(path, "storage_options", {}) or {}))
 
 

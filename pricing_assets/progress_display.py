@@ -1,4 +1,4 @@
-"""Live progress bars for the ``pricing`` CLI (rich), fed by :mod:`pricing_assets.lib.progress`.
+"""Live progress bars for the ``pricing`` CLI (rich), fed by :mod:`pricing_assets.lib.runtime.progress`.
 
 One bar per step (image fetch, OCR, each embedding model, each model's CV folds) with items done /
 total, items/s and time left. Shown only when standard output is a terminal: in CI, logs or a pipe
@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pricing_assets.lib import progress
+from pricing_assets.lib.runtime import progress
 
 
 def _columns():

@@ -8,10 +8,10 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from pricing_assets.lib.cross_validation import DEFAULT_N_FOLDS, DEFAULT_SEED
-from pricing_assets.lib.images import FetchConfig
-from pricing_assets.lib.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
-from pricing_assets.lib.ocr import DEFAULT_DET_SIDE, DEFAULT_MAX_ERROR_SHARE, DEFAULT_MIN_IMAGES
+from pricing_assets.lib.images.fetch import FetchConfig
+from pricing_assets.lib.images.ocr import DEFAULT_DET_SIDE, DEFAULT_MAX_ERROR_SHARE, DEFAULT_MIN_IMAGES
+from pricing_assets.lib.models.cross_validation import DEFAULT_N_FOLDS, DEFAULT_SEED
+from pricing_assets.lib.models.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
 
 
 def storage_options_for(base_path: str, endpoint_url: Optional[str]) -> dict:
@@ -32,9 +32,9 @@ class DeviceResource(dg.ConfigurableResource):
 
         Raises:
             ValueError: ``cuda`` is requested but no GPU is visible, or the value is not
-                cpu / cuda / cuda:N / auto (``lib.encoders.resolve_device``).
+                cpu / cuda / cuda:N / auto (``lib.embeddings.encoders.resolve_device``).
         """
-        from pricing_assets.lib.encoders import resolve_device  # lazy: keeps code-location load fast
+        from pricing_assets.lib.embeddings.encoders import resolve_device  # lazy: keeps code-location load fast
 
         return resolve_device(self.device)
 
@@ -60,7 +60,7 @@ class StorageResource(dg.ConfigurableResource):
         return self.path("batches")
 
     def image_store(self) -> str:
-        """``<base>/images``: the content-addressed photo store (``lib.images``)."""
+        """``<base>/images``: the content-addressed photo store (``lib.images.fetch``)."""
         return self.path("images")
 
     def embedding_cache(self) -> str:
@@ -84,7 +84,7 @@ class ImageFetchResource(dg.ConfigurableResource):
 
     mirror_dir: Optional[str] = Field(default=None, description="folder of photos named by the link's basename")
     offline: bool = Field(default=False, description="never download; rows not in mirror/store are 'missing'")
-    # defaults: lib.images.FetchConfig's (one source)
+    # defaults: lib.images.fetch.FetchConfig's (one source)
     timeout_s: float = Field(default=FetchConfig.timeout_s, description="per-request timeout, s")
     concurrency: int = Field(default=FetchConfig.concurrency, description="simultaneous HTTP connections")
     retries: int = Field(default=FetchConfig.retries, description="extra attempts after the first on transient errors")
@@ -102,7 +102,7 @@ class OcrResource(dg.ConfigurableResource):
 
     backend: str = "rapidocr"
     enabled: bool = True
-    # defaults: lib.ocr.check_error_share's (one source)
+    # defaults: lib.images.ocr.check_error_share's (one source)
     max_error_share: float = Field(
         default=DEFAULT_MAX_ERROR_SHARE,
         description="ocr_text fails (nothing stored) when more than this share of the photos it tried "
@@ -120,7 +120,7 @@ class OcrResource(dg.ConfigurableResource):
 
 
 class ModelGateResource(dg.ConfigurableResource):
-    """The model gate on ``price_blend`` (``pricing_assets/lib/model_gate.py``): a retrain whose blend
+    """The model gate on ``price_blend`` (``pricing_assets/lib/models/model_gate.py``): a retrain whose blend
     OOF SMAPE is worse than the promoted model's by more than ``tolerance_smape`` points, on the labeled
     rows both scored, is not promoted to ``price_predictions``."""
 

@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from pricing_assets.lib.model_gate import DEFAULT_TOLERANCE_SMAPE
+from pricing_assets.lib.models.model_gate import DEFAULT_TOLERANCE_SMAPE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The code location's one name: ``[tool.dg.project] code_location_name`` (``dg dev``), the root
@@ -68,7 +68,7 @@ class Settings:
 
     @property
     def opt_in_price_models(self) -> tuple[str, ...]:
-        """Names of the opt-in models of the price-model registry (``lib.price_models``) switched on
+        """Names of the opt-in models of the price-model registry (``lib.models.registry``) switched on
         here: ``fusion_mlp`` with ``PRICING_FUSION_MLP=1``."""
         return ("fusion_mlp",) if self.fusion_mlp else ()
 
@@ -95,7 +95,7 @@ def default_home(env: dict | None = None) -> str:
 def model_cache_dir(env: dict | None = None) -> str:
     """The local folder for models exported at run time (EfficientNet ONNX): ``$PRICING_MODEL_CACHE``,
     else ``$XDG_CACHE_HOME/pricing_assets``, else ``~/.cache/pricing_assets`` (absolute path; the
-    ``pricing_assets/lib/`` functions take it as an argument: ``lib.encoders.load_encoder(cache_dir=)``).
+    ``pricing_assets/lib/`` functions take it as an argument: ``lib.embeddings.encoders.load_encoder(cache_dir=)``).
 
     Args:
         env: the environment to read (default ``os.environ``).
@@ -160,7 +160,7 @@ def current_settings() -> Settings:
 def current_registry() -> dict:
     """The embedding registry the ``defs/`` modules build with: an :func:`overrides` value, else
     ``pricing_assets/embedding_models.toml`` (``{name: EmbeddingModelSpec}``)."""
-    from pricing_assets.lib.embedding_registry import load_registry
+    from pricing_assets.lib.embeddings.registry import load_registry
 
     registry = _REGISTRY.get()
     return registry if registry is not None else load_registry()

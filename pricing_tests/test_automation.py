@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from pricing_assets.definitions import build_defs
-from pricing_assets.lib.embedding_registry import load_registry
+from pricing_assets.lib.embeddings.registry import load_registry
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.settings import load_settings
 
@@ -225,7 +225,7 @@ def test_a_failed_rerun_of_a_stored_batch_does_not_freeze(defs_new, tmp_path):
     """A real run of ``raw_catalog`` for an already stored batch fails (a corrected file that is
     broken): its planned checks resolve to "execution failed", which must not hold the global assets
     when the next good batch lands."""
-    from pricing_assets.lib.batches import store_batch
+    from pricing_assets.lib.catalog.batches import store_batch
 
     s = Scenario(defs_new)
     s.batch("b1")

@@ -23,7 +23,7 @@ from PIL import Image
 from pricing_assets.defs import images as images_assets
 from pricing_assets.defs import ingest as ingest_assets
 from pricing_assets.defs.resources import build_resources
-from pricing_assets.lib.batches import store_batch
+from pricing_assets.lib.catalog.batches import store_batch
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import ImageFetchResource, OcrResource
 from pricing_assets.settings import Settings
@@ -394,7 +394,7 @@ def test_bad_image_bodies_get_statuses_through_local_server(tmp_path):
         "truncated": "corrupt",
         "bomb": "too_large",
         "zero_bytes": "corrupt",
-        "not_found": "missing",  # a 404 is a normal "no photo" state in lib.images, not an error
+        "not_found": "missing",  # a 404 is a normal "no photo" state in lib.images.fetch, not an error
         "always_503": "http_error",
         "flaky": "ok",
     }, status
@@ -416,7 +416,7 @@ def test_bad_image_bodies_get_statuses_through_local_server(tmp_path):
 def test_a_contract_violation_is_never_retried_by_a_step_retry_policy(h, tmp_path, monkeypatch):
     """``product_images`` has a ``RetryPolicy`` for network faults; a contract violation fails the same
     way again, so the step runs once (it re-fetched the whole batch twice more before)."""
-    import pricing_assets.lib.images as images_lib
+    import pricing_assets.lib.images.fetch as images_lib
 
     real = images_lib.fetch_images
     calls = []

@@ -16,7 +16,7 @@ def test_scaled_catalog_is_unique_half_labeled_and_prices_follow_the_pack():
     cat = bench_scale.scaled_catalog(15000, seed=1)  # 7216 listings: copies 0, 1 and 2
     assert len(cat) == 15000 and cat["sample_id"].is_unique and not cat["catalog_content"].duplicated().any()
     assert 0.45 < cat["price"].isna().mean() < 0.55
-    from pricing_assets.lib.catalog import MAX_PRICE_USD
+    from pricing_assets.lib.catalog.parsing import MAX_PRICE_USD
 
     assert cat["price"].dropna().between(0.01, MAX_PRICE_USD).all()  # every labeled row passes ingestion
     t = cat[cat["template"] == 0].set_index(cat[cat["template"] == 0].index // 7216)
@@ -42,7 +42,7 @@ def test_growth_exponent_and_largest_fitting_size():
 def test_fed_frames_of_two_batches_share_a_listings_base_vector():
     """The labeled and unlabeled halves are fed one batch at a time: a listing's copies in both
     batches must stay neighbours (same base vector), and every frame passes its contract."""
-    from pricing_assets.lib.embedding_registry import load_registry
+    from pricing_assets.lib.embeddings.registry import load_registry
 
     cat = bench_scale.scaled_catalog(14432, seed=2)  # every listing twice: copies 0 and 1
     reg = load_registry()

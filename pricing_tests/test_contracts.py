@@ -6,10 +6,10 @@ import pytest
 
 import data_contracts as dc
 from pricing_assets.checks import contract_result, validate_contract
-from pricing_assets.lib.catalog import parse_catalog, read_catalog
-from pricing_assets.lib.features import build_brand_features
-from pricing_assets.lib.images import FetchConfig, fetch_images
-from pricing_assets.lib.knn import knn_price_features
+from pricing_assets.lib.catalog.parsing import parse_catalog, read_catalog
+from pricing_assets.lib.features.listing import build_brand_features
+from pricing_assets.lib.images.fetch import FetchConfig, fetch_images
+from pricing_assets.lib.retrieval.knn import knn_price_features
 from pricing_tests.helpers import IMAGES, LABELED_CSV, sample_slice
 
 

@@ -60,7 +60,7 @@ def _claimed(instance: dg.DagsterInstance) -> list:
 def killed(tmp_path_factory):
     """A ``pricing materialize`` SIGKILLed inside its embedding step (2 of 5 chunks stored), its run
     left STARTED holding the gpu slot: ``(root, defs, instance, killed run id, child pid)``."""
-    from pricing_assets.lib.batches import store_batch
+    from pricing_assets.lib.catalog.batches import store_batch
     from pricing_assets.partitions import CATALOG_BATCHES
 
     root = tmp_path_factory.mktemp("killed")
@@ -81,7 +81,7 @@ def killed(tmp_path_factory):
 
 @pytest.mark.slow
 def test_status_names_the_stale_run_and_the_slot_it_holds(killed):
-    from pricing_assets.lib.run_workers import PID_TAG
+    from pricing_assets.lib.runtime.run_workers import PID_TAG
     from pricing_assets.status import collect_status, render_status
 
     _, defs, instance, killed_id, pid = killed
@@ -151,7 +151,7 @@ def test_stale_runs_are_only_runs_whose_worker_is_gone_on_this_host(tmp_path):
     import psutil
 
     from pricing_assets.instance_state import recover_runs, stale_runs
-    from pricing_assets.lib.run_workers import WorkerIdentity, current_worker, this_host, worker_tags
+    from pricing_assets.lib.runtime.run_workers import WorkerIdentity, current_worker, this_host, worker_tags
 
     (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
     instance = dg.DagsterInstance.from_config(str(tmp_path))
@@ -180,7 +180,7 @@ def test_worker_found_from_the_run_workers_pid_event(tmp_path):
     """A run launched by the default run launcher has no worker tags: its worker is the pid of the
     ``Started process for run (pid: N).`` engine event, and a pid started after that event is recycled."""
     from pricing_assets.instance_state import run_worker, stale_runs
-    from pricing_assets.lib.run_workers import ALIVE, DEAD, worker_state
+    from pricing_assets.lib.runtime.run_workers import ALIVE, DEAD, worker_state
 
     (tmp_path / "dagster.yaml").write_text(INFRA_YAML)
     instance = dg.DagsterInstance.from_config(str(tmp_path))
@@ -221,7 +221,7 @@ def test_pool_slot_leaked_by_a_finished_run_is_freed(tmp_path):
 def test_a_step_waiting_for_a_pool_slot_says_which_run_holds_it(tmp_path, capsys):
     from pricing_assets.cli import PoolWaitNotice
     from pricing_assets.instance_state import pool_waits
-    from pricing_assets.lib.run_workers import worker_tags
+    from pricing_assets.lib.runtime.run_workers import worker_tags
 
     instance, storage = _pool_instance(tmp_path)
     holder = _started_run(instance, {})

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from pricing_assets.definitions import build_defs
-from pricing_assets.lib.embedding_registry import load_registry
+from pricing_assets.lib.embeddings.registry import load_registry
 from pricing_assets.settings import load_settings
 from pricing_tests.asset_snapshot import SNAPSHOT, UPDATE_ENV, diff_snapshots, graph_snapshot, write_snapshot
 
@@ -164,16 +164,16 @@ def test_every_asset_has_kinds_owners_code_version_and_contract_schema(graph):
 
 def test_code_version_follows_the_lib_code_an_asset_runs(monkeypatch):
     """An asset's code version hashes its body and the ``pricing_assets.lib`` modules it imports,
-    transitively: an edit in ``lib/images.py`` changes ``product_images``' version, not ``raw_catalog``'s."""
+    transitively: an edit in ``lib/images/fetch.py`` changes ``product_images``' version, not ``raw_catalog``'s."""
     import pricing_assets.asset_policy as policy
     from pricing_assets.defs import images, ingest
 
-    assert {"images", "image_bytes", "url_safety"} <= set(policy.lib_modules_of(inspect.getsource(images.product_images.op.compute_fn.decorated_fn)))
+    assert {"images.fetch", "images.decode", "images.url_safety"} <= set(policy.lib_modules_of(inspect.getsource(images.product_images.op.compute_fn.decorated_fn)))
     before = {a: policy.code_version_of(a) for a in (images.product_images, ingest.raw_catalog)}
     real = policy.lib_module_source
-    monkeypatch.setattr(policy, "lib_module_source", lambda name: real(name) + ("\n# edited" if name == "image_bytes" else ""))
+    monkeypatch.setattr(policy, "lib_module_source", lambda name: real(name) + ("\n# edited" if name == "images.decode" else ""))
     after = {a: policy.code_version_of(a) for a in (images.product_images, ingest.raw_catalog)}
-    assert after[images.product_images] != before[images.product_images]  # image_bytes is imported by lib/images.py
+    assert after[images.product_images] != before[images.product_images]  # images.decode is imported by lib/images/fetch.py
     assert after[ingest.raw_catalog] == before[ingest.raw_catalog]
 
 

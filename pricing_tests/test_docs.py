@@ -226,4 +226,4 @@ def test_the_rules_can_fail():
     assert _matches("embeddings/<modality>/<model>", loc.assets) and not _matches("embeddings/<model>", loc.assets)
     assert relative_links("see [x](docs/nope.md#a) and [y](https://example.org)") == ["docs/nope.md"]
     assert repository_paths("`pricing_assets/assets/` and `<storage>/x` and `docs/*.md`") == ["pricing_assets/assets/"]
-    assert architecture_names("`lib.serving.ServingModel`, `build_defs(settings)`, `cli.py`, `a b`") == ["ServingModel", "build_defs"]
+    assert architecture_names("`lib.serving.scoring.ServingModel`, `build_defs(settings)`, `cli.py`, `a b`") == ["ServingModel", "build_defs"]

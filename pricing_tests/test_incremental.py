@@ -15,7 +15,7 @@ import pytest
 
 from pricing_assets.automation import PER_ROW_GROUPS
 from pricing_assets.definitions import build_defs
-from pricing_assets.lib.embedding_registry import load_registry
+from pricing_assets.lib.embeddings.registry import load_registry
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import ImageFetchResource, OcrResource
 from pricing_assets.settings import load_settings
@@ -60,7 +60,7 @@ def run(tmp_path_factory):
         }
         assets = list(base.assets)
         instance = dg.DagsterInstance.ephemeral()
-        from pricing_assets.lib.batches import store_batch
+        from pricing_assets.lib.catalog.batches import store_batch
 
         for name, df in (("b1", b1), ("b2", b2), ("b3", b3)):
             src = tmp / f"{name}.csv"

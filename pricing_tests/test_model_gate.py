@@ -1,6 +1,6 @@
 """The model gate: a retrain whose blend is worse than the promoted one is stored but not promoted.
 
-Unit tests of ``lib.model_gate`` and a Dagster run of the real ``price_blend`` / ``serving_model``
+Unit tests of ``lib.models.model_gate`` and a Dagster run of the real ``price_blend`` / ``serving_model``
 assets fed by stand-in model assets (real sample prices, controlled errors), so a deliberately
 degraded retrain can be made; ``price_predictions`` over stand-in scored batches.
 """
@@ -14,9 +14,9 @@ from pricing_assets.checks import MODEL_GATE_CHECK
 from pricing_assets.defs.models import build_blend_asset
 from pricing_assets.defs.serving import build_serving_model_asset, price_predictions
 from pricing_assets.instance_state import gated_retrain, predictions_export_verdict
-from pricing_assets.lib.metrics import smape
-from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion, write_champion
-from pricing_assets.lib.price_models import PRICE_MODELS
+from pricing_assets.lib.models.metrics import smape
+from pricing_assets.lib.models.model_gate import champion_path, compare_with_champion, read_champion, write_champion
+from pricing_assets.lib.models.registry import PRICE_MODELS
 from pricing_assets.resources import CrossValidationResource, ModelGateResource, StorageResource
 from pricing_tests.helpers import LABELED_CSV
 
@@ -37,7 +37,7 @@ def _frame(noise: float, seed: int, n_lab: int = N_LAB, n_unl: int = N_UNL) -> p
 
 
 # ------------------------------------------------------------------------------------------------
-# lib.model_gate
+# lib.models.model_gate
 # ------------------------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ def _meta(instance, key, partition=None):
 
 def _stored_oof_smape(instance, key) -> float:
     """SMAPE (0-200) recomputed from the stored OOF predictions of ``key`` (its parquet file)."""
-    from pricing_assets.lib.metrics import smape
+    from pricing_assets.lib.models.metrics import smape
 
     path = instance.get_latest_materialization_event(dg.AssetKey(key)).asset_materialization.metadata["path"].value
     df = pd.read_parquet(path)
@@ -119,7 +119,7 @@ def test_stored_outputs_line_up(instance, defs, slice_files):
     index = defs.load_asset_value("product_index", instance=instance)
     assert index.ntotal == slice_files["n_labeled"] and index.d == 384
     # lightgbm_model is the refit on all labeled rows (3 seed bags, every tree used)
-    from pricing_assets.lib.lightgbm_regression import REFIT_ROUNDS_FACTOR
+    from pricing_assets.lib.models.lightgbm_regression import REFIT_ROUNDS_FACTOR
 
     boosters = defs.load_asset_value("lightgbm_model", instance=instance)
     meta = _meta(instance, "lightgbm_model")
@@ -155,7 +155,7 @@ def test_a_failed_batch_does_not_block_the_global_assets(instance, defs, tmp_pat
 
     bad = tmp_path / "broken.csv"
     bad.write_text("sample_id,text\n1,hello\n")  # `pricing ingest` refuses this header; store it as a sensor-less drop would
-    from pricing_assets.lib.batches import store_batch
+    from pricing_assets.lib.catalog.batches import store_batch
     from pricing_assets.partitions import CATALOG_BATCHES
 
     store_batch(str(bad), str(materialized_home["home"] / "storage" / "batches"), "broken")

@@ -76,8 +76,8 @@ def test_small_materialisation_lands_in_postgres(pg_instance, postgres, tmp_path
     from pricing_assets.defs import images, ingest
     from pricing_assets.defs.embeddings import build_text_embedding_asset
     from pricing_assets.defs.resources import build_resources
-    from pricing_assets.lib.batches import store_batch
-    from pricing_assets.lib.embedding_registry import load_registry
+    from pricing_assets.lib.catalog.batches import store_batch
+    from pricing_assets.lib.embeddings.registry import load_registry
     from pricing_assets.partitions import CATALOG_BATCHES
     from pricing_assets.resources import ImageFetchResource, OcrResource
     from pricing_assets.settings import Settings

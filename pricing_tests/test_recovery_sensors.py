@@ -54,7 +54,7 @@ def test_watchdog_fails_the_run_of_a_dead_worker_and_frees_its_gpu_slot(instance
     import psutil
 
     from pricing_assets.defs.recovery import run_worker_watchdog
-    from pricing_assets.lib.run_workers import WorkerIdentity, this_host, worker_tags
+    from pricing_assets.lib.runtime.run_workers import WorkerIdentity, this_host, worker_tags
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     started = psutil.Process(p.pid).create_time()

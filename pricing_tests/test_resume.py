@@ -6,7 +6,7 @@ local storage with the test; the child slows itself down after each stored chunk
 between chunks 2 and 5 of 5. Real catalog rows go through the real assets, cache and IO managers; only
 the model is a stub (:class:`HashEncoder`, deterministic vectors from sha256 of the text) so the test
 does not spend its time importing torch and loading weights twice on a shared 2-core machine. The
-real encoders are tested in ``pricing_tests/lib/test_encoders.py``; resume and determinism do not
+real encoders are tested in ``pricing_tests/lib/embeddings/test_encoders.py``; resume and determinism do not
 depend on which encoder produced the vectors (the cache stores float32 vectors keyed by content hash).
 """
 
@@ -39,7 +39,7 @@ def build(root: Path, instance_yaml: str = "telemetry:\n  enabled: false\n", wit
     from pricing_assets.defs import images, ingest, training
     from pricing_assets.defs.embeddings import build_text_embedding_asset
     from pricing_assets.defs.resources import build_resources
-    from pricing_assets.lib.embedding_registry import load_registry
+    from pricing_assets.lib.embeddings.registry import load_registry
     from pricing_assets.resources import ImageFetchResource, OcrResource
     from pricing_assets.settings import Settings
 
@@ -61,7 +61,7 @@ def build(root: Path, instance_yaml: str = "telemetry:\n  enabled: false\n", wit
 
 
 def _hash_encoder_class():
-    from pricing_assets.lib.encoders import Encoder
+    from pricing_assets.lib.embeddings.encoders import Encoder
 
     class HashEncoder(Encoder):
         """Stub text encoder: (b, dim) float32 from sha256(text) bytes (the base class L2-normalises)."""
@@ -81,8 +81,8 @@ def _hash_encoder_class():
 def small_chunks(monkeypatch_target, pause_s: float = 0.0) -> None:
     """Make the embedding asset store chunks of ``CHUNK`` rows (the asset uses the default 256),
     optionally sleeping ``pause_s`` after each stored chunk; encode with the stub encoder."""
-    import pricing_assets.lib.embedding_cache as cache
-    import pricing_assets.lib.encoders as encoders
+    import pricing_assets.lib.embeddings.cache as cache
+    import pricing_assets.lib.embeddings.encoders as encoders
 
     # patched where the embedding assets look them up at run time (their lazy imports)
     encoder_cls = _hash_encoder_class()
@@ -155,7 +155,7 @@ def emb_meta(result) -> dict:
 
 
 def test_killed_embedding_run_resumes_without_redoing_chunks_and_reruns_are_identical(tmp_path, monkeypatch):
-    from pricing_assets.lib.batches import store_batch
+    from pricing_assets.lib.catalog.batches import store_batch
     from pricing_assets.partitions import CATALOG_BATCHES
 
     # 40 real rows with distinct texts -> 5 chunks of 8

@@ -23,8 +23,8 @@ from pricing_assets.automation import (
     with_global_automation,
 )
 from pricing_assets.defs.sensors import build_inbox_sensor
-from pricing_assets.lib.batches import find_batch_file
-from pricing_assets.lib.inbox import (
+from pricing_assets.lib.catalog.batches import find_batch_file
+from pricing_assets.lib.catalog.inbox import (
     CLASSIFIED_ERRORS,
     MAX_MESSAGE_CHARS,
     S3_FAST_FAIL_CONFIG,
@@ -372,7 +372,7 @@ def test_check_name(name, expected):
 
 
 def test_csv_header_columns_reads_the_header_as_the_ingest_does():
-    from pricing_assets.lib.catalog import REQUIRED_COLUMNS
+    from pricing_assets.lib.catalog.parsing import REQUIRED_COLUMNS
 
     good = "\ufeffsample_id, catalog_content ,image_link,price\n1,a,,2\n".encode()
     assert csv_header_columns(good, complete=True) == ["sample_id", "catalog_content", "image_link", "price"]

@@ -478,7 +478,7 @@ def main() -> int:
         slots_held_at_end=len(slots),
         wall_s=elapsed(),
     )
-    from pricing_assets.lib.run_recovery import is_transient
+    from pricing_assets.lib.runtime.run_recovery import is_transient
 
     failed_runs = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
     retried = {r.tags.get("dagster/parent_run_id") or r.tags.get("pricing/retry_of") for r in runs} - {None}

@@ -12,7 +12,7 @@ from pricing_assets.partitions import CATALOG_BATCHES
 def all_batches_in(key) -> dg.AssetIn:
     """Input of a global asset reading every batch partition of ``key``. A batch whose run failed has
     no stored partition and is skipped (UPathIOManager ``allow_missing_partitions``), so one bad file
-    doesn't block retraining; ``lib.training_data.complete_batches`` reports what was skipped."""
+    doesn't block retraining; ``lib.features.training_data.complete_batches`` reports what was skipped."""
     return dg.AssetIn(key, metadata={"allow_missing_partitions": True})
 
 

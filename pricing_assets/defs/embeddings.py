@@ -15,8 +15,8 @@ import pandas as pd
 from data_contracts import embedding_schema
 from pricing_assets.checks import column_schema, contract_spec, enforce_contract
 from pricing_assets.defs.common import preview, stopwatch
-from pricing_assets.lib.embedding_registry import enabled_models
-from pricing_assets.lib.progress import report
+from pricing_assets.lib.embeddings.registry import enabled_models
+from pricing_assets.lib.runtime.progress import report
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import DeviceResource, StorageResource
 from pricing_assets.settings import current_registry
@@ -83,9 +83,9 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
     def _text_embeddings(
         context: dg.AssetExecutionContext, catalog_items: pd.DataFrame, ocr_text: pd.DataFrame, device: DeviceResource, storage: StorageResource
     ):
-        from pricing_assets.lib.embedding_cache import embed_with_cache
-        from pricing_assets.lib.embedding_text import texts_for_items
-        from pricing_assets.lib.encoders import load_encoder
+        from pricing_assets.lib.embeddings.cache import embed_with_cache
+        from pricing_assets.lib.embeddings.encoders import load_encoder
+        from pricing_assets.lib.embeddings.text import texts_for_items
 
         texts = texts_for_items(catalog_items, ocr_text)
         keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
@@ -123,9 +123,9 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
         {"onnx"},
     )
     def _image_embeddings(context: dg.AssetExecutionContext, product_images: pd.DataFrame, device: DeviceResource, storage: StorageResource):
-        from pricing_assets.lib.embedding_cache import embed_with_cache
-        from pricing_assets.lib.encoders import load_encoder
-        from pricing_assets.lib.image_bytes import open_image_rgb
+        from pricing_assets.lib.embeddings.cache import embed_with_cache
+        from pricing_assets.lib.embeddings.encoders import load_encoder
+        from pricing_assets.lib.images.decode import open_image_rgb
 
         ok = product_images[product_images["status"] == "ok"].reset_index(drop=True)
         uris = ok["image_uri"].tolist()

@@ -6,7 +6,7 @@ import pandas as pd
 from data_contracts import OcrText, ProductImages
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import preview, stopwatch
-from pricing_assets.lib.progress import report
+from pricing_assets.lib.runtime.progress import report
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import DeviceResource, ImageFetchResource, OcrResource, StorageResource
 
@@ -25,7 +25,7 @@ def product_images(
 ):
     """Per row: the photo from the local mirror, the content-addressed store or HTTP(S), with a status
     (a missing image is a normal state) and image metadata (width, height, bytes, format)."""
-    from pricing_assets.lib.images import FetchConfig, fetch_images
+    from pricing_assets.lib.images.fetch import FetchConfig, fetch_images
 
     cfg = FetchConfig(
         store_base=storage.image_store(),
@@ -83,7 +83,7 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
 
     A photo the backend fails on marks its row ``error``; when more than ``ocr.max_error_share`` of
     the photos tried fail, the run raises ``OcrStageFailed`` before anything is stored."""
-    from pricing_assets.lib.ocr import get_ocr_backend, run_ocr
+    from pricing_assets.lib.images.ocr import get_ocr_backend, run_ocr
 
     def progress(done: int, total: int) -> None:
         if done % 20 == 0 or done == total:

@@ -6,8 +6,8 @@ import pandas as pd
 from data_contracts import CatalogItems, CatalogQuarantine, RawCatalog
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import preview, stopwatch
-from pricing_assets.lib.batches import find_batch_file
-from pricing_assets.lib.catalog import parse_catalog, read_catalog
+from pricing_assets.lib.catalog.batches import find_batch_file
+from pricing_assets.lib.catalog.parsing import parse_catalog, read_catalog
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import StorageResource
 

@@ -1,4 +1,4 @@
-"""Model stage, driven by the price-model registry (``lib.price_models``): per model a multi-asset
+"""Model stage, driven by the price-model registry (``lib.models.registry``): per model a multi-asset
 ``{name}_model`` (the fitted model) + ``{name}_predictions`` (OOF predictions of the labeled rows), and
 ``price_blend`` + ``blend_weights`` (convex weights fitted on the OOF predictions, gated by ``model_gate``)."""
 
@@ -9,15 +9,15 @@ from data_contracts import BlendWeights, ModelPredictions
 from pricing_assets.checks import MODEL_GATE_CHECK, contract_spec, enforce_contract
 from pricing_assets.configs import config_from_dataclass
 from pricing_assets.defs.common import preview
-from pricing_assets.lib.metrics import smape
-from pricing_assets.lib.price_models import PriceModelSpec, enabled_price_models
-from pricing_assets.lib.progress import fold_counter
+from pricing_assets.lib.models.metrics import smape
+from pricing_assets.lib.models.registry import PriceModelSpec, enabled_price_models
+from pricing_assets.lib.runtime.progress import fold_counter
 from pricing_assets.resources import DeviceResource, ModelGateResource, StorageResource
 from pricing_assets.settings import Settings, current_settings
 
 GROUP = "models"
 
-#: The asset each of ``lib.price_models.READS`` is loaded from.
+#: The asset each of ``lib.models.registry.READS`` is loaded from.
 READS_ASSET = {"features": "feature_matrix", "text": "products", "embeddings": "product_embeddings"}
 #: IO manager of each ``PriceModelSpec.storage``.
 MODEL_IO_MANAGER = {"pickle": "io_manager", "lightgbm": "lightgbm_io_manager"}
@@ -64,7 +64,7 @@ def build_price_model_asset(spec: PriceModelSpec) -> dg.AssetsDefinition:
     def price_model(context: dg.AssetExecutionContext, config: Config, device: DeviceResource, **inputs):
         """K-fold training of one registry model on the labeled rows' ``log1p(price)`` (grouped folds of
         ``products``): OOF predictions, per-fold SMAPE, and the fitted model serving uses."""
-        from pricing_assets.lib.price_models import oof_predictions_frame, training_inputs
+        from pricing_assets.lib.models.registry import oof_predictions_frame, training_inputs
 
         rows, model_in, y, folds = training_inputs(spec.reads, **inputs)
         dev = device.resolve() if spec.pool == "gpu" else "cpu"
@@ -90,7 +90,7 @@ def build_price_model_asset(spec: PriceModelSpec) -> dg.AssetsDefinition:
 def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     """``price_blend`` (the blended OOF predictions) and ``blend_weights`` (per model: convex weight and
     OOF SMAPE; what ``serving_model`` packages). ``price_blend``'s blocking ``model_gate`` check compares
-    it with the promoted model (``lib.model_gate``)."""
+    it with the promoted model (``lib.models.model_gate``)."""
     inputs = {s.predictions_asset: s.name for s in specs}
 
     @dg.multi_asset(
@@ -114,8 +114,8 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     )
     def price_blend(context: dg.AssetExecutionContext, storage: StorageResource, model_gate: ModelGateResource, **preds):
         """Blend of the model predictions (weighted geometric mean, weights fitted on OOF SMAPE)."""
-        from pricing_assets.lib.blend import blend_oof_predictions
-        from pricing_assets.lib.model_gate import champion_path, compare_with_champion, read_champion
+        from pricing_assets.lib.models.blend import blend_oof_predictions
+        from pricing_assets.lib.models.model_gate import champion_path, compare_with_champion, read_champion
 
         out, weights = blend_oof_predictions({inputs[a]: p for a, p in preds.items()})
         contracts = [enforce_contract(out, ModelPredictions, "price_blend"), enforce_contract(weights, BlendWeights, "blend_weights")]

@@ -8,9 +8,9 @@
   marked failed here has no step failure, so the instance's crash-only run retries
   (``run_retries`` in ``infra/dagster*.yaml``) retry it from the failed step.
 * ``transient_failure_retry`` (every 30 s): a run that failed because the instance database, the
-  code location or its worker was unreachable (``lib.run_recovery.is_transient``), and that Dagster's
+  code location or its worker was unreachable (``lib.runtime.run_recovery.is_transient``), and that Dagster's
   own run retries did not or could not retry, is requested again with the same assets, partition and
-  run config, after a backoff (30 s doubling, at most ``lib.run_recovery.MAX_ATTEMPTS`` times). A run
+  run config, after a backoff (30 s doubling, at most ``lib.runtime.run_recovery.MAX_ATTEMPTS`` times). A run
   failed by its data or code is never retried. ``pricing materialize`` runs (tag
   ``pricing/source=cli``) are left to the CLI.
 
@@ -85,10 +85,10 @@ def _superseded(context: dg.SensorEvaluationContext, run: dg.DagsterRun, created
     description="Requests again, with backoff, the runs that failed because the database, the code location or the run worker was unreachable.",
 )
 def transient_failure_retry(context: dg.SensorEvaluationContext):
-    """One ``RunRequest`` per failed run due for a retry (``lib.run_recovery.decide``), keyed by the
+    """One ``RunRequest`` per failed run due for a retry (``lib.runtime.run_recovery.decide``), keyed by the
     failed run's id (Dagster never launches two runs for one key); the skip reason lists the others."""
     from pricing_assets.instance_state import failure_texts
-    from pricing_assets.lib.run_recovery import LOOKBACK_S, decide, is_transient
+    from pricing_assets.lib.runtime.run_recovery import LOOKBACK_S, decide, is_transient
 
     now = time.time()
     records = context.instance.get_run_records(

@@ -13,7 +13,7 @@ GROUP = "training"
 def embedding_signal_report(context: dg.AssetExecutionContext, products: pd.DataFrame, product_embeddings):
     """Per embedding model: OOF ridge SMAPE and R² on log price over the labeled rows that have a
     vector, and the strongest single-dimension correlation (same CV folds as the models)."""
-    from pricing_assets.lib.signal import embedding_price_signal
+    from pricing_assets.lib.embeddings.signal import embedding_price_signal
 
     lab = products[products["fold"] >= 0].reset_index(drop=True)
     rows = []

@@ -4,11 +4,11 @@ The inbox is ``settings.inbox`` (``PRICING_INBOX``): a local folder or ``s3://bu
 endpoint from ``PRICING_S3_ENDPOINT``, credentials from the ``AWS_*`` environment variables). Only the
 top level is listed, only ``.csv`` / ``.parquet`` / ``.pq`` files are considered.
 
-The decisions are Dagster-free functions of :mod:`pricing_assets.lib.inbox` (tested without a sensor
-context: ``pricing_tests/lib/test_inbox.py``); this module lists, checks and copies files with them and
+The decisions are Dagster-free functions of :mod:`pricing_assets.lib.catalog.inbox` (tested without a sensor
+context: ``pricing_tests/lib/catalog/test_inbox.py``); this module lists, checks and copies files with them and
 turns their answers into run requests, dynamic-partition requests, log lines and the cursor.
 
-A file is *ready* when (:func:`pricing_assets.lib.inbox.ready_files`):
+A file is *ready* when (:func:`pricing_assets.lib.catalog.inbox.ready_files`):
 
 * its name doesn't look half-written: no leading ``.`` or ``~``, no ``.tmp`` / ``.part`` /
   ``.crdownload`` / ``.partial`` / ``.filepart`` / ``.download`` suffix (such names never match
@@ -21,21 +21,21 @@ A file is *ready* when (:func:`pricing_assets.lib.inbox.ready_files`):
 Each ready file not yet handled in its current version (path + size + mtime/ETag, kept in the
 cursor) goes through, oldest first:
 
-1. name check (:func:`pricing_assets.lib.inbox.check_name`): the stem must give a valid batch name;
+1. name check (:func:`pricing_assets.lib.catalog.inbox.check_name`): the stem must give a valid batch name;
 2. clash check: no other file of this tick (stored or waiting for a retry) maps to the same batch name —
    the oldest file keeps the name;
-3. header check (:func:`pricing_assets.lib.inbox.check_catalog_header`): a few bytes are read (a CSV's
+3. header check (:func:`pricing_assets.lib.catalog.inbox.check_catalog_header`): a few bytes are read (a CSV's
    first 64 KiB, a parquet file's head and footer) and parsed with the ingest's readers; the file must
    be a CSV / parquet file whose header is UTF-8 text holding the required columns
-   (:data:`pricing_assets.lib.catalog.REQUIRED_COLUMNS`);
+   (:data:`pricing_assets.lib.catalog.parsing.REQUIRED_COLUMNS`);
 4. owner check: ``<storage>/batches/<batch>/`` must not already hold a file of another name (a batch
    stored from a file of the same name is replaced: that is a corrected re-delivery);
-5. copy to ``<storage>/batches/<batch>/`` (:func:`pricing_assets.lib.batches.store_batch`), then its
+5. copy to ``<storage>/batches/<batch>/`` (:func:`pricing_assets.lib.catalog.batches.store_batch`), then its
    batch (the file's stem) is registered as a ``catalog_batches`` partition and a run of
    ``catalog_batch_job`` (the per-row assets) is requested with ``run_key = path|size|version``:
    idempotent — Dagster never launches two runs with the same key for this sensor.
 
-What can go wrong (:func:`pricing_assets.lib.inbox.classify_error`, :meth:`pricing_assets.lib.inbox.InboxTick.failed_with`):
+What can go wrong (:func:`pricing_assets.lib.catalog.inbox.classify_error`, :meth:`pricing_assets.lib.catalog.inbox.InboxTick.failed_with`):
 
 * **defect of the file** (steps 1-4 raise ``InboxDefect``): logged at error level once, named in the
   tick's skip reason, recorded in the cursor (``defects``: path → signature, reason, time; the 100
@@ -58,7 +58,7 @@ What can go wrong (:func:`pricing_assets.lib.inbox.classify_error`, :meth:`prici
 * anything else is a programming error and fails the tick loudly, cursor unchanged.
 
 For ``s3://`` inbox and storage the sensor's own S3 calls use short timeouts
-(:data:`pricing_assets.lib.inbox.S3_FAST_FAIL_CONFIG`): an endpoint that refuses connections costs
+(:data:`pricing_assets.lib.catalog.inbox.S3_FAST_FAIL_CONFIG`): an endpoint that refuses connections costs
 about 1 s per tick, one that never answers about 30 s, within Dagster's 60 s sensor timeout.
 
 The global assets follow through ``pricing_automation_sensor`` and the nightly schedule.
@@ -77,8 +77,8 @@ import dagster as dg
 from pricing_assets.automation import build_automation_sensor, default_status
 from pricing_assets.defs.schedules import catalog_batch_job
 from pricing_assets.instance_state import is_registered_batch
-from pricing_assets.lib.batches import store_batch
-from pricing_assets.lib.inbox import (
+from pricing_assets.lib.catalog.batches import store_batch
+from pricing_assets.lib.catalog.inbox import (
     CLASSIFIED_ERRORS,
     DEFAULT_MIN_AGE_S,
     TRANSIENT_ERRORS,
@@ -115,7 +115,7 @@ def build_inbox_sensor(
         on: default status RUNNING instead of STOPPED.
         clock: current time in seconds since the epoch (file age, retry backoff); tests pass a fake.
 
-    The sensor's own S3 calls (inbox and ``storage``) get :func:`pricing_assets.lib.inbox.fast_fail_options`.
+    The sensor's own S3 calls (inbox and ``storage``) get :func:`pricing_assets.lib.catalog.inbox.fast_fail_options`.
     """
     inbox_options = fast_fail_options(inbox, storage_options_for(inbox, endpoint_url))
     object_store = "://" in inbox and not inbox.startswith("file://")

@@ -9,9 +9,9 @@ from data_contracts import BatchPredictions, PricePredictions
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.models import price_models
-from pricing_assets.lib.batches import latest_batch_wins
-from pricing_assets.lib.embedding_registry import enabled_models
-from pricing_assets.lib.price_models import PriceModelSpec
+from pricing_assets.lib.catalog.batches import latest_batch_wins
+from pricing_assets.lib.embeddings.registry import enabled_models
+from pricing_assets.lib.models.registry import PriceModelSpec
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import CrossValidationResource, DeviceResource, StorageResource
 from pricing_assets.settings import current_registry, current_settings
@@ -23,7 +23,7 @@ SCORING_GROUP = "scoring"
 
 def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     """``serving_model``: the fitted artifacts of one training run in one versioned object
-    (``lib.serving.ServingModel``), packaged from its inputs only; built only when ``price_blend``
+    (``lib.serving.scoring.ServingModel``), packaged from its inputs only; built only when ``price_blend``
     passed its blocking checks (contract and ``model_gate``), and building it *promotes* that blend:
     it becomes the champion the next retrain is compared with, and every batch is re-scored with it."""
     embedding_specs = enabled_models(registry)
@@ -47,9 +47,9 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
         """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
         ``products`` (their fingerprint names the version): kNN reference, feature space, every blended
         model and ``blend_weights``, as stored by the training assets."""
-        from pricing_assets.lib.metrics import smape
-        from pricing_assets.lib.model_gate import champion_path, write_champion
-        from pricing_assets.lib.serving import ServingModel, labeled_fingerprint, model_version, now_utc
+        from pricing_assets.lib.models.metrics import smape
+        from pricing_assets.lib.models.model_gate import champion_path, write_champion
+        from pricing_assets.lib.serving.scoring import ServingModel, labeled_fingerprint, model_version, now_utc
 
         fingerprint = labeled_fingerprint(products, cv.n_folds, cv.seed)
         fitted_at = now_utc()
@@ -107,11 +107,11 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
     ):
         """Price this batch's products that have no price with the current ``serving_model``: features
         from the fitted artifacts (kNN reference, TF-IDF vectorizers, target-encoding maps), the
-        models' predictions and the blend, no refit (``lib.serving.score_new_rows``). Each row names
+        models' predictions and the blend, no refit (``lib.serving.scoring.score_new_rows``). Each row names
         the model version that priced it; re-run for every batch when a new model is promoted."""
-        from pricing_assets.lib.features import build_brand_features
-        from pricing_assets.lib.serving import score_new_rows
-        from pricing_assets.lib.training_data import embedding_matrix, join_images_and_ocr
+        from pricing_assets.lib.features.listing import build_brand_features
+        from pricing_assets.lib.features.training_data import embedding_matrix, join_images_and_ocr
+        from pricing_assets.lib.serving.scoring import score_new_rows
 
         with stopwatch() as t:
             items, _ = latest_batch_wins(catalog_items[catalog_items["price"].isna()])
@@ -174,8 +174,8 @@ def build_evaluation_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     )
     def evaluation_report(context: dg.AssetExecutionContext, price_blend: pd.DataFrame, products: pd.DataFrame, **preds):
         """SMAPE table (one row per model + blend), with plots as PNG in the markdown metadata."""
-        from pricing_assets.lib.evaluation import plot_error_by_bin, plot_pred_vs_actual, png_markdown, smape_table, worst_predictions
-        from pricing_assets.lib.metrics import smape_by_bin
+        from pricing_assets.lib.models.evaluation import plot_error_by_bin, plot_pred_vs_actual, png_markdown, smape_table, worst_predictions
+        from pricing_assets.lib.models.metrics import smape_by_bin
 
         table = smape_table({**{s.name: preds[s.predictions_asset] for s in specs}, "blend": price_blend})
         worst = worst_predictions(price_blend, products.set_index("sample_id")["item_name"])

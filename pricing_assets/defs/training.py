@@ -9,8 +9,8 @@ from data_contracts import BrandFeatures, FeatureMatrix, KnnFeatures, Products
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.embeddings import embedding_key
-from pricing_assets.lib.embedding_registry import enabled_models
-from pricing_assets.lib.training_data import DEDUP_RULE
+from pricing_assets.lib.embeddings.registry import enabled_models
+from pricing_assets.lib.features.training_data import DEDUP_RULE
 from pricing_assets.resources import CrossValidationResource
 from pricing_assets.settings import current_registry
 
@@ -70,8 +70,8 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
         unlabeled batch costs no retrain (``ProductsConfig.retrain_unchanged`` forces one; the nightly
         schedule sets it). A batch missing one of its per-row assets, embeddings included (its run failed or
         is still running), is left out and listed."""
-        from pricing_assets.lib.serving import labeled_fingerprint
-        from pricing_assets.lib.training_data import assemble_training_set
+        from pricing_assets.lib.features.training_data import assemble_training_set
+        from pricing_assets.lib.serving.scoring import labeled_fingerprint
 
         with stopwatch() as t:
             ts = assemble_training_set(
@@ -121,7 +121,7 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
 @dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("brand_features")])
 def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
     """Brand, coarse category, pack count / IPQ, quantities in canonical units (g, ml, count), text stats."""
-    from pricing_assets.lib.features import build_brand_features
+    from pricing_assets.lib.features.listing import build_brand_features
 
     with stopwatch() as t:
         feats = build_brand_features(products)
@@ -153,9 +153,9 @@ def build_product_embeddings_asset(registry: dict) -> dg.AssetsDefinition:
     )
     def product_embeddings(context: dg.AssetExecutionContext, products: pd.DataFrame, **embeddings):
         """Every enabled embedding model's vectors for the products, in ``products`` order
-        (``lib.training_data.ProductEmbeddings``, pickled): the one place the per-batch embedding assets
+        (``lib.features.training_data.ProductEmbeddings``, pickled): the one place the per-batch embedding assets
         are merged; the kNN index, the feature matrix, the fusion MLP and the signal report read it."""
-        from pricing_assets.lib.training_data import align_embeddings
+        from pricing_assets.lib.features.training_data import align_embeddings
 
         with stopwatch() as t:
             frames = [(s.name, s.modality, s.dim, merge_batches(context, embeddings[f"emb__{s.name}"], f"emb__{s.name}")) for s in specs]
@@ -193,7 +193,7 @@ def build_training_assets(registry: dict) -> list:
                 io_manager_key="io_manager",
                 group_name=GROUP,
                 description="What a new product's kNN features are searched in: the labeled products' vectors, prices, "
-                "quantities and the TF-IDF vectorizers fitted on their texts (lib.knn.KnnReference), pickled.",
+                "quantities and the TF-IDF vectorizers fitted on their texts (lib.retrieval.knn.KnnReference), pickled.",
             ),
         },
         ins={"products": dg.AssetIn("products"), "brand_features": dg.AssetIn("brand_features"), "product_embeddings": dg.AssetIn("product_embeddings")},
@@ -203,7 +203,7 @@ def build_training_assets(registry: dict) -> list:
         context: dg.AssetExecutionContext, config: KnnConfig, cv: CrossValidationResource, products: pd.DataFrame, brand_features: pd.DataFrame,
         product_embeddings,
     ):
-        from pricing_assets.lib.knn import build_index, build_knn_features, fit_knn_reference
+        from pricing_assets.lib.retrieval.knn import build_index, build_knn_features, fit_knn_reference
 
         with stopwatch() as t:
             embs = product_embeddings.aligned_to(products["sample_id"])
@@ -241,7 +241,7 @@ def build_training_assets(registry: dict) -> list:
                                           description="Model input of the labeled rows: engineered, target-encoding, kNN, stacked ridge, image features."),
             "feature_space": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP,
                                          description="What feature_matrix fitted on the labeled rows (target-encoding maps, embedding PCAs, "
-                                         "title ridge, column order; lib.training_data.FeatureSpace), pickled: a new product's features."),
+                                         "title ridge, column order; lib.features.training_data.FeatureSpace), pickled: a new product's features."),
         },
         ins={
             "products": dg.AssetIn("products"),
@@ -265,7 +265,7 @@ def build_training_assets(registry: dict) -> list:
         """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridges'
         OOF log-price predictions on the full text and on the title (stacked: out-of-fold for labeled
         rows, like the kNN features); embedding PCA when `FeatureMatrixConfig` asks for it (off by default)."""
-        from pricing_assets.lib.training_data import build_feature_matrix_and_space
+        from pricing_assets.lib.features.training_data import build_feature_matrix_and_space
 
         with stopwatch() as t:
             fm, groups, space = build_feature_matrix_and_space(

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricing_assets.lib.cross_validation import assign_folds
-from pricing_assets.lib.embedding_registry import load_registry
-from pricing_assets.lib.encoders import load_encoder
+from pricing_assets.lib.embeddings.encoders import load_encoder
+from pricing_assets.lib.embeddings.registry import load_registry
+from pricing_assets.lib.models.cross_validation import assign_folds
 from pricing_tests.helpers import LABELED_CSV as SAMPLE
 
 
@@ -19,7 +19,7 @@ def minilm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def real():
     """500 real labeled rows: parsed text, log price, folds."""
-    from pricing_assets.lib.catalog import parse_catalog_content
+    from pricing_assets.lib.catalog.parsing import parse_catalog_content
 
     df = pd.read_csv(SAMPLE, dtype={"sample_id": str}, nrows=500)
     parsed = pd.DataFrame([parse_catalog_content(t) for t in df["catalog_content"]])

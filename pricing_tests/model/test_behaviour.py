@@ -8,9 +8,9 @@ trained by the pipeline on the fixed real slice of ``materialized_home``:
   cross-fitted (each fold weighted by the other folds' OOF predictions, so the blend is not scored
   on the rows its weights were fitted on).
 
-How the model is made to behave so: ``lib.catalog.normalise_whitespace``,
-``lib.features.canonical_case``, ``lib.lightgbm_regression.monotone_constraints``,
-``lib.distributional.quantity_blind``; the figures on the full sample: docs/experiments.md."""
+How the model is made to behave so: ``lib.catalog.parsing.normalise_whitespace``,
+``lib.features.listing.canonical_case``, ``lib.models.lightgbm_regression.monotone_constraints``,
+``lib.models.distributional.quantity_blind``; the figures on the full sample: docs/experiments.md."""
 
 import re
 
@@ -20,17 +20,17 @@ import pandas as pd
 import pytest
 
 from pricing_assets.definitions import build_defs
-from pricing_assets.lib.blend import align_predictions, apply_blend, fit_blend_weights
-from pricing_assets.lib.metrics import smape
+from pricing_assets.lib.models.blend import align_predictions, apply_blend, fit_blend_weights
+from pricing_assets.lib.models.metrics import smape
 from pricing_assets.settings import load_settings
 
 
 @pytest.fixture(scope="module")
 def served(materialized_home, slice_files):
     """``price(texts) -> (n,) USD`` for the slice's unlabeled rows with edited ``catalog_content``."""
-    from pricing_assets.lib.embedding_registry import load_registry
-    from pricing_assets.lib.encoders import load_encoder
-    from pricing_assets.lib.serving import score_catalog_rows
+    from pricing_assets.lib.embeddings.encoders import load_encoder
+    from pricing_assets.lib.embeddings.registry import load_registry
+    from pricing_assets.lib.serving.scoring import score_catalog_rows
 
     home = str(materialized_home["home"])
     defs = build_defs(load_settings({"DAGSTER_HOME": home, "PRICING_IMAGES_OFFLINE": "1"}))

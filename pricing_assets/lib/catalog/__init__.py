@@ -1,0 +1,1 @@
+"""Catalog stage of the pure, Dagster-free library."""

@@ -1,0 +1,1 @@
+"""Embeddings stage of the pure, Dagster-free library."""

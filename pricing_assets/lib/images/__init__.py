@@ -1,0 +1,1 @@
+"""Images stage of the pure, Dagster-free library."""

@@ -1,0 +1,1 @@
+"""Models stage of the pure, Dagster-free library."""

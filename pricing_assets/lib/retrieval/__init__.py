@@ -1,0 +1,1 @@
+"""Retrieval stage of the pure, Dagster-free library."""

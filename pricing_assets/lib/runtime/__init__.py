@@ -1,0 +1,1 @@
+"""Runtime stage of the pure, Dagster-free library."""

@@ -1,0 +1,1 @@
+"""Serving stage of the pure, Dagster-free library."""

@@ -1,0 +1,177 @@
+"""Pricing new products with the fitted models, without refitting anything (the serving path).
+
+Training (the global assets) fits, on the labeled products only: the kNN reference (vectors, prices,
+TF-IDF vectorizers; ``lib.retrieval.knn.KnnReference``), the feature space (target-encoding maps, embedding PCAs,
+title ridge; ``lib.features.training_data.FeatureSpace``), every price model of the registry
+(``lib.models.registry``) and the blend weights. :class:`ServingModel` holds them all with a version;
+:func:`score_new_rows` prices a batch of new products with them: the kNN features searched in the
+reference, the feature rows built with the fitted space, each model's ``predict``, the blend.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+
+def labeled_fingerprint(products: pd.DataFrame, n_folds: int, seed: int) -> str:
+    """sha256 hex of the labeled rows (``sample_id``, ``price``, sorted by id) and the CV settings:
+    equal fingerprints mean a retrain would learn from exactly the same labels.
+
+    Args:
+        products: rows with ``sample_id`` (str) and ``price`` (USD, NaN unlabeled).
+        n_folds, seed: the CV settings the folds come from.
+    """
+    lab = products.loc[products["price"].notna(), ["sample_id", "price"]].astype({"sample_id": str})
+    lab = lab.sort_values("sample_id", kind="stable")
+    h = hashlib.sha256(f"folds={n_folds};seed={seed}\n".encode())
+    h.update(pd.util.hash_pandas_object(lab, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_version(fingerprint: str, fitted_at: datetime) -> str:
+    """``YYYYMMDDTHHMMSSZ-<first 8 hex of the labeled fingerprint>``: sortable, and names the labels."""
+    return f"{fitted_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fingerprint[:8]}"
+
+
+@dataclass
+class ServingModel:
+    """Every fitted artifact a new product's price needs, and what it was fitted on.
+
+    Attributes:
+        version: :func:`model_version`; every prediction carries it.
+        fitted_at: ISO-8601 UTC time of the fit; labeled_rows: rows trained on;
+        fingerprint: :func:`labeled_fingerprint` of those rows.
+        embedding_models: ``(name, modality, dim)`` per enabled embedding model, in registry order.
+        knn: ``lib.retrieval.knn.KnnReference``; space: ``lib.features.training_data.FeatureSpace``.
+        models: price-model name (``lib.models.registry.PRICE_MODELS``) -> its fitted model (what its
+            spec's ``predict`` takes).
+        blend: model name -> convex blend weight (blend order).
+        oof_smape: model name (and ``blend``) -> OOF SMAPE of the training run (diagnostics).
+    """
+
+    version: str
+    fitted_at: str
+    labeled_rows: int
+    fingerprint: str
+    embedding_models: list
+    knn: object
+    space: object
+    models: dict
+    blend: dict
+    oof_smape: dict = field(default_factory=dict)
+
+
+def score_new_rows(
+    model: ServingModel,
+    items: pd.DataFrame,
+    brand_features: pd.DataFrame,
+    embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Price n new products with ``model`` (no refit).
+
+    Args:
+        model: the fitted :class:`ServingModel`.
+        items: n products (``products`` columns: ``sample_id``, ``item_name``, ``bullets``,
+            ``description``, ``ipq_value``, ``ipq_unit``, ``width``, ``height``, ``n_bytes``,
+            ``status``, ``n_lines``), unique ``sample_id``.
+        brand_features: their ``lib.features.listing.build_brand_features`` rows.
+        embeddings: ``(name, modality, vectors (n, d) float32, has (n,) bool)`` aligned to ``items``,
+            for every model in ``model.embedding_models``.
+        device: torch device of the fusion MLP (``cpu``/``cuda``).
+
+    Returns:
+        DataFrame (n rows, items' order): ``sample_id``, ``price`` (USD, the blend, > 0),
+        ``model_version`` and ``pred_<model>`` (USD) per blended model.
+
+    Raises:
+        ValueError: when an embedding model of ``model`` is missing or the feature set differs.
+    """
+    from pricing_assets.lib.features.training_data import feature_rows_for_new_items
+    from pricing_assets.lib.models.blend import apply_blend
+    from pricing_assets.lib.models.registry import PRICE_MODELS, ModelInputs, stacked_model, to_price
+    from pricing_assets.lib.models.tfidf_ridge import product_text
+    from pricing_assets.lib.retrieval.knn import knn_features_for_new_rows
+
+    items = items.reset_index(drop=True)
+    sid = items["sample_id"].astype(str)
+    given = {e[0] for e in embeddings}
+    missing = [name for name, _, _ in model.embedding_models if name not in given]
+    if missing:
+        raise ValueError(f"score_new_rows: no embeddings of models {missing} (model {model.version} was trained with them)")
+    names = list(model.blend)
+    absent = [n for n in names if n not in model.models or n not in PRICE_MODELS]
+    if absent:
+        raise ValueError(f"score_new_rows: blend needs models {absent} that model {model.version} does not hold")
+    if len(items) == 0:
+        return pd.DataFrame({"sample_id": pd.Series([], dtype=str), "price": pd.Series([], dtype=float), "model_version": pd.Series([], dtype=str),
+                             **{f"pred_{m}": pd.Series([], dtype=float) for m in names}})
+    order = {name: i for i, (name, _, _) in enumerate(model.embedding_models)}
+    embs = sorted((e for e in embeddings if e[0] in order), key=lambda e: order[e[0]])
+    knn = knn_features_for_new_rows(model.knn, items, brand_features, embs)
+    text = product_text(items).fillna("").astype(str).reset_index(drop=True)
+    stacked = stacked_model()
+    stacked_log = stacked.predict(model.models[stacked.name], ModelInputs(sid.to_numpy(), text=text), device=device)
+    fm = feature_rows_for_new_items(model.space, items, brand_features, knn, stacked_log, embs)
+    inputs = ModelInputs(sid.to_numpy(), features=fm, text=text, embeddings=embs)
+    logs = {n: stacked_log if n == stacked.name else PRICE_MODELS[n].predict(model.models[n], inputs, device=device) for n in names}
+    prices = {n: to_price(logs[n]) for n in names}
+    blend = apply_blend(np.column_stack([prices[n] for n in names]), np.asarray([model.blend[n] for n in names], dtype=np.float64))
+    return pd.DataFrame({"sample_id": sid.to_numpy(), "price": blend, "model_version": model.version, **{f"pred_{n}": prices[n] for n in names}})
+
+
+def score_catalog_rows(
+    model: ServingModel,
+    rows: pd.DataFrame,
+    images: pd.DataFrame,
+    ocr: pd.DataFrame,
+    text_encoders: dict,
+    image_embeddings: dict[str, pd.DataFrame],
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Price raw catalog rows end to end with ``model``: parse, join photo and OCR facts, embed the
+    text afresh, build features, :func:`score_new_rows`. What ``batch_predictions`` does, except that
+    the text is embedded here (so edited listings can be priced: ``benchmarks/probe_behaviour.py``,
+    ``pricing_tests/model/test_behaviour.py``).
+
+    Args:
+        model: the fitted :class:`ServingModel`.
+        rows: n rows with ``sample_id`` (unique) and ``catalog_content``.
+        images / ocr: the rows' ``product_images`` and ``ocr_text`` (by ``sample_id``; may lack rows).
+        text_encoders: text model name -> encoder with ``encode(list[str]) -> (n, d) float32``
+            (``lib.embeddings.encoders.load_encoder``), for every text model of ``model``.
+        image_embeddings: image model name -> stored embedding frame (``sample_id``, ``embedding``).
+        device: torch device of the fusion MLP.
+
+    Returns:
+        :func:`score_new_rows`'s frame (n rows, ``rows``' order; ``price`` USD).
+
+    Raises:
+        KeyError: an embedding model of ``model`` has no encoder / stored frame here.
+    """
+    from pricing_assets.lib.catalog.parsing import parse_catalog
+    from pricing_assets.lib.embeddings.text import texts_for_items
+    from pricing_assets.lib.features.listing import build_brand_features
+    from pricing_assets.lib.features.training_data import embedding_matrix, join_images_and_ocr
+
+    items = join_images_and_ocr(parse_catalog(rows), images, ocr)
+    embs = []
+    for name, modality, dim in model.embedding_models:
+        if modality == "text":
+            if name not in text_encoders:
+                raise KeyError(f"score_catalog_rows: no encoder for text model {name!r}")
+            vec = np.asarray(text_encoders[name].encode(texts_for_items(items, ocr)), dtype=np.float32)
+            embs.append((name, modality, vec, np.ones(len(items), dtype=bool)))
+        else:
+            if name not in image_embeddings:
+                raise KeyError(f"score_catalog_rows: no stored embeddings of image model {name!r}")
+            embs.append((name, modality, *embedding_matrix(image_embeddings[name], items["sample_id"], dim)))
+    return score_new_rows(model, items, build_brand_features(items), embs, device=device)
+
+
+def now_utc() -> datetime:
+    """The current time, UTC (a function so tests can pin it)."""
+    return datetime.now(UTC)
