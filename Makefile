@@ -40,6 +40,7 @@ ui: setup
 check: setup
 	$(BIN)/dg check defs
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf .dagster_home artifacts
