@@ -11,6 +11,7 @@ from pricing_assets.defs.common import all_batches_in, batch_order, merge_batche
 from pricing_assets.defs.embeddings import embedding_key
 from pricing_assets.lib.embeddings.registry import enabled_models
 from pricing_assets.lib.features.training_data import DEDUP_RULE
+from pricing_assets.lib.models.registry import stacked_model
 from pricing_assets.resources import CrossValidationResource
 from pricing_assets.settings import current_registry
 
@@ -247,7 +248,7 @@ def build_training_assets(registry: dict) -> list:
             "products": dg.AssetIn("products"),
             "brand_features": dg.AssetIn("brand_features"),
             "knn_features": dg.AssetIn("knn_features"),
-            "tfidf_ridge_predictions": dg.AssetIn("tfidf_ridge_predictions"),
+            "stacked_predictions": dg.AssetIn(stacked_model().predictions_asset),
             "product_embeddings": dg.AssetIn("product_embeddings"),
         },
         check_specs=[contract_spec("feature_matrix")],
@@ -259,7 +260,7 @@ def build_training_assets(registry: dict) -> list:
         products: pd.DataFrame,
         brand_features: pd.DataFrame,
         knn_features: pd.DataFrame,
-        tfidf_ridge_predictions: pd.DataFrame,
+        stacked_predictions: pd.DataFrame,
         product_embeddings,
     ):
         """Model input: engineered features, OOF target encodings, kNN features, the TF-IDF ridges'
@@ -269,7 +270,7 @@ def build_training_assets(registry: dict) -> list:
 
         with stopwatch() as t:
             fm, groups, space = build_feature_matrix_and_space(
-                products, brand_features, knn_features, tfidf_ridge_predictions, product_embeddings.aligned_to(products["sample_id"]),
+                products, brand_features, knn_features, stacked_predictions, product_embeddings.aligned_to(products["sample_id"]),
                 text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=cv.seed,
             )
         _contract = enforce_contract(fm, FeatureMatrix, "feature_matrix")  # before storing: a violation raises, nothing is written

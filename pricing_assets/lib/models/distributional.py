@@ -209,7 +209,7 @@ def train_lightgbm_dist_cv(
         iters.append(int(booster.best_iteration))
         scores.append(smape(price[va], np.exp(oof[va])))
         if log:
-            log(f"lightgbm_dist fold {f}: {K} bins, best_iter={booster.best_iteration} smape={scores[-1]:.2f}")
+            log(f"lightgbm_distributional fold {f}: {K} bins, best_iter={booster.best_iteration} smape={scores[-1]:.2f}")
     return CvResult(np.log1p(np.exp(oof)), models, iters, scores, time.perf_counter() - t0)
 
 
