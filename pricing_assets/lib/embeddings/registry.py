@@ -1,5 +1,6 @@
 """The embedding model registry: ``pricing_assets/embedding_models.toml`` -> :func:`load_registry` ->
-``dict[name, EmbeddingModelSpec]``; :func:`enabled_models` filters it.
+``dict[name, EmbeddingModelSpec]``; :func:`enabled_models` filters it. :class:`ModelUnavailableError` is raised by
+the modules that load an entry's weights when they are not found locally.
 
 Pure, Dagster-free, standard library only (the encoders that load a spec are in
 :mod:`pricing_assets.lib.embeddings.encoders`).
@@ -19,6 +20,7 @@ __all__ = [
     "LOADERS",
     "EmbeddingModelSpec",
     "RegistryError",
+    "ModelUnavailableError",
     "load_registry",
     "enabled_models",
 ]
@@ -41,6 +43,14 @@ QUANTIZATIONS = ("none", "int8")  # sentence_transformers_onnx only
 
 class RegistryError(ValueError):
     """The embedding model registry (TOML) is malformed; the message names the entry and field."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model's weights cannot be found locally (and could not be downloaded).
+
+    The message names the registry entry, the source (hub id, package or path) and how to
+    provide the files locally.
+    """
 
 
 @dataclass(frozen=True)

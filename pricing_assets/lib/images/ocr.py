@@ -120,7 +120,7 @@ class RapidOcrBackend:
 
     Raises:
         OcrBackendUnavailable: if ``rapidocr`` or ``onnxruntime`` cannot be imported.
-        ValueError: on a device that is not cpu / cuda / cuda:N (``lib.embeddings.encoders.cuda_index``).
+        ValueError: on a device that is not cpu / cuda / cuda:N (``lib.embeddings.devices.cuda_index``).
     """
 
     #: Engine settings, from shared/notes/stack.md (tested offline on this machine kind).
@@ -148,7 +148,7 @@ class RapidOcrBackend:
         Raises:
             ValueError: on a device that is not cpu / cuda / cuda:N, or a side outside 32..4096 px.
         """
-        from pricing_assets.lib.embeddings.encoders import cuda_index
+        from pricing_assets.lib.embeddings.devices import cuda_index
         from pricing_assets.lib.runtime.cpu import default_threads
 
         index = cuda_index(device)

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pricing_assets.lib.embeddings.encoders import ModelUnavailableError, load_encoder
-from pricing_assets.lib.embeddings.registry import EmbeddingModelSpec, load_registry
+from pricing_assets.lib.embeddings.encoders import load_encoder
+from pricing_assets.lib.embeddings.registry import EmbeddingModelSpec, ModelUnavailableError, load_registry
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -58,7 +58,8 @@ def test_minilm_shape_norms_and_semantics(minilm):
 def _effnet_torch_features(images, size=224):
     import torch
 
-    from pricing_assets.lib.embeddings.encoders import load_effnet_lite0_torch, preprocess_effnet_lite
+    from pricing_assets.lib.embeddings.encoders import preprocess_effnet_lite
+    from pricing_assets.lib.embeddings.onnx_export import load_effnet_lite0_torch
 
     model = load_effnet_lite0_torch()
     x = torch.from_numpy(preprocess_effnet_lite(images, size))
