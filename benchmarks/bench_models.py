@@ -144,7 +144,8 @@ def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> Re
     from pricing_assets.defs.training import FeatureMatrixConfig, KnnConfig
     from pricing_assets.lib.features.training_data import build_feature_matrix_and_space
     from pricing_assets.lib.models.tfidf_ridge import product_text, train_tfidf_ridge_cv
-    from pricing_assets.lib.retrieval.knn import build_knn_features, fit_knn_reference
+    from pricing_assets.lib.retrieval.knn import build_knn_features
+    from pricing_assets.lib.retrieval.reference import fit_knn_reference
     from pricing_assets.resources import CrossValidationResource
 
     knn_cfg, fm_cfg, cv = KnnConfig(), FeatureMatrixConfig(), CrossValidationResource()

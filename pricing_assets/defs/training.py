@@ -194,7 +194,7 @@ def build_training_assets(registry: dict) -> list:
                 io_manager_key="io_manager",
                 group_name=GROUP,
                 description="What a new product's kNN features are searched in: the labeled products' vectors, prices, "
-                "quantities and the TF-IDF vectorizers fitted on their texts (lib.retrieval.knn.KnnReference), pickled.",
+                "quantities and the TF-IDF vectorizers fitted on their texts (lib.retrieval.reference.KnnReference), pickled.",
             ),
         },
         ins={"products": dg.AssetIn("products"), "brand_features": dg.AssetIn("brand_features"), "product_embeddings": dg.AssetIn("product_embeddings")},
@@ -204,7 +204,9 @@ def build_training_assets(registry: dict) -> list:
         context: dg.AssetExecutionContext, config: KnnConfig, cv: CrossValidationResource, products: pd.DataFrame, brand_features: pd.DataFrame,
         product_embeddings,
     ):
-        from pricing_assets.lib.retrieval.knn import build_index, build_knn_features, fit_knn_reference
+        from pricing_assets.lib.retrieval.knn import build_knn_features
+        from pricing_assets.lib.retrieval.reference import fit_knn_reference
+        from pricing_assets.lib.retrieval.search import build_index
 
         with stopwatch() as t:
             embs = product_embeddings.aligned_to(products["sample_id"])

@@ -1,7 +1,7 @@
 """Pricing new products with the fitted models, without refitting anything (the serving path).
 
 Training (the global assets) fits, on the labeled products only: the kNN reference (vectors, prices,
-TF-IDF vectorizers; ``lib.retrieval.knn.KnnReference``), the feature space (target-encoding maps, embedding PCAs,
+TF-IDF vectorizers; ``lib.retrieval.reference.KnnReference``), the feature space (target-encoding maps, embedding PCAs,
 title ridge; ``lib.features.training_data.FeatureSpace``), every price model of the registry
 (``lib.models.registry``) and the blend weights. :class:`ServingModel` holds them all with a version;
 :func:`score_new_rows` prices a batch of new products with them: the kNN features searched in the
@@ -45,7 +45,7 @@ class ServingModel:
         fitted_at: ISO-8601 UTC time of the fit; labeled_rows: rows trained on;
         fingerprint: :func:`labeled_fingerprint` of those rows.
         embedding_models: ``(name, modality, dim)`` per enabled embedding model, in registry order.
-        knn: ``lib.retrieval.knn.KnnReference``; space: ``lib.features.training_data.FeatureSpace``.
+        knn: ``lib.retrieval.reference.KnnReference``; space: ``lib.features.training_data.FeatureSpace``.
         models: price-model name (``lib.models.registry.PRICE_MODELS``) -> its fitted model (what its
             spec's ``predict`` takes).
         blend: model name -> convex blend weight (blend order).

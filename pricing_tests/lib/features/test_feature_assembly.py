@@ -14,7 +14,8 @@ from pricing_assets.lib.features.listing import NUMERIC_FEATURES, build_brand_fe
 from pricing_assets.lib.features.training_data import build_feature_matrix, build_feature_matrix_and_space
 from pricing_assets.lib.models.cross_validation import assign_folds
 from pricing_assets.lib.models.tfidf_ridge import product_text, train_tfidf_ridge_cv
-from pricing_assets.lib.retrieval.knn import build_knn_features, fit_knn_reference
+from pricing_assets.lib.retrieval.knn import build_knn_features
+from pricing_assets.lib.retrieval.reference import fit_knn_reference
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "amazon_pricing_sample.csv"
 N = 240

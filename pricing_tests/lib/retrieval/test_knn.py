@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 
 from pricing_assets.lib.retrieval.knn import (
-    KNN_STATS,
-    UNIT_STATS,
-    build_index,
     knn_price_and_unit_features,
     knn_price_features,
     knn_unit_price_features,
-    log_total_quantity,
-    neighbour_stats,
     oof_query_plan,
-    unit_price_stats,
 )
+from pricing_assets.lib.retrieval.reference import log_total_quantity
+from pricing_assets.lib.retrieval.search import KNN_STATS, UNIT_STATS, build_index, neighbour_stats, unit_price_stats
 
 
 def _data(n=60, d=8, seed=0):
@@ -198,7 +194,7 @@ def test_log_total_quantity():
 def test_title_views_find_the_same_product_line():
     import pandas as pd
 
-    from pricing_assets.lib.retrieval.knn import title_tfidf_views
+    from pricing_assets.lib.retrieval.reference import title_tfidf_views
 
     names = pd.Series([
         "Goya Panela Brown Sugar Cane, 16 Ounce (Pack of 24)",
@@ -243,7 +239,7 @@ def test_one_search_gives_the_price_features_and_the_brute_force_unit_transfer(s
 def test_sparse_search_is_exact_top_k_and_pads_queries_with_few_matches():
     import scipy.sparse as sp
 
-    from pricing_assets.lib.retrieval.knn import _search
+    from pricing_assets.lib.retrieval.search import search_top_k
 
     rng = np.random.default_rng(5)
     dense = rng.random((40, 30)) * (rng.random((40, 30)) < 0.2)  # non-negative, like TF-IDF
@@ -252,7 +248,7 @@ def test_sparse_search_is_exact_top_k_and_pads_queries_with_few_matches():
     query[3] = 0.0  # an empty text: no reference shares a term
     query[5] = 0.0
     query[5, 0] = 1.0  # one term: only the references that have it match
-    sims, ids = _search(sp.csr_matrix(dense), sp.csr_matrix(query), 6)
+    sims, ids = search_top_k(sp.csr_matrix(dense), sp.csr_matrix(query), 6)
     assert sims.shape == ids.shape == (8, 6) and ids.dtype == np.int64
     full = query @ dense.T
     for r in (0, 1, 2, 4, 6, 7):  # the k largest similarities, best first
@@ -270,7 +266,7 @@ def test_tfidf_views_drop_terms_in_too_many_products_only_in_a_big_reference():
     a rare shared word still links its two titles; a small reference keeps every term."""
     import pandas as pd
 
-    from pricing_assets.lib.retrieval.knn import _TITLE_VECTORIZERS, KNN_TFIDF_MAX_DF, KNN_TFIDF_MAX_DF_MIN_DOCS, _fit_vectorizer
+    from pricing_assets.lib.retrieval.reference import _TITLE_VECTORIZERS, KNN_TFIDF_MAX_DF, KNN_TFIDF_MAX_DF_MIN_DOCS, _fit_vectorizer
 
     n = int(KNN_TFIDF_MAX_DF_MIN_DOCS / KNN_TFIDF_MAX_DF) + 10
     names = pd.Series([f"common item{i} tok{i // 2}" for i in range(n)])  # tok<k> in exactly two titles

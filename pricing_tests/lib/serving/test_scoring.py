@@ -25,7 +25,8 @@ from pricing_assets.lib.models.registry import (
     training_inputs,
 )
 from pricing_assets.lib.models.tfidf_ridge import product_text
-from pricing_assets.lib.retrieval.knn import build_knn_features, fit_knn_reference, knn_features_for_new_rows
+from pricing_assets.lib.retrieval.knn import build_knn_features, knn_features_for_new_rows
+from pricing_assets.lib.retrieval.reference import fit_knn_reference
 from pricing_assets.lib.serving.scoring import ServingModel, labeled_fingerprint, model_version, score_new_rows
 from pricing_tests.helpers import LABELED_CSV
 
