@@ -36,7 +36,12 @@ PRICING = str(Path(sys.executable).parent / "pricing")
 
 
 def _env(home: Path) -> dict:
-    return {**os.environ, "DAGSTER_HOME": str(home), "PRICING_IMAGES_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PRICING_IMAGES_OFFLINE": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+    }
 
 
 def pricing(home: Path, *args: str, check: bool = True) -> tuple[str, float]:
@@ -45,7 +50,9 @@ def pricing(home: Path, *args: str, check: bool = True) -> tuple[str, float]:
     res = subprocess.run([PRICING, *args], env=_env(home), capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t0
     if check and res.returncode != 0:
-        raise RuntimeError(f"pricing {' '.join(args)} exited {res.returncode}:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+        raise RuntimeError(
+            f"pricing {' '.join(args)} exited {res.returncode}:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+        )
     return res.stdout + res.stderr, wall
 
 
@@ -67,7 +74,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pricing_crash_"))
     files = {"labeled": tmp / "labeled.csv", "unlabeled": tmp / "unlabeled.csv"}
     pd.read_csv(LABELED_CSV, dtype=str, keep_default_na=False).head(args.labeled).to_csv(files["labeled"], index=False)
-    pd.read_csv(UNLABELED_CSV, dtype=str, keep_default_na=False).head(args.unlabeled).to_csv(files["unlabeled"], index=False)
+    pd.read_csv(UNLABELED_CSV, dtype=str, keep_default_na=False).head(args.unlabeled).to_csv(
+        files["unlabeled"], index=False
+    )
 
     print(f"== uncrashed: {args.labeled} labeled + {args.unlabeled} unlabeled rows")
     clean = tmp / "clean"
@@ -81,7 +90,14 @@ def main() -> int:
     setup(crash, files)
     shards_dir = crash / "storage" / "embedding_cache" / "minilm_l6"
     t0 = time.perf_counter()
-    child = subprocess.Popen([PRICING, "materialize", "--no-progress"], env=_env(crash), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [PRICING, "materialize", "--no-progress"],
+        env=_env(crash),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     while len(list(shards_dir.glob("shard-*.parquet"))) < args.kill_after_shards:
         if child.poll() is not None:
             raise RuntimeError(f"materialize ended before the kill:\n{child.stdout.read()[-2000:]}")
@@ -89,7 +105,9 @@ def main() -> int:
     child.send_signal(signal.SIGKILL)
     child.wait()
     t_killed = time.perf_counter() - t0
-    print(f"$ pricing materialize   # SIGKILLed after {t_killed:.1f} s, {args.kill_after_shards} text-embedding shards stored")
+    print(
+        f"$ pricing materialize   # SIGKILLed after {t_killed:.1f} s, {args.kill_after_shards} text-embedding shards stored"
+    )
     status, _ = pricing(crash, "status")
     print("$ pricing status   (excerpt)")
     section = None
@@ -109,7 +127,9 @@ def main() -> int:
     diff = (a[common] - b[common]).abs()
     print("== result")
     print(f"uncrashed materialize {t_clean:.1f} s; killed run {t_killed:.1f} s + re-run {t_rerun:.1f} s")
-    print(f"prices: {len(a)} uncrashed, {len(b)} after the crash, {len(common)} in both; max |diff| {diff.max():.6f} USD, identical rows {int((diff == 0).sum())}")
+    print(
+        f"prices: {len(a)} uncrashed, {len(b)} after the crash, {len(common)} in both; max |diff| {diff.max():.6f} USD, identical rows {int((diff == 0).sum())}"
+    )
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0 if len(common) == len(a) == len(b) else 1

@@ -84,11 +84,18 @@ def run_mode(rows: pd.DataFrame, threshold: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=500, help="rows of the sample to fetch (default 500)")
-    ap.add_argument("--mode", choices=["both", "before", "after"], default="both",
-                    help="before = breaker off (host_failure_threshold=0), after = default threshold 3")
+    ap.add_argument(
+        "--mode",
+        choices=["both", "before", "after"],
+        default="both",
+        help="before = breaker off (host_failure_threshold=0), after = default threshold 3",
+    )
     ap.add_argument("--before", action="store_true", help="same as --mode before")
-    ap.add_argument("--host", default="images-na.pricing-bench.invalid",
-                    help="hostname put into every link (default: an RFC 6761 .invalid name)")
+    ap.add_argument(
+        "--host",
+        default="images-na.pricing-bench.invalid",
+        help="hostname put into every link (default: an RFC 6761 .invalid name)",
+    )
     ap.add_argument("--real-links", action="store_true", help="keep the real CDN links (ignores --host)")
     args = ap.parse_args(argv)
     mode = "before" if args.before else args.mode

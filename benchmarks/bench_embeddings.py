@@ -89,9 +89,15 @@ def bench(spec, n_texts: int, threads: int, model_cache: str, chunk_size: int, r
         assert s_cold["computed"] == s_cold["unique_keys"] and s_warm["computed"] == 0, (s_cold, s_warm)
         best_cold, best_warm = min(best_cold, s_cold["seconds"]), min(best_warm, s_warm["seconds"])
     return {
-        "model": spec.name, "rows": n, "unique": s_cold["unique_keys"], "load_s": load_s,
-        "direct_rps": n / best_direct, "cold_rps": n / best_cold, "ratio": best_direct / best_cold,
-        "warm_rps": n / best_warm, "shards": s_cold["shards_written"],
+        "model": spec.name,
+        "rows": n,
+        "unique": s_cold["unique_keys"],
+        "load_s": load_s,
+        "direct_rps": n / best_direct,
+        "cold_rps": n / best_cold,
+        "ratio": best_direct / best_cold,
+        "warm_rps": n / best_warm,
+        "shards": s_cold["shards_written"],
         "max_abs_diff": float(np.abs(cold - direct).max()),
     }
 
@@ -110,10 +116,14 @@ def main(argv=None) -> int:
 
     reg = load_registry()
     specs = [reg[m] for m in args.models] if args.models else enabled_models(reg)
-    print(f"threads={args.threads} chunk_size={args.chunk_size} repeats={args.repeats} cpu_count={os.cpu_count()} "
-          f"loadavg={os.getloadavg()[0]:.2f}")
-    hdr = (f"{'model':<16}{'rows':>6}{'uniq':>6}{'load s':>8}{'direct r/s':>12}{'cache cold r/s':>16}"
-           f"{'cold/direct':>13}{'cache warm r/s':>16}{'max|diff|':>11}")
+    print(
+        f"threads={args.threads} chunk_size={args.chunk_size} repeats={args.repeats} cpu_count={os.cpu_count()} "
+        f"loadavg={os.getloadavg()[0]:.2f}"
+    )
+    hdr = (
+        f"{'model':<16}{'rows':>6}{'uniq':>6}{'load s':>8}{'direct r/s':>12}{'cache cold r/s':>16}"
+        f"{'cold/direct':>13}{'cache warm r/s':>16}{'max|diff|':>11}"
+    )
     print(hdr)
     for spec in specs:
         try:
@@ -121,8 +131,10 @@ def main(argv=None) -> int:
         except ModelUnavailableError as exc:
             print(f"{spec.name:<16} skipped: {exc}")
             continue
-        print(f"{r['model']:<16}{r['rows']:>6}{r['unique']:>6}{r['load_s']:>8.2f}{r['direct_rps']:>12.1f}"
-              f"{r['cold_rps']:>16.1f}{r['ratio']:>13.3f}{r['warm_rps']:>16.0f}{r['max_abs_diff']:>11.1e}")
+        print(
+            f"{r['model']:<16}{r['rows']:>6}{r['unique']:>6}{r['load_s']:>8.2f}{r['direct_rps']:>12.1f}"
+            f"{r['cold_rps']:>16.1f}{r['ratio']:>13.3f}{r['warm_rps']:>16.0f}{r['max_abs_diff']:>11.1e}"
+        )
     return 0
 
 

@@ -84,7 +84,15 @@ def run(devices: list[str], n_texts: int, n_photos: int | None) -> list[dict]:
             diff = None if dev == "cpu" or spec.name not in ref else float(np.abs(vec - ref[spec.name]).max())
             if dev == "cpu":
                 ref[spec.name] = vec
-            rows.append({"stage": f"embed:{spec.name}", "device": dev, "load_s": round(load_s, 2), "rows_per_s": round(rate, 1), "max_abs_diff_vs_cpu": diff})
+            rows.append(
+                {
+                    "stage": f"embed:{spec.name}",
+                    "device": dev,
+                    "load_s": round(load_s, 2),
+                    "rows_per_s": round(rate, 1),
+                    "max_abs_diff_vs_cpu": diff,
+                }
+            )
             print(rows[-1], file=sys.stderr, flush=True)
     for dev in devices:
         t = time.perf_counter()
@@ -97,7 +105,15 @@ def run(devices: list[str], n_texts: int, n_photos: int | None) -> list[dict]:
             diff = round(sum(a != b for a, b in zip(texts_read, ref["ocr"])) / max(len(photos), 1), 3)
         if dev == "cpu":
             ref["ocr"] = texts_read
-        rows.append({"stage": "ocr:rapidocr", "device": dev, "load_s": round(load_s, 2), "rows_per_s": round(rate, 2), "max_abs_diff_vs_cpu": diff})
+        rows.append(
+            {
+                "stage": "ocr:rapidocr",
+                "device": dev,
+                "load_s": round(load_s, 2),
+                "rows_per_s": round(rate, 2),
+                "max_abs_diff_vs_cpu": diff,
+            }
+        )
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -114,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    print(f"onnxruntime providers: {ort.get_available_providers()}; torch {torch.__version__}, "
-          f"cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+    print(
+        f"onnxruntime providers: {ort.get_available_providers()}; torch {torch.__version__}, "
+        f"cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}"
+    )
     rows = run(args.devices, args.texts, args.photos)
     print(f"{'stage':<22}{'device':>8}{'load s':>8}{'rows/s':>10}{'max diff vs cpu':>17}")
     for r in rows:

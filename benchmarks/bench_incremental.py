@@ -40,7 +40,9 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 
 
-def split_sample(out: Path, n_batches: int, new_rows: int, seed: int = 0, limit: int | None = None) -> tuple[list[Path], Path]:
+def split_sample(
+    out: Path, n_batches: int, new_rows: int, seed: int = 0, limit: int | None = None
+) -> tuple[list[Path], Path]:
     """Split the sample into ``n_batches`` files + one new file of ``new_rows`` labeled rows.
 
     Labeled and unlabeled rows go to separate files (a file with a price column quarantines rows
@@ -48,8 +50,12 @@ def split_sample(out: Path, n_batches: int, new_rows: int, seed: int = 0, limit:
     labeled files come first, then the unlabeled ones, in proportion to the row counts. ``limit``
     (smoke tests) keeps that many rows of each file kind. Returns (old batch paths, new batch path).
     """
-    lab = pd.read_csv(SAMPLE / "amazon_pricing_sample.csv", dtype={"sample_id": str}).sample(frac=1.0, random_state=seed)
-    unl = pd.read_csv(SAMPLE / "amazon_pricing_unlabeled.csv", dtype={"sample_id": str}).sample(frac=1.0, random_state=seed)
+    lab = pd.read_csv(SAMPLE / "amazon_pricing_sample.csv", dtype={"sample_id": str}).sample(
+        frac=1.0, random_state=seed
+    )
+    unl = pd.read_csv(SAMPLE / "amazon_pricing_unlabeled.csv", dtype={"sample_id": str}).sample(
+        frac=1.0, random_state=seed
+    )
     if limit:
         lab, unl = lab.head(limit), unl.head(limit)
     old_lab, new = lab.iloc[:-new_rows], lab.iloc[-new_rows:]
@@ -82,7 +88,9 @@ class Setup:
         self.settings = load_settings(self.env)
         base = build_defs(self.settings)
         storage = StorageResource(base_path=self.settings.storage, model_cache_dir=str(model_cache))
-        self.defs = dg.Definitions(assets=list(base.assets), resources={**base.resources, "storage": storage}, executor=dg.in_process_executor)
+        self.defs = dg.Definitions(
+            assets=list(base.assets), resources={**base.resources, "storage": storage}, executor=dg.in_process_executor
+        )
         self.instance = dg.DagsterInstance.ephemeral()
 
     def ingest(self, path: Path) -> str:
@@ -124,7 +132,9 @@ class Setup:
                     for f in ("rows", "downloaded", "http_requests", "from_mirror", "from_store"):
                         totals[f"{key}:{f}"] = totals.get(f"{key}:{f}", 0) + int(md.get(f, 0))
                 if key == "ocr_text":
-                    totals["ocr_text:images_read"] = totals.get("ocr_text:images_read", 0) + int(md.get("images_read", 0))
+                    totals["ocr_text:images_read"] = totals.get("ocr_text:images_read", 0) + int(
+                        md.get("images_read", 0)
+                    )
         return totals
 
     def predictions(self) -> pd.DataFrame:
@@ -143,7 +153,9 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     diff = (both["price_a"] - both["price_b"]).abs()
     rel = diff / both["price_b"].abs().clip(lower=1e-9)
     return {
-        "rows_a": len(a), "rows_b": len(b), "ids_only_in_one": int((m["_merge"] != "both").sum()),
+        "rows_a": len(a),
+        "rows_b": len(b),
+        "ids_only_in_one": int((m["_merge"] != "both").sum()),
         "bitwise_equal_rows": int((both["price_a"].to_numpy() == both["price_b"].to_numpy()).sum()),
         "max_abs_diff_usd": float(diff.max()) if len(both) else 0.0,
         "max_rel_diff": float(rel.max()) if len(both) else 0.0,
@@ -156,12 +168,21 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--new-rows", type=int, default=500)
     ap.add_argument("--limit", type=int, help="smoke test: use only this many rows of the shuffled sample")
-    ap.add_argument("--skip-initial-global", action="store_true", help="A: don't materialise the global assets before the new batch arrives (they are recomputed in full by the incremental run either way)")
+    ap.add_argument(
+        "--skip-initial-global",
+        action="store_true",
+        help="A: don't materialise the global assets before the new batch arrives (they are recomputed in full by the incremental run either way)",
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     files, new_file = split_sample(out / "input", args.batches, args.new_rows, limit=args.limit)
     model_cache = out / "model_cache"
-    result: dict = {"rows_total": sum(len(pd.read_csv(f)) for f in files) + args.new_rows, "batches": args.batches, "new_rows": args.new_rows, "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+    result: dict = {
+        "rows_total": sum(len(pd.read_csv(f)) for f in files) + args.new_rows,
+        "batches": args.batches,
+        "new_rows": args.new_rows,
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
 
     print(f"A: ingest {len(files)} batches, materialise them", flush=True)
     A = Setup(out / "A", model_cache)
@@ -172,8 +193,14 @@ def main(argv=None) -> int:
 
         t0 = time.perf_counter()
         for b in cli.missing_batches(A.instance, A.defs):
-            r = dg.materialize(list(A.defs.assets), instance=A.instance, resources=dict(A.defs.resources), partition_key=b,
-                               selection=dg.AssetSelection.groups(*cli.PER_ROW_GROUPS), run_config=cli._log_config("ERROR"))
+            r = dg.materialize(
+                list(A.defs.assets),
+                instance=A.instance,
+                resources=dict(A.defs.resources),
+                partition_key=b,
+                selection=dg.AssetSelection.groups(*cli.PER_ROW_GROUPS),
+                run_config=cli._log_config("ERROR"),
+            )
             assert r.success
         result["A_initial_wall_s"] = round(time.perf_counter() - t0, 1)
         result["A_initial_note"] = "per-row assets only (--skip-initial-global)"
@@ -194,7 +221,11 @@ def main(argv=None) -> int:
     for f in [*files, new_file]:
         B.ingest(f)
     full = B.materialize()
-    result["from_scratch"] = {"wall_s": full["wall_s"], "steps_s": full["seconds"], **{k: v for k, v in B.run_counts(full["run_ids"]).items() if k != "partitions_materialised"}}
+    result["from_scratch"] = {
+        "wall_s": full["wall_s"],
+        "steps_s": full["seconds"],
+        **{k: v for k, v in B.run_counts(full["run_ids"]).items() if k != "partitions_materialised"},
+    }
     print(f"   {full['wall_s']} s", flush=True)
 
     result["incremental_over_scratch"] = round(inc["wall_s"] / full["wall_s"], 3)

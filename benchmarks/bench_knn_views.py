@@ -43,7 +43,12 @@ def run(rows: int, caps: list[float], k: int = 20) -> list[dict]:
         vec, ref = reference._fit_vectorizer(p, ref_t, max_df_share=1.0)
         t = time.perf_counter()
         q = reference.transform_view(vec, q_t)
-        res = {"view": view, "refs": ref.shape[0], "queries": q.shape[0], "transform_s": round(time.perf_counter() - t, 2)}
+        res = {
+            "view": view,
+            "refs": ref.shape[0],
+            "queries": q.shape[0],
+            "transform_s": round(time.perf_counter() - t, 2),
+        }
         t = time.perf_counter()
         _, ids = search.search_top_k(ref, q, k)
         res["search_s"] = round(time.perf_counter() - t, 2)
@@ -54,8 +59,14 @@ def run(rows: int, caps: list[float], k: int = 20) -> list[dict]:
             t = time.perf_counter()
             _, ids_c = search.search_top_k(ref_c, q_c, k)
             recall = float(np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(ids, ids_c)]))
-            res["caps"].append({"cap": cap, "search_s": round(time.perf_counter() - t, 2), "recall_at_10": round(recall, 3),
-                                "terms_dropped": len(vec.vocabulary_) - len(capped.vocabulary_)})
+            res["caps"].append(
+                {
+                    "cap": cap,
+                    "search_s": round(time.perf_counter() - t, 2),
+                    "recall_at_10": round(recall, 3),
+                    "terms_dropped": len(vec.vocabulary_) - len(capped.vocabulary_),
+                }
+            )
         print(res, file=sys.stderr, flush=True)
         out.append(res)
     return out
@@ -64,13 +75,20 @@ def run(rows: int, caps: list[float], k: int = 20) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=50_000, help="catalog rows (half references, half queries)")
-    p.add_argument("--caps", type=float, nargs="+", default=[0.2, 0.05], help="document-frequency caps (share of references)")
+    p.add_argument(
+        "--caps", type=float, nargs="+", default=[0.2, 0.05], help="document-frequency caps (share of references)"
+    )
     args = p.parse_args(argv)
     res = run(args.rows, args.caps)
-    print(f"{'view':<12}{'refs':>8}{'queries':>9}{'transform s':>13}{'search s':>10}" + "".join(f"{f'cap {c}: s / recall@10':>28}" for c in args.caps))
+    print(
+        f"{'view':<12}{'refs':>8}{'queries':>9}{'transform s':>13}{'search s':>10}"
+        + "".join(f"{f'cap {c}: s / recall@10':>28}" for c in args.caps)
+    )
     for r in res:
-        print(f"{r['view']:<12}{r['refs']:>8}{r['queries']:>9}{r['transform_s']:>13}{r['search_s']:>10}"
-              + "".join(f"{c['search_s']:>19} / {c['recall_at_10']:>6}" for c in r["caps"]))
+        print(
+            f"{r['view']:<12}{r['refs']:>8}{r['queries']:>9}{r['transform_s']:>13}{r['search_s']:>10}"
+            + "".join(f"{c['search_s']:>19} / {c['recall_at_10']:>6}" for c in r["caps"])
+        )
     return 0
 
 

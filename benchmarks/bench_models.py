@@ -78,7 +78,9 @@ def baseline_oof(raw_text: pd.Series, y_log1p: np.ndarray, folds: np.ndarray) ->
     for f in np.unique(folds):
         tr, va = folds != f, folds == f
         med[va] = np.median(y_log1p[tr])
-        m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(alpha=1.0)).fit(raw_text[tr], y_log1p[tr])
+        m = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(alpha=1.0)).fit(
+            raw_text[tr], y_log1p[tr]
+        )
         ridge[va] = m.predict(raw_text[va])
     return med, ridge
 
@@ -86,7 +88,9 @@ def baseline_oof(raw_text: pd.Series, y_log1p: np.ndarray, folds: np.ndarray) ->
 def raw_catalog_text(products: pd.DataFrame) -> pd.Series:
     """The CSV's raw ``catalog_content`` for the products (by sample_id)."""
     raw = pd.read_csv(REPO / "data/sample/amazon_pricing_sample.csv", dtype={"sample_id": str})
-    return raw.set_index("sample_id")["catalog_content"].reindex(products["sample_id"]).fillna("").reset_index(drop=True)
+    return (
+        raw.set_index("sample_id")["catalog_content"].reindex(products["sample_id"]).fillna("").reset_index(drop=True)
+    )
 
 
 def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.ndarray, cat) -> None:
@@ -105,9 +109,15 @@ def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.nda
             avg[held] = predict_lightgbm(cv.models, X[held])
             final = refit_lightgbm(X[rest], y[rest], cv.best_iterations, seed=seed, categorical=cat, num_threads=1)
             refit[held] = predict_lightgbm(final, X[held])
-            print(f"  refit check seed {seed} held-out fold {h}: fold-average {smape(price[held], np.expm1(avg[held])):.2f}"
-                  f"  refit {smape(price[held], np.expm1(refit[held])):.2f}", flush=True)
-        print(f"  refit check seed {seed}: fold-average {smape(price, np.expm1(avg)):.2f}  refit {smape(price, np.expm1(refit)):.2f}", flush=True)
+            print(
+                f"  refit check seed {seed} held-out fold {h}: fold-average {smape(price[held], np.expm1(avg[held])):.2f}"
+                f"  refit {smape(price[held], np.expm1(refit[held])):.2f}",
+                flush=True,
+            )
+        print(
+            f"  refit check seed {seed}: fold-average {smape(price, np.expm1(avg)):.2f}  refit {smape(price, np.expm1(refit)):.2f}",
+            flush=True,
+        )
 
 
 def load_all_products():
@@ -150,16 +160,24 @@ def rebuild_features(products: pd.DataFrame, bf: pd.DataFrame, embs: list) -> Re
 
     knn_cfg, fm_cfg, cv = KnnConfig(), FeatureMatrixConfig(), CrossValidationResource()
     products = products.reset_index(drop=True)
-    ridge_cv = train_tfidf_ridge_cv(product_text(products), np.log1p(products["price"].to_numpy(dtype=float)), products["fold"].to_numpy())
+    ridge_cv = train_tfidf_ridge_cv(
+        product_text(products), np.log1p(products["price"].to_numpy(dtype=float)), products["fold"].to_numpy()
+    )
     ridge = np.clip(np.expm1(ridge_cv.oof_log), 0.01, None)
     ref = fit_knn_reference(products, bf, embs, k=knn_cfg.knn_k, unit_k=knn_cfg.knn_unit_k, n_folds=cv.n_folds)
-    knn = build_knn_features(products, bf, embs, k=knn_cfg.knn_k, unit_k=knn_cfg.knn_unit_k, n_folds=cv.n_folds, reference=ref)
+    knn = build_knn_features(
+        products, bf, embs, k=knn_cfg.knn_k, unit_k=knn_cfg.knn_unit_k, n_folds=cv.n_folds, reference=ref
+    )
     ridge_frame = pd.DataFrame({"sample_id": products["sample_id"].to_numpy(), "pred_price": ridge})
-    fm, _, space = build_feature_matrix_and_space(products, bf, knn, ridge_frame, embs, fm_cfg.text_pca_components, fm_cfg.image_pca_components, cv.seed)
+    fm, _, space = build_feature_matrix_and_space(
+        products, bf, knn, ridge_frame, embs, fm_cfg.text_pca_components, fm_cfg.image_pca_components, cv.seed
+    )
     return Rebuilt(fm, ridge, ridge_cv.models, ref, space)
 
 
-def served_features(rebuilt: Rebuilt, items: pd.DataFrame, bf: pd.DataFrame, embs: list) -> tuple[pd.DataFrame, np.ndarray]:
+def served_features(
+    rebuilt: Rebuilt, items: pd.DataFrame, bf: pd.DataFrame, embs: list
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The serving path's features of products priced as if they had no price, against what
     ``rebuilt`` fitted (no refit): (their ``feature_matrix``-column rows, (m,) float64 full-text ridge
     prices USD, the fold pipelines' average)."""
@@ -226,10 +244,18 @@ def learning_curve(fractions=LEARNING_CURVE_FRACTIONS, draws: int = 2) -> pd.Dat
             cat = ["category"]
             lgb = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, n_bags=3).oof_log
             dist = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=1).oof_log
-            mats = np.column_stack([np.clip(np.expm1(lgb), 0.01, None), np.clip(np.expm1(dist), 0.01, None), rebuilt.ridge])
+            mats = np.column_stack(
+                [np.clip(np.expm1(lgb), 0.01, None), np.clip(np.expm1(dist), 0.01, None), rebuilt.ridge]
+            )
             blend = cross_fitted_blend(mats, price, folds)
             row = {"fraction": f, "draw": draw, "labeled_rows": int(known.sum())}
-            for name, pred in (("median", np.expm1(med)), ("baseline", np.expm1(base)), ("lightgbm", np.expm1(lgb)), ("lightgbm_dist", np.expm1(dist)), ("blend", blend)):
+            for name, pred in (
+                ("median", np.expm1(med)),
+                ("baseline", np.expm1(base)),
+                ("lightgbm", np.expm1(lgb)),
+                ("lightgbm_dist", np.expm1(dist)),
+                ("blend", blend),
+            ):
                 row[name] = round(smape(price, np.clip(pred, 0.01, None)), 2)
             row["gap"] = round(row["baseline"] - row["blend"], 2)
             row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -255,7 +281,12 @@ def serving_check(num_threads: int = 1) -> pd.DataFrame:
     """
     from pricing_assets.lib.models.blend import apply_blend, fit_blend_weights
     from pricing_assets.lib.models.distributional import predict_lightgbm_dist, train_lightgbm_dist_cv
-    from pricing_assets.lib.models.lightgbm_regression import model_input, predict_lightgbm, refit_lightgbm, train_lightgbm_cv
+    from pricing_assets.lib.models.lightgbm_regression import (
+        model_input,
+        predict_lightgbm,
+        refit_lightgbm,
+        train_lightgbm_cv,
+    )
     from pricing_assets.lib.models.metrics import smape
 
     products, bf, embs = load_all_products()
@@ -270,12 +301,23 @@ def serving_check(num_threads: int = 1) -> pd.DataFrame:
         folds = rebuilt.fm["fold"].to_numpy()
         cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=num_threads, n_bags=3)
         dcv = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=num_threads)
-        oof = np.column_stack([np.clip(np.expm1(np.column_stack([cv.oof_log, dcv.oof_log])), 0.01, None), rebuilt.ridge])
+        oof = np.column_stack(
+            [np.clip(np.expm1(np.column_stack([cv.oof_log, dcv.oof_log])), 0.01, None), rebuilt.ridge]
+        )
         prices = None
         if served is not None:
             final = refit_lightgbm(X, y, cv.best_iterations, categorical=cat, num_threads=num_threads, n_bags=3)
             Xs = model_input(served[0])
-            prices = np.column_stack([np.clip(np.expm1(np.column_stack([predict_lightgbm(final, Xs), predict_lightgbm_dist(dcv.models, Xs)])), 0.01, None), served[1]])
+            prices = np.column_stack(
+                [
+                    np.clip(
+                        np.expm1(np.column_stack([predict_lightgbm(final, Xs), predict_lightgbm_dist(dcv.models, Xs)])),
+                        0.01,
+                        None,
+                    ),
+                    served[1],
+                ]
+            )
         return oof, prices, folds, fit_blend_weights(oof, np.expm1(y))
 
     # the usual 5-fold run: OOF per fold
@@ -311,10 +353,24 @@ def main(argv=None) -> int:
     ap.add_argument("--lgbm-grid", action="store_true", help="also report the LightGBM configurations tried")
     ap.add_argument("--mlp-grid", action="store_true", help="also report the MLP configurations tried")
     ap.add_argument("--ridge-grid", action="store_true", help="also report TF-IDF ridge alphas")
-    ap.add_argument("--seed-spread", action="store_true", help="also report single-seed LightGBM runs (seeds 42, 7, 123)")
-    ap.add_argument("--refit", action="store_true", help="also compare, on each fold held out as new products, the fold-average of a 4-fold CV with a refit on all other rows (seeds 42, 7)")
-    ap.add_argument("--learning-curve", action="store_true", help="only: rebuild features and models with 25/50/75/100%% of the prices known and print the gap to the baseline")
-    ap.add_argument("--serving-check", action="store_true", help="only: hold each fold out, price it by the serving path as the pipeline does, compare with its OOF SMAPE")
+    ap.add_argument(
+        "--seed-spread", action="store_true", help="also report single-seed LightGBM runs (seeds 42, 7, 123)"
+    )
+    ap.add_argument(
+        "--refit",
+        action="store_true",
+        help="also compare, on each fold held out as new products, the fold-average of a 4-fold CV with a refit on all other rows (seeds 42, 7)",
+    )
+    ap.add_argument(
+        "--learning-curve",
+        action="store_true",
+        help="only: rebuild features and models with 25/50/75/100%% of the prices known and print the gap to the baseline",
+    )
+    ap.add_argument(
+        "--serving-check",
+        action="store_true",
+        help="only: hold each fold out, price it by the serving path as the pipeline does, compare with its OOF SMAPE",
+    )
     ap.add_argument("--threads", type=int, default=1, help="LightGBM threads for --serving-check (default 1)")
     args = ap.parse_args(argv)
     os.environ.setdefault("DAGSTER_HOME", "/tmp/bench_models_home")
@@ -342,12 +398,16 @@ def main(argv=None) -> int:
     folds = products["fold"].to_numpy()
     y = np.log1p(products["price"].to_numpy(dtype=float))
     price = products["price"].to_numpy(dtype=float)
-    print(f"{len(products)} labeled rows, {len(np.unique(folds))} folds (products.fold), rows per fold {np.bincount(folds).tolist()}")
+    print(
+        f"{len(products)} labeled rows, {len(np.unique(folds))} folds (products.fold), rows per fold {np.bincount(folds).tolist()}"
+    )
     rows, oofs = [], {}
 
     def record(name, oof_log, seconds, note=""):
         pred = np.clip(np.expm1(oof_log), 0.01, None)
-        rows.append({"model": name, "oof_smape": round(smape(price, pred), 2), "seconds": round(seconds, 1), "note": note})
+        rows.append(
+            {"model": name, "oof_smape": round(smape(price, pred), 2), "seconds": round(seconds, 1), "note": note}
+        )
         print(f"  {name:<34} {rows[-1]['oof_smape']:>7.2f}  ({seconds:.1f} s) {note}", flush=True)
         return pred
 
@@ -391,12 +451,16 @@ def main(argv=None) -> int:
     if args.refit:
         refit_check(X, y, price, folds, cat)
     cv = train_lightgbm_cv(X, y, folds, categorical=cat, num_threads=1, n_bags=3)
-    oofs["lightgbm"] = record("LightGBM (feature_matrix, 3 seeds)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")
+    oofs["lightgbm"] = record(
+        "LightGBM (feature_matrix, 3 seeds)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}"
+    )
 
     from pricing_assets.lib.models.distributional import train_lightgbm_dist_cv
 
     cv = train_lightgbm_dist_cv(X, y, folds, categorical=cat, num_threads=1)
-    oofs["lightgbm_dist"] = record("LightGBM dist (expected-SMAPE)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}")
+    oofs["lightgbm_dist"] = record(
+        "LightGBM dist (expected-SMAPE)", cv.oof_log, cv.seconds, f"iters {cv.best_iterations}"
+    )
 
     text_m = np.hstack([v for mod, v, _ in embs.values() if mod == "text"])
     img = [(v, h) for mod, v, h in embs.values() if mod == "image"]
@@ -406,7 +470,13 @@ def main(argv=None) -> int:
     tab, cols = tabular_matrix(fm, exclude_prefixes=exclude)
     inputs = MLPInputs(text_m, image_m, has_image, tab, cols)
     if args.mlp_grid:
-        for g in ({"dropout": 0.1}, {"dropout": 0.3}, {"lr": 1e-3}, {"text_hidden": 128, "head_hidden": 128}, {"weight_decay": 1e-2}):
+        for g in (
+            {"dropout": 0.1},
+            {"dropout": 0.3},
+            {"lr": 1e-3},
+            {"text_hidden": 128, "head_hidden": 128},
+            {"weight_decay": 1e-2},
+        ):
             c = train_mlp_cv(inputs, y, folds, MLPConfig(**g))
             record("mlp " + ",".join(f"{k}={v}" for k, v in g.items()), c.oof_log, c.seconds, "grid")
     cv = train_mlp_cv(inputs, y, folds, MLPConfig())
@@ -416,7 +486,12 @@ def main(argv=None) -> int:
     mats = np.column_stack([oofs[n] for n in names])
     w = fit_blend_weights(mats, price)
     t = time.perf_counter()
-    record("blend (weights fitted on all OOF)", np.log1p(apply_blend(mats, w)), 0.0, "w " + ", ".join(f"{n}={x:.2f}" for n, x in zip(names, w)))
+    record(
+        "blend (weights fitted on all OOF)",
+        np.log1p(apply_blend(mats, w)),
+        0.0,
+        "w " + ", ".join(f"{n}={x:.2f}" for n, x in zip(names, w)),
+    )
     cross = cross_fitted_blend(mats, price, folds)
     record("blend (cross-fitted weights)", np.log1p(cross), time.perf_counter() - t)
 

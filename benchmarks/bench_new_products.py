@@ -51,7 +51,11 @@ def _timed(args: list[str]) -> float:
 def _meta(instance, key: str, partition: str | None = None) -> dict:
     import dagster as dg
 
-    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]) if partition else dg.AssetKey(key)
+    flt = (
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition])
+        if partition
+        else dg.AssetKey(key)
+    )
     rec = instance.fetch_materializations(flt, limit=1).records[0]
     return {k: v.value for k, v in rec.asset_materialization.metadata.items()}
 
@@ -74,8 +78,10 @@ def main() -> int:
     lab = pd.read_csv(SAMPLE / "amazon_pricing_sample.csv", dtype={"sample_id": str}).sample(frac=1.0, random_state=0)
     new, known = lab.tail(args.new_rows), lab.head(len(lab) - args.new_rows)
     files = {
-        "known": known, "unlabeled": pd.read_csv(SAMPLE / "amazon_pricing_unlabeled.csv", dtype={"sample_id": str}),
-        "new_products": new.drop(columns=["price"]), "new_labels": new,
+        "known": known,
+        "unlabeled": pd.read_csv(SAMPLE / "amazon_pricing_unlabeled.csv", dtype={"sample_id": str}),
+        "new_products": new.drop(columns=["price"]),
+        "new_labels": new,
     }
     for name, df in files.items():
         df.to_csv(out / "files" / f"{name}.csv", index=False)
@@ -92,9 +98,15 @@ def main() -> int:
     report["unlabeled_batch_materialize_s"] = _timed(["materialize", "--no-progress"])
     _timed(["predictions", "--out", str(out / "predictions.csv")])
     report["unlabeled_batch_end_to_end_s"] = round(time.perf_counter() - t0, 1)
-    report["ratio_to_from_scratch"] = round(report["unlabeled_batch_end_to_end_s"] / report["from_scratch_materialize_s"], 3)
+    report["ratio_to_from_scratch"] = round(
+        report["unlabeled_batch_end_to_end_s"] / report["from_scratch_materialize_s"], 3
+    )
     report["retrained_on_unlabeled_batch"] = _meta(instance, "serving_model")["model_version"] != first["model_version"]
-    served = pd.read_csv(out / "predictions.csv", dtype={"sample_id": str}).set_index("sample_id")["price"].reindex(new["sample_id"])
+    served = (
+        pd.read_csv(out / "predictions.csv", dtype={"sample_id": str})
+        .set_index("sample_id")["price"]
+        .reindex(new["sample_id"])
+    )
     truth = new.set_index("sample_id")["price"]
     report["served_rows"] = int(served.notna().sum())
     report["served_smape_new_products"] = round(smape(truth.to_numpy(), served.to_numpy()), 2)
@@ -111,19 +123,29 @@ def main() -> int:
     report["model_version_after_labels"] = second["model_version"]
     from pricing_assets.definitions import defs
 
-    oof = defs.load_asset_value("price_blend", instance=instance).set_index("sample_id")["pred_price"].reindex(new["sample_id"])
+    oof = (
+        defs.load_asset_value("price_blend", instance=instance)
+        .set_index("sample_id")["pred_price"]
+        .reindex(new["sample_id"])
+    )
     report["retrain_oof_smape_on_the_new_rows"] = round(smape(truth.to_numpy(), oof.to_numpy()), 2)
     report["retrain_oof_smape_blend"] = second["oof_smape"]["blend"]
     versions = _meta(instance, "price_predictions")["model_versions"]
     report["price_predictions_model_versions"] = versions
     rows = [
         ("from scratch: pricing materialize", f"{report['from_scratch_materialize_s']} s"),
-        (f"{len(new)}-row unlabeled batch, ingest → predictions", f"{report['unlabeled_batch_end_to_end_s']} s ({100 * report['ratio_to_from_scratch']:.1f} %)"),
+        (
+            f"{len(new)}-row unlabeled batch, ingest → predictions",
+            f"{report['unlabeled_batch_end_to_end_s']} s ({100 * report['ratio_to_from_scratch']:.1f} %)",
+        ),
         (f"{len(new)}-row labeled batch (retrain + re-score), end to end", f"{report['labeled_batch_end_to_end_s']} s"),
         ("served SMAPE of the new products (model of step 1)", report["served_smape_new_products"]),
         ("OOF SMAPE of that model's blend (labeled rows)", report["model_oof_smape_blend"]),
         ("OOF SMAPE on the same rows after their labels arrived", report["retrain_oof_smape_on_the_new_rows"]),
-        ("retrained on the unlabeled batch / on the labeled batch", f"{report['retrained_on_unlabeled_batch']} / {report['retrained_on_labeled_batch']}"),
+        (
+            "retrained on the unlabeled batch / on the labeled batch",
+            f"{report['retrained_on_unlabeled_batch']} / {report['retrained_on_labeled_batch']}",
+        ),
     ]
     print()
     print(pd.DataFrame(rows, columns=["measure", "value"]).to_markdown(index=False))

@@ -51,12 +51,16 @@ def run(sides: list[int], threads: int | None, limit: int | None) -> list[dict]:
         read = [backend.read(im) for im in images]
         dt = time.perf_counter() - t
         words[side] = set().union(*(_words(r) for r in read))
-        results.append({
-            "side": side, "load_s": round(load_s, 2), "photos_per_s": round(len(images) / dt, 2),
-            "lines_per_photo": round(sum(len(r) for r in read) / len(images), 2),
-            "chars_per_photo": round(sum(len(t) for r in read for t, _ in r) / len(images), 1),
-            "share_with_text": round(sum(bool(r) for r in read) / len(images), 3),
-        })
+        results.append(
+            {
+                "side": side,
+                "load_s": round(load_s, 2),
+                "photos_per_s": round(len(images) / dt, 2),
+                "lines_per_photo": round(sum(len(r) for r in read) / len(images), 2),
+                "chars_per_photo": round(sum(len(t) for r in read for t, _ in r) / len(images), 1),
+                "share_with_text": round(sum(bool(r) for r in read) / len(images), 3),
+            }
+        )
         print(f"side {side}: {results[-1]['photos_per_s']} photos/s", file=sys.stderr, flush=True)
     base = words[DEFAULT_DET_SIDE]
     for r in results:
@@ -94,9 +98,12 @@ def controls(threads: int | None, limit: int | None, prescreen: list[int], batch
     full = engine(DEFAULT_DET_SIDE)
     t = time.perf_counter()
     res = [full(im) for im in images]
-    out = {"photos": len(images), "seconds": round(time.perf_counter() - t, 2),
-           "det_s": round(sum((r.elapse_list or [0])[0] or 0 for r in res), 2),
-           "rec_s": round(sum(r.elapse_list[2] or 0 for r in res if len(r.elapse_list) > 2), 2)}
+    out = {
+        "photos": len(images),
+        "seconds": round(time.perf_counter() - t, 2),
+        "det_s": round(sum((r.elapse_list or [0])[0] or 0 for r in res), 2),
+        "rec_s": round(sum(r.elapse_list[2] or 0 for r in res if len(r.elapse_list) > 2), 2),
+    }
     regions = [0 if r.boxes is None else len(r.boxes) for r in res]
     out["no_region"] = sum(n == 0 for n in regions)
     out["prescreen"] = []
@@ -104,8 +111,14 @@ def controls(threads: int | None, limit: int | None, prescreen: list[int], batch
         pre = engine(side)
         t = time.perf_counter()
         found = [pre(im, use_det=True, use_cls=False, use_rec=False).boxes is not None for im in images]
-        out["prescreen"].append({"side": side, "seconds": round(time.perf_counter() - t, 2), "skipped": sum(not f for f in found),
-                                 "skipped_with_text": sum((not f) and n > 0 for f, n in zip(found, regions))})
+        out["prescreen"].append(
+            {
+                "side": side,
+                "seconds": round(time.perf_counter() - t, 2),
+                "skipped": sum(not f for f in found),
+                "skipped_with_text": sum((not f) and n > 0 for f, n in zip(found, regions)),
+            }
+        )
     out["batches"] = []
     for b in batches:
         eng = engine(DEFAULT_DET_SIDE, **{"Rec.rec_batch_num": b})
@@ -119,26 +132,41 @@ def controls(threads: int | None, limit: int | None, prescreen: list[int], batch
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sides", type=int, nargs="+", default=[320, 480, 640], help="detector longest sides, px")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: lib.runtime.cpu.default_threads)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="onnxruntime intra-op threads (default: lib.runtime.cpu.default_threads)",
+    )
     p.add_argument("--limit", type=int, default=None, help="first N bundled photos only")
-    p.add_argument("--controls", action="store_true", help="measure region skipping and recogniser batching instead of sizes")
-    p.add_argument("--prescreen", type=int, nargs="+", default=[160, 256], help="detector-only pre-pass sides, px (--controls)")
+    p.add_argument(
+        "--controls", action="store_true", help="measure region skipping and recogniser batching instead of sizes"
+    )
+    p.add_argument(
+        "--prescreen", type=int, nargs="+", default=[160, 256], help="detector-only pre-pass sides, px (--controls)"
+    )
     p.add_argument("--batches", type=int, nargs="+", default=[6, 16, 32], help="recogniser batch sizes (--controls)")
     args = p.parse_args(argv)
     if args.controls:
         c = controls(args.threads, args.limit, args.prescreen, args.batches)
-        print(f"{c['photos']} photos at the default size: {c['seconds']} s (detector {c['det_s']} s, recogniser {c['rec_s']} s); "
-              f"no text region in {c['no_region']}")
+        print(
+            f"{c['photos']} photos at the default size: {c['seconds']} s (detector {c['det_s']} s, recogniser {c['rec_s']} s); "
+            f"no text region in {c['no_region']}"
+        )
         for r in c["prescreen"]:
-            print(f"pre-pass {r['side']} px: {r['seconds']} s, would skip {r['skipped']} photos, {r['skipped_with_text']} of them with text at the default size")
+            print(
+                f"pre-pass {r['side']} px: {r['seconds']} s, would skip {r['skipped']} photos, {r['skipped_with_text']} of them with text at the default size"
+            )
         for r in c["batches"]:
             print(f"Rec.rec_batch_num {r['rec_batch_num']}: {r['photos_per_s']} photos/s")
         return 0
     rows = run(args.sides, args.threads, args.limit)
     print(f"{'side px':>8}{'load s':>8}{'photos/s':>10}{'lines':>7}{'chars':>8}{'with text':>11}{'word recall':>13}")
     for r in rows:
-        print(f"{r['side']:>8}{r['load_s']:>8}{r['photos_per_s']:>10}{r['lines_per_photo']:>7}{r['chars_per_photo']:>8}"
-              f"{r['share_with_text']:>11}{r['word_recall_vs_default']:>13}")
+        print(
+            f"{r['side']:>8}{r['load_s']:>8}{r['photos_per_s']:>10}{r['lines_per_photo']:>7}{r['chars_per_photo']:>8}"
+            f"{r['share_with_text']:>11}{r['word_recall_vs_default']:>13}"
+        )
     return 0
 
 

@@ -118,14 +118,16 @@ def scaled_catalog(n_rows: int, seed: int = 0) -> pd.DataFrame:
         text, factor = _vary(base.at[t, "catalog_content"], int(c), rng)
         texts.append(text)
         prices.append(round(float(base.at[t, "price"]) * factor**PRICE_ELASTICITY, 2))
-    out = pd.DataFrame({
-        "sample_id": [f"s{i}" for i in range(n_rows)],
-        "catalog_content": texts,
-        "image_link": base["image_link"].to_numpy()[tmpl],
-        # a big pack of a dear listing may cross the catalog's plausible-price bound: kept at the bound
-        "price": np.clip(prices, 0.01, MAX_PRICE_USD),
-        "template": tmpl,
-    })
+    out = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(n_rows)],
+            "catalog_content": texts,
+            "image_link": base["image_link"].to_numpy()[tmpl],
+            # a big pack of a dear listing may cross the catalog's plausible-price bound: kept at the bound
+            "price": np.clip(prices, 0.01, MAX_PRICE_USD),
+            "template": tmpl,
+        }
+    )
     out.loc[rng.random(n_rows) < 0.5, "price"] = np.nan
     dups = int(out["catalog_content"].duplicated().sum())
     if dups:
@@ -159,20 +161,39 @@ def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0, n_t
             facts[name] = (str(path), hashlib.sha256(data).hexdigest(), im.width, im.height, len(data))
     ok = names.isin(list(facts)).to_numpy()
     info = [facts.get(nm) for nm in names]
-    images = pd.DataFrame({
-        "sample_id": ids, "image_link": catalog["image_link"].to_numpy(),
-        "status": np.where(ok, "ok", "missing"), "reason": np.where(ok, "", "bench: photo not bundled"), "source": "bench",
-        "sha256": [f[1] if f else None for f in info], "image_uri": [f[0] if f else None for f in info],
-        "width": pd.array([f[2] if f else None for f in info], dtype="Int64"),
-        "height": pd.array([f[3] if f else None for f in info], dtype="Int64"),
-        "aspect_ratio": [f[2] / f[3] if f else np.nan for f in info],
-        "n_bytes": pd.array([f[4] if f else None for f in info], dtype="Int64"),
-        "format": [("JPEG" if f else None) for f in info], "mode": [("RGB" if f else None) for f in info],
-        "has_alpha": pd.array([False if f else None for f in info], dtype="boolean"),
-    })
-    ocr = pd.DataFrame({"sample_id": ids, "ocr_status": np.where(ok, "ok", "no_image"), "ocr_text": "", "n_lines": 0,
-                        "mean_conf": np.nan, "seconds": 0.0, "ocr_reason": np.where(ok, "bench: not run", "bench: no image")})
-    out = {"product_images": contract_for("product_images").validate(images), "ocr_text": contract_for("ocr_text").validate(ocr)}
+    images = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "image_link": catalog["image_link"].to_numpy(),
+            "status": np.where(ok, "ok", "missing"),
+            "reason": np.where(ok, "", "bench: photo not bundled"),
+            "source": "bench",
+            "sha256": [f[1] if f else None for f in info],
+            "image_uri": [f[0] if f else None for f in info],
+            "width": pd.array([f[2] if f else None for f in info], dtype="Int64"),
+            "height": pd.array([f[3] if f else None for f in info], dtype="Int64"),
+            "aspect_ratio": [f[2] / f[3] if f else np.nan for f in info],
+            "n_bytes": pd.array([f[4] if f else None for f in info], dtype="Int64"),
+            "format": [("JPEG" if f else None) for f in info],
+            "mode": [("RGB" if f else None) for f in info],
+            "has_alpha": pd.array([False if f else None for f in info], dtype="boolean"),
+        }
+    )
+    ocr = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "ocr_status": np.where(ok, "ok", "no_image"),
+            "ocr_text": "",
+            "n_lines": 0,
+            "mean_conf": np.nan,
+            "seconds": 0.0,
+            "ocr_reason": np.where(ok, "bench: not run", "bench: no image"),
+        }
+    )
+    out = {
+        "product_images": contract_for("product_images").validate(images),
+        "ocr_text": contract_for("ocr_text").validate(ocr),
+    }
     tmpl = catalog["template"].to_numpy()
     for spec in enabled_models(registry):
         if spec.modality == "text":
@@ -187,7 +208,9 @@ def fed_per_row_frames(catalog: pd.DataFrame, registry: dict, seed: int = 0, n_t
             base = np.random.default_rng(seed + 2).standard_normal((max(len(uniq), 1), spec.dim)).astype(np.float32)
             vec = base[[uniq[s] for s in shas[keep]]] if keep.any() else np.zeros((0, spec.dim), np.float32)
         vec = vec / np.linalg.norm(vec, axis=1, keepdims=True)
-        frame = pd.DataFrame({"sample_id": ids[keep], "cache_key": [f"bench{i}" for i in np.flatnonzero(keep)], "embedding": list(vec)})
+        frame = pd.DataFrame(
+            {"sample_id": ids[keep], "cache_key": [f"bench{i}" for i in np.flatnonzero(keep)], "embedding": list(vec)}
+        )
         out[tuple(embedding_key(spec).path)] = embedding_schema(spec.dim).validate(frame)
     return out
 
@@ -229,7 +252,9 @@ def _step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
     import dagster as dg
 
     start, end = {}, {}
-    for rec in instance.get_records_for_run(run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records:
+    for rec in instance.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+    ).records:
         ev = rec.event_log_entry
         (start if ev.dagster_event.event_type == dg.DagsterEventType.STEP_START else end)[ev.step_key] = ev.timestamp
     return {k: (start[k], end[k]) for k in start if k in end}
@@ -257,8 +282,12 @@ def _prepare(n_rows: int, workdir: Path) -> dict:
         path = workdir / f"{batch}.csv"
         part.drop(columns=["template"] + ([] if half == "labeled" else ["price"])).to_csv(path, index=False)
         cli.ingest(instance, str(path), batch)
-        res = per_row.execute_in_process(instance=instance, partition_key=batch, run_config=QUIET,
-                                         asset_selection=[dg.AssetKey(k) for k in ("raw_catalog", "catalog_quarantine", "catalog_items")])
+        res = per_row.execute_in_process(
+            instance=instance,
+            partition_key=batch,
+            run_config=QUIET,
+            asset_selection=[dg.AssetKey(k) for k in ("raw_catalog", "catalog_quarantine", "catalog_items")],
+        )
         if not res.success:
             raise RuntimeError(f"bench_scale: the catalog assets failed on batch {batch}")
         n_items = len(res.output_for_node("catalog_items"))
@@ -290,11 +319,16 @@ def _run_job(job: str) -> dict:
         g0 = time.time()
         if job == "price_predictions":
             r = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-                instance=instance, asset_selection=[dg.AssetKey("price_predictions")], run_config=QUIET)
+                instance=instance, asset_selection=[dg.AssetKey("price_predictions")], run_config=QUIET
+            )
         elif job == "scoring_job":
-            r = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=BATCHES["unlabeled"], run_config=QUIET)
+            r = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, partition_key=BATCHES["unlabeled"], run_config=QUIET
+            )
         else:  # the nightly job's own config (retrain even on unchanged labels) plus the quiet logger
-            r = defs.resolve_job_def(job).execute_in_process(instance=instance, run_config={**NIGHTLY_RUN_CONFIG, **QUIET})
+            r = defs.resolve_job_def(job).execute_in_process(
+                instance=instance, run_config={**NIGHTLY_RUN_CONFIG, **QUIET}
+            )
         g1 = time.time()
         if not r.success:
             raise RuntimeError(f"bench_scale: {job} failed")
@@ -313,9 +347,25 @@ def _stage(stage: str, n_rows: int, workdir: Path) -> dict:
     """Run one stage (``prepare`` or a job of :data:`RUNS`) in a fresh interpreter; its result object."""
     out = workdir / f"{stage}.json"
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--stage", stage, "--rows", str(n_rows), "--workdir", str(workdir), "--json", str(out)], cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--stage",
+            stage,
+            "--rows",
+            str(n_rows),
+            "--workdir",
+            str(workdir),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"bench_scale: {stage} at {n_rows} rows failed (exit {proc.returncode}) after {time.perf_counter() - t:.0f} s")
+        raise RuntimeError(
+            f"bench_scale: {stage} at {n_rows} rows failed (exit {proc.returncode}) after {time.perf_counter() - t:.0f} s"
+        )
     return json.loads(out.read_text())
 
 
@@ -373,27 +423,46 @@ def largest_fitting(rows: list[int], peak_mb: list[float], memory_gb: float) -> 
 def summary(results: list[dict], memory_gb: float) -> str:
     """The table printed after the runs: per asset, wall s and peak MB per size, and the exponent."""
     rows = [r["rows"] for r in results]
-    names = sorted({a for r in results for a in r["assets"]}, key=lambda a: -max(r["assets"].get(a, {}).get("wall_s", 0) for r in results))
+    names = sorted(
+        {a for r in results for a in r["assets"]},
+        key=lambda a: -max(r["assets"].get(a, {}).get("wall_s", 0) for r in results),
+    )
     head = f"{'asset':<34}" + "".join(f"{n:>20,}" for n in rows) + f"{'exp(wall)':>11}{'exp(rss)':>10}"
     lines = [head, " " * 34 + "".join(f"{'wall s / peak MB':>20}" for _ in rows)]
     for a in ["(global)", *names]:
         if a == "(global)":
             vals = [(r["global_wall_s"], r["global_peak_rss_mb"]) for r in results]
         else:
-            vals = [(r["assets"].get(a, {}).get("wall_s", float("nan")), r["assets"].get(a, {}).get("peak_rss_mb", float("nan"))) for r in results]
+            vals = [
+                (
+                    r["assets"].get(a, {}).get("wall_s", float("nan")),
+                    r["assets"].get(a, {}).get("peak_rss_mb", float("nan")),
+                )
+                for r in results
+            ]
         ew = growth_exponent(rows, [v[0] for v in vals])
         er = growth_exponent(rows, [v[1] for v in vals])
-        lines.append(f"{a:<34}" + "".join(f"{w:>11.1f} / {m:>6.0f}" for w, m in vals) + f"{'' if ew is None else ew:>11}{'' if er is None else er:>10}")
+        lines.append(
+            f"{a:<34}"
+            + "".join(f"{w:>11.1f} / {m:>6.0f}" for w, m in vals)
+            + f"{'' if ew is None else ew:>11}{'' if er is None else er:>10}"
+        )
     fit = largest_fitting(rows, [r["global_peak_rss_mb"] for r in results], memory_gb)
-    lines.append(f"largest catalog whose global peak RSS fits in {memory_gb:g} GB (power-law extrapolation): {fit if fit else 'n/a (need 2+ sizes)'}")
+    lines.append(
+        f"largest catalog whose global peak RSS fits in {memory_gb:g} GB (power-law extrapolation): {fit if fit else 'n/a (need 2+ sizes)'}"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rows", type=int, nargs="+", required=True, help="catalog sizes (rows, half labeled)")
     p.add_argument("--json", type=Path, help="write the result list here")
-    p.add_argument("--memory-gb", type=float, default=24.0, help="memory of the machine for the 'largest size that fits' line")
+    p.add_argument(
+        "--memory-gb", type=float, default=24.0, help="memory of the machine for the 'largest size that fits' line"
+    )
     p.add_argument("--workdir", type=Path, help="keep the temporary instances here (default: a deleted temp folder)")
     p.add_argument("--stage", choices=("prepare", *RUNS), help=argparse.SUPPRESS)  # internal: one stage in this process
     args = p.parse_args(argv)
@@ -415,8 +484,13 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as exc:
                 print(exc, file=sys.stderr)
                 return 1
-            runs = ", ".join(f"{job} {r['wall_s']:.0f} s / {r['peak_rss_mb']:.0f} MB" for job, r in results[-1]["runs"].items())
-            print(f"rows {n:,}: global {results[-1]['global_wall_s']:.0f} s, peak {results[-1]['global_peak_rss_mb']:.0f} MB ({runs})", flush=True)
+            runs = ", ".join(
+                f"{job} {r['wall_s']:.0f} s / {r['peak_rss_mb']:.0f} MB" for job, r in results[-1]["runs"].items()
+            )
+            print(
+                f"rows {n:,}: global {results[-1]['global_wall_s']:.0f} s, peak {results[-1]['global_peak_rss_mb']:.0f} MB ({runs})",
+                flush=True,
+            )
     print(summary(results, args.memory_gb))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ lib.models.blend (the price_blend asset's own functions: weights fitted on every
 
 Prints JSON: per variant the blend weights, blend OOF SMAPE and each model's OOF SMAPE (0-200).
 Used for the fusion-MLP opt-in decision (docs/experiments.md)."""
+
 import json
 import os
 
@@ -14,7 +15,12 @@ from pricing_assets.lib.models.blend import align_predictions, apply_blend, fit_
 from pricing_assets.lib.models.metrics import smape
 
 A = f"{os.environ['DAGSTER_HOME']}/storage/assets"
-names = ["fusion_mlp_predictions", "lightgbm_distributional_predictions", "lightgbm_predictions", "tfidf_ridge_predictions"]
+names = [
+    "fusion_mlp_predictions",
+    "lightgbm_distributional_predictions",
+    "lightgbm_predictions",
+    "tfidf_ridge_predictions",
+]
 preds = {n: pd.read_parquet(f"{A}/{n}.parquet") for n in names}
 out = {}
 for label, use in (("with_mlp", names), ("without_mlp", [n for n in names if not n.startswith("fusion")])):
@@ -22,6 +28,10 @@ for label, use in (("with_mlp", names), ("without_mlp", [n for n in names if not
     lab = (base["fold"] >= 0).to_numpy()
     y = base.loc[lab, "price"].to_numpy()
     w = fit_blend_weights(mats[lab], y, names=sorted(use))
-    out[label] = {"weights": {n: round(float(x), 4) for n, x in zip(sorted(use), w)}, "blend_oof_smape": round(float(smape(y, apply_blend(mats[lab], w))), 3),
-                  "labeled_rows": int(lab.sum()), "model_oof_smape": {n: round(float(smape(y, mats[lab, i])), 3) for i, n in enumerate(sorted(use))}}
+    out[label] = {
+        "weights": {n: round(float(x), 4) for n, x in zip(sorted(use), w)},
+        "blend_oof_smape": round(float(smape(y, apply_blend(mats[lab], w))), 3),
+        "labeled_rows": int(lab.sum()),
+        "model_oof_smape": {n: round(float(smape(y, mats[lab, i])), 3) for i, n in enumerate(sorted(use))},
+    }
 print(json.dumps(out, indent=1))

@@ -9,6 +9,7 @@
 
 Prints JSON counts (rows cheaper with more units, rows changed by > 0.1 %, largest relative change).
 Findings and the planned behavioural tests: docs/experiments.md."""
+
 import json
 import os
 import pickle
@@ -31,19 +32,42 @@ raw = raw[raw["catalog_content"].str.contains(r"\nValue: \d", regex=True)].head(
 imgs = pd.read_parquet(f"{A}/product_images/sample_unlabeled.parquet")
 ocr = pd.read_parquet(f"{A}/ocr_text/sample_unlabeled.parquet")
 specs = load_registry()
-encoders = {name: load_encoder(specs[name], device="cpu") for name, modality, _ in model.embedding_models if modality == "text"}
-image_embeddings = {name: pd.read_parquet(f"{A}/embeddings/image/{name}/sample_unlabeled.parquet") for name, modality, _ in model.embedding_models if modality == "image"}
+encoders = {
+    name: load_encoder(specs[name], device="cpu") for name, modality, _ in model.embedding_models if modality == "text"
+}
+image_embeddings = {
+    name: pd.read_parquet(f"{A}/embeddings/image/{name}/sample_unlabeled.parquet")
+    for name, modality, _ in model.embedding_models
+    if modality == "image"
+}
+
 
 def scale_value(t, f):
     return re.sub(r"\nValue: ([0-9.]+)", lambda m: f"\nValue: {float(m.group(1)) * f:g}", t, count=1)
+
+
 def spaces(t):
     return "\n".join("  ".join(line.split(" ")) + "  " for line in t.split("\n"))
+
+
 def upper_name(t):
     return re.sub(r"^(Item Name: )(.*)$", lambda m: m.group(1) + m.group(2).upper(), t, count=1, flags=re.M)
-variants = {"base": lambda t: t, "x2": lambda t: scale_value(t, 2), "x4": lambda t: scale_value(t, 4), "spaces": spaces, "upper": upper_name}
+
+
+variants = {
+    "base": lambda t: t,
+    "x2": lambda t: scale_value(t, 2),
+    "x4": lambda t: scale_value(t, 4),
+    "spaces": spaces,
+    "upper": upper_name,
+}
+
 
 def score(texts):
-    return score_catalog_rows(model, raw.assign(catalog_content=texts), imgs, ocr, encoders, image_embeddings)["price"].to_numpy()
+    return score_catalog_rows(model, raw.assign(catalog_content=texts), imgs, ocr, encoders, image_embeddings)[
+        "price"
+    ].to_numpy()
+
 
 out = {k: score([f(t) for t in raw["catalog_content"]]) for k, f in variants.items()}
 b = out["base"]

@@ -12,13 +12,19 @@ def embedding_schema(dim: int) -> pa.DataFrameSchema:
         if len(s) == 0:
             return True
         m = np.stack(s.to_numpy())
-        return m.shape[1] == dim and bool(np.isfinite(m).all()) and bool(np.allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-3))
+        return (
+            m.shape[1] == dim
+            and bool(np.isfinite(m).all())
+            and bool(np.allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-3))
+        )
 
     return pa.DataFrameSchema(
         {
             "sample_id": pa.Column(str, unique=True),
             "cache_key": pa.Column(str),
-            "embedding": pa.Column(object, pa.Check(_vectors_ok, element_wise=False, name=f"finite_unit_vectors_of_dim_{dim}")),
+            "embedding": pa.Column(
+                object, pa.Check(_vectors_ok, element_wise=False, name=f"finite_unit_vectors_of_dim_{dim}")
+            ),
         },
         name=f"embeddings_dim{dim}",
     )

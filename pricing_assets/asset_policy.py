@@ -48,7 +48,9 @@ def compute_kinds(name: str) -> set[str]:
 
 #: ``pricing_assets.lib`` modules named by an import in a source text (``from pricing_assets.lib.pkg.x
 #: import …``, ``import pricing_assets.lib.pkg.x``, ``from pricing_assets.lib.pkg import x, y``).
-_LIB_IMPORT = re.compile(r"from\s+pricing_assets\.lib\.(\w+)\s+import\s+\(?([\w\s,]+?)\)?\s*$|pricing_assets\.lib\.([\w.]+)", re.M)
+_LIB_IMPORT = re.compile(
+    r"from\s+pricing_assets\.lib\.(\w+)\s+import\s+\(?([\w\s,]+?)\)?\s*$|pricing_assets\.lib\.([\w.]+)", re.M
+)
 LIB_DIR = REPO_ROOT / "pricing_assets" / "lib"
 
 
@@ -111,8 +113,12 @@ def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.
         if schema is not None and "dagster/column_schema" not in spec.metadata:
             metadata["dagster/column_schema"] = column_schema(schema)
         if len(kinds | set(spec.kinds)) > MAX_KINDS:
-            raise ValueError(f"{name}: kinds {sorted(kinds | set(spec.kinds))} are more than {MAX_KINDS}; trim COMPUTE_KINDS / KINDS_BY_FORMAT")
-        spec = spec.merge_attributes(owners=[o for o in OWNERS if o not in spec.owners], kinds=kinds - set(spec.kinds), metadata=metadata)
+            raise ValueError(
+                f"{name}: kinds {sorted(kinds | set(spec.kinds))} are more than {MAX_KINDS}; trim COMPUTE_KINDS / KINDS_BY_FORMAT"
+            )
+        spec = spec.merge_attributes(
+            owners=[o for o in OWNERS if o not in spec.owners], kinds=kinds - set(spec.kinds), metadata=metadata
+        )
         return spec.replace_attributes(code_version=spec.code_version or version)
 
     return apply
@@ -129,7 +135,10 @@ def apply_asset_policy(defs: dg.Definitions, git_url: str | None = None, git_bra
             ``PRICING_GIT_URL``); None: they point at the local files.
         git_branch: the branch of ``git_url`` (``settings.git_branch``, ``PRICING_GIT_BRANCH``).
     """
-    assets = [a.map_asset_specs(_policy_for(a)) if isinstance(a, dg.AssetsDefinition) else a for a in with_global_automation(defs.assets or [])]
+    assets = [
+        a.map_asset_specs(_policy_for(a)) if isinstance(a, dg.AssetsDefinition) else a
+        for a in with_global_automation(defs.assets or [])
+    ]
     with warnings.catch_warnings():  # code references are beta in Dagster 1.13; the warning says nothing to a user
         warnings.simplefilter("ignore", dg.BetaWarning)
         assets = dg.with_source_code_references(assets)
@@ -138,7 +147,9 @@ def apply_asset_policy(defs: dg.Definitions, git_url: str | None = None, git_bra
             assets,
             git_url=git_url,
             git_branch=git_branch,
-            file_path_mapping=dg.AnchorBasedFilePathMapping(local_file_anchor=REPO_ROOT, file_anchor_path_in_repository=""),
+            file_path_mapping=dg.AnchorBasedFilePathMapping(
+                local_file_anchor=REPO_ROOT, file_anchor_path_in_repository=""
+            ),
         )
     specs = {spec.key: spec for a in assets for spec in getattr(a, "specs", [])}
     with warnings.catch_warnings():  # Definitions.map_asset_specs is a preview API in Dagster 1.13

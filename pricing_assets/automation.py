@@ -68,7 +68,9 @@ GLOBAL_DEPS_MISSING = (
 
 #: eager()'s "handled" reset: the asset was requested or updated (or this is the first evaluation).
 HANDLED = (
-    dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated() | dg.AutomationCondition.initial_evaluation()
+    dg.AutomationCondition.newly_requested()
+    | dg.AutomationCondition.newly_updated()
+    | dg.AutomationCondition.initial_evaluation()
 ).with_label("handled")
 
 #: :data:`HANDLED`, except that a request does not reset on a tick where a dependency updated too.
@@ -84,7 +86,9 @@ HANDLED_UNLESS_DEPS_UPDATED = (
 ).with_label("handled_unless_deps_updated")
 
 
-def eager_from_parts(deps_updated: dg.AutomationCondition, deps_missing: dg.AutomationCondition, handled: dg.AutomationCondition) -> dg.AutomationCondition:
+def eager_from_parts(
+    deps_updated: dg.AutomationCondition, deps_missing: dg.AutomationCondition, handled: dg.AutomationCondition
+) -> dg.AutomationCondition:
     """``AutomationCondition.eager()`` built from its public parts, with its three variable parts
     given: the trigger (``deps_updated``, eager's ``any_deps_updated()``), the gate on missing
     dependencies (eager's ``any_deps_missing()``) and the reset (eager's :data:`HANDLED`). Built, not
@@ -99,7 +103,9 @@ def eager_from_parts(deps_updated: dg.AutomationCondition, deps_missing: dg.Auto
 
 
 GLOBAL_AUTOMATION = (
-    eager_from_parts(dg.AutomationCondition.any_deps_updated(), GLOBAL_DEPS_MISSING, HANDLED_UNLESS_DEPS_UPDATED).with_label("eager_allow_missing_batches")
+    eager_from_parts(
+        dg.AutomationCondition.any_deps_updated(), GLOBAL_DEPS_MISSING, HANDLED_UNLESS_DEPS_UPDATED
+    ).with_label("eager_allow_missing_batches")
     & DEPS_BLOCKING_CHECKS_PASSED
 )
 
@@ -109,9 +115,13 @@ GLOBAL_AUTOMATION = (
 #: tick after), never on eager's "will be requested this tick". Otherwise every unlabeled batch left
 #: a pending trigger (``since_last_handled``) on the training assets that fired a full retrain on a
 #: later tick (found by ``make soak``: three promotions for one labeled batch).
-NEWLY_UPDATED = (dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()).with_label("newly_updated_without_root")
+NEWLY_UPDATED = (
+    dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()
+).with_label("newly_updated_without_root")
 TRAINED_DEPS_UPDATED = (
-    dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.groups(*PER_ROW_GROUPS) | dg.AssetSelection.assets(TRAINING_SET))
+    dg.AutomationCondition.any_deps_updated().ignore(
+        dg.AssetSelection.groups(*PER_ROW_GROUPS) | dg.AssetSelection.assets(TRAINING_SET)
+    )
     | dg.AutomationCondition.any_deps_match(NEWLY_UPDATED).allow(dg.AssetSelection.assets(TRAINING_SET))
 ).with_label("any_global_deps_updated")
 
@@ -176,7 +186,9 @@ def with_global_automation(assets: Iterable) -> list:
         if condition is None:
             return spec
         if spec.automation_condition is not None and spec.automation_condition != condition:
-            raise ValueError(f"{spec.key.to_user_string()}: already has an automation condition; set it in pricing_assets/automation.py only")
+            raise ValueError(
+                f"{spec.key.to_user_string()}: already has an automation condition; set it in pricing_assets/automation.py only"
+            )
         return spec.replace_attributes(automation_condition=condition)
 
     return list(dg.map_asset_specs(apply, assets))

@@ -24,7 +24,9 @@ MODEL_GATE_CHECK = "model_gate"
 
 def contract_spec(asset_key, description: str = "pandera contract from data_contracts/") -> dg.AssetCheckSpec:
     """The blocking ``contract`` check spec for ``asset_key`` (str, list or AssetKey)."""
-    return dg.AssetCheckSpec(CONTRACT_CHECK, asset=dg.AssetKey.from_coercible(asset_key), blocking=True, description=description)
+    return dg.AssetCheckSpec(
+        CONTRACT_CHECK, asset=dg.AssetKey.from_coercible(asset_key), blocking=True, description=description
+    )
 
 
 def column_schema(schema) -> dg.TableSchema:
@@ -57,7 +59,17 @@ def validate_contract(df: pd.DataFrame, schema) -> pd.DataFrame | None:
     except pandera.errors.SchemaErrors as e:
         return e.failure_cases
     except pandera.errors.SchemaError as e:  # non-lazy errors, e.g. wrong type of object
-        return pd.DataFrame([{"schema_context": "DataFrameSchema", "column": None, "check": str(e), "failure_case": None, "index": None}])
+        return pd.DataFrame(
+            [
+                {
+                    "schema_context": "DataFrameSchema",
+                    "column": None,
+                    "check": str(e),
+                    "failure_case": None,
+                    "index": None,
+                }
+            ]
+        )
 
 
 def _result(df: pd.DataFrame, key: dg.AssetKey, failures: pd.DataFrame | None) -> dg.AssetCheckResult:
@@ -74,7 +86,11 @@ def _result(df: pd.DataFrame, key: dg.AssetKey, failures: pd.DataFrame | None) -
 
 def _failure_metadata(df: pd.DataFrame, failures: pd.DataFrame) -> dict:
     head = failures.head(20).astype(str)
-    return {"rows": len(df), "failures": len(failures), "failure_cases": dg.MetadataValue.md(head.to_markdown(index=False))}
+    return {
+        "rows": len(df),
+        "failures": len(failures),
+        "failure_cases": dg.MetadataValue.md(head.to_markdown(index=False)),
+    }
 
 
 def contract_result(df: pd.DataFrame, schema, asset_key) -> dg.AssetCheckResult:
@@ -117,7 +133,10 @@ def enforce_contract(df: pd.DataFrame, schema, asset_key) -> dg.AssetCheckResult
     if failures is None:
         return _result(df, key, None)
     first = failures.head(5)
-    what = "; ".join(f"{c}: {chk} (e.g. {case!r})" for c, chk, case in zip(first.get("column", [None] * len(first)), first["check"], first["failure_case"]))
+    what = "; ".join(
+        f"{c}: {chk} (e.g. {case!r})"
+        for c, chk, case in zip(first.get("column", [None] * len(first)), first["check"], first["failure_case"])
+    )
     raise ContractViolation(
         description=f"{key.to_user_string()}: {len(failures)} contract failure(s), nothing stored: {what}"[:2000],
         metadata=_failure_metadata(df, failures),

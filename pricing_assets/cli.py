@@ -119,7 +119,11 @@ def _report(what: str, res, timings: dict, key: str, failed: dict) -> bool:
 
 
 def materialize(
-    instance: dg.DagsterInstance, defs: dg.Definitions, batches: list[str] | None = None, log_level: str = "WARNING", force_global: bool = False
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    batches: list[str] | None = None,
+    log_level: str = "WARNING",
+    force_global: bool = False,
 ) -> dict:
     """Materialise, all in process: the per-row assets of ``batches`` (default: every batch missing
     something); then training (``products`` → features → models → ``price_blend`` →
@@ -145,14 +149,23 @@ def materialize(
     resources = dict(defs.resources)
     todo = missing_batches(instance, defs) if batches is None else batches
     timings, failed = {}, {}
-    tags = {"pricing/source": "cli", **worker_tags()}  # a run of a process that died is found by these (`pricing recover`)
+    tags = {
+        "pricing/source": "cli",
+        **worker_tags(),
+    }  # a run of a process that died is found by these (`pricing recover`)
 
     def run(key: str, selection, partition: str | None = None, run_config: dict | None = None):
         t0 = time.perf_counter()
         with PoolWaitNotice(instance, tags):
             res = dg.materialize(
-                assets, instance=instance, resources=resources, partition_key=partition, selection=selection,
-                run_config={**_log_config(log_level), **(run_config or {})}, raise_on_error=False, tags=tags,
+                assets,
+                instance=instance,
+                resources=resources,
+                partition_key=partition,
+                selection=selection,
+                run_config={**_log_config(log_level), **(run_config or {})},
+                raise_on_error=False,
+                tags=tags,
             )
         timings[key] = round(time.perf_counter() - t0, 1)
         return res
@@ -160,7 +173,13 @@ def materialize(
     new_batches = 0
     for i, batch in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] batch {batch}: {', '.join(PER_ROW_GROUPS)} …", flush=True)
-        new_batches += _report(f"batch {batch}", run(f"batch:{batch}", dg.AssetSelection.groups(*PER_ROW_GROUPS), partition=batch), timings, f"batch:{batch}", failed)
+        new_batches += _report(
+            f"batch {batch}",
+            run(f"batch:{batch}", dg.AssetSelection.groups(*PER_ROW_GROUPS), partition=batch),
+            timings,
+            f"batch:{batch}",
+            failed,
+        )
     retrained = False
     if force_global or new_batches or training_pending(instance):
         # products first, alone: it stores nothing when the labeled rows did not change, and then
@@ -174,7 +193,9 @@ def materialize(
                 print(f"training: {', '.join(GLOBAL_GROUPS)} …", flush=True)
                 res = run("global", TRAINING_SELECTION - dg.AssetSelection.assets(TRAINING_SET))
                 if _report("global assets", res, timings, "global", failed):
-                    retrained = any(e.asset_key == dg.AssetKey("serving_model") for e in res.get_asset_materialization_events())
+                    retrained = any(
+                        e.asset_key == dg.AssetKey("serving_model") for e in res.get_asset_materialization_events()
+                    )
                     if not retrained:
                         print(f"      note: {gated_retrain(instance) or 'serving_model was not stored'}", flush=True)
             else:
@@ -186,19 +207,41 @@ def materialize(
     version = serving_version(instance)
     for i, batch in enumerate(to_score, 1):
         print(f"[{i}/{len(to_score)}] scoring batch {batch} with model {version} …", flush=True)
-        if _report(f"scoring {batch}", run(f"score:{batch}", dg.AssetSelection.groups(*SCORING_GROUPS), partition=batch), timings, f"score:{batch}", failed):
+        if _report(
+            f"scoring {batch}",
+            run(f"score:{batch}", dg.AssetSelection.groups(*SCORING_GROUPS), partition=batch),
+            timings,
+            f"score:{batch}",
+            failed,
+        ):
             scored.append(batch)
     if predictions_stale(instance):
         print("price_predictions …", flush=True)
-        _report("price_predictions", run("price_predictions", dg.AssetSelection.assets("price_predictions")), timings, "price_predictions", failed)
-    return {"batches": todo, "failed": failed, "global": retrained, "scored": scored, "model_version": version, "seconds": timings}
+        _report(
+            "price_predictions",
+            run("price_predictions", dg.AssetSelection.assets("price_predictions")),
+            timings,
+            "price_predictions",
+            failed,
+        )
+    return {
+        "batches": todo,
+        "failed": failed,
+        "global": retrained,
+        "scored": scored,
+        "model_version": version,
+        "seconds": timings,
+    }
 
 
 def report_recovery(result: dict) -> None:
     """One line per run marked failed and per run whose slots were freed (nothing when all is well)."""
     for stale in result["failed"]:
-        print(f"recovered: run {stale.run_id} ({stale.job}{' [' + stale.partition + ']' if stale.partition else ''}) was left STARTED "
-              f"by a process that no longer exists ({stale.worker.describe()}); marked failed", flush=True)
+        print(
+            f"recovered: run {stale.run_id} ({stale.job}{' [' + stale.partition + ']' if stale.partition else ''}) was left STARTED "
+            f"by a process that no longer exists ({stale.worker.describe()}); marked failed",
+            flush=True,
+        )
     for run_id, n in result["freed"].items():
         print(f"recovered: freed {n} pool slot(s) held by run {run_id}", flush=True)
 
@@ -215,10 +258,23 @@ class PoolWaitNotice:
     ``poll_s`` seconds; used as ``with PoolWaitNotice(instance, tags): dg.materialize(...)``, where
     ``tags`` are the run's worker tags (they find this process's runs)."""
 
-    def __init__(self, instance: dg.DagsterInstance, tags: dict, poll_s: float = 2.0, first_after_s: float = 5.0, every_s: float = 60.0):
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        tags: dict,
+        poll_s: float = 2.0,
+        first_after_s: float = 5.0,
+        every_s: float = 60.0,
+    ):
         import threading
 
-        self.instance, self.tags, self.poll_s, self.first_after_s, self.every_s = instance, tags, poll_s, first_after_s, every_s
+        self.instance, self.tags, self.poll_s, self.first_after_s, self.every_s = (
+            instance,
+            tags,
+            poll_s,
+            first_after_s,
+            every_s,
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="pool-wait-notice", daemon=True)
 
@@ -238,9 +294,15 @@ class PoolWaitNotice:
                 if now - w["waiting_since"] < self.first_after_s or now - told.get(key, 0.0) < self.every_s:
                     continue
                 told[key] = now
-                holders = "; ".join(f"run {h['run_id']} (step {h['step']}, {h['run_status']}, since {_clock(h['since'])})" for h in w["held_by"])
-                print(f"      waiting since {_clock(w['waiting_since'])} for a slot of pool {w['pool']!r} (step {w['step']}): held by "
-                      f"{holders or 'no run (slots limit 0?)'}; if that run's process is gone, `{RECOVER_COMMAND}` frees it", flush=True)
+                holders = "; ".join(
+                    f"run {h['run_id']} (step {h['step']}, {h['run_status']}, since {_clock(h['since'])})"
+                    for h in w["held_by"]
+                )
+                print(
+                    f"      waiting since {_clock(w['waiting_since'])} for a slot of pool {w['pool']!r} (step {w['step']}): held by "
+                    f"{holders or 'no run (slots limit 0?)'}; if that run's process is gone, `{RECOVER_COMMAND}` frees it",
+                    flush=True,
+                )
 
 
 def _failure_detail(res) -> str:
@@ -252,7 +314,10 @@ def _failure_detail(res) -> str:
             parts.append(f"{e.step_key}: {root_cause(e.event_specific_data.error)}")
         elif e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed:
             ev = e.event_specific_data
-            parts.append(f"blocking check failed: {ev.asset_key.to_user_string()}:{ev.check_name}" + (f" ({ev.description})" if ev.description else ""))
+            parts.append(
+                f"blocking check failed: {ev.asset_key.to_user_string()}:{ev.check_name}"
+                + (f" ({ev.description})" if ev.description else "")
+            )
     return f"run {res.run_id}: " + ("; ".join(parts[:5]) or "see the run in the UI")
 
 
@@ -335,39 +400,80 @@ def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="pricing", description=__doc__, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"pricing-assets {_version()}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error (also PRICING_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an unexpected error (also PRICING_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    p = sub.add_parser("ingest", help="add a catalog file (local or s3://) as a new batch", formatter_class=fmt,
-                       description="Check a catalog file's header, store a copy and register it as a batch partition.",
-                       epilog="example:\n  pricing ingest drops/2026-11-29.csv --batch 2026-11-29\n  pricing ingest s3://bucket/drops/today.parquet")
-    p.add_argument("path", help="CSV or parquet file with sample_id, catalog_content, image_link (and price when labeled)")
+    p = sub.add_parser(
+        "ingest",
+        help="add a catalog file (local or s3://) as a new batch",
+        formatter_class=fmt,
+        description="Check a catalog file's header, store a copy and register it as a batch partition.",
+        epilog="example:\n  pricing ingest drops/2026-11-29.csv --batch 2026-11-29\n  pricing ingest s3://bucket/drops/today.parquet",
+    )
+    p.add_argument(
+        "path", help="CSV or parquet file with sample_id, catalog_content, image_link (and price when labeled)"
+    )
     p.add_argument("--batch", help="batch name (default: the file name without its suffix)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint for an s3:// file (default: PRICING_S3_ENDPOINT)")
-    p = sub.add_parser("materialize", help="build every batch not built yet, then features, models and predictions", formatter_class=fmt,
-                       description="Build the per-row assets of every batch that misses one, then the global assets when a batch changed.\n"
-                       "A failed batch does not stop the others; the command exits 1 and names it.",
-                       epilog="example:\n  pricing materialize\n  pricing materialize --batch 2026-11-29 --retrain")
+    p = sub.add_parser(
+        "materialize",
+        help="build every batch not built yet, then features, models and predictions",
+        formatter_class=fmt,
+        description="Build the per-row assets of every batch that misses one, then the global assets when a batch changed.\n"
+        "A failed batch does not stop the others; the command exits 1 and names it.",
+        epilog="example:\n  pricing materialize\n  pricing materialize --batch 2026-11-29 --retrain",
+    )
     p.add_argument("--batch", action="append", help="only this batch (repeatable)")
     p.add_argument("--retrain", action="store_true", help="re-run the global assets even when no batch changed")
     p.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
-    p.add_argument("--no-progress", action="store_true", help="no live progress bars (they are off anyway when output is not a terminal)")
-    p = sub.add_parser("predictions", help="write the current predictions as CSV (sample_id,price)", formatter_class=fmt,
-                       description="Export price_predictions. Refused when there are none, when they are older than the latest\n"
-                       "retrain (stale, or held back by the model gate) or when their last rebuild failed.",
-                       epilog="example:\n  pricing predictions --out artifacts/predictions.csv")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live progress bars (they are off anyway when output is not a terminal)",
+    )
+    p = sub.add_parser(
+        "predictions",
+        help="write the current predictions as CSV (sample_id,price)",
+        formatter_class=fmt,
+        description="Export price_predictions. Refused when there are none, when they are older than the latest\n"
+        "retrain (stale, or held back by the model gate) or when their last rebuild failed.",
+        epilog="example:\n  pricing predictions --out artifacts/predictions.csv",
+    )
     p.add_argument("--out", required=True, help="CSV file to write")
-    p.add_argument("--allow-stale", action="store_true", help="export the stored predictions even when a newer model was not promoted or they are stale")
-    p = sub.add_parser("batches", help="list batches (complete / failed with the cause / not built); set one aside", formatter_class=fmt,
-                       epilog="example:\n  pricing batches\n  pricing batches --drop bad_delivery")
-    p.add_argument("--drop", metavar="NAME", action="append", help="unregister batch NAME and keep its file under <storage>/set_aside/NAME (repeatable)")
-    sub.add_parser("recover", help="fail runs whose process died (left STARTED) and free the pool slots they hold", formatter_class=fmt,
-                   description="Mark failed every run of `pricing materialize` left STARTED by a process that no longer exists on\n"
-                   "this machine (killed, OOM, closed laptop) and free the pool slots held by runs that are not running. A run\n"
-                   "whose process is alive, or runs on another machine, is never touched; runs launched by the daemon are the\n"
-                   "run_worker_watchdog sensor's. `pricing materialize` does the same before it starts.",
-                   epilog="example:\n  pricing recover")
-    p = sub.add_parser("status", help="one screen: batches, current model, predictions, automation", formatter_class=fmt,
-                       epilog="example:\n  pricing status\n  pricing status --json | jq .model")
+    p.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="export the stored predictions even when a newer model was not promoted or they are stale",
+    )
+    p = sub.add_parser(
+        "batches",
+        help="list batches (complete / failed with the cause / not built); set one aside",
+        formatter_class=fmt,
+        epilog="example:\n  pricing batches\n  pricing batches --drop bad_delivery",
+    )
+    p.add_argument(
+        "--drop",
+        metavar="NAME",
+        action="append",
+        help="unregister batch NAME and keep its file under <storage>/set_aside/NAME (repeatable)",
+    )
+    sub.add_parser(
+        "recover",
+        help="fail runs whose process died (left STARTED) and free the pool slots they hold",
+        formatter_class=fmt,
+        description="Mark failed every run of `pricing materialize` left STARTED by a process that no longer exists on\n"
+        "this machine (killed, OOM, closed laptop) and free the pool slots held by runs that are not running. A run\n"
+        "whose process is alive, or runs on another machine, is never touched; runs launched by the daemon are the\n"
+        "run_worker_watchdog sensor's. `pricing materialize` does the same before it starts.",
+        epilog="example:\n  pricing recover",
+    )
+    p = sub.add_parser(
+        "status",
+        help="one screen: batches, current model, predictions, automation",
+        formatter_class=fmt,
+        epilog="example:\n  pricing status\n  pricing status --json | jq .model",
+    )
     p.add_argument("--json", action="store_true", help="print the status as JSON (for scripts)")
     return parser
 
@@ -378,29 +484,39 @@ def _existing_instance() -> dg.DagsterInstance:
 
     home = load_settings().home
     if not os.path.isdir(home):
-        raise UsageError(f"no Dagster instance at {home}: ingest a catalog file first (`pricing ingest FILE`) or point DAGSTER_HOME at an existing one")
+        raise UsageError(
+            f"no Dagster instance at {home}: ingest a catalog file first (`pricing ingest FILE`) or point DAGSTER_HOME at an existing one"
+        )
     return get_instance()
 
 
 def _run(args) -> int:
     if args.cmd == "ingest":
-        ingest(get_instance(), args.path, args.batch, {"endpoint_url": args.endpoint_url} if args.endpoint_url else None)
+        ingest(
+            get_instance(), args.path, args.batch, {"endpoint_url": args.endpoint_url} if args.endpoint_url else None
+        )
         return 0
     instance = _existing_instance()
     if args.cmd == "recover":
         result = recover_runs(instance)
         report_recovery(result)
         if not result["failed"] and not result["freed"]:
-            print("nothing to recover: no run left STARTED by a dead process on this machine, no pool slot held by a finished run")
+            print(
+                "nothing to recover: no run left STARTED by a dead process on this machine, no pool slot held by a finished run"
+            )
         return 0
     from pricing_assets.definitions import build_defs
 
-    defs = build_defs()  # from the environment of this call (DAGSTER_HOME, PRICING_STORAGE, ...), not of the first import
+    defs = (
+        build_defs()
+    )  # from the environment of this call (DAGSTER_HOME, PRICING_STORAGE, ...), not of the first import
 
     if args.cmd == "materialize":
         unknown = [b for b in args.batch or [] if b not in set(registered_batches(instance))]
         if unknown:
-            raise UsageError(f"no registered batch {unknown[0]!r}; `pricing batches` lists them, `pricing ingest FILE --batch NAME` adds one")
+            raise UsageError(
+                f"no registered batch {unknown[0]!r}; `pricing batches` lists them, `pricing ingest FILE --batch NAME` adds one"
+            )
         t0 = time.perf_counter()
         from pricing_assets.progress_display import live_progress
 
@@ -412,7 +528,9 @@ def _run(args) -> int:
         print(f"materialised {ok} batch(es){trained}{scored} in {time.perf_counter() - t0:.1f} s: {res['seconds']}")
         for k, v in oof_summary(instance).items():
             print(f"OOF SMAPE {k}: {v:.3f}")
-        print(f"peak memory (max RSS of this process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        print(
+            f"peak memory (max RSS of this process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+        )
         for what, why in res["failed"].items():
             print(f"error: {what} failed: {why}", file=sys.stderr)
         if any(k.startswith("batch ") for k in res["failed"]):
@@ -471,7 +589,12 @@ def _usage_error(exc: BaseException) -> str | None:
         return f"cannot reach the S3 endpoint {exc.kwargs.get('endpoint_url', '')}: check PRICING_S3_ENDPOINT / --endpoint-url and that the store is up"
     if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
         return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and PRICING_S3_ENDPOINT or --endpoint-url for a non-AWS store)"
-    if isinstance(exc, bce.ClientError) and exc.response.get("Error", {}).get("Code") in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+    if isinstance(exc, bce.ClientError) and exc.response.get("Error", {}).get("Code") in (
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "403",
+    ):
         return f"S3 refused the credentials ({exc.response['Error']['Code']}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
     return None
 
@@ -497,8 +620,11 @@ def main(argv: list[str] | None = None) -> int:
         if msg is not None:
             print(f"error: {msg}", file=sys.stderr)
             return 2
-        print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(re-run with --debug or PRICING_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "(re-run with --debug or PRICING_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -7,7 +7,9 @@ import dagster as dg
 import pydantic
 
 
-def config_from_dataclass(name: str, dc: type, *, exclude: tuple[str, ...] = (), doc: str | None = None) -> type[dg.Config]:
+def config_from_dataclass(
+    name: str, dc: type, *, exclude: tuple[str, ...] = (), doc: str | None = None
+) -> type[dg.Config]:
     """A ``dg.Config`` subclass named ``name`` with one field per field of the dataclass ``dc`` (same
     name, type and default), less ``exclude``; ``to_dataclass()`` on an instance rebuilds ``dc``
     (excluded fields at their dataclass defaults).
@@ -29,6 +31,8 @@ def config_from_dataclass(name: str, dc: type, *, exclude: tuple[str, ...] = (),
     def to_dataclass(self):
         return dc(**{k: getattr(self, k) for k in fields})
 
-    cls = pydantic.create_model(name, __base__=dg.Config, __doc__=doc or f"Fields and defaults of ``{dc.__module__}.{dc.__name__}``.", **fields)
+    cls = pydantic.create_model(
+        name, __base__=dg.Config, __doc__=doc or f"Fields and defaults of ``{dc.__module__}.{dc.__name__}``.", **fields
+    )
     cls.to_dataclass = to_dataclass
     return cls

@@ -25,7 +25,9 @@ def build_defs(settings: Settings | None = None, registry: dict | None = None) -
     # resolved once here, read by every defs/ module (one TOML read and one env read per load)
     settings = settings or load_settings()
     with overrides(settings, registry if registry is not None else load_registry()):
-        loaded = dg.load_from_defs_folder(path_within_project=REPO_ROOT)  # the dg project root: pyproject.toml [tool.dg]
+        loaded = dg.load_from_defs_folder(
+            path_within_project=REPO_ROOT
+        )  # the dg project root: pyproject.toml [tool.dg]
     defs = apply_asset_policy(loaded, git_url=settings.git_url, git_branch=settings.git_branch)
     if settings.executor == "k8s":  # PRICING_EXECUTOR=k8s: every step its own pod (defs/resources.py set none)
         from pricing_assets.k8s_executor import k8s_executor

@@ -64,11 +64,13 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
     if rec is None:
         return ExportVerdict(False, None, "no price_predictions yet: run `pricing materialize` first", "none")
     run_id = rec.run_id
-    check = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(PREDICTIONS, CONTRACT_CHECK)]).get(
-        dg.AssetCheckKey(PREDICTIONS, CONTRACT_CHECK)
-    )
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(PREDICTIONS, CONTRACT_CHECK)]
+    ).get(dg.AssetCheckKey(PREDICTIONS, CONTRACT_CHECK))
     if check is not None and check.status.value == "FAILED":
-        return ExportVerdict(False, run_id, f"the latest contract check of price_predictions failed (run {check.run_id})", "contract")
+        return ExportVerdict(
+            False, run_id, f"the latest contract check of price_predictions failed (run {check.run_id})", "contract"
+        )
     planned = instance.get_latest_planned_materialization_info(PREDICTIONS)
     if planned is not None and planned.storage_id > rec.storage_id:
         step_failed = any(
@@ -76,20 +78,39 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
             for e in instance.all_logs(planned.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
         )
         if step_failed:
-            return ExportVerdict(False, run_id, f"the latest attempt to build price_predictions failed (run {planned.run_id}: "
-                                 f"{run_failure_cause(instance, planned.run_id)}); the stored ones are from run {run_id}", "failed")
+            return ExportVerdict(
+                False,
+                run_id,
+                f"the latest attempt to build price_predictions failed (run {planned.run_id}: "
+                f"{run_failure_cause(instance, planned.run_id)}); the stored ones are from run {run_id}",
+                "failed",
+            )
     for key in PREDICTIONS_INPUTS:
         upstream = _latest(instance, key)
         if upstream is not None and upstream.storage_id > rec.storage_id:
-            return ExportVerdict(False, run_id, f"{key.to_user_string()} was materialised in run {upstream.run_id} after the stored predictions "
-                                 f"(run {run_id}): they are stale; run `pricing materialize`", "stale")
+            return ExportVerdict(
+                False,
+                run_id,
+                f"{key.to_user_string()} was materialised in run {upstream.run_id} after the stored predictions "
+                f"(run {run_id}): they are stale; run `pricing materialize`",
+                "stale",
+            )
     meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
     version = meta.get("model_version").value if meta.get("model_version") is not None else None
     serving = _latest(instance, SERVING_MODEL)
-    current = serving.asset_materialization.metadata.get("model_version") if serving is not None and serving.asset_materialization else None
+    current = (
+        serving.asset_materialization.metadata.get("model_version")
+        if serving is not None and serving.asset_materialization
+        else None
+    )
     if current is not None and version != current.value:
-        return ExportVerdict(False, run_id, f"the stored predictions (run {run_id}) come from model version(s) {version!r}, not all from the "
-                             f"promoted model {current.value!r}: some batches were not re-scored; run `pricing materialize`", "stale")
+        return ExportVerdict(
+            False,
+            run_id,
+            f"the stored predictions (run {run_id}) come from model version(s) {version!r}, not all from the "
+            f"promoted model {current.value!r}: some batches were not re-scored; run `pricing materialize`",
+            "stale",
+        )
     held = gated_retrain(instance)
     if held:
         return ExportVerdict(True, run_id, f"{held}; the promoted model {version!r} still prices every batch", "gated")
@@ -99,9 +120,15 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
 def latest_metadata_value(instance: dg.DagsterInstance, key: str, name: str, partition: str | None = None):
     """Value of metadata entry ``name`` on the latest materialization of asset ``key`` (of one
     ``partition``), or None when there is none (or it lacks the entry)."""
-    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]) if partition else dg.AssetKey(key)
+    flt = (
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition])
+        if partition
+        else dg.AssetKey(key)
+    )
     records = instance.fetch_materializations(flt, limit=1).records
-    value = records[0].asset_materialization.metadata.get(name) if records and records[0].asset_materialization else None
+    value = (
+        records[0].asset_materialization.metadata.get(name) if records and records[0].asset_materialization else None
+    )
     return None if value is None else value.value
 
 
@@ -181,8 +208,10 @@ class StaleRun:
 
     def reason(self) -> str:
         """Why it is marked failed (the run's failure message)."""
-        return (f"run worker gone: {self.worker.describe()} no longer runs (killed, OOM, lost node); "
-                f"marked failed by {RECOVER_COMMAND} / run_worker_watchdog so its pool slots are freed and the work can be retried")
+        return (
+            f"run worker gone: {self.worker.describe()} no longer runs (killed, OOM, lost node); "
+            f"marked failed by {RECOVER_COMMAND} / run_worker_watchdog so its pool slots are freed and the work can be retried"
+        )
 
 
 def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun, launched_here: bool = False):
@@ -202,7 +231,9 @@ def run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun, launched_here: 
     if tagged is not None or not launched_here or instance.run_launcher.supports_check_run_worker_health:
         return tagged
     for rec in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        found = re.match(WORKER_STARTED_EVENT, (rec.dagster_event.message if rec.dagster_event else None) or rec.user_message or "")
+        found = re.match(
+            WORKER_STARTED_EVENT, (rec.dagster_event.message if rec.dagster_event else None) or rec.user_message or ""
+        )
         if found:
             return WorkerIdentity(this_host(), int(found.group(1)), started_before=rec.timestamp)
     return None
@@ -219,8 +250,7 @@ def stale_runs(instance: dg.DagsterInstance, launched_here: bool = False) -> lis
         run = rec.dagster_run
         worker = run_worker(instance, run, launched_here)
         if worker is not None and worker_state(worker) == DEAD:
-            out.append(StaleRun(run.run_id, run.job_name, run.tags.get("dagster/partition"), worker,
-                                rec.start_time))
+            out.append(StaleRun(run.run_id, run.job_name, run.tags.get("dagster/partition"), worker, rec.start_time))
     return sorted(out, key=lambda s: s.started_at or 0.0)
 
 
@@ -244,8 +274,16 @@ def held_pool_slots(instance: dg.DagsterInstance, infos: dict | None = None) -> 
         for slot in info.claimed_slots:
             run = instance.get_run_by_id(slot.run_id)
             since = assigned.get((slot.run_id, slot.step_key))
-            out.append({"pool": pool, "run_id": slot.run_id, "step": slot.step_key, "run_status": run.status.value if run else "DELETED",
-                        "since": since.timestamp() if since else None, "limit": info.limit})
+            out.append(
+                {
+                    "pool": pool,
+                    "run_id": slot.run_id,
+                    "step": slot.step_key,
+                    "run_status": run.status.value if run else "DELETED",
+                    "since": since.timestamp() if since else None,
+                    "limit": info.limit,
+                }
+            )
     return out
 
 
@@ -260,8 +298,15 @@ def pool_waits(instance: dg.DagsterInstance, run_ids: set[str]) -> list[dict]:
     for pool, info in infos.items():
         for p in info.pending_steps:
             if p.run_id in run_ids and p.assigned_timestamp is None:
-                out.append({"pool": pool, "run_id": p.run_id, "step": p.step_key, "waiting_since": p.enqueued_timestamp.timestamp(),
-                            "held_by": [h for h in held if h["pool"] == pool and h["run_id"] != p.run_id]})
+                out.append(
+                    {
+                        "pool": pool,
+                        "run_id": p.run_id,
+                        "step": p.step_key,
+                        "waiting_since": p.enqueued_timestamp.timestamp(),
+                        "held_by": [h for h in held if h["pool"] == pool and h["run_id"] != p.run_id],
+                    }
+                )
     return out
 
 
@@ -342,7 +387,11 @@ def per_row_keys(defs: dg.Definitions) -> list[dg.AssetKey]:
     from pricing_assets.automation import PER_ROW_GROUPS
 
     graph = defs.resolve_asset_graph()
-    return [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None and graph.get(k).group_name in PER_ROW_GROUPS]
+    return [
+        k
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).partitions_def is not None and graph.get(k).group_name in PER_ROW_GROUPS
+    ]
 
 
 def missing_batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
@@ -414,7 +463,11 @@ def batches_to_score(instance: dg.DagsterInstance, defs: dg.Definitions) -> list
     if version is None:
         return []
     complete = stored_batches(instance, defs)
-    return [b for b in registered_batches(instance) if b in complete and latest_metadata_value(instance, "batch_predictions", "model_version", b) != version]
+    return [
+        b
+        for b in registered_batches(instance)
+        if b in complete and latest_metadata_value(instance, "batch_predictions", "model_version", b) != version
+    ]
 
 
 def predictions_stale(instance: dg.DagsterInstance) -> bool:
@@ -445,4 +498,6 @@ def batch_states(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[tup
 
 def started_run_ids(instance: dg.DagsterInstance, tags: dict[str, str]) -> set[str]:
     """Ids of the ``STARTED`` runs that carry every one of ``tags`` (e.g. one process's worker tags)."""
-    return {r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.STARTED]))}
+    return {
+        r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.STARTED]))
+    }

@@ -42,7 +42,9 @@ class ParquetIOManager(_BaseIO):
         import pandas as pd
 
         if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()}: parquet IO manager needs a DataFrame, got {type(obj)}")
+            raise TypeError(
+                f"{context.asset_key.to_user_string()}: parquet IO manager needs a DataFrame, got {type(obj)}"
+            )
         buf = io.BytesIO()
         obj.to_parquet(buf, index=False)
         self._write_bytes(path, buf.getvalue())
@@ -115,7 +117,12 @@ class PickleIOManager(_BaseIO):
         return pickle.loads(path.read_bytes())
 
 
-_KINDS = {"parquet": ParquetIOManager, "faiss": FaissIOManager, "lightgbm": LightGBMIOManager, "pickle": PickleIOManager}
+_KINDS = {
+    "parquet": ParquetIOManager,
+    "faiss": FaissIOManager,
+    "lightgbm": LightGBMIOManager,
+    "pickle": PickleIOManager,
+}
 
 
 class PricingIOManager(dg.ConfigurableIOManagerFactory):
@@ -137,4 +144,6 @@ class PricingIOManager(dg.ConfigurableIOManagerFactory):
         """
         if self.kind not in _KINDS:
             raise ValueError(f"unknown IO manager kind {self.kind!r}; expected one of {sorted(_KINDS)}")
-        return _KINDS[self.kind](base_path=UPath(self.base_path, **storage_options_for(self.base_path, self.endpoint_url)))
+        return _KINDS[self.kind](
+            base_path=UPath(self.base_path, **storage_options_for(self.base_path, self.endpoint_url))
+        )

@@ -21,7 +21,9 @@ GPU_IMAGE_ENV = "PRICING_GPU_IMAGE"
 
 def gpu_step_keys(defs: dg.Definitions) -> list[str]:
     """Step keys (``embeddings__text__minilm_l6`` …) of the assets whose op runs in pool ``gpu``."""
-    return sorted({a.node_def.name for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.node_def.pool == "gpu"})
+    return sorted(
+        {a.node_def.name for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.node_def.pool == "gpu"}
+    )
 
 
 def gpu_step_k8s_config(image: str | None = None) -> dict:

@@ -23,8 +23,15 @@ def _columns():
             speed = task.finished_speed or task.speed
             return Text(f"{speed:,.1f} {task.fields.get('unit', 'items')}/s" if speed else "", style="cyan")
 
-    return (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"), Rate(),
-            TextColumn("ETA"), TimeRemainingColumn())
+    return (
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        Rate(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
 
 
 @contextmanager

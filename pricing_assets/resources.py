@@ -44,7 +44,10 @@ class StorageResource(dg.ConfigurableResource):
 
     base_path: str = Field(description="local folder or s3://bucket/prefix")
     endpoint_url: Optional[str] = Field(default=None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
-    model_cache_dir: str = Field(default="", description="local folder for exported ONNX models; default $PRICING_MODEL_CACHE or ~/.cache/pricing_assets")
+    model_cache_dir: str = Field(
+        default="",
+        description="local folder for exported ONNX models; default $PRICING_MODEL_CACHE or ~/.cache/pricing_assets",
+    )
 
     @property
     def storage_options(self) -> dict:
@@ -89,7 +92,9 @@ class ImageFetchResource(dg.ConfigurableResource):
     concurrency: int = Field(default=FetchConfig.concurrency, description="simultaneous HTTP connections")
     retries: int = Field(default=FetchConfig.retries, description="extra attempts after the first on transient errors")
     max_bytes: int = Field(default=FetchConfig.max_bytes, description="largest accepted photo, bytes")
-    allow_private_hosts: bool = Field(default=FetchConfig.allow_private_hosts, description="allow loopback/private hosts (tests, intranets)")
+    allow_private_hosts: bool = Field(
+        default=FetchConfig.allow_private_hosts, description="allow loopback/private hosts (tests, intranets)"
+    )
     host_failure_threshold: int = Field(
         default=FetchConfig.host_failure_threshold,
         description="consecutive connection failures (DNS, refused, reset, connect timeout) to one host after "
@@ -113,7 +118,9 @@ class OcrResource(dg.ConfigurableResource):
         description="the error share is only judged once at least this many distinct photos were tried",
     )
     det_limit_side_len: int = Field(
-        default=DEFAULT_DET_SIDE, ge=32, le=4096,
+        default=DEFAULT_DET_SIDE,
+        ge=32,
+        le=4096,
         description="RapidOCR detector input size (longest side, px): the OCR cost control; smaller is "
         "faster and reads less small print (measured per size: benchmarks/bench_ocr.py)",
     )
@@ -124,8 +131,12 @@ class ModelGateResource(dg.ConfigurableResource):
     OOF SMAPE is worse than the promoted model's by more than ``tolerance_smape`` points, on the labeled
     rows both scored, is not promoted to ``price_predictions``."""
 
-    tolerance_smape: float = Field(default=DEFAULT_TOLERANCE_SMAPE, ge=0, description="allowed OOF SMAPE increase, points (0-200 scale)")
-    min_rows: int = Field(default=DEFAULT_MIN_ROWS, ge=1, description="fewest common labeled rows for a verdict (else the gate passes)")
+    tolerance_smape: float = Field(
+        default=DEFAULT_TOLERANCE_SMAPE, ge=0, description="allowed OOF SMAPE increase, points (0-200 scale)"
+    )
+    min_rows: int = Field(
+        default=DEFAULT_MIN_ROWS, ge=1, description="fewest common labeled rows for a verdict (else the gate passes)"
+    )
 
 
 class CrossValidationResource(dg.ConfigurableResource):
@@ -133,5 +144,7 @@ class CrossValidationResource(dg.ConfigurableResource):
     folds, ``product_index``/``knn_features`` and ``feature_matrix`` compute out-of-fold features with
     them), so no two assets of a run can disagree on it."""
 
-    n_folds: int = Field(default=DEFAULT_N_FOLDS, ge=2, description="grouped K folds (rows sharing an image link share a fold)")
+    n_folds: int = Field(
+        default=DEFAULT_N_FOLDS, ge=2, description="grouped K folds (rows sharing an image link share a fold)"
+    )
     seed: int = Field(default=DEFAULT_SEED, description="seed of the fold assignment and of the embedding PCAs")

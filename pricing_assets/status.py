@@ -24,7 +24,9 @@ from pricing_assets.instance_state import (
 
 def _meta(instance: dg.DagsterInstance, key: str, partition: str | None = None):
     """(metadata values, record) of the latest materialisation of ``key`` (partition), or ({}, None)."""
-    flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key.split("/")), asset_partitions=[partition] if partition else None)
+    flt = dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(key.split("/")), asset_partitions=[partition] if partition else None
+    )
     recs = instance.fetch_materializations(flt, limit=1).records
     if not recs:
         return {}, None
@@ -43,18 +45,39 @@ def _batches(instance: dg.DagsterInstance, defs: dg.Definitions, stale: dict) ->
     out = []
     for b in registered_batches(instance):
         meta, _ = _meta(instance, "raw_catalog", b)
-        row = {"batch": b, "rows_in": meta.get("rows_in"), "rows": meta.get("rows"), "labeled_rows": meta.get("labeled_rows"),
-               "quarantined_rows": meta.get("quarantined_rows"), "state": "complete", "failure": None}
+        row = {
+            "batch": b,
+            "rows_in": meta.get("rows_in"),
+            "rows": meta.get("rows"),
+            "labeled_rows": meta.get("labeled_rows"),
+            "quarantined_rows": meta.get("quarantined_rows"),
+            "state": "complete",
+            "failure": None,
+        }
         if b in missing:
-            active = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": b}, statuses=list(IN_PROGRESS)), limit=1)
+            active = instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/partition": b}, statuses=list(IN_PROGRESS)), limit=1
+            )
             run = last_batch_failure(instance, b)
             if active and active[0].run_id in stale:
                 worker = stale[active[0].run_id].worker.describe()
-                row["state"], row["failure"] = "stale", {"run_id": active[0].run_id, "cause": f"its worker ({worker}) is gone; `{RECOVER_COMMAND}` clears it"}
+                row["state"], row["failure"] = (
+                    "stale",
+                    {
+                        "run_id": active[0].run_id,
+                        "cause": f"its worker ({worker}) is gone; `{RECOVER_COMMAND}` clears it",
+                    },
+                )
             elif active:
-                row["state"], row["failure"] = "running", {"run_id": active[0].run_id, "cause": f"in progress ({active[0].status.value})"}
+                row["state"], row["failure"] = (
+                    "running",
+                    {"run_id": active[0].run_id, "cause": f"in progress ({active[0].status.value})"},
+                )
             elif run:
-                row["state"], row["failure"] = "failed", {"run_id": run.run_id, "cause": run_failure_cause(instance, run.run_id)}
+                row["state"], row["failure"] = (
+                    "failed",
+                    {"run_id": run.run_id, "cause": run_failure_cause(instance, run.run_id)},
+                )
             else:
                 row["state"] = "incomplete"
         out.append(row)
@@ -62,8 +85,17 @@ def _batches(instance: dg.DagsterInstance, defs: dg.Definitions, stale: dict) ->
 
 
 def _stale_runs(stale: dict) -> list[dict]:
-    return [{"run_id": s.run_id, "job": s.job, "partition": s.partition, "worker": s.worker.describe(), "started_at": s.started_at,
-             "clear_with": RECOVER_COMMAND} for s in stale.values()]
+    return [
+        {
+            "run_id": s.run_id,
+            "job": s.job,
+            "partition": s.partition,
+            "worker": s.worker.describe(),
+            "started_at": s.started_at,
+            "clear_with": RECOVER_COMMAND,
+        }
+        for s in stale.values()
+    ]
 
 
 def _pool_slots(instance: dg.DagsterInstance, stale: dict) -> list[dict]:
@@ -71,7 +103,11 @@ def _pool_slots(instance: dg.DagsterInstance, stale: dict) -> list[dict]:
     gone) or ``leaked`` (its run finished or was deleted): the last two are cleared by ``pricing recover``."""
     out = []
     for slot in held_pool_slots(instance):
-        holder = "stale" if slot["run_id"] in stale else ("running" if slot["run_status"] in {s.value for s in IN_PROGRESS} else "leaked")
+        holder = (
+            "stale"
+            if slot["run_id"] in stale
+            else ("running" if slot["run_status"] in {s.value for s in IN_PROGRESS} else "leaked")
+        )
         out.append({**slot, "holder": holder, "clear_with": RECOVER_COMMAND if holder != "running" else None})
     return out
 
@@ -113,7 +149,11 @@ def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
     switched on under another location name is another sensor), and whether the daemon is alive."""
     from pricing_assets.settings import LOCATION_NAME
 
-    stored = {s.name: s.status.value for s in instance.all_instigator_state() if s.repository_selector.location_name == LOCATION_NAME}
+    stored = {
+        s.name: s.status.value
+        for s in instance.all_instigator_state()
+        if s.repository_selector.location_name == LOCATION_NAME
+    }
     out = {}
     for inst in [*(defs.sensors or []), *(defs.schedules or [])]:
         st = stored.get(inst.name)
@@ -124,13 +164,25 @@ def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
             out[inst.name] = ("running" if running else "stopped") + " (default)"
     beats = instance.get_daemon_heartbeats()
     newest = max((b.timestamp for b in beats.values()), default=None)
-    out["daemon"] = "alive" if newest and time.time() - newest < 120 else "not running (sensors and schedules need `dagster dev` or `dagster-daemon run`)"
+    out["daemon"] = (
+        "alive"
+        if newest and time.time() - newest < 120
+        else "not running (sensors and schedules need `dagster dev` or `dagster-daemon run`)"
+    )
     return out
 
 
 def _failed_runs(instance: dg.DagsterInstance, limit: int = 5) -> list[dict]:
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=limit)
-    return [{"run_id": r.run_id, "job": r.job_name, "partition": r.tags.get("dagster/partition"), "cause": run_failure_cause(instance, r.run_id)} for r in runs]
+    return [
+        {
+            "run_id": r.run_id,
+            "job": r.job_name,
+            "partition": r.tags.get("dagster/partition"),
+            "cause": run_failure_cause(instance, r.run_id),
+        }
+        for r in runs
+    ]
 
 
 def collect_status(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
@@ -174,18 +226,28 @@ def render_status(st: dict) -> str:
     lines.append(fmt.format("batch", "rows in", "rows", "labeled", "quarantined", "state"))
     for b in st["batches"]:
         state = b["state"] + (f" (run {b['failure']['run_id'][:8]}: {b['failure']['cause']})" if b["failure"] else "")
-        lines.append(fmt.format(b["batch"][:28], *(("-" if b[k] is None else b[k]) for k in ("rows_in", "rows", "labeled_rows", "quarantined_rows")), state))
+        lines.append(
+            fmt.format(
+                b["batch"][:28],
+                *(("-" if b[k] is None else b[k]) for k in ("rows_in", "rows", "labeled_rows", "quarantined_rows")),
+                state,
+            )
+        )
     if not st["batches"]:
         lines.append("  none registered: `pricing ingest FILE`")
     m = st["model"]
     lines += ["", "MODEL"]
     if m["trained_run_id"]:
-        lines.append(f"  trained {_ago(m['age_s'])} in run {m['trained_run_id'][:8]} on {m['labeled_rows']} labeled rows")
+        lines.append(
+            f"  trained {_ago(m['age_s'])} in run {m['trained_run_id'][:8]} on {m['labeled_rows']} labeled rows"
+        )
         lines.append("  OOF SMAPE: " + ", ".join(f"{k} {v:.2f}" for k, v in m["oof_smape"].items()))
         if m["model_gate"]:
             lines.append(f"  model gate (run {m['blend_run_id'][:8]}): {m['model_gate']}")
         if m["serving_version"]:
-            lines.append(f"  serving: model {m['serving_version']} (promoted {_ago(m['serving_age_s'])}, {m['serving_labeled_rows']} labeled rows)")
+            lines.append(
+                f"  serving: model {m['serving_version']} (promoted {_ago(m['serving_age_s'])}, {m['serving_labeled_rows']} labeled rows)"
+            )
     else:
         lines.append("  not trained yet: `pricing materialize`")
     p = st["predictions"]
@@ -198,16 +260,27 @@ def render_status(st: dict) -> str:
     lines += ["", "AUTOMATION"]
     lines += [f"  {k:<28} {v}" for k, v in st["automation"].items()]
     if st["stale_runs"]:
-        lines += ["", f"STALE RUNS (left STARTED by a process that no longer exists; `{RECOVER_COMMAND}` marks them failed and frees their slots)"]
-        lines += [f"  {r['run_id'][:8]} {r['job']}{' [' + r['partition'] + ']' if r['partition'] else ''}: {r['worker']}, started "
-                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(r['started_at'])) if r['started_at'] else '?'}" for r in st["stale_runs"]]
+        lines += [
+            "",
+            f"STALE RUNS (left STARTED by a process that no longer exists; `{RECOVER_COMMAND}` marks them failed and frees their slots)",
+        ]
+        lines += [
+            f"  {r['run_id'][:8]} {r['job']}{' [' + r['partition'] + ']' if r['partition'] else ''}: {r['worker']}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(r['started_at'])) if r['started_at'] else '?'}"
+            for r in st["stale_runs"]
+        ]
     if st["pool_slots"]:
         lines += ["", "POOL SLOTS HELD"]
         for p in st["pool_slots"]:
             since = time.strftime("%H:%M:%S UTC", time.gmtime(p["since"])) if p["since"] else "?"
             fix = f"  -> `{p['clear_with']}`" if p["clear_with"] else ""
-            lines.append(f"  {p['pool']} ({p['limit']} slot(s)): run {p['run_id'][:8]} step {p['step']} since {since}, {p['holder']}{fix}")
+            lines.append(
+                f"  {p['pool']} ({p['limit']} slot(s)): run {p['run_id'][:8]} step {p['step']} since {since}, {p['holder']}{fix}"
+            )
     if st["failed_runs"]:
         lines += ["", "RECENT FAILED RUNS"]
-        lines += [f"  {r['run_id'][:8]} {r['job']}{' [' + r['partition'] + ']' if r['partition'] else ''}: {r['cause']}" for r in st["failed_runs"]]
+        lines += [
+            f"  {r['run_id'][:8]} {r['job']}{' [' + r['partition'] + ']' if r['partition'] else ''}: {r['cause']}"
+            for r in st["failed_runs"]
+        ]
     return "\n".join(lines)

@@ -32,11 +32,15 @@ def graph_snapshot(graph) -> dict[str, dict]:
         out[key.to_user_string()] = {
             "group": node.group_name,
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
-            "partitions": node.partitions_def.name if node.partitions_def is not None and hasattr(node.partitions_def, "name") else (type(node.partitions_def).__name__ if node.partitions_def else None),
+            "partitions": node.partitions_def.name
+            if node.partitions_def is not None and hasattr(node.partitions_def, "name")
+            else (type(node.partitions_def).__name__ if node.partitions_def else None),
             "automation_condition": describe_condition(node.automation_condition),
             "io_manager": node.io_manager_key,
             "pools": sorted(node.pools or []),
-            "checks": sorted(f"{ck.name}{' (blocking)' if graph.get_check_spec(ck).blocking else ''}" for ck in node.check_keys),
+            "checks": sorted(
+                f"{ck.name}{' (blocking)' if graph.get_check_spec(ck).blocking else ''}" for ck in node.check_keys
+            ),
             "kinds": sorted(node.kinds),
             "owners": sorted(node.owners),
         }

@@ -10,12 +10,23 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 #: Test modules that materialise the graph (encoders load, LightGBM trains): marked ``slow``, as is
 #: every test that uses the ``materialized_home`` fixture. ``make test-fast`` = ``pytest -m "not slow"``.
-SLOW_MODULES = {"test_behaviour", "test_pipeline", "test_incremental", "test_model_gate", "test_automation", "test_resume", "test_postgres", "test_s3"}
+SLOW_MODULES = {
+    "test_behaviour",
+    "test_pipeline",
+    "test_incremental",
+    "test_model_gate",
+    "test_automation",
+    "test_resume",
+    "test_postgres",
+    "test_s3",
+}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "materialized_home" in getattr(item, "fixturenames", ()):
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "materialized_home" in getattr(
+            item, "fixturenames", ()
+        ):
             item.add_marker(pytest.mark.slow)
 
 
@@ -26,7 +37,13 @@ def slice_files(tmp_path_factory) -> dict:
     lab, unl = sample_slice()
     lab.to_csv(d / "labeled.csv", index=False)
     unl.to_csv(d / "unlabeled.csv", index=False)
-    return {"labeled": str(d / "labeled.csv"), "unlabeled": str(d / "unlabeled.csv"), "n_labeled": len(lab), "n_unlabeled": len(unl), "n_images": 8}
+    return {
+        "labeled": str(d / "labeled.csv"),
+        "unlabeled": str(d / "unlabeled.csv"),
+        "n_labeled": len(lab),
+        "n_unlabeled": len(unl),
+        "n_images": 8,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,14 @@ LABELED_CSV = SAMPLE / "amazon_pricing_sample.csv"
 UNLABELED_CSV = SAMPLE / "amazon_pricing_unlabeled.csv"
 IMAGES = SAMPLE / "images"
 
+
 def image_basenames() -> set[str]:
     return {p.name for p in IMAGES.glob("*.jpg")}
 
 
-def sample_slice(n_labeled: int = 120, n_with_image: int = 8, n_unlabeled: int = 30) -> tuple[pd.DataFrame, pd.DataFrame]:
+def sample_slice(
+    n_labeled: int = 120, n_with_image: int = 8, n_unlabeled: int = 30
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Deterministic slice of real rows: ``n_with_image`` labeled rows whose photo is bundled, the
     rest without; and the first ``n_unlabeled`` unlabeled rows."""
     lab = pd.read_csv(LABELED_CSV, dtype={"sample_id": str})
@@ -29,7 +32,6 @@ def sample_slice(n_labeled: int = 120, n_with_image: int = 8, n_unlabeled: int =
     return lab, unl
 
 
-
 PRICING = str(Path(sys.executable).parent / "pricing")
 
 
@@ -37,7 +39,9 @@ def run_pricing(args, env, check=True):
     """Run the ``pricing`` console script of this venv; raise with its output when it fails."""
     res = subprocess.run([PRICING, *args], env=env, capture_output=True, text=True, timeout=900)
     if check and res.returncode != 0:
-        raise AssertionError(f"pricing {' '.join(args)} exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr[-4000:]}")
+        raise AssertionError(
+            f"pricing {' '.join(args)} exited {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr[-4000:]}"
+        )
     return res
 
 
@@ -63,5 +67,7 @@ def run_pricing_here(args, env, check=True) -> subprocess.CompletedProcess:
         os.environ.update(saved)
     res = subprocess.CompletedProcess(["pricing", *args], rc, out.getvalue(), err.getvalue())
     if check and rc != 0:
-        raise AssertionError(f"pricing {' '.join(map(str, args))} exited {rc}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr[-4000:]}")
+        raise AssertionError(
+            f"pricing {' '.join(map(str, args))} exited {rc}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr[-4000:]}"
+        )
     return res

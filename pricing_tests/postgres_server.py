@@ -45,15 +45,54 @@ class PostgresServer:
                 shutil.chown(p, user="nobody")
         self.data, self.port = self.work / "data", _free_port()
         subprocess.run(
-            [*self._prefix, str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "dagster", f"--pwfile={self.work / 'pw'}",
-             "--auth=scram-sha-256", "-E", "UTF8"], check=True, capture_output=True, timeout=120,
+            [
+                *self._prefix,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "dagster",
+                f"--pwfile={self.work / 'pw'}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         self.start()
-        subprocess.run([*self._prefix, str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "dagster", "dagster"],
-                       check=True, capture_output=True, env={**os.environ, "PGPASSWORD": PASSWORD}, timeout=60)
-        self.conn = {"host": "127.0.0.1", "port": self.port, "username": "dagster", "password": PASSWORD, "db_name": "dagster"}
-        self.env = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USERNAME": "dagster",
-                    "DAGSTER_PG_PASSWORD": PASSWORD, "DAGSTER_PG_DB": "dagster"}
+        subprocess.run(
+            [
+                *self._prefix,
+                str(PG_BIN / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "dagster",
+                "dagster",
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PGPASSWORD": PASSWORD},
+            timeout=60,
+        )
+        self.conn = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "username": "dagster",
+            "password": PASSWORD,
+            "db_name": "dagster",
+        }
+        self.env = {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USERNAME": "dagster",
+            "DAGSTER_PG_PASSWORD": PASSWORD,
+            "DAGSTER_PG_DB": "dagster",
+        }
 
     def start(self) -> None:
         """Start (or restart after :meth:`stop`) the server; waits until it accepts connections.
@@ -62,15 +101,35 @@ class PostgresServer:
             RuntimeError: ``pg_ctl start`` failed (its log's tail in the message).
         """
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.work} -c fsync=off -c max_connections=100"
-        res = subprocess.run([*self._prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.work / "pg.log"), "-w", "-t", "60",
-                              "-o", opts, "start"], capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                *self._prefix,
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.work / "pg.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                opts,
+                "start",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if res.returncode != 0:
             log = (self.work / "pg.log").read_text() if (self.work / "pg.log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {res.stderr}\n{log[-2000:]}")
 
     def stop(self, mode: str = "immediate") -> None:
         """Stop the server (``immediate``: connections cut at once, as a crash or a network loss)."""
-        subprocess.run([*self._prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            [*self._prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
 
     def destroy(self) -> None:
         """Stop the server and remove its folder."""

@@ -27,7 +27,16 @@ def _defs(condition, tmp_path) -> dg.Definitions:
     registry = {k: v for k, v in load_registry().items() if v.enabled}
     defs = build_defs(settings, registry)
     if condition is not None:
-        assets = list(dg.map_asset_specs(lambda spec: spec if spec.automation_condition is None else spec.replace_attributes(automation_condition=condition), defs.assets))
+        assets = list(
+            dg.map_asset_specs(
+                lambda spec: (
+                    spec
+                    if spec.automation_condition is None
+                    else spec.replace_attributes(automation_condition=condition)
+                ),
+                defs.assets,
+            )
+        )
         return dg.Definitions(assets=assets, resources=defs.resources)
     return defs
 
@@ -40,7 +49,11 @@ class Scenario:
         self.defs = defs
         self.instance = dg.DagsterInstance.ephemeral()
         graph = defs.resolve_asset_graph()
-        self.per_row = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None and graph.get(k).group_name != "scoring"]
+        self.per_row = [
+            k
+            for k in graph.get_all_asset_keys()
+            if graph.get(k).partitions_def is not None and graph.get(k).group_name != "scoring"
+        ]
         self.scoring = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "scoring"]
         self.global_ = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None]
         self.checks = {k: [c for c in graph.asset_check_keys if c.asset_key == k] for k in graph.get_all_asset_keys()}
@@ -54,8 +67,13 @@ class Scenario:
         self.checked.add((key, partition))
         for ck in self.checks[key]:
             self.instance.report_runless_asset_event(
-                dg.AssetCheckEvaluation(asset_key=key, check_name=ck.name, passed=checks_pass, partition=partition,
-                                        severity=dg.AssetCheckSeverity.ERROR)
+                dg.AssetCheckEvaluation(
+                    asset_key=key,
+                    check_name=ck.name,
+                    passed=checks_pass,
+                    partition=partition,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                )
             )
 
     def batch(self, name: str, complete: bool = True) -> None:
@@ -234,10 +252,18 @@ def test_a_failed_rerun_of_a_stored_batch_does_not_freeze(defs_new, tmp_path):
     bad = tmp_path / "b1.csv"
     bad.write_text("sample_id,catalog_content,image_link\n1,Item Name: a,\n2,Item Name: b,,x,y\n")
     store_batch(str(bad), defs_new.resources["storage"].batches_dir(), "b1")
-    res = dg.materialize(list(defs_new.assets), instance=s.instance, resources=dict(defs_new.resources), partition_key="b1",
-                         selection=dg.AssetSelection.assets("raw_catalog", "catalog_quarantine"), raise_on_error=False)
+    res = dg.materialize(
+        list(defs_new.assets),
+        instance=s.instance,
+        resources=dict(defs_new.resources),
+        partition_key="b1",
+        selection=dg.AssetSelection.assets("raw_catalog", "catalog_quarantine"),
+        raise_on_error=False,
+    )
     assert not res.success
-    (latest,) = s.instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey("raw_catalog"), "contract"), limit=1)
+    (latest,) = s.instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("raw_catalog"), "contract"), limit=1
+    )
     assert latest.run_id == res.run_id and latest.status.value == "PLANNED"  # planned in a failed run: never passed
     s.batch("b2")
     assert "products" in s.tick()

@@ -54,11 +54,15 @@ class Harness:
             inbox=str(root / "inbox"),
         )
         self.resources = build_resources(self.settings)
-        self.resources["image_fetch"] = ImageFetchResource(mirror_dir=None, **{"timeout_s": 5.0, "concurrency": 4, **image_fetch})
+        self.resources["image_fetch"] = ImageFetchResource(
+            mirror_dir=None, **{"timeout_s": 5.0, "concurrency": 4, **image_fetch}
+        )
         self.resources["ocr"] = OcrResource(enabled=False)
         self.instance = dg.DagsterInstance.ephemeral()
 
-    def run(self, path: Path | str, batch: str, select=("raw_catalog", "catalog_quarantine", "catalog_items"), assets=ASSETS):
+    def run(
+        self, path: Path | str, batch: str, select=("raw_catalog", "catalog_quarantine", "catalog_items"), assets=ASSETS
+    ):
         store_batch(str(path), self.resources["storage"].batches_dir(), batch)
         if not self.instance.has_dynamic_partition(CATALOG_BATCHES, batch):
             self.instance.add_dynamic_partitions(CATALOG_BATCHES, [batch])
@@ -178,7 +182,11 @@ def test_dirty_rows_are_quarantined_with_reasons_and_counts_reconcile(h, tmp_pat
 
     # the quarantine is a stored asset, readable later like any other
     checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in res.get_asset_check_evaluations()}
-    assert checks == {("raw_catalog", "contract"): True, ("catalog_quarantine", "contract"): True, ("catalog_items", "contract"): True}
+    assert checks == {
+        ("raw_catalog", "contract"): True,
+        ("catalog_quarantine", "contract"): True,
+        ("catalog_items", "contract"): True,
+    }
 
 
 def test_wrong_dtypes_in_parquet_are_coerced_or_quarantined(h, tmp_path):
@@ -228,7 +236,9 @@ def _malformed_csv(p: Path) -> None:
 def _extra_field_csv(p: Path) -> None:
     df = real_rows(5)[["sample_id", "price"]]
     body = "sample_id,catalog_content,image_link,price\n"
-    body += "".join(f"{s},Item Name: thing {i},http://x/{i}.jpg,{p}\n" for i, (s, p) in enumerate(zip(df.sample_id, df.price)))
+    body += "".join(
+        f"{s},Item Name: thing {i},http://x/{i}.jpg,{p}\n" for i, (s, p) in enumerate(zip(df.sample_id, df.price))
+    )
     body += "999,Item Name: a,b,http://x/z.jpg,1.0\n"  # 5 fields in a 4-column file, on line 7
     p.write_text(body)
 
@@ -297,7 +307,9 @@ def test_contract_failure_stores_nothing_and_blocks_downstream_assets(h, tmp_pat
 
     monkeypatch.setattr(ingest_assets, "read_catalog", leaky_read_catalog)
     real_rows(6).to_csv(tmp_path / "ok.csv", index=False)
-    res = h.run(tmp_path / "ok.csv", "leaky", select=("raw_catalog", "catalog_quarantine", "catalog_items", "product_images"))
+    res = h.run(
+        tmp_path / "ok.csv", "leaky", select=("raw_catalog", "catalog_quarantine", "catalog_items", "product_images")
+    )
 
     assert not res.success
     (failure,) = [e for e in res.all_events if e.is_step_failure]
@@ -372,7 +384,10 @@ def test_bad_image_bodies_get_statuses_through_local_server(tmp_path):
     with ScriptedServer() as srv:
         routes = {
             "good": srv.route("/good.jpg", Reply(body=photo)),
-            "html": srv.route("/page.jpg", Reply(body=b"<html><body>Sorry, we just need to make sure</body></html>", content_type="text/html")),
+            "html": srv.route(
+                "/page.jpg",
+                Reply(body=b"<html><body>Sorry, we just need to make sure</body></html>", content_type="text/html"),
+            ),
             "text_as_jpeg": srv.route("/fake.jpg", Reply(body=b"GIF? no: plain text pretending" * 10)),
             "truncated": srv.route("/trunc.jpg", Reply(body=photo[: len(photo) // 2])),
             "bomb": srv.route("/bomb.png", Reply(body=_png_header_bomb(), content_type="image/png")),

@@ -22,7 +22,9 @@ def test_scaled_catalog_is_unique_half_labeled_and_prices_follow_the_pack():
     t = cat[cat["template"] == 0].set_index(cat[cat["template"] == 0].index // 7216)
     assert list(t.index) == [0, 1, 2]
     value = t["catalog_content"].str.extract(r"Value: ([0-9.]+)")[0].astype(float)
-    assert value[1] == pytest.approx(value[0] * bench_scale.FACTORS[1]) and value[2] == pytest.approx(value[0] * bench_scale.FACTORS[2])
+    assert value[1] == pytest.approx(value[0] * bench_scale.FACTORS[1]) and value[2] == pytest.approx(
+        value[0] * bench_scale.FACTORS[2]
+    )
     base = bench_scale.scaled_catalog(15000, seed=1)
     assert base["catalog_content"].equals(cat["catalog_content"])  # seeded: the same catalog every time
     with pytest.raises(ValueError, match="n_rows"):

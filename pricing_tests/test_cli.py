@@ -76,7 +76,10 @@ def fresh_env(tmp_path):
 
 
 def test_bad_batch_name_is_one_line(fresh_env, slice_files):
-    _one_line_error(run(["ingest", slice_files["labeled"], "--batch", "../evil"], fresh_env, check=False), "invalid batch name '../evil'")
+    _one_line_error(
+        run(["ingest", slice_files["labeled"], "--batch", "../evil"], fresh_env, check=False),
+        "invalid batch name '../evil'",
+    )
 
 
 def test_not_a_catalog_file_is_one_line(fresh_env):
@@ -90,7 +93,12 @@ def test_missing_file_is_one_line(fresh_env, tmp_path):
 def test_malformed_file_is_refused_before_storing(fresh_env, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("sample_id,text\n1,hello\n")
-    _one_line_error(run(["ingest", str(bad), "--batch", "bad"], fresh_env, check=False), "missing required column", "catalog_content", "fix the file")
+    _one_line_error(
+        run(["ingest", str(bad), "--batch", "bad"], fresh_env, check=False),
+        "missing required column",
+        "catalog_content",
+        "fix the file",
+    )
     assert not (tmp_path / "home" / "storage" / "batches" / "bad").exists()
     binary = tmp_path / "utf16.csv"
     binary.write_bytes("sample_id,catalog_content,image_link\n".encode("utf-16"))
@@ -103,8 +111,13 @@ def test_missing_instance_is_one_line(fresh_env, tmp_path):
 
 def test_missing_s3_credentials_is_one_line(fresh_env):
     env = {k: v for k, v in fresh_env.items() if not k.startswith("AWS_")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
-    _one_line_error(run(["ingest", "s3://bucket/drops/x.csv", "--endpoint-url", "http://127.0.0.1:9"], env, check=False), "AWS_ACCESS_KEY_ID")
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true"
+    )
+    _one_line_error(
+        run(["ingest", "s3://bucket/drops/x.csv", "--endpoint-url", "http://127.0.0.1:9"], env, check=False),
+        "AWS_ACCESS_KEY_ID",
+    )
 
 
 def test_debug_shows_the_traceback(fresh_env):
@@ -123,11 +136,20 @@ def test_status_on_the_demo_instance(materialized_home, slice_files):
 
     st = json.loads(run(["status", "--json"], materialized_home["env"]).stdout)
     assert [(b["batch"], b["state"], b["rows"]) for b in st["batches"]] == [
-        ("lab", "complete", slice_files["n_labeled"]), ("unlabeled", "complete", slice_files["n_unlabeled"])]
+        ("lab", "complete", slice_files["n_labeled"]),
+        ("unlabeled", "complete", slice_files["n_unlabeled"]),
+    ]
     assert st["model"]["labeled_rows"] == slice_files["n_labeled"]
-    assert set(st["model"]["oof_smape"]) == {"lightgbm", "lightgbm_distributional", "tfidf_ridge", "price_blend"}  # fusion MLP: opt-in
+    assert set(st["model"]["oof_smape"]) == {
+        "lightgbm",
+        "lightgbm_distributional",
+        "tfidf_ridge",
+        "price_blend",
+    }  # fusion MLP: opt-in
     assert st["predictions"]["rows_priced"] == slice_files["n_unlabeled"] and st["predictions"]["exportable"] is True
-    assert st["automation"]["catalog_inbox_sensor"] == "stopped (default)" and st["automation"]["daemon"].startswith("not running")
+    assert st["automation"]["catalog_inbox_sensor"] == "stopped (default)" and st["automation"]["daemon"].startswith(
+        "not running"
+    )
     text = run(["status"], materialized_home["env"]).stdout
     assert "BATCHES" in text and "lab" in text and "OOF SMAPE" in text and "exportable" in text
 
@@ -146,7 +168,9 @@ def broken_first(tmp_path_factory):
     env.pop("PRICING_STORAGE", None)
     lab, unl = sample_slice(n_labeled=60, n_with_image=2, n_unlabeled=12)
     # a malformed 3-row file whose header is right (the ingest checks headers), line 3 has extra fields
-    (tmp / "broken.csv").write_text("sample_id,catalog_content,image_link,price\n1,Item Name: a,,3.0\n2,Item Name: b,,4.0,x,y\n3,Item Name: c,,5.0\n")
+    (tmp / "broken.csv").write_text(
+        "sample_id,catalog_content,image_link,price\n1,Item Name: a,,3.0\n2,Item Name: b,,4.0,x,y\n3,Item Name: c,,5.0\n"
+    )
     lab.to_csv(tmp / "good_lab.csv", index=False)
     unl.to_csv(tmp / "good_unl.csv", index=False)
     out = {"env": env, "tmp": tmp, "n_unlabeled": len(unl)}
@@ -192,7 +216,10 @@ def test_a_dropped_batch_is_unregistered_and_its_file_kept(broken_first):
     assert kept.read_text().startswith("sample_id,catalog_content")
     again = broken_first["materialize_again"]
     assert again.returncode == 0 and "materialised 0 batch(es)" in again.stdout
-    assert broken_first["drop_unknown"].returncode == 2 and "no registered batch 'nope'" in broken_first["drop_unknown"].stderr
+    assert (
+        broken_first["drop_unknown"].returncode == 2
+        and "no registered batch 'nope'" in broken_first["drop_unknown"].stderr
+    )
     assert "Traceback" not in broken_first["drop_unknown"].stderr
 
 
@@ -208,10 +235,18 @@ def test_status_after_a_failed_batch(broken_first):
     import json
 
     st = json.loads(broken_first["status"].stdout)
-    assert [(b["batch"], b["state"]) for b in st["batches"]] == [("broken", "failed"), ("good_lab", "complete"), ("good_unl", "complete")]
+    assert [(b["batch"], b["state"]) for b in st["batches"]] == [
+        ("broken", "failed"),
+        ("good_lab", "complete"),
+        ("good_unl", "complete"),
+    ]
     assert "line 3" in st["batches"][0]["failure"]["cause"]
     assert st["predictions"]["exportable"] is True
-    assert st["failed_runs"] and st["failed_runs"][0]["partition"] == "broken" and "line 3" in st["failed_runs"][0]["cause"]
+    assert (
+        st["failed_runs"]
+        and st["failed_runs"][0]["partition"] == "broken"
+        and "line 3" in st["failed_runs"][0]["cause"]
+    )
 
 
 def test_materialize_and_status_report_the_same_oof_figures_ridge_included(tmp_path):
@@ -224,10 +259,22 @@ def test_materialize_and_status_report_the_same_oof_figures_ridge_included(tmp_p
     from pricing_assets.status import _model
 
     instance = dg.DagsterInstance.ephemeral()
-    figures = {"lightgbm_predictions": 54.7, "lightgbm_distributional_predictions": 56.5, "tfidf_ridge_predictions": 62.1, "price_blend": 54.6}
+    figures = {
+        "lightgbm_predictions": 54.7,
+        "lightgbm_distributional_predictions": 56.5,
+        "tfidf_ridge_predictions": 62.1,
+        "price_blend": 54.6,
+    }
     for key, value in figures.items():
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, metadata={"oof_smape": value}))
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="lightgbm_model", metadata={"rows": 3}))  # no OOF figure
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="lightgbm_model", metadata={"rows": 3})
+    )  # no OOF figure
     assert cli.oof_summary(instance) == oof_smapes(instance) == figures
     assert list(figures) == [k for k in oof_smape_assets() if k in figures]  # printed in the registry's order
-    assert _model(instance)["oof_smape"] == {"lightgbm": 54.7, "lightgbm_distributional": 56.5, "tfidf_ridge": 62.1, "price_blend": 54.6}
+    assert _model(instance)["oof_smape"] == {
+        "lightgbm": 54.7,
+        "lightgbm_distributional": 56.5,
+        "tfidf_ridge": 62.1,
+        "price_blend": 54.6,
+    }

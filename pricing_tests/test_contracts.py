@@ -26,8 +26,13 @@ def frames(tmp_path_factory):
     bad.to_csv(d / "bad.csv", index=False)
     _, quarantine = read_catalog(str(d / "bad.csv"))
     items = parse_catalog(rows)
-    images = fetch_images(rows[["sample_id", "image_link"]], FetchConfig(store_base=str(d / "store"), mirror_dir=str(IMAGES), offline=True))
-    ocr = pd.DataFrame({"sample_id": items["sample_id"], "ocr_status": "no_image", "ocr_text": "", "n_lines": 0, "mean_conf": np.nan})
+    images = fetch_images(
+        rows[["sample_id", "image_link"]],
+        FetchConfig(store_base=str(d / "store"), mirror_dir=str(IMAGES), offline=True),
+    )
+    ocr = pd.DataFrame(
+        {"sample_id": items["sample_id"], "ocr_status": "no_image", "ocr_text": "", "n_lines": 0, "mean_conf": np.nan}
+    )
     rng = np.random.default_rng(0)
     vec = rng.normal(size=(len(items), 384)).astype(np.float32)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
@@ -37,14 +42,29 @@ def frames(tmp_path_factory):
     brand = build_brand_features(items)
     knn = pd.concat([items[["sample_id"]], knn_price_features(vec, np.log1p(items["price"].to_numpy()), folds)], axis=1)
     fm = pd.DataFrame({"sample_id": items["sample_id"], "fold": folds, "price": items["price"], "x": 1.0})
-    preds = pd.DataFrame({"sample_id": items["sample_id"], "fold": folds, "price": items["price"], "pred_price": items["price"] * 1.1})
-    out = pd.DataFrame({"sample_id": items["sample_id"], "price": items["price"] * 0.9, "batch": "b1", "model_version": "v1"})
+    preds = pd.DataFrame(
+        {"sample_id": items["sample_id"], "fold": folds, "price": items["price"], "pred_price": items["price"] * 1.1}
+    )
+    out = pd.DataFrame(
+        {"sample_id": items["sample_id"], "price": items["price"] * 0.9, "batch": "b1", "model_version": "v1"}
+    )
     return {
-        "raw_catalog": rows, "catalog_quarantine": quarantine, "catalog_items": items, "product_images": images,
-        "ocr_text": ocr, "embeddings": emb, "products": products, "brand_features": brand, "knn_features": knn,
-        "feature_matrix": fm, "model_predictions": preds, "price_predictions": out,
+        "raw_catalog": rows,
+        "catalog_quarantine": quarantine,
+        "catalog_items": items,
+        "product_images": images,
+        "ocr_text": ocr,
+        "embeddings": emb,
+        "products": products,
+        "brand_features": brand,
+        "knn_features": knn,
+        "feature_matrix": fm,
+        "model_predictions": preds,
+        "price_predictions": out,
         "batch_predictions": out.drop(columns=["batch"]).assign(pred_lightgbm=1.0),
-        "blend_weights": pd.DataFrame({"model": ["lightgbm", "tfidf_ridge"], "weight": [0.75, 0.25], "oof_smape": [54.7, 62.1]}),
+        "blend_weights": pd.DataFrame(
+            {"model": ["lightgbm", "tfidf_ridge"], "weight": [0.75, 0.25], "oof_smape": [54.7, 62.1]}
+        ),
     }
 
 
@@ -53,6 +73,7 @@ def _set(col, value, row=0):
         df = df.copy()
         df.loc[df.index[row], col] = value
         return df
+
     return f
 
 
@@ -68,6 +89,7 @@ def _vector(v):
         df["embedding"] = df["embedding"].astype(object)
         df.at[df.index[0], "embedding"] = v
         return df
+
     return f
 
 

@@ -49,7 +49,9 @@ def child_materialize(root: str, pause_s: str) -> None:
 def _spawn(root: Path, pause_s: float) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DAGSTER_HOME": str(root / "home")}
     code = f"from pricing_tests.test_crash_recovery import child_materialize; child_materialize({str(root)!r}, {str(pause_s)!r})"
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _claimed(instance: dg.DagsterInstance) -> list:
@@ -114,7 +116,9 @@ def test_killed_materialize_holding_the_gpu_slot_is_recovered_by_the_next_one(ki
     failure = list(instance.all_logs(killed_id, of_type=dg.DagsterEventType.RUN_FAILURE))
     assert failure and "run worker gone" in failure[0].message and str(pid) in failure[0].message
     assert _claimed(instance) == [] and instance.event_log_storage.get_concurrency_info("gpu").pending_steps == []
-    assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING]))
+    assert not instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
+    )
 
     # the re-run reused the killed run's 2 chunks and computed the other 3
     mats = instance.fetch_materializations(dg.AssetKey(["embeddings", "text", MODEL]), limit=1).records
@@ -133,7 +137,9 @@ def _started_run(instance: dg.DagsterInstance, tags: dict) -> str:
         return 1
 
     run = instance.create_run_for_job(dg.Definitions(assets=[noop]).resolve_implicit_global_asset_job_def(), tags=tags)
-    instance.handle_run_event(run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name, message="started"))
+    instance.handle_run_event(
+        run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name, message="started")
+    )
     return run.run_id
 
 
@@ -171,8 +177,13 @@ def test_stale_runs_are_only_runs_whose_worker_is_gone_on_this_host(tmp_path):
     result = recover_runs(instance)
     assert {s.run_id for s in result["failed"]} == {runs["dead"], runs["recycled_pid"]}
     status = {k: instance.get_run_by_id(v).status for k, v in runs.items()}
-    assert status == {"alive": dg.DagsterRunStatus.STARTED, "other_host": dg.DagsterRunStatus.STARTED, "dead": dg.DagsterRunStatus.FAILURE,
-                      "recycled_pid": dg.DagsterRunStatus.FAILURE, "no_identity": dg.DagsterRunStatus.STARTED}
+    assert status == {
+        "alive": dg.DagsterRunStatus.STARTED,
+        "other_host": dg.DagsterRunStatus.STARTED,
+        "dead": dg.DagsterRunStatus.FAILURE,
+        "recycled_pid": dg.DagsterRunStatus.FAILURE,
+        "no_identity": dg.DagsterRunStatus.STARTED,
+    }
     assert stale_runs(instance) == [] and recover_runs(instance) == {"failed": [], "freed": {}}
 
 
@@ -228,10 +239,14 @@ def test_a_step_waiting_for_a_pool_slot_says_which_run_holds_it(tmp_path, capsys
     assert storage.claim_concurrency_slot("gpu", holder, "ocr_text").is_claimed
     tags = {"pricing/source": "cli", **worker_tags()}
     mine = _started_run(instance, tags)
-    assert not storage.claim_concurrency_slot("gpu", mine, "embeddings__text__minilm_l6").is_claimed  # queued behind the holder
+    assert not storage.claim_concurrency_slot(
+        "gpu", mine, "embeddings__text__minilm_l6"
+    ).is_claimed  # queued behind the holder
 
     waits = pool_waits(instance, {mine})
-    assert [(w["pool"], w["step"], [h["run_id"] for h in w["held_by"]]) for w in waits] == [("gpu", "embeddings__text__minilm_l6", [holder])]
+    assert [(w["pool"], w["step"], [h["run_id"] for h in w["held_by"]]) for w in waits] == [
+        ("gpu", "embeddings__text__minilm_l6", [holder])
+    ]
     with PoolWaitNotice(instance, tags, poll_s=0.1, first_after_s=0.0):
         time.sleep(1.0)
     out = capsys.readouterr().out

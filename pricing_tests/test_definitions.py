@@ -82,20 +82,42 @@ def test_lineage(graph):
     assert parents("embeddings/image/effnet_lite0") == {"product_images"}
     # every per-row asset the training side reads: a batch counts only once all are stored, and a retry
     # that stores a batch's embeddings alone starts products again
-    assert parents("products") == {"catalog_items", "product_images", "ocr_text", "embeddings/text/minilm_l6", "embeddings/image/effnet_lite0"}
+    assert parents("products") == {
+        "catalog_items",
+        "product_images",
+        "ocr_text",
+        "embeddings/text/minilm_l6",
+        "embeddings/image/effnet_lite0",
+    }
     assert "feature_matrix" in parents("lightgbm_model")
     assert parents("lightgbm_distributional_model") == {"feature_matrix"}
     assert "lightgbm_distributional_predictions" in parents("price_blend")
-    assert {"price_blend", "knn_reference", "feature_space", "lightgbm_model", "lightgbm_distributional_model", "tfidf_ridge_model"} <= parents("serving_model")
+    assert {
+        "price_blend",
+        "knn_reference",
+        "feature_space",
+        "lightgbm_model",
+        "lightgbm_distributional_model",
+        "tfidf_ridge_model",
+    } <= parents("serving_model")
     assert "fusion_mlp_model" not in parents("serving_model")  # opt-in: PRICING_FUSION_MLP=1
-    assert {"serving_model", "catalog_items", "product_images", "ocr_text", "embeddings/text/minilm_l6"} <= parents("batch_predictions")
+    assert {"serving_model", "catalog_items", "product_images", "ocr_text", "embeddings/text/minilm_l6"} <= parents(
+        "batch_predictions"
+    )
     assert parents("price_predictions") == {"batch_predictions", "products"}
 
 
 def test_every_data_asset_has_a_blocking_contract_check(graph):
     checks = {ck.asset_key.to_user_string(): ck for ck in graph.asset_check_keys if ck.name == "contract"}
     # index / fitted objects, report tables
-    exempt = {"product_index", "knn_reference", "feature_space", "lightgbm_model", "evaluation_report", "embedding_signal_report"}
+    exempt = {
+        "product_index",
+        "knn_reference",
+        "feature_space",
+        "lightgbm_model",
+        "evaluation_report",
+        "embedding_signal_report",
+    }
     for name in {**PER_ROW, **GLOBAL}:
         if name in exempt or name.endswith("_model"):
             continue
@@ -152,7 +174,11 @@ def test_every_asset_has_kinds_owners_code_version_and_contract_schema(graph):
     missing = {}
     for key in graph.get_all_asset_keys():
         node, name = graph.get(key), key.to_user_string()
-        gaps = [what for what, ok in (("kinds", node.kinds), ("owners", node.owners), ("code_version", node.code_version)) if not ok]
+        gaps = [
+            what
+            for what, ok in (("kinds", node.kinds), ("owners", node.owners), ("code_version", node.code_version))
+            if not ok
+        ]
         if any(ck.name == "contract" for ck in node.check_keys) and "dagster/column_schema" not in node.metadata:
             gaps.append("dagster/column_schema")
         if len(node.kinds) > 3:
@@ -168,12 +194,18 @@ def test_code_version_follows_the_lib_code_an_asset_runs(monkeypatch):
     import pricing_assets.asset_policy as policy
     from pricing_assets.defs import images, ingest
 
-    assert {"images.fetch", "images.decode", "images.url_safety"} <= set(policy.lib_modules_of(inspect.getsource(images.product_images.op.compute_fn.decorated_fn)))
+    assert {"images.fetch", "images.decode", "images.url_safety"} <= set(
+        policy.lib_modules_of(inspect.getsource(images.product_images.op.compute_fn.decorated_fn))
+    )
     before = {a: policy.code_version_of(a) for a in (images.product_images, ingest.raw_catalog)}
     real = policy.lib_module_source
-    monkeypatch.setattr(policy, "lib_module_source", lambda name: real(name) + ("\n# edited" if name == "images.decode" else ""))
+    monkeypatch.setattr(
+        policy, "lib_module_source", lambda name: real(name) + ("\n# edited" if name == "images.decode" else "")
+    )
     after = {a: policy.code_version_of(a) for a in (images.product_images, ingest.raw_catalog)}
-    assert after[images.product_images] != before[images.product_images]  # images.decode is imported by lib/images/fetch.py
+    assert (
+        after[images.product_images] != before[images.product_images]
+    )  # images.decode is imported by lib/images/fetch.py
     assert after[ingest.raw_catalog] == before[ingest.raw_catalog]
 
 

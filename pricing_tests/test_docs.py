@@ -22,9 +22,24 @@ ASSET_SECTION = "## The asset graph"
 NO_CONTRACT_LEAD = "Assets without a `contract` check"
 CONTRACT_CHECK = "contract"
 #: Documents whose links and repository paths must resolve (README first).
-DOCS = [README, *(REPO / "docs" / name for name in ("ARCHITECTURE.md", "experiments.md", "assets.md", "operations.md", "results.md", "deployment.md"))]
+DOCS = [
+    README,
+    *(
+        REPO / "docs" / name
+        for name in ("ARCHITECTURE.md", "experiments.md", "assets.md", "operations.md", "results.md", "deployment.md")
+    ),
+]
 #: Top-level folders of this repository: a backticked path starting with one of them must exist.
-REPO_DIRS = ("pricing_assets/", "pricing_tests/", "data_contracts/", "docs/", "infra/", "benchmarks/", "scripts/", "data/")
+REPO_DIRS = (
+    "pricing_assets/",
+    "pricing_tests/",
+    "data_contracts/",
+    "docs/",
+    "infra/",
+    "benchmarks/",
+    "scripts/",
+    "data/",
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +166,9 @@ def test_every_asset_the_readme_lists_exists():
     loc = load_code_location()
     names = readme_asset_names(ASSETS_DOC.read_text(), loc)
     missing = sorted(n for n in names if not _matches(n, loc.assets))
-    assert not missing, f"docs/assets.md ({ASSET_SECTION!r}) names assets that the code location does not define: {missing}; assets defined: {sorted(loc.assets)}"
+    assert not missing, (
+        f"docs/assets.md ({ASSET_SECTION!r}) names assets that the code location does not define: {missing}; assets defined: {sorted(loc.assets)}"
+    )
 
 
 def test_readme_lists_the_assets_without_a_contract():
@@ -181,7 +198,14 @@ def test_relative_links_point_to_existing_files(doc):
 
 def test_readme_links_the_guides():
     links = {str((README.parent / t).resolve().relative_to(REPO)) for t in relative_links(README.read_text()) if t}
-    assert {"docs/deployment.md", "docs/experiments.md", "docs/ARCHITECTURE.md", "docs/assets.md", "docs/operations.md", "docs/results.md"} <= links, sorted(links)
+    assert {
+        "docs/deployment.md",
+        "docs/experiments.md",
+        "docs/ARCHITECTURE.md",
+        "docs/assets.md",
+        "docs/operations.md",
+        "docs/results.md",
+    } <= links, sorted(links)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
@@ -226,4 +250,7 @@ def test_the_rules_can_fail():
     assert _matches("embeddings/<modality>/<model>", loc.assets) and not _matches("embeddings/<model>", loc.assets)
     assert relative_links("see [x](docs/nope.md#a) and [y](https://example.org)") == ["docs/nope.md"]
     assert repository_paths("`pricing_assets/assets/` and `<storage>/x` and `docs/*.md`") == ["pricing_assets/assets/"]
-    assert architecture_names("`lib.serving.scoring.ServingModel`, `build_defs(settings)`, `cli.py`, `a b`") == ["ServingModel", "build_defs"]
+    assert architecture_names("`lib.serving.scoring.ServingModel`, `build_defs(settings)`, `cli.py`, `a b`") == [
+        "ServingModel",
+        "build_defs",
+    ]

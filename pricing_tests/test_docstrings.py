@@ -15,12 +15,18 @@ def public_defs_without_docstring(root: Path) -> list[str]:
     for f in sorted(root.rglob("*.py")):
         tree = ast.parse(f.read_text(), filename=str(f))
         for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith(
+                "_"
+            ):
                 if not ast.get_docstring(node):
                     out.append(f"{f.relative_to(REPO)}:{node.lineno} {node.name}")
                 if isinstance(node, ast.ClassDef):
                     for sub in node.body:
-                        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)) and not sub.name.startswith("_") and not ast.get_docstring(sub):
+                        if (
+                            isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef))
+                            and not sub.name.startswith("_")
+                            and not ast.get_docstring(sub)
+                        ):
                             out.append(f"{f.relative_to(REPO)}:{sub.lineno} {node.name}.{sub.name}")
     return out
 
@@ -31,7 +37,9 @@ def test_every_public_definition_has_a_docstring():
 
 
 def test_the_rule_can_fail(tmp_path):
-    (tmp_path / "m.py").write_text('def f():\n    return 1\n\n\nclass C:\n    """doc"""\n\n    def g(self):\n        pass\n')
+    (tmp_path / "m.py").write_text(
+        'def f():\n    return 1\n\n\nclass C:\n    """doc"""\n\n    def g(self):\n        pass\n'
+    )
     global REPO
     saved, REPO = REPO, tmp_path
     try:

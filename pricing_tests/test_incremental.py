@@ -8,7 +8,6 @@ come from a local HTTP server (3 links in ``b1``, one new link in ``b3``). Only 
 enabled (the image encoder's own incremental behaviour is the same cache, tested in ``test_s3``).
 """
 
-
 import dagster as dg
 import pandas as pd
 import pytest
@@ -45,7 +44,9 @@ def run(tmp_path_factory):
         b1, b2 = rows.iloc[0:30].copy(), rows.iloc[30:60].copy()
         repeat = rows.iloc[[1]].assign(price=rows.loc[1, "price"] + 1.0)  # same content and link, new price
         changed = rows.iloc[[35]].copy()
-        changed["catalog_content"] = changed["catalog_content"].str.replace("Item Name: ", "Item Name: NEW 2-PACK ", n=1)
+        changed["catalog_content"] = changed["catalog_content"].str.replace(
+            "Item Name: ", "Item Name: NEW 2-PACK ", n=1
+        )
         assert (changed["catalog_content"] != rows.loc[[35], "catalog_content"]).all()
         b3 = pd.concat([rows.iloc[60:68], repeat, changed], ignore_index=True)
 
@@ -67,16 +68,35 @@ def run(tmp_path_factory):
             df.to_csv(src, index=False)
             store_batch(str(src), str(storage / "batches"), name)
             instance.add_dynamic_partitions(CATALOG_BATCHES, [name])
-            res = dg.materialize(assets, instance=instance, resources=resources, partition_key=name, selection=dg.AssetSelection.groups(*PER_ROW_GROUPS))
+            res = dg.materialize(
+                assets,
+                instance=instance,
+                resources=resources,
+                partition_key=name,
+                selection=dg.AssetSelection.groups(*PER_ROW_GROUPS),
+            )
             assert res.success, name
         hits_after_b3 = dict(srv.hits)
-        rerun = dg.materialize(assets, instance=instance, resources=resources, partition_key="b3", selection=dg.AssetSelection.groups(*PER_ROW_GROUPS))
+        rerun = dg.materialize(
+            assets,
+            instance=instance,
+            resources=resources,
+            partition_key="b3",
+            selection=dg.AssetSelection.groups(*PER_ROW_GROUPS),
+        )
         assert rerun.success
-        products = dg.materialize(assets, instance=instance, resources=resources, selection=dg.AssetSelection.assets("products"))
+        products = dg.materialize(
+            assets, instance=instance, resources=resources, selection=dg.AssetSelection.assets("products")
+        )
         assert products.success
         hits_end = dict(srv.hits)
     return {
-        "instance": instance, "rows": rows, "b3": b3, "links": links, "hits_after_b3": hits_after_b3, "hits_end": hits_end,
+        "instance": instance,
+        "rows": rows,
+        "b3": b3,
+        "links": links,
+        "hits_after_b3": hits_after_b3,
+        "hits_end": hits_end,
         "products": products.output_for_node("products", "products"),
     }
 

@@ -37,17 +37,29 @@ def test_every_instance_config_monitors_runs_and_retries_crashes_only():
     helm = load("helm/values.yaml")["dagsterDaemon"]
     configs = {name: load(name) for name in INSTANCE_FILES}
     configs["helm"] = {
-        "run_monitoring": {k: helm["runMonitoring"][c] for k, c in (("enabled", "enabled"), ("start_timeout_seconds", "startTimeoutSeconds"),
-                           ("max_runtime_seconds", "maxRuntimeSeconds"), ("free_slots_after_run_end_seconds", "freeSlotsAfterRunEndSeconds"),
-                           ("poll_interval_seconds", "pollIntervalSeconds"))},
-        "run_retries": {"enabled": helm["runRetries"]["enabled"], "max_retries": helm["runRetries"]["maxRetries"],
-                        "retry_on_asset_or_op_failure": helm["runRetries"]["retryOnAssetOrOpFailure"]},
+        "run_monitoring": {
+            k: helm["runMonitoring"][c]
+            for k, c in (
+                ("enabled", "enabled"),
+                ("start_timeout_seconds", "startTimeoutSeconds"),
+                ("max_runtime_seconds", "maxRuntimeSeconds"),
+                ("free_slots_after_run_end_seconds", "freeSlotsAfterRunEndSeconds"),
+                ("poll_interval_seconds", "pollIntervalSeconds"),
+            )
+        },
+        "run_retries": {
+            "enabled": helm["runRetries"]["enabled"],
+            "max_retries": helm["runRetries"]["maxRetries"],
+            "retry_on_asset_or_op_failure": helm["runRetries"]["retryOnAssetOrOpFailure"],
+        },
     }
     for name, cfg in configs.items():
         mon, retries = cfg["run_monitoring"], cfg["run_retries"]
         assert mon["enabled"] is True, name
         assert 120 <= mon["start_timeout_seconds"] <= 600, name  # a new run worker loads torch + the code location
-        assert mon["max_runtime_seconds"] >= 4 * 3600, name  # well above the heaviest run measured (docs/deployment.md#sizing)
+        assert mon["max_runtime_seconds"] >= 4 * 3600, (
+            name
+        )  # well above the heaviest run measured (docs/deployment.md#sizing)
         assert 0 < mon["free_slots_after_run_end_seconds"] <= 300 and mon["poll_interval_seconds"] <= 120, name
         assert retries["enabled"] is True and retries["max_retries"] >= 1, name
         assert retries["retry_on_asset_or_op_failure"] is False, name
@@ -72,7 +84,7 @@ def test_dockerfile_pins_cpu_torch_and_installs_postgres_extra():
     pins = {ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith("ARG TORCH_VERSION=")}
     pyproject = (REPO / "pyproject.toml").read_text()
     assert pins == {"2.13.0"} and '"torch==2.13.0"' in pyproject
-    assert "download.pytorch.org/whl/cpu" in text and '.[cpu,postgres]' in text
+    assert "download.pytorch.org/whl/cpu" in text and ".[cpu,postgres]" in text
     assert "USER dagster" in text and "COPY infra/dagster-compose.yaml" in text
 
 
@@ -85,13 +97,20 @@ def test_helm_values_k8s_launcher_and_gpu_steps_match_the_code():
     deployment = v["dagster-user-deployments"]["deployments"][0]
     assert deployment["codeServerArgs"] == ["-m", "pricing_assets.definitions"]
     assert {"name": "PRICING_EXECUTOR", "value": "k8s"} in deployment["env"]
-    assert v["postgresql"]["enabled"] is False and v["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    assert (
+        v["postgresql"]["enabled"] is False and v["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    )
     # the gpu pool's limit is chart values (not a manual CLI step), and only there: the chart refuses
     # a run limit in both the coordinator and the concurrency block
     assert v["concurrency"]["pools"]["defaultLimit"] >= 1 and v["concurrency"]["runs"]["maxConcurrentRuns"] >= 1
     assert "maxConcurrentRuns" not in (v["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"] or {})
     # S3 credentials wherever S3 is read: compute logs (webserver), inbox (daemon), runs, code location
-    for holder in (v["dagsterWebserver"], v["dagsterDaemon"], v["runLauncher"]["config"]["k8sRunLauncher"], v["dagster-user-deployments"]["deployments"][0]):
+    for holder in (
+        v["dagsterWebserver"],
+        v["dagsterDaemon"],
+        v["runLauncher"]["config"]["k8sRunLauncher"],
+        v["dagster-user-deployments"]["deployments"][0],
+    ):
         assert {"name": "pricing-s3"} in holder["envSecrets"]
 
     steps = gpu_step_keys(defs)
@@ -117,8 +136,12 @@ def test_every_entry_point_names_the_code_location_the_same():
     from pricing_assets.settings import LOCATION_NAME
 
     names = {
-        "pyproject.toml": tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"]["code_location_name"],
-        "workspace.yaml": yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]["location_name"],
+        "pyproject.toml": tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dg"]["project"][
+            "code_location_name"
+        ],
+        "workspace.yaml": yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"][
+            "location_name"
+        ],
         "infra/workspace.yaml": load("workspace.yaml")["load_from"][0]["grpc_server"]["location_name"],
         "helm": load("helm/values.yaml")["dagster-user-deployments"]["deployments"][0]["name"],
     }
@@ -126,9 +149,18 @@ def test_every_entry_point_names_the_code_location_the_same():
     root = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]
     assert root["module_name"] == "pricing_assets.definitions"
     # daemon / webserver / sensor commands: -w workspace.yaml, never -m (another location name)
-    pattern = re.compile(r"(dagster-daemon run|dagster-webserver|dagster sensor \w+|dagster dev)[^\n`]*-m pricing_assets")
-    for path in [REPO / "README.md", REPO / "Makefile", *(REPO / "docs").glob("*.md"), *(REPO / "scripts").glob("*.py"),
-                 *(REPO / "pricing_assets").rglob("*.py"), *INFRA.rglob("*.y*ml"), INFRA / "Dockerfile"]:
+    pattern = re.compile(
+        r"(dagster-daemon run|dagster-webserver|dagster sensor \w+|dagster dev)[^\n`]*-m pricing_assets"
+    )
+    for path in [
+        REPO / "README.md",
+        REPO / "Makefile",
+        *(REPO / "docs").glob("*.md"),
+        *(REPO / "scripts").glob("*.py"),
+        *(REPO / "pricing_assets").rglob("*.py"),
+        *INFRA.rglob("*.y*ml"),
+        INFRA / "Dockerfile",
+    ]:
         hits = pattern.findall(path.read_text())
         assert not hits, f"{path.relative_to(REPO)}: {hits}"
 
@@ -160,5 +192,8 @@ def test_no_private_dagster_api_in_the_code_location_or_infra():
     import re
 
     private = re.compile(r"^\s*(?:from|import)\s+(dagster\._\S*|dagster_shared\S*)", re.MULTILINE)
-    hits = {str(p.relative_to(REPO)): private.findall(p.read_text()) for p in [*(REPO / "pricing_assets").rglob("*.py"), *INFRA.rglob("*.py")]}
+    hits = {
+        str(p.relative_to(REPO)): private.findall(p.read_text())
+        for p in [*(REPO / "pricing_assets").rglob("*.py"), *INFRA.rglob("*.py")]
+    }
     assert not {k: v for k, v in hits.items() if v}

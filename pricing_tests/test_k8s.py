@@ -49,8 +49,17 @@ contexts: [{name: none, context: {cluster: none, user: none, namespace: pricing}
 current-context: none
 """
 
-GPU_STEPS = [("catalog_batch_job", step) for step in ("embeddings__text__minilm_l6", "embeddings__image__effnet_lite0", "ocr_text")]
-CPU_STEPS = [("catalog_batch_job", "raw_catalog"), ("catalog_batch_job", "catalog_items"), ("catalog_batch_job", "product_images"), ("nightly_retrain_job", "products"), ("nightly_retrain_job", "lightgbm_model")]
+GPU_STEPS = [
+    ("catalog_batch_job", step)
+    for step in ("embeddings__text__minilm_l6", "embeddings__image__effnet_lite0", "ocr_text")
+]
+CPU_STEPS = [
+    ("catalog_batch_job", "raw_catalog"),
+    ("catalog_batch_job", "catalog_items"),
+    ("catalog_batch_job", "product_images"),
+    ("nightly_retrain_job", "products"),
+    ("nightly_retrain_job", "lightgbm_model"),
+]
 
 
 def helm_run_launcher_config(values: dict, kubeconfig_file: str) -> dict:
@@ -59,8 +68,13 @@ def helm_run_launcher_config(values: dict, kubeconfig_file: str) -> dict:
     ``envSecrets`` names become ``env_secrets``; the chart adds the instance ConfigMap, the service
     account and ``dagster_home``. ``kubeconfig_file`` stands in for the in-cluster config."""
     rl = values["runLauncher"]["config"]["k8sRunLauncher"]
-    top = {"containerConfig": "container_config", "podSpecConfig": "pod_spec_config", "podTemplateSpecMetadata": "pod_template_spec_metadata",
-           "jobSpecConfig": "job_spec_config", "jobMetadata": "job_metadata"}
+    top = {
+        "containerConfig": "container_config",
+        "podSpecConfig": "pod_spec_config",
+        "podTemplateSpecMetadata": "pod_template_spec_metadata",
+        "jobSpecConfig": "job_spec_config",
+        "jobMetadata": "job_metadata",
+    }
     return {
         "instance_config_map": "pricing-dagster-instance",
         "dagster_home": "/opt/dagster/dagster_home",
@@ -78,16 +92,18 @@ def helm_container_context(values: dict) -> dict:
     ``dagsterUserDeployments.k8sContainerContext``); dagster-k8s applies it to every run and step pod
     of the code location, on top of the run launcher's config."""
     dep = values["dagster-user-deployments"]["deployments"][0]
-    return {"k8s": {
-        "image_pull_policy": dep["image"]["pullPolicy"],
-        "env_config_maps": [f"pricing-dagster-{dep['name']}-user-env"],
-        "env_secrets": [s["name"] for s in dep.get("envSecrets", [])],
-        "resources": dep.get("resources", {}),
-        "namespace": NAMESPACE,
-        "service_account_name": values["global"]["serviceAccountName"],
-        "env": dep.get("env", []),
-        "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
-    }}
+    return {
+        "k8s": {
+            "image_pull_policy": dep["image"]["pullPolicy"],
+            "env_config_maps": [f"pricing-dagster-{dep['name']}-user-env"],
+            "env_secrets": [s["name"] for s in dep.get("envSecrets", [])],
+            "resources": dep.get("resources", {}),
+            "namespace": NAMESPACE,
+            "service_account_name": values["global"]["serviceAccountName"],
+            "env": dep.get("env", []),
+            "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
+        }
+    }
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +129,16 @@ def instance(tmp_path_factory, batch_api):
     kubeconfig.write_text(KUBECONFIG)
     concurrency = VALUES["concurrency"]
     overrides = {
-        "run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": helm_run_launcher_config(VALUES, str(kubeconfig))},
+        "run_launcher": {
+            "module": "dagster_k8s",
+            "class": "K8sRunLauncher",
+            "config": helm_run_launcher_config(VALUES, str(kubeconfig)),
+        },
         "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
-        "concurrency": {"runs": {"max_concurrent_runs": concurrency["runs"]["maxConcurrentRuns"]},
-                        "pools": {"default_limit": concurrency["pools"]["defaultLimit"]}},
+        "concurrency": {
+            "runs": {"max_concurrent_runs": concurrency["runs"]["maxConcurrentRuns"]},
+            "pools": {"default_limit": concurrency["pools"]["defaultLimit"]},
+        },
     }
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None) as home:
@@ -164,7 +186,11 @@ def step_job(instance, batch_api, k8s_defs):
     from dagster._grpc.types import ExecuteStepArgs
 
     repo = ReconstructableRepository.for_module(
-        "infra.k8s_definitions", "defs", working_directory=str(REPO), container_image=IMAGE, container_context=helm_container_context(VALUES)
+        "infra.k8s_definitions",
+        "defs",
+        working_directory=str(REPO),
+        container_image=IMAGE,
+        container_context=helm_container_context(VALUES),
     )
 
     @functools.cache
@@ -175,24 +201,45 @@ def step_job(instance, batch_api, k8s_defs):
         run = create_run_for_test(instance, job_name=job_name, job_code_origin=origin)
         executor_def = job_def.executor_def
         exec_config = ResolvedRunConfig.build(job_def, {}).execution.execution_engine_config
-        executor = executor_def.executor_creation_fn(InitExecutorContext(job=recon_job, executor_def=executor_def, executor_config=exec_config, instance=instance))
+        executor = executor_def.executor_creation_fn(
+            InitExecutorContext(
+                job=recon_job, executor_def=executor_def, executor_config=exec_config, instance=instance
+            )
+        )
         plan = create_execution_plan(recon_job)
         plan_context = PlanOrchestrationContext(
-            plan_data=PlanData(job=recon_job, dagster_run=run, instance=instance, execution_plan=plan, raise_on_error=True, retry_mode=RetryMode.DISABLED),
-            log_manager=create_context_free_log_manager(instance, run), executor=executor, output_capture=None,
+            plan_data=PlanData(
+                job=recon_job,
+                dagster_run=run,
+                instance=instance,
+                execution_plan=plan,
+                raise_on_error=True,
+                retry_mode=RetryMode.DISABLED,
+            ),
+            log_manager=create_context_free_log_manager(instance, run),
+            executor=executor,
+            output_capture=None,
         )
         return origin, run, executor, plan, plan_context
 
     def launch(job_name: str, step_key: str):
         origin, run, executor, plan, plan_context = per_job(job_name)
         assert step_key in plan.step_keys_to_execute, (step_key, plan.step_keys_to_execute)
-        context = StepHandlerContext(instance=instance, plan_context=plan_context, steps=plan.steps,
-                                     execute_step_args=ExecuteStepArgs(origin, run.run_id, [step_key]), dagster_run=run)
+        context = StepHandlerContext(
+            instance=instance,
+            plan_context=plan_context,
+            steps=plan.steps,
+            execute_step_args=ExecuteStepArgs(origin, run.run_id, [step_key]),
+            dagster_run=run,
+        )
         batch_api.reset_mock()
         list(executor._step_handler.launch_step(context))  # noqa: SLF001 - the handler a StepDelegatingExecutor drives
-        (job, namespace), = created_jobs(batch_api)
+        ((job, namespace),) = created_jobs(batch_api)
         assert namespace == NAMESPACE
-        assert job.metadata.labels["dagster/op"] == step_key and job.metadata.labels["app.kubernetes.io/component"] == "step_worker"
+        assert (
+            job.metadata.labels["dagster/op"] == step_key
+            and job.metadata.labels["app.kubernetes.io/component"] == "step_worker"
+        )
         return job
 
     return launch
@@ -205,7 +252,10 @@ def container_env(container) -> list[tuple[str, str]]:
 def resources_of(container) -> dict:
     """``{"limits": {...}, "requests": {...}}`` with every quantity as a string (as Kubernetes reads it)."""
     res = container.resources
-    return {"limits": {k: str(v) for k, v in (res.limits or {}).items()}, "requests": {k: str(v) for k, v in (res.requests or {}).items()}}
+    return {
+        "limits": {k: str(v) for k, v in (res.limits or {}).items()},
+        "requests": {k: str(v) for k, v in (res.requests or {}).items()},
+    }
 
 
 def as_strings(resources: dict) -> dict:
@@ -224,10 +274,16 @@ def test_k8s_definitions_load_with_the_k8s_executor_and_nothing_else_changed():
 
     defs = k8s_build({})  # what the Helm user deployment loads: `-m pricing_assets.definitions`, PRICING_EXECUTOR=k8s
     dg.Definitions.validate_loadable(defs)
-    assert base.executor.name == "in_process" and defs.executor.name == module_defs.executor.name == k8s_job_executor.name == "k8s"
+    assert (
+        base.executor.name == "in_process"
+        and defs.executor.name == module_defs.executor.name == k8s_job_executor.name == "k8s"
+    )
     assert defs.component_tree is not None
     graph, base_graph = defs.resolve_asset_graph(), base.resolve_asset_graph()
-    assert graph.get_all_asset_keys() == base_graph.get_all_asset_keys() and graph.asset_check_keys == base_graph.asset_check_keys
+    assert (
+        graph.get_all_asset_keys() == base_graph.get_all_asset_keys()
+        and graph.asset_check_keys == base_graph.asset_check_keys
+    )
     for field in ("jobs", "sensors", "schedules"):
         assert [d.name for d in getattr(defs, field)] == [d.name for d in getattr(base, field)], field
     assert set(defs.resources) == set(base.resources)
@@ -239,14 +295,21 @@ def test_k8s_definitions_load_with_the_k8s_executor_and_nothing_else_changed():
         assert job.executor_def.name == "k8s", job_name
         assert ResolvedRunConfig.build(job, {}).execution.execution_engine_config == expected.value, job_name
     steps = set(k8s.executor_config(base)["per_step_k8s_config"])
-    assert steps == set(k8s.gpu_step_keys(base)) >= {"ocr_text", "embeddings__text__minilm_l6", "embeddings__image__effnet_lite0"}
+    assert (
+        steps
+        == set(k8s.gpu_step_keys(base))
+        >= {"ocr_text", "embeddings__text__minilm_l6", "embeddings__image__effnet_lite0"}
+    )
 
 
 def test_gpu_image_comes_from_the_environment():
     def per_step_config(env: dict) -> dict:
         return k8s_build(env).executor.config_schema.resolve_config({}).value["config"]["per_step_k8s_config"]
 
-    assert {cfg["container_config"].get("image") for cfg in per_step_config({k8s.GPU_IMAGE_ENV: "registry.example.com/x:cuda"}).values()} == {"registry.example.com/x:cuda"}
+    assert {
+        cfg["container_config"].get("image")
+        for cfg in per_step_config({k8s.GPU_IMAGE_ENV: "registry.example.com/x:cuda"}).values()
+    } == {"registry.example.com/x:cuda"}
     assert {cfg["container_config"].get("image") for cfg in per_step_config({}).values()} == {None}
     with pytest.raises(ValueError, match="PRICING_EXECUTOR"):
         load_settings({"PRICING_EXECUTOR": "celery"})
@@ -268,9 +331,13 @@ def test_gpu_step_pod_gets_a_gpu_node(step_job, job_name, step_key):
     assert resources_of(container) == as_strings(k8s.GPU_RESOURCES)
     assert resources_of(container)["limits"]["nvidia.com/gpu"] == "1"
     assert pod.node_selector == {"pricing/pool": "gpu"}
-    assert [(t.key, t.operator, t.effect) for t in pod.tolerations or []] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
+    assert [(t.key, t.operator, t.effect) for t in pod.tolerations or []] == [
+        ("nvidia.com/gpu", "Exists", "NoSchedule")
+    ]
     env = container_env(container)
-    assert [v for n, v in env if n == "PRICING_DEVICE"] == ["cuda"], env  # exactly one: no `auto` from the deployment env
+    assert [v for n, v in env if n == "PRICING_DEVICE"] == ["cuda"], (
+        env
+    )  # exactly one: no `auto` from the deployment env
     assert ("DAGSTER_RUN_STEP_KEY", step_key) in env and ("PRICING_STORAGE", "s3://pricing/storage") in env
     assert {s.secret_ref.name for s in container.env_from if s.secret_ref} == {"pricing-s3"}
 
@@ -307,16 +374,29 @@ def test_backfill_of_n_batches_is_n_runs_each_its_own_k8s_job(instance, batch_ap
     batches = ["batch_2026_01", "batch_2026_02", "batch_2026_03", "batch_2026_04"]
     instance.add_dynamic_partitions(CATALOG_BATCHES, batches)
     origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(executable_path=sys.executable, module_name="infra.k8s_definitions", attribute="defs", working_directory=str(REPO)),
-        container_image=IMAGE, container_context=helm_container_context(VALUES), location_name=LOCATION,
+        LoadableTargetOrigin(
+            executable_path=sys.executable,
+            module_name="infra.k8s_definitions",
+            attribute="defs",
+            working_directory=str(REPO),
+        ),
+        container_image=IMAGE,
+        container_context=helm_container_context(VALUES),
+        location_name=LOCATION,
     )
     with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget([origin])) as workspace:
         location = workspace.create_request_context().get_code_location(LOCATION)
         (repo,) = location.get_repositories().values()
         partition_set = next(ps for ps in repo.get_partition_sets() if ps.job_name == "catalog_batch_job")
         backfill = PartitionBackfill(
-            backfill_id="k8s-test", partition_set_origin=partition_set.get_remote_origin(), status=BulkActionStatus.REQUESTED,
-            partition_names=batches[:3], from_failure=False, reexecution_steps=None, tags={}, backfill_timestamp=get_current_timestamp(),
+            backfill_id="k8s-test",
+            partition_set_origin=partition_set.get_remote_origin(),
+            status=BulkActionStatus.REQUESTED,
+            partition_names=batches[:3],
+            from_failure=False,
+            reexecution_steps=None,
+            tags={},
+            backfill_timestamp=get_current_timestamp(),
         )
         instance.add_backfill(backfill)
         errors = [e for e in execute_backfill_iteration(workspace, logging.getLogger("test_k8s")) if e is not None]
@@ -324,8 +404,12 @@ def test_backfill_of_n_batches_is_n_runs_each_its_own_k8s_job(instance, batch_ap
 
         runs = instance.get_runs(RunsFilter(tags={BACKFILL_ID_TAG: "k8s-test"}))
         assert len(runs) == 3
-        assert sorted(r.tags[PARTITION_NAME_TAG] for r in runs) == batches[:3]  # one run per batch, the 4th not selected
-        assert {r.job_name for r in runs} == {"catalog_batch_job"} and {r.status for r in runs} == {DagsterRunStatus.QUEUED}
+        assert (
+            sorted(r.tags[PARTITION_NAME_TAG] for r in runs) == batches[:3]
+        )  # one run per batch, the 4th not selected
+        assert {r.job_name for r in runs} == {"catalog_batch_job"} and {r.status for r in runs} == {
+            DagsterRunStatus.QUEUED
+        }
 
         batch_api.reset_mock()
         list(QueuedRunCoordinatorDaemon(interval_seconds=1).run_iteration(workspace))
@@ -337,7 +421,10 @@ def test_backfill_of_n_batches_is_n_runs_each_its_own_k8s_job(instance, batch_ap
     for run in runs:
         job = by_run[run.run_id]
         pod = job.spec.template.spec
-        assert job.metadata.labels["app.kubernetes.io/component"] == "run_worker" and job.metadata.labels["dagster/job"] == "catalog_batch_job"
+        assert (
+            job.metadata.labels["app.kubernetes.io/component"] == "run_worker"
+            and job.metadata.labels["dagster/job"] == "catalog_batch_job"
+        )
         assert pod.node_selector == {"pricing/pool": "cpu"} and pod.containers[0].image == IMAGE
         assert "nvidia.com/gpu" not in (pod.containers[0].resources.limits or {})
         # the chart's container context (user deployment `resources`) wins over runK8sConfig's
@@ -358,7 +445,7 @@ def test_cuda_dockerfile_structure():
     pyproject = (REPO / "pyproject.toml").read_text()
     assert f'"torch=={args["TORCH_VERSION"]}"' in pyproject  # same torch pin as the CPU image
     assert args["TORCH_INDEX"].startswith("https://download.pytorch.org/whl/cu12")
-    assert "python3.11" in text and '.[k8s' in text and '"dagster-k8s==0.29.27"' in pyproject
+    assert "python3.11" in text and ".[k8s" in text and '"dagster-k8s==0.29.27"' in pyproject
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1] not in {"root", "0"}, users
     assert "useradd --uid 10001" in text
@@ -406,7 +493,9 @@ def image_requirements(dockerfile: Path) -> set[str]:
                 if w in ("--index-url", "-i", "--extra-index-url", "--find-links", "-f"):
                     next(args)  # the option's value
                 elif w.startswith(".["):
-                    wanted += project["dependencies"] + [d for extra in w[2:-1].split(",") for d in project["optional-dependencies"][extra]]
+                    wanted += project["dependencies"] + [
+                        d for extra in w[2:-1].split(",") for d in project["optional-dependencies"][extra]
+                    ]
                 elif not w.startswith("-") and w != ".":
                     wanted.append(w)
             image |= closure(wanted)

@@ -34,7 +34,11 @@ def environment_reads(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.environ.get", "os.getenv") and node.args:
             key = node.args[0]
-        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and ast.unparse(node.value) == "os.environ":
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and ast.unparse(node.value) == "os.environ"
+        ):
             key = node.slice
         else:
             continue
@@ -43,15 +47,22 @@ def environment_reads(path: Path) -> list[str]:
 
 
 def test_data_contracts_import_nothing_of_the_code_location():
-    hits = {p.name: sorted(m for m in imported_modules(p) if m.startswith("pricing_assets")) for p in (REPO / "data_contracts").rglob("*.py")}
+    hits = {
+        p.name: sorted(m for m in imported_modules(p) if m.startswith("pricing_assets"))
+        for p in (REPO / "data_contracts").rglob("*.py")
+    }
     assert not {k: v for k, v in hits.items() if v}
 
 
 def test_lib_imports_neither_dagster_nor_the_code_location():
     hits = {}
     for p in (PKG / "lib").rglob("*.py"):
-        bad = sorted(m for m in imported_modules(p) if m.split(".")[0] in ("dagster", "dagster_shared")
-                     or (m.startswith("pricing_assets") and not m.startswith("pricing_assets.lib")))
+        bad = sorted(
+            m
+            for m in imported_modules(p)
+            if m.split(".")[0] in ("dagster", "dagster_shared")
+            or (m.startswith("pricing_assets") and not m.startswith("pricing_assets.lib"))
+        )
         if bad:
             hits[p.name] = bad
     assert not hits
@@ -72,8 +83,13 @@ def test_the_cli_queries_the_instance_through_instance_state_only():
     """No attribute of the instance is used in ``cli.py``: it passes the instance on (to
     ``instance_state`` functions, ``dg.materialize``, ``load_asset_value``) and prints."""
     tree = ast.parse((PKG / "cli.py").read_text())
-    uses = sorted({f"{n.lineno}: {ast.unparse(n)}" for n in ast.walk(tree)
-                   if isinstance(n, ast.Attribute) and ast.unparse(n.value) in ("instance", "self.instance")})
+    uses = sorted(
+        {
+            f"{n.lineno}: {ast.unparse(n)}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and ast.unparse(n.value) in ("instance", "self.instance")
+        }
+    )
     assert not uses
 
 
@@ -85,7 +101,9 @@ def test_no_module_the_cli_uses_imports_the_cli(module):
 def test_the_rules_can_fail(tmp_path):
     """The readers find what the rules forbid (the tests above are not vacuous)."""
     src = tmp_path / "m.py"
-    src.write_text("import os\nfrom pricing_assets.lib import x\nos.environ.get('PRICING_X')\nos.environ['DAGSTER_HOME']\n"
-                   "os.getenv(name)\nos.environ['A'] = '1'\nos.environ.setdefault('B', '1')\n")
+    src.write_text(
+        "import os\nfrom pricing_assets.lib import x\nos.environ.get('PRICING_X')\nos.environ['DAGSTER_HOME']\n"
+        "os.getenv(name)\nos.environ['A'] = '1'\nos.environ.setdefault('B', '1')\n"
+    )
     assert {"pricing_assets.lib", "pricing_assets.lib.x", "os"} <= imported_modules(src)
     assert environment_reads(src) == ["3: PRICING_X", "4: DAGSTER_HOME", "5: ?"]

@@ -28,12 +28,14 @@ def _frame(noise: float, seed: int, n_lab: int = N_LAB, n_unl: int = N_UNL) -> p
     ``n_unl`` rows without a price (fold -1: a champion stored by an older release may hold them)."""
     price = pd.read_csv(LABELED_CSV, usecols=["price"])["price"].to_numpy(float)[: n_lab + n_unl]
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "sample_id": [f"s{i}" for i in range(n_lab + n_unl)],
-        "fold": np.r_[np.arange(n_lab) % 5, -np.ones(n_unl, dtype=int)],
-        "price": np.r_[price[:n_lab], np.full(n_unl, np.nan)],
-        "pred_price": price * np.exp(rng.normal(0, noise, n_lab + n_unl)),
-    })
+    return pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(n_lab + n_unl)],
+            "fold": np.r_[np.arange(n_lab) % 5, -np.ones(n_unl, dtype=int)],
+            "price": np.r_[price[:n_lab], np.full(n_unl, np.nan)],
+            "pred_price": price * np.exp(rng.normal(0, noise, n_lab + n_unl)),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,7 +203,12 @@ def published(tmp_path):
         "b2": pd.DataFrame({"sample_id": ["3", "4"], "price": [8.0, 9.0], "model_version": "v1"}),
     }
 
-    @dg.asset(name="batch_predictions", partitions_def=catalog_batches, io_manager_key="parquet_io_manager", group_name="scoring")
+    @dg.asset(
+        name="batch_predictions",
+        partitions_def=catalog_batches,
+        io_manager_key="parquet_io_manager",
+        group_name="scoring",
+    )
     def _scored(context) -> pd.DataFrame:
         return scored[context.partition_key]
 
@@ -220,7 +227,9 @@ def published(tmp_path):
 
 def test_price_predictions_are_each_unlabeled_rows_latest_price(published):
     assets, instance, resources = published
-    res = dg.materialize(assets, instance=instance, resources=resources, selection=dg.AssetSelection.assets("price_predictions"))
+    res = dg.materialize(
+        assets, instance=instance, resources=resources, selection=dg.AssetSelection.assets("price_predictions")
+    )
     out = res.output_for_node("price_predictions").sort_values("sample_id").reset_index(drop=True)
     assert out["sample_id"].tolist() == ["1", "3", "4"]  # "2" labeled since; "3" once
     assert out["price"].tolist() == [5.0, 8.0, 9.0] and out["batch"].tolist() == ["b1", "b2", "b2"]  # latest batch wins
@@ -247,7 +256,9 @@ def test_predictions_failing_their_contract_are_not_stored_nor_exported(publishe
     assert not bad.success
     (failure,) = [e for e in bad.all_events if e.is_step_failure]
     assert failure.step_key == "price_predictions" and "nothing stored" in failure.event_specific_data.error.message
-    assert [r.run_id for r in instance.fetch_materializations(dg.AssetKey("price_predictions"), limit=10).records] == [good.run_id]
+    assert [r.run_id for r in instance.fetch_materializations(dg.AssetKey("price_predictions"), limit=10).records] == [
+        good.run_id
+    ]
     verdict = predictions_export_verdict(instance)
     assert not verdict.ok and bad.run_id in verdict.problem and "failed" in verdict.problem
     defs = dg.Definitions(assets=assets, resources=resources)

@@ -22,7 +22,10 @@ def defs(materialized_home):
 
 def _meta(instance, key, partition=None):
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_coercible(key), asset_partitions=[partition] if partition else None), limit=1
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey.from_coercible(key), asset_partitions=[partition] if partition else None
+        ),
+        limit=1,
     ).records
     assert records, f"{key} [{partition}] was never materialised"
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
@@ -86,7 +89,9 @@ def test_global_assets_report_model_figures(instance, slice_files):
     assert lgb["oof_smape"] == pytest.approx(_stored_oof_smape(instance, "lightgbm_predictions"), abs=1e-3)
     assert lgb["labeled_rows"] == slice_files["n_labeled"]
     dist = _meta(instance, "lightgbm_distributional_predictions")
-    assert dist["oof_smape"] == pytest.approx(_stored_oof_smape(instance, "lightgbm_distributional_predictions"), abs=1e-3)
+    assert dist["oof_smape"] == pytest.approx(
+        _stored_oof_smape(instance, "lightgbm_distributional_predictions"), abs=1e-3
+    )
     assert dist["labeled_rows"] == slice_files["n_labeled"]
     blend = _meta(instance, "price_blend")
     assert abs(sum(blend["weights"].values()) - 1) < 1e-3  # weights are rounded to 4 decimals in metadata
@@ -95,7 +100,10 @@ def test_global_assets_report_model_figures(instance, slice_files):
     assert report["blend_oof_smape"] == pytest.approx(blend["oof_smape"], abs=1e-3)
     assert "data:image/png;base64," in report["pred_vs_actual"]
     served = _meta(instance, "serving_model")
-    assert served["labeled_rows"] == slice_files["n_labeled"] and served["labeled_fingerprint"] == products["labeled_fingerprint"]
+    assert (
+        served["labeled_rows"] == slice_files["n_labeled"]
+        and served["labeled_fingerprint"] == products["labeled_fingerprint"]
+    )
     assert served["blend_weights"] == blend["weights"]  # serving packages the blend's weights as stored, not refitted
     assert {k: v for k, v in served["oof_smape"].items() if k != "blend"} == blend["model_oof_smape"]
     preds = _meta(instance, "price_predictions")
@@ -138,7 +146,10 @@ def test_stored_outputs_line_up(instance, defs, slice_files):
 
 def test_second_run_embeds_nothing(instance, defs):
     res = dg.materialize(
-        list(defs.assets), instance=instance, resources=dict(defs.resources), partition_key="lab",
+        list(defs.assets),
+        instance=instance,
+        resources=dict(defs.resources),
+        partition_key="lab",
         selection=dg.AssetSelection.groups("embeddings"),
     )
     assert res.success
@@ -147,14 +158,18 @@ def test_second_run_embeds_nothing(instance, defs):
         assert m["computed"] == 0 and m["cached"] >= 1, (key, m)
 
 
-def test_a_failed_batch_does_not_block_the_global_assets(instance, defs, tmp_path, slice_files, materialized_home, monkeypatch):
+def test_a_failed_batch_does_not_block_the_global_assets(
+    instance, defs, tmp_path, slice_files, materialized_home, monkeypatch
+):
     """Run last: registers a batch whose file breaks the catalog contract, then rebuilds products."""
     from pricing_assets import cli
 
     monkeypatch.setenv("DAGSTER_HOME", str(materialized_home["home"]))
 
     bad = tmp_path / "broken.csv"
-    bad.write_text("sample_id,text\n1,hello\n")  # `pricing ingest` refuses this header; store it as a sensor-less drop would
+    bad.write_text(
+        "sample_id,text\n1,hello\n"
+    )  # `pricing ingest` refuses this header; store it as a sensor-less drop would
     from pricing_assets.lib.catalog.batches import store_batch
     from pricing_assets.partitions import CATALOG_BATCHES
 
@@ -163,7 +178,12 @@ def test_a_failed_batch_does_not_block_the_global_assets(instance, defs, tmp_pat
     res = cli.materialize(instance, defs, batches=["broken"])
     assert list(res["failed"]) == ["batch broken"]
     assert "broken.csv" in res["failed"]["batch broken"] and "catalog_content" in res["failed"]["batch broken"]
-    res = dg.materialize(list(defs.assets), instance=instance, resources=dict(defs.resources), selection=dg.AssetSelection.assets("products"),
-                         run_config={"ops": {"products": {"config": {"retrain_unchanged": True}}}})
+    res = dg.materialize(
+        list(defs.assets),
+        instance=instance,
+        resources=dict(defs.resources),
+        selection=dg.AssetSelection.assets("products"),
+        run_config={"ops": {"products": {"config": {"retrain_unchanged": True}}}},
+    )
     assert res.success
     assert _meta(instance, "products")["rows"] == slice_files["n_labeled"]

@@ -41,7 +41,9 @@ def postgres():
 def sql(pg: dict, query: str, *args) -> list[tuple]:
     import psycopg2
 
-    with psycopg2.connect(host=pg["host"], port=pg["port"], user=pg["username"], password=pg["password"], dbname=pg["db_name"]) as conn:
+    with psycopg2.connect(
+        host=pg["host"], port=pg["port"], user=pg["username"], password=pg["password"], dbname=pg["db_name"]
+    ) as conn:
         with conn.cursor() as cur:
             cur.execute(query, args)
             return cur.fetchall()
@@ -50,12 +52,21 @@ def sql(pg: dict, query: str, *args) -> list[tuple]:
 @pytest.fixture()
 def pg_instance(postgres, tmp_path, monkeypatch):
     """A DagsterInstance loaded from the shipped ``infra/dagster-postgres.yaml`` (env-configured)."""
-    for k, v in {"HOST": postgres["host"], "PORT": str(postgres["port"]), "USERNAME": postgres["username"],
-                 "PASSWORD": postgres["password"], "DB": postgres["db_name"]}.items():
+    for k, v in {
+        "HOST": postgres["host"],
+        "PORT": str(postgres["port"]),
+        "USERNAME": postgres["username"],
+        "PASSWORD": postgres["password"],
+        "DB": postgres["db_name"],
+    }.items():
         monkeypatch.setenv(f"DAGSTER_PG_{k}", v)
     home = tmp_path / "home"
     home.mkdir()
-    cfg = (REPO / "infra" / "dagster-postgres.yaml").read_text().replace("/tmp/dagster-compute-logs", str(tmp_path / "logs"))
+    cfg = (
+        (REPO / "infra" / "dagster-postgres.yaml")
+        .read_text()
+        .replace("/tmp/dagster-compute-logs", str(tmp_path / "logs"))
+    )
     (home / "dagster.yaml").write_text(cfg)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     instance = dg.DagsterInstance.from_config(str(home))
@@ -84,13 +95,26 @@ def test_small_materialisation_lands_in_postgres(pg_instance, postgres, tmp_path
     from pricing_tests.test_resume import small_chunks
 
     small_chunks(monkeypatch.setattr)  # stub text encoder: this test is about instance storage
-    settings = Settings(home=str(tmp_path / "home"), storage=str(tmp_path / "storage"), s3_endpoint=None, device="cpu",
-                        image_mirror=str(IMAGES), images_offline=True, ocr_backend="rapidocr", inbox=str(tmp_path / "inbox"))
+    settings = Settings(
+        home=str(tmp_path / "home"),
+        storage=str(tmp_path / "storage"),
+        s3_endpoint=None,
+        device="cpu",
+        image_mirror=str(IMAGES),
+        images_offline=True,
+        ocr_backend="rapidocr",
+        inbox=str(tmp_path / "inbox"),
+    )
     resources = build_resources(settings)
     resources["image_fetch"] = ImageFetchResource(mirror_dir=str(IMAGES), offline=True)
     resources["ocr"] = OcrResource(enabled=False)
-    assets = [ingest.raw_catalog, ingest.catalog_items, images.product_images, images.ocr_text,
-              build_text_embedding_asset(load_registry()["minilm_l6"])]
+    assets = [
+        ingest.raw_catalog,
+        ingest.catalog_items,
+        images.product_images,
+        images.ocr_text,
+        build_text_embedding_asset(load_registry()["minilm_l6"]),
+    ]
     keys = [k for a in assets for k in a.keys]
 
     lab = pd.read_csv(LABELED_CSV, dtype=str, keep_default_na=False).head(24)
@@ -105,13 +129,26 @@ def test_small_materialisation_lands_in_postgres(pg_instance, postgres, tmp_path
     # --- read back with plain SQL ---
     runs = sql(postgres, "select run_id, status from runs")
     assert runs == [(res.run_id, "SUCCESS")]
-    mats = sql(postgres, "select asset_key, partition from event_logs where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION' order by asset_key", res.run_id)
+    mats = sql(
+        postgres,
+        "select asset_key, partition from event_logs where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION' order by asset_key",
+        res.run_id,
+    )
     assert [(k, p) for k, p in mats] == sorted((k.to_string(), BATCH) for k in keys)
     parts = sql(postgres, "select partition from dynamic_partitions where partitions_def_name = %s", CATALOG_BATCHES)
     assert parts == [(BATCH,)]
-    checks = sql(postgres, "select asset_key, check_name, execution_status from asset_check_executions where run_id = %s", res.run_id)
+    checks = sql(
+        postgres,
+        "select asset_key, check_name, execution_status from asset_check_executions where run_id = %s",
+        res.run_id,
+    )
     assert len(checks) == len(keys) and {c[2] for c in checks} == {"SUCCEEDED"}
-    assert sql(postgres, "select count(*) from event_logs where run_id = %s and dagster_event_type = %s", res.run_id, dg.DagsterEventType.RUN_SUCCESS.value) == [(1,)]
+    assert sql(
+        postgres,
+        "select count(*) from event_logs where run_id = %s and dagster_event_type = %s",
+        res.run_id,
+        dg.DagsterEventType.RUN_SUCCESS.value,
+    ) == [(1,)]
 
     # --- and through a fresh instance object, as the webserver would see it ---
     fresh = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
@@ -120,8 +157,18 @@ def test_small_materialisation_lands_in_postgres(pg_instance, postgres, tmp_path
         meta = ev.asset_materialization.metadata
         assert (meta["rows_in"].value, meta["rows"].value, meta["quarantined_rows"].value) == (24, 23, 1)
         assert fresh.get_materialized_partitions(dg.AssetKey(["embeddings", "text", "minilm_l6"])) == {BATCH}
-        n_ok = fresh.get_latest_materialization_event(dg.AssetKey("product_images")).asset_materialization.metadata["status_counts"].value.get("ok", 0)
-        n_photos = lab.drop(index=3)["image_link"].str.rsplit("/", n=1).str[-1].isin({p.name for p in IMAGES.glob("*.jpg")}).sum()
+        n_ok = (
+            fresh.get_latest_materialization_event(dg.AssetKey("product_images"))
+            .asset_materialization.metadata["status_counts"]
+            .value.get("ok", 0)
+        )
+        n_photos = (
+            lab.drop(index=3)["image_link"]
+            .str.rsplit("/", n=1)
+            .str[-1]
+            .isin({p.name for p in IMAGES.glob("*.jpg")})
+            .sum()
+        )
         assert n_ok == n_photos
     finally:
         fresh.dispose()

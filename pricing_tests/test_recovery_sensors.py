@@ -12,7 +12,7 @@ import pytest
 from pricing_tests.helpers import REPO
 
 INFRA_YAML = (REPO / "infra" / "dagster.yaml").read_text()
-PG_DOWN = ("DagsterCodeLocationLoadError: Failure loading pricing-assets: DagsterPostgresException: too many retries for DB connection")
+PG_DOWN = "DagsterCodeLocationLoadError: Failure loading pricing-assets: DagsterPostgresException: too many retries for DB connection"
 BATCH = "drop_1"
 
 
@@ -35,7 +35,9 @@ def _run(instance, defs, keys, tags, partition=None):
     job = defs.resolve_implicit_global_asset_job_def()
     tags = {**tags, **({"dagster/partition": partition} if partition else {})}
     run = instance.create_run_for_job(job, asset_selection=frozenset(keys), tags=tags)
-    instance.handle_run_event(run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name, message="started"))
+    instance.handle_run_event(
+        run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name, message="started")
+    )
     return instance.get_run_by_id(run.run_id)
 
 
@@ -101,7 +103,11 @@ def test_transient_failure_is_requested_again_after_its_backoff(instance, defs, 
     req = result.run_requests[0]
     assert req.partition_key == BATCH and set(req.asset_selection) == set(keys)
     assert req.run_key == f"retry:{outage.run_id}"
-    assert req.tags["pricing/retry_of"] == outage.run_id and req.tags["pricing/retry_attempt"] == "1" and req.tags["team"] == "pricing"
+    assert (
+        req.tags["pricing/retry_of"] == outage.run_id
+        and req.tags["pricing/retry_attempt"] == "1"
+        and req.tags["team"] == "pricing"
+    )
 
     # the retry is running: the failed run is superseded, nothing more is requested
     _run(instance, defs, keys, req.tags, BATCH)
@@ -117,4 +123,6 @@ def test_dagster_own_retry_is_not_doubled(instance, defs, monkeypatch):
     now = recovery.time.time()
     monkeypatch.setattr(recovery.time, "time", lambda: now + 3600)
     result = _evaluate(recovery.transient_failure_retry, instance, defs)
-    assert not getattr(result, "run_requests", None) and result.skip_message.startswith("no transient failure left to re-request")
+    assert not getattr(result, "run_requests", None) and result.skip_message.startswith(
+        "no transient failure left to re-request"
+    )

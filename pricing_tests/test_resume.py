@@ -44,14 +44,23 @@ def build(root: Path, instance_yaml: str = "telemetry:\n  enabled: false\n", wit
     from pricing_assets.settings import Settings
 
     settings = Settings(
-        home=str(root / "home"), storage=str(root / "storage"), s3_endpoint=None, device="cpu",
-        image_mirror=None, images_offline=True, ocr_backend="rapidocr", inbox=str(root / "inbox"),
+        home=str(root / "home"),
+        storage=str(root / "storage"),
+        s3_endpoint=None,
+        device="cpu",
+        image_mirror=None,
+        images_offline=True,
+        ocr_backend="rapidocr",
+        inbox=str(root / "inbox"),
     )
     resources = build_resources(settings)
     resources["image_fetch"] = ImageFetchResource(mirror_dir=None, offline=True)
     resources["ocr"] = OcrResource(enabled=False)
     assets = [
-        ingest.raw_catalog, ingest.catalog_items, images.product_images, images.ocr_text,
+        ingest.raw_catalog,
+        ingest.catalog_items,
+        images.product_images,
+        images.ocr_text,
         build_text_embedding_asset(load_registry()[MODEL]),
     ] + ([training.build_products_asset({MODEL: load_registry()[MODEL]})] if with_products else [])
     (root / "home").mkdir(parents=True, exist_ok=True)
@@ -86,7 +95,9 @@ def small_chunks(monkeypatch_target, pause_s: float = 0.0) -> None:
 
     # patched where the embedding assets look them up at run time (their lazy imports)
     encoder_cls = _hash_encoder_class()
-    monkeypatch_target(encoders, "load_encoder", lambda spec, device="cpu", cache_dir=None, **kw: encoder_cls(spec, device))
+    monkeypatch_target(
+        encoders, "load_encoder", lambda spec, device="cpu", cache_dir=None, **kw: encoder_cls(spec, device)
+    )
 
     real = cache.embed_with_cache
 
@@ -107,7 +118,9 @@ def all_keys(assets) -> list:
 
 
 def run(assets, resources, instance, select):
-    return dg.materialize(assets, instance=instance, resources=resources, partition_key=BATCH, selection=select, raise_on_error=False)
+    return dg.materialize(
+        assets, instance=instance, resources=resources, partition_key=BATCH, selection=select, raise_on_error=False
+    )
 
 
 def child_main(root: str) -> None:
@@ -145,7 +158,10 @@ def kill_after_shards(child: subprocess.Popen, root: Path, n: int, limit_s: floa
 def stored_hashes(root: Path) -> dict[str, str]:
     """sha256 of every stored asset file of the batch (the parquet bytes as written)."""
     base = root / "storage" / "assets"
-    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(base.rglob(f"{BATCH}.parquet"))}
+    return {
+        str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(base.rglob(f"{BATCH}.parquet"))
+    }
 
 
 def emb_meta(result) -> dict:
@@ -169,7 +185,9 @@ def test_killed_embedding_run_resumes_without_redoing_chunks_and_reruns_are_iden
     # 1. the child process: killed with SIGKILL once 2 shards are on disk
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DAGSTER_HOME": str(tmp_path / "home")}
     code = f"from pricing_tests.test_resume import child_main; child_main({str(tmp_path)!r})"
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     out = kill_after_shards(child, tmp_path, 2, limit_s=120)
     assert child.returncode == -signal.SIGKILL
     assert "CHILD_FINISHED" not in out
@@ -187,7 +205,9 @@ def test_killed_embedding_run_resumes_without_redoing_chunks_and_reruns_are_iden
     assert (meta["cached"], meta["computed"], meta["shards_written"]) == (2 * CHUNK, N_ROWS - 2 * CHUNK, 3)
     assert len(shards(tmp_path)) == 5
     first = stored_hashes(tmp_path)
-    assert len(first) == 6, first  # raw_catalog, catalog_quarantine, catalog_items, product_images, ocr_text, embeddings
+    assert len(first) == 6, (
+        first
+    )  # raw_catalog, catalog_quarantine, catalog_items, product_images, ocr_text, embeddings
     vectors = res.output_for_node("embeddings__text__minilm_l6")
 
     # 3. re-run everything on the same inputs: nothing recomputed, every stored file byte-identical

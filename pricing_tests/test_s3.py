@@ -17,6 +17,8 @@ from pricing_tests.helpers import sample_slice
 from pricing_tests.s3_server import s3_endpoint, s3_env  # noqa: F401  (fixtures)
 
 N_LAB, N_IMG, N_UNL = 40, 3, 10
+
+
 def put_csv(fs, url, df):
     with fs.open(url, "wb") as f:
         f.write(df.to_csv(index=False).encode())
@@ -49,16 +51,24 @@ def test_whole_graph_on_s3_storage(s3_env, monkeypatch, tmp_path):  # noqa: F811
     assert fs.cat(f"{bucket}/store/batches/lab/labeled.csv") == lab.to_csv(index=False).encode()
 
     base = build_defs(settings)
-    defs = dg.Definitions(assets=list(base.assets), resources={**base.resources, "ocr": OcrResource(enabled=False)}, executor=dg.in_process_executor)
+    defs = dg.Definitions(
+        assets=list(base.assets),
+        resources={**base.resources, "ocr": OcrResource(enabled=False)},
+        executor=dg.in_process_executor,
+    )
     res = cli.materialize(instance, defs, log_level="ERROR")
     assert res["batches"] == ["lab", "unlabeled"]
 
     # every artefact lives in the bucket, nothing fell back to a local folder
     keys = set(fs.find(f"{bucket}/store"))
     for k in (
-        "assets/raw_catalog/lab.parquet", "assets/catalog_items/unlabeled.parquet",
-        "assets/embeddings/text/minilm_l6/lab.parquet", "assets/embeddings/image/effnet_lite0/lab.parquet",
-        "assets/products.parquet", "assets/product_index.faiss", "assets/lightgbm_model.lgbm.json",
+        "assets/raw_catalog/lab.parquet",
+        "assets/catalog_items/unlabeled.parquet",
+        "assets/embeddings/text/minilm_l6/lab.parquet",
+        "assets/embeddings/image/effnet_lite0/lab.parquet",
+        "assets/products.parquet",
+        "assets/product_index.faiss",
+        "assets/lightgbm_model.lgbm.json",
         "assets/price_predictions.parquet",
     ):
         assert f"{bucket}/store/{k}" in keys, k
@@ -75,7 +85,9 @@ def test_whole_graph_on_s3_storage(s3_env, monkeypatch, tmp_path):  # noqa: F811
 
     def meta(key, batch):
         ev = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
-        recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(key.split("/")), asset_partitions=[batch]), limit=1)
+        recs = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key.split("/")), asset_partitions=[batch]), limit=1
+        )
         return {k: v.value for k, v in recs.records[0].asset_materialization.metadata.items()} if recs.records else ev
 
     m = meta("embeddings/text/minilm_l6", "lab")
@@ -85,7 +97,10 @@ def test_whole_graph_on_s3_storage(s3_env, monkeypatch, tmp_path):  # noqa: F811
 
     # re-materialising a batch reads every vector back from the S3 cache: nothing recomputed
     again = dg.materialize(
-        list(defs.assets), instance=instance, resources=dict(defs.resources), partition_key="lab",
+        list(defs.assets),
+        instance=instance,
+        resources=dict(defs.resources),
+        partition_key="lab",
         selection=dg.AssetSelection.groups(*PER_ROW_GROUPS),
     )
     assert again.success
@@ -127,8 +142,11 @@ def test_inbox_sensor_on_s3(s3_env, monkeypatch, tmp_path):  # noqa: F811
     defs = build_defs(settings)
     wanted = {dg.AssetKey("raw_catalog"), dg.AssetKey("catalog_quarantine"), dg.AssetKey("catalog_items")}
     res = dg.materialize(
-        [a for a in defs.assets if a.keys & wanted], instance=instance, resources=dict(defs.resources),
-        partition_key="day1", selection=dg.AssetSelection.assets(*wanted),
+        [a for a in defs.assets if a.keys & wanted],
+        instance=instance,
+        resources=dict(defs.resources),
+        partition_key="day1",
+        selection=dg.AssetSelection.assets(*wanted),
     )
     assert res.success
     items = defs.load_asset_value("catalog_items", instance=instance, partition_key="day1")
@@ -147,4 +165,6 @@ def test_cli_ingest_with_explicit_endpoint(s3_env, monkeypatch, tmp_path):  # no
     assert cli.main(["ingest", f"s3://{bucket}/drops/tiny.csv", "--endpoint-url", s3_env["endpoint"]]) == 0
     stored = tmp_path / "home" / "storage" / "batches" / "tiny" / "tiny.csv"
     assert pd.read_csv(stored, dtype={"sample_id": str})["sample_id"].tolist() == lab["sample_id"].tolist()
-    assert cli.main(["ingest", f"s3://{bucket}/drops/absent.csv", "--endpoint-url", s3_env["endpoint"]]) == 2  # one line, exit 2
+    assert (
+        cli.main(["ingest", f"s3://{bucket}/drops/absent.csv", "--endpoint-url", s3_env["endpoint"]]) == 2
+    )  # one line, exit 2

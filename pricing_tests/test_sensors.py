@@ -64,7 +64,9 @@ def write_csv(path, n=5, skip=0, old=True):
 
 
 def tick(sensor, instance, storage_dir, cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": StorageResource(base_path=str(storage_dir))})
+    ctx = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"storage": StorageResource(base_path=str(storage_dir))}
+    )
     res = sensor(ctx)
     assert isinstance(res, dg.SensorResult)
     return res
@@ -200,11 +202,20 @@ def test_file_failing_its_contract_fails_its_run_once(env):
     assert [x.partition_key for x in r.run_requests] == ["broken"]
     apply_partitions(env["instance"], r)
 
-    settings = load_settings({"DAGSTER_HOME": str(env["storage"].parent), "PRICING_STORAGE": str(env["storage"]), "PRICING_IMAGES_OFFLINE": "1"})
+    settings = load_settings(
+        {
+            "DAGSTER_HOME": str(env["storage"].parent),
+            "PRICING_STORAGE": str(env["storage"]),
+            "PRICING_IMAGES_OFFLINE": "1",
+        }
+    )
     defs = build_defs(settings)
     res = dg.materialize(
         [a for a in defs.assets if dg.AssetKey("raw_catalog") in a.keys],
-        instance=env["instance"], resources=dict(defs.resources), partition_key="broken", raise_on_error=False,
+        instance=env["instance"],
+        resources=dict(defs.resources),
+        partition_key="broken",
+        raise_on_error=False,
     )
     assert not res.success
     errs = [e.event_specific_data.error for e in res.all_events if e.is_step_failure]
@@ -226,7 +237,9 @@ def test_code_location_wires_automation_sensor_and_schedule():
         node = graph.get(key)
         if node.partitions_def is None:
             name = key.to_user_string()
-            expected = {"products": GLOBAL_AUTOMATION, "price_predictions": PUBLISHED_AUTOMATION}.get(name, TRAINED_AUTOMATION)
+            expected = {"products": GLOBAL_AUTOMATION, "price_predictions": PUBLISHED_AUTOMATION}.get(
+                name, TRAINED_AUTOMATION
+            )
             assert node.automation_condition == expected, key
             assert node.group_name in GLOBAL_GROUPS, key
         elif node.group_name in SCORING_GROUPS:
@@ -236,7 +249,10 @@ def test_code_location_wires_automation_sensor_and_schedule():
     sensors = {s.name: s for s in defs.sensors}
     recovery = {"run_worker_watchdog", "transient_failure_retry"}  # only act on dead or failed runs: running by default
     assert set(sensors) == {"catalog_inbox_sensor", "pricing_automation_sensor"} | recovery
-    assert all(s.default_status == (dg.DefaultSensorStatus.RUNNING if n in recovery else dg.DefaultSensorStatus.STOPPED) for n, s in sensors.items())
+    assert all(
+        s.default_status == (dg.DefaultSensorStatus.RUNNING if n in recovery else dg.DefaultSensorStatus.STOPPED)
+        for n, s in sensors.items()
+    )
     (sched,) = defs.schedules
     assert (sched.name, sched.cron_schedule, sched.execution_timezone) == ("nightly_retrain", "0 2 * * *", "UTC")
     assert sched.default_status == dg.DefaultScheduleStatus.STOPPED
@@ -337,13 +353,24 @@ def test_backoff_doubles_from_30_s_and_stays_at_15_min():
 
 def test_retry_records_count_per_version():
     r1 = record_failure(None, "10|a", now=1000.0, error="PermissionError: denied")
-    assert r1 == {"signature": "10|a", "attempts": 1, "first_failed_at": 1000.0, "next_try_at": 1030.0, "error": "PermissionError: denied"}
+    assert r1 == {
+        "signature": "10|a",
+        "attempts": 1,
+        "first_failed_at": 1000.0,
+        "next_try_at": 1030.0,
+        "error": "PermissionError: denied",
+    }
     assert retry_wait_s(r1, "10|a", now=1010.0) == 20.0
     assert retry_wait_s(r1, "10|a", now=1030.0) == 0.0
     assert retry_wait_s(r1, "11|b", now=1010.0) == 0.0  # the file changed: try at once
     assert retry_wait_s(None, "10|a", now=0.0) == 0.0
     r2 = record_failure(r1, "10|a", now=1030.0, error="x" * 1000)
-    assert (r2["attempts"], r2["first_failed_at"], r2["next_try_at"], len(r2["error"])) == (2, 1000.0, 1090.0, MAX_MESSAGE_CHARS)
+    assert (r2["attempts"], r2["first_failed_at"], r2["next_try_at"], len(r2["error"])) == (
+        2,
+        1000.0,
+        1090.0,
+        MAX_MESSAGE_CHARS,
+    )
     r3 = record_failure(r2, "11|b", now=2000.0, error="e")  # a new version starts again
     assert (r3["attempts"], r3["first_failed_at"], r3["next_try_at"]) == (1, 2000.0, 2030.0)
     l1 = record_listing_failure(None, 50.0, "EndpointConnectionError: x")
@@ -361,7 +388,14 @@ def test_defect_records_are_capped_to_the_newest():
 
 @pytest.mark.parametrize(
     "name,expected",
-    [("day 1.csv", "day_1"), ("Batch-2.PQ", "Batch-2"), ("_draft.csv", InboxDefect), ("-x.parquet", InboxDefect), ("x" * 129 + ".csv", InboxDefect), ("notes.txt", InboxDefect)],
+    [
+        ("day 1.csv", "day_1"),
+        ("Batch-2.PQ", "Batch-2"),
+        ("_draft.csv", InboxDefect),
+        ("-x.parquet", InboxDefect),
+        ("x" * 129 + ".csv", InboxDefect),
+        ("notes.txt", InboxDefect),
+    ],
 )
 def test_check_name(name, expected):
     if expected is InboxDefect:
@@ -377,9 +411,13 @@ def test_csv_header_columns_reads_the_header_as_the_ingest_does():
     good = "\ufeffsample_id, catalog_content ,image_link,price\n1,a,,2\n".encode()
     assert csv_header_columns(good, complete=True) == ["sample_id", "catalog_content", "image_link", "price"]
     # a non-UTF-8 byte in a data row is the ingest's business (that row is quarantined)
-    assert csv_header_columns(b"sample_id,catalog_content,image_link\n1,caf\xe9,\n", complete=True)[:3] == list(REQUIRED_COLUMNS)
+    assert csv_header_columns(b"sample_id,catalog_content,image_link\n1,caf\xe9,\n", complete=True)[:3] == list(
+        REQUIRED_COLUMNS
+    )
     # cut after the last complete line when the head is not the whole file
-    assert csv_header_columns(b"sample_id,catalog_content,image_link\n1,a,\n2,b", complete=False) == list(REQUIRED_COLUMNS)
+    assert csv_header_columns(b"sample_id,catalog_content,image_link\n1,a,\n2,b", complete=False) == list(
+        REQUIRED_COLUMNS
+    )
     for head, complete, match in [
         ("sample_id,catalog_content,image_link\n".encode("utf-16"), True, "UTF-16"),
         (b"PAR1\x00\x00binary", True, "parquet data"),
@@ -389,7 +427,9 @@ def test_csv_header_columns_reads_the_header_as_the_ingest_does():
         with pytest.raises(InboxDefect, match=match):
             csv_header_columns(head, complete)
     check_required_columns(list(REQUIRED_COLUMNS))
-    with pytest.raises(InboxDefect, match=r"missing required column\(s\) \['catalog_content'\]; found \['sample_id', 'image_link'\]$"):
+    with pytest.raises(
+        InboxDefect, match=r"missing required column\(s\) \['catalog_content'\]; found \['sample_id', 'image_link'\]$"
+    ):
         check_required_columns(["sample_id", "image_link"])
     with pytest.raises(InboxDefect, match="the header is not UTF-8 text"):
         check_required_columns(["sample_id", "catalog_\ufffdcontent", "image_link"])
@@ -425,7 +465,10 @@ def test_fast_fail_options_only_for_s3():
     opts = fast_fail_options("s3://b/in", {"endpoint_url": "http://h:9000"})
     assert opts == {"endpoint_url": "http://h:9000", "config_kwargs": S3_FAST_FAIL_CONFIG}
     mine = fast_fail_options("s3://b/in", {"config_kwargs": {"read_timeout": 60}})
-    assert mine["config_kwargs"]["read_timeout"] == 60 and mine["config_kwargs"]["connect_timeout"] == S3_FAST_FAIL_CONFIG["connect_timeout"]
+    assert (
+        mine["config_kwargs"]["read_timeout"] == 60
+        and mine["config_kwargs"]["connect_timeout"] == S3_FAST_FAIL_CONFIG["connect_timeout"]
+    )
 
 
 # ---- defects vs transient failures: the sensor ---------------------------------------------------
@@ -465,12 +508,19 @@ def test_destination_permission_error_is_retried_with_backoff_then_ingested(env,
     cur = json.loads(results[-1].cursor)
     assert cur["retry"][path]["attempts"] == 1 and cur["retry"][path]["next_try_at"] == t0 + 30
     assert path not in cur["done"]
-    assert "failed, will retry 1" in results[-1].skip_reason.skip_message and "PermissionError" in results[-1].skip_reason.skip_message
+    assert (
+        "failed, will retry 1" in results[-1].skip_reason.skip_message
+        and "PermissionError" in results[-1].skip_reason.skip_message
+    )
     results.append(at(10, results[-1].cursor))  # not due: not tried
     assert len(calls) == 1 and "attempt 2 in 20 s" in results[-1].skip_reason.skip_message
     results.append(at(30, results[-1].cursor))  # attempt 2 fails
     cur = json.loads(results[-1].cursor)
-    assert (cur["retry"][path]["attempts"], cur["retry"][path]["next_try_at"], cur["retry"][path]["first_failed_at"]) == (2, t0 + 90, t0)
+    assert (
+        cur["retry"][path]["attempts"],
+        cur["retry"][path]["next_try_at"],
+        cur["retry"][path]["first_failed_at"],
+    ) == (2, t0 + 90, t0)
     results.append(at(89, results[-1].cursor))
     assert len(calls) == 2
     results.append(at(90, results[-1].cursor))  # attempt 3 works
@@ -478,7 +528,10 @@ def test_destination_permission_error_is_retried_with_backoff_then_ingested(env,
     assert [r.partition_key for r in results[-1].run_requests] == ["day1"]
     cur = json.loads(results[-1].cursor)
     assert cur["retry"] == {} and cur["done"][path] == results[-1].run_requests[0].tags["pricing/inbox_version"]
-    assert Path(find_batch_file(str(env["storage"] / "batches"), "day1")).read_bytes() == (env["inbox"] / "day1.csv").read_bytes()
+    assert (
+        Path(find_batch_file(str(env["storage"] / "batches"), "day1")).read_bytes()
+        == (env["inbox"] / "day1.csv").read_bytes()
+    )
     results.append(at(200, results[-1].cursor))
     assert _runs(results) == ["day1"] and len(calls) == 3
 
@@ -563,7 +616,10 @@ def test_defective_files_are_reported_once_not_stored_and_retried_when_changed(e
     r5 = tick(sensor, env["instance"], env["storage"], r4.cursor)
     assert [r.partition_key for r in r5.run_requests] == ["nocontent"]
     assert sorted(os.path.basename(p) for p in json.loads(r5.cursor)["defects"]) == ["_draft.csv", "utf16.csv"]
-    assert Path(find_batch_file(str(env["storage"] / "batches"), "nocontent")).read_bytes() == (inbox / "nocontent.csv").read_bytes()
+    assert (
+        Path(find_batch_file(str(env["storage"] / "batches"), "nocontent")).read_bytes()
+        == (inbox / "nocontent.csv").read_bytes()
+    )
 
 
 def test_non_utf8_bytes_in_a_data_row_are_not_a_file_defect(env):
@@ -589,7 +645,9 @@ def test_batch_name_clashes_are_defects(env):
     assert r.run_requests[0].tags["pricing/inbox_file"] == str(inbox / "day1.csv")
     d = json.loads(r.cursor)["defects"]
     assert list(d) == [str(inbox / "day1.parquet")]
-    assert d[str(inbox / "day1.parquet")]["reason"].startswith(f"batch name 'day1' is also derived from {inbox / 'day1.csv'}")
+    assert d[str(inbox / "day1.parquet")]["reason"].startswith(
+        f"batch name 'day1' is also derived from {inbox / 'day1.csv'}"
+    )
 
     # a later tick: the parquet file rewritten, the batch still holds day1.csv -> refused again
     df.head(2).to_parquet(inbox / "day1.parquet", index=False)
@@ -634,7 +692,9 @@ def test_s3_inbox_down_then_back_loses_nothing(restartable_s3, tmp_path):  # noq
         res = s3_tick(results[-1].cursor)
         results.append(res)
         assert res.run_requests == [] and res.dynamic_partitions_requests == []
-        assert res.skip_reason.skip_message.startswith(f"cannot list the inbox s3://{bucket}/inbox ({k} tick(s) in a row)")
+        assert res.skip_reason.skip_message.startswith(
+            f"cannot list the inbox s3://{bucket}/inbox ({k} tick(s) in a row)"
+        )
         assert "EndpointConnectionError" in res.skip_reason.skip_message
         cur = json.loads(res.cursor)
         assert cur.pop("listing")["failures"] == k

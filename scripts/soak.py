@@ -89,7 +89,11 @@ def _active_runs(instance) -> list:
     """Runs queued, starting or started (not finished) on ``instance``."""
     import dagster as dg
 
-    return instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    return instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+        )
+    )
 
 
 class Relay:
@@ -176,11 +180,26 @@ def main() -> int:
     ap.add_argument("--timeout-s", type=float, default=3600.0, help="give up (fail) after this long")
     ap.add_argument("--json", help="write the counts and timings here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary DAGSTER_HOME")
-    ap.add_argument("--short", action="store_true", help="only the broken file, the labeled and the first unlabeled batch")
-    ap.add_argument("--kill-worker", action="store_true", help="SIGKILL the labeled batch's run worker in its text-embedding step")
-    ap.add_argument("--postgres", action="store_true", help="instance on a local PostgreSQL (infra/dagster-postgres.yaml)")
-    ap.add_argument("--db-outage-s", type=float, default=0.0, help="stop the database this long after the labeled + first unlabeled drops")
-    ap.add_argument("--prod", action="store_true", help="PostgreSQL, S3 inbox, daemon + webserver on workspace.yaml, GraphQL and browser checks")
+    ap.add_argument(
+        "--short", action="store_true", help="only the broken file, the labeled and the first unlabeled batch"
+    )
+    ap.add_argument(
+        "--kill-worker", action="store_true", help="SIGKILL the labeled batch's run worker in its text-embedding step"
+    )
+    ap.add_argument(
+        "--postgres", action="store_true", help="instance on a local PostgreSQL (infra/dagster-postgres.yaml)"
+    )
+    ap.add_argument(
+        "--db-outage-s",
+        type=float,
+        default=0.0,
+        help="stop the database this long after the labeled + first unlabeled drops",
+    )
+    ap.add_argument(
+        "--prod",
+        action="store_true",
+        help="PostgreSQL, S3 inbox, daemon + webserver on workspace.yaml, GraphQL and browser checks",
+    )
     ap.add_argument("--code-server", action="store_true", help="with --prod: the code location as its own gRPC server")
     args = ap.parse_args()
     args.postgres = args.postgres or args.db_outage_s > 0 or args.prod
@@ -190,8 +209,14 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pricing_soak_"))
     home = tmp / "home"
     home.mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PRICING_AUTOMATION": "1", "PRICING_IMAGES_OFFLINE": "1",
-           "PRICING_STORAGE": str(tmp / "storage"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PRICING_AUTOMATION": "1",
+        "PRICING_IMAGES_OFFLINE": "1",
+        "PRICING_STORAGE": str(tmp / "storage"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+    }
     pg = None
     if args.postgres:
         from pricing_tests.postgres_server import PostgresServer
@@ -215,8 +240,13 @@ def main() -> int:
         endpoint = f"http://127.0.0.1:{relay.port}"
         creds = {"AWS_ACCESS_KEY_ID": "soak", "AWS_SECRET_ACCESS_KEY": "soak", "AWS_DEFAULT_REGION": "us-east-1"}
         env.update(creds, PRICING_INBOX="s3://soak-inbox/drops", PRICING_S3_ENDPOINT=endpoint)
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", aws_access_key_id="soak",
-                          aws_secret_access_key="soak", region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{moto_port}",
+            aws_access_key_id="soak",
+            aws_secret_access_key="soak",
+            region_name="us-east-1",
+        )
         s3.create_bucket(Bucket="soak-inbox")
     else:
         (tmp / "inbox").mkdir()
@@ -251,15 +281,39 @@ def main() -> int:
         from ui_check import free_port
 
         grpc_port = free_port()
-        servers.append(subprocess.Popen(
-            [str(bin_dir / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(grpc_port), "-m", "pricing_assets.definitions",
-             "--location-name", LOCATION_NAME],
-            cwd=REPO, env=env, stdout=open(tmp / "code-server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        servers.append(
+            subprocess.Popen(
+                [
+                    str(bin_dir / "dagster"),
+                    "code-server",
+                    "start",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(grpc_port),
+                    "-m",
+                    "pricing_assets.definitions",
+                    "--location-name",
+                    LOCATION_NAME,
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=open(tmp / "code-server.log", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         workspace = tmp / "workspace.yaml"
-        workspace.write_text(f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: {LOCATION_NAME}\n")
+        workspace.write_text(
+            f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: {LOCATION_NAME}\n"
+        )
         deadline = time.monotonic() + 180
-        while subprocess.run([str(bin_dir / "dagster"), "api", "grpc-health-check", "-p", str(grpc_port)], capture_output=True).returncode != 0:
+        while (
+            subprocess.run(
+                [str(bin_dir / "dagster"), "api", "grpc-health-check", "-p", str(grpc_port)], capture_output=True
+            ).returncode
+            != 0
+        ):
             if time.monotonic() > deadline or servers[-1].poll() is not None:
                 raise RuntimeError(f"the code server did not come up; see {tmp / 'code-server.log'}")
             time.sleep(2)
@@ -267,7 +321,11 @@ def main() -> int:
     def start_daemon() -> subprocess.Popen:
         return subprocess.Popen(
             [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
-            cwd=REPO, env=env, stdout=open(tmp / "daemon.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=env,
+            stdout=open(tmp / "daemon.log", "a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     daemon = start_daemon()
@@ -277,20 +335,47 @@ def main() -> int:
 
         web_port = free_port()
         web_base = f"http://127.0.0.1:{web_port}"
-        servers.append(subprocess.Popen(
-            [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port)],
-            cwd=REPO, env=env, stdout=open(tmp / "webserver.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        servers.append(
+            subprocess.Popen(
+                [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port)],
+                cwd=REPO,
+                env=env,
+                stdout=open(tmp / "webserver.log", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         wait_http(f"{web_base}/server_info", 300, servers[-1])
     t_start = time.monotonic()
-    mode = "+".join([m for m, on in (("prod", args.prod), ("code-server", args.code_server), ("s3", args.s3), ("postgres", args.postgres),
-                                     ("kill-worker", args.kill_worker),
-                                     (f"db-outage-{args.db_outage_s:.0f}s", args.db_outage_s > 0)) if on] or ["local"])
-    report = {"mode": mode, "files_dropped": 0, "timeline_s": {}, "retrained_after": [], "model_version_of": {}, "daemon_restarts": 0}
+    mode = "+".join(
+        [
+            m
+            for m, on in (
+                ("prod", args.prod),
+                ("code-server", args.code_server),
+                ("s3", args.s3),
+                ("postgres", args.postgres),
+                ("kill-worker", args.kill_worker),
+                (f"db-outage-{args.db_outage_s:.0f}s", args.db_outage_s > 0),
+            )
+            if on
+        ]
+        or ["local"]
+    )
+    report = {
+        "mode": mode,
+        "files_dropped": 0,
+        "timeline_s": {},
+        "retrained_after": [],
+        "model_version_of": {},
+        "daemon_restarts": 0,
+    }
     from pricing_assets.automation import PER_ROW_GROUPS
     from pricing_assets.definitions import defs as _loaded
 
-    per_row_keys = sorted(dg.AssetSelection.groups(*PER_ROW_GROUPS).resolve(_loaded.get_repository_def().asset_graph), key=str)
+    per_row_keys = sorted(
+        dg.AssetSelection.groups(*PER_ROW_GROUPS).resolve(_loaded.get_repository_def().asset_graph), key=str
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below (daemon, servers) when stopped
     failures = []
 
@@ -303,8 +388,13 @@ def main() -> int:
         while time.monotonic() - t0 < limit_s and time.monotonic() - t_start < args.timeout_s:
             if daemon.poll() is not None:
                 if not faults:
-                    raise RuntimeError(f"dagster-daemon exited ({daemon.returncode}) while waiting for {what}; see {tmp / 'daemon.log'}")
-                print(f"[{elapsed():7.1f} s] dagster-daemon exited ({daemon.returncode}); restarted (as its supervisor would)", flush=True)
+                    raise RuntimeError(
+                        f"dagster-daemon exited ({daemon.returncode}) while waiting for {what}; see {tmp / 'daemon.log'}"
+                    )
+                print(
+                    f"[{elapsed():7.1f} s] dagster-daemon exited ({daemon.returncode}); restarted (as its supervisor would)",
+                    flush=True,
+                )
                 report["daemon_restarts"] += 1
                 daemon = start_daemon()
             got = pred()
@@ -329,7 +419,9 @@ def main() -> int:
         None. A failed batch run (a fault) that is retried later still ends here."""
         recs = []
         for key in per_row_keys:
-            got = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[batch]), limit=1).records
+            got = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[batch]), limit=1
+            ).records
             if not got:
                 return None
             recs.append(got[0])
@@ -337,15 +429,21 @@ def main() -> int:
 
     def batch_failed_for_good(batch: str):
         """Without a fault: the batch's first run failed (nothing retries a run failed by its data)."""
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}, statuses=[dg.DagsterRunStatus.FAILURE]))
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(tags={"dagster/partition": batch}, statuses=[dg.DagsterRunStatus.FAILURE])
+        )
         return runs[-1] if runs and not faults else None
 
     def kill_worker_in_gpu_step(batch: str):
         """SIGKILL the run worker of ``batch`` once its text-embedding step started (it holds the gpu slot)."""
         from pricing_assets.instance_state import run_worker
 
-        for run in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}, statuses=[dg.DagsterRunStatus.STARTED])):
-            steps = [e.dagster_event.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)]
+        for run in instance.get_runs(
+            filters=dg.RunsFilter(tags={"dagster/partition": batch}, statuses=[dg.DagsterRunStatus.STARTED])
+        ):
+            steps = [
+                e.dagster_event.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            ]
             worker = run_worker(instance, run, launched_here=True)  # the daemon's code server runs on this machine
             if worker is not None and any(k.startswith("embeddings__text") for k in steps):
                 os.kill(worker.pid, signal.SIGKILL)
@@ -357,7 +455,9 @@ def main() -> int:
 
     def materialized_after(key: str, ts: float, partition: str | None = None):
         """The first materialization of ``key`` (``partition``) stored after ``ts`` (unix s), or None."""
-        flt = dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None, after_timestamp=ts)
+        flt = dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None, after_timestamp=ts
+        )
         recs = instance.fetch_materializations(flt, limit=100, ascending=True).records
         return recs[0] if recs else None
 
@@ -381,35 +481,59 @@ def main() -> int:
                     report["files_dropped"] += 1
                     print(f"[{elapsed():7.1f} s] dropped {other} ({len(drops[other])} rows)", flush=True)
                 batches = [batch, *(o.rsplit(".", 1)[0] for o in together)]
-                wait_for("runs requested for the dropped batches", lambda bs=tuple(batches): all(
-                    instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": b}), limit=1) for b in bs), limit_s=300)
+                wait_for(
+                    "runs requested for the dropped batches",
+                    lambda bs=tuple(batches): all(
+                        instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": b}), limit=1) for b in bs
+                    ),
+                    limit_s=300,
+                )
                 outage("database", pg.stop, pg.start, args.db_outage_s, "db_outage_s")
             if name == "drop_labeled.csv" and args.kill_worker:
-                wait_for(f"batch {batch}: run worker, daemon and code server SIGKILLed in the text-embedding step",
-                         lambda b=batch: kill_worker_in_gpu_step(b), limit_s=600, poll_s=0.5)
+                wait_for(
+                    f"batch {batch}: run worker, daemon and code server SIGKILLed in the text-embedding step",
+                    lambda b=batch: kill_worker_in_gpu_step(b),
+                    limit_s=600,
+                    poll_s=0.5,
+                )
                 daemon = start_daemon()
                 report["daemon_restarts"] += 1
                 print(f"[{elapsed():7.1f} s] dagster-daemon started again", flush=True)
             if name == "broken.csv":
-                rec = wait_for("broken.csv named by the sensor", lambda: sensor_cursor().get("defects", {}) and next(
-                    (v for k, v in sensor_cursor()["defects"].items() if k.endswith("broken.csv")), None), limit_s=300)
+                rec = wait_for(
+                    "broken.csv named by the sensor",
+                    lambda: (
+                        sensor_cursor().get("defects", {})
+                        and next((v for k, v in sensor_cursor()["defects"].items() if k.endswith("broken.csv")), None)
+                    ),
+                    limit_s=300,
+                )
                 report["broken_file_reason"] = rec["reason"]
                 continue
             if args.s3 and name == "drop_labeled.csv" and relay is not None:
                 outage("S3 endpoint", relay.shut, relay.open, args.outage_s, "outage_s")
-            done = wait_for(f"batch {batch} per-row assets stored", lambda b=batch: batch_done(b) or batch_failed_for_good(b))
+            done = wait_for(
+                f"batch {batch} per-row assets stored", lambda b=batch: batch_done(b) or batch_failed_for_good(b)
+            )
             if isinstance(done, dg.DagsterRun):
                 failures.append(f"batch {batch}: run {done.run_id} {done.status.value}")
                 continue
             end = done.timestamp
             labeled = bool(df["price"].notna().any()) if "price" in df else False
             if labeled:  # new labels: a retrain, a promoted serving_model, then every batch re-scored
-                m = wait_for(f"serving_model promoted after {batch}", lambda t=end: materialized_after("serving_model", t))
+                m = wait_for(
+                    f"serving_model promoted after {batch}", lambda t=end: materialized_after("serving_model", t)
+                )
                 report["retrained_after"].append(batch)
                 end = m.timestamp
-            scored = wait_for(f"batch {batch} scored", lambda t=end, b=batch: materialized_after("batch_predictions", t, b))
+            scored = wait_for(
+                f"batch {batch} scored", lambda t=end, b=batch: materialized_after("batch_predictions", t, b)
+            )
             report["model_version_of"][batch] = scored.asset_materialization.metadata["model_version"].value
-            wait_for(f"price_predictions after {batch}", lambda t=scored.timestamp: materialized_after("price_predictions", t))
+            wait_for(
+                f"price_predictions after {batch}",
+                lambda t=scored.timestamp: materialized_after("price_predictions", t),
+            )
         # Settle: the automation may still launch follow-up runs (none expected). Settled = no active
         # run for QUIET_S (two sensor intervals); not settled within SETTLE_S = a run is hung.
         quiet_since = None
@@ -429,14 +553,27 @@ def main() -> int:
             browser = find_chromium()
             if browser is None:
                 raise RuntimeError("--prod checks the UI in headless Chromium: apt-get install -y chromium")
-            done = [r for r in instance.get_runs(filters=dg.RunsFilter(job_name="catalog_batch_job", statuses=[dg.DagsterRunStatus.SUCCESS]))]
-            shots = {REPO / "artifacts" / f"soak-{'code-server' if args.code_server else 'prod'}-{name}.png": path for name, path in (
-                ("graph", "/asset-groups"), ("run", "/runs/{run_id}"), ("checks", "/assets/raw_catalog?view=checks"))}
+            done = [
+                r
+                for r in instance.get_runs(
+                    filters=dg.RunsFilter(job_name="catalog_batch_job", statuses=[dg.DagsterRunStatus.SUCCESS])
+                )
+            ]
+            shots = {
+                REPO / "artifacts" / f"soak-{'code-server' if args.code_server else 'prod'}-{name}.png": path
+                for name, path in (
+                    ("graph", "/asset-groups"),
+                    ("run", "/runs/{run_id}"),
+                    ("checks", "/assets/raw_catalog?view=checks"),
+                )
+            }
             ui_failures, shown = check_webserver(web_base, browser, shots, tmp, run_id=done[0].run_id if done else None)
             failures.extend(ui_failures)
             report["webserver"] = {**shown, "runs_in_instance": len(instance.get_runs())}
             if shown["location"] != LOCATION_NAME or shown["runs"] != len(instance.get_runs()):
-                failures.append(f"webserver shows location {shown['location']!r} and {shown['runs']} runs; the instance has {len(instance.get_runs())}")
+                failures.append(
+                    f"webserver shows location {shown['location']!r} and {shown['runs']} runs; the instance has {len(instance.get_runs())}"
+                )
     except (TimeoutError, RuntimeError) as e:
         failures.append(str(e))
     finally:
@@ -446,7 +583,11 @@ def main() -> int:
         runs = instance.get_runs()
         hung = [r.run_id for r in _active_runs(instance)]
         slots = held_pool_slots(instance)
-        causes = {r.run_id: "\n".join(failure_texts(instance, r.run_id)) for r in runs if r.status == dg.DagsterRunStatus.FAILURE}
+        causes = {
+            r.run_id: "\n".join(failure_texts(instance, r.run_id))
+            for r in runs
+            if r.status == dg.DagsterRunStatus.FAILURE
+        }
         for proc in servers:  # webserver, code server: SIGTERM, then SIGKILL after 30 s (a code server may ignore it)
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -482,11 +623,16 @@ def main() -> int:
 
     failed_runs = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
     retried = {r.tags.get("dagster/parent_run_id") or r.tags.get("pricing/retry_of") for r in runs} - {None}
-    report["failed_runs"] = {r.run_id[:8]: f"{r.job_name} {r.tags.get('dagster/partition', '')}".strip() for r in failed_runs}
+    report["failed_runs"] = {
+        r.run_id[:8]: f"{r.job_name} {r.tags.get('dagster/partition', '')}".strip() for r in failed_runs
+    }
     report.update(
         runs_failed_by_watchdog=sum("run worker gone" in causes.get(r.run_id, "") for r in failed_runs),
-        runs_failed_by_outage=sum(is_transient(r.tags.get("dagster/failure_reason"), [causes.get(r.run_id, "")]) and "run worker gone" not in causes.get(r.run_id, "")
-                                  for r in failed_runs),
+        runs_failed_by_outage=sum(
+            is_transient(r.tags.get("dagster/failure_reason"), [causes.get(r.run_id, "")])
+            and "run worker gone" not in causes.get(r.run_id, "")
+            for r in failed_runs
+        ),
         runs_retried=sum(r.run_id in retried for r in failed_runs),
         retry_runs=sum(bool(r.tags.get("dagster/parent_run_id") or r.tags.get("pricing/retry_of")) for r in runs),
     )
@@ -504,7 +650,9 @@ def main() -> int:
     if slots:
         failures.append(f"pool slots still held at the end: {slots}")
     if len(promotions) != len(report["retrained_after"]):
-        failures.append(f"{len(promotions)} models promoted, expected one per labeled batch ({report['retrained_after']}): an unlabeled batch retrained")
+        failures.append(
+            f"{len(promotions)} models promoted, expected one per labeled batch ({report['retrained_after']}): an unlabeled batch retrained"
+        )
     if hung:
         failures.append(f"runs still queued/started at the end: {hung}")
     ev = instance.get_latest_materialization_event(dg.AssetKey("price_predictions"))
@@ -520,7 +668,9 @@ def main() -> int:
         extra = set(preds["sample_id"]) - good_unlabeled
         report.update(rows_priced_twice=dup, good_rows_not_priced=len(missing), unexpected_rows_priced=len(extra))
         if dup or missing or extra:
-            failures.append(f"pricing not exactly once: {dup} duplicated, {len(missing)} missing, {len(extra)} unexpected")
+            failures.append(
+                f"pricing not exactly once: {dup} duplicated, {len(missing)} missing, {len(extra)} unexpected"
+            )
     from pricing_assets.definitions import defs as _defs
 
     quarantine = _defs.load_asset_value("catalog_quarantine", instance=instance, partition_key="drop_labeled")
@@ -528,7 +678,9 @@ def main() -> int:
     report["quarantine_reasons"] = sorted(quarantine["reason"].astype(str))
     named = set(quarantine.loc[quarantine["reason"].astype(str).str.len() > 0, "sample_id"].astype(str))
     if len(quarantine) != n_bad or not bad_ids <= named:
-        failures.append(f"quarantined {len(quarantine)} rows of drop_labeled with reasons for {sorted(named)}, expected the {n_bad} bad ones {sorted(bad_ids)}")
+        failures.append(
+            f"quarantined {len(quarantine)} rows of drop_labeled with reasons for {sorted(named)}, expected the {n_bad} bad ones {sorted(bad_ids)}"
+        )
     reason = report.get("broken_file_reason", "")
     report["files_named"] = int(bool(reason))
     if "catalog_content" not in reason:

@@ -73,7 +73,9 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen) -> None:
 
 
 def graphql(base: str, query: str) -> dict:
-    req = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{base}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         body = json.load(r)
     if body.get("errors"):
@@ -92,7 +94,15 @@ def expected_from_defs() -> tuple[set[str], set[str]]:
 
 
 def chromium(binary: str, args: list[str], timeout_s: float = 120) -> subprocess.CompletedProcess:
-    base = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--virtual-time-budget=15000"]
+    base = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--virtual-time-budget=15000",
+    ]
     return subprocess.run([*base, *args], capture_output=True, text=True, timeout=timeout_s)
 
 
@@ -117,7 +127,9 @@ def _screenshot(browser: str, url: str, dst: Path, work: Path) -> str | None:
     return f"screenshot of {url} looks blank ({len(colors)} colours)" if len(colors) < 50 else None
 
 
-def check_webserver(base: str, browser: str, shots: dict[Path, str], work: Path, run_id: str | None = None) -> tuple[list[str], dict]:
+def check_webserver(
+    base: str, browser: str, shots: dict[Path, str], work: Path, run_id: str | None = None
+) -> tuple[list[str], dict]:
     """Check a running Dagster webserver at ``base`` against the in-process ``defs``: its GraphQL API
     lists the code location (loaded), every asset and check, and the runs; headless Chromium renders
     every asset name in the catalog; screenshots of ``shots`` (file -> path under ``base``, with
@@ -135,7 +147,8 @@ def check_webserver(base: str, browser: str, shots: dict[Path, str], work: Path,
     shown_assets = {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]}
     shown_checks = {
         f"{'/'.join(n['assetKey']['path'])}:{c['name']}"
-        for n in data["assetNodes"] if n["assetChecksOrError"]["__typename"] == "AssetChecks"
+        for n in data["assetNodes"]
+        if n["assetChecksOrError"]["__typename"] == "AssetChecks"
         for c in n["assetChecksOrError"]["checks"]
     }
     want_assets, want_checks = expected_from_defs()
@@ -145,14 +158,18 @@ def check_webserver(base: str, browser: str, shots: dict[Path, str], work: Path,
         failures.append(f"checks missing from the UI: {missing}")
     runs = graphql(base, RUNS_QUERY)["runsOrError"].get("results", [])
     location = data["workspaceOrError"]["locationEntries"][0]["name"]
-    print(f"GraphQL: location {location}, {len(shown_assets)} assets, {len(shown_checks)} checks (defs: {len(want_assets)} assets, "
-          f"{len(want_checks)} checks), {len(runs)} runs")
+    print(
+        f"GraphQL: location {location}, {len(shown_assets)} assets, {len(shown_checks)} checks (defs: {len(want_assets)} assets, "
+        f"{len(want_checks)} checks), {len(runs)} runs"
+    )
 
     dom = chromium(browser, ["--window-size=1600,4000", "--dump-dom", f"{base}/assets?view=flat"]).stdout
     not_rendered = sorted(a for a in want_assets if a.split("/")[-1] not in dom)
     if not_rendered:
         failures.append(f"asset catalog page (headless Chromium) lacks: {not_rendered}")
-    print(f"Chromium DOM of /assets: {len(dom)} chars, {len(want_assets) - len(not_rendered)}/{len(want_assets)} asset names rendered")
+    print(
+        f"Chromium DOM of /assets: {len(dom)} chars, {len(want_assets) - len(not_rendered)}/{len(want_assets)} asset names rendered"
+    )
     for dst, path in shots.items():
         dst.parent.mkdir(parents=True, exist_ok=True)
         if problem := _screenshot(browser, base + path.format(location=location, run_id=run_id or ""), dst, work):
@@ -181,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     log = open(home / "dagster-dev.log", "w")
     proc = subprocess.Popen(
         [dg_cli, "dev", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     failures: list[str] = []
     try:
@@ -192,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         shots = {
             out: "/asset-groups",  # global lineage: the groups and how they connect
-            out.with_name(out.stem + "-ingest" + out.suffix): "/locations/{location}/asset-groups/ingest",  # nodes + checks
+            out.with_name(
+                out.stem + "-ingest" + out.suffix
+            ): "/locations/{location}/asset-groups/ingest",  # nodes + checks
         }
         failures += check_webserver(base, browser, shots, home)[0]
     except Exception as exc:  # report, then clean up below

@@ -81,7 +81,11 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
         {"pytorch"},
     )
     def _text_embeddings(
-        context: dg.AssetExecutionContext, catalog_items: pd.DataFrame, ocr_text: pd.DataFrame, device: DeviceResource, storage: StorageResource
+        context: dg.AssetExecutionContext,
+        catalog_items: pd.DataFrame,
+        ocr_text: pd.DataFrame,
+        device: DeviceResource,
+        storage: StorageResource,
     ):
         from pricing_assets.lib.embeddings.cache import embed_with_cache
         from pricing_assets.lib.embeddings.encoders import load_encoder
@@ -98,10 +102,15 @@ def build_text_embedding_asset(spec) -> dg.AssetsDefinition:
                 lambda idx: [texts[i] for i in idx],
                 cache_dir=f"{storage.embedding_cache()}",
                 storage_options=storage.storage_options or None,
-                progress=lambda done, total: (context.log.info(f"{spec.name}: {done}/{total} rows to embed"), report(f"embeddings/{spec.name}", done, total, "rows")),
+                progress=lambda done, total: (
+                    context.log.info(f"{spec.name}: {done}/{total} rows to embed"),
+                    report(f"embeddings/{spec.name}", done, total, "rows"),
+                ),
             )
         out = _frame(catalog_items["sample_id"], keys, vectors)
-        _contract = enforce_contract(out, embedding_schema(spec.dim), key)  # before storing: a violation raises, nothing is written
+        _contract = enforce_contract(
+            out, embedding_schema(spec.dim), key
+        )  # before storing: a violation raises, nothing is written
         yield dg.Output(out, metadata=_metadata(spec, dev, stats, out, {"wall_seconds": round(t(), 2)}))
         yield _contract
 
@@ -122,7 +131,12 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
         f"{spec.name} image embeddings ({spec.dim}-d, L2-normalised) for rows with a stored photo.",
         {"onnx"},
     )
-    def _image_embeddings(context: dg.AssetExecutionContext, product_images: pd.DataFrame, device: DeviceResource, storage: StorageResource):
+    def _image_embeddings(
+        context: dg.AssetExecutionContext,
+        product_images: pd.DataFrame,
+        device: DeviceResource,
+        storage: StorageResource,
+    ):
         from pricing_assets.lib.embeddings.cache import embed_with_cache
         from pricing_assets.lib.embeddings.encoders import load_encoder
         from pricing_assets.lib.images.decode import open_image_rgb
@@ -140,13 +154,18 @@ def build_image_embedding_asset(spec) -> dg.AssetsDefinition:
                     lambda idx: [open_image_rgb(uris[i], storage_options=opts) for i in idx],
                     cache_dir=storage.embedding_cache(),
                     storage_options=opts,
-                    progress=lambda done, total: (context.log.info(f"{spec.name}: {done}/{total} images to embed"), report(f"embeddings/{spec.name}", done, total, "images")),
+                    progress=lambda done, total: (
+                        context.log.info(f"{spec.name}: {done}/{total} images to embed"),
+                        report(f"embeddings/{spec.name}", done, total, "images"),
+                    ),
                 )
             else:
                 vectors, stats = np.zeros((0, spec.dim), np.float32), {"rows": 0, "computed": 0, "cached": 0}
         out = _frame(ok["sample_id"], ok["sha256"], vectors)
         extra = {"rows_without_image": int(len(product_images) - len(ok)), "wall_seconds": round(t(), 2)}
-        _contract = enforce_contract(out, embedding_schema(spec.dim), key)  # before storing: a violation raises, nothing is written
+        _contract = enforce_contract(
+            out, embedding_schema(spec.dim), key
+        )  # before storing: a violation raises, nothing is written
         yield dg.Output(out, metadata=_metadata(spec, dev, stats, out, extra))
         yield _contract
 

@@ -21,7 +21,10 @@ GROUP = "images"
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
 )
 def product_images(
-    context: dg.AssetExecutionContext, raw_catalog: pd.DataFrame, storage: StorageResource, image_fetch: ImageFetchResource
+    context: dg.AssetExecutionContext,
+    raw_catalog: pd.DataFrame,
+    storage: StorageResource,
+    image_fetch: ImageFetchResource,
 ):
     """Per row: the photo from the local mirror, the content-addressed store or HTTP(S), with a status
     (a missing image is a normal state) and image metadata (width, height, bytes, format)."""
@@ -51,9 +54,13 @@ def product_images(
     stats = dict(images.attrs.get("stats", {}))
     unreachable = list(stats.pop("hosts_unreachable", []))
     if unreachable:
-        context.log.warning(f"product_images: circuit breaker opened for host(s) {unreachable}; their links retry next run")
+        context.log.warning(
+            f"product_images: circuit breaker opened for host(s) {unreachable}; their links retry next run"
+        )
     counts = images["status"].value_counts().to_dict()
-    _contract = enforce_contract(images, ProductImages, "product_images")  # before storing: a violation raises, nothing is written
+    _contract = enforce_contract(
+        images, ProductImages, "product_images"
+    )  # before storing: a violation raises, nothing is written
     yield dg.Output(
         images,
         metadata={
@@ -77,7 +84,13 @@ def product_images(
     check_specs=[contract_spec("ocr_text")],
     pool="gpu",
 )
-def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, ocr: OcrResource, device: DeviceResource, storage: StorageResource):
+def ocr_text(
+    context: dg.AssetExecutionContext,
+    product_images: pd.DataFrame,
+    ocr: OcrResource,
+    device: DeviceResource,
+    storage: StorageResource,
+):
     """Text lines read from each product photo (PP-OCR through RapidOCR by default; its ONNX models
     run on onnxruntime's CUDA provider when ``device`` resolves to CUDA, hence the ``gpu`` pool).
 
@@ -94,7 +107,9 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
         if ocr.enabled:
             dev = device.resolve()
             backend = get_ocr_backend(ocr.backend, device=dev, det_limit_side_len=ocr.det_limit_side_len)
-            context.log.info(f"ocr_text: {int((product_images['status'] == 'ok').sum())} images with backend {ocr.backend} on {dev}")
+            context.log.info(
+                f"ocr_text: {int((product_images['status'] == 'ok').sum())} images with backend {ocr.backend} on {dev}"
+            )
             # raises OcrStageFailed (nothing stored) when more than max_error_share of the photos fail
             out = run_ocr(
                 product_images,
@@ -106,7 +121,14 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
             )
         else:
             out = pd.DataFrame(
-                {"sample_id": product_images["sample_id"], "ocr_status": "disabled", "ocr_text": "", "n_lines": 0, "mean_conf": float("nan"), "seconds": 0.0}
+                {
+                    "sample_id": product_images["sample_id"],
+                    "ocr_status": "disabled",
+                    "ocr_text": "",
+                    "n_lines": 0,
+                    "mean_conf": float("nan"),
+                    "seconds": 0.0,
+                }
             )
     n_ok = int((out["ocr_status"] == "ok").sum())
     _contract = enforce_contract(out, OcrText, "ocr_text")  # before storing: a violation raises, nothing is written
@@ -119,7 +141,11 @@ def ocr_text(context: dg.AssetExecutionContext, product_images: pd.DataFrame, oc
             "rows_with_text": int((out["n_lines"] > 0).sum()),
             "device": dev if ocr.enabled else "none",
             "seconds": round(t(), 2),
-            "s_per_image": round(float(out.loc[(out["ocr_status"] == "ok") & (out["seconds"] > 0), "seconds"].mean()), 3) if n_ok else 0.0,
+            "s_per_image": round(
+                float(out.loc[(out["ocr_status"] == "ok") & (out["seconds"] > 0), "seconds"].mean()), 3
+            )
+            if n_ok
+            else 0.0,
             "preview": preview(out[out["n_lines"] > 0][["sample_id", "ocr_text", "mean_conf"]] if n_ok else out),
         },
     )

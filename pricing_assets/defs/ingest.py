@@ -40,8 +40,13 @@ def raw_catalog(context: dg.AssetExecutionContext, storage: StorageResource):
     n_in = len(rows) + n_q
     labeled = int(rows["price"].notna().sum())
     if len(quarantine):
-        context.log.warning(f"batch {batch}: {n_q} of {n_in} rows quarantined: {quarantine['reason'].value_counts().head(5).to_dict()}")
-    checks = [enforce_contract(rows, RawCatalog, "raw_catalog"), enforce_contract(quarantine, CatalogQuarantine, "catalog_quarantine")]
+        context.log.warning(
+            f"batch {batch}: {n_q} of {n_in} rows quarantined: {quarantine['reason'].value_counts().head(5).to_dict()}"
+        )
+    checks = [
+        enforce_contract(rows, RawCatalog, "raw_catalog"),
+        enforce_contract(quarantine, CatalogQuarantine, "catalog_quarantine"),
+    ]
     yield dg.Output(
         rows,
         output_name="raw_catalog",
@@ -62,7 +67,9 @@ def raw_catalog(context: dg.AssetExecutionContext, storage: StorageResource):
         output_name="catalog_quarantine",
         metadata={
             "rows": len(quarantine),
-            "reasons": dg.MetadataValue.json(quarantine["reason"].value_counts().head(20).to_dict() if len(quarantine) else {}),
+            "reasons": dg.MetadataValue.json(
+                quarantine["reason"].value_counts().head(20).to_dict() if len(quarantine) else {}
+            ),
             "preview": preview(quarantine, n=10) if len(quarantine) else "no quarantined rows",
         },
     )

@@ -39,7 +39,10 @@ def _metadata_value(value):
 
 
 def _oof_metadata(preds: pd.DataFrame) -> dict:
-    return {"oof_smape": round(smape(preds["price"].to_numpy(), preds["pred_price"].to_numpy()), 3), "labeled_rows": len(preds)}
+    return {
+        "oof_smape": round(smape(preds["price"].to_numpy(), preds["pred_price"].to_numpy()), 3),
+        "labeled_rows": len(preds),
+    }
 
 
 def build_price_model_asset(spec: PriceModelSpec) -> dg.AssetsDefinition:
@@ -47,15 +50,24 @@ def build_price_model_asset(spec: PriceModelSpec) -> dg.AssetsDefinition:
     and ``{name}_predictions`` (parquet ``ModelPredictions``, with its blocking contract check). The
     predictions are validated before either output is stored; the hyper-parameters are the run config
     (``spec.config``'s fields and defaults)."""
-    Config = config_from_dataclass(f"{spec.name.title().replace('_', '')}Config", spec.config, exclude=spec.config_exclude,
-                                   doc=f"{spec.name} hyper-parameters: fields and defaults of {spec.config.__module__}.{spec.config.__name__}.")
+    Config = config_from_dataclass(
+        f"{spec.name.title().replace('_', '')}Config",
+        spec.config,
+        exclude=spec.config_exclude,
+        doc=f"{spec.name} hyper-parameters: fields and defaults of {spec.config.__module__}.{spec.config.__name__}.",
+    )
 
     @dg.multi_asset(
         name=spec.model_asset,
         outs={
-            spec.model_asset: dg.AssetOut(io_manager_key=MODEL_IO_MANAGER[spec.storage], group_name=GROUP, description=spec.description),
-            spec.predictions_asset: dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP,
-                                                description=f"{spec.name}: out-of-fold predictions of the labeled rows (USD)."),
+            spec.model_asset: dg.AssetOut(
+                io_manager_key=MODEL_IO_MANAGER[spec.storage], group_name=GROUP, description=spec.description
+            ),
+            spec.predictions_asset: dg.AssetOut(
+                io_manager_key="parquet_io_manager",
+                group_name=GROUP,
+                description=f"{spec.name}: out-of-fold predictions of the labeled rows (USD).",
+            ),
         },
         ins={READS_ASSET[r]: dg.AssetIn(READS_ASSET[r]) for r in spec.reads},
         check_specs=[contract_spec(spec.predictions_asset)],
@@ -72,16 +84,24 @@ def build_price_model_asset(spec: PriceModelSpec) -> dg.AssetsDefinition:
         trained = spec.train(model_in, y, folds, config.to_dataclass(), device=dev, log=log)
         preds = oof_predictions_frame(rows, trained.cv.oof_log)
         contract = enforce_contract(preds, ModelPredictions, spec.predictions_asset)  # before either output is stored
-        yield dg.Output(trained.fitted, output_name=spec.model_asset, metadata={
-            "folds": len(trained.cv.fold_smape),
-            **{k: _metadata_value(v) for k, v in trained.metadata.items()},
-            "train_seconds": round(trained.cv.seconds, 2),
-        })
-        yield dg.Output(preds, output_name=spec.predictions_asset, metadata={
-            **_oof_metadata(preds),
-            "fold_smape": dg.MetadataValue.json([round(x, 3) for x in trained.cv.fold_smape]),
-            "preview": preview(preds),
-        })
+        yield dg.Output(
+            trained.fitted,
+            output_name=spec.model_asset,
+            metadata={
+                "folds": len(trained.cv.fold_smape),
+                **{k: _metadata_value(v) for k, v in trained.metadata.items()},
+                "train_seconds": round(trained.cv.seconds, 2),
+            },
+        )
+        yield dg.Output(
+            preds,
+            output_name=spec.predictions_asset,
+            metadata={
+                **_oof_metadata(preds),
+                "fold_smape": dg.MetadataValue.json([round(x, 3) for x in trained.cv.fold_smape]),
+                "preview": preview(preds),
+            },
+        )
         yield contract
 
     return price_model
@@ -96,45 +116,76 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="price_blend",
         outs={
-            "price_blend": dg.AssetOut(group_name=GROUP, io_manager_key="parquet_io_manager",
-                                       description="Blend of the models' OOF predictions (weighted geometric mean)."),
-            "blend_weights": dg.AssetOut(group_name=GROUP, io_manager_key="parquet_io_manager",
-                                         description="Per blended model: its convex weight and OOF SMAPE (serving_model applies them)."),
+            "price_blend": dg.AssetOut(
+                group_name=GROUP,
+                io_manager_key="parquet_io_manager",
+                description="Blend of the models' OOF predictions (weighted geometric mean).",
+            ),
+            "blend_weights": dg.AssetOut(
+                group_name=GROUP,
+                io_manager_key="parquet_io_manager",
+                description="Per blended model: its convex weight and OOF SMAPE (serving_model applies them).",
+            ),
         },
         ins={asset: dg.AssetIn(asset) for asset in inputs},
         check_specs=[
             contract_spec("price_blend"),
             contract_spec("blend_weights"),
             dg.AssetCheckSpec(
-                MODEL_GATE_CHECK, asset="price_blend", blocking=True,
+                MODEL_GATE_CHECK,
+                asset="price_blend",
+                blocking=True,
                 description="OOF SMAPE on the labeled rows both scored is not worse than the promoted model's by more than "
                 "ModelGateResource.tolerance_smape; else price_predictions keeps the previous predictions.",
             ),
         ],
     )
-    def price_blend(context: dg.AssetExecutionContext, storage: StorageResource, model_gate: ModelGateResource, **preds):
+    def price_blend(
+        context: dg.AssetExecutionContext, storage: StorageResource, model_gate: ModelGateResource, **preds
+    ):
         """Blend of the model predictions (weighted geometric mean, weights fitted on OOF SMAPE)."""
         from pricing_assets.lib.models.blend import blend_oof_predictions
         from pricing_assets.lib.models.model_gate import champion_path, compare_with_champion, read_champion
 
         out, weights = blend_oof_predictions({inputs[a]: p for a, p in preds.items()})
-        contracts = [enforce_contract(out, ModelPredictions, "price_blend"), enforce_contract(weights, BlendWeights, "blend_weights")]
+        contracts = [
+            enforce_contract(out, ModelPredictions, "price_blend"),
+            enforce_contract(weights, BlendWeights, "blend_weights"),
+        ]
         gate = compare_with_champion(
-            out, read_champion(champion_path(storage.models_dir()), storage.storage_options or None),
-            tolerance_smape=model_gate.tolerance_smape, min_rows=model_gate.min_rows,
+            out,
+            read_champion(champion_path(storage.models_dir()), storage.storage_options or None),
+            tolerance_smape=model_gate.tolerance_smape,
+            min_rows=model_gate.min_rows,
         )
         (context.log.info if gate.passed else context.log.error)(f"model gate: {gate.reason}")
-        yield dg.Output(out, output_name="price_blend", metadata={
-            **_oof_metadata(out),
-            "weights": dg.MetadataValue.json(dict(zip(weights["model"], weights["weight"].astype(float)))),  # unrounded: they sum to 1
-            "model_oof_smape": dg.MetadataValue.json(dict(zip(weights["model"], weights["oof_smape"].astype(float)))),
-            "model_gate": gate.reason,
-        })
-        yield dg.Output(weights, output_name="blend_weights", metadata={"dagster/row_count": len(weights), "preview": preview(weights)})
+        yield dg.Output(
+            out,
+            output_name="price_blend",
+            metadata={
+                **_oof_metadata(out),
+                "weights": dg.MetadataValue.json(
+                    dict(zip(weights["model"], weights["weight"].astype(float)))
+                ),  # unrounded: they sum to 1
+                "model_oof_smape": dg.MetadataValue.json(
+                    dict(zip(weights["model"], weights["oof_smape"].astype(float)))
+                ),
+                "model_gate": gate.reason,
+            },
+        )
+        yield dg.Output(
+            weights,
+            output_name="blend_weights",
+            metadata={"dagster/row_count": len(weights), "preview": preview(weights)},
+        )
         yield from contracts
         yield dg.AssetCheckResult(
-            check_name=MODEL_GATE_CHECK, asset_key="price_blend", passed=gate.passed,
-            severity=dg.AssetCheckSeverity.ERROR, description=gate.reason, metadata=gate.metadata(),
+            check_name=MODEL_GATE_CHECK,
+            asset_key="price_blend",
+            passed=gate.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=gate.reason,
+            metadata=gate.metadata(),
         )
 
     return price_blend

@@ -33,8 +33,13 @@ RETRY_ATTEMPT_TAG = "pricing/retry_attempt"
 PARTITION_TAG = "dagster/partition"
 #: Named jobs whose runs may carry no asset selection of their own: their selection, to re-request.
 JOB_SELECTIONS = {"catalog_batch_job": dg.AssetSelection.groups(*PER_ROW_GROUPS)}
-ACTIVE_OR_DONE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                  dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS]
+ACTIVE_OR_DONE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.SUCCESS,
+]
 
 
 @dg.sensor(
@@ -55,7 +60,9 @@ def run_worker_watchdog(context: dg.SensorEvaluationContext):
         context.log.warning(f"freed {n} pool slot(s) held by run {run_id}, which is not running")
     if not result["failed"] and not result["freed"]:
         return dg.SkipReason("every started run has a live worker; no pool slot held by a finished run")
-    return dg.SkipReason(f"marked {len(result['failed'])} run(s) with a dead worker failed; freed the slots of {len(result['freed'])} run(s)")
+    return dg.SkipReason(
+        f"marked {len(result['failed'])} run(s) with a dead worker failed; freed the slots of {len(result['freed'])} run(s)"
+    )
 
 
 def _asset_keys(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> list[dg.AssetKey]:
@@ -68,13 +75,23 @@ def _asset_keys(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> list
     return sorted(selection.resolve(context.repository_def.asset_graph), key=lambda k: k.to_user_string())
 
 
-def _superseded(context: dg.SensorEvaluationContext, run: dg.DagsterRun, created: datetime, keys: list[dg.AssetKey]) -> bool:
+def _superseded(
+    context: dg.SensorEvaluationContext, run: dg.DagsterRun, created: datetime, keys: list[dg.AssetKey]
+) -> bool:
     """A later run of the same partition covering ``keys`` is queued, running or succeeded."""
     partition = run.tags.get(PARTITION_TAG)
-    later = context.instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_OR_DONE, created_after=created,
-                                                            tags={PARTITION_TAG: partition} if partition else None), limit=200)
+    later = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=ACTIVE_OR_DONE, created_after=created, tags={PARTITION_TAG: partition} if partition else None
+        ),
+        limit=200,
+    )
     wanted = set(keys)
-    return any(r.tags.get(PARTITION_TAG) == partition and wanted <= set(_asset_keys(context, r)) for r in later if r.run_id != run.run_id)
+    return any(
+        r.tags.get(PARTITION_TAG) == partition and wanted <= set(_asset_keys(context, r))
+        for r in later
+        if r.run_id != run.run_id
+    )
 
 
 @dg.sensor(
@@ -92,15 +109,24 @@ def transient_failure_retry(context: dg.SensorEvaluationContext):
 
     now = time.time()
     records = context.instance.get_run_records(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=datetime.fromtimestamp(now - LOOKBACK_S, tz=UTC)), limit=200
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.FAILURE], updated_after=datetime.fromtimestamp(now - LOOKBACK_S, tz=UTC)
+        ),
+        limit=200,
     )
     requests, notes = [], []
     for rec in records:
         run = rec.dagster_run
-        if run.tags.get("pricing/source") == "cli" or run.tags.get("dagster/auto_retry_run_id") or run.tags.get("dagster/will_retry") == "true":
+        if (
+            run.tags.get("pricing/source") == "cli"
+            or run.tags.get("dagster/auto_retry_run_id")
+            or run.tags.get("dagster/will_retry") == "true"
+        ):
             continue  # the CLI re-runs its own; Dagster's run retries launched (or will launch) a child
         keys = _asset_keys(context, run)
-        if not keys or not is_transient(run.tags.get("dagster/failure_reason"), failure_texts(context.instance, run.run_id)):
+        if not keys or not is_transient(
+            run.tags.get("dagster/failure_reason"), failure_texts(context.instance, run.run_id)
+        ):
             continue  # failed by its data or code: never retried
         decision = decide(
             attempts_so_far=int(run.tags.get(RETRY_ATTEMPT_TAG, "0")),
@@ -111,18 +137,26 @@ def transient_failure_retry(context: dg.SensorEvaluationContext):
         if not decision.retry:
             notes.append(f"{run.run_id[:8]}: {decision.reason}")
             continue
-        context.log.warning(f"run {run.run_id} ({run.job_name} {run.tags.get(PARTITION_TAG, '')}) failed transiently: {decision.reason}")
+        context.log.warning(
+            f"run {run.run_id} ({run.job_name} {run.tags.get(PARTITION_TAG, '')}) failed transiently: {decision.reason}"
+        )
         user_tags = {k: v for k, v in run.tags.items() if not k.startswith("dagster/")}
-        requests.append(dg.RunRequest(
-            run_key=f"retry:{run.run_id}",
-            asset_selection=keys,
-            partition_key=run.tags.get(PARTITION_TAG),
-            run_config=run.run_config,
-            tags={**user_tags, RETRY_OF_TAG: run.run_id, RETRY_ATTEMPT_TAG: str(decision.attempt)},
-        ))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"retry:{run.run_id}",
+                asset_selection=keys,
+                partition_key=run.tags.get(PARTITION_TAG),
+                run_config=run.run_config,
+                tags={**user_tags, RETRY_OF_TAG: run.run_id, RETRY_ATTEMPT_TAG: str(decision.attempt)},
+            )
+        )
     if requests:
         return dg.SensorResult(run_requests=requests)
-    return dg.SkipReason("; ".join(notes) if notes else "no transient failure left to re-request (Dagster's run retries handle the others)")
+    return dg.SkipReason(
+        "; ".join(notes)
+        if notes
+        else "no transient failure left to re-request (Dagster's run retries handle the others)"
+    )
 
 
 @dg.definitions

@@ -20,9 +20,18 @@ def embedding_signal_report(context: dg.AssetExecutionContext, products: pd.Data
     with stopwatch() as t:
         for name, modality, vec, has in product_embeddings.aligned_to(lab["sample_id"]):
             if has.sum() < 10 or len(np.unique(lab.loc[has, "fold"])) < 2:
-                rows.append({"model": name, "modality": modality, "rows": int(has.sum()), "note": "too few labeled rows with a vector"})
+                rows.append(
+                    {
+                        "model": name,
+                        "modality": modality,
+                        "rows": int(has.sum()),
+                        "note": "too few labeled rows with a vector",
+                    }
+                )
                 continue
-            sig = embedding_price_signal(vec[has], np.log1p(lab.loc[has, "price"].to_numpy(float)), lab.loc[has, "fold"].to_numpy())
+            sig = embedding_price_signal(
+                vec[has], np.log1p(lab.loc[has, "price"].to_numpy(float)), lab.loc[has, "fold"].to_numpy()
+            )
             rows.append({"model": name, "modality": modality, **sig, "note": ""})
     table = pd.DataFrame(rows)
     yield dg.Output(

@@ -4,18 +4,33 @@
 import dagster as dg
 
 from pricing_assets.io_managers import PricingIOManager
-from pricing_assets.resources import CrossValidationResource, DeviceResource, ImageFetchResource, ModelGateResource, OcrResource, StorageResource
+from pricing_assets.resources import (
+    CrossValidationResource,
+    DeviceResource,
+    ImageFetchResource,
+    ModelGateResource,
+    OcrResource,
+    StorageResource,
+)
 from pricing_assets.settings import Settings, current_settings
 
 #: The IO managers by resource key; each stores under ``<storage>/assets`` in its own format.
-IO_MANAGER_KINDS = {"io_manager": "pickle", "parquet_io_manager": "parquet", "faiss_io_manager": "faiss", "lightgbm_io_manager": "lightgbm"}
+IO_MANAGER_KINDS = {
+    "io_manager": "pickle",
+    "parquet_io_manager": "parquet",
+    "faiss_io_manager": "faiss",
+    "lightgbm_io_manager": "lightgbm",
+}
 
 
 def build_resources(s: Settings) -> dict:
     """Resources and IO managers for the settings ``s``, by resource key (``device``, ``storage``,
     ``image_fetch``, ``ocr``, ``model_gate``, ``cv`` and the keys of :data:`IO_MANAGER_KINDS`)."""
     assets_base = f"{s.storage.rstrip('/')}/assets"
-    io = {key: PricingIOManager(base_path=assets_base, kind=kind, endpoint_url=s.s3_endpoint) for key, kind in IO_MANAGER_KINDS.items()}
+    io = {
+        key: PricingIOManager(base_path=assets_base, kind=kind, endpoint_url=s.s3_endpoint)
+        for key, kind in IO_MANAGER_KINDS.items()
+    }
     return {
         **io,
         "device": DeviceResource(device=s.device),
@@ -33,4 +48,7 @@ def resources_defs() -> dg.Definitions:
     ``PRICING_EXECUTOR=k8s``: then ``definitions.build_defs`` adds the Kubernetes executor, whose
     per-step config needs the loaded assets (``pricing_assets/k8s_executor.py``)."""
     settings = current_settings()
-    return dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor if settings.executor == "in_process" else None)
+    return dg.Definitions(
+        resources=build_resources(settings),
+        executor=dg.in_process_executor if settings.executor == "in_process" else None,
+    )

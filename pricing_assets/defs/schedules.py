@@ -64,7 +64,9 @@ def build_nightly_retrain_schedule(on: bool = False) -> dg.ScheduleDefinition:
         job=nightly_retrain_job,
         cron_schedule=NIGHTLY_CRON,
         execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING if default_status(on) == dg.DefaultSensorStatus.RUNNING else dg.DefaultScheduleStatus.STOPPED,
+        default_status=dg.DefaultScheduleStatus.RUNNING
+        if default_status(on) == dg.DefaultSensorStatus.RUNNING
+        else dg.DefaultScheduleStatus.STOPPED,
         description="Retrain features, models and predictions over every batch at 02:00 UTC.",
     )
 

@@ -173,4 +173,9 @@ def build_inbox_sensor(
 def sensors_defs() -> dg.Definitions:
     """The inbox sensor and the automation sensor (stopped unless ``PRICING_AUTOMATION=1``)."""
     s = current_settings()
-    return dg.Definitions(sensors=[build_inbox_sensor(s.inbox, s.s3_endpoint, on=s.automation_on), build_automation_sensor(on=s.automation_on)])
+    return dg.Definitions(
+        sensors=[
+            build_inbox_sensor(s.inbox, s.s3_endpoint, on=s.automation_on),
+            build_automation_sensor(on=s.automation_on),
+        ]
+    )

@@ -41,8 +41,15 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
         },
     )
     def serving_model(
-        context: dg.AssetExecutionContext, storage: StorageResource, cv: CrossValidationResource, products: pd.DataFrame, knn_reference,
-        feature_space, price_blend: pd.DataFrame, blend_weights: pd.DataFrame, **fitted,
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        cv: CrossValidationResource,
+        products: pd.DataFrame,
+        knn_reference,
+        feature_space,
+        price_blend: pd.DataFrame,
+        blend_weights: pd.DataFrame,
+        **fitted,
     ):
         """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
         ``products`` (their fingerprint names the version): kNN reference, feature space, every blended
@@ -63,19 +70,24 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
             space=feature_space,
             models={s.name: fitted[s.model_asset] for s in specs},
             blend=dict(zip(blend_weights["model"], blend_weights["weight"].astype(float))),
-            oof_smape={**dict(zip(blend_weights["model"], blend_weights["oof_smape"].astype(float))),
-                       "blend": round(smape(price_blend["price"], price_blend["pred_price"]), 3)},
+            oof_smape={
+                **dict(zip(blend_weights["model"], blend_weights["oof_smape"].astype(float))),
+                "blend": round(smape(price_blend["price"], price_blend["pred_price"]), 3),
+            },
         )
         context.log.info(f"serving_model {model.version}: {model.labeled_rows} labeled rows, blend {model.blend}")
-        yield dg.Output(model, metadata={
-            "model_version": model.version,
-            "fitted_at": model.fitted_at,
-            "labeled_rows": model.labeled_rows,
-            "labeled_fingerprint": fingerprint,
-            "blend_weights": dg.MetadataValue.json(model.blend),
-            "oof_smape": dg.MetadataValue.json(model.oof_smape),
-            "embedding_models": dg.MetadataValue.json([n for n, _, _ in model.embedding_models]),
-        })
+        yield dg.Output(
+            model,
+            metadata={
+                "model_version": model.version,
+                "fitted_at": model.fitted_at,
+                "labeled_rows": model.labeled_rows,
+                "labeled_fingerprint": fingerprint,
+                "blend_weights": dg.MetadataValue.json(model.blend),
+                "oof_smape": dg.MetadataValue.json(model.oof_smape),
+                "embedding_models": dg.MetadataValue.json([n for n, _, _ in model.embedding_models]),
+            },
+        )
         # promoted only once the model is stored (an output is written when it is yielded)
         write_champion(price_blend, champion_path(storage.models_dir()), storage.storage_options or None)
 
@@ -102,8 +114,13 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
         check_specs=[contract_spec("batch_predictions")],
     )
     def batch_predictions(
-        context: dg.AssetExecutionContext, device: DeviceResource, catalog_items: pd.DataFrame, product_images: pd.DataFrame,
-        ocr_text: pd.DataFrame, serving_model, **kwargs,
+        context: dg.AssetExecutionContext,
+        device: DeviceResource,
+        catalog_items: pd.DataFrame,
+        product_images: pd.DataFrame,
+        ocr_text: pd.DataFrame,
+        serving_model,
+        **kwargs,
     ):
         """Price this batch's products that have no price with the current ``serving_model``: features
         from the fitted artifacts (kNN reference, TF-IDF vectorizers, target-encoding maps), the
@@ -116,18 +133,24 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
         with stopwatch() as t:
             items, _ = latest_batch_wins(catalog_items[catalog_items["price"].isna()])
             items = join_images_and_ocr(items, product_images, ocr_text)  # the same row as products builds
-            embs = [(s.name, s.modality, *embedding_matrix(kwargs[f"emb__{s.name}"], items["sample_id"], s.dim)) for s in specs]
+            embs = [
+                (s.name, s.modality, *embedding_matrix(kwargs[f"emb__{s.name}"], items["sample_id"], s.dim))
+                for s in specs
+            ]
             scored = score_new_rows(serving_model, items, build_brand_features(items), embs, device=device.resolve())
         _contract = enforce_contract(scored, BatchPredictions, "batch_predictions")  # before storing
         seconds = t()
-        yield dg.Output(scored, metadata={
-            "model_version": serving_model.version,
-            "labeled_rows_in_batch": int(catalog_items["price"].notna().sum()),
-            "median_price_usd": round(float(scored["price"].median()), 2) if len(scored) else 0.0,
-            "seconds": round(seconds, 2),
-            "rows_per_s": round(len(scored) / max(seconds, 1e-9), 1),
-            "preview": preview(scored),
-        })
+        yield dg.Output(
+            scored,
+            metadata={
+                "model_version": serving_model.version,
+                "labeled_rows_in_batch": int(catalog_items["price"].notna().sum()),
+                "median_price_usd": round(float(scored["price"].median()), 2) if len(scored) else 0.0,
+                "seconds": round(seconds, 2),
+                "rows_per_s": round(len(scored) / max(seconds, 1e-9), 1),
+                "preview": preview(scored),
+            },
+        )
         yield _contract
 
     return batch_predictions
@@ -149,18 +172,23 @@ def price_predictions(context: dg.AssetExecutionContext, batch_predictions, prod
     out = latest.loc[~labeled_since, ["sample_id", "price", "batch", "model_version"]].reset_index(drop=True)
     out["sample_id"] = out["sample_id"].astype(str)
     versions = out["model_version"].value_counts()
-    _contract = enforce_contract(out, PricePredictions, "price_predictions")  # before storing: a violation raises, nothing is written
-    yield dg.Output(out, metadata={
-        "rows": len(out),
-        "model_versions": dg.MetadataValue.json({str(k): int(v) for k, v in versions.items()}),
-        "model_version": str(versions.index[0]) if len(versions) == 1 else "mixed",
-        "labeled_since_left_out": int(labeled_since.sum()),
-        "replaced_by_later_batch": replaced,
-        "median_price_usd": round(float(out["price"].median()), 2) if len(out) else 0.0,
-        "min_price_usd": round(float(out["price"].min()), 2) if len(out) else 0.0,
-        "max_price_usd": round(float(out["price"].max()), 2) if len(out) else 0.0,
-        "preview": preview(out),
-    })
+    _contract = enforce_contract(
+        out, PricePredictions, "price_predictions"
+    )  # before storing: a violation raises, nothing is written
+    yield dg.Output(
+        out,
+        metadata={
+            "rows": len(out),
+            "model_versions": dg.MetadataValue.json({str(k): int(v) for k, v in versions.items()}),
+            "model_version": str(versions.index[0]) if len(versions) == 1 else "mixed",
+            "labeled_since_left_out": int(labeled_since.sum()),
+            "replaced_by_later_batch": replaced,
+            "median_price_usd": round(float(out["price"].median()), 2) if len(out) else 0.0,
+            "min_price_usd": round(float(out["price"].min()), 2) if len(out) else 0.0,
+            "max_price_usd": round(float(out["price"].max()), 2) if len(out) else 0.0,
+            "preview": preview(out),
+        },
+    )
     yield _contract
 
 
@@ -170,26 +198,45 @@ def build_evaluation_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     @dg.asset(
         group_name=GROUP,
         io_manager_key="parquet_io_manager",
-        ins={"price_blend": dg.AssetIn("price_blend"), "products": dg.AssetIn("products"), **{s.predictions_asset: dg.AssetIn(s.predictions_asset) for s in specs}},
+        ins={
+            "price_blend": dg.AssetIn("price_blend"),
+            "products": dg.AssetIn("products"),
+            **{s.predictions_asset: dg.AssetIn(s.predictions_asset) for s in specs},
+        },
     )
-    def evaluation_report(context: dg.AssetExecutionContext, price_blend: pd.DataFrame, products: pd.DataFrame, **preds):
+    def evaluation_report(
+        context: dg.AssetExecutionContext, price_blend: pd.DataFrame, products: pd.DataFrame, **preds
+    ):
         """SMAPE table (one row per model + blend), with plots as PNG in the markdown metadata."""
-        from pricing_assets.lib.models.evaluation import plot_error_by_bin, plot_pred_vs_actual, png_markdown, smape_table, worst_predictions
+        from pricing_assets.lib.models.evaluation import (
+            plot_error_by_bin,
+            plot_pred_vs_actual,
+            png_markdown,
+            smape_table,
+            worst_predictions,
+        )
         from pricing_assets.lib.models.metrics import smape_by_bin
 
         table = smape_table({**{s.name: preds[s.predictions_asset] for s in specs}, "blend": price_blend})
         worst = worst_predictions(price_blend, products.set_index("sample_id")["item_name"])
         blend_smape = float(table.loc[table["model"] == "blend", "oof_smape"].iloc[0])
         bins = smape_by_bin(price_blend["price"].to_numpy(), price_blend["pred_price"].to_numpy())
-        yield dg.Output(table, metadata={
-            "blend_oof_smape": blend_smape,
-            "model_oof_smape": dg.MetadataValue.json(dict(zip(table["model"], table["oof_smape"].astype(float)))),
-            "rows_per_price_bin": dg.MetadataValue.json({b["bin"]: b["rows"] for b in bins}),
-            "smape_table": dg.MetadataValue.md(table.to_markdown(index=False)),
-            "worst_predictions": dg.MetadataValue.md(worst[["sample_id", "price", "pred_price", "row_smape", "item_name"]].to_markdown(index=False)),
-            "pred_vs_actual": dg.MetadataValue.md(png_markdown(plot_pred_vs_actual(price_blend, f"blend, OOF SMAPE {blend_smape:.2f}"))),
-            "error_by_price_bin": dg.MetadataValue.md(png_markdown(plot_error_by_bin(table))),
-        })
+        yield dg.Output(
+            table,
+            metadata={
+                "blend_oof_smape": blend_smape,
+                "model_oof_smape": dg.MetadataValue.json(dict(zip(table["model"], table["oof_smape"].astype(float)))),
+                "rows_per_price_bin": dg.MetadataValue.json({b["bin"]: b["rows"] for b in bins}),
+                "smape_table": dg.MetadataValue.md(table.to_markdown(index=False)),
+                "worst_predictions": dg.MetadataValue.md(
+                    worst[["sample_id", "price", "pred_price", "row_smape", "item_name"]].to_markdown(index=False)
+                ),
+                "pred_vs_actual": dg.MetadataValue.md(
+                    png_markdown(plot_pred_vs_actual(price_blend, f"blend, OOF SMAPE {blend_smape:.2f}"))
+                ),
+                "error_by_price_bin": dg.MetadataValue.md(png_markdown(plot_error_by_bin(table))),
+            },
+        )
 
     return evaluation_report
 

@@ -52,15 +52,26 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
     @dg.multi_asset(
         # optional output, and can_subset so that its contract check is optional too: a run that stores
         # nothing reports no check (dagster-io/dagster#27399)
-        outs={"products": dg.AssetOut(group_name=GROUP, io_manager_key="parquet_io_manager", is_required=False,
-                                      description="The training set: every labeled product of every complete batch, with its CV fold.")},
+        outs={
+            "products": dg.AssetOut(
+                group_name=GROUP,
+                io_manager_key="parquet_io_manager",
+                is_required=False,
+                description="The training set: every labeled product of every complete batch, with its CV fold.",
+            )
+        },
         ins={name: all_batches_in(name) for name in ("catalog_items", "product_images", "ocr_text")},
         deps=list(emb_keys.values()),
         check_specs=[contract_spec("products")],
         can_subset=True,
     )
     def products(
-        context: dg.AssetExecutionContext, config: ProductsConfig, cv: CrossValidationResource, catalog_items, product_images, ocr_text
+        context: dg.AssetExecutionContext,
+        config: ProductsConfig,
+        cv: CrossValidationResource,
+        catalog_items,
+        product_images,
+        ocr_text,
     ):
         """The training set: every *labeled* product of every complete batch, one row per ``sample_id``
         (latest batch wins), joined with its image status/metadata and OCR text, plus its CV ``fold``.
@@ -76,26 +87,38 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
 
         with stopwatch() as t:
             ts = assemble_training_set(
-                merge_batches(context, catalog_items, "catalog_items"), merge_batches(context, product_images, "product_images"),
-                merge_batches(context, ocr_text, "ocr_text"), batch_order(context), cv.n_folds, cv.seed,
+                merge_batches(context, catalog_items, "catalog_items"),
+                merge_batches(context, product_images, "product_images"),
+                merge_batches(context, ocr_text, "ocr_text"),
+                batch_order(context),
+                cv.n_folds,
+                cv.seed,
                 stored={name: set(context.instance.get_materialized_partitions(key)) for name, key in emb_keys.items()},
             )
             skipped, replaced, n_unlabeled, out = ts.skipped_batches, ts.replaced, ts.unlabeled_rows, ts.frame
             if skipped:
-                context.log.warning(f"products: batches {skipped} are incomplete (a per-row asset is missing) and are left out")
+                context.log.warning(
+                    f"products: batches {skipped} are incomplete (a per-row asset is missing) and are left out"
+                )
             if out is None:
-                context.log.info(f"products: no labeled row in the complete batches ({n_unlabeled} without a price; incomplete batches: "
-                                 f"{skipped}); nothing to train on yet")
+                context.log.info(
+                    f"products: no labeled row in the complete batches ({n_unlabeled} without a price; incomplete batches: "
+                    f"{skipped}); nothing to train on yet"
+                )
                 return
             fingerprint = labeled_fingerprint(out, cv.n_folds, cv.seed)
         from pricing_assets.instance_state import latest_metadata_value
 
         serving = latest_metadata_value(context.instance, "serving_model", "labeled_fingerprint")
         if serving == fingerprint and not config.retrain_unchanged:
-            context.log.info(f"products: the serving model was fitted on these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
-                             "nothing stored, no retrain (ProductsConfig.retrain_unchanged forces one)")
+            context.log.info(
+                f"products: the serving model was fitted on these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
+                "nothing stored, no retrain (ProductsConfig.retrain_unchanged forces one)"
+            )
             return
-        _contract = enforce_contract(out, Products, "products")  # before storing: a violation raises, nothing is written
+        _contract = enforce_contract(
+            out, Products, "products"
+        )  # before storing: a violation raises, nothing is written
         yield dg.Output(
             out,
             output_name="products",
@@ -104,7 +127,9 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
                 "labeled_rows": len(out),
                 "unlabeled_rows_left_to_batch_predictions": n_unlabeled,
                 "labeled_fingerprint": fingerprint,
-                "retrain_reason": "forced (retrain_unchanged)" if serving == fingerprint else ("first model" if serving is None else "labels changed"),
+                "retrain_reason": "forced (retrain_unchanged)"
+                if serving == fingerprint
+                else ("first model" if serving is None else "labels changed"),
                 "batches": len(set(out["batch"])),
                 "replaced_by_later_batch": replaced,
                 "incomplete_batches_skipped": dg.MetadataValue.json(skipped),
@@ -127,7 +152,9 @@ def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
     with stopwatch() as t:
         feats = build_brand_features(products)
     top = feats["brand"].value_counts().head(10)
-    _contract = enforce_contract(feats, BrandFeatures, "brand_features")  # before storing: a violation raises, nothing is written
+    _contract = enforce_contract(
+        feats, BrandFeatures, "brand_features"
+    )  # before storing: a violation raises, nothing is written
     yield dg.Output(
         feats,
         metadata={
@@ -159,18 +186,33 @@ def build_product_embeddings_asset(registry: dict) -> dg.AssetsDefinition:
         from pricing_assets.lib.features.training_data import align_embeddings
 
         with stopwatch() as t:
-            frames = [(s.name, s.modality, s.dim, merge_batches(context, embeddings[f"emb__{s.name}"], f"emb__{s.name}")) for s in specs]
+            frames = [
+                (s.name, s.modality, s.dim, merge_batches(context, embeddings[f"emb__{s.name}"], f"emb__{s.name}"))
+                for s in specs
+            ]
             out = align_embeddings(frames, products["sample_id"])
-        coverage = {name: {"modality": modality, "dim": int(vec.shape[1]), "rows_with_vector": int(has.sum())} for name, modality, vec, has in out.models}
-        missing_text = {n: len(out.sample_ids) - c["rows_with_vector"] for n, c in coverage.items() if c["modality"] == "text" and c["rows_with_vector"] < len(out.sample_ids)}
+        coverage = {
+            name: {"modality": modality, "dim": int(vec.shape[1]), "rows_with_vector": int(has.sum())}
+            for name, modality, vec, has in out.models
+        }
+        missing_text = {
+            n: len(out.sample_ids) - c["rows_with_vector"]
+            for n, c in coverage.items()
+            if c["modality"] == "text" and c["rows_with_vector"] < len(out.sample_ids)
+        }
         if missing_text:
-            raise ValueError(f"product_embeddings: products without a text embedding {missing_text}: materialise the embedding assets of their batches")
-        return dg.Output(out, metadata={
-            "dagster/row_count": len(out.sample_ids),
-            "models": dg.MetadataValue.json(coverage),
-            "mb": round(sum(v.nbytes for _, _, v, _ in out.models) / 2**20, 1),
-            "seconds": round(t(), 2),
-        })
+            raise ValueError(
+                f"product_embeddings: products without a text embedding {missing_text}: materialise the embedding assets of their batches"
+            )
+        return dg.Output(
+            out,
+            metadata={
+                "dagster/row_count": len(out.sample_ids),
+                "models": dg.MetadataValue.json(coverage),
+                "mb": round(sum(v.nbytes for _, _, v, _ in out.models) / 2**20, 1),
+                "seconds": round(t(), 2),
+            },
+        )
 
     return product_embeddings
 
@@ -197,11 +239,19 @@ def build_training_assets(registry: dict) -> list:
                 "quantities and the TF-IDF vectorizers fitted on their texts (lib.retrieval.reference.KnnReference), pickled.",
             ),
         },
-        ins={"products": dg.AssetIn("products"), "brand_features": dg.AssetIn("brand_features"), "product_embeddings": dg.AssetIn("product_embeddings")},
+        ins={
+            "products": dg.AssetIn("products"),
+            "brand_features": dg.AssetIn("brand_features"),
+            "product_embeddings": dg.AssetIn("product_embeddings"),
+        },
         check_specs=[contract_spec("knn_features")],
     )
     def product_index(
-        context: dg.AssetExecutionContext, config: KnnConfig, cv: CrossValidationResource, products: pd.DataFrame, brand_features: pd.DataFrame,
+        context: dg.AssetExecutionContext,
+        config: KnnConfig,
+        cv: CrossValidationResource,
+        products: pd.DataFrame,
+        brand_features: pd.DataFrame,
         product_embeddings,
     ):
         from pricing_assets.lib.retrieval.knn import build_knn_features
@@ -210,21 +260,43 @@ def build_training_assets(registry: dict) -> list:
 
         with stopwatch() as t:
             embs = product_embeddings.aligned_to(products["sample_id"])
-            ref = fit_knn_reference(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds)
-            knn = build_knn_features(products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds, reference=ref)
+            ref = fit_knn_reference(
+                products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds
+            )
+            knn = build_knn_features(
+                products,
+                brand_features,
+                embs,
+                k=config.knn_k,
+                unit_k=config.knn_unit_k,
+                n_folds=cv.n_folds,
+                reference=ref,
+            )
             lab = products["is_labeled"].to_numpy()
             primary = next(e for e in embs if e[1] == "text")
             index = build_index(primary[2][lab])
         log_price = np.log1p(products["price"].to_numpy(dtype=float))
         first = [c for c in knn.columns if c.startswith("knn_")][:2]
         corr = float(np.corrcoef(knn.loc[lab, first[0]], log_price[lab])[0, 1]) if lab.sum() > 2 else float("nan")
-        _contract = enforce_contract(knn, KnnFeatures, "knn_features")  # before storing: a violation raises, nothing is written
-        yield dg.Output(index, output_name="product_index", metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": primary[0]})
-        yield dg.Output(ref, output_name="knn_reference", metadata={
-            "labeled_rows": ref.n,
-            "views": dg.MetadataValue.json([*ref.text, *ref.sparse, *(f"image:{n}" for n in ref.image)]),
-            "vocabulary": dg.MetadataValue.json({n: (0 if v is None else len(v.vocabulary_)) for n, v in ref.vectorizers.items()}),
-        })
+        _contract = enforce_contract(
+            knn, KnnFeatures, "knn_features"
+        )  # before storing: a violation raises, nothing is written
+        yield dg.Output(
+            index,
+            output_name="product_index",
+            metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": primary[0]},
+        )
+        yield dg.Output(
+            ref,
+            output_name="knn_reference",
+            metadata={
+                "labeled_rows": ref.n,
+                "views": dg.MetadataValue.json([*ref.text, *ref.sparse, *(f"image:{n}" for n in ref.image)]),
+                "vocabulary": dg.MetadataValue.json(
+                    {n: (0 if v is None else len(v.vocabulary_)) for n, v in ref.vectorizers.items()}
+                ),
+            },
+        )
         yield dg.Output(
             knn,
             output_name="knn_features",
@@ -240,11 +312,17 @@ def build_training_assets(registry: dict) -> list:
 
     @dg.multi_asset(
         outs={
-            "feature_matrix": dg.AssetOut(io_manager_key="parquet_io_manager", group_name=GROUP,
-                                          description="Model input of the labeled rows: engineered, target-encoding, kNN, stacked ridge, image features."),
-            "feature_space": dg.AssetOut(io_manager_key="io_manager", group_name=GROUP,
-                                         description="What feature_matrix fitted on the labeled rows (target-encoding maps, embedding PCAs, "
-                                         "title ridge, column order; lib.features.training_data.FeatureSpace), pickled: a new product's features."),
+            "feature_matrix": dg.AssetOut(
+                io_manager_key="parquet_io_manager",
+                group_name=GROUP,
+                description="Model input of the labeled rows: engineered, target-encoding, kNN, stacked ridge, image features.",
+            ),
+            "feature_space": dg.AssetOut(
+                io_manager_key="io_manager",
+                group_name=GROUP,
+                description="What feature_matrix fitted on the labeled rows (target-encoding maps, embedding PCAs, "
+                "title ridge, column order; lib.features.training_data.FeatureSpace), pickled: a new product's features.",
+            ),
         },
         ins={
             "products": dg.AssetIn("products"),
@@ -272,15 +350,29 @@ def build_training_assets(registry: dict) -> list:
 
         with stopwatch() as t:
             fm, groups, space = build_feature_matrix_and_space(
-                products, brand_features, knn_features, stacked_predictions, product_embeddings.aligned_to(products["sample_id"]),
-                text_pca_components=config.text_pca_components, image_pca_components=config.image_pca_components, seed=cv.seed,
+                products,
+                brand_features,
+                knn_features,
+                stacked_predictions,
+                product_embeddings.aligned_to(products["sample_id"]),
+                text_pca_components=config.text_pca_components,
+                image_pca_components=config.image_pca_components,
+                seed=cv.seed,
             )
-        _contract = enforce_contract(fm, FeatureMatrix, "feature_matrix")  # before storing: a violation raises, nothing is written
-        yield dg.Output(space, output_name="feature_space", metadata={
-            "columns": len(space.columns),
-            "target_encoding_keys": dg.MetadataValue.json({n: len(m) for n, (m, _) in space.target_encoding.items()}),
-            "title_ridge_folds": len(space.title_ridge),
-        })
+        _contract = enforce_contract(
+            fm, FeatureMatrix, "feature_matrix"
+        )  # before storing: a violation raises, nothing is written
+        yield dg.Output(
+            space,
+            output_name="feature_space",
+            metadata={
+                "columns": len(space.columns),
+                "target_encoding_keys": dg.MetadataValue.json(
+                    {n: len(m) for n, (m, _) in space.target_encoding.items()}
+                ),
+                "title_ridge_folds": len(space.title_ridge),
+            },
+        )
         yield dg.Output(
             fm,
             output_name="feature_matrix",

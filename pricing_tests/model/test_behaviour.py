@@ -40,21 +40,28 @@ def served(materialized_home, slice_files):
     images = defs.load_asset_value("product_images", instance=instance, partition_key=batch)
     ocr = defs.load_asset_value("ocr_text", instance=instance, partition_key=batch)
     specs = load_registry()
-    encoders = {n: load_encoder(specs[n], device="cpu") for n, modality, _ in model.embedding_models if modality == "text"}
+    encoders = {
+        n: load_encoder(specs[n], device="cpu") for n, modality, _ in model.embedding_models if modality == "text"
+    }
     image_embeddings = {
         n: defs.load_asset_value(["embeddings", "image", n], instance=instance, partition_key=batch)
-        for n, modality, _ in model.embedding_models if modality == "image"
+        for n, modality, _ in model.embedding_models
+        if modality == "image"
     }
     rows = pd.read_csv(slice_files["unlabeled"], dtype={"sample_id": str})
 
     def price(texts: list[str]) -> np.ndarray:
-        return score_catalog_rows(model, rows.assign(catalog_content=texts), images, ocr, encoders, image_embeddings)["price"].to_numpy()
+        return score_catalog_rows(model, rows.assign(catalog_content=texts), images, ocr, encoders, image_embeddings)[
+            "price"
+        ].to_numpy()
 
     return price, rows["catalog_content"].tolist()
 
 
 def _scale_value(text: str, factor: float) -> str:
-    return re.sub(r"(?m)^(\s*Value:\s*)([0-9.]+)", lambda m: f"{m.group(1)}{float(m.group(2)) * factor:g}", text, count=1)
+    return re.sub(
+        r"(?m)^(\s*Value:\s*)([0-9.]+)", lambda m: f"{m.group(1)}{float(m.group(2)) * factor:g}", text, count=1
+    )
 
 
 def test_the_slice_has_listings_with_a_pack_quantity(served):
@@ -99,7 +106,11 @@ def test_the_blend_beats_median_and_tfidf_ridge_out_of_fold(materialized_home):
     home = str(materialized_home["home"])
     defs = build_defs(load_settings({"DAGSTER_HOME": home, "PRICING_IMAGES_OFFLINE": "1"}))
     instance = dg.DagsterInstance.from_config(home)
-    names = ["lightgbm_predictions", "lightgbm_distributional_predictions", "tfidf_ridge_predictions"]  # price_blend's inputs (MLP opt-in)
+    names = [
+        "lightgbm_predictions",
+        "lightgbm_distributional_predictions",
+        "tfidf_ridge_predictions",
+    ]  # price_blend's inputs (MLP opt-in)
     preds = {n: defs.load_asset_value(n, instance=instance) for n in names}
     preds = {n: p[p["price"].notna()] for n, p in preds.items()}
     base, mats = align_predictions(preds)

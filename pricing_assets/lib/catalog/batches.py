@@ -20,7 +20,9 @@ def validate_batch_name(batch: str) -> str:
         ValueError: naming the offending batch name.
     """
     if not _BATCH_RE.match(batch or ""):
-        raise ValueError(f"invalid batch name {batch!r}: use letters, digits, '.', '_' or '-' (max 128, no leading '.')")
+        raise ValueError(
+            f"invalid batch name {batch!r}: use letters, digits, '.', '_' or '-' (max 128, no leading '.')"
+        )
     return batch
 
 
@@ -33,7 +35,9 @@ def batch_name_for(path: str) -> str:
     return validate_batch_name(re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".") or "batch")
 
 
-def store_batch(src: str, batches_dir: str, batch: str, src_options: dict | None = None, dst_options: dict | None = None) -> str:
+def store_batch(
+    src: str, batches_dir: str, batch: str, src_options: dict | None = None, dst_options: dict | None = None
+) -> str:
     """Copy a catalog file (local path or fsspec URL) into ``<batches_dir>/<batch>/<basename>``.
 
     Returns:
@@ -72,7 +76,9 @@ def find_batch_file(batches_dir: str, batch: str, storage_options: dict | None =
     fs, p = fsspec.core.url_to_fs(d, **(storage_options or {}))
     files = sorted(f for f in (fs.ls(p, detail=False) if fs.exists(p) else []) if f.lower().endswith(CATALOG_SUFFIXES))
     if not files:
-        raise FileNotFoundError(f"no catalog file stored for batch {batch!r} under {d}; run `pricing ingest FILE --batch {batch}`")
+        raise FileNotFoundError(
+            f"no catalog file stored for batch {batch!r} under {d}; run `pricing ingest FILE --batch {batch}`"
+        )
     proto = d.split("://", 1)[0] + "://" if "://" in d else ""
     return proto + files[0] if proto and not files[0].startswith(proto) else files[0]
 
@@ -97,7 +103,11 @@ def latest_batch_wins(frame: pd.DataFrame, batch_order: Sequence[str] = ()) -> t
         KeyError: ``frame`` has no ``sample_id`` column.
     """
     rank = {b: i for i, b in enumerate(batch_order)}
-    ranks = frame["batch"].map(lambda b: rank.get(b, len(rank))).to_numpy() if "batch" in frame.columns else np.zeros(len(frame), dtype=np.int64)
+    ranks = (
+        frame["batch"].map(lambda b: rank.get(b, len(rank))).to_numpy()
+        if "batch" in frame.columns
+        else np.zeros(len(frame), dtype=np.int64)
+    )
     f = frame.assign(_rank=ranks, _pos=np.arange(len(frame))).sort_values(["_rank", "_pos"], kind="stable")
     keep = ~f["sample_id"].duplicated(keep="last")
     return f[keep].drop(columns=["_rank", "_pos"]).reset_index(drop=True), int((~keep).sum())

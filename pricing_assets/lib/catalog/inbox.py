@@ -62,7 +62,11 @@ MAX_MESSAGE_CHARS = 300
 #: up to 5 times). Measured with s3fs 2026.9: an endpoint refusing connections fails a call in about
 #: 1 s (about 8 s with botocore's defaults); one that accepts and never answers in about 30 s
 #: (5 x the 5 s read timeout; about 25 min with the defaults), under Dagster's 60 s tick timeout.
-S3_FAST_FAIL_CONFIG: dict = {"connect_timeout": 3, "read_timeout": 5, "retries": {"total_max_attempts": 1, "mode": "standard"}}
+S3_FAST_FAIL_CONFIG: dict = {
+    "connect_timeout": 3,
+    "read_timeout": 5,
+    "retries": {"total_max_attempts": 1, "mode": "standard"},
+}
 
 PARQUET_SUFFIXES = tuple(s for s in CATALOG_SUFFIXES if s != ".csv")
 
@@ -78,7 +82,14 @@ def _transient_error_classes() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - s3fs is a dependency, botocore comes with it
         pass
     else:
-        classes += [be.ClientError, be.ConnectionError, be.HTTPClientError, be.NoCredentialsError, be.PartialCredentialsError, be.CredentialRetrievalError]
+        classes += [
+            be.ClientError,
+            be.ConnectionError,
+            be.HTTPClientError,
+            be.NoCredentialsError,
+            be.PartialCredentialsError,
+            be.CredentialRetrievalError,
+        ]
     try:
         import aiohttp
     except ImportError:  # pragma: no cover
@@ -199,7 +210,9 @@ def retry_wait_s(record: dict | None, signature: str, now: float) -> float:
     return max(0.0, float(record.get("next_try_at", 0.0)) - now)
 
 
-def record_defect(defects: dict, path: str, signature: str, reason: str, now: float, cap: int = MAX_DEFECT_RECORDS) -> dict:
+def record_defect(
+    defects: dict, path: str, signature: str, reason: str, now: float, cap: int = MAX_DEFECT_RECORDS
+) -> dict:
     """``defects`` plus ``path → {"signature", "reason", "at"}``, keeping the ``cap`` newest records.
 
     Args:
@@ -259,9 +272,12 @@ def csv_header_columns(head: bytes, complete: bool) -> list[str]:
         if cut < 0:
             raise InboxDefect(f"no line break in the first {len(head)} bytes: not a CSV file")
         head = head[: cut + 1]
+
     def parse(raw: bytes) -> pd.DataFrame:
         text = raw.decode("utf-8-sig", errors="replace")  # \n never occurs inside a UTF-8 sequence
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=True, nrows=0)
+        return pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=True, nrows=0
+        )
 
     try:
         try:
@@ -322,7 +338,9 @@ def check_required_columns(columns: list[str], required: tuple[str, ...] = REQUI
         raise InboxDefect(f"missing required column(s) {missing}; found {columns}{hint}")
 
 
-def check_catalog_header(path: str, size: int, storage_options: dict | None = None, peek_bytes: int = HEADER_PEEK_BYTES) -> list[str]:
+def check_catalog_header(
+    path: str, size: int, storage_options: dict | None = None, peek_bytes: int = HEADER_PEEK_BYTES
+) -> list[str]:
     """Read just enough of a catalog file to check its format and required columns.
 
     A CSV costs one ranged read of at most ``peek_bytes``; a parquet file three small ones (head,
@@ -486,16 +504,28 @@ def list_inbox(inbox: str, storage_options: dict | None = None) -> list[InboxFil
             continue
         name = info["name"]
         low = posixpath.basename(name).lower()
-        if not (low.endswith(CATALOG_SUFFIXES) or any(low.endswith(s + h) for s in CATALOG_SUFFIXES for h in HALF_WRITTEN_SUFFIXES)):
+        if not (
+            low.endswith(CATALOG_SUFFIXES)
+            or any(low.endswith(s + h) for s in CATALOG_SUFFIXES for h in HALF_WRITTEN_SUFFIXES)
+        ):
             continue
         path = name if (not proto or name.startswith(proto)) else proto + name
         etag = info.get("ETag") or info.get("etag")
         mtime = _mtime(info)
-        out.append(InboxFile(path=path, size=int(info.get("size") or 0), mtime=mtime, version=str(etag).strip('"') if etag else repr(mtime)))
+        out.append(
+            InboxFile(
+                path=path,
+                size=int(info.get("size") or 0),
+                mtime=mtime,
+                version=str(etag).strip('"') if etag else repr(mtime),
+            )
+        )
     return sorted(out, key=lambda f: (f.mtime, f.path))
 
 
-def skip_reason(f: InboxFile, previous_size: int | None, now: float, min_age_s: float, object_store: bool) -> str | None:
+def skip_reason(
+    f: InboxFile, previous_size: int | None, now: float, min_age_s: float, object_store: bool
+) -> str | None:
     """Why ``f`` is not ready yet (``None`` when it is): half-written name, empty, too recent, or
     size not yet confirmed stable across two ticks (local filesystems only)."""
     name = posixpath.basename(f.path)
@@ -510,7 +540,9 @@ def skip_reason(f: InboxFile, previous_size: int | None, now: float, min_age_s: 
     return None
 
 
-def ready_files(files: list[InboxFile], cursor: dict, now: float, min_age_s: float, object_store: bool) -> tuple[list[InboxFile], dict, dict]:
+def ready_files(
+    files: list[InboxFile], cursor: dict, now: float, min_age_s: float, object_store: bool
+) -> tuple[list[InboxFile], dict, dict]:
     """Split the listing into files to ingest now and files to wait for.
 
     Args:
@@ -644,7 +676,11 @@ class InboxTick:
         self.retry.pop(f.path, None)
         self.defects.pop(f.path, None)
         self.batches.append(batch)
-        return {"run_key": f.run_key, "partition_key": batch, "tags": {"pricing/inbox_file": f.path, "pricing/inbox_version": f.signature}}
+        return {
+            "run_key": f.run_key,
+            "partition_key": batch,
+            "tags": {"pricing/inbox_file": f.path, "pricing/inbox_version": f.signature},
+        }
 
     def failed_with(self, f: InboxFile, batch: str | None, exc: BaseException) -> tuple[str, str]:
         """Record a failure of ``f`` (``batch``: its name when known) by its kind (:func:`classify_error`):
@@ -661,7 +697,10 @@ class InboxTick:
         """
         kind = classify_error(exc)
         if kind == "vanished":
-            return "warning", f"{f.path}: not found ({describe(exc)}); the file vanished or the storage location is missing, looking again next tick"
+            return (
+                "warning",
+                f"{f.path}: not found ({describe(exc)}); the file vanished or the storage location is missing, looking again next tick",
+            )
         if kind == "defect":
             self.refused[f.path] = str(exc)
             self.defects = record_defect(self.defects, f.path, f.signature, str(exc), self.now)
@@ -702,11 +741,17 @@ class InboxTick:
             f"no new catalog file in {self.inbox}"
             + (f"; waiting for {len(waiting)}: {dict(list(waiting.items())[:3])}" if waiting else "")
             + (f"; failed, will retry {len(failed)}: {dict(list(failed.items())[:3])}" if failed else "")
-            + (f"; refused {len(refused)} (file defects, not retried until the file changes): {refused}" if refused else "")
+            + (
+                f"; refused {len(refused)} (file defects, not retried until the file changes): {refused}"
+                if refused
+                else ""
+            )
         )
 
 
-def start_tick(inbox: str, files: list[InboxFile], cursor: dict, now: float, min_age_s: float, object_store: bool) -> InboxTick:
+def start_tick(
+    inbox: str, files: list[InboxFile], cursor: dict, now: float, min_age_s: float, object_store: bool
+) -> InboxTick:
     """The tick's starting state from the listing and the previous cursor: the ready files
     (:func:`ready_files`), the retry and defect records of the files still present, and the batch
     names the files waiting for a retry keep (:func:`claimed_batches`).
@@ -723,5 +768,13 @@ def start_tick(inbox: str, files: list[InboxFile], cursor: dict, now: float, min
     present = {f.path for f in files}
     retry = {p: r for p, r in cursor.get("retry", {}).items() if p in present}
     defects = {p: d for p, d in cursor.get("defects", {}).items() if p in present}
-    return InboxTick(inbox=inbox, now=now, ready=ready, cursor=new_cursor, waiting=waiting, retry=retry, defects=defects,
-                     claimed=claimed_batches(retry))
+    return InboxTick(
+        inbox=inbox,
+        now=now,
+        ready=ready,
+        cursor=new_cursor,
+        waiting=waiting,
+        retry=retry,
+        defects=defects,
+        claimed=claimed_batches(retry),
+    )

@@ -15,7 +15,6 @@ Pure, Dagster-free functions:
 - :func:`parse_catalog` turns the good rows into the ``catalog_items`` table.
 """
 
-
 import hashlib
 import io
 import math
@@ -128,9 +127,7 @@ def _load_frame(path: str, storage_options: dict | None) -> tuple[pd.DataFrame, 
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise CatalogFormatError(f"{path}: unreadable parquet file {name!r}: {exc}") from exc
         frame.columns = [str(c).strip() for c in frame.columns]
-        out = pd.DataFrame(
-            {c: [_cell_to_str(v) for v in frame[c].tolist()] for c in frame.columns}, dtype=object
-        )
+        out = pd.DataFrame({c: [_cell_to_str(v) for v in frame[c].tolist()] for c in frame.columns}, dtype=object)
         return out, False
 
     replaced = False
@@ -184,9 +181,7 @@ def _classify_price(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
     return arr, reason_series
 
 
-def read_catalog(
-    path: str, storage_options: dict | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_catalog(path: str, storage_options: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read one raw catalog file and split it into good rows and quarantined rows.
 
     Args:
@@ -226,9 +221,7 @@ def read_catalog(
     frame, replaced = _load_frame(path, storage_options)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
-        raise CatalogFormatError(
-            f"{path}: missing required column(s) {missing}; found {list(frame.columns)}"
-        )
+        raise CatalogFormatError(f"{path}: missing required column(s) {missing}; found {list(frame.columns)}")
     if len(frame) == 0:
         raise CatalogFormatError(f"{path}: empty file, header but no data rows")
     extra = [c for c in frame.columns if c not in RAW_COLUMNS]
@@ -456,16 +449,8 @@ def parse_catalog(rows: pd.DataFrame) -> pd.DataFrame:
             raise KeyError(f"parse_catalog: input lacks column {col!r}")
     texts = rows["catalog_content"].tolist()
     parsed = [parse_catalog_content(t) for t in texts]
-    hashes = (
-        rows["content_hash"].tolist()
-        if "content_hash" in rows.columns
-        else [content_hash(t) for t in texts]
-    )
-    price = (
-        rows["price"].astype("float64").to_numpy()
-        if "price" in rows.columns
-        else np.full(len(rows), np.nan)
-    )
+    hashes = rows["content_hash"].tolist() if "content_hash" in rows.columns else [content_hash(t) for t in texts]
+    price = rows["price"].astype("float64").to_numpy() if "price" in rows.columns else np.full(len(rows), np.nan)
     desc = [p["description"] for p in parsed]
     # Size of the product text (name, bullets, description) after whitespace normalisation: not of
     # the raw string, so neither spacing nor the Value/Unit line (the pack quantity) moves it.

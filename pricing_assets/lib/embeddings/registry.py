@@ -6,7 +6,6 @@ Pure, Dagster-free, standard library only (the encoders that load a spec are in
 :mod:`pricing_assets.lib.embeddings.encoders`).
 """
 
-
 import os
 import re
 import tomllib
@@ -174,9 +173,7 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, EmbeddingM
     return out
 
 
-def enabled_models(
-    registry: dict[str, EmbeddingModelSpec], modality: str | None = None
-) -> list[EmbeddingModelSpec]:
+def enabled_models(registry: dict[str, EmbeddingModelSpec], modality: str | None = None) -> list[EmbeddingModelSpec]:
     """Enabled specs in registry order, optionally only one modality.
 
     Raises:

@@ -1,6 +1,5 @@
 """The text an encoder embeds for one product: :func:`text_for_embedding`. Pure, standard library only."""
 
-
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -88,4 +87,7 @@ def texts_for_items(items: pd.DataFrame, ocr_text: pd.DataFrame | None = None) -
         ocr = [""] * len(items)
     else:
         ocr = ocr_text.set_index("sample_id")["ocr_text"].reindex(items["sample_id"].astype(str)).fillna("").tolist()
-    return [text_for_embedding(r.item_name, r.bullets, r.description, o or None) for r, o in zip(items.itertuples(index=False), ocr)]
+    return [
+        text_for_embedding(r.item_name, r.bullets, r.description, o or None)
+        for r, o in zip(items.itertuples(index=False), ocr)
+    ]

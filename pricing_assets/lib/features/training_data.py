@@ -13,7 +13,9 @@ from pricing_assets.lib.models.cross_validation import DEFAULT_SEED
 DEDUP_RULE = "latest batch wins (by ingestion order); earlier copies are replaced"
 
 
-def complete_batches(frames: dict[str, pd.DataFrame], stored: dict[str, set[str]] | None = None) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def complete_batches(
+    frames: dict[str, pd.DataFrame], stored: dict[str, set[str]] | None = None
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Keep only the batches present in every per-batch input and stored for every other per-row
     asset the training side reads.
 
@@ -32,7 +34,9 @@ def complete_batches(frames: dict[str, pd.DataFrame], stored: dict[str, set[str]
     return {n: f[f["batch"].isin(common)].reset_index(drop=True) for n, f in frames.items()}, skipped
 
 
-def join_images_and_ocr(items: pd.DataFrame, images: pd.DataFrame, ocr: pd.DataFrame, on: list[str] | tuple[str, ...] = ("sample_id",)) -> pd.DataFrame:
+def join_images_and_ocr(
+    items: pd.DataFrame, images: pd.DataFrame, ocr: pd.DataFrame, on: list[str] | tuple[str, ...] = ("sample_id",)
+) -> pd.DataFrame:
     """``items`` (``catalog_items`` rows) left-joined with their ``product_images`` status/metadata and
     their ``ocr_text`` (OCR columns that collide get the suffix ``_ocr``): the input row of a product
     for training (``products``) and for scoring (``batch_predictions``), one row per key, items' order.
@@ -63,7 +67,12 @@ class TrainingSet:
 
 
 def assemble_training_set(
-    items: pd.DataFrame, images: pd.DataFrame, ocr: pd.DataFrame, batch_order: list[str], n_folds: int, seed: int,
+    items: pd.DataFrame,
+    images: pd.DataFrame,
+    ocr: pd.DataFrame,
+    batch_order: list[str],
+    n_folds: int,
+    seed: int,
     stored: dict[str, set[str]] | None = None,
 ) -> TrainingSet:
     """The training set of every complete batch: one row per labeled ``sample_id`` (latest batch
@@ -95,7 +104,9 @@ def assemble_training_set(
     if len(rows) == 0:
         return TrainingSet(None, n_unlabeled, replaced, skipped)
     if len(rows) < n_folds:
-        raise ValueError(f"products: {len(rows)} labeled rows in the complete batches, fewer than n_folds={n_folds}; ingest a labeled batch first")
+        raise ValueError(
+            f"products: {len(rows)} labeled rows in the complete batches, fewer than n_folds={n_folds}; ingest a labeled batch first"
+        )
     out = join_images_and_ocr(rows, merged["product_images"], merged["ocr_text"], on=("sample_id", "batch"))
     out["is_labeled"] = True
     out["fold"] = assign_folds(out["sample_id"], out["image_link"], n_folds, seed)
@@ -147,7 +158,9 @@ class ProductEmbeddings:
             return list(self.models)
         pos = pd.Series(np.arange(len(self.sample_ids)), index=self.sample_ids).reindex(want)
         if pos.isna().any():
-            raise ValueError(f"product_embeddings lacks sample_ids {pos[pos.isna()].index[:5].tolist()}: materialise product_embeddings again")
+            raise ValueError(
+                f"product_embeddings lacks sample_ids {pos[pos.isna()].index[:5].tolist()}: materialise product_embeddings again"
+            )
         idx = pos.to_numpy(dtype=np.int64)
         return [(name, modality, vec[idx], has[idx]) for name, modality, vec, has in self.models]
 
@@ -194,7 +207,9 @@ def pca_frame(pca, vectors: np.ndarray, mask: np.ndarray, n_components: int, pre
     return pd.DataFrame(out, columns=cols)
 
 
-def target_encodings(keys: dict[str, pd.Series], log_price: np.ndarray, folds: np.ndarray, smoothing: float = 10.0) -> pd.DataFrame:
+def target_encodings(
+    keys: dict[str, pd.Series], log_price: np.ndarray, folds: np.ndarray, smoothing: float = 10.0
+) -> pd.DataFrame:
     """Out-of-fold target encodings of ``log1p(price)`` per categorical key, for n labeled rows: a row
     of fold f is encoded from the other folds' rows (never its own price). Smoothing after
     Micci-Barreca (2001). A product without a price is encoded with the maps of :class:`FeatureSpace`
@@ -253,8 +268,12 @@ def _assemble(base, bf, te, kn, stack, img, pcs) -> tuple[pd.DataFrame, dict]:
     fm = pd.concat([base.reset_index(drop=True), numeric, te, kn, stack, img, *pcs], axis=1)
     fm["category"] = bf["category"].astype(str).to_numpy()
     groups = {
-        "engineered": numeric.shape[1], "target_encoding": te.shape[1], "knn": kn.shape[1], "stacked": stack.shape[1],
-        "image": img.shape[1], "embedding_pca": int(sum(p.shape[1] for p in pcs)),
+        "engineered": numeric.shape[1],
+        "target_encoding": te.shape[1],
+        "knn": kn.shape[1],
+        "stacked": stack.shape[1],
+        "image": img.shape[1],
+        "embedding_pca": int(sum(p.shape[1] for p in pcs)),
     }
     return fm, groups
 
@@ -315,7 +334,9 @@ def build_feature_matrix_and_space(
     base = items[["sample_id", "fold", "price"]]
     ridge = ridge_predictions.set_index("sample_id")["pred_price"].reindex(base["sample_id"])
     if ridge.isna().any():
-        raise ValueError(f"build_feature_matrix: ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}")
+        raise ValueError(
+            f"build_feature_matrix: ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}"
+        )
     bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     log_price = np.log1p(base["price"].to_numpy(dtype=float))
@@ -323,14 +344,21 @@ def build_feature_matrix_and_space(
     require_labeled(log_price, folds, "build_feature_matrix")
     keys = {"brand": bf["brand"], "category": bf["category"]}
     te = target_encodings(keys, log_price, folds)
-    te_maps = {name: (fit_target_encoding(k.astype(str), log_price), float(np.mean(log_price))) for name, k in keys.items()}
+    te_maps = {
+        name: (fit_target_encoding(k.astype(str), log_price), float(np.mean(log_price))) for name, k in keys.items()
+    }
     pca, pcs = {}, []
     for name, modality, vec, has in embeddings:
         n_comp = text_pca_components if modality == "text" else image_pca_components
         pca[name] = (fit_pca(vec, has, n_comp, seed), n_comp)
         pcs.append(pca_frame(pca[name][0], vec, has, n_comp, name))
     title_cv = train_tfidf_ridge_cv(items["item_name"], log_price, folds)
-    stack = pd.DataFrame({"stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32), "stack_title_ridge": title_cv.oof_log.astype(np.float32)})
+    stack = pd.DataFrame(
+        {
+            "stack_tfidf_ridge": np.log1p(ridge.to_numpy()).astype(np.float32),
+            "stack_title_ridge": title_cv.oof_log.astype(np.float32),
+        }
+    )
     fm, groups = _assemble(base, bf, te, kn, stack, _image_facts(items), pcs)
     return fm, groups, FeatureSpace(te_maps, pca, title_cv.models, list(fm.columns))
 
@@ -370,16 +398,25 @@ def feature_rows_for_new_items(
     base = pd.DataFrame({"sample_id": items["sample_id"].astype(str).to_numpy(), "fold": -1, "price": np.nan})
     bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
-    te = pd.DataFrame({
-        f"te_{name}": apply_target_encoding(mapping, prior, bf[name].astype(str)).astype(np.float32)
-        for name, (mapping, prior) in space.target_encoding.items()
-    })
+    te = pd.DataFrame(
+        {
+            f"te_{name}": apply_target_encoding(mapping, prior, bf[name].astype(str)).astype(np.float32)
+            for name, (mapping, prior) in space.target_encoding.items()
+        }
+    )
     given = {name: (vec, has) for name, _, vec, has in embeddings}
     pcs = [pca_frame(pca, *given[name], n_comp, name) for name, (pca, n_comp) in space.pca.items() if name in given]
     title = predict_tfidf_ridge(space.title_ridge, items["item_name"]) if len(items) else np.zeros(0)
-    stack = pd.DataFrame({"stack_tfidf_ridge": np.asarray(ridge_log_price, dtype=np.float32), "stack_title_ridge": title.astype(np.float32)})
+    stack = pd.DataFrame(
+        {
+            "stack_tfidf_ridge": np.asarray(ridge_log_price, dtype=np.float32),
+            "stack_title_ridge": title.astype(np.float32),
+        }
+    )
     fm, _ = _assemble(base, bf, te, kn, stack, _image_facts(items), pcs)
     missing = [c for c in space.columns if c not in fm.columns]
     if missing:
-        raise ValueError(f"feature_rows_for_new_items: rows lack feature columns {missing[:5]} (the model was trained on another feature set)")
+        raise ValueError(
+            f"feature_rows_for_new_items: rows lack feature columns {missing[:5]} (the model was trained on another feature set)"
+        )
     return fm[space.columns]

@@ -10,7 +10,6 @@ verdict on a link or its bytes, raised here and by :mod:`pricing_assets.lib.imag
 fetcher (:mod:`pricing_assets.lib.images.fetch`).
 """
 
-
 import hashlib
 import io
 import warnings
@@ -96,13 +95,10 @@ def inspect_image_bytes(data: bytes, max_bytes: int, max_pixels: int) -> dict[st
             if width * height > max_pixels:
                 raise ImageRejected(
                     "too_large",
-                    f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels} "
-                    "(decompression-bomb guard)",
+                    f"{width}x{height} = {width * height} pixels > max_pixels {max_pixels} (decompression-bomb guard)",
                 )
             if img.format != fmt:
-                raise ImageRejected(
-                    "corrupt", f"magic bytes say {fmt} but Pillow decodes it as {img.format}"
-                )
+                raise ImageRejected("corrupt", f"magic bytes say {fmt} but Pillow decodes it as {img.format}")
             mode = img.mode
             has_alpha = "A" in img.getbands() or "transparency" in img.info
             orientation = img.getexif().get(0x0112, 1)

@@ -70,7 +70,6 @@ Safety measures (each maps to a status, see :data:`STATUSES`):
   :func:`~pricing_assets.lib.images.decode.open_image_rgb` applies it.
 """
 
-
 import hashlib
 import json
 import os
@@ -89,7 +88,9 @@ import httpx
 import pandas as pd
 import tenacity
 
-from data_contracts.constants import IMAGE_STATUSES as STATUSES  # every status fetch_images writes; one source with ProductImages
+from data_contracts.constants import (
+    IMAGE_STATUSES as STATUSES,  # every status fetch_images writes; one source with ProductImages
+)
 
 # Re-exported so that imports from this module keep working; their home is image_bytes / url_safety.
 from pricing_assets.lib.images.decode import ImageRejected, inspect_image_bytes, open_image_rgb, sniff_image_format
@@ -306,9 +307,7 @@ class _Fetcher:
         self.mirror_fs = None
         self.mirror_root = None
         if config.mirror_dir:
-            self.mirror_fs, root = fsspec.core.url_to_fs(
-                config.mirror_dir, **(config.storage_options or {})
-            )
+            self.mirror_fs, root = fsspec.core.url_to_fs(config.mirror_dir, **(config.storage_options or {}))
             self.mirror_root = root.rstrip("/")
         self._lock = threading.Lock()
         self.stats = {
@@ -382,9 +381,7 @@ class _Fetcher:
         if n >= threshold:
             raise self._unreachable(host, n, last, requested=True) from exc
         if _is_name_resolution_failure(exc):
-            raise ImageRejected(
-                "http_error", f"connection error (name does not resolve, not retried): {last}"
-            ) from exc
+            raise ImageRejected("http_error", f"connection error (name does not resolve, not retried): {last}") from exc
 
     # ---- one link --------------------------------------------------------------------------
     def fetch(self, link: str) -> _Outcome:
@@ -452,11 +449,9 @@ class _Fetcher:
         attempts = cfg.retries + 1
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(attempts),
-            wait=tenacity.wait_exponential(multiplier=cfg.backoff_s, max=30)
-            + tenacity.wait_random(0, cfg.backoff_s),
+            wait=tenacity.wait_exponential(multiplier=cfg.backoff_s, max=30) + tenacity.wait_random(0, cfg.backoff_s),
             retry=tenacity.retry_if_exception_type(
-                (_TransientHTTP, _Deadline, httpx.TimeoutException, httpx.NetworkError,
-                 httpx.RemoteProtocolError)
+                (_TransientHTTP, _Deadline, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
             ),
             reraise=True,
         )
@@ -466,8 +461,7 @@ class _Fetcher:
             raise
         except (httpx.TimeoutException, _Deadline) as exc:
             raise ImageRejected(
-                "timeout", f"no complete response within {cfg.timeout_s}s ({attempts} attempts): "
-                f"{type(exc).__name__}"
+                "timeout", f"no complete response within {cfg.timeout_s}s ({attempts} attempts): {type(exc).__name__}"
             ) from exc
         except _TransientHTTP as exc:
             raise ImageRejected("http_error", f"HTTP {exc.code} after {attempts} attempts") from exc
@@ -511,16 +505,12 @@ class _Fetcher:
                     raise ImageRejected("not_image", f"content-type {ctype!r} is not image/*")
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > cfg.max_bytes:
-                    raise ImageRejected(
-                        "too_large", f"Content-Length {declared} > max_bytes {cfg.max_bytes}"
-                    )
+                    raise ImageRejected("too_large", f"Content-Length {declared} > max_bytes {cfg.max_bytes}")
                 buf = bytearray()
                 for chunk in response.iter_bytes():
                     buf += chunk
                     if len(buf) > cfg.max_bytes:
-                        raise ImageRejected(
-                            "too_large", f"body exceeds max_bytes {cfg.max_bytes} (stopped reading)"
-                        )
+                        raise ImageRejected("too_large", f"body exceeds max_bytes {cfg.max_bytes} (stopped reading)")
                     if time.monotonic() > deadline:
                         raise _Deadline(f"body not complete after {cfg.timeout_s}s")
                 return bytes(buf)
@@ -578,10 +568,7 @@ def fetch_images(
     fetcher = _Fetcher(config)
     links: list[str | None] = []
     pre: dict[int, _Outcome] = {}
-    raw_links = [
-        None if v is None or (isinstance(v, float) and pd.isna(v)) else v
-        for v in rows["image_link"].tolist()
-    ]
+    raw_links = [None if v is None or (isinstance(v, float) and pd.isna(v)) else v for v in rows["image_link"].tolist()]
     for i, value in enumerate(raw_links):
         if value is None:
             links.append(None)
@@ -601,9 +588,7 @@ def fetch_images(
         if not config.offline:
             fetcher.client = httpx.Client(
                 timeout=httpx.Timeout(config.timeout_s),
-                limits=httpx.Limits(
-                    max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-                ),
+                limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency),
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT, "Accept": "image/*"},
                 event_hooks={"request": [fetcher._on_request]},

@@ -18,7 +18,6 @@ fails the stage rather than storing a batch of error rows.
 Parsing quantities out of the OCR text lives in ``pricing_assets.lib.features.listing``.
 """
 
-
 import math
 import os
 import time
@@ -66,8 +65,17 @@ class OcrStageFailed(RuntimeError):
         frame: the full :func:`run_ocr` output (for inspection; it was not stored).
     """
 
-    def __init__(self, message: str, *, backend: str, n_error: int, n_attempted: int, max_share: float,
-                 reasons: list[str], frame: pd.DataFrame | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str,
+        n_error: int,
+        n_attempted: int,
+        max_share: float,
+        reasons: list[str],
+        frame: pd.DataFrame | None = None,
+    ) -> None:
         super().__init__(message)
         self.backend = backend
         self.n_error = n_error
@@ -126,7 +134,9 @@ class RapidOcrBackend:
     #: Engine settings, from shared/notes/stack.md (tested offline on this machine kind).
     PARAMS = {"Global.use_cls": False, "Det.limit_type": "max"}
 
-    def __init__(self, device: str = "cpu", num_threads: int | None = None, det_limit_side_len: int = DEFAULT_DET_SIDE) -> None:
+    def __init__(
+        self, device: str = "cpu", num_threads: int | None = None, det_limit_side_len: int = DEFAULT_DET_SIDE
+    ) -> None:
         try:
             import onnxruntime  # noqa: F401 - fail early with a clear message
             from rapidocr import RapidOCR
@@ -140,7 +150,9 @@ class RapidOcrBackend:
         self._engine = RapidOCR(params=dict(self.params))
 
     @classmethod
-    def engine_params(cls, device: str = "cpu", num_threads: int | None = None, det_limit_side_len: int = DEFAULT_DET_SIDE) -> dict:
+    def engine_params(
+        cls, device: str = "cpu", num_threads: int | None = None, det_limit_side_len: int = DEFAULT_DET_SIDE
+    ) -> dict:
         """RapidOCR ``params`` for ``device``: :data:`PARAMS` with the detector's longest input side
         (px) and the onnxruntime provider settings (``EngineConfig.onnxruntime.use_cuda`` /
         ``cuda_ep_cfg.device_id``, intra-op threads).
@@ -222,8 +234,7 @@ class PaddleOcrBackend:
             import paddleocr
         except ImportError as exc:
             raise OcrBackendUnavailable(
-                f"PaddleOCR backend unavailable: the 'paddleocr' package is not installed ({exc}); "
-                + self.INSTALL_HINT
+                f"PaddleOCR backend unavailable: the 'paddleocr' package is not installed ({exc}); " + self.INSTALL_HINT
             ) from exc
 
         dirs = {
@@ -362,8 +373,12 @@ def check_error_share(
         f"OCR failed on {n_error} of {n_attempted} {unit} ({share:.0%}) with backend {backend!r}, "
         f"more than max_error_share={max_share:g}; the backend or the image store looks broken. "
         f"{len(reasons)} distinct error reason(s), most frequent first: {top}",
-        backend=backend, n_error=n_error, n_attempted=n_attempted, max_share=float(max_share),
-        reasons=top, frame=out,
+        backend=backend,
+        n_error=n_error,
+        n_attempted=n_attempted,
+        max_share=float(max_share),
+        reasons=top,
+        frame=out,
     )
 
 
@@ -417,8 +432,14 @@ def run_ocr(
         zip(images["sample_id"].tolist(), images["status"].tolist(), images["image_uri"].tolist()),
         start=1,
     ):
-        rec = {"sample_id": str(sid), "ocr_text": "", "n_lines": 0, "mean_conf": float("nan"),
-               "seconds": 0.0, "ocr_reason": ""}
+        rec = {
+            "sample_id": str(sid),
+            "ocr_text": "",
+            "n_lines": 0,
+            "mean_conf": float("nan"),
+            "seconds": 0.0,
+            "ocr_reason": "",
+        }
         has_uri = isinstance(uri, str) and uri.strip() != ""
         if status != "ok" or not has_uri:
             rec["ocr_status"] = "no_image"
@@ -448,6 +469,11 @@ def run_ocr(
     out = pd.DataFrame.from_records(records, columns=OCR_COLUMNS)
     out = out.astype({"sample_id": str, "n_lines": "int64", "mean_conf": "float64", "seconds": "float64"})
     if max_error_share is not None:
-        check_error_share(out, max_error_share, min_images, backend=str(getattr(backend, "name", type(backend).__name__)),
-                          image_uri=images["image_uri"].tolist())
+        check_error_share(
+            out,
+            max_error_share,
+            min_images,
+            backend=str(getattr(backend, "name", type(backend).__name__)),
+            image_uri=images["image_uri"].tolist(),
+        )
     return out

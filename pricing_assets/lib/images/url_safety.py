@@ -8,7 +8,6 @@ Limitation: the address is checked before httpx resolves the name again, so a DN
 attacker could still race the check.
 """
 
-
 import ipaddress
 import socket
 from urllib.parse import urlsplit
@@ -22,14 +21,7 @@ def _is_blocked_address(addr: str) -> bool:
     ip = ipaddress.ip_address(addr.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
 
 
 def check_url(url: str, allow_private_hosts: bool = False) -> None:
@@ -67,6 +59,5 @@ def check_url(url: str, allow_private_hosts: bool = False) -> None:
     if blocked:
         raise ImageRejected(
             "invalid_url",
-            f"host {host!r} resolves to non-public address {blocked[0]} "
-            "(set allow_private_hosts=True to permit)",
+            f"host {host!r} resolves to non-public address {blocked[0]} (set allow_private_hosts=True to permit)",
         )

@@ -59,7 +59,9 @@ def fit_blend_weights(oof_prices: np.ndarray, y_price: np.ndarray, names: list[s
     prices = np.asarray(oof_prices, dtype=np.float64)
     y = np.asarray(y_price, dtype=np.float64)
     if prices.ndim != 2 or prices.shape[0] != y.shape[0] or y.ndim != 1:
-        raise ValueError(f"fit_blend_weights: oof_prices must be (n, m) and y_price (n,), got {prices.shape} and {y.shape}")
+        raise ValueError(
+            f"fit_blend_weights: oof_prices must be (n, m) and y_price (n,), got {prices.shape} and {y.shape}"
+        )
     n, m = prices.shape
     if n == 0 or m == 0:
         raise ValueError(f"fit_blend_weights: needs at least one row and one model, got {prices.shape}")
@@ -69,11 +71,15 @@ def fit_blend_weights(oof_prices: np.ndarray, y_price: np.ndarray, names: list[s
     for j in range(m):
         bad = np.flatnonzero(~np.isfinite(prices[:, j]))
         if bad.size:
-            raise ValueError(f"fit_blend_weights: model {cols[j]!r} has {bad.size} non-finite OOF prediction(s), "
-                             f"first rows {bad[:5].tolist()}")
+            raise ValueError(
+                f"fit_blend_weights: model {cols[j]!r} has {bad.size} non-finite OOF prediction(s), "
+                f"first rows {bad[:5].tolist()}"
+            )
     bad = np.flatnonzero(~np.isfinite(y))
     if bad.size:
-        raise ValueError(f"fit_blend_weights: y_price has {bad.size} non-finite value(s), first rows {bad[:5].tolist()}")
+        raise ValueError(
+            f"fit_blend_weights: y_price has {bad.size} non-finite value(s), first rows {bad[:5].tolist()}"
+        )
 
     logs = np.log(np.clip(prices, 1e-6, None))
     if m == 1:
@@ -101,7 +107,10 @@ def fit_blend_weights(oof_prices: np.ndarray, y_price: np.ndarray, names: list[s
             raise BlendFitError(
                 f"fit_blend_weights: SLSQP failed ({res.message!r}, status {res.status}) on {n} rows x {m} models "
                 f"{cols}; its point has OOF SMAPE {loss_end:.4f} vs {loss_start:.4f} for equal weights",
-                message=str(res.message), status=int(res.status), loss_start=float(loss_start), loss_end=float(loss_end),
+                message=str(res.message),
+                status=int(res.status),
+                loss_start=float(loss_start),
+                loss_end=float(loss_end),
             )
     return w
 
@@ -156,9 +165,11 @@ def blend_oof_predictions(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame,
     base, mats = align_predictions(preds)
     y = base["price"].to_numpy()
     w = fit_blend_weights(mats, y, names=names)
-    weights = pd.DataFrame({
-        "model": names,
-        "weight": np.asarray(w, dtype=np.float64),
-        "oof_smape": [round(smape(y, mats[:, i]), 3) for i in range(len(names))],
-    })
+    weights = pd.DataFrame(
+        {
+            "model": names,
+            "weight": np.asarray(w, dtype=np.float64),
+            "oof_smape": [round(smape(y, mats[:, i]), 3) for i in range(len(names))],
+        }
+    )
     return base.assign(pred_price=apply_blend(mats, w)), weights

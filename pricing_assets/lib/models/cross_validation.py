@@ -24,7 +24,9 @@ DEFAULT_N_FOLDS = 5
 DEFAULT_SEED = 42
 
 
-def assign_folds(sample_ids: pd.Series, groups: pd.Series, n_splits: int = DEFAULT_N_FOLDS, seed: int = DEFAULT_SEED) -> np.ndarray:
+def assign_folds(
+    sample_ids: pd.Series, groups: pd.Series, n_splits: int = DEFAULT_N_FOLDS, seed: int = DEFAULT_SEED
+) -> np.ndarray:
     """Deterministic grouped K-fold assignment (scikit-learn ``GroupKFold`` with shuffling).
 
     Rows sharing a group (e.g. the same image link: product variants) land in the same fold, so
@@ -81,7 +83,9 @@ def require_labeled(log_price, folds, who: str) -> None:
         if bad.any():
             problems.append(f"{int(bad.sum())} rows {what} (first: row {int(np.flatnonzero(bad)[0])})")
     if problems:
-        raise ValueError(f"{who}: {'; '.join(problems)}: training rows must all be labeled (products without a price are priced by lib.serving.scoring)")
+        raise ValueError(
+            f"{who}: {'; '.join(problems)}: training rows must all be labeled (products without a price are priced by lib.serving.scoring)"
+        )
 
 
 @dataclass

@@ -200,16 +200,26 @@ def train_lightgbm_dist_cv(
         loss = bin_loss_matrix(per_bin, grid)
         inner = inner_split(len(tr_all), inner_valid_fraction, seed + int(f))
         p = {**DIST_PARAMS, **(params or {}), "num_class": K, "seed": seed, "num_threads": num_threads}
-        dtr = lgb.Dataset(X.iloc[tr_all[~inner]], labels[~inner], categorical_feature=categorical or "auto", free_raw_data=False)
+        dtr = lgb.Dataset(
+            X.iloc[tr_all[~inner]], labels[~inner], categorical_feature=categorical or "auto", free_raw_data=False
+        )
         des = lgb.Dataset(X.iloc[tr_all[inner]], labels[inner], reference=dtr)
-        booster = lgb.train(p, dtr, num_boost_round=num_boost_round, valid_sets=[des], callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+        booster = lgb.train(
+            p,
+            dtr,
+            num_boost_round=num_boost_round,
+            valid_sets=[des],
+            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+        )
         model = {"booster": booster, "bin_log_prices": per_bin}
         oof[va] = expected_smape_decision(booster.predict(X[va], num_iteration=booster.best_iteration), loss, grid)
         models.append(model)
         iters.append(int(booster.best_iteration))
         scores.append(smape(price[va], np.exp(oof[va])))
         if log:
-            log(f"lightgbm_distributional fold {f}: {K} bins, best_iter={booster.best_iteration} smape={scores[-1]:.2f}")
+            log(
+                f"lightgbm_distributional fold {f}: {K} bins, best_iter={booster.best_iteration} smape={scores[-1]:.2f}"
+            )
     return CvResult(np.log1p(np.exp(oof)), models, iters, scores, time.perf_counter() - t0)
 
 

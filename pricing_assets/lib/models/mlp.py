@@ -20,7 +20,6 @@ training, a seeded ``torch.Generator`` for shuffling, and a fixed intra-op threa
 inputs on the same machine give bit-identical predictions.
 """
 
-
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -95,7 +94,9 @@ class MLPInputs:
 
     def take(self, idx: np.ndarray) -> "MLPInputs":
         """The rows ``idx`` (int or bool index) as a new :class:`MLPInputs`."""
-        return MLPInputs(self.text[idx], self.image[idx], np.asarray(self.has_image)[idx], self.tab[idx], list(self.tab_columns))
+        return MLPInputs(
+            self.text[idx], self.image[idx], np.asarray(self.has_image)[idx], self.tab[idx], list(self.tab_columns)
+        )
 
 
 @dataclass
@@ -135,11 +136,17 @@ class TabularTransform:
         kept = [c for c, k in zip(num_cols, ~isna.all(axis=0)) if k]  # an all-NaN column carries nothing
         qt = None
         if kept:
-            qt = QuantileTransformer(n_quantiles=min(200, len(frame)), output_distribution="normal", subsample=10**9, random_state=0)
+            qt = QuantileTransformer(
+                n_quantiles=min(200, len(frame)), output_distribution="normal", subsample=10**9, random_state=0
+            )
             qt.fit(_numeric(frame, kept))
         missing = [c for c in kept if frame[c].isna().any()]
         categories = {c: sorted(frame[c].astype(str).fillna("nan").unique()) for c in cat_cols}
-        names = [str(c) for c in kept] + [f"{c}__isna" for c in missing] + [f"{c}={v}" for c in cat_cols for v in categories[c]]
+        names = (
+            [str(c) for c in kept]
+            + [f"{c}__isna" for c in missing]
+            + [f"{c}={v}" for c in cat_cols for v in categories[c]]
+        )
         return cls(kept, qt, missing, categories, names)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
@@ -207,11 +214,15 @@ def build_fusion_mlp(d_text: int, d_image: int, d_tab: int, cfg: MLPConfig):
         def __init__(self):
             super().__init__()
             self.text = nn.Sequential(nn.Linear(d_text, cfg.text_hidden), nn.GELU(), nn.Dropout(cfg.dropout))
-            self.image = nn.Sequential(nn.LayerNorm(d_image), nn.Linear(d_image, cfg.image_hidden), nn.GELU(), nn.Dropout(cfg.dropout))
+            self.image = nn.Sequential(
+                nn.LayerNorm(d_image), nn.Linear(d_image, cfg.image_hidden), nn.GELU(), nn.Dropout(cfg.dropout)
+            )
             self.no_image = nn.Parameter(torch.zeros(cfg.image_hidden))
             self.tab = nn.Sequential(nn.Linear(d_tab, cfg.tab_hidden), nn.GELU(), nn.Dropout(cfg.dropout / 2))
             width = cfg.text_hidden + cfg.image_hidden + cfg.tab_hidden
-            self.head = nn.Sequential(nn.Linear(width, cfg.head_hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden, 1))
+            self.head = nn.Sequential(
+                nn.Linear(width, cfg.head_hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden, 1)
+            )
 
         def forward(self, text, image, has_image, tab):
             m = has_image.unsqueeze(1)
@@ -267,7 +278,14 @@ class _Deterministic:
         torch.set_num_threads(self._threads)
 
 
-def fit_fusion_mlp(train: MLPInputs, y_log1p: np.ndarray, valid: MLPInputs, y_valid_log1p: np.ndarray, config: MLPConfig | None = None, device: str = "cpu"):
+def fit_fusion_mlp(
+    train: MLPInputs,
+    y_log1p: np.ndarray,
+    valid: MLPInputs,
+    y_valid_log1p: np.ndarray,
+    config: MLPConfig | None = None,
+    device: str = "cpu",
+):
     """Train one :class:`FusionMLP` with AdamW + cosine schedule, L1 loss on ``log1p(price)``, early
     stopping on SMAPE of ``valid`` (patience ``config.patience`` epochs; best weights restored).
 
@@ -291,7 +309,9 @@ def fit_fusion_mlp(train: MLPInputs, y_log1p: np.ndarray, valid: MLPInputs, y_va
         if len(y) != len(x.text):
             raise ValueError(f"fit_fusion_mlp: {nm} has {len(x.text)} rows but {len(y)} targets")
         if not np.isfinite(y).all():
-            raise ValueError(f"fit_fusion_mlp: non-finite {nm} targets at rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()}")
+            raise ValueError(
+                f"fit_fusion_mlp: non-finite {nm} targets at rows {np.flatnonzero(~np.isfinite(y))[:5].tolist()}"
+            )
     with _Deterministic(cfg.num_threads if device == "cpu" else 0):
         torch.manual_seed(cfg.seed)
         model = build_fusion_mlp(train.text.shape[1], train.image.shape[1], train.tab.shape[1], cfg).to(device)
@@ -331,7 +351,14 @@ def fit_fusion_mlp(train: MLPInputs, y_log1p: np.ndarray, valid: MLPInputs, y_va
     return model, best_epoch, float(best)
 
 
-def train_mlp_cv(inputs: MLPInputs, y_log1p: np.ndarray, folds: np.ndarray, config: MLPConfig | None = None, device: str = "cpu", log=None) -> CvResult:
+def train_mlp_cv(
+    inputs: MLPInputs,
+    y_log1p: np.ndarray,
+    folds: np.ndarray,
+    config: MLPConfig | None = None,
+    device: str = "cpu",
+    log=None,
+) -> CvResult:
     """K-fold fusion MLP on ``log1p(price)`` with the same folds as the other models.
 
     For held-out fold f the net trains on the other folds minus an inner ``inner_valid_fraction``
@@ -369,15 +396,19 @@ def train_mlp_cv(inputs: MLPInputs, y_log1p: np.ndarray, folds: np.ndarray, conf
         inner = inner_split(len(tr_idx), cfg.inner_valid_fraction, cfg.seed + int(f))
         fit_idx, es_idx = tr_idx[~inner], tr_idx[inner]
         fold_cfg = MLPConfig(**{**asdict(cfg), "seed": cfg.seed + int(f)})
-        model, epoch, _ = fit_fusion_mlp(inputs.take(fit_idx), y_log1p[fit_idx], inputs.take(es_idx), y_log1p[es_idx], fold_cfg, device)
+        model, epoch, _ = fit_fusion_mlp(
+            inputs.take(fit_idx), y_log1p[fit_idx], inputs.take(es_idx), y_log1p[es_idx], fold_cfg, device
+        )
         va = folds == f
         oof[va] = _predict(model, _tensors(inputs.take(va), device))
-        models.append({
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "dims": (inputs.text.shape[1], inputs.image.shape[1], inputs.tab.shape[1]),
-            "config": asdict(fold_cfg),
-            "tab_columns": list(inputs.tab_columns),
-        })
+        models.append(
+            {
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "dims": (inputs.text.shape[1], inputs.image.shape[1], inputs.tab.shape[1]),
+                "config": asdict(fold_cfg),
+                "tab_columns": list(inputs.tab_columns),
+            }
+        )
         epochs.append(int(epoch))
         scores.append(smape(np.expm1(y_log1p[va]), np.clip(np.expm1(oof[va]), 0.01, None)))
         if log:

@@ -99,7 +99,14 @@ def compare_with_champion(
     both = both[np.isclose(both["price_new"].to_numpy(float), both["price_old"].to_numpy(float), rtol=1e-9, atol=0)]
     n = len(both)
     if n < min_rows:
-        return GateResult(True, n, nan, nan, tolerance_smape, f"only {n} labeled rows in common with the promoted model (< {min_rows}): not compared")
+        return GateResult(
+            True,
+            n,
+            nan,
+            nan,
+            tolerance_smape,
+            f"only {n} labeled rows in common with the promoted model (< {min_rows}): not compared",
+        )
     y = both["price_new"].to_numpy(float)
     new, old = smape(y, both["pred_price_new"].to_numpy(float)), smape(y, both["pred_price_old"].to_numpy(float))
     passed = bool(new <= old + tolerance_smape)

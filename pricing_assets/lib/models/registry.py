@@ -146,22 +146,40 @@ def _train_lightgbm(inputs, y_log1p, folds, config: LightGBMConfig, device="cpu"
     X, categorical = _tabular(inputs)
     params = {k: getattr(config, k) for k in ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction")}
     cv = train_lightgbm_cv(
-        X, y_log1p, folds, params=params, num_boost_round=config.num_boost_round, early_stopping_rounds=config.early_stopping_rounds,
-        seed=config.seed, categorical=categorical, log=log, n_bags=config.n_bags,
+        X,
+        y_log1p,
+        folds,
+        params=params,
+        num_boost_round=config.num_boost_round,
+        early_stopping_rounds=config.early_stopping_rounds,
+        seed=config.seed,
+        categorical=categorical,
+        log=log,
+        n_bags=config.n_bags,
     )
     t = time.perf_counter()
-    final = refit_lightgbm(X, y_log1p, cv.best_iterations, params=params, seed=config.seed, categorical=categorical, n_bags=config.n_bags)
+    final = refit_lightgbm(
+        X, y_log1p, cv.best_iterations, params=params, seed=config.seed, categorical=categorical, n_bags=config.n_bags
+    )
     refit_seconds = time.perf_counter() - t
-    gain = pd.Series(np.mean([m.feature_importance("gain") for m in final], axis=0), index=X.columns).sort_values(ascending=False)
+    gain = pd.Series(np.mean([m.feature_importance("gain") for m in final], axis=0), index=X.columns).sort_values(
+        ascending=False
+    )
     top = gain.head(15)
-    return TrainedModel(final, cv, {
-        "boosters": len(final),
-        "refit_rounds": final[0].num_trees(),
-        "cv_best_iterations": cv.best_iterations,
-        "features": X.shape[1],
-        "top_features_by_gain": pd.DataFrame({"feature": top.index, "gain_share": (top / gain.sum()).round(4).to_numpy()}),
-        "refit_seconds": round(refit_seconds, 2),
-    })
+    return TrainedModel(
+        final,
+        cv,
+        {
+            "boosters": len(final),
+            "refit_rounds": final[0].num_trees(),
+            "cv_best_iterations": cv.best_iterations,
+            "features": X.shape[1],
+            "top_features_by_gain": pd.DataFrame(
+                {"feature": top.index, "gain_share": (top / gain.sum()).round(4).to_numpy()}
+            ),
+            "refit_seconds": round(refit_seconds, 2),
+        },
+    )
 
 
 def _predict_lightgbm(fitted, inputs: ModelInputs, device="cpu") -> np.ndarray:
@@ -191,15 +209,26 @@ def _train_distributional(inputs, y_log1p, folds, config: DistributionalConfig, 
 
     X, categorical = _tabular(inputs)
     cv = train_lightgbm_dist_cv(
-        X, y_log1p, folds, n_bins=config.n_bins, params={"learning_rate": config.learning_rate, "num_leaves": config.num_leaves},
-        num_boost_round=config.num_boost_round, early_stopping_rounds=config.early_stopping_rounds, seed=config.seed,
-        categorical=categorical, log=log,
+        X,
+        y_log1p,
+        folds,
+        n_bins=config.n_bins,
+        params={"learning_rate": config.learning_rate, "num_leaves": config.num_leaves},
+        num_boost_round=config.num_boost_round,
+        early_stopping_rounds=config.early_stopping_rounds,
+        seed=config.seed,
+        categorical=categorical,
+        log=log,
     )
-    return TrainedModel(cv.models, cv, {
-        "bins": [len(m["bin_log_prices"]) for m in cv.models],
-        "best_iterations": cv.best_iterations,
-        "features": X.shape[1],
-    })
+    return TrainedModel(
+        cv.models,
+        cv,
+        {
+            "bins": [len(m["bin_log_prices"]) for m in cv.models],
+            "best_iterations": cv.best_iterations,
+            "features": X.shape[1],
+        },
+    )
 
 
 def _predict_distributional(fitted, inputs: ModelInputs, device="cpu") -> np.ndarray:
@@ -217,7 +246,9 @@ def mlp_tab_exclude(embedding_names: Iterable[str]) -> tuple[str, ...]:
     return ("sample_id", "fold", "price", *(f"{name}_pc" for name in embedding_names))
 
 
-def mlp_branches(embeddings: list[tuple[str, str, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mlp_branches(
+    embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fusion MLP's embedding branches of n rows: ``(text (n, sum d_text) float32, image
     (n, sum d_image) float32 — (n, 1) zeros without an image model — has_image (n,) bool)``.
 
@@ -248,15 +279,21 @@ def _train_fusion_mlp(inputs, y_log1p, folds, config: MLPConfig, device="cpu", l
     """K-fold fusion MLP; the tabular transform is fitted on the training rows."""
     from pricing_assets.lib.models.mlp import TabularTransform, train_mlp_cv
 
-    tab = TabularTransform.fit(inputs.features, exclude_prefixes=mlp_tab_exclude(name for name, *_ in inputs.embeddings))
+    tab = TabularTransform.fit(
+        inputs.features, exclude_prefixes=mlp_tab_exclude(name for name, *_ in inputs.embeddings)
+    )
     mlp_in = _mlp_inputs(inputs, tab)
     cv = train_mlp_cv(mlp_in, y_log1p, folds, config, device=device, log=log)
-    return TrainedModel({"models": cv.models, "tab": tab}, cv, {
-        "best_epochs": cv.best_iterations,
-        "dims": {"text": mlp_in.text.shape[1], "image": mlp_in.image.shape[1], "tabular": mlp_in.tab.shape[1]},
-        "rows_with_image": int(mlp_in.has_image.sum()),
-        "device": device,
-    })
+    return TrainedModel(
+        {"models": cv.models, "tab": tab},
+        cv,
+        {
+            "best_epochs": cv.best_iterations,
+            "dims": {"text": mlp_in.text.shape[1], "image": mlp_in.image.shape[1], "tabular": mlp_in.tab.shape[1]},
+            "rows_with_image": int(mlp_in.has_image.sum()),
+            "device": device,
+        },
+    )
 
 
 def _predict_fusion_mlp(fitted, inputs: ModelInputs, device="cpu") -> np.ndarray:
@@ -278,7 +315,9 @@ def _train_tfidf_ridge(inputs, y_log1p, folds, config: TfidfRidgeConfig, device=
     from pricing_assets.lib.models.tfidf_ridge import TFIDF_RIDGE_PARAMS, train_tfidf_ridge_cv
 
     cv = train_tfidf_ridge_cv(inputs.text, y_log1p, folds, log=log)
-    return TrainedModel(cv.models, cv, {"params": {k: list(v) if isinstance(v, tuple) else v for k, v in TFIDF_RIDGE_PARAMS.items()}})
+    return TrainedModel(
+        cv.models, cv, {"params": {k: list(v) if isinstance(v, tuple) else v for k, v in TFIDF_RIDGE_PARAMS.items()}}
+    )
 
 
 def _predict_tfidf_ridge(fitted, inputs: ModelInputs, device="cpu") -> np.ndarray:
@@ -292,21 +331,42 @@ PRICE_MODELS: dict[str, PriceModelSpec] = {
     s.name: s
     for s in (
         PriceModelSpec(
-            "lightgbm", "LightGBM boosters regressing log(price), refit on all labeled rows (one per seed bag) with the rounds the CV chose.",
-            ("features",), LightGBMConfig, _train_lightgbm, _predict_lightgbm, storage="lightgbm",
+            "lightgbm",
+            "LightGBM boosters regressing log(price), refit on all labeled rows (one per seed bag) with the rounds the CV chose.",
+            ("features",),
+            LightGBMConfig,
+            _train_lightgbm,
+            _predict_lightgbm,
+            storage="lightgbm",
         ),
         PriceModelSpec(
-            "lightgbm_distributional", "Per CV fold: a multiclass LightGBM over price bins and the training prices of each bin, pickled.",
-            ("features",), DistributionalConfig, _train_distributional, _predict_distributional,
+            "lightgbm_distributional",
+            "Per CV fold: a multiclass LightGBM over price bins and the training prices of each bin, pickled.",
+            ("features",),
+            DistributionalConfig,
+            _train_distributional,
+            _predict_distributional,
         ),
         PriceModelSpec(
-            "fusion_mlp", "One fusion-MLP state dict per CV fold (text + image + tabular branches) and the tabular transform fitted on "
-            "the labeled rows, pickled.", ("features", "embeddings"), MLPConfig, _train_fusion_mlp, _predict_fusion_mlp,
-            opt_in=True, pool="gpu", config_exclude=("inner_valid_fraction", "num_threads"),
+            "fusion_mlp",
+            "One fusion-MLP state dict per CV fold (text + image + tabular branches) and the tabular transform fitted on "
+            "the labeled rows, pickled.",
+            ("features", "embeddings"),
+            MLPConfig,
+            _train_fusion_mlp,
+            _predict_fusion_mlp,
+            opt_in=True,
+            pool="gpu",
+            config_exclude=("inner_valid_fraction", "num_threads"),
         ),
         PriceModelSpec(
-            "tfidf_ridge", "One word+char TF-IDF -> ridge pipeline per CV fold, pickled.",
-            ("text",), TfidfRidgeConfig, _train_tfidf_ridge, _predict_tfidf_ridge, stacked=True,
+            "tfidf_ridge",
+            "One word+char TF-IDF -> ridge pipeline per CV fold, pickled.",
+            ("text",),
+            TfidfRidgeConfig,
+            _train_tfidf_ridge,
+            _predict_tfidf_ridge,
+            stacked=True,
         ),
     )
 }
@@ -339,7 +399,10 @@ def stacked_model() -> PriceModelSpec:
 
 
 def training_inputs(
-    reads: Iterable[str], feature_matrix: pd.DataFrame | None = None, products: pd.DataFrame | None = None, product_embeddings=None,
+    reads: Iterable[str],
+    feature_matrix: pd.DataFrame | None = None,
+    products: pd.DataFrame | None = None,
+    product_embeddings=None,
 ) -> tuple[pd.DataFrame, ModelInputs, np.ndarray, np.ndarray]:
     """What a model reading ``reads`` trains on, from the training assets.
 
@@ -372,12 +435,16 @@ def training_inputs(
     folds = rows["fold"].to_numpy()
     bad = ~np.isfinite(price) | (folds < 0)
     if bad.any():
-        raise ValueError(f"training_inputs: {int(bad.sum())} rows without a price or fold (e.g. sample_id {rows.loc[bad, 'sample_id'].iloc[0]!r}); "
-                         "a model trains on labeled rows only")
+        raise ValueError(
+            f"training_inputs: {int(bad.sum())} rows without a price or fold (e.g. sample_id {rows.loc[bad, 'sample_id'].iloc[0]!r}); "
+            "a model trains on labeled rows only"
+        )
     sid = rows["sample_id"].astype(str)
     text = None
     if "text" in reads:
-        items = products.assign(sample_id=products["sample_id"].astype(str)).set_index("sample_id").loc[sid].reset_index()
+        items = (
+            products.assign(sample_id=products["sample_id"].astype(str)).set_index("sample_id").loc[sid].reset_index()
+        )
         text = product_text(items).fillna("").astype(str).reset_index(drop=True)
     embeddings = product_embeddings.aligned_to(sid) if "embeddings" in reads else None
     inputs = ModelInputs(sid.to_numpy(), rows if "features" in reads else None, text, embeddings)
@@ -399,12 +466,14 @@ def oof_predictions_frame(rows: pd.DataFrame, oof_log1p: np.ndarray) -> pd.DataF
     """
     if len(oof_log1p) != len(rows):
         raise ValueError(f"oof_predictions_frame: {len(oof_log1p)} predictions for {len(rows)} rows")
-    return pd.DataFrame({
-        "sample_id": rows["sample_id"].to_numpy(),
-        "fold": rows["fold"].to_numpy(),
-        "price": rows["price"].to_numpy(),
-        "pred_price": to_price(oof_log1p),
-    })
+    return pd.DataFrame(
+        {
+            "sample_id": rows["sample_id"].to_numpy(),
+            "fold": rows["fold"].to_numpy(),
+            "price": rows["price"].to_numpy(),
+            "pred_price": to_price(oof_log1p),
+        }
+    )
 
 
 def to_price(log1p_price: np.ndarray) -> np.ndarray:

@@ -54,7 +54,14 @@ def product_text(items: pd.DataFrame) -> pd.Series:
 #: Solver ``lsqr``: the same ridge solution as scikit-learn's default for sparse input
 #: (``sparse_cg``), but its fit time grows about linearly with the rows instead of faster:
 #: docs/experiments.md ("Scale: the ridge solver").
-TFIDF_RIDGE_PARAMS: dict = {"alpha": 1.0, "solver": "lsqr", "word_ngrams": (1, 2), "char_ngrams": (2, 5), "max_features": 200_000, "min_df": 2}
+TFIDF_RIDGE_PARAMS: dict = {
+    "alpha": 1.0,
+    "solver": "lsqr",
+    "word_ngrams": (1, 2),
+    "char_ngrams": (2, 5),
+    "max_features": 200_000,
+    "min_df": 2,
+}
 
 
 def tfidf_vectorizer(params: dict | None = None):
@@ -66,9 +73,31 @@ def tfidf_vectorizer(params: dict | None = None):
     from sklearn.pipeline import FeatureUnion
 
     p = {**TFIDF_RIDGE_PARAMS, **(params or {})}
-    parts = [("word", TfidfVectorizer(ngram_range=p["word_ngrams"], min_df=p["min_df"], max_features=p["max_features"], sublinear_tf=True, strip_accents="unicode"))]
+    parts = [
+        (
+            "word",
+            TfidfVectorizer(
+                ngram_range=p["word_ngrams"],
+                min_df=p["min_df"],
+                max_features=p["max_features"],
+                sublinear_tf=True,
+                strip_accents="unicode",
+            ),
+        )
+    ]
     if p["char_ngrams"]:
-        parts.append(("char", TfidfVectorizer(analyzer="char_wb", ngram_range=p["char_ngrams"], min_df=p["min_df"], max_features=p["max_features"], sublinear_tf=True)))
+        parts.append(
+            (
+                "char",
+                TfidfVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=p["char_ngrams"],
+                    min_df=p["min_df"],
+                    max_features=p["max_features"],
+                    sublinear_tf=True,
+                ),
+            )
+        )
     return FeatureUnion(parts)
 
 
@@ -155,4 +184,3 @@ def predict_tfidf_ridge(models: list, texts: pd.Series) -> np.ndarray:
 
         return map_text_chunks(_shared_vectorizer_prediction, texts, models)
     return np.mean([m.predict(texts) for m in models], axis=0)
-

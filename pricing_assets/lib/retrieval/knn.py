@@ -175,7 +175,9 @@ def knn_price_and_unit_features(
     family = np.asarray(family).astype(str)
     folds = np.asarray(folds)
     if not (len(log_price) == len(log_qty) == len(family) == len(folds) == n):
-        raise ValueError(f"knn_price_and_unit_features: length mismatch {n}, {len(log_price)}, {len(log_qty)}, {len(family)}, {len(folds)}")
+        raise ValueError(
+            f"knn_price_and_unit_features: length mismatch {n}, {len(log_price)}, {len(log_qty)}, {len(family)}, {len(folds)}"
+        )
     require_labeled(log_price, folds, "knn_price_and_unit_features")
     if n < 2:
         raise ValueError("knn_price_and_unit_features: need at least 2 rows")
@@ -186,9 +188,13 @@ def knn_price_and_unit_features(
         sims, ids = search_top_k(vectors[ref], vectors[q], max(k, unit_k))
         g = np.flatnonzero(ref)[ids]
         price[q] = neighbour_stats(sims[:, :k], log_price[g[:, :k]])
-        unit[q] = unit_price_stats(sims[:, :unit_k], lp[g[:, :unit_k]], log_qty[g[:, :unit_k]], family[g[:, :unit_k]], log_qty[q], family[q])
-    return (pd.DataFrame(price, columns=[f"{prefix}_{s}" for s in KNN_STATS]),
-            pd.DataFrame(unit, columns=[f"{unit_prefix}_unit_{s}" for s in UNIT_STATS]))
+        unit[q] = unit_price_stats(
+            sims[:, :unit_k], lp[g[:, :unit_k]], log_qty[g[:, :unit_k]], family[g[:, :unit_k]], log_qty[q], family[q]
+        )
+    return (
+        pd.DataFrame(price, columns=[f"{prefix}_{s}" for s in KNN_STATS]),
+        pd.DataFrame(unit, columns=[f"{unit_prefix}_unit_{s}" for s in UNIT_STATS]),
+    )
 
 
 def _image_columns(name: str) -> list[str]:
@@ -238,7 +244,9 @@ def knn_features_for_new_rows(
             price = neighbour_stats(sims[:, : ref.k], ref.log_price[ids[:, : ref.k]])
             if unit_prefix:
                 u = ids[:, : ref.unit_k]
-                unit = unit_price_stats(sims[:, : ref.unit_k], lp_ref[u], ref.log_qty[u], ref.family[u], log_qty, family)
+                unit = unit_price_stats(
+                    sims[:, : ref.unit_k], lp_ref[u], ref.log_qty[u], ref.family[u], log_qty, family
+                )
         parts.append(pd.DataFrame(price, columns=[f"{prefix}_{s}" for s in KNN_STATS]))
         if unit_prefix:
             unit_parts.append(pd.DataFrame(unit, columns=[f"{unit_prefix}_unit_{s}" for s in UNIT_STATS]))
@@ -306,20 +314,38 @@ def build_knn_features(
     log_price = np.log1p(products["price"].to_numpy(dtype=float))
     folds = products["fold"].to_numpy()
     require_labeled(log_price, folds, "build_knn_features")
-    ref = reference if reference is not None else fit_knn_reference(products, brand_features, embeddings, k=k, unit_k=unit_k, n_folds=n_folds)
+    ref = (
+        reference
+        if reference is not None
+        else fit_knn_reference(products, brand_features, embeddings, k=k, unit_k=unit_k, n_folds=n_folds)
+    )
     if not np.array_equal(ref.sample_ids, products["sample_id"].astype(str).to_numpy()):
-        raise ValueError("build_knn_features: the reference was fitted on other products than these (fit_knn_reference on the same products)")
+        raise ValueError(
+            "build_knn_features: the reference was fitted on other products than these (fit_knn_reference on the same products)"
+        )
     text = [(name, vec) for name, modality, vec, _ in embeddings if modality == "text"]
     log_qty, family = log_qty_family(products, brand_features)
     parts, unit_parts = [products[["sample_id"]]], []
     for name, vec in text:
-        price, unit = knn_price_and_unit_features(vec, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{name}", unit_prefix=f"uknn_{name}")
+        price, unit = knn_price_and_unit_features(
+            vec, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{name}", unit_prefix=f"uknn_{name}"
+        )
         parts.append(price)
         unit_parts.append(unit)
     for view in ("tfidf", "title_char", "title_word"):
         mat = ref.sparse[view]
         if view == "tfidf":
-            price, unit = knn_price_and_unit_features(mat, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{view}", unit_prefix="uknn_tfidf")
+            price, unit = knn_price_and_unit_features(
+                mat,
+                log_price,
+                log_qty,
+                family,
+                folds,
+                k=k,
+                unit_k=unit_k,
+                prefix=f"knn_{view}",
+                unit_prefix="uknn_tfidf",
+            )
             unit_parts.append(unit)
         else:
             price = knn_price_features(mat, log_price, folds, k=k, prefix=f"knn_{view}")

@@ -175,7 +175,9 @@ def fit_knn_reference(
     require_labeled(log_price, products["fold"].to_numpy(), "fit_knn_reference")
     if len(products) < 2:
         raise ValueError("fit_knn_reference: need at least 2 rows")
-    text = {name: np.array(vec, dtype=np.float32, order="C") for name, modality, vec, _ in embeddings if modality == "text"}
+    text = {
+        name: np.array(vec, dtype=np.float32, order="C") for name, modality, vec, _ in embeddings if modality == "text"
+    }
     if not text:
         raise ValueError("fit_knn_reference: no text embedding given")
     texts = view_texts(products)
@@ -193,6 +195,15 @@ def fit_knn_reference(
         if h.sum() >= 2 * n_folds:
             image[name] = (np.ascontiguousarray(vec[h], dtype=np.float32), log_price[h])
     return KnnReference(
-        sample_ids=products["sample_id"].astype(str).to_numpy(), log_price=log_price, log_qty=log_qty, family=family,
-        text=text, vectorizers=vectorizers, sparse=sparse, image=image, image_names=tuple(image_names), k=k, unit_k=unit_k,
+        sample_ids=products["sample_id"].astype(str).to_numpy(),
+        log_price=log_price,
+        log_qty=log_qty,
+        family=family,
+        text=text,
+        vectorizers=vectorizers,
+        sparse=sparse,
+        image=image,
+        image_names=tuple(image_names),
+        k=k,
+        unit_k=unit_k,
     )

@@ -87,8 +87,12 @@ def search_top_k(index_vectors, query_vectors, k):
     from pricing_assets.lib.runtime.cpu import default_threads
 
     top = sp_matmul_topn(
-        sp.csr_matrix(query_vectors, dtype=np.float64), sp.csr_matrix(index_vectors, dtype=np.float64).T.tocsr(),
-        top_n=k, sort=True, n_threads=default_threads(), idx_dtype=np.int64,
+        sp.csr_matrix(query_vectors, dtype=np.float64),
+        sp.csr_matrix(index_vectors, dtype=np.float64).T.tocsr(),
+        top_n=k,
+        sort=True,
+        n_threads=default_threads(),
+        idx_dtype=np.int64,
     )
     sims = np.zeros((m, k), dtype=np.float32)
     ids = np.zeros((m, k), dtype=np.int64)
@@ -99,7 +103,7 @@ def search_top_k(index_vectors, query_vectors, k):
     ids[rows, cols] = top.indices
     for r in np.flatnonzero(counts < k):  # fewer than k references share a term with the query
         have = ids[r, : counts[r]]
-        ids[r, counts[r]:] = np.setdiff1d(np.arange(counts[r] + k), have)[: k - counts[r]]
+        ids[r, counts[r] :] = np.setdiff1d(np.arange(counts[r] + k), have)[: k - counts[r]]
     return sims, ids
 
 
@@ -143,4 +147,6 @@ def unit_price_stats(
     if ok.any():
         med[ok] = np.nanmedian(unit[ok], axis=1)
     with np.errstate(over="ignore"):
-        return np.column_stack([np.log1p(np.exp(wmean + own_log_qty)), np.log1p(np.exp(med + own_log_qty)), same.sum(axis=1)]).astype(np.float32)
+        return np.column_stack(
+            [np.log1p(np.exp(wmean + own_log_qty)), np.log1p(np.exp(med + own_log_qty)), same.sum(axis=1)]
+        ).astype(np.float32)

@@ -45,7 +45,13 @@ TRANSIENT_MARKERS = (
     "seconds to start",  # run monitoring's start timeout (not its max-runtime timeout: a hang is not retried)
 )
 #: Dagster's ``dagster/failure_reason`` values that say the run's process, not a step, failed.
-RUN_LEVEL_REASONS = ("RUN_EXCEPTION", "JOB_INITIALIZATION_FAILURE", "START_TIMEOUT", "UNEXPECTED_TERMINATION", "UNKNOWN")
+RUN_LEVEL_REASONS = (
+    "RUN_EXCEPTION",
+    "JOB_INITIALIZATION_FAILURE",
+    "START_TIMEOUT",
+    "UNEXPECTED_TERMINATION",
+    "UNKNOWN",
+)
 
 
 def is_transient(failure_reason: str | None, messages: list[str]) -> bool:

@@ -67,7 +67,11 @@ def current_worker() -> WorkerIdentity:
 def worker_tags(worker: WorkerIdentity | None = None) -> dict[str, str]:
     """Run tags naming ``worker`` (default: this process); read back by :func:`worker_from_tags`."""
     w = worker or current_worker()
-    return {HOST_TAG: w.host, PID_TAG: str(w.pid), STARTED_TAG: f"{w.started_at:.3f}" if w.started_at is not None else ""}
+    return {
+        HOST_TAG: w.host,
+        PID_TAG: str(w.pid),
+        STARTED_TAG: f"{w.started_at:.3f}" if w.started_at is not None else "",
+    }
 
 
 def worker_from_tags(tags: dict[str, str]) -> WorkerIdentity | None:

@@ -20,7 +20,9 @@ import pandas as pd
 PARALLEL_MIN_TEXTS = 20_000
 
 
-def map_text_chunks(fn: Callable, texts: pd.Series, *args, n_jobs: int | None = None, min_texts: int | None = None) -> np.ndarray:
+def map_text_chunks(
+    fn: Callable, texts: pd.Series, *args, n_jobs: int | None = None, min_texts: int | None = None
+) -> np.ndarray:
     """``fn(*args, chunk)`` over ``n_jobs`` contiguous chunks of ``texts`` in worker processes, the
     results concatenated in row order.
 

@@ -101,14 +101,22 @@ def score_new_rows(
     given = {e[0] for e in embeddings}
     missing = [name for name, _, _ in model.embedding_models if name not in given]
     if missing:
-        raise ValueError(f"score_new_rows: no embeddings of models {missing} (model {model.version} was trained with them)")
+        raise ValueError(
+            f"score_new_rows: no embeddings of models {missing} (model {model.version} was trained with them)"
+        )
     names = list(model.blend)
     absent = [n for n in names if n not in model.models or n not in PRICE_MODELS]
     if absent:
         raise ValueError(f"score_new_rows: blend needs models {absent} that model {model.version} does not hold")
     if len(items) == 0:
-        return pd.DataFrame({"sample_id": pd.Series([], dtype=str), "price": pd.Series([], dtype=float), "model_version": pd.Series([], dtype=str),
-                             **{f"pred_{m}": pd.Series([], dtype=float) for m in names}})
+        return pd.DataFrame(
+            {
+                "sample_id": pd.Series([], dtype=str),
+                "price": pd.Series([], dtype=float),
+                "model_version": pd.Series([], dtype=str),
+                **{f"pred_{m}": pd.Series([], dtype=float) for m in names},
+            }
+        )
     order = {name: i for i, (name, _, _) in enumerate(model.embedding_models)}
     embs = sorted((e for e in embeddings if e[0] in order), key=lambda e: order[e[0]])
     knn = knn_features_for_new_rows(model.knn, items, brand_features, embs)
@@ -117,10 +125,22 @@ def score_new_rows(
     stacked_log = stacked.predict(model.models[stacked.name], ModelInputs(sid.to_numpy(), text=text), device=device)
     fm = feature_rows_for_new_items(model.space, items, brand_features, knn, stacked_log, embs)
     inputs = ModelInputs(sid.to_numpy(), features=fm, text=text, embeddings=embs)
-    logs = {n: stacked_log if n == stacked.name else PRICE_MODELS[n].predict(model.models[n], inputs, device=device) for n in names}
+    logs = {
+        n: stacked_log if n == stacked.name else PRICE_MODELS[n].predict(model.models[n], inputs, device=device)
+        for n in names
+    }
     prices = {n: to_price(logs[n]) for n in names}
-    blend = apply_blend(np.column_stack([prices[n] for n in names]), np.asarray([model.blend[n] for n in names], dtype=np.float64))
-    return pd.DataFrame({"sample_id": sid.to_numpy(), "price": blend, "model_version": model.version, **{f"pred_{n}": prices[n] for n in names}})
+    blend = apply_blend(
+        np.column_stack([prices[n] for n in names]), np.asarray([model.blend[n] for n in names], dtype=np.float64)
+    )
+    return pd.DataFrame(
+        {
+            "sample_id": sid.to_numpy(),
+            "price": blend,
+            "model_version": model.version,
+            **{f"pred_{n}": prices[n] for n in names},
+        }
+    )
 
 
 def score_catalog_rows(

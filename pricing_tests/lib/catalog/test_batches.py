@@ -8,17 +8,23 @@ from pricing_assets.lib.catalog.batches import latest_batch_wins
 
 
 def _frame():
-    return pd.DataFrame({
-        "sample_id": ["1", "2", "1", "3", "2", "1"],
-        "batch": ["b2", "b1", "b1", "b3", "b3", "b3"],
-        "price": [20.0, 2.0, 10.0, 3.0, 22.0, 30.0],
-    })
+    return pd.DataFrame(
+        {
+            "sample_id": ["1", "2", "1", "3", "2", "1"],
+            "batch": ["b2", "b1", "b1", "b3", "b3", "b3"],
+            "price": [20.0, 2.0, 10.0, 3.0, 22.0, 30.0],
+        }
+    )
 
 
 def test_the_latest_batch_wins_in_ingestion_order():
     out, replaced = latest_batch_wins(_frame(), ["b1", "b2", "b3"])
     # b1 rows, then b2, then b3; "1" and "2" replaced by their b3 rows
-    assert out.to_dict("list") == {"sample_id": ["3", "2", "1"], "batch": ["b3", "b3", "b3"], "price": [3.0, 22.0, 30.0]}
+    assert out.to_dict("list") == {
+        "sample_id": ["3", "2", "1"],
+        "batch": ["b3", "b3", "b3"],
+        "price": [3.0, 22.0, 30.0],
+    }
     assert replaced == 3
     assert list(out.index) == [0, 1, 2]
 

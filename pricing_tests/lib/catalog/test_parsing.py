@@ -285,15 +285,22 @@ def test_parse_real_content_with_description(real_rows):
         (  # real row (sample_id 203602 style): numbered descriptions
             "Item Name: Food Coloring\nProduct Description 1: Whether you want a rainbow cake\n"
             "Product Description 2: GMO free\nValue: 1.0\nUnit: Count\n",
-            {"item_name": "Food Coloring", "bullet_points": [],
-             "description": "Whether you want a rainbow cake\nGMO free", "ipq_value": 1.0,
-             "ipq_unit": "Count"},
+            {
+                "item_name": "Food Coloring",
+                "bullet_points": [],
+                "description": "Whether you want a rainbow cake\nGMO free",
+                "ipq_value": 1.0,
+                "ipq_unit": "Count",
+            },
         ),
         (  # real: "Bullet Point:" without number
             "Item Name: Fruit in Hand Original Pineapple, 35 Ounce -- 6 per case.\n"
             "Bullet Point: Food items cannot be returned.\nValue: 35.0\nUnit: Ounce\n",
-            {"item_name": "Fruit in Hand Original Pineapple, 35 Ounce -- 6 per case.",
-             "bullet_points": ["Food items cannot be returned."], "ipq_value": 35.0},
+            {
+                "item_name": "Fruit in Hand Original Pineapple, 35 Ounce -- 6 per case.",
+                "bullet_points": ["Food items cannot be returned."],
+                "ipq_value": 35.0,
+            },
         ),
         (  # lower-case keys, extra whitespace
             "item name :   Rice Paper  \n  bullet point 1:  round  \nvalue: nan\nunit:   None  \n",
@@ -305,8 +312,12 @@ def test_parse_real_content_with_description(real_rows):
         ),
         (  # no structure at all
             "Wonderful Pistachios 1.25 Ounce\nroasted and salted\n",
-            {"item_name": "Wonderful Pistachios 1.25 Ounce", "bullet_points": [],
-             "description": "roasted and salted", "ipq_unit": ""},
+            {
+                "item_name": "Wonderful Pistachios 1.25 Ounce",
+                "bullet_points": [],
+                "description": "roasted and salted",
+                "ipq_unit": "",
+            },
         ),
         ("", {"item_name": "", "bullet_points": [], "description": "", "ipq_unit": ""}),
     ],
@@ -361,7 +372,12 @@ def test_whitespace_never_changes_the_parsed_item():
 
 
 def test_text_size_ignores_the_pack_quantity():
-    rows = pd.DataFrame({"sample_id": ["1", "2"], "catalog_content": ["Item Name: Tea\nValue: 6.0\nUnit: Count", "Item Name: Tea\nValue: 120.0\nUnit: Count"]})
+    rows = pd.DataFrame(
+        {
+            "sample_id": ["1", "2"],
+            "catalog_content": ["Item Name: Tea\nValue: 6.0\nUnit: Count", "Item Name: Tea\nValue: 120.0\nUnit: Count"],
+        }
+    )
     items = parse_catalog(rows)
     assert items["text_chars"].tolist() == [3, 3] and items["text_words"].tolist() == [1, 1]
     assert items["ipq_value"].tolist() == [6.0, 120.0]

@@ -26,14 +26,22 @@ class FakeEncoder(Encoder):
     """Deterministic text encoder: vector derived from sha256 of the text; counts inputs seen."""
 
     def __init__(self, dim=8, name="fake"):
-        super().__init__(EmbeddingModelSpec(name, "text", "hf_automodel", "x/y", dim, 16, max_tokens=8,
-                                            pooling="mean"), "cpu")
+        super().__init__(
+            EmbeddingModelSpec(name, "text", "hf_automodel", "x/y", dim, 16, max_tokens=8, pooling="mean"), "cpu"
+        )
         self.seen: list[str] = []
 
     def _encode_batch(self, batch):
         self.seen += batch
-        return np.stack([np.frombuffer(hashlib.sha256(t.encode()).digest()[: 4 * self.spec.dim], dtype=np.uint8)
-                         [: self.spec.dim].astype(np.float32) + 1 for t in batch])
+        return np.stack(
+            [
+                np.frombuffer(hashlib.sha256(t.encode()).digest()[: 4 * self.spec.dim], dtype=np.uint8)[
+                    : self.spec.dim
+                ].astype(np.float32)
+                + 1
+                for t in batch
+            ]
+        )
 
 
 def _rows(n, dup_every=0):
@@ -48,6 +56,7 @@ def _loader(texts, calls):
     def load(idx):
         calls.append(list(idx))
         return [texts[i] for i in idx]
+
     return load
 
 
@@ -100,16 +109,16 @@ def test_cache_resumes_after_crash(tmp_path):
         raise KeyboardInterrupt(f"killed after {done}")
 
     with pytest.raises(KeyboardInterrupt, match="killed after 32"):
-        embed_with_cache(enc, keys, _loader(texts, []), str(tmp_path), chunk_size=32,
-                         progress=crash_after_first_chunk)
+        embed_with_cache(enc, keys, _loader(texts, []), str(tmp_path), chunk_size=32, progress=crash_after_first_chunk)
     assert len(list((tmp_path / "fake").glob("shard-*.parquet"))) == 1
     # a half-written temp file from a kill during a write is ignored
     (tmp_path / "fake" / ".tmp-deadbeef.parquet").write_bytes(b"PAR1 truncated")
 
     enc.seen.clear()
     seen_progress = []
-    v, s = embed_with_cache(enc, keys, _loader(texts, []), str(tmp_path), chunk_size=32,
-                            progress=lambda d, t: seen_progress.append((d, t)))
+    v, s = embed_with_cache(
+        enc, keys, _loader(texts, []), str(tmp_path), chunk_size=32, progress=lambda d, t: seen_progress.append((d, t))
+    )
     assert (s["cached"], s["computed"], s["shards_written"]) == (32, 68, 3)
     assert sorted(enc.seen) == sorted(texts[32:])
     assert seen_progress == [(32, 68), (64, 68), (68, 68)]
@@ -185,8 +194,13 @@ def test_unopenable_photo_fails_the_run_and_keeps_earlier_chunks(tmp_path):
     keys = [f"k{i}" for i in range(6)]
     cache = tmp_path / "cache"
     with pytest.raises(FileNotFoundError, match="p4.png"):
-        embed_with_cache(MeanColour(spec, "cpu"), keys, lambda idx: [open_image_rgb(str(paths[i])) for i in idx],
-                         str(cache), chunk_size=2)
+        embed_with_cache(
+            MeanColour(spec, "cpu"),
+            keys,
+            lambda idx: [open_image_rgb(str(paths[i])) for i in idx],
+            str(cache),
+            chunk_size=2,
+        )
     assert len(list((cache / "img_fake").glob("shard-*.parquet"))) == 2  # rows 0-3 kept, rows 4-5 not
 
     class Crashing(MeanColour):
@@ -194,8 +208,13 @@ def test_unopenable_photo_fails_the_run_and_keeps_earlier_chunks(tmp_path):
             raise RuntimeError("CUDA error: device-side assert triggered")
 
     with pytest.raises(RuntimeError, match="device-side assert"):
-        embed_with_cache(Crashing(spec, "cpu"), keys[:2] + ["k9"], lambda idx: [open_image_rgb(str(paths[0]))] * len(idx),
-                         str(cache), chunk_size=2)
+        embed_with_cache(
+            Crashing(spec, "cpu"),
+            keys[:2] + ["k9"],
+            lambda idx: [open_image_rgb(str(paths[0]))] * len(idx),
+            str(cache),
+            chunk_size=2,
+        )
 
 
 def test_cache_with_real_minilm_and_catalog_hashes(minilm, tmp_path):
@@ -225,14 +244,15 @@ def test_cache_on_s3(tmp_path):
         endpoint = f"http://{host}:{port}"
         env = dict(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
         boto3.client("s3", endpoint_url=endpoint, **env).create_bucket(Bucket="emb")
-        opts = {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint,
-                                                                    "region_name": "us-east-1"}}
+        opts = {
+            "key": "test",
+            "secret": "test",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
         texts, keys = _rows(20)
         enc = FakeEncoder()
-        v1, s1 = embed_with_cache(enc, keys, _loader(texts, []), "s3://emb/cache", chunk_size=8,
-                                  storage_options=opts)
-        v2, s2 = embed_with_cache(enc, keys, _loader(texts, []), "s3://emb/cache", chunk_size=8,
-                                  storage_options=opts)
+        v1, s1 = embed_with_cache(enc, keys, _loader(texts, []), "s3://emb/cache", chunk_size=8, storage_options=opts)
+        v2, s2 = embed_with_cache(enc, keys, _loader(texts, []), "s3://emb/cache", chunk_size=8, storage_options=opts)
         assert (s1["computed"], s1["shards_written"], s2["computed"], s2["cached"]) == (20, 3, 0, 20)
         np.testing.assert_array_equal(v1, v2)
     finally:

@@ -102,8 +102,10 @@ def test_effnet_onnx_matches_torch_on_real_photos(tmp_path):
 # Hub loaders on tiny random models (built locally, no downloads)
 # --------------------------------------------------------------------------------------------
 
-_WORDS = ("coffee tea organic roast ground bag oz ounce pack of hammer steel grip red blue "
-          "apple juice bottle liter the a with and").split()
+_WORDS = (
+    "coffee tea organic roast ground bag oz ounce pack of hammer steel grip red blue "
+    "apple juice bottle liter the a with and"
+).split()
 
 
 def _save_tiny_tokenizer(path: Path, **special):
@@ -114,8 +116,9 @@ def _save_tiny_tokenizer(path: Path, **special):
     vocab.update({w: i + 3 for i, w in enumerate(_WORDS)})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   eos_token="[EOS]", **special)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]", **special
+    )
     fast.save_pretrained(path)
     return len(vocab)
 
@@ -126,7 +129,16 @@ TEXTS = ["organic ground coffee 12 oz bag", "tea", "steel hammer with red grip a
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, Qwen3Config, Qwen3Model, SiglipConfig, SiglipImageProcessor, SiglipModel
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        Qwen3Config,
+        Qwen3Model,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny")
@@ -135,25 +147,42 @@ def tiny_models(tmp_path_factory):
     out = {}
 
     d = root / "clip"
-    CLIPModel(CLIPConfig(
-        text_config=dict(vocab_size=vocab, max_position_embeddings=32, eos_token_id=2, pad_token_id=0, **tower),
-        vision_config=dict(image_size=32, patch_size=8, **tower), projection_dim=24)).save_pretrained(d)
+    CLIPModel(
+        CLIPConfig(
+            text_config=dict(vocab_size=vocab, max_position_embeddings=32, eos_token_id=2, pad_token_id=0, **tower),
+            vision_config=dict(image_size=32, patch_size=8, **tower),
+            projection_dim=24,
+        )
+    ).save_pretrained(d)
     _save_tiny_tokenizer(d)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
     out["clip"] = d
 
     d = root / "siglip"
-    SiglipModel(SiglipConfig(
-        text_config=dict(vocab_size=vocab, max_position_embeddings=16, **tower),
-        vision_config=dict(image_size=32, patch_size=8, **tower))).save_pretrained(d)
+    SiglipModel(
+        SiglipConfig(
+            text_config=dict(vocab_size=vocab, max_position_embeddings=16, **tower),
+            vision_config=dict(image_size=32, patch_size=8, **tower),
+        )
+    ).save_pretrained(d)
     _save_tiny_tokenizer(d)
     SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
     out["siglip"] = d
 
     d = root / "qwen3"
-    Qwen3Model(Qwen3Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                           max_position_embeddings=64, pad_token_id=0)).save_pretrained(d)
+    Qwen3Model(
+        Qwen3Config(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        )
+    ).save_pretrained(d)
     _save_tiny_tokenizer(d)
     out["qwen3"] = d
     return out
@@ -196,8 +225,9 @@ def test_dual_tower_loaders_on_tiny_models(tiny_models, tmp_path, loader, dim):
 def test_hf_automodel_pooling_on_tiny_qwen3(tiny_models, tmp_path, pooling):
     import torch
 
-    enc = load_encoder(_spec("qwen_tiny", "text", "hf_automodel", tiny_models["qwen3"], 32, pooling=pooling),
-                       "cpu", tmp_path)
+    enc = load_encoder(
+        _spec("qwen_tiny", "text", "hf_automodel", tiny_models["qwen3"], 32, pooling=pooling), "cpu", tmp_path
+    )
     v = enc.encode(TEXTS)
     assert v.shape == (3, 32) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
@@ -240,11 +270,21 @@ def tiny_st(tmp_path_factory):
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny_st")
-    BertModel(BertConfig(vocab_size=len(_WORDS) + 3, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=64, pad_token_id=0)).save_pretrained(root / "bert")
+    BertModel(
+        BertConfig(
+            vocab_size=len(_WORDS) + 3,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            pad_token_id=0,
+        )
+    ).save_pretrained(root / "bert")
     _save_tiny_tokenizer(root / "bert")
-    st = SentenceTransformer(modules=[Transformer(str(root / "bert"), max_seq_length=16), Pooling(32, "mean"),
-                                      Normalize()], device="cpu")
+    st = SentenceTransformer(
+        modules=[Transformer(str(root / "bert"), max_seq_length=16), Pooling(32, "mean"), Normalize()], device="cpu"
+    )
     st.save(str(root / "st"))
     return root / "st"
 
@@ -324,23 +364,46 @@ def test_st_onnx_int8_is_close_and_cached_separately(tiny_st, tmp_path, monkeypa
 
 
 def test_st_onnx_cls_pooling_matches_sentence_transformers(tiny_st, tmp_path):
-    folder = _st_variant(tiny_st, tmp_path / "cls", {"word_embedding_dimension": 32, "pooling_mode_cls_token": True,
-                                                     "pooling_mode_mean_tokens": False})  # legacy format
+    folder = _st_variant(
+        tiny_st,
+        tmp_path / "cls",
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False},
+    )  # legacy format
     ref = load_encoder(_spec("cls", "text", "sentence_transformers", folder, 32), "cpu", tmp_path)
     enc = load_encoder(_spec("cls_onnx", "text", "sentence_transformers_onnx", folder, 32), "cpu", tmp_path)
     assert enc.pooling == "cls"
     np.testing.assert_allclose(enc.encode(TEXTS), ref.encode(TEXTS), atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling_cfg, modules, match", [
-    ({"embedding_dimension": 32, "pooling_mode": "max"}, None, r"1_Pooling/config.json: unsupported pooling \['max'\]"),
-    ({"embedding_dimension": 32, "pooling_mode": ["mean", "cls"]}, None, r"1_Pooling/config.json: unsupported pooling"),
-    ({"word_embedding_dimension": 32, "pooling_mode_mean_sqrt_len_tokens": True}, None, r"1_Pooling/config.json: unsupported pooling"),
-    (None, [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}],
-     r"modules.json: unsupported module pipeline \['Transformer', 'Pooling', 'Dense'\]"),
-])
+@pytest.mark.parametrize(
+    "pooling_cfg, modules, match",
+    [
+        (
+            {"embedding_dimension": 32, "pooling_mode": "max"},
+            None,
+            r"1_Pooling/config.json: unsupported pooling \['max'\]",
+        ),
+        (
+            {"embedding_dimension": 32, "pooling_mode": ["mean", "cls"]},
+            None,
+            r"1_Pooling/config.json: unsupported pooling",
+        ),
+        (
+            {"word_embedding_dimension": 32, "pooling_mode_mean_sqrt_len_tokens": True},
+            None,
+            r"1_Pooling/config.json: unsupported pooling",
+        ),
+        (
+            None,
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+            ],
+            r"modules.json: unsupported module pipeline \['Transformer', 'Pooling', 'Dense'\]",
+        ),
+    ],
+)
 def test_st_onnx_unsupported_pipeline_raises_naming_the_file(tiny_st, tmp_path, pooling_cfg, modules, match):
     folder = _st_variant(tiny_st, tmp_path / "bad", pooling_cfg, modules)
     with pytest.raises(ValueError, match=match) as info:
@@ -356,8 +419,10 @@ def test_st_onnx_needs_modules_json(tiny_st, tmp_path):
         load_encoder(_spec("bare", "text", "sentence_transformers_onnx", folder, 32), "cpu", tmp_path)
 
 
-_ONNX_ENTRY = ('modality = "text"\nloader = "sentence_transformers_onnx"\nsource = "x/y"\ndim = 8\n'
-               'batch_size = 4\nmax_tokens = 16\n')
+_ONNX_ENTRY = (
+    'modality = "text"\nloader = "sentence_transformers_onnx"\nsource = "x/y"\ndim = 8\n'
+    "batch_size = 4\nmax_tokens = 16\n"
+)
 
 
 def test_registry_quantize_field_parses(tmp_path):
@@ -366,8 +431,11 @@ def test_registry_quantize_field_parses(tmp_path):
     reg = load_registry(p)
     assert (reg["a"].quantize, reg["b"].quantize) == ("none", "int8")
     default = load_registry()
-    assert (default["minilm_l6_onnx"].loader, default["minilm_l6_onnx"].quantize, default["minilm_l6_onnx"].enabled) == (
-        "sentence_transformers_onnx", "none", False)
+    assert (
+        default["minilm_l6_onnx"].loader,
+        default["minilm_l6_onnx"].quantize,
+        default["minilm_l6_onnx"].enabled,
+    ) == ("sentence_transformers_onnx", "none", False)
     assert (default["minilm_l6_onnx_int8"].quantize, default["minilm_l6_onnx_int8"].enabled) == ("int8", False)
     for name in ("minilm_l6_onnx", "minilm_l6_onnx_int8"):  # same model and shapes as minilm_l6
         m, o = default["minilm_l6"], default[name]
@@ -377,8 +445,11 @@ def test_registry_quantize_field_parses(tmp_path):
 def test_minilm_onnx_matches_minilm(minilm, tmp_path):
     """The registry's disabled minilm_l6_onnx entry gives minilm_l6's vectors (real weights, BERT
     tokenizer with token_type_ids)."""
-    texts = ["Organic Ground Coffee, Medium Roast, 12 oz bag", "tea",
-             *pd.read_csv(SAMPLE_DIR / "amazon_pricing_sample.csv", nrows=6)["catalog_content"].tolist()]
+    texts = [
+        "Organic Ground Coffee, Medium Roast, 12 oz bag",
+        "tea",
+        *pd.read_csv(SAMPLE_DIR / "amazon_pricing_sample.csv", nrows=6)["catalog_content"].tolist(),
+    ]
     enc = load_encoder(load_registry()["minilm_l6_onnx"], "cpu", tmp_path, num_threads=1)
     got = enc.encode(texts)
     assert got.shape == (8, 384) and got.dtype == np.float32

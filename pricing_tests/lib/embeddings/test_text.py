@@ -7,8 +7,9 @@ from pricing_assets.lib.embeddings.text import text_for_embedding
 
 
 def test_text_for_embedding_layout_and_limits():
-    t = text_for_embedding("Chex Mix  Muddy Buddies,\n4.5 Oz", ["Crunchy", "", "Mint   flavour"], "Tasty snack.",
-                           ocr_text="NET WT 4.5 OZ")
+    t = text_for_embedding(
+        "Chex Mix  Muddy Buddies,\n4.5 Oz", ["Crunchy", "", "Mint   flavour"], "Tasty snack.", ocr_text="NET WT 4.5 OZ"
+    )
     assert t == "Chex Mix Muddy Buddies, 4.5 Oz\nImage text: NET WT 4.5 OZ\nCrunchy\nMint flavour\nTasty snack."
     assert text_for_embedding("Name", None, float("nan")) == "Name"
     assert text_for_embedding("Name", "one bullet", None, ocr_text="  ") == "Name\none bullet"
@@ -29,7 +30,9 @@ def test_texts_for_items_joins_ocr_by_sample_id():
 
     from pricing_assets.lib.embeddings.text import texts_for_items
 
-    items = pd.DataFrame({"sample_id": ["1", "2"], "item_name": ["Tea", "Coffee"], "bullets": ["b1", ""], "description": ["", "d"]})
+    items = pd.DataFrame(
+        {"sample_id": ["1", "2"], "item_name": ["Tea", "Coffee"], "bullets": ["b1", ""], "description": ["", "d"]}
+    )
     ocr = pd.DataFrame({"sample_id": ["2", "9"], "ocr_text": ["ARABICA 12 OZ", "x"]})
     assert texts_for_items(items, ocr) == ["Tea\nb1", "Coffee\nImage text: ARABICA 12 OZ\nd"]
     assert texts_for_items(items) == ["Tea\nb1", "Coffee\nd"]

@@ -41,19 +41,26 @@ def inputs():
     text = rng.normal(size=(N, 16)).astype(np.float32)
     image = rng.normal(size=(N, 8)).astype(np.float32) * has_img[:, None]
     image[has_img] /= np.linalg.norm(image[has_img], axis=1, keepdims=True)
-    embs = [("fake_text", "text", text / np.linalg.norm(text, axis=1, keepdims=True), np.ones(N, bool)), ("fake_image", "image", image, has_img)]
+    embs = [
+        ("fake_text", "text", text / np.linalg.norm(text, axis=1, keepdims=True), np.ones(N, bool)),
+        ("fake_image", "image", image, has_img),
+    ]
     return items, bf, embs
 
 
 def _ridge_frame(items):
     """The ``tfidf_ridge_predictions`` columns the feature matrix reads: OOF prices (USD) of the full-text ridge."""
-    cv = train_tfidf_ridge_cv(product_text(items), np.log1p(items["price"].to_numpy(dtype=float)), items["fold"].to_numpy())
+    cv = train_tfidf_ridge_cv(
+        product_text(items), np.log1p(items["price"].to_numpy(dtype=float)), items["fold"].to_numpy()
+    )
     return pd.DataFrame({"sample_id": items["sample_id"], "pred_price": np.clip(np.expm1(cv.oof_log), 0.01, None)})
 
 
 def _features(items, bf, embs):
     knn = build_knn_features(items, bf, embs, k=5, unit_k=8, n_folds=4)
-    fm, groups = build_feature_matrix(items, bf, knn, _ridge_frame(items), embs, text_pca_components=4, image_pca_components=3)
+    fm, groups = build_feature_matrix(
+        items, bf, knn, _ridge_frame(items), embs, text_pca_components=4, image_pca_components=3
+    )
     return knn, fm, groups
 
 
@@ -62,13 +69,28 @@ def test_shapes_columns_and_groups(inputs):
     knn, fm, groups = _features(items, bf, embs)
     assert len(knn) == len(fm) == N
     assert knn["sample_id"].tolist() == fm["sample_id"].tolist() == items["sample_id"].tolist()
-    for prefix in ("knn_fake_text_", "knn_tfidf_", "knn_title_char_", "knn_title_word_", "knn_image_fake_image_", "uknn_fake_text_unit_", "uknn_tfidf_unit_"):
+    for prefix in (
+        "knn_fake_text_",
+        "knn_tfidf_",
+        "knn_title_char_",
+        "knn_title_word_",
+        "knn_image_fake_image_",
+        "uknn_fake_text_unit_",
+        "uknn_tfidf_unit_",
+    ):
         assert any(c.startswith(prefix) for c in knn.columns), prefix
     # image neighbours exist only where there is a photo
     img_cols = [c for c in knn.columns if c.startswith("knn_image_")]
     has = embs[1][3]
     assert knn.loc[~has, img_cols].isna().all().all() and knn.loc[has, img_cols].notna().all().all()
-    assert groups == {"engineered": len(NUMERIC_FEATURES), "target_encoding": 2, "knn": knn.shape[1] - 1, "stacked": 2, "image": 5, "embedding_pca": 7}
+    assert groups == {
+        "engineered": len(NUMERIC_FEATURES),
+        "target_encoding": 2,
+        "knn": knn.shape[1] - 1,
+        "stacked": 2,
+        "image": 5,
+        "embedding_pca": 7,
+    }
     assert fm.shape[1] == 3 + sum(groups.values()) + 1  # sample_id, fold, price + features + category
     assert fm.columns[:3].tolist() == ["sample_id", "fold", "price"] and fm["category"].dtype == object
     # the PCA of the image model is NaN where there is no photo
@@ -127,10 +149,13 @@ def test_feature_space_holds_the_maps_of_every_row(inputs):
     assert space.columns == list(fm.columns)
 
 
-@pytest.mark.parametrize("column,value,message", [
-    ("price", np.nan, r"1 rows without a finite price \(first: row 7\)"),
-    ("fold", -1, r"1 rows with a fold < 0 \(first: row 7\)"),
-])
+@pytest.mark.parametrize(
+    "column,value,message",
+    [
+        ("price", np.nan, r"1 rows without a finite price \(first: row 7\)"),
+        ("fold", -1, r"1 rows with a fold < 0 \(first: row 7\)"),
+    ],
+)
 def test_a_row_without_a_price_or_fold_is_refused(inputs, column, value, message):
     items, bf, embs = inputs
     bad = items.copy()

@@ -111,9 +111,15 @@ def test_normalise_quantity(value, unit, amount, family):
 
 @pytest.mark.parametrize(
     ("value", "unit", "family"),
-    [(5.0, "None", "unknown"), (5.0, "", "unknown"), (5.0, "furlongs", "unknown"),
-     (5.0, "200 Capsules - Packed Bulk", "unknown"), (float("nan"), "Ounce", "g"), (0.0, "Ounce", "g"),
-     (-1.0, "Count", "count")],
+    [
+        (5.0, "None", "unknown"),
+        (5.0, "", "unknown"),
+        (5.0, "furlongs", "unknown"),
+        (5.0, "200 Capsules - Packed Bulk", "unknown"),
+        (float("nan"), "Ounce", "g"),
+        (0.0, "Ounce", "g"),
+        (-1.0, "Count", "count"),
+    ],
 )
 def test_normalise_quantity_unknown_or_bad_values(value, unit, family):
     amount, got_family = normalise_quantity(value, unit)
@@ -129,8 +135,12 @@ def test_normalise_quantity_unknown_or_bad_values(value, unit, family):
         ("FRONTIER Organic Bulk Garlic Flakes, 1 LB", 1.0, "g", 453.59237),
         ("1 pound bulk bag (16 ounces)", 1.0, "g", 453.59237),
         ("Eden Toasted Sesame Oil, Unrefined, 10 fl oz", 10.0, "ml", 10 * ML_PER_FL_OUNCE),
-        ("Mio Cherry & Blackberry Liquid water Enhancer (1.62fl.oz Bottles, Pack of 12)", 1.62, "ml",
-         1.62 * ML_PER_FL_OUNCE),
+        (
+            "Mio Cherry & Blackberry Liquid water Enhancer (1.62fl.oz Bottles, Pack of 12)",
+            1.62,
+            "ml",
+            1.62 * ML_PER_FL_OUNCE,
+        ),
         ("Aloha Maid Juice 11.5-Ounce (Pack of 24)", 11.5, "g", 11.5 * GRAMS_PER_OUNCE),
         ("Rani Curry Powder Mild 5lbs (2.27kg) PET Jar", 5.0, "g", 5 * 453.59237),
         ("TSAR CAVIAR Imperial Osetra Caviar 4 oz (113G)", 4.0, "g", 4 * GRAMS_PER_OUNCE),

@@ -126,10 +126,14 @@ def test_assemble_training_set_with_no_complete_batch_has_nothing_to_train_on():
 
 
 def _batches():
-    items = pd.DataFrame({
-        "sample_id": ["1", "2", "3", "4", "5", "6", "2"], "batch": ["a"] * 6 + ["b"],
-        "price": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 20.0], "image_link": ["x", "x", "y", "z", "w", "v", "x"],
-    })
+    items = pd.DataFrame(
+        {
+            "sample_id": ["1", "2", "3", "4", "5", "6", "2"],
+            "batch": ["a"] * 6 + ["b"],
+            "price": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 20.0],
+            "image_link": ["x", "x", "y", "z", "w", "v", "x"],
+        }
+    )
     images = pd.DataFrame({"sample_id": items["sample_id"], "batch": items["batch"], "status": ["ok"] * 7})
     ocr = pd.DataFrame({"sample_id": items["sample_id"], "batch": items["batch"], "text": ["t"] * 7})
     return items, images, ocr
@@ -159,7 +163,9 @@ def test_assemble_training_set_skips_an_incomplete_batch_and_refuses_too_few_row
 def test_join_images_and_ocr_refuses_a_duplicated_key():
     items, images, ocr = _batches()
     one = items[items["batch"] == "a"]
-    out = join_images_and_ocr(one, images[images["batch"] == "a"].drop(columns="batch"), ocr[ocr["batch"] == "a"].drop(columns="batch"))
+    out = join_images_and_ocr(
+        one, images[images["batch"] == "a"].drop(columns="batch"), ocr[ocr["batch"] == "a"].drop(columns="batch")
+    )
     assert len(out) == len(one) and out["text"].eq("t").all()
     with pytest.raises(pd.errors.MergeError):
         join_images_and_ocr(one, images.drop(columns="batch"), ocr.drop(columns="batch"))

@@ -87,10 +87,7 @@ def _png_declaring(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
     )
 
 
@@ -121,8 +118,12 @@ def test_real_photos_download_store_and_second_run_makes_no_request(tmp_path, se
     assert first["source"].tolist() == ["download"] * 3
     assert first["reason"].tolist() == [""] * 3
     assert first.attrs["stats"] == {
-        "http_requests": 3, "downloaded": 3, "from_mirror": 0, "from_store": 0,
-        "connection_failures": 0, "hosts_unreachable": [],
+        "http_requests": 3,
+        "downloaded": 3,
+        "from_mirror": 0,
+        "from_store": 0,
+        "connection_failures": 0,
+        "hosts_unreachable": [],
     }
     assert calls[-1] == (3, 3) and len(calls) == 3
     for name, (_, r) in zip(real_rows["basename"], first.iterrows()):
@@ -143,13 +144,15 @@ def test_real_photos_download_store_and_second_run_makes_no_request(tmp_path, se
 
     assert server.total_hits == hits_before
     assert second.attrs["stats"] == {
-        "http_requests": 0, "downloaded": 0, "from_mirror": 0, "from_store": 3,
-        "connection_failures": 0, "hosts_unreachable": [],
+        "http_requests": 0,
+        "downloaded": 0,
+        "from_mirror": 0,
+        "from_store": 3,
+        "connection_failures": 0,
+        "hosts_unreachable": [],
     }
     assert second["source"].tolist() == ["store"] * 3
-    pd.testing.assert_frame_equal(
-        second.drop(columns=["source"]), first.drop(columns=["source"]), check_like=False
-    )
+    pd.testing.assert_frame_equal(second.drop(columns=["source"]), first.drop(columns=["source"]), check_like=False)
 
 
 def test_output_satisfies_product_images_contract(tmp_path, server):
@@ -174,8 +177,12 @@ def test_mirror_hit_makes_no_request_and_is_copied_into_store(tmp_path, server, 
     assert (r["status"], r["source"]) == ("ok", "mirror")
     assert server.total_hits == 0
     assert out.attrs["stats"] == {
-        "http_requests": 0, "downloaded": 0, "from_mirror": 1, "from_store": 0,
-        "connection_failures": 0, "hosts_unreachable": [],
+        "http_requests": 0,
+        "downloaded": 0,
+        "from_mirror": 1,
+        "from_store": 0,
+        "connection_failures": 0,
+        "hosts_unreachable": [],
     }
     assert Path(r["image_uri"]).read_bytes() == (IMAGES / name).read_bytes()
 
@@ -388,9 +395,7 @@ def test_http_errors_do_not_open_breaker(tmp_path, server):
     down = [server.route(f"/down{i}.jpg", Reply(status=503, body=b"down")) for i in range(5)]
     good = [server.route(f"/ok{i}.jpg", Reply(body=_jpeg())) for i in range(5)]
 
-    out = fetch_images(
-        _frame(*down, *good), _cfg(tmp_path, retries=2, concurrency=4, host_failure_threshold=1)
-    )
+    out = fetch_images(_frame(*down, *good), _cfg(tmp_path, retries=2, concurrency=4, host_failure_threshold=1))
 
     assert out["status"].tolist() == ["http_error"] * 5 + ["ok"] * 5
     assert (out["reason"][:5] == "HTTP 503 after 3 attempts").all()
@@ -587,7 +592,9 @@ def test_check_url_refuses_private_addresses(url):
 
 
 def test_check_url_accepts_public_ip_literal():
-    assert check_url("https://8.8.8.8/a.jpg", allow_private_hosts=False) is None  # raises ImageRejected if refused; literal: no DNS
+    assert (
+        check_url("https://8.8.8.8/a.jpg", allow_private_hosts=False) is None
+    )  # raises ImageRejected if refused; literal: no DNS
 
 
 # ------------------------------------------------------------------------------------------

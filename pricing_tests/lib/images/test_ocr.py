@@ -112,9 +112,14 @@ def test_rapidocr_cuda_settings_and_cpu_fallback(rapid):
     import onnxruntime
 
     cpu = RapidOcrBackend.engine_params("cpu", num_threads=2)
-    assert cpu["EngineConfig.onnxruntime.use_cuda"] is False and cpu["EngineConfig.onnxruntime.intra_op_num_threads"] == 2
+    assert (
+        cpu["EngineConfig.onnxruntime.use_cuda"] is False and cpu["EngineConfig.onnxruntime.intra_op_num_threads"] == 2
+    )
     gpu1 = RapidOcrBackend.engine_params("cuda:1")
-    assert gpu1["EngineConfig.onnxruntime.use_cuda"] is True and gpu1["EngineConfig.onnxruntime.cuda_ep_cfg.device_id"] == 1
+    assert (
+        gpu1["EngineConfig.onnxruntime.use_cuda"] is True
+        and gpu1["EngineConfig.onnxruntime.cuda_ep_cfg.device_id"] == 1
+    )
     assert {k: gpu1[k] for k in RapidOcrBackend.PARAMS} == RapidOcrBackend.PARAMS  # same detector settings
     assert cpu["Det.limit_side_len"] == gpu1["Det.limit_side_len"] == DEFAULT_DET_SIDE
     assert RapidOcrBackend.engine_params("cpu", det_limit_side_len=320)["Det.limit_side_len"] == 320
@@ -150,7 +155,12 @@ def test_rows_without_image_are_kept_as_no_image(tmp_path):
 
     assert out["sample_id"].tolist() == ["10", "11", "12", "13"]
     assert out["ocr_status"].tolist() == ["ok", "no_image", "no_image", "no_image"]
-    assert out["ocr_reason"].tolist() == ["", "image status 'missing'", "image_uri is empty", "image status 'http_error'"]
+    assert out["ocr_reason"].tolist() == [
+        "",
+        "image status 'missing'",
+        "image_uri is empty",
+        "image status 'http_error'",
+    ]
     assert out.loc[1:, "n_lines"].tolist() == [0, 0, 0]
     assert out.loc[1:, "ocr_text"].tolist() == ["", "", ""]
     assert out.loc[1:, "mean_conf"].isna().all()
@@ -310,8 +320,15 @@ def test_minimum_images_before_the_share_is_judged(tmp_path):
 
 def test_rows_without_image_do_not_dilute_the_share(tmp_path):
     df = _batch(tmp_path, 3)
-    df = pd.concat([df, pd.DataFrame({"sample_id": [f"m{i}" for i in range(20)], "status": ["missing"] * 20,
-                                      "image_uri": [None] * 20})], ignore_index=True)
+    df = pd.concat(
+        [
+            df,
+            pd.DataFrame(
+                {"sample_id": [f"m{i}" for i in range(20)], "status": ["missing"] * 20, "image_uri": [None] * 20}
+            ),
+        ],
+        ignore_index=True,
+    )
     with pytest.raises(OcrStageFailed, match="3 of 3 distinct images"):
         run_ocr(df, BrokenBackend())
 
@@ -328,10 +345,15 @@ def test_share_counts_distinct_photos_not_rows(tmp_path):
 
 
 def test_check_error_share_reasons_and_argument_errors():
-    out = pd.DataFrame({
-        "ocr_status": ["error"] * 9 + ["ok", "no_image"],
-        "ocr_reason": ["OSError: a"] * 3 + ["ValueError: b"] * 4 + [f"KeyError: {i}" for i in range(2)] + ["", "image status 'missing'"],
-    })
+    out = pd.DataFrame(
+        {
+            "ocr_status": ["error"] * 9 + ["ok", "no_image"],
+            "ocr_reason": ["OSError: a"] * 3
+            + ["ValueError: b"] * 4
+            + [f"KeyError: {i}" for i in range(2)]
+            + ["", "image status 'missing'"],
+        }
+    )
     with pytest.raises(OcrStageFailed) as info:
         check_error_share(out, 0.5, 2, backend="x")
     assert info.value.reasons == ["ValueError: b", "OSError: a", "KeyError: 0", "KeyError: 1"]
@@ -362,12 +384,22 @@ def test_ocr_text_asset_fails_and_stores_nothing_when_the_backend_is_broken(tmp_
 
     frame = _batch(tmp_path / "photos", 6)
 
-    @dg.asset(name="product_images", partitions_def=catalog_batches, group_name="images", io_manager_key="parquet_io_manager")
+    @dg.asset(
+        name="product_images", partitions_def=catalog_batches, group_name="images", io_manager_key="parquet_io_manager"
+    )
     def product_images_stub() -> pd.DataFrame:
         return frame
 
-    settings = Settings(home=str(tmp_path / "home"), storage=str(tmp_path / "storage"), s3_endpoint=None, device="cpu",
-                        image_mirror=None, images_offline=True, ocr_backend="rapidocr", inbox=str(tmp_path / "inbox"))
+    settings = Settings(
+        home=str(tmp_path / "home"),
+        storage=str(tmp_path / "storage"),
+        s3_endpoint=None,
+        device="cpu",
+        image_mirror=None,
+        images_offline=True,
+        ocr_backend="rapidocr",
+        inbox=str(tmp_path / "inbox"),
+    )
     resources = build_resources(settings)
     monkeypatch.setitem(ocr_lib._BACKENDS, "broken", lambda device, det_side: BrokenBackend())
     monkeypatch.setitem(ocr_lib._BACKENDS, "fake", lambda device, det_side: FakeBackend())
@@ -375,12 +407,19 @@ def test_ocr_text_asset_fails_and_stores_nothing_when_the_backend_is_broken(tmp_
     instance.add_dynamic_partitions(CATALOG_BATCHES, ["b1"])
 
     def run(backend: str):
-        return dg.materialize([product_images_stub, ocr_text], instance=instance, partition_key="b1",
-                              resources={**resources, "ocr": OcrResource(backend=backend)}, raise_on_error=False)
+        return dg.materialize(
+            [product_images_stub, ocr_text],
+            instance=instance,
+            partition_key="b1",
+            resources={**resources, "ocr": OcrResource(backend=backend)},
+            raise_on_error=False,
+        )
 
     def stored() -> list[str]:
         root = tmp_path / "storage"
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if "ocr_text" in p.relative_to(root).parts and p.is_file())
+        return sorted(
+            str(p.relative_to(root)) for p in root.rglob("*") if "ocr_text" in p.relative_to(root).parts and p.is_file()
+        )
 
     res = run("broken")
     assert not res.success

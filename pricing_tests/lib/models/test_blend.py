@@ -43,6 +43,7 @@ def _fake_minimize(x, success, message="Iteration limit reached", status=9):
 
     def fake(fun, x0, **kw):
         return OptimizeResult(x=np.asarray(x, dtype=float), success=success, message=message, status=status, nit=100)
+
     return fake
 
 
@@ -52,7 +53,9 @@ def test_blend_failed_optimizer_with_worse_point_raises(monkeypatch):
     y, mats = _three_models()
     # the optimizer "stops" on the 3x-biased model: far worse than equal weights
     monkeypatch.setattr(scipy.optimize, "minimize", _fake_minimize([0.0, 0.0, 1.0], success=False))
-    with pytest.raises(BlendFitError, match=r"SLSQP failed \('Iteration limit reached', status 9\).*\['a', 'b', 'c'\]") as info:
+    with pytest.raises(
+        BlendFitError, match=r"SLSQP failed \('Iteration limit reached', status 9\).*\['a', 'b', 'c'\]"
+    ) as info:
         fit_blend_weights(mats, y, names=["a", "b", "c"])
     err = info.value
     assert err.message == "Iteration limit reached" and err.status == 9
@@ -60,7 +63,9 @@ def test_blend_failed_optimizer_with_worse_point_raises(monkeypatch):
     assert err.loss_end > err.loss_start == pytest.approx(smape(y, apply_blend(mats, np.full(3, 1 / 3))))
     assert isinstance(err, RuntimeError)
     # a non-finite optimizer point is a failure even if it claims success
-    monkeypatch.setattr(scipy.optimize, "minimize", _fake_minimize([np.nan, 0.5, 0.5], success=True, message="ok", status=0))
+    monkeypatch.setattr(
+        scipy.optimize, "minimize", _fake_minimize([np.nan, 0.5, 0.5], success=True, message="ok", status=0)
+    )
     with pytest.raises(BlendFitError, match="SMAPE inf"):
         fit_blend_weights(mats, y)
 
@@ -72,7 +77,9 @@ def test_blend_failed_optimizer_with_better_point_is_accepted(monkeypatch):
 
     y, mats = _three_models()
     msg = "Positive directional derivative for linesearch"
-    monkeypatch.setattr(scipy.optimize, "minimize", _fake_minimize([0.5, 0.5, -1e-9], success=False, message=msg, status=8))
+    monkeypatch.setattr(
+        scipy.optimize, "minimize", _fake_minimize([0.5, 0.5, -1e-9], success=False, message=msg, status=8)
+    )
     w = fit_blend_weights(mats, y)
     assert w.tolist() == pytest.approx([0.5, 0.5, 0.0]) and w.sum() == pytest.approx(1.0) and (w >= 0).all()
 

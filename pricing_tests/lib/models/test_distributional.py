@@ -138,4 +138,6 @@ def test_the_distributional_model_does_not_see_the_pack_quantity():
     res = train_lightgbm_dist_cv(X, y, folds, n_bins=8, num_boost_round=100, early_stopping_rounds=20, num_threads=1)
     assert res.models[0]["booster"].feature_name() == list(quantity_blind(X).columns)
     p = predict_lightgbm_dist(res.models, X.iloc[:30])
-    assert np.array_equal(p, predict_lightgbm_dist(res.models, X.iloc[:30].assign(log_qty=99.0, uknn_minilm_unit_wmean=7.0)))
+    assert np.array_equal(
+        p, predict_lightgbm_dist(res.models, X.iloc[:30].assign(log_qty=99.0, uknn_minilm_unit_wmean=7.0))
+    )

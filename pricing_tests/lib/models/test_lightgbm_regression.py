@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricing_assets.lib.models.lightgbm_regression import REFIT_ROUNDS_FACTOR, model_input, predict_lightgbm, refit_lightgbm, train_lightgbm_cv
+from pricing_assets.lib.models.lightgbm_regression import (
+    REFIT_ROUNDS_FACTOR,
+    model_input,
+    predict_lightgbm,
+    refit_lightgbm,
+    train_lightgbm_cv,
+)
 from pricing_assets.lib.models.metrics import smape
 
 
@@ -18,8 +24,12 @@ def _tabular(n=300, seed=0):
 
 def test_lightgbm_deterministic_and_learns():
     X, y, folds = _tabular()
-    a = train_lightgbm_cv(X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
-    b = train_lightgbm_cv(X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
+    a = train_lightgbm_cv(
+        X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1
+    )
+    b = train_lightgbm_cv(
+        X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1
+    )
     assert np.array_equal(a.oof_log, b.oof_log)
     assert np.array_equal(predict_lightgbm(a.models, X[:20]), predict_lightgbm(b.models, X[:20]))
     assert len(a.models) == 3 and len(a.fold_smape) == 3
@@ -31,10 +41,14 @@ def test_lightgbm_held_out_labels_never_used():
     """Early stopping uses an inner split of the training folds: scrambling fold 0's labels leaves
     fold 0's OOF predictions bit-identical."""
     X, y, folds = _tabular()
-    a = train_lightgbm_cv(X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
+    a = train_lightgbm_cv(
+        X, y, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1
+    )
     y2 = y.copy()
     y2[folds == 0] = np.random.default_rng(5).uniform(0.1, 8, (folds == 0).sum())
-    b = train_lightgbm_cv(X, y2, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1)
+    b = train_lightgbm_cv(
+        X, y2, folds, num_boost_round=200, early_stopping_rounds=20, categorical=["category"], num_threads=1
+    )
     assert np.array_equal(a.oof_log[folds == 0], b.oof_log[folds == 0])
     assert a.best_iterations[0] == b.best_iterations[0]
 
@@ -97,7 +111,15 @@ def test_lightgbm_rejects_non_positive_prices():
 
 
 def test_model_input():
-    fm = pd.DataFrame({"sample_id": ["a", "b", "c"], "fold": [0, -1, 1], "price": [5.0, np.nan, 7.0], "x": [1.0, 2.0, 3.0], "category": ["f", "g", "f"]})
+    fm = pd.DataFrame(
+        {
+            "sample_id": ["a", "b", "c"],
+            "fold": [0, -1, 1],
+            "price": [5.0, np.nan, 7.0],
+            "x": [1.0, 2.0, 3.0],
+            "category": ["f", "g", "f"],
+        }
+    )
     X = model_input(fm)
     assert list(X.columns) == ["x", "category"] and X["category"].dtype == "category"
 
@@ -105,7 +127,17 @@ def test_model_input():
 def test_monotone_constraints_cover_the_pack_quantity_columns():
     from pricing_assets.lib.models.lightgbm_regression import monotone_constraints
 
-    cols = ["ipq_value", "log_grams", "qty_per_pack", "pack_count", "uknn_minilm_unit_wmean", "uknn_tfidf_unit_median", "uknn_tfidf_unit_n", "knn_tfidf_mean", "brand_te"]
+    cols = [
+        "ipq_value",
+        "log_grams",
+        "qty_per_pack",
+        "pack_count",
+        "uknn_minilm_unit_wmean",
+        "uknn_tfidf_unit_median",
+        "uknn_tfidf_unit_n",
+        "knn_tfidf_mean",
+        "brand_te",
+    ]
     assert monotone_constraints(cols) == [1, 1, 1, 0, 1, 1, 0, 0, 0]
 
 
@@ -115,13 +147,22 @@ def test_lightgbm_is_non_decreasing_in_the_pack_quantity():
     n = 400
     X = pd.DataFrame({"log_qty": rng.uniform(0, 5, n), "other": rng.normal(size=n)})
     log_price = 2.0 - 0.4 * X["log_qty"] + np.sin(3 * X["log_qty"]) + 0.3 * X["other"] + rng.normal(0, 0.1, n)
-    res = train_lightgbm_cv(X, np.log1p(np.exp(log_price)), np.arange(n) % 4, num_boost_round=300, early_stopping_rounds=30, num_threads=1)
+    res = train_lightgbm_cv(
+        X, np.log1p(np.exp(log_price)), np.arange(n) % 4, num_boost_round=300, early_stopping_rounds=30, num_threads=1
+    )
     grid = pd.DataFrame({"log_qty": np.repeat(np.linspace(0, 5, 50), 5), "other": np.tile(np.linspace(-2, 2, 5), 50)})
     pred = predict_lightgbm(res.models, grid).reshape(50, 5)
     assert (np.diff(pred, axis=0) >= -1e-12).all()
     refit = refit_lightgbm(X, np.log1p(np.exp(log_price)), res.best_iterations, num_threads=1)
     assert (np.diff(predict_lightgbm(refit, grid).reshape(50, 5), axis=0) >= -1e-12).all()
     # without the constraint (a column name outside the list) the same data gives a falling price
-    free = train_lightgbm_cv(X.rename(columns={"log_qty": "q"}), np.log1p(np.exp(log_price)), np.arange(n) % 4, num_boost_round=300, early_stopping_rounds=30, num_threads=1)
+    free = train_lightgbm_cv(
+        X.rename(columns={"log_qty": "q"}),
+        np.log1p(np.exp(log_price)),
+        np.arange(n) % 4,
+        num_boost_round=300,
+        early_stopping_rounds=30,
+        num_threads=1,
+    )
     free_pred = predict_lightgbm(free.models, grid.rename(columns={"log_qty": "q"})).reshape(50, 5)
     assert (np.diff(free_pred, axis=0) < -1e-3).any()

@@ -31,7 +31,9 @@ def test_smape_worked_example_in_percent():
     assert round(got, 3) == 14.815
 
 
-@pytest.mark.parametrize(("y_true", "y_pred"), [([1.0, 2.0], [1.0]), ([], []), ([1.0, np.nan], [1.0, 2.0]), ([1.0], [np.inf])])
+@pytest.mark.parametrize(
+    ("y_true", "y_pred"), [([1.0, 2.0], [1.0]), ([], []), ([1.0, np.nan], [1.0, 2.0]), ([1.0], [np.inf])]
+)
 def test_smape_refuses_bad_input(y_true, y_pred):
     with pytest.raises(ValueError, match="smape"):
         smape(np.array(y_true), np.array(y_pred))

@@ -5,9 +5,26 @@ import pandas as pd
 import pytest
 
 from pricing_assets.lib.models.metrics import smape
-from pricing_assets.lib.models.mlp import MLPConfig, MLPInputs, build_fusion_mlp, predict_mlp, tabular_matrix, train_mlp_cv
+from pricing_assets.lib.models.mlp import (
+    MLPConfig,
+    MLPInputs,
+    build_fusion_mlp,
+    predict_mlp,
+    tabular_matrix,
+    train_mlp_cv,
+)
 
-FAST = MLPConfig(text_hidden=32, image_hidden=8, tab_hidden=16, head_hidden=32, max_epochs=20, patience=5, batch_size=32, lr=5e-3, num_threads=1)
+FAST = MLPConfig(
+    text_hidden=32,
+    image_hidden=8,
+    tab_hidden=16,
+    head_hidden=32,
+    max_epochs=20,
+    patience=5,
+    batch_size=32,
+    lr=5e-3,
+    num_threads=1,
+)
 
 
 def _synthetic(n=320, seed=0):
@@ -85,13 +102,15 @@ def test_inputs_validate_rows():
 
 
 def test_tabular_matrix_fills_nan_and_adds_indicators():
-    df = pd.DataFrame({
-        "sample_id": ["a", "b", "c", "d"],
-        "qty": [1.0, np.nan, 1000.0, 5.0],
-        "flag": [1.0, 0.0, 1.0, 0.0],
-        "empty": [np.nan] * 4,
-        "category": ["food", "beauty", "food", None],
-    })
+    df = pd.DataFrame(
+        {
+            "sample_id": ["a", "b", "c", "d"],
+            "qty": [1.0, np.nan, 1000.0, 5.0],
+            "flag": [1.0, 0.0, 1.0, 0.0],
+            "empty": [np.nan] * 4,
+            "category": ["food", "beauty", "food", None],
+        }
+    )
     X, cols = tabular_matrix(df, exclude_prefixes=("sample_id",))
     assert X.dtype == np.float32 and np.isfinite(X).all()
     assert cols == ["qty", "flag", "qty__isna", "category=None", "category=beauty", "category=food"]

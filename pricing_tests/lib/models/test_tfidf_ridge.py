@@ -38,7 +38,12 @@ def test_title_ridge_is_out_of_fold_and_carries_price_signal(real):
     parsed, y, folds = real
     titles = parsed["item_name"]
     a = train_tfidf_ridge_cv(titles, y, folds)
-    assert a.oof_log.shape == (500,) and a.oof_log.dtype == np.float64 and np.isfinite(a.oof_log).all() and len(a.models) == 4
+    assert (
+        a.oof_log.shape == (500,)
+        and a.oof_log.dtype == np.float64
+        and np.isfinite(a.oof_log).all()
+        and len(a.models) == 4
+    )
     # a title carries price signal: better than each fold's training median
     med = np.zeros(500)
     for f in np.unique(folds):
@@ -65,7 +70,15 @@ def test_training_refuses_a_row_without_a_price_or_fold(real):
 
 
 def test_product_text_joins_parts():
-    items = pd.DataFrame({"item_name": ["Tea", None], "bullets": [["strong", "black"], None], "description": [np.nan, "d"], "ipq_value": [12.0, np.nan], "ipq_unit": ["Ounce", None]})
+    items = pd.DataFrame(
+        {
+            "item_name": ["Tea", None],
+            "bullets": [["strong", "black"], None],
+            "description": [np.nan, "d"],
+            "ipq_value": [12.0, np.nan],
+            "ipq_unit": ["Ounce", None],
+        }
+    )
     t = product_text(items)
     assert t.iloc[0] == "Tea\nstrong\nblack\n\nunit Ounce"
     assert t.iloc[1] == "\n\nd\nunit "

@@ -71,11 +71,14 @@ def test_oof_query_plan_pairs_each_fold_with_the_other_folds():
     ]
 
 
-@pytest.mark.parametrize("row,price,fold,message", [
-    (5, np.nan, 2, r"1 rows without a finite price \(first: row 5\)"),
-    (7, 3.0, -1, r"1 rows with a fold < 0 \(first: row 7\)"),
-    (4, np.nan, -1, r"1 rows without a finite price \(first: row 4\); 1 rows with a fold < 0 \(first: row 4\)"),
-])
+@pytest.mark.parametrize(
+    "row,price,fold,message",
+    [
+        (5, np.nan, 2, r"1 rows without a finite price \(first: row 5\)"),
+        (7, 3.0, -1, r"1 rows with a fold < 0 \(first: row 7\)"),
+        (4, np.nan, -1, r"1 rows without a finite price \(first: row 4\); 1 rows with a fold < 0 \(first: row 4\)"),
+    ],
+)
 def test_training_functions_refuse_a_row_without_a_price_or_fold(row, price, fold, message):
     v, lp, lq, fam, folds = _unit_data()
     lp, folds = lp.copy(), folds.copy()
@@ -156,7 +159,11 @@ def test_unit_price_features_never_see_their_own_price():
     lq2 = lq.copy()
     lq2[3] = lq[3] + np.log(2.0)
     new = knn_unit_price_features(v, lp, lq2, fam, folds, k=20)
-    assert np.array_equal(new[folds == folds[3]].drop(index=3).to_numpy(), base[folds == folds[3]].drop(index=3).to_numpy(), equal_nan=True)
+    assert np.array_equal(
+        new[folds == folds[3]].drop(index=3).to_numpy(),
+        base[folds == folds[3]].drop(index=3).to_numpy(),
+        equal_nan=True,
+    )
 
 
 def test_unit_price_features_missing_quantity():
@@ -196,13 +203,15 @@ def test_title_views_find_the_same_product_line():
 
     from pricing_assets.lib.retrieval.reference import title_tfidf_views
 
-    names = pd.Series([
-        "Goya Panela Brown Sugar Cane, 16 Ounce (Pack of 24)",
-        "Goya Panela Brown Sugar Cane, 16 Ounce (Pack of 6)",
-        "Blue Diamond Almonds Wasabi & Soy, 1.5 oz (Pack of 12)",
-        "Blue Diamond Almonds Smokehouse, 6 oz (Pack of 12)",
-        None,
-    ])
+    names = pd.Series(
+        [
+            "Goya Panela Brown Sugar Cane, 16 Ounce (Pack of 24)",
+            "Goya Panela Brown Sugar Cane, 16 Ounce (Pack of 6)",
+            "Blue Diamond Almonds Wasabi & Soy, 1.5 oz (Pack of 12)",
+            "Blue Diamond Almonds Smokehouse, 6 oz (Pack of 12)",
+            None,
+        ]
+    )
     views = title_tfidf_views(names)
     assert set(views) == {"title_char", "title_word"}
     for mat in views.values():
@@ -222,14 +231,23 @@ def test_one_search_gives_the_price_features_and_the_brute_force_unit_transfer(s
     v, lp, lq, fam, folds = _unit_data(n=90, seed=3)
     x = sp.csr_matrix(v) if sparse else v
     price, unit = knn_price_and_unit_features(x, lp, lq, fam, folds, k=4, unit_k=9, prefix="p", unit_prefix="u")
-    np.testing.assert_allclose(price.to_numpy(), knn_price_features(x, lp, folds, k=4, prefix="p").to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        price.to_numpy(), knn_price_features(x, lp, folds, k=4, prefix="p").to_numpy(), rtol=1e-6
+    )
     # the unit half against a brute-force search (numpy: every allowed reference, sorted by similarity)
     price_ln = np.log(np.expm1(lp))
     expected = np.empty((len(v), len(UNIT_STATS)), dtype=np.float32)
     for i in range(len(v)):
         allowed = np.flatnonzero(folds != folds[i])
         top = allowed[np.argsort(-(v[allowed] @ v[i]), kind="stable")[:9]]
-        expected[i] = unit_price_stats((v[top] @ v[i])[None, :], price_ln[top][None, :], lq[top][None, :], fam[top][None, :], lq[i : i + 1], fam[i : i + 1])[0]
+        expected[i] = unit_price_stats(
+            (v[top] @ v[i])[None, :],
+            price_ln[top][None, :],
+            lq[top][None, :],
+            fam[top][None, :],
+            lq[i : i + 1],
+            fam[i : i + 1],
+        )[0]
     np.testing.assert_allclose(unit.to_numpy(), expected, rtol=1e-5, equal_nan=True)
     assert list(unit.columns) == [f"u_unit_{s}" for s in UNIT_STATS]
     with pytest.raises(ValueError, match="length mismatch"):
@@ -266,7 +284,12 @@ def test_tfidf_views_drop_terms_in_too_many_products_only_in_a_big_reference():
     a rare shared word still links its two titles; a small reference keeps every term."""
     import pandas as pd
 
-    from pricing_assets.lib.retrieval.reference import _TITLE_VECTORIZERS, KNN_TFIDF_MAX_DF, KNN_TFIDF_MAX_DF_MIN_DOCS, _fit_vectorizer
+    from pricing_assets.lib.retrieval.reference import (
+        _TITLE_VECTORIZERS,
+        KNN_TFIDF_MAX_DF,
+        KNN_TFIDF_MAX_DF_MIN_DOCS,
+        _fit_vectorizer,
+    )
 
     n = int(KNN_TFIDF_MAX_DF_MIN_DOCS / KNN_TFIDF_MAX_DF) + 10
     names = pd.Series([f"common item{i} tok{i // 2}" for i in range(n)])  # tok<k> in exactly two titles

@@ -15,8 +15,18 @@ CONTRACT = "ContractViolation: raw_catalog violates its contract: column 'price'
         (None, ["Execution of run failed.", PG_DOWN], True),
         ("UNKNOWN", ["run worker gone: pid 123 on host h no longer runs (killed, OOM, lost node)"], True),
         ("START_TIMEOUT", ["Run timed out due to taking longer than 300 seconds to start."], True),
-        ("UNKNOWN", ["Run timed out due to taking longer than 21600 seconds."], False),  # a hang (max runtime): not retried
-        ("STEP_FAILURE", ["OperationalError: (psycopg2.OperationalError) connection to server at \"127.0.0.1\", port 5432 failed: Connection refused"], True),
+        (
+            "UNKNOWN",
+            ["Run timed out due to taking longer than 21600 seconds."],
+            False,
+        ),  # a hang (max runtime): not retried
+        (
+            "STEP_FAILURE",
+            [
+                'OperationalError: (psycopg2.OperationalError) connection to server at "127.0.0.1", port 5432 failed: Connection refused'
+            ],
+            True,
+        ),
         ("STEP_FAILURE", [CONTRACT], False),  # a contract violation fails the same way again
         ("STEP_FAILURE", [PG_DOWN, CONTRACT], False),  # any data failure among the step failures: not retried
         ("STEP_FAILURE", [], False),

@@ -40,6 +40,8 @@ def test_tfidf_ridge_prediction_of_a_big_batch_in_workers_equals_the_pipelines_o
     calls = []
     real = text_transform.map_text_chunks
     monkeypatch.setattr(text_transform, "PARALLEL_MIN_TEXTS", 100)
-    monkeypatch.setattr(text_transform, "map_text_chunks", lambda *a, **k: calls.append(len(a[1])) or real(*a, n_jobs=2, **k))
+    monkeypatch.setattr(
+        text_transform, "map_text_chunks", lambda *a, **k: calls.append(len(a[1])) or real(*a, n_jobs=2, **k)
+    )
     got = predict_tfidf_ridge(cv.models, texts)
     assert calls == [240] and got.shape == (240,) and np.allclose(got, want, rtol=0, atol=1e-12)

@@ -9,7 +9,11 @@ import pytest
 
 from pricing_assets.lib.catalog.parsing import parse_catalog
 from pricing_assets.lib.features.listing import build_brand_features
-from pricing_assets.lib.features.training_data import ProductEmbeddings, build_feature_matrix_and_space, feature_rows_for_new_items
+from pricing_assets.lib.features.training_data import (
+    ProductEmbeddings,
+    build_feature_matrix_and_space,
+    feature_rows_for_new_items,
+)
 from pricing_assets.lib.models.blend import blend_oof_predictions
 from pricing_assets.lib.models.cross_validation import assign_folds
 from pricing_assets.lib.models.metrics import smape
@@ -33,7 +37,9 @@ from pricing_tests.helpers import LABELED_CSV
 N, HELD_OUT = 240, 0
 #: Small, fast settings of every registry model (the fusion MLP included).
 CONFIGS = {
-    "lightgbm": LightGBMConfig(learning_rate=0.1, num_leaves=7, min_data_in_leaf=5, num_boost_round=60, early_stopping_rounds=10, n_bags=1),
+    "lightgbm": LightGBMConfig(
+        learning_rate=0.1, num_leaves=7, min_data_in_leaf=5, num_boost_round=60, early_stopping_rounds=10, n_bags=1
+    ),
     "lightgbm_distributional": DistributionalConfig(n_bins=6, learning_rate=0.2, num_leaves=7, early_stopping_rounds=5),
     "fusion_mlp": MLPConfig(max_epochs=2, patience=1, text_hidden=8, image_hidden=4, tab_hidden=8, head_hidden=8),
     "tfidf_ridge": TfidfRidgeConfig(),
@@ -60,12 +66,19 @@ def catalog():
     text = rng.normal(size=(N, 16)).astype(np.float32)
     image = rng.normal(size=(N, 8)).astype(np.float32) * has_img[:, None]
     image[has_img] /= np.linalg.norm(image[has_img], axis=1, keepdims=True)
-    embs = [("fake_text", "text", text / np.linalg.norm(text, axis=1, keepdims=True), np.ones(N, bool)), ("fake_image", "image", image, has_img)]
+    embs = [
+        ("fake_text", "text", text / np.linalg.norm(text, axis=1, keepdims=True), np.ones(N, bool)),
+        ("fake_image", "image", image, has_img),
+    ]
     return items, build_brand_features(items), embs
 
 
 def _take(items, bf, embs, mask):
-    return items[mask].reset_index(drop=True), bf[mask].reset_index(drop=True), [(n, m, v[mask], h[mask]) for n, m, v, h in embs]
+    return (
+        items[mask].reset_index(drop=True),
+        bf[mask].reset_index(drop=True),
+        [(n, m, v[mask], h[mask]) for n, m, v, h in embs],
+    )
 
 
 def _train(items, bf, embs):
@@ -77,22 +90,32 @@ def _train(items, bf, embs):
     fitted, oof = {}, {}
 
     def fit(spec, feature_matrix=None):
-        rows, inputs, y, folds = training_inputs(spec.reads, feature_matrix=feature_matrix, products=items, product_embeddings=product_embeddings)
+        rows, inputs, y, folds = training_inputs(
+            spec.reads, feature_matrix=feature_matrix, products=items, product_embeddings=product_embeddings
+        )
         result = spec.train(inputs, y, folds, CONFIGS[spec.name])
         fitted[spec.name], oof[spec.name] = result.fitted, oof_predictions_frame(rows, result.cv.oof_log)
 
     stacked = stacked_model()
     fit(stacked)  # its OOF predictions are a feature of the feature matrix
-    fm, _, space = build_feature_matrix_and_space(items, bf, knn, oof[stacked.name], embs, text_pca_components=4, image_pca_components=3)
+    fm, _, space = build_feature_matrix_and_space(
+        items, bf, knn, oof[stacked.name], embs, text_pca_components=4, image_pca_components=3
+    )
     for name in sorted(PRICE_MODELS):
         if name != stacked.name:
             fit(PRICE_MODELS[name], fm)
     _, weights = blend_oof_predictions(oof)
     fp = labeled_fingerprint(items, 4, 42)
     model = ServingModel(
-        version=model_version(fp, pd.Timestamp("2026-11-29T12:00:00Z").to_pydatetime()), fitted_at="2026-11-29T12:00:00+00:00",
-        labeled_rows=len(items), fingerprint=fp, embedding_models=[("fake_text", "text", 16), ("fake_image", "image", 8)],
-        knn=ref, space=space, models=fitted, blend=dict(zip(weights["model"], weights["weight"])),
+        version=model_version(fp, pd.Timestamp("2026-11-29T12:00:00Z").to_pydatetime()),
+        fitted_at="2026-11-29T12:00:00+00:00",
+        labeled_rows=len(items),
+        fingerprint=fp,
+        embedding_models=[("fake_text", "text", 16), ("fake_image", "image", 8)],
+        knn=ref,
+        space=space,
+        models=fitted,
+        blend=dict(zip(weights["model"], weights["weight"])),
     )
     return knn, fm, oof, model
 
@@ -105,8 +128,13 @@ def trained(catalog):
     held = (items["fold"] == HELD_OUT).to_numpy()
     knn, fm, oof, _ = _train(items, bf, embs)
     *_, model = _train(*_take(items, bf, embs, ~held))
-    return {"knn": knn[held].reset_index(drop=True), "fm": fm[held].reset_index(drop=True),
-            "oof": {n: p[held].reset_index(drop=True) for n, p in oof.items()}, "model": model, "new": _take(items, bf, embs, held)}
+    return {
+        "knn": knn[held].reset_index(drop=True),
+        "fm": fm[held].reset_index(drop=True),
+        "oof": {n: p[held].reset_index(drop=True) for n, p in oof.items()},
+        "model": model,
+        "new": _take(items, bf, embs, held),
+    }
 
 
 def test_dense_knn_features_of_new_rows_equal_the_held_out_folds_oof(trained):
@@ -127,12 +155,20 @@ def test_feature_rows_of_new_items_match_the_held_out_folds_oof_rows(trained):
     model = trained["model"]
     new_knn = knn_features_for_new_rows(model.knn, new, new_bf, new_embs)
     stacked = stacked_model()
-    ridge = stacked.predict(model.models[stacked.name], ModelInputs(new["sample_id"].to_numpy(), text=product_text(new)))
+    ridge = stacked.predict(
+        model.models[stacked.name], ModelInputs(new["sample_id"].to_numpy(), text=product_text(new))
+    )
     rows = feature_rows_for_new_items(model.space, new, new_bf, new_knn, ridge, new_embs)
     expected = trained["fm"]
     assert list(rows.columns) == list(expected.columns) == model.space.columns
-    same = ["te_brand", "te_category", *[c for c in rows.columns if c.startswith(("knn_fake_text_", "uknn_fake_text_"))]]
-    pd.testing.assert_frame_equal(rows[same], expected[same], check_exact=False, rtol=1e-5, atol=1e-5, check_dtype=False)
+    same = [
+        "te_brand",
+        "te_category",
+        *[c for c in rows.columns if c.startswith(("knn_fake_text_", "uknn_fake_text_"))],
+    ]
+    pd.testing.assert_frame_equal(
+        rows[same], expected[same], check_exact=False, rtol=1e-5, atol=1e-5, check_dtype=False
+    )
 
 
 def test_served_prices_follow_the_held_out_folds_oof_predictions(trained):
@@ -159,7 +195,9 @@ def test_scoring_one_row_gives_the_same_price_as_in_a_batch(trained):
     """No transductive step: a product's price does not depend on the others scored with it."""
     new, new_bf, new_embs = trained["new"]
     batch = score_new_rows(trained["model"], new, new_bf, new_embs)
-    one = score_new_rows(trained["model"], new.iloc[[7]], new_bf.iloc[[7]], [(n, m, v[[7]], h[[7]]) for n, m, v, h in new_embs])
+    one = score_new_rows(
+        trained["model"], new.iloc[[7]], new_bf.iloc[[7]], [(n, m, v[[7]], h[[7]]) for n, m, v, h in new_embs]
+    )
     assert one["price"].iloc[0] == pytest.approx(batch["price"].iloc[7], rel=1e-6)
 
 
@@ -191,7 +229,9 @@ def test_tabular_transform_applies_the_training_rows_quantiles():
 def test_fingerprint_names_the_labels():
     a = pd.DataFrame({"sample_id": ["1", "2", "3"], "price": [1.0, 2.0, np.nan]})
     assert labeled_fingerprint(a, 5, 42) == labeled_fingerprint(a.iloc[::-1], 5, 42)  # order does not matter
-    assert labeled_fingerprint(a, 5, 42) == labeled_fingerprint(a.assign(price=[1.0, 2.0, 9.0]).iloc[:2], 5, 42)  # unlabeled rows do not count
+    assert labeled_fingerprint(a, 5, 42) == labeled_fingerprint(
+        a.assign(price=[1.0, 2.0, 9.0]).iloc[:2], 5, 42
+    )  # unlabeled rows do not count
     assert labeled_fingerprint(a, 5, 42) != labeled_fingerprint(a.assign(price=[1.0, 2.5, np.nan]), 5, 42)
     assert labeled_fingerprint(a, 5, 42) != labeled_fingerprint(a, 5, 7)
     assert len(labeled_fingerprint(a, 5, 42)) == 64
