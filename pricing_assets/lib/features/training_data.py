@@ -227,7 +227,7 @@ def target_encodings(
     Raises:
         ValueError: a row without a finite price or with a fold < 0, or fewer than 2 folds.
     """
-    from pricing_assets.lib.features.listing import oof_target_encode
+    from pricing_assets.lib.features.target_encoding import oof_target_encode
     from pricing_assets.lib.models.cross_validation import require_labeled
 
     require_labeled(log_price, folds, "target_encodings")
@@ -326,7 +326,7 @@ def build_feature_matrix_and_space(
         ValueError: a row without a finite price or with a fold < 0, fewer than 2 folds, or
             ``ridge_predictions`` lacking a product's sample_id (names the first five).
     """
-    from pricing_assets.lib.features.listing import fit_target_encoding
+    from pricing_assets.lib.features.target_encoding import fit_target_encoding
     from pricing_assets.lib.models.cross_validation import require_labeled
     from pricing_assets.lib.models.tfidf_ridge import train_tfidf_ridge_cv
 
@@ -391,7 +391,7 @@ def feature_rows_for_new_items(
     Raises:
         ValueError: when the rows built lack a column of ``space.columns`` (a changed feature set).
     """
-    from pricing_assets.lib.features.listing import apply_target_encoding
+    from pricing_assets.lib.features.target_encoding import apply_target_encoding
     from pricing_assets.lib.models.tfidf_ridge import predict_tfidf_ridge
 
     items = items.reset_index(drop=True)
