@@ -121,14 +121,14 @@ def refit_check(X: pd.DataFrame, y: np.ndarray, price: np.ndarray, folds: np.nda
 
 
 def load_all_products():
-    """(products: the labeled rows, brand_features, [(name, modality, vectors, has)]) from the
+    """(products: the labeled rows, listing_features, [(name, modality, vectors, has)]) from the
     materialised instance; the embeddings from ``product_embeddings``, aligned to ``products``."""
     from pricing_assets import cli
     from pricing_assets.definitions import defs
 
     inst = cli.get_instance()
     products = defs.load_asset_value("products", instance=inst).reset_index(drop=True)
-    bf = defs.load_asset_value("brand_features", instance=inst)
+    bf = defs.load_asset_value("listing_features", instance=inst)
     embs = defs.load_asset_value("product_embeddings", instance=inst).aligned_to(products["sample_id"])
     return products, bf, embs
 

@@ -10,9 +10,9 @@ from data_contracts.images import OcrText, ProductImages
 from data_contracts.models import BlendWeights
 from data_contracts.training import (
     BatchPredictions,
-    BrandFeatures,
     FeatureMatrix,
     KnnFeatures,
+    ListingFeatures,
     ModelPredictions,
     PricePredictions,
     Products,
@@ -25,7 +25,7 @@ CONTRACTS = {
     "product_images": ProductImages,
     "ocr_text": OcrText,
     "products": Products,
-    "brand_features": BrandFeatures,
+    "listing_features": ListingFeatures,
     "knn_features": KnnFeatures,
     "feature_matrix": FeatureMatrix,
     "model_predictions": ModelPredictions,

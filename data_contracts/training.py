@@ -20,7 +20,7 @@ class Products(pa.DataFrameModel):
         coerce = True
 
 
-class BrandFeatures(pa.DataFrameModel):
+class ListingFeatures(pa.DataFrameModel):
     """Engineered brand / quantity / IPQ features, one row per product."""
 
     sample_id: Series[str] = pa.Field(unique=True)

@@ -233,7 +233,7 @@ def test_a_failed_contract_on_a_batch_partition_holds_its_consumers(defs_new):
     for k in s.per_row:
         s._report(k, "b2", checks_pass=k.to_user_string() != "catalog_items")
     requested = s.tick()
-    assert "products" not in requested and "brand_features" not in requested and "tfidf_ridge_model" not in requested
+    assert "products" not in requested and "listing_features" not in requested and "tfidf_ridge_model" not in requested
     assert "batch_predictions[b2]" not in requested
     # the other training assets read the embeddings too, but only a new products (labels) starts them
     assert "product_index" not in requested and "embedding_signal_report" not in requested

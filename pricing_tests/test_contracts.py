@@ -7,7 +7,7 @@ import pytest
 import data_contracts as dc
 from pricing_assets.checks import contract_result, validate_contract
 from pricing_assets.lib.catalog.parsing import parse_catalog, read_catalog
-from pricing_assets.lib.features.listing import build_brand_features
+from pricing_assets.lib.features.listing import build_listing_features
 from pricing_assets.lib.images.fetch import FetchConfig, fetch_images
 from pricing_assets.lib.retrieval.knn import knn_price_features
 from pricing_tests.helpers import IMAGES, LABELED_CSV, sample_slice
@@ -39,7 +39,7 @@ def frames(tmp_path_factory):
     emb = pd.DataFrame({"sample_id": items["sample_id"], "cache_key": items["content_hash"], "embedding": list(vec)})
     folds = np.arange(len(items)) % 5
     products = items.assign(batch="b1", is_labeled=True, fold=folds)
-    brand = build_brand_features(items)
+    brand = build_listing_features(items)
     knn = pd.concat([items[["sample_id"]], knn_price_features(vec, np.log1p(items["price"].to_numpy()), folds)], axis=1)
     fm = pd.DataFrame({"sample_id": items["sample_id"], "fold": folds, "price": items["price"], "x": 1.0})
     preds = pd.DataFrame(
@@ -56,7 +56,7 @@ def frames(tmp_path_factory):
         "ocr_text": ocr,
         "embeddings": emb,
         "products": products,
-        "brand_features": brand,
+        "listing_features": brand,
         "knn_features": knn,
         "feature_matrix": fm,
         "model_predictions": preds,
@@ -108,7 +108,7 @@ CASES = [
     ("products", _set("price", np.nan), "price"),
     ("products", _set("fold", -1), "fold"),
     ("products", _set("is_labeled", False), "is_labeled"),
-    ("brand_features", _set("pack_count", 0.0), "pack_count"),
+    ("listing_features", _set("pack_count", 0.0), "pack_count"),
     ("knn_features", lambda df: _set(df.columns[1], np.nan)(df), None),
     ("feature_matrix", _set("price", np.nan), "price"),
     ("feature_matrix", _set("fold", -1), "fold"),

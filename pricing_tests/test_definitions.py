@@ -29,7 +29,7 @@ PER_ROW = {
 }
 GLOBAL = {
     "products": "training",
-    "brand_features": "training",
+    "listing_features": "training",
     "product_index": "training",
     "knn_features": "training",
     "feature_matrix": "training",

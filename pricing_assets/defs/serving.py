@@ -126,7 +126,7 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
         from the fitted artifacts (kNN reference, TF-IDF vectorizers, target-encoding maps), the
         models' predictions and the blend, no refit (``lib.serving.scoring.score_new_rows``). Each row names
         the model version that priced it; re-run for every batch when a new model is promoted."""
-        from pricing_assets.lib.features.listing import build_brand_features
+        from pricing_assets.lib.features.listing import build_listing_features
         from pricing_assets.lib.features.training_data import embedding_matrix, join_images_and_ocr
         from pricing_assets.lib.serving.scoring import score_new_rows
 
@@ -137,7 +137,7 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
                 (s.name, s.modality, *embedding_matrix(kwargs[f"emb__{s.name}"], items["sample_id"], s.dim))
                 for s in specs
             ]
-            scored = score_new_rows(serving_model, items, build_brand_features(items), embs, device=device.resolve())
+            scored = score_new_rows(serving_model, items, build_listing_features(items), embs, device=device.resolve())
         _contract = enforce_contract(scored, BatchPredictions, "batch_predictions")  # before storing
         seconds = t()
         yield dg.Output(

@@ -1,11 +1,11 @@
 """Global training assets (unpartitioned, re-run on top of all batches): ``products``,
-``brand_features``, ``product_index`` + ``knn_features`` and ``feature_matrix``."""
+``listing_features``, ``product_index`` + ``knn_features`` and ``feature_matrix``."""
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from data_contracts import BrandFeatures, FeatureMatrix, KnnFeatures, Products
+from data_contracts import FeatureMatrix, KnnFeatures, ListingFeatures, Products
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.embeddings import embedding_key
@@ -27,7 +27,7 @@ class ProductsConfig(dg.Config):
 
 
 class KnnConfig(dg.Config):
-    """Neighbour counts of the kNN features (``product_index``/``knn_features``/``knn_reference``)."""
+    """Neighbour counts of the kNN search (``knn_search``: ``product_index``, ``knn_features``, ``knn_reference``)."""
 
     knn_k: int = 10
     knn_unit_k: int = 20
@@ -144,16 +144,16 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
     return products
 
 
-@dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("brand_features")])
-def brand_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
+@dg.asset(group_name=GROUP, io_manager_key="parquet_io_manager", check_specs=[contract_spec("listing_features")])
+def listing_features(context: dg.AssetExecutionContext, products: pd.DataFrame):
     """Brand, coarse category, pack count / IPQ, quantities in canonical units (g, ml, count), text stats."""
-    from pricing_assets.lib.features.listing import build_brand_features
+    from pricing_assets.lib.features.listing import build_listing_features
 
     with stopwatch() as t:
-        feats = build_brand_features(products)
+        feats = build_listing_features(products)
     top = feats["brand"].value_counts().head(10)
     _contract = enforce_contract(
-        feats, BrandFeatures, "brand_features"
+        feats, ListingFeatures, "listing_features"
     )  # before storing: a violation raises, nothing is written
     yield dg.Output(
         feats,
@@ -241,19 +241,22 @@ def build_training_assets(registry: dict) -> list:
         },
         ins={
             "products": dg.AssetIn("products"),
-            "brand_features": dg.AssetIn("brand_features"),
+            "listing_features": dg.AssetIn("listing_features"),
             "product_embeddings": dg.AssetIn("product_embeddings"),
         },
         check_specs=[contract_spec("knn_features")],
     )
-    def product_index(
+    def knn_search(
         context: dg.AssetExecutionContext,
         config: KnnConfig,
         cv: CrossValidationResource,
         products: pd.DataFrame,
-        brand_features: pd.DataFrame,
+        listing_features: pd.DataFrame,
         product_embeddings,
     ):
+        """The kNN search over the labeled products: the reference a new product is searched in
+        (``knn_reference``), every labeled row's out-of-fold neighbour-price features (``knn_features``)
+        and the FAISS index of the first text model's vectors (``product_index``)."""
         from pricing_assets.lib.retrieval.knn import build_knn_features
         from pricing_assets.lib.retrieval.reference import fit_knn_reference
         from pricing_assets.lib.retrieval.search import build_index
@@ -261,11 +264,11 @@ def build_training_assets(registry: dict) -> list:
         with stopwatch() as t:
             embs = product_embeddings.aligned_to(products["sample_id"])
             ref = fit_knn_reference(
-                products, brand_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds
+                products, listing_features, embs, k=config.knn_k, unit_k=config.knn_unit_k, n_folds=cv.n_folds
             )
             knn = build_knn_features(
                 products,
-                brand_features,
+                listing_features,
                 embs,
                 k=config.knn_k,
                 unit_k=config.knn_unit_k,
@@ -326,7 +329,7 @@ def build_training_assets(registry: dict) -> list:
         },
         ins={
             "products": dg.AssetIn("products"),
-            "brand_features": dg.AssetIn("brand_features"),
+            "listing_features": dg.AssetIn("listing_features"),
             "knn_features": dg.AssetIn("knn_features"),
             "stacked_predictions": dg.AssetIn(stacked_model().predictions_asset),
             "product_embeddings": dg.AssetIn("product_embeddings"),
@@ -338,7 +341,7 @@ def build_training_assets(registry: dict) -> list:
         config: FeatureMatrixConfig,
         cv: CrossValidationResource,
         products: pd.DataFrame,
-        brand_features: pd.DataFrame,
+        listing_features: pd.DataFrame,
         knn_features: pd.DataFrame,
         stacked_predictions: pd.DataFrame,
         product_embeddings,
@@ -351,7 +354,7 @@ def build_training_assets(registry: dict) -> list:
         with stopwatch() as t:
             fm, groups, space = build_feature_matrix_and_space(
                 products,
-                brand_features,
+                listing_features,
                 knn_features,
                 stacked_predictions,
                 product_embeddings.aligned_to(products["sample_id"]),
@@ -387,11 +390,11 @@ def build_training_assets(registry: dict) -> list:
         )
         yield _contract
 
-    return [build_product_embeddings_asset(registry), product_index, feature_matrix]
+    return [build_product_embeddings_asset(registry), knn_search, feature_matrix]
 
 
 @dg.definitions
 def training_defs() -> dg.Definitions:
     """The labeled training set, its features and the kNN index (registry-driven)."""
     registry = current_registry()
-    return dg.Definitions(assets=[build_products_asset(registry), brand_features, *build_training_assets(registry)])
+    return dg.Definitions(assets=[build_products_asset(registry), listing_features, *build_training_assets(registry)])

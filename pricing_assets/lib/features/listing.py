@@ -848,7 +848,7 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "digits_in_name",  # count of digit characters in the item name
     *_FLAGS.keys(),  # keyword flags on item name + bullets, 1.0 / 0.0
 )
-"""Numeric (float32) columns of :func:`build_brand_features`. Categorical string columns:
+"""Numeric (float32) columns of :func:`build_listing_features`. Categorical string columns:
 ``brand``, ``category``, ``ipq_unit_family``."""
 
 #: Columns of :data:`NUMERIC_FEATURES` that grow with the catalog's ``Value`` (the item pack
@@ -867,7 +867,7 @@ IPQ_INCREASING_FEATURES: tuple[str, ...] = (
 )
 
 
-def build_brand_features(items: pd.DataFrame) -> pd.DataFrame:
+def build_listing_features(items: pd.DataFrame) -> pd.DataFrame:
     """Engineered features from the ``catalog_items`` table (see ``lib.catalog.parsing.parse_catalog``).
 
     Args:
@@ -897,11 +897,11 @@ def build_brand_features(items: pd.DataFrame) -> pd.DataFrame:
     )
     missing = [c for c in required if c not in items.columns]
     if missing:
-        raise KeyError(f"build_brand_features: input lacks columns {missing}")
+        raise KeyError(f"build_listing_features: input lacks columns {missing}")
     sid = items["sample_id"].astype(str)
     dups = sid[sid.duplicated()].unique().tolist()
     if dups:
-        raise ValueError(f"build_brand_features: duplicate sample_id values {dups[:5]}")
+        raise ValueError(f"build_listing_features: duplicate sample_id values {dups[:5]}")
 
     names = items["item_name"].fillna("").astype(str).tolist()
     bullets = items["bullets"].fillna("").astype(str).tolist()

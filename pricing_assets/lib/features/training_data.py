@@ -286,7 +286,7 @@ def build_feature_matrix(*args, **kwargs) -> tuple[pd.DataFrame, dict]:
 
 def build_feature_matrix_and_space(
     products: pd.DataFrame,
-    brand_features: pd.DataFrame,
+    listing_features: pd.DataFrame,
     knn_features: pd.DataFrame,
     ridge_predictions: pd.DataFrame,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
@@ -306,7 +306,7 @@ def build_feature_matrix_and_space(
     Args:
         products: n labeled rows with ``sample_id``, ``fold`` (``0..K-1``), ``price`` (USD, finite),
             ``item_name``, ``width``, ``height``, ``n_bytes``, ``status``, ``n_lines``.
-        brand_features: rows with ``sample_id``, ``brand``, ``category`` and numeric features (aligned
+        listing_features: rows with ``sample_id``, ``brand``, ``category`` and numeric features (aligned
             by ``sample_id``).
         knn_features: rows with ``sample_id`` and float kNN columns (aligned by ``sample_id``).
         ridge_predictions: the ``tfidf_ridge_predictions`` frame: ``sample_id`` and ``pred_price``
@@ -337,7 +337,7 @@ def build_feature_matrix_and_space(
         raise ValueError(
             f"build_feature_matrix: ridge_predictions lacks sample_ids {ridge[ridge.isna()].index[:5].tolist()}"
         )
-    bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
+    bf = listing_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     log_price = np.log1p(base["price"].to_numpy(dtype=float))
     folds = base["fold"].to_numpy()
@@ -366,7 +366,7 @@ def build_feature_matrix_and_space(
 def feature_rows_for_new_items(
     space: FeatureSpace,
     items: pd.DataFrame,
-    brand_features: pd.DataFrame,
+    listing_features: pd.DataFrame,
     knn_features: pd.DataFrame,
     ridge_log_price: np.ndarray,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
@@ -380,7 +380,7 @@ def feature_rows_for_new_items(
         items: n new products (``products`` columns: ``sample_id``, ``item_name``, ``width``, ``height``,
             ``n_bytes``, ``status``, ``n_lines``); the rows built carry ``fold`` -1 and ``price`` NaN
             (no fold, no price: they are no ``feature_matrix`` rows).
-        brand_features, knn_features: their rows (aligned by ``sample_id``;
+        listing_features, knn_features: their rows (aligned by ``sample_id``;
             :func:`~pricing_assets.lib.retrieval.knn.knn_features_for_new_rows`).
         ridge_log_price: (n,) float64 ``log1p`` price of the full-text TF-IDF ridge (fold average).
         embeddings: ``(name, modality, vectors, has)`` aligned to ``items``.
@@ -396,7 +396,7 @@ def feature_rows_for_new_items(
 
     items = items.reset_index(drop=True)
     base = pd.DataFrame({"sample_id": items["sample_id"].astype(str).to_numpy(), "fold": -1, "price": np.nan})
-    bf = brand_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
+    bf = listing_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     kn = knn_features.set_index("sample_id").reindex(base["sample_id"]).reset_index(drop=True)
     te = pd.DataFrame(
         {

@@ -204,7 +204,7 @@ def _image_columns(name: str) -> list[str]:
 def knn_features_for_new_rows(
     ref: KnnReference,
     items: pd.DataFrame,
-    brand_features: pd.DataFrame,
+    listing_features: pd.DataFrame,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
 ) -> pd.DataFrame:
     """kNN neighbour-price features of products without a price, searched in ``ref`` (every labeled
@@ -214,7 +214,7 @@ def knn_features_for_new_rows(
     Args:
         ref: the fitted :class:`KnnReference`.
         items: n new products with ``sample_id``, ``item_name`` and the columns ``product_text`` reads.
-        brand_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (aligned by id).
+        listing_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (aligned by id).
         embeddings: ``(name, modality, vectors, has)`` aligned to ``items``, the same models as ``ref``.
 
     Returns:
@@ -230,7 +230,7 @@ def knn_features_for_new_rows(
     if missing:
         raise ValueError(f"knn_features_for_new_rows: no embedding of text models {missing}")
     lp_ref = np.log(np.clip(np.expm1(ref.log_price), 1e-6, None))
-    log_qty, family = log_qty_family(items, brand_features)
+    log_qty, family = log_qty_family(items, listing_features)
     texts = view_texts(items)
     parts, unit_parts = [items[["sample_id"]]], []
 
@@ -269,7 +269,7 @@ def knn_features_for_new_rows(
 
 def build_knn_features(
     products: pd.DataFrame,
-    brand_features: pd.DataFrame,
+    listing_features: pd.DataFrame,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
     k: int = 10,
     unit_k: int = 20,
@@ -292,7 +292,7 @@ def build_knn_features(
     Args:
         products: n labeled rows with ``sample_id``, ``price`` (USD, finite), ``fold`` (``0..K-1``),
             ``item_name`` and the columns :func:`~pricing_assets.lib.models.tfidf_ridge.product_text` reads.
-        brand_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (any order;
+        listing_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (any order;
             aligned by ``sample_id``).
         embeddings: ``(name, modality, vectors, has)`` per embedding model, aligned to ``products``:
             modality ``"text"`` or ``"image"``, vectors (n, d) float32 L2-normalised, has (n,) bool
@@ -317,14 +317,14 @@ def build_knn_features(
     ref = (
         reference
         if reference is not None
-        else fit_knn_reference(products, brand_features, embeddings, k=k, unit_k=unit_k, n_folds=n_folds)
+        else fit_knn_reference(products, listing_features, embeddings, k=k, unit_k=unit_k, n_folds=n_folds)
     )
     if not np.array_equal(ref.sample_ids, products["sample_id"].astype(str).to_numpy()):
         raise ValueError(
             "build_knn_features: the reference was fitted on other products than these (fit_knn_reference on the same products)"
         )
     text = [(name, vec) for name, modality, vec, _ in embeddings if modality == "text"]
-    log_qty, family = log_qty_family(products, brand_features)
+    log_qty, family = log_qty_family(products, listing_features)
     parts, unit_parts = [products[["sample_id"]]], []
     for name, vec in text:
         price, unit = knn_price_and_unit_features(

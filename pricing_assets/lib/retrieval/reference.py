@@ -17,7 +17,7 @@ def log_total_quantity(qty_canonical: np.ndarray, family: np.ndarray) -> np.ndar
     """``log`` of a total quantity in canonical units, NaN where unknown.
 
     Args:
-        qty_canonical: (n,) float total quantity (g, ml or count; ``brand_features.qty_canonical``).
+        qty_canonical: (n,) float total quantity (g, ml or count; ``listing_features.qty_canonical``).
         family: (n,) str unit family; ``unknown`` gives NaN.
 
     Returns:
@@ -140,16 +140,16 @@ def view_texts(items: pd.DataFrame) -> dict[str, pd.Series]:
     return {"tfidf": product_text(items), "title_char": names, "title_word": names}
 
 
-def log_qty_family(items: pd.DataFrame, brand_features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(``log`` total quantity, unit family) of each row of ``items``, read from ``brand_features`` by ``sample_id``."""
-    bf = brand_features.set_index("sample_id").reindex(items["sample_id"].astype(str)).reset_index(drop=True)
+def log_qty_family(items: pd.DataFrame, listing_features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(``log`` total quantity, unit family) of each row of ``items``, read from ``listing_features`` by ``sample_id``."""
+    bf = listing_features.set_index("sample_id").reindex(items["sample_id"].astype(str)).reset_index(drop=True)
     family = bf["ipq_unit_family"].fillna("unknown").astype(str).to_numpy()
     return log_total_quantity(bf["qty_canonical"].to_numpy(dtype=float), family), family
 
 
 def fit_knn_reference(
     products: pd.DataFrame,
-    brand_features: pd.DataFrame,
+    listing_features: pd.DataFrame,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
     k: int = 10,
     unit_k: int = 20,
@@ -161,7 +161,7 @@ def fit_knn_reference(
     shapes the vocabulary it is searched with (no transductive step).
 
     Args:
-        products, brand_features, embeddings, k, unit_k, n_folds: as :func:`~pricing_assets.lib.retrieval.knn.build_knn_features`.
+        products, listing_features, embeddings, k, unit_k, n_folds: as :func:`~pricing_assets.lib.retrieval.knn.build_knn_features`.
 
     Returns:
         :class:`KnnReference` over the m rows, in ``products`` order.
@@ -185,7 +185,7 @@ def fit_knn_reference(
     fitted = {name: _fit_vectorizer(params[name], texts[name]) for name in params}
     vectorizers = {name: v for name, (v, _) in fitted.items()}
     sparse = {name: rows for name, (_, rows) in fitted.items()}
-    log_qty, family = log_qty_family(products, brand_features)
+    log_qty, family = log_qty_family(products, listing_features)
     image, image_names = {}, []
     for name, modality, vec, has in embeddings:
         if modality != "image":

@@ -67,7 +67,7 @@ class ServingModel:
 def score_new_rows(
     model: ServingModel,
     items: pd.DataFrame,
-    brand_features: pd.DataFrame,
+    listing_features: pd.DataFrame,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
     device: str = "cpu",
 ) -> pd.DataFrame:
@@ -78,7 +78,7 @@ def score_new_rows(
         items: n products (``products`` columns: ``sample_id``, ``item_name``, ``bullets``,
             ``description``, ``ipq_value``, ``ipq_unit``, ``width``, ``height``, ``n_bytes``,
             ``status``, ``n_lines``), unique ``sample_id``.
-        brand_features: their ``lib.features.listing.build_brand_features`` rows.
+        listing_features: their ``lib.features.listing.build_listing_features`` rows.
         embeddings: ``(name, modality, vectors (n, d) float32, has (n,) bool)`` aligned to ``items``,
             for every model in ``model.embedding_models``.
         device: torch device of the fusion MLP (``cpu``/``cuda``).
@@ -119,11 +119,11 @@ def score_new_rows(
         )
     order = {name: i for i, (name, _, _) in enumerate(model.embedding_models)}
     embs = sorted((e for e in embeddings if e[0] in order), key=lambda e: order[e[0]])
-    knn = knn_features_for_new_rows(model.knn, items, brand_features, embs)
+    knn = knn_features_for_new_rows(model.knn, items, listing_features, embs)
     text = product_text(items).fillna("").astype(str).reset_index(drop=True)
     stacked = stacked_model()
     stacked_log = stacked.predict(model.models[stacked.name], ModelInputs(sid.to_numpy(), text=text), device=device)
-    fm = feature_rows_for_new_items(model.space, items, brand_features, knn, stacked_log, embs)
+    fm = feature_rows_for_new_items(model.space, items, listing_features, knn, stacked_log, embs)
     inputs = ModelInputs(sid.to_numpy(), features=fm, text=text, embeddings=embs)
     logs = {
         n: stacked_log if n == stacked.name else PRICE_MODELS[n].predict(model.models[n], inputs, device=device)
@@ -174,7 +174,7 @@ def score_catalog_rows(
     """
     from pricing_assets.lib.catalog.parsing import parse_catalog
     from pricing_assets.lib.embeddings.text import texts_for_items
-    from pricing_assets.lib.features.listing import build_brand_features
+    from pricing_assets.lib.features.listing import build_listing_features
     from pricing_assets.lib.features.training_data import embedding_matrix, join_images_and_ocr
 
     items = join_images_and_ocr(parse_catalog(rows), images, ocr)
@@ -189,7 +189,7 @@ def score_catalog_rows(
             if name not in image_embeddings:
                 raise KeyError(f"score_catalog_rows: no stored embeddings of image model {name!r}")
             embs.append((name, modality, *embedding_matrix(image_embeddings[name], items["sample_id"], dim)))
-    return score_new_rows(model, items, build_brand_features(items), embs, device=device)
+    return score_new_rows(model, items, build_listing_features(items), embs, device=device)
 
 
 def now_utc() -> datetime:

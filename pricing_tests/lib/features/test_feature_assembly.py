@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pricing_assets.lib.catalog.parsing import parse_catalog
-from pricing_assets.lib.features.listing import NUMERIC_FEATURES, build_brand_features
+from pricing_assets.lib.features.listing import NUMERIC_FEATURES, build_listing_features
 from pricing_assets.lib.features.training_data import build_feature_matrix, build_feature_matrix_and_space
 from pricing_assets.lib.models.cross_validation import assign_folds
 from pricing_assets.lib.models.tfidf_ridge import product_text, train_tfidf_ridge_cv
@@ -37,7 +37,7 @@ def inputs():
     for col in ("width", "height", "n_bytes"):
         items[col] = np.where(has_img, rng.integers(100, 1000, N), np.nan)
     items["n_lines"] = np.where(has_img, rng.integers(0, 5, N), np.nan)
-    bf = build_brand_features(items)
+    bf = build_listing_features(items)
     text = rng.normal(size=(N, 16)).astype(np.float32)
     image = rng.normal(size=(N, 8)).astype(np.float32) * has_img[:, None]
     image[has_img] /= np.linalg.norm(image[has_img], axis=1, keepdims=True)

@@ -16,7 +16,7 @@ from pricing_assets.lib.features.listing import (
     IPQ_INCREASING_FEATURES,
     ML_PER_FL_OUNCE,
     NUMERIC_FEATURES,
-    build_brand_features,
+    build_listing_features,
     categorise,
     extract_brand,
     normalise_quantity,
@@ -242,8 +242,8 @@ def sample_items() -> pd.DataFrame:
     return parse_catalog(rows.iloc[:400].reset_index(drop=True))
 
 
-def test_build_brand_features_on_real_rows(sample_items):
-    feats = build_brand_features(sample_items)
+def test_build_listing_features_on_real_rows(sample_items):
+    feats = build_listing_features(sample_items)
     assert len(feats) == 400
     assert feats["sample_id"].tolist() == sample_items["sample_id"].tolist()
     for col in NUMERIC_FEATURES:
@@ -275,12 +275,12 @@ def test_build_brand_features_on_real_rows(sample_items):
     assert (feats["ipq_unit_family"] != "unknown").mean() > 0.95
 
 
-def test_build_brand_features_errors(sample_items):
+def test_build_listing_features_errors(sample_items):
     with pytest.raises(KeyError, match="item_name"):
-        build_brand_features(sample_items.drop(columns=["item_name"]))
+        build_listing_features(sample_items.drop(columns=["item_name"]))
     dup = pd.concat([sample_items.iloc[:2], sample_items.iloc[:1]], ignore_index=True)
     with pytest.raises(ValueError, match="duplicate sample_id"):
-        build_brand_features(dup)
+        build_listing_features(dup)
 
 
 # ------------------------------------------------------------------ target encoding

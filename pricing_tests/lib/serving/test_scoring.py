@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pricing_assets.lib.catalog.parsing import parse_catalog
-from pricing_assets.lib.features.listing import build_brand_features
+from pricing_assets.lib.features.listing import build_listing_features
 from pricing_assets.lib.features.training_data import (
     ProductEmbeddings,
     build_feature_matrix_and_space,
@@ -70,7 +70,7 @@ def catalog():
         ("fake_text", "text", text / np.linalg.norm(text, axis=1, keepdims=True), np.ones(N, bool)),
         ("fake_image", "image", image, has_img),
     ]
-    return items, build_brand_features(items), embs
+    return items, build_listing_features(items), embs
 
 
 def _take(items, bf, embs, mask):
