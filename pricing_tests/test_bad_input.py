@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -220,6 +221,17 @@ def test_unlabeled_batch_without_price_column_is_not_quarantined(h, tmp_path):
     meta = mat_metadata(res, "raw_catalog")
     assert (meta["rows"], meta["quarantined_rows"], meta["unlabeled_rows"]) == (10, 0, 10)
     assert res.output_for_node("raw_catalog", "raw_catalog")["price"].isna().all()
+
+
+def test_a_batch_whose_every_row_is_quarantined_stores_zero_items(h, tmp_path):
+    """A labeled file without a single price: every row quarantined with its reason, the batch's
+    per-row assets stored empty (count in = out + quarantined), no failed step."""
+    real_rows(10).assign(price=np.nan).to_csv(tmp_path / "no_prices.csv", index=False)
+    res = h.run(tmp_path / "no_prices.csv", "no_prices")
+    assert res.success, step_errors(res)
+    meta = mat_metadata(res, "raw_catalog")
+    assert (meta["rows"], meta["quarantined_rows"]) == (0, 10)
+    assert len(res.output_for_node("catalog_items")) == 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def catalog_items(context: dg.AssetExecutionContext, raw_catalog: pd.DataFrame):
         metadata={
             "rows": len(items),
             "with_ipq_value": int(items["ipq_value"].notna().sum()),
-            "with_description": int((items["description"].str.len() > 0).sum()),
+            "with_description": int((items["description"].astype(str).str.len() > 0).sum()) if len(items) else 0,
             "median_text_chars": float(items["text_chars"].median()) if len(items) else 0.0,
             "rows_per_s": round(len(items) / max(t(), 1e-9), 1),
             "preview": preview(items[["sample_id", "item_name", "ipq_value", "ipq_unit", "n_bullets"]]),
