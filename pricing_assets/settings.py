@@ -18,6 +18,10 @@
 | ``PRICING_GPU_IMAGE`` | unset | with ``k8s``: the CUDA image of the GPU step pods (``infra/Dockerfile.cuda``) |
 | ``PRICING_GIT_URL`` | unset | repository URL: the assets' code references link there instead of to the local files |
 | ``PRICING_GIT_BRANCH`` | ``main`` | with ``PRICING_GIT_URL``: the branch the code references name |
+| ``PRICING_ALERT_WEBHOOK`` | unset | URL that every alert (failed run, failed ERROR check, freshness FAIL) is POSTed to as JSON with a Slack-compatible ``text`` |
+| ``PRICING_SLACK_TOKEN`` | unset | with ``PRICING_SLACK_CHANNEL``: a Slack bot token; alerts are also posted there (``dagster-slack``) |
+| ``PRICING_SLACK_CHANNEL`` | unset | the Slack channel of the alerts, e.g. ``#pricing-alerts`` |
+| ``PRICING_UI_URL`` | ``http://127.0.0.1:3000`` | base URL of the Dagster UI that alerts link runs to (unset: ``lib.runtime.alerts.DEFAULT_UI_URL``) |
 
 ``PRICING_DEBUG`` (``1``: the ``pricing`` CLI shows tracebacks, :func:`cli_debug`) is the CLI's own,
 not a setting of the code location. Every variable above is read here and nowhere else:
@@ -28,7 +32,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pricing_assets.lib.models.model_gate import DEFAULT_TOLERANCE_SMAPE
@@ -65,6 +69,10 @@ class Settings:
     gpu_image: str | None = None
     git_url: str | None = None
     git_branch: str = "main"
+    alert_webhook: str | None = None
+    slack_token: str | None = field(default=None, repr=False)
+    slack_channel: str | None = None
+    ui_url: str | None = None
 
     @property
     def opt_in_price_models(self) -> tuple[str, ...]:
@@ -143,6 +151,10 @@ def load_settings(env: dict | None = None) -> Settings:
         gpu_image=env.get("PRICING_GPU_IMAGE") or None,
         git_url=env.get("PRICING_GIT_URL") or None,
         git_branch=env.get("PRICING_GIT_BRANCH") or "main",
+        alert_webhook=env.get("PRICING_ALERT_WEBHOOK") or None,
+        slack_token=env.get("PRICING_SLACK_TOKEN") or None,
+        slack_channel=env.get("PRICING_SLACK_CHANNEL") or None,
+        ui_url=env.get("PRICING_UI_URL") or None,
     )
 
 

@@ -9,7 +9,8 @@ Usage::
         ...
         assert srv.hits["/flaky.jpg"] == 2
 
-Each route plays its replies in order and repeats the last one. Unknown paths get 404.
+Each route plays its replies in order and repeats the last one. Unknown paths get 404. A POST is
+answered like a GET of its path; its body is kept in ``srv.posts``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class ScriptedServer:
     def __init__(self, port: int = 0) -> None:
         self._routes: dict[str, list[Reply]] = {}
         self.hits: Counter[str] = Counter()
+        #: ``(path, body)`` of every POST, in arrival order (its reply is the path's route, as for GET).
+        self.posts: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         owner = self
 
@@ -69,6 +72,12 @@ class ScriptedServer:
 
             def log_message(self, format, *args):  # noqa: A002 - stdlib signature
                 return
+
+            def do_POST(self):  # noqa: N802 - stdlib name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with owner._lock:
+                    owner.posts.append((self.path.split("?", 1)[0], body))
+                self.do_GET()
 
             def do_GET(self):  # noqa: N802 - stdlib name
                 path = self.path.split("?", 1)[0]
