@@ -12,6 +12,7 @@ from pricing_assets.lib.images.fetch import FetchConfig
 from pricing_assets.lib.images.ocr import DEFAULT_DET_SIDE, DEFAULT_MAX_ERROR_SHARE, DEFAULT_MIN_IMAGES
 from pricing_assets.lib.models.cross_validation import DEFAULT_N_FOLDS, DEFAULT_SEED
 from pricing_assets.lib.models.model_gate import DEFAULT_MIN_ROWS, DEFAULT_TOLERANCE_SMAPE
+from pricing_assets.lib.serving.drift import DriftThresholds
 
 
 def storage_options_for(base_path: str, endpoint_url: Optional[str]) -> dict:
@@ -137,6 +138,44 @@ class ModelGateResource(dg.ConfigurableResource):
     min_rows: int = Field(
         default=DEFAULT_MIN_ROWS, ge=1, description="fewest common labeled rows for a verdict (else the gate passes)"
     )
+
+
+_DRIFT = DriftThresholds()
+
+
+class DriftResource(dg.ConfigurableResource):
+    """The thresholds of the drift checks on ``batch_predictions`` (``pricing_assets/defs/drift.py``):
+    a measure beyond its threshold is a non-blocking WARN, never a stop. Defaults and the reasons for
+    them: ``pricing_assets/lib/serving/drift.py`` (``DriftThresholds``)."""
+
+    max_share_change: float = Field(
+        default=_DRIFT.max_share_change,
+        gt=0,
+        le=1,
+        description="largest accepted absolute change of the photo / OCR text / parsed quantity share (0-1)",
+    )
+    max_psi: float = Field(
+        default=_DRIFT.max_psi, gt=0, description="largest accepted PSI of the category mix and the predicted price"
+    )
+    max_ks: float = Field(
+        default=_DRIFT.max_ks, gt=0, le=1, description="largest accepted KS statistic of the text length (0-1)"
+    )
+    min_rows: int = Field(
+        default=_DRIFT.min_rows, ge=1, description="fewer rows in the batch or training set: not compared, passes"
+    )
+    psi_bins: int = Field(default=_DRIFT.psi_bins, ge=2, description="quantile bins of a numeric PSI (training)")
+    psi_epsilon: float = Field(default=_DRIFT.psi_epsilon, gt=0, lt=0.01, description="floor of a bin share in the PSI")
+
+    def thresholds(self) -> DriftThresholds:
+        """These fields as the lib's ``DriftThresholds`` (validated again there)."""
+        return DriftThresholds(
+            max_share_change=self.max_share_change,
+            max_psi=self.max_psi,
+            max_ks=self.max_ks,
+            min_rows=self.min_rows,
+            psi_bins=self.psi_bins,
+            psi_epsilon=self.psi_epsilon,
+        )
 
 
 class CrossValidationResource(dg.ConfigurableResource):

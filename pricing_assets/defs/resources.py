@@ -7,6 +7,7 @@ from pricing_assets.io_managers import PricingIOManager
 from pricing_assets.resources import (
     CrossValidationResource,
     DeviceResource,
+    DriftResource,
     ImageFetchResource,
     ModelGateResource,
     OcrResource,
@@ -25,7 +26,7 @@ IO_MANAGER_KINDS = {
 
 def build_resources(s: Settings) -> dict:
     """Resources and IO managers for the settings ``s``, by resource key (``device``, ``storage``,
-    ``image_fetch``, ``ocr``, ``model_gate``, ``cv`` and the keys of :data:`IO_MANAGER_KINDS`)."""
+    ``image_fetch``, ``ocr``, ``model_gate``, ``cv``, ``drift`` and the keys of :data:`IO_MANAGER_KINDS`)."""
     assets_base = f"{s.storage.rstrip('/')}/assets"
     io = {
         key: PricingIOManager(base_path=assets_base, kind=kind, endpoint_url=s.s3_endpoint)
@@ -39,6 +40,7 @@ def build_resources(s: Settings) -> dict:
         "ocr": OcrResource(backend=s.ocr_backend),
         "model_gate": ModelGateResource(tolerance_smape=s.gate_tolerance_smape),
         "cv": CrossValidationResource(),
+        "drift": DriftResource(),  # the drift checks' thresholds (defs/drift.py)
     }
 
 
