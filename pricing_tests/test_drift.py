@@ -365,3 +365,36 @@ def test_a_shifted_batch_warns_and_the_run_still_succeeds(drift_runs):
     assert price["batch_rows"].value == N_BATCH and price["training_rows"].value == N_TRAIN
     photo = evals["drift_photo_share"].metadata
     assert photo["batch_value"].value == 0.0 and photo["training_value"].value > 0.8
+
+
+def test_inputs_it_cannot_compare_warn_without_failing_the_run(draw, tmp_path):
+    from pricing_assets.io_managers import PricingIOManager
+
+    @dg.asset(name="listing_features", io_manager_key="parquet_io_manager", group_name="training")
+    def _no_category():
+        return build_listing_features(draw[0].head(N_TRAIN)).drop(columns="category")
+
+    assets = [_no_category if dg.AssetKey("listing_features") in a.keys else a for a in _stand_ins(draw)]
+    base = str(tmp_path / "assets")
+    resources = {
+        "parquet_io_manager": PricingIOManager(base_path=base, kind="parquet"),
+        "io_manager": PricingIOManager(base_path=base, kind="pickle"),
+        "drift": DriftResource(),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(catalog_batches.name, ["clean"])
+    training = ["products", "listing_features", "price_blend"]
+    assert dg.materialize(assets, instance=instance, resources=resources, selection=training).success
+    res = dg.materialize(
+        assets,
+        instance=instance,
+        resources=resources,
+        partition_key="clean",
+        selection=dg.AssetSelection.groups("ingest", "images", "scoring"),
+        raise_on_error=False,
+    )
+    assert res.success
+    evals = _evaluations(res)
+    assert set(evals) == set(CHECK_NAMES.values())
+    assert all(not e.passed and e.severity == dg.AssetCheckSeverity.WARN for e in evals.values())
+    assert all("drift not evaluated: KeyError" in e.description and "category" in e.description for e in evals.values())

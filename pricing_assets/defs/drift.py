@@ -118,16 +118,30 @@ def batch_drift(
     price_blend: pd.DataFrame,
 ):
     """Compare this batch's scored rows and predicted prices with the training set, one result per
-    measure (``lib.serving.drift.compare_with_training``, thresholds from ``drift``)."""
+    measure (``lib.serving.drift.compare_with_training``, thresholds from ``drift``). Inputs it cannot
+    compare (a missing column, no finite value) give every check ``passed=False``, WARN, with the
+    error as description, instead of failing the run."""
     from pricing_assets.lib.serving.drift import batch_rows, compare_with_training, training_rows
 
-    results = compare_with_training(
-        batch_rows(catalog_items, product_images, ocr_text),
-        training_rows(products, listing_features),
-        batch_prices=batch_predictions["price"],
-        reference_prices=price_blend["pred_price"],
-        thresholds=drift.thresholds(),
-    )
+    try:
+        results = compare_with_training(
+            batch_rows(catalog_items, product_images, ocr_text),
+            training_rows(products, listing_features),
+            batch_prices=batch_predictions["price"],
+            reference_prices=price_blend["pred_price"],
+            thresholds=drift.thresholds(),
+        )
+    except (KeyError, ValueError, TypeError) as exc:  # a drift check never fails the scoring run
+        context.log.exception(f"batch {context.partition_key}: drift not evaluated")
+        for name in CHECK_NAMES.values():
+            yield dg.AssetCheckResult(
+                asset_key=ASSET,
+                check_name=name,
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"drift not evaluated: {type(exc).__name__}: {exc}",
+            )
+        return
     flagged = [r.name for r in results if not r.passed]
     if flagged:
         context.log.warning(f"batch {context.partition_key}: drift in {', '.join(flagged)}")
