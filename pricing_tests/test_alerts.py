@@ -230,3 +230,33 @@ def test_first_line_and_cap_and_kinds():
     assert cap_alerts(many[:3]) == many[:3]
     with pytest.raises(ValueError):
         Alert(kind="oops", title="t")
+
+
+def test_the_location_runs_both_alert_sensors_by_default(tmp_path):
+    from pricing_assets.definitions import build_defs
+    from pricing_assets.defs.alerts import ASSET_ALERT_SENSOR
+
+    defs = build_defs(_settings(tmp_path))
+    for name in (RUN_FAILURE_SENSOR, ASSET_ALERT_SENSOR):
+        assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_slack_gets_the_alert_through_dagster_slack_and_a_refusal_is_logged(tmp_path, monkeypatch):
+    from dagster_slack import SlackResource
+    from slack_sdk import WebClient
+
+    alert = run_failure_alert("r1", "scoring_job", "batch_predictions", "boom")
+    settings = _settings(tmp_path, PRICING_SLACK_TOKEN="xoxb-test", PRICING_SLACK_CHANNEL="#alerts")
+    with ScriptedServer() as server:
+        ok = Reply(body=b'{"ok": true}', content_type="application/json")
+        refused = Reply(body=b'{"ok": false, "error": "channel_not_found"}', content_type="application/json")
+        server.route("/api/chat.postMessage", ok, refused)
+        monkeypatch.setattr(
+            SlackResource, "get_client", lambda self: WebClient(self.token, base_url=server.url("/api/"))
+        )
+        assert deliver(RecordingLog(), alert, settings) == ["log", "slack"]
+        log = RecordingLog()
+        assert deliver(log, alert, settings) == ["log"]
+        (_, body), _ = server.posts
+    assert b"scoring_job" in body and b"alerts" in body
+    assert log.lines[-1][0] == "error" and "channel_not_found" in log.lines[-1][1]
