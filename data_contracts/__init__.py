@@ -8,6 +8,7 @@ from data_contracts.catalog import CatalogItems, CatalogQuarantine, RawCatalog
 from data_contracts.embeddings import embedding_schema
 from data_contracts.images import OcrText, ProductImages
 from data_contracts.models import BlendWeights
+from data_contracts.serving import ServedAccuracy, ServedPrices
 from data_contracts.training import (
     BatchPredictions,
     FeatureMatrix,
@@ -32,6 +33,8 @@ CONTRACTS = {
     "blend_weights": BlendWeights,
     "batch_predictions": BatchPredictions,
     "price_predictions": PricePredictions,
+    "served_prices": ServedPrices,
+    "served_accuracy": ServedAccuracy,
 }
 
 #: Groups whose ``*_predictions`` assets are out-of-fold model predictions (``ModelPredictions``).

@@ -22,7 +22,13 @@ from pricing_assets.settings import REPO_ROOT
 OWNERS = ("team:pricing-ml",)
 
 #: Storage kinds by IO manager format (``defs/resources.IO_MANAGER_KINDS`` maps resource keys to formats).
-KINDS_BY_FORMAT = {"parquet": {"parquet"}, "faiss": {"faiss"}, "lightgbm": {"lightgbm"}, "pickle": {"python"}}
+KINDS_BY_FORMAT = {
+    "parquet": {"parquet"},
+    "served_log": {"parquet"},
+    "faiss": {"faiss"},
+    "lightgbm": {"lightgbm"},
+    "pickle": {"python"},
+}
 #: Kinds an asset may carry (Dagster's own limit for the ``kinds`` of an asset decorator; the UI shows
 #: that many): a policy that adds more fails the code location's load, naming the asset.
 MAX_KINDS = 3

@@ -51,6 +51,9 @@ import dagster as dg
 PER_ROW_GROUPS = ("ingest", "images", "embeddings")
 #: Batch-partitioned, but downstream of the models: each batch's products without a price, scored.
 SCORING_GROUPS = ("scoring",)
+#: The published assets: they gather every scored batch (``price_predictions``, the realized accuracy
+#: ``served_accuracy``), so they run after the batches are scored, never with the training side.
+PUBLISHED_ASSETS = ("price_predictions", "served_accuracy")
 GLOBAL_GROUPS = ("training", "models", "serving")
 #: The one global asset that reads the batches directly and decides whether the labels changed.
 TRAINING_SET = "products"

@@ -24,7 +24,7 @@ import time
 
 import dagster as dg
 
-from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, SCORING_GROUPS, TRAINING_SET
+from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, PUBLISHED_ASSETS, SCORING_GROUPS, TRAINING_SET
 from pricing_assets.instance_state import (
     RECOVER_COMMAND,
     batch_states,
@@ -145,7 +145,8 @@ def materialize(
 
     # runs of a dead `pricing materialize` (their worker tags name this host): failed, slots freed
     report_recovery(recover_runs(instance))
-    assets = list(defs.assets)
+    # the asset checks defined apart from their assets (the drift checks) run with them too
+    assets = [*defs.assets, *(defs.asset_checks or [])]
     resources = dict(defs.resources)
     todo = missing_batches(instance, defs) if batches is None else batches
     timings, failed = {}, {}
@@ -216,10 +217,10 @@ def materialize(
         ):
             scored.append(batch)
     if predictions_stale(instance):
-        print("price_predictions …", flush=True)
+        print("price_predictions, served_accuracy …", flush=True)
         _report(
             "price_predictions",
-            run("price_predictions", dg.AssetSelection.assets("price_predictions")),
+            run("price_predictions", dg.AssetSelection.assets(*PUBLISHED_ASSETS)),
             timings,
             "price_predictions",
             failed,

@@ -103,7 +103,7 @@ def predictions_export_verdict(instance: dg.DagsterInstance) -> ExportVerdict:
         if serving is not None and serving.asset_materialization
         else None
     )
-    if current is not None and version != current.value:
+    if current is not None and version not in (current.value, "none"):  # "none": no product to price
         return ExportVerdict(
             False,
             run_id,

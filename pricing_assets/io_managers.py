@@ -5,6 +5,9 @@
 * ``faiss``    – a FAISS index (``faiss.serialize_index`` bytes, ``.faiss``)
 * ``lightgbm`` – a list of LightGBM boosters (``model_to_string``; JSON list, ``.lgbm.json``)
 * ``pickle``   – anything else (small dicts, torch state dicts), ``.pkl``
+* ``served_log`` – the served-price log: parquet like ``parquet``, and every model version's frame of
+  a partition kept beside it (``<partition>.versions/<model_version>.parquet``); the stored
+  partition is the union of its versions, so a re-scored batch adds to its history
 
 Paths are ``<base>/<asset key parts>/<partition>.<ext>``: derived from the asset key and partition,
 never from the clock, so re-runs overwrite in place.
@@ -117,8 +120,39 @@ class PickleIOManager(_BaseIO):
         return pickle.loads(path.read_bytes())
 
 
+class ServedPriceLogIOManager(ParquetIOManager):
+    """An append-only log over parquet: each stored frame (one ``model_version``) is kept under
+    ``<partition>.versions/<model_version>.parquet`` and never overwritten by another version; the
+    partition's own file is the union of every version stored so far (what inputs load)."""
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        """Keep ``obj`` as its model version's frame, then rewrite the partition's union, atomically.
+
+        Raises:
+            TypeError: ``obj`` is not a DataFrame.
+            ValueError: ``obj`` does not hold exactly one ``model_version`` (an empty frame is kept
+                under ``none``).
+        """
+        import pandas as pd
+
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(
+                f"{context.asset_key.to_user_string()}: served-price log needs a DataFrame, got {type(obj)}"
+            )
+        versions = sorted(set(obj["model_version"].astype(str))) if len(obj) else ["none"]
+        if len(versions) != 1:
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: one model version per stored frame, got {versions}"
+            )
+        folder = path.parent / f"{path.stem}.versions"
+        super().dump_to_path(context, obj, folder / f"{versions[0]}.parquet")
+        frames = [pd.read_parquet(io.BytesIO(p.read_bytes())) for p in sorted(folder.glob("*.parquet"))]
+        super().dump_to_path(context, pd.concat(frames, ignore_index=True), path)
+
+
 _KINDS = {
     "parquet": ParquetIOManager,
+    "served_log": ServedPriceLogIOManager,
     "faiss": FaissIOManager,
     "lightgbm": LightGBMIOManager,
     "pickle": PickleIOManager,
@@ -133,14 +167,14 @@ class PricingIOManager(dg.ConfigurableIOManagerFactory):
     """
 
     base_path: str = Field(description="local folder or s3://bucket/prefix")
-    kind: str = Field(default="pickle", description="parquet | faiss | lightgbm | pickle")
+    kind: str = Field(default="pickle", description="parquet | served_log | faiss | lightgbm | pickle")
     endpoint_url: Optional[str] = None
 
     def create_io_manager(self, context) -> dg.UPathIOManager:
         """The IO manager of ``kind`` rooted at ``base_path``.
 
         Raises:
-            ValueError: ``kind`` is not one of parquet / faiss / lightgbm / pickle.
+            ValueError: ``kind`` is not one of parquet / served_log / faiss / lightgbm / pickle.
         """
         if self.kind not in _KINDS:
             raise ValueError(f"unknown IO manager kind {self.kind!r}; expected one of {sorted(_KINDS)}")

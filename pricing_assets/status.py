@@ -144,6 +144,13 @@ def _predictions(instance: dg.DagsterInstance) -> dict:
     }
 
 
+def _served_accuracy(instance: dg.DagsterInstance) -> list[dict]:
+    """The realized accuracy per model version (``served_accuracy``'s latest metadata): served prices
+    whose true price has arrived, ``[{model_version, rows, smape, median_ape, interval_coverage}]``."""
+    meta, _ = _meta(instance, "served_accuracy")
+    return list(meta.get("model_versions") or [])
+
+
 def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
     """Each sensor's and schedule's state in this code location (``settings.LOCATION_NAME``: a sensor
     switched on under another location name is another sensor), and whether the daemon is alive."""
@@ -193,7 +200,9 @@ def collect_status(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
         "model": {trained_run_id, trained_at (epoch s), age_s, labeled_rows, oof_smape {model: SMAPE},
         blend_run_id, model_gate, serving_version, serving_labeled_rows, serving_age_s},
         "predictions": {rows_priced, model_version ("mixed" while batches await re-scoring),
-        model_versions {version: rows}, stored_at, age_s, exportable, problem}, "automation": {sensor or schedule: running|stopped, daemon: …},
+        model_versions {version: rows}, stored_at, age_s, exportable, problem},
+        "served_accuracy": [{model_version, rows, smape, median_ape, interval_coverage}],
+        "automation": {sensor or schedule: running|stopped, daemon: …},
         "failed_runs": [{run_id, job, partition, cause}], "stale_runs": [{run_id, job, partition, worker, started_at,
         clear_with}], "pool_slots": [{pool, run_id, step, run_status, since, limit, holder (running|stale|leaked),
         clear_with}]}``; missing facts are None.
@@ -203,6 +212,7 @@ def collect_status(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
         "batches": _batches(instance, defs, stale),
         "model": _model(instance),
         "predictions": _predictions(instance),
+        "served_accuracy": _served_accuracy(instance),
         "automation": _automation(instance, defs),
         "failed_runs": _failed_runs(instance),
         "stale_runs": _stale_runs(stale),
@@ -257,6 +267,14 @@ def render_status(st: dict) -> str:
         lines.append("  exportable" if p["exportable"] else f"  NOT exportable: {p['problem']}")
     else:
         lines.append("  none yet")
+    lines += ["", "SERVED ACCURACY (served prices whose true price has arrived since)"]
+    for a in st["served_accuracy"]:
+        cov = "" if a.get("interval_coverage") is None else f", interval coverage {a['interval_coverage']:.0%}"
+        lines.append(
+            f"  model {a['model_version']}: {a['rows']} products, SMAPE {a['smape']:.2f}, median abs error {a['median_ape']:.1f} %{cov}"
+        )
+    if not st["served_accuracy"]:
+        lines.append("  none yet (no priced product has received its true price)")
     lines += ["", "AUTOMATION"]
     lines += [f"  {k:<28} {v}" for k, v in st["automation"].items()]
     if st["stale_runs"]:

@@ -19,6 +19,7 @@ SLOW_MODULES = {
     "test_resume",
     "test_postgres",
     "test_s3",
+    "test_served_accuracy",
 }
 
 

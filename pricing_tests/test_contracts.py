@@ -65,6 +65,17 @@ def frames(tmp_path_factory):
         "blend_weights": pd.DataFrame(
             {"model": ["lightgbm", "tfidf_ridge"], "weight": [0.75, 0.25], "oof_smape": [54.7, 62.1]}
         ),
+        "served_prices": out.drop(columns=["batch"]).assign(batch="b1", served_at="2026-12-06T10:00:00+00:00"),
+        "served_accuracy": pd.DataFrame(
+            {
+                "model_version": ["v1", "v2"],
+                "batch": "b1",
+                "rows": [3, 4],
+                "smape": [40.0, 38.5],
+                "median_ape": [30.0, 28.0],
+                "interval_coverage": [np.nan, 0.8],
+            }
+        ),
     }
 
 
@@ -118,6 +129,12 @@ CASES = [
     ("blend_weights", _set("weight", -0.1), "weight"),
     ("blend_weights", lambda df: df.assign(weight=[0.5, 0.25]), None),  # not convex: the weights sum to 0.75
     ("blend_weights", lambda df: df.assign(model=["lightgbm", "lightgbm"]), "model"),
+    ("served_prices", _dup_id, "sample_id"),
+    ("served_prices", _set("price", -1.0), "price"),
+    ("served_prices", _set("model_version", ""), "model_version"),
+    ("served_accuracy", _set("smape", 250.0), "smape"),
+    ("served_accuracy", _set("interval_coverage", 1.5), "interval_coverage"),
+    ("served_accuracy", lambda df: df.assign(model_version="v1"), None),  # a (model version, batch) pair twice
     ("price_predictions", _dup_id, "sample_id"),
     ("price_predictions", _set("price", 0.0), "price"),
     ("price_predictions", lambda df: df.assign(extra=1), None),

@@ -19,6 +19,7 @@ from pricing_assets.settings import Settings, current_settings
 IO_MANAGER_KINDS = {
     "io_manager": "pickle",
     "parquet_io_manager": "parquet",
+    "served_log_io_manager": "served_log",
     "faiss_io_manager": "faiss",
     "lightgbm_io_manager": "lightgbm",
 }

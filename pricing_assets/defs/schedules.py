@@ -19,7 +19,7 @@ single-run policies and is not supported here.
 
 import dagster as dg
 
-from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, SCORING_GROUPS, default_status
+from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, PUBLISHED_ASSETS, SCORING_GROUPS, default_status
 from pricing_assets.settings import current_settings
 
 #: Cron of the nightly retrain, in UTC (02:00, after the day's catalog drops).
@@ -35,8 +35,8 @@ catalog_batch_job = dg.define_asset_job(
 #: stores (and everything downstream retrains) even when the labels did not change.
 NIGHTLY_RUN_CONFIG = {"ops": {"products": {"config": {"retrain_unchanged": True}}}}
 #: The training side of the global assets: everything up to the promoted ``serving_model`` and the
-#: OOF report. ``price_predictions`` is left out: it follows the re-scoring of the batches.
-TRAINING_SELECTION = dg.AssetSelection.groups(*GLOBAL_GROUPS) - dg.AssetSelection.assets("price_predictions")
+#: OOF report. The published assets are left out: they follow the re-scoring of the batches.
+TRAINING_SELECTION = dg.AssetSelection.groups(*GLOBAL_GROUPS) - dg.AssetSelection.assets(*PUBLISHED_ASSETS)
 
 nightly_retrain_job = dg.define_asset_job(
     "nightly_retrain_job",

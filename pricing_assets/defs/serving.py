@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from data_contracts import BatchPredictions, PricePredictions
+from data_contracts.serving import ServedAccuracy, ServedPrices
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.models import price_models
@@ -180,12 +181,83 @@ def price_predictions(context: dg.AssetExecutionContext, batch_predictions, prod
         metadata={
             "rows": len(out),
             "model_versions": dg.MetadataValue.json({str(k): int(v) for k, v in versions.items()}),
-            "model_version": str(versions.index[0]) if len(versions) == 1 else "mixed",
+            # "none": nothing to price (every product has its price); "mixed": some batch awaits re-scoring
+            "model_version": str(versions.index[0])
+            if len(versions) == 1
+            else ("none" if len(versions) == 0 else "mixed"),
             "labeled_since_left_out": int(labeled_since.sum()),
             "replaced_by_later_batch": replaced,
             "median_price_usd": round(float(out["price"].median()), 2) if len(out) else 0.0,
             "min_price_usd": round(float(out["price"].min()), 2) if len(out) else 0.0,
             "max_price_usd": round(float(out["price"].max()), 2) if len(out) else 0.0,
+            "preview": preview(out),
+        },
+    )
+    yield _contract
+
+
+@dg.asset(
+    group_name=SCORING_GROUP,
+    io_manager_key="served_log_io_manager",
+    partitions_def=catalog_batches,
+    ins={"batch_predictions": dg.AssetIn("batch_predictions"), "products": dg.AssetIn("products")},
+    check_specs=[contract_spec("served_prices")],
+)
+def served_prices(context: dg.AssetExecutionContext, batch_predictions: pd.DataFrame, products: pd.DataFrame):
+    """The served-price log of this batch: every price ``batch_predictions`` served, with its model
+    version and the UTC time it was served; a product whose true price is already known (in
+    ``products``) is not served, as ``price_predictions`` leaves it out. Each model version's prices
+    of a batch are kept (a batch re-scored by a new model adds to its history; ``served_log`` IO
+    manager), so the prices served can be scored when the true prices arrive (``served_accuracy``)."""
+    from pricing_assets.lib.serving.accuracy import served_rows
+    from pricing_assets.lib.serving.scoring import now_utc
+
+    known = batch_predictions["sample_id"].astype(str).isin(set(products["sample_id"].astype(str)))
+    out = served_rows(batch_predictions[~known], context.partition_key, now_utc().isoformat(timespec="seconds"))
+    _contract = enforce_contract(out, ServedPrices, "served_prices")  # before storing
+    versions = sorted(set(out["model_version"]))
+    yield dg.Output(
+        out,
+        metadata={
+            "model_version": versions[0] if versions else "none",
+            "labeled_since_left_out": int(known.sum()),
+            "median_price_usd": round(float(out["price"].median()), 2) if len(out) else 0.0,
+            "preview": preview(out),
+        },
+    )
+    yield _contract
+
+
+@dg.asset(
+    group_name=GROUP,
+    io_manager_key="parquet_io_manager",
+    ins={"served_prices": all_batches_in("served_prices"), "products": dg.AssetIn("products")},
+    check_specs=[contract_spec("served_accuracy")],
+)
+def served_accuracy(context: dg.AssetExecutionContext, served_prices, products: pd.DataFrame):
+    """Realized accuracy: every served price whose product's true price has arrived since (a labeled
+    row in ``products``), scored per model version and batch (SMAPE, median absolute % error, interval
+    coverage once prices carry one). The metadata's figures per model version are what
+    ``pricing status`` shows; ``served_smape`` is plotted over time in the UI."""
+    from pricing_assets.lib.serving.accuracy import accuracy_by_model_version
+    from pricing_assets.lib.serving.accuracy import served_accuracy as score_served
+
+    served = merge_batches(context, served_prices, "served_prices")  # every model version of every batch
+    out = score_served(served, products)
+    per_version = accuracy_by_model_version(served, products)
+    _contract = enforce_contract(out, ServedAccuracy, "served_accuracy")  # before storing
+    latest = per_version[-1] if per_version else None
+    yield dg.Output(
+        out,
+        metadata={
+            "served_rows": len(served),
+            "served_rows_with_true_price": int(sum(v["rows"] for v in per_version)),
+            "model_versions": dg.MetadataValue.json(per_version),
+            **(
+                {"served_smape": latest["smape"], "served_smape_model_version": latest["model_version"]}
+                if latest
+                else {}
+            ),
             "preview": preview(out),
         },
     )
@@ -250,6 +322,8 @@ def serving_defs() -> dg.Definitions:
             build_serving_model_asset(registry, specs),
             build_batch_predictions_asset(registry),
             price_predictions,
+            served_prices,
+            served_accuracy,
             build_evaluation_asset(specs),
         ]
     )

@@ -1,0 +1,45 @@
+"""Contracts of the served-price log (``served_prices``) and the realized accuracy (``served_accuracy``)."""
+
+import numpy as np
+import pandera.pandas as pa
+from pandera.typing import Series
+
+
+class ServedPrices(pa.DataFrameModel):
+    """Every price served for one batch by one model version: each sample_id once, price finite and
+    > 0 (USD), the model version and the UTC time it was served."""
+
+    sample_id: Series[str] = pa.Field(unique=True)
+    batch: Series[str] = pa.Field(str_length={"min_value": 1})
+    price: Series[float] = pa.Field(gt=0, le=1e6)
+    model_version: Series[str] = pa.Field(str_length={"min_value": 1})
+    served_at: Series[str] = pa.Field(str_length={"min_value": 1})
+
+    @pa.check("price", name="finite")
+    def finite(cls, s: Series[float]) -> Series[bool]:
+        """Per row: the price (USD) is finite (no NaN / inf)."""
+        return np.isfinite(s)
+
+    class Config:
+        strict = False  # price_low / price_high follow when the prices carry an interval
+        coerce = True
+
+
+class ServedAccuracy(pa.DataFrameModel):
+    """Served prices scored against the true prices that arrived: one row per (model version, batch)."""
+
+    model_version: Series[str] = pa.Field(str_length={"min_value": 1})
+    batch: Series[str] = pa.Field(str_length={"min_value": 1})
+    rows: Series[int] = pa.Field(ge=1)
+    smape: Series[float] = pa.Field(ge=0, le=200)
+    median_ape: Series[float] = pa.Field(ge=0)
+    interval_coverage: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+
+    @pa.dataframe_check(name="one_row_per_model_version_and_batch")
+    def unique_pairs(cls, df) -> bool:
+        """No (model version, batch) pair twice."""
+        return not df.duplicated(["model_version", "batch"]).any()
+
+    class Config:
+        strict = True
+        coerce = True
