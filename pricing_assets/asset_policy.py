@@ -9,11 +9,12 @@ import inspect
 import re
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 
 import dagster as dg
 
 from data_contracts import contract_for
-from pricing_assets.automation import with_global_automation
+from pricing_assets.automation import FRESH_ASSETS, FRESHNESS_FAIL_HOURS, FRESHNESS_WARN_HOURS, with_global_automation
 from pricing_assets.checks import column_schema
 from pricing_assets.defs.resources import IO_MANAGER_KINDS
 from pricing_assets.settings import REPO_ROOT
@@ -107,6 +108,14 @@ def code_version_of(assets_def: dg.AssetsDefinition) -> str | None:
     return digest.hexdigest()[:12]
 
 
+def freshness_policy() -> dg.FreshnessPolicy:
+    """The freshness policy of :data:`~pricing_assets.automation.FRESH_ASSETS`: WARN after
+    ``FRESHNESS_WARN_HOURS`` without a materialization, FAIL after ``FRESHNESS_FAIL_HOURS``."""
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=FRESHNESS_FAIL_HOURS), warn_window=timedelta(hours=FRESHNESS_WARN_HOURS)
+    )
+
+
 def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
     version = code_version_of(assets_def) if assets_def.is_executable else None
 
@@ -125,6 +134,8 @@ def _policy_for(assets_def: dg.AssetsDefinition) -> Callable[[dg.AssetSpec], dg.
         spec = spec.merge_attributes(
             owners=[o for o in OWNERS if o not in spec.owners], kinds=kinds - set(spec.kinds), metadata=metadata
         )
+        if name in FRESH_ASSETS:
+            spec = dg.apply_freshness_policy(spec, freshness_policy())
         return spec.replace_attributes(code_version=spec.code_version or version)
 
     return apply

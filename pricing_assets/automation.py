@@ -54,6 +54,15 @@ SCORING_GROUPS = ("scoring",)
 #: The published assets: they gather every scored batch (``price_predictions``, the realized accuracy
 #: ``served_accuracy``), so they run after the batches are scored, never with the training side.
 PUBLISHED_ASSETS = ("price_predictions", "served_accuracy")
+
+#: Freshness policies (Dagster's, shown on the asset pages and evaluated by the daemon's freshness
+#: daemon; instance setting ``freshness.enabled`` in every ``infra/`` instance config). The nightly
+#: retrain (``defs/schedules.py``, every 24 h) promotes a new ``serving_model`` and re-scores every
+#: batch into ``price_predictions``: a model or a price older than 26 h means a nightly run was missed
+#: or failed (WARN), older than 30 h that the next one is failing too (FAIL). ``pricing status`` says
+#: which are overdue (``instance_state.freshness_states``).
+FRESHNESS_WARN_HOURS, FRESHNESS_FAIL_HOURS = 26, 30
+FRESH_ASSETS = ("serving_model", "price_predictions")
 GLOBAL_GROUPS = ("training", "models", "serving")
 #: The one global asset that reads the batches directly and decides whether the labels changed.
 TRAINING_SET = "products"

@@ -501,3 +501,29 @@ def started_run_ids(instance: dg.DagsterInstance, tags: dict[str, str]) -> set[s
     return {
         r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.STARTED]))
     }
+
+
+def freshness_states(instance: dg.DagsterInstance, now: float | None = None) -> list[dict]:
+    """Each asset with a freshness policy (``automation.FRESH_ASSETS``) and where it stands:
+    ``{asset, materialized_at (epoch s or None), age_h, state}`` with state ``fresh``, ``warn``
+    (older than ``FRESHNESS_WARN_HOURS``: overdue), ``fail`` (older than ``FRESHNESS_FAIL_HOURS``)
+    or ``never`` (no materialization yet). The same windows as the policies the UI shows.
+
+    Args:
+        now: epoch seconds to judge at (default: the current time).
+    """
+    import time
+
+    from pricing_assets.automation import FRESH_ASSETS, FRESHNESS_FAIL_HOURS, FRESHNESS_WARN_HOURS
+
+    now = time.time() if now is None else now
+    out = []
+    for name in FRESH_ASSETS:
+        event = instance.get_latest_materialization_event(dg.AssetKey(name))
+        if event is None:
+            out.append({"asset": name, "materialized_at": None, "age_h": None, "state": "never"})
+            continue
+        age_h = (now - event.timestamp) / 3600
+        state = "fail" if age_h > FRESHNESS_FAIL_HOURS else ("warn" if age_h > FRESHNESS_WARN_HOURS else "fresh")
+        out.append({"asset": name, "materialized_at": event.timestamp, "age_h": round(age_h, 2), "state": state})
+    return out

@@ -11,6 +11,7 @@ import dagster as dg
 from pricing_assets.instance_state import (
     IN_PROGRESS,
     RECOVER_COMMAND,
+    freshness_states,
     held_pool_slots,
     last_batch_failure,
     missing_batches,
@@ -202,6 +203,7 @@ def collect_status(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
         "predictions": {rows_priced, model_version ("mixed" while batches await re-scoring),
         model_versions {version: rows}, stored_at, age_s, exportable, problem},
         "served_accuracy": [{model_version, rows, smape, median_ape, interval_coverage}],
+        "freshness": [{asset, materialized_at, age_h, state (fresh|warn|fail|never)}],
         "automation": {sensor or schedule: running|stopped, daemon: …},
         "failed_runs": [{run_id, job, partition, cause}], "stale_runs": [{run_id, job, partition, worker, started_at,
         clear_with}], "pool_slots": [{pool, run_id, step, run_status, since, limit, holder (running|stale|leaked),
@@ -213,6 +215,7 @@ def collect_status(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
         "model": _model(instance),
         "predictions": _predictions(instance),
         "served_accuracy": _served_accuracy(instance),
+        "freshness": freshness_states(instance),
         "automation": _automation(instance, defs),
         "failed_runs": _failed_runs(instance),
         "stale_runs": _stale_runs(stale),
@@ -275,6 +278,16 @@ def render_status(st: dict) -> str:
         )
     if not st["served_accuracy"]:
         lines.append("  none yet (no priced product has received its true price)")
+    overdue = [f for f in st["freshness"] if f["state"] in ("warn", "fail")]
+    lines += ["", "FRESHNESS (serving_model and price_predictions are due every nightly retrain)"]
+    for f in st["freshness"]:
+        age = "never materialised" if f["age_h"] is None else f"last materialised {f['age_h']:.1f} h ago"
+        flag = {"warn": "OVERDUE (warn)", "fail": "OVERDUE (fail)"}.get(f["state"], f["state"])
+        lines.append(f"  {f['asset']:<20} {flag}: {age}")
+    if overdue:
+        lines.append(
+            "  a nightly retrain was missed or failed: see RECENT FAILED RUNS, or `pricing materialize --retrain`"
+        )
     lines += ["", "AUTOMATION"]
     lines += [f"  {k:<28} {v}" for k, v in st["automation"].items()]
     if st["stale_runs"]:

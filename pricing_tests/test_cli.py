@@ -278,3 +278,39 @@ def test_materialize_and_status_report_the_same_oof_figures_ridge_included(tmp_p
         "tfidf_ridge": 62.1,
         "price_blend": 54.6,
     }
+
+
+def test_status_says_which_fresh_assets_are_overdue():
+    """``freshness_states`` judges the freshness policies' windows (WARN after 26 h, FAIL after 30 h)."""
+    import time
+
+    import dagster as dg
+
+    from pricing_assets.instance_state import freshness_states
+    from pricing_assets.status import render_status
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert [f["state"] for f in freshness_states(instance)] == ["never", "never"]
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="serving_model"))
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="price_predictions"))
+    now = time.time()
+    assert [f["state"] for f in freshness_states(instance, now=now)] == ["fresh", "fresh"]
+    assert [f["state"] for f in freshness_states(instance, now=now + 27 * 3600)] == ["warn", "warn"]
+    states = freshness_states(instance, now=now + 31 * 3600)
+    assert [f["state"] for f in states] == ["fail", "fail"] and states[0]["age_h"] == pytest.approx(31, abs=0.01)
+    st = {
+        "batches": [],
+        "model": {"trained_run_id": None},
+        "predictions": {"model_version": None},
+        "served_accuracy": [],
+        "freshness": states,
+        "automation": {},
+        "stale_runs": [],
+        "pool_slots": [],
+        "failed_runs": [],
+    }
+    text = render_status(st)
+    assert (
+        "serving_model        OVERDUE (fail): last materialised 31.0 h ago" in text
+        and "nightly retrain was missed" in text
+    )

@@ -65,6 +65,24 @@ def test_every_instance_config_monitors_runs_and_retries_crashes_only():
         assert retries["retry_on_asset_or_op_failure"] is False, name
 
 
+def test_every_instance_config_evaluates_freshness_policies():
+    """The freshness policies of serving_model / price_predictions are evaluated (``freshness.enabled``)
+    wherever an instance config is written here; the Helm chart's generated instance keeps Dagster's
+    default (on), and the code location carries the policies themselves."""
+    import dagster as dg
+
+    from pricing_assets.automation import FRESH_ASSETS
+    from pricing_assets.definitions import build_defs
+    from pricing_assets.settings import load_settings
+
+    for name in INSTANCE_FILES:
+        assert load(name)["freshness"] == {"enabled": True}, name
+    graph = build_defs(load_settings({})).resolve_asset_graph()
+    for key in FRESH_ASSETS:
+        assert isinstance(graph.get(dg.AssetKey(key)).freshness_policy, dg.FreshnessPolicy), key
+    assert graph.get(dg.AssetKey("products")).freshness_policy is None
+
+
 def test_compose_has_every_service_and_no_public_ports():
     c = load("docker-compose.yaml")
     assert set(c["services"]) == {"postgres", "seaweedfs", "code-location", "webserver", "daemon"}
