@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             out.with_name(
                 out.stem + "-ingest" + out.suffix
             ): "/locations/{location}/asset-groups/ingest",  # nodes + checks
+            out.with_name(out.stem + "-freshness" + out.suffix): "/assets/serving_model",  # its freshness policy
         }
         failures += check_webserver(base, browser, shots, home)[0]
     except Exception as exc:  # report, then clean up below
