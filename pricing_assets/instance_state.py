@@ -145,6 +145,16 @@ def gated_retrain(instance: dg.DagsterInstance) -> str | None:
     return f"the retrain in run {blend.run_id} was not promoted by the model gate ({getattr(ev, 'description', None) or 'see the check in the UI'})"
 
 
+def model_gate_reason(instance: dg.DagsterInstance) -> tuple[str | None, str | None]:
+    """(the latest ``model_gate`` check's verdict — one sentence with both OOF SMAPE figures — and its
+    run id), or (None, None) before any retrain."""
+    gate = instance.event_log_storage.get_latest_asset_check_execution_by_key([MODEL_GATE]).get(MODEL_GATE)
+    if gate is None:
+        return None, None
+    ev = gate.event.dagster_event.event_specific_data if gate.event and gate.event.dagster_event else None
+    return getattr(ev, "description", None), gate.run_id
+
+
 def last_batch_failure(instance: dg.DagsterInstance, batch: str) -> dg.DagsterRun | None:
     """The latest run of batch partition ``batch`` if it failed, else None (latest succeeded or none)."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": batch}), limit=1)

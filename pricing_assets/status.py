@@ -15,6 +15,7 @@ from pricing_assets.instance_state import (
     held_pool_slots,
     last_batch_failure,
     missing_batches,
+    model_gate_reason,
     oof_smapes,
     predictions_export_verdict,
     registered_batches,
@@ -117,14 +118,15 @@ def _model(instance: dg.DagsterInstance) -> dict:
     blend_meta, blend_rec = _meta(instance, "price_blend")
     smapes = {key.removesuffix("_predictions"): v for key, v in oof_smapes(instance).items()}
     served_meta, served_rec = _meta(instance, "serving_model")
+    gate, gate_run = model_gate_reason(instance)
     return {
         "trained_run_id": blend_rec.run_id if blend_rec else None,
         "trained_at": blend_rec.timestamp if blend_rec else None,
         "age_s": _age_s(blend_rec),
         "labeled_rows": blend_meta.get("labeled_rows"),
         "oof_smape": smapes,
-        "blend_run_id": blend_rec.run_id if blend_rec else None,
-        "model_gate": blend_meta.get("model_gate"),
+        "blend_run_id": gate_run or (blend_rec.run_id if blend_rec else None),
+        "model_gate": gate,
         "serving_version": served_meta.get("model_version"),
         "serving_labeled_rows": served_meta.get("labeled_rows"),
         "serving_age_s": _age_s(served_rec),

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from pricing_assets.checks import MODEL_GATE_CHECK
-from pricing_assets.defs.models import build_blend_asset
-from pricing_assets.defs.serving import build_serving_model_asset, price_predictions
+from pricing_assets.defs.models import build_blend_asset, model_gate_check
+from pricing_assets.defs.serving import build_evaluation_asset, build_serving_model_asset, price_predictions
 from pricing_assets.instance_state import gated_retrain, predictions_export_verdict
 from pricing_assets.lib.models.metrics import smape
 from pricing_assets.lib.models.model_gate import champion_path, compare_with_champion, read_champion, write_champion
@@ -119,7 +119,7 @@ def _stand_in_models(state: dict) -> list:
 
     @dg.asset(name="products", io_manager_key="parquet_io_manager", group_name="training")
     def _products():
-        return state["lightgbm_predictions"][["sample_id", "fold", "price"]]
+        return state["lightgbm_predictions"][["sample_id", "fold", "price"]].assign(item_name="a product")
 
     objects = ["knn_reference", "feature_space", *(s.model_asset for s in SPECS)]
     return [make(s.predictions_asset) for s in SPECS] + [make_object(n) for n in objects] + [_products]
@@ -130,7 +130,13 @@ def gated(tmp_path):
     from pricing_assets.io_managers import PricingIOManager
 
     state = {}
-    assets = [*_stand_in_models(state), build_blend_asset(SPECS), build_serving_model_asset({}, SPECS)]
+    assets = [
+        *_stand_in_models(state),
+        build_blend_asset(SPECS),
+        build_serving_model_asset({}, SPECS),
+        build_evaluation_asset(SPECS),
+        model_gate_check,
+    ]
     storage = StorageResource(base_path=str(tmp_path / "storage"))
     resources = {
         "parquet_io_manager": PricingIOManager(base_path=str(tmp_path / "storage" / "assets"), kind="parquet"),
@@ -177,6 +183,12 @@ def test_degraded_retrain_is_not_promoted(gated):
     # price_blend was stored (a failed blocking check doesn't undo that), the serving model was not
     stored = {e.asset_key.to_user_string() for e in bad.get_asset_materialization_events()}
     assert "price_blend" in stored and "serving_model" not in stored
+    # the gate blocks promotion, not evaluation: the rejected retrain has its report, with its blend
+    assert "evaluation_report" in stored
+    report = {e.asset_key.to_user_string(): e for e in bad.get_asset_materialization_events()}["evaluation_report"]
+    assert report.materialization.metadata["blend_oof_smape"].value == pytest.approx(
+        gate[0].metadata["candidate_oof_smape"].value, abs=1e-3
+    )
     assert _promoted_run_ids(instance) == [good.run_id]
     pd.testing.assert_frame_equal(read_champion(champion_path(storage.models_dir())), champion)
     held = gated_retrain(instance)

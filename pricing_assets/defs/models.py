@@ -109,8 +109,8 @@ def build_price_model_asset(spec: PriceModelSpec) -> dg.AssetsDefinition:
 
 def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     """``price_blend`` (the blended OOF predictions) and ``blend_weights`` (per model: convex weight and
-    OOF SMAPE; what ``serving_model`` packages). ``price_blend``'s blocking ``model_gate`` check compares
-    it with the promoted model (``lib.models.model_gate``)."""
+    OOF SMAPE; what ``serving_model`` packages), each with its contract check. The model gate is its
+    own check (:data:`model_gate_check`)."""
     inputs = {s.predictions_asset: s.name for s in specs}
 
     @dg.multi_asset(
@@ -128,49 +128,27 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
             ),
         },
         ins={asset: dg.AssetIn(asset) for asset in inputs},
-        check_specs=[
-            contract_spec("price_blend"),
-            contract_spec("blend_weights"),
-            dg.AssetCheckSpec(
-                MODEL_GATE_CHECK,
-                asset="price_blend",
-                blocking=True,
-                description="OOF SMAPE on the labeled rows both scored is not worse than the promoted model's by more than "
-                "ModelGateResource.tolerance_smape; else price_predictions keeps the previous predictions.",
-            ),
-        ],
+        check_specs=[contract_spec("price_blend"), contract_spec("blend_weights")],
     )
-    def price_blend(
-        context: dg.AssetExecutionContext, storage: StorageResource, model_gate: ModelGateResource, **preds
-    ):
+    def price_blend(context: dg.AssetExecutionContext, **preds):
         """Blend of the model predictions (weighted geometric mean, weights fitted on OOF SMAPE)."""
         from pricing_assets.lib.models.blend import blend_oof_predictions
-        from pricing_assets.lib.models.model_gate import champion_path, compare_with_champion, read_champion
 
         out, weights = blend_oof_predictions({inputs[a]: p for a, p in preds.items()})
         contracts = [
             enforce_contract(out, ModelPredictions, "price_blend"),
             enforce_contract(weights, BlendWeights, "blend_weights"),
         ]
-        gate = compare_with_champion(
-            out,
-            read_champion(champion_path(storage.models_dir()), storage.storage_options or None),
-            tolerance_smape=model_gate.tolerance_smape,
-            min_rows=model_gate.min_rows,
-        )
-        (context.log.info if gate.passed else context.log.error)(f"model gate: {gate.reason}")
         yield dg.Output(
             out,
             output_name="price_blend",
             metadata={
                 **_oof_metadata(out),
-                "weights": dg.MetadataValue.json(
-                    dict(zip(weights["model"], weights["weight"].astype(float)))
-                ),  # unrounded: they sum to 1
+                # unrounded: they sum to 1
+                "weights": dg.MetadataValue.json(dict(zip(weights["model"], weights["weight"].astype(float)))),
                 "model_oof_smape": dg.MetadataValue.json(
                     dict(zip(weights["model"], weights["oof_smape"].astype(float)))
                 ),
-                "model_gate": gate.reason,
             },
         )
         yield dg.Output(
@@ -179,20 +157,41 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
             metadata={"dagster/row_count": len(weights), "preview": preview(weights)},
         )
         yield from contracts
-        yield dg.AssetCheckResult(
-            check_name=MODEL_GATE_CHECK,
-            asset_key="price_blend",
-            passed=gate.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=gate.reason,
-            metadata=gate.metadata(),
-        )
 
     return price_blend
+
+
+@dg.asset_check(
+    asset="price_blend",
+    name=MODEL_GATE_CHECK,
+    blocking=True,
+    description="OOF SMAPE on the labeled rows both scored is not worse than the promoted model's by more than "
+    "ModelGateResource.tolerance_smape; else serving_model is not rebuilt and price_predictions keeps the "
+    "previous predictions. Its own step: a rejected retrain still stores blend_weights and its evaluation_report.",
+)
+def model_gate_check(
+    context: dg.AssetCheckExecutionContext, storage: StorageResource, model_gate: ModelGateResource, price_blend
+) -> dg.AssetCheckResult:
+    """The retrained blend against the promoted one (``lib.models.model_gate``), on the labeled rows
+    both scored with the same price."""
+    from pricing_assets.lib.models.model_gate import champion_path, compare_with_champion, read_champion
+
+    gate = compare_with_champion(
+        price_blend,
+        read_champion(champion_path(storage.models_dir()), storage.storage_options or None),
+        tolerance_smape=model_gate.tolerance_smape,
+        min_rows=model_gate.min_rows,
+    )
+    (context.log.info if gate.passed else context.log.error)(f"model gate: {gate.reason}")
+    return dg.AssetCheckResult(
+        passed=gate.passed, severity=dg.AssetCheckSeverity.ERROR, description=gate.reason, metadata=gate.metadata()
+    )
 
 
 @dg.definitions
 def models_defs() -> dg.Definitions:
     """Every enabled registry model with its out-of-fold predictions, and the blend (gated by ``model_gate``)."""
     specs = price_models(current_settings())
-    return dg.Definitions(assets=[*(build_price_model_asset(s) for s in specs), build_blend_asset(specs)])
+    return dg.Definitions(
+        assets=[*(build_price_model_asset(s) for s in specs), build_blend_asset(specs)], asset_checks=[model_gate_check]
+    )

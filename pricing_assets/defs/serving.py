@@ -77,8 +77,11 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
             },
         )
         context.log.info(f"serving_model {model.version}: {model.labeled_rows} labeled rows, blend {model.blend}")
+        # the model version is the data version: each batch_predictions materialization records the
+        # model that priced it, and the UI flags the batches a newer model has not re-scored yet
         yield dg.Output(
             model,
+            data_version=dg.DataVersion(model.version),
             metadata={
                 "model_version": model.version,
                 "fitted_at": model.fitted_at,
@@ -265,21 +268,24 @@ def served_accuracy(context: dg.AssetExecutionContext, served_prices, products: 
 
 
 def build_evaluation_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
-    """``evaluation_report``: OOF SMAPE per model, blend and price bin; worst rows; plots."""
+    """``evaluation_report``: OOF SMAPE per model, blend and price bin; worst rows; plots. It reads the
+    blend's weights (``blend_weights``), not ``price_blend``, so a retrain the model gate rejects (a
+    failed blocking check on ``price_blend``) is evaluated too: the gate blocks promotion, not evaluation."""
 
     @dg.asset(
         group_name=GROUP,
         io_manager_key="parquet_io_manager",
         ins={
-            "price_blend": dg.AssetIn("price_blend"),
+            "blend_weights": dg.AssetIn("blend_weights"),
             "products": dg.AssetIn("products"),
             **{s.predictions_asset: dg.AssetIn(s.predictions_asset) for s in specs},
         },
     )
     def evaluation_report(
-        context: dg.AssetExecutionContext, price_blend: pd.DataFrame, products: pd.DataFrame, **preds
+        context: dg.AssetExecutionContext, blend_weights: pd.DataFrame, products: pd.DataFrame, **preds
     ):
         """SMAPE table (one row per model + blend), with plots as PNG in the markdown metadata."""
+        from pricing_assets.lib.models.blend import blended_predictions
         from pricing_assets.lib.models.evaluation import (
             plot_error_by_bin,
             plot_pred_vs_actual,
@@ -289,7 +295,9 @@ def build_evaluation_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
         )
         from pricing_assets.lib.models.metrics import smape_by_bin
 
-        table = smape_table({**{s.name: preds[s.predictions_asset] for s in specs}, "blend": price_blend})
+        by_model = {s.name: preds[s.predictions_asset] for s in specs}
+        price_blend = blended_predictions(by_model, blend_weights)  # the same frame price_blend stored
+        table = smape_table({**by_model, "blend": price_blend})
         worst = worst_predictions(price_blend, products.set_index("sample_id")["item_name"])
         blend_smape = float(table.loc[table["model"] == "blend", "oof_smape"].iloc[0])
         bins = smape_by_bin(price_blend["price"].to_numpy(), price_blend["pred_price"].to_numpy())

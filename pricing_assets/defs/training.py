@@ -122,6 +122,7 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
         yield dg.Output(
             out,
             output_name="products",
+            data_version=dg.DataVersion(fingerprint),  # the labeled set: equal versions, equal labels
             metadata={
                 "rows": len(out),
                 "labeled_rows": len(out),

@@ -173,3 +173,26 @@ def blend_oof_predictions(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame,
         }
     )
     return base.assign(pred_price=apply_blend(mats, w)), weights
+
+
+def blended_predictions(preds: dict[str, pd.DataFrame], weights: pd.DataFrame) -> pd.DataFrame:
+    """The blend of the models' OOF predictions with stored weights (what
+    :func:`blend_oof_predictions` returned with them).
+
+    Args:
+        preds: model name -> ``ModelPredictions`` frame of the same labeled rows.
+        weights: ``blend_weights`` rows (``model``, ``weight``), one per model of ``preds``.
+
+    Returns:
+        ``ModelPredictions`` frame: the first model's rows (sorted names), ``pred_price`` the weighted
+        geometric mean (USD).
+
+    Raises:
+        ValueError: the weights and the predictions name other models, or a model lacks a row.
+    """
+    names = sorted(preds)
+    w = weights.set_index("model")["weight"]
+    if sorted(w.index) != names:
+        raise ValueError(f"blended_predictions: weights for {sorted(w.index)}, predictions of {names}")
+    base, mats = align_predictions(preds)
+    return base.assign(pred_price=apply_blend(mats, w.reindex(names).to_numpy(dtype=np.float64)))
