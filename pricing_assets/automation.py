@@ -51,6 +51,8 @@ import dagster as dg
 PER_ROW_GROUPS = ("ingest", "images", "embeddings")
 #: Batch-partitioned, but downstream of the models: each batch's products without a price, scored.
 SCORING_GROUPS = ("scoring",)
+#: Unpartitioned asset groups: the training side on every batch's labeled rows, and serving.
+GLOBAL_GROUPS = ("training", "models", "serving")
 #: The published assets: they gather every scored batch (``price_predictions``, the realized accuracy
 #: ``served_accuracy``), so they run after the batches are scored, never with the training side.
 PUBLISHED_ASSETS = ("price_predictions", "served_accuracy")
@@ -63,7 +65,6 @@ PUBLISHED_ASSETS = ("price_predictions", "served_accuracy")
 #: which are overdue (``instance_state.freshness_states``).
 FRESHNESS_WARN_HOURS, FRESHNESS_FAIL_HOURS = 26, 30
 FRESH_ASSETS = ("serving_model", "price_predictions")
-GLOBAL_GROUPS = ("training", "models", "serving")
 #: The one global asset that reads the batches directly and decides whether the labels changed.
 TRAINING_SET = "products"
 

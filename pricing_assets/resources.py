@@ -71,10 +71,6 @@ class StorageResource(dg.ConfigurableResource):
         """``<base>/embedding_cache``: parquet shards of vectors by content hash, one folder per model."""
         return self.path("embedding_cache")
 
-    def models_dir(self) -> str:
-        """``<base>/models``: the promoted (champion) blend of the model gate."""
-        return self.path("models")
-
     def local_model_cache(self) -> str:
         """Local folder for models exported at run time: ``model_cache_dir``, else
         ``settings.model_cache_dir()`` (``$PRICING_MODEL_CACHE`` or ``~/.cache/pricing_assets``)."""

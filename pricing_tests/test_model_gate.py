@@ -15,7 +15,7 @@ from pricing_assets.defs.models import build_blend_asset, model_gate_check
 from pricing_assets.defs.serving import build_evaluation_asset, build_serving_model_asset, price_predictions
 from pricing_assets.instance_state import gated_retrain, predictions_export_verdict
 from pricing_assets.lib.models.metrics import smape
-from pricing_assets.lib.models.model_gate import champion_path, compare_with_champion, read_champion, write_champion
+from pricing_assets.lib.models.model_gate import compare_with_champion
 from pricing_assets.lib.models.registry import PRICE_MODELS
 from pricing_assets.resources import CrossValidationResource, ModelGateResource, StorageResource
 from pricing_tests.helpers import LABELED_CSV
@@ -80,14 +80,20 @@ def test_bad_arguments_raise():
         compare_with_champion(_frame(0.2, 0), _frame(0.2, 0).drop(columns="pred_price"))
 
 
-def test_champion_round_trip(tmp_path):
-    path = champion_path(str(tmp_path / "models"))
-    assert read_champion(path) is None
-    f = _frame(0.2, 0).assign(extra=1)
-    write_champion(f, path)
-    back = read_champion(path)
-    assert list(back.columns) == ["sample_id", "fold", "price", "pred_price"]
-    pd.testing.assert_frame_equal(back, f[back.columns])
+def test_the_champion_is_the_promoted_serving_models_blend(tmp_path):
+    """``promoted_blend`` reads the stored ``serving_model`` (no side file): None before any
+    promotion, else its ``blend_oof``."""
+    import pickle
+    from types import SimpleNamespace
+
+    from pricing_assets.defs.models import promoted_blend
+    from pricing_assets.io_managers import PricingIOManager
+
+    io = PricingIOManager(base_path=str(tmp_path), kind="pickle").create_io_manager(None)
+    assert promoted_blend(io) is None
+    f = _frame(0.2, 0)
+    (tmp_path / "serving_model.pkl").write_bytes(pickle.dumps(SimpleNamespace(blend_oof=f)))
+    pd.testing.assert_frame_equal(promoted_blend(io), f)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -156,6 +162,13 @@ def gated(tmp_path):
     return run, instance, storage
 
 
+def _stored_serving_model(storage):
+    import pickle
+    from pathlib import Path
+
+    return pickle.loads((Path(storage.base_path) / "assets" / "serving_model.pkl").read_bytes())
+
+
 def _promoted_run_ids(instance) -> list[str]:
     return [r.run_id for r in instance.fetch_materializations(dg.AssetKey("serving_model"), limit=10).records]
 
@@ -170,7 +183,7 @@ def test_degraded_retrain_is_not_promoted(gated):
     assert model.models["lightgbm"] == "fitted lightgbm_model"  # packaged as stored, not refitted
     weights = good.output_for_node("price_blend", "blend_weights")
     assert dict(zip(weights["model"], weights["weight"])) == model.blend
-    champion = read_champion(champion_path(storage.models_dir()))
+    champion = model.blend_oof  # the promoted blend is part of the stored serving model
     assert champion is not None and len(champion) == N_LAB
     assert gated_retrain(instance) is None
 
@@ -190,7 +203,7 @@ def test_degraded_retrain_is_not_promoted(gated):
         gate[0].metadata["candidate_oof_smape"].value, abs=1e-3
     )
     assert _promoted_run_ids(instance) == [good.run_id]
-    pd.testing.assert_frame_equal(read_champion(champion_path(storage.models_dir())), champion)
+    pd.testing.assert_frame_equal(_stored_serving_model(storage).blend_oof, champion)  # still the first one
     held = gated_retrain(instance)
     assert held is not None and "model gate" in held and bad.run_id in held
 

@@ -12,7 +12,7 @@ from pricing_assets.defs.common import preview
 from pricing_assets.lib.models.metrics import smape
 from pricing_assets.lib.models.registry import PriceModelSpec, enabled_price_models
 from pricing_assets.lib.runtime.progress import fold_counter
-from pricing_assets.resources import DeviceResource, ModelGateResource, StorageResource
+from pricing_assets.resources import DeviceResource
 from pricing_assets.settings import Settings, current_settings
 
 GROUP = "models"
@@ -161,24 +161,39 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     return price_blend
 
 
+#: The asset whose stored value is the promoted model (and holds the champion blend).
+PROMOTED_MODEL = dg.AssetKey("serving_model")
+
+
+def promoted_blend(io_manager) -> "pd.DataFrame | None":
+    """The champion: the OOF blend of the promoted ``serving_model`` as stored (``ServingModel.blend_oof``),
+    loaded through the ``io_manager`` that stores it; None before the first promotion. Read without a
+    graph edge: ``serving_model`` is downstream of the check that reads it."""
+    try:
+        model = io_manager.load_input(dg.build_input_context(asset_key=PROMOTED_MODEL))
+    except FileNotFoundError:
+        return None
+    return getattr(model, "blend_oof", None)
+
+
 @dg.asset_check(
     asset="price_blend",
     name=MODEL_GATE_CHECK,
     blocking=True,
+    required_resource_keys={"io_manager", "model_gate"},
     description="OOF SMAPE on the labeled rows both scored is not worse than the promoted model's by more than "
     "ModelGateResource.tolerance_smape; else serving_model is not rebuilt and price_predictions keeps the "
     "previous predictions. Its own step: a rejected retrain still stores blend_weights and its evaluation_report.",
 )
-def model_gate_check(
-    context: dg.AssetCheckExecutionContext, storage: StorageResource, model_gate: ModelGateResource, price_blend
-) -> dg.AssetCheckResult:
+def model_gate_check(context: dg.AssetCheckExecutionContext, price_blend) -> dg.AssetCheckResult:
     """The retrained blend against the promoted one (``lib.models.model_gate``), on the labeled rows
-    both scored with the same price."""
-    from pricing_assets.lib.models.model_gate import champion_path, compare_with_champion, read_champion
+    both scored with the same price (``model_gate``: ``ModelGateResource``)."""
+    from pricing_assets.lib.models.model_gate import compare_with_champion
 
+    model_gate = context.resources.model_gate
     gate = compare_with_champion(
         price_blend,
-        read_champion(champion_path(storage.models_dir()), storage.storage_options or None),
+        promoted_blend(context.resources.io_manager),
         tolerance_smape=model_gate.tolerance_smape,
         min_rows=model_gate.min_rows,
     )

@@ -14,7 +14,7 @@ from pricing_assets.lib.catalog.batches import latest_batch_wins
 from pricing_assets.lib.embeddings.registry import enabled_models
 from pricing_assets.lib.models.registry import PriceModelSpec
 from pricing_assets.partitions import catalog_batches
-from pricing_assets.resources import CrossValidationResource, DeviceResource, StorageResource
+from pricing_assets.resources import CrossValidationResource, DeviceResource
 from pricing_assets.settings import current_registry, current_settings
 
 GROUP = "serving"
@@ -26,7 +26,8 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
     """``serving_model``: the fitted artifacts of one training run in one versioned object
     (``lib.serving.scoring.ServingModel``), packaged from its inputs only; built only when ``price_blend``
     passed its blocking checks (contract and ``model_gate``), and building it *promotes* that blend:
-    it becomes the champion the next retrain is compared with, and every batch is re-scored with it."""
+    it holds the blend's OOF predictions, the champion the next retrain is compared with, and every
+    batch is re-scored with it."""
     embedding_specs = enabled_models(registry)
 
     @dg.asset(
@@ -43,7 +44,6 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
     )
     def serving_model(
         context: dg.AssetExecutionContext,
-        storage: StorageResource,
         cv: CrossValidationResource,
         products: pd.DataFrame,
         knn_reference,
@@ -56,7 +56,6 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
         ``products`` (their fingerprint names the version): kNN reference, feature space, every blended
         model and ``blend_weights``, as stored by the training assets."""
         from pricing_assets.lib.models.metrics import smape
-        from pricing_assets.lib.models.model_gate import champion_path, write_champion
         from pricing_assets.lib.serving.scoring import ServingModel, labeled_fingerprint, model_version, now_utc
 
         fingerprint = labeled_fingerprint(products, cv.n_folds, cv.seed)
@@ -70,6 +69,7 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
             knn=knn_reference,
             space=feature_space,
             models={s.name: fitted[s.model_asset] for s in specs},
+            blend_oof=price_blend[["sample_id", "fold", "price", "pred_price"]].reset_index(drop=True),
             blend=dict(zip(blend_weights["model"], blend_weights["weight"].astype(float))),
             oof_smape={
                 **dict(zip(blend_weights["model"], blend_weights["oof_smape"].astype(float))),
@@ -92,8 +92,6 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
                 "embedding_models": dg.MetadataValue.json([n for n, _, _ in model.embedding_models]),
             },
         )
-        # promoted only once the model is stored (an output is written when it is yielded)
-        write_champion(price_blend, champion_path(storage.models_dir()), storage.storage_options or None)
 
     return serving_model
 

@@ -1,9 +1,8 @@
 """Model gate: a retrain is promoted only if its blend is not worse than the blend that priced last.
 
 Pure, Dagster-free. The *champion* is the ``price_blend`` frame (``ModelPredictions``: ``sample_id``,
-``fold``, ``price``, ``pred_price``) behind the latest promoted ``price_predictions``; it is kept at
-one path on the pipeline's storage (:func:`champion_path`) and replaced only when new predictions are
-promoted. A *candidate* blend is compared with it on the labeled rows both scored with the same
+``fold``, ``price``, ``pred_price``) of the promoted model: the stored ``serving_model`` holds it
+(``lib.serving.scoring.ServingModel.blend_oof``), replaced only when a new model is promoted. A *candidate* blend is compared with it on the labeled rows both scored with the same
 price (rows new to the candidate, or whose price changed, are left out, so a batch of new labels
 doesn't count as a regression): it passes when its OOF SMAPE on those rows is at most the champion's
 plus ``tolerance_smape`` points.
@@ -13,15 +12,12 @@ error the pipeline has for both models (README, serving check: OOF ≈ served); 
 rows removes the effect of the row mix.
 """
 
-import io
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pandas as pd
 
 from pricing_assets.lib.models.metrics import smape
-from pricing_assets.lib.runtime.atomic_write import write_bytes_atomic
 
 #: Default tolerance in SMAPE points (0-200 scale) before a retrain counts as a regression.
 DEFAULT_TOLERANCE_SMAPE = 1.0
@@ -113,34 +109,3 @@ def compare_with_champion(
     verdict = "promoted" if passed else "NOT promoted: the previous predictions stay"
     reason = f"OOF SMAPE {new:.3f} vs {old:.3f} for the promoted model on {n} common labeled rows (tolerance {tolerance_smape:g}): {verdict}"
     return GateResult(passed, n, new, old, tolerance_smape, reason)
-
-
-def champion_path(models_dir: str) -> str:
-    """Where the champion blend lives: ``<models_dir>/champion_blend.parquet`` (local or fsspec URL)."""
-    return f"{models_dir.rstrip('/')}/champion_blend.parquet"
-
-
-def read_champion(path: str, storage_options: dict | None = None) -> pd.DataFrame | None:
-    """The champion frame at ``path``, or None when none was promoted yet.
-
-    Raises:
-        OSError: on a storage fault other than the file not existing.
-    """
-    fs, p = fsspec.core.url_to_fs(path, **(storage_options or {}))
-    if not fs.exists(p):
-        return None
-    with fs.open(p, "rb") as fh:
-        return pd.read_parquet(io.BytesIO(fh.read()))
-
-
-def write_champion(blend: pd.DataFrame, path: str, storage_options: dict | None = None) -> None:
-    """Store ``blend`` (its ``sample_id, fold, price, pred_price`` columns) as the champion at ``path``.
-
-    Written with ``lib.runtime.atomic_write.write_bytes_atomic``, so a reader never sees half a file.
-
-    Raises:
-        KeyError: if a column is missing; OSError: on a storage fault.
-    """
-    buf = io.BytesIO()
-    blend[_COLUMNS].to_parquet(buf, index=False)
-    write_bytes_atomic(path, buf.getvalue(), storage_options)

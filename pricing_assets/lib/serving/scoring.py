@@ -50,6 +50,9 @@ class ServingModel:
             spec's ``predict`` takes).
         blend: model name -> convex blend weight (blend order).
         oof_smape: model name (and ``blend``) -> OOF SMAPE of the training run (diagnostics).
+        blend_oof: the blend's OOF predictions of the training run (``price_blend``: ``sample_id``,
+            ``fold``, ``price``, ``pred_price`` USD): the champion the next retrain is compared with
+            (``lib.models.model_gate``); None in a model built without it.
     """
 
     version: str
@@ -62,6 +65,7 @@ class ServingModel:
     models: dict
     blend: dict
     oof_smape: dict = field(default_factory=dict)
+    blend_oof: pd.DataFrame | None = None
 
 
 def score_new_rows(
