@@ -339,7 +339,8 @@ def test_gpu_step_pod_gets_a_gpu_node(step_job, job_name, step_key):
         env
     )  # exactly one: no `auto` from the deployment env
     assert ("DAGSTER_RUN_STEP_KEY", step_key) in env and ("PRICING_STORAGE", "s3://pricing/storage") in env
-    assert {s.secret_ref.name for s in container.env_from if s.secret_ref} == {"pricing-s3"}
+    # the deployment's secrets reach every pod the chart starts: storage credentials, alert sinks (sensors)
+    assert {s.secret_ref.name for s in container.env_from if s.secret_ref} == {"pricing-s3", "pricing-alerts"}
 
 
 @pytest.mark.parametrize(("job_name", "step_key"), CPU_STEPS, ids=[s for _, s in CPU_STEPS])

@@ -84,7 +84,7 @@ def test_global_assets_report_model_figures(instance, slice_files):
     products = _meta(instance, "products")  # the training set: labeled rows only
     assert products["rows"] == products["labeled_rows"] == slice_files["n_labeled"]
     assert products["unlabeled_rows_left_to_batch_predictions"] == slice_files["n_unlabeled"]
-    assert products["retrain_reason"] == "first model" and len(products["labeled_fingerprint"]) == 64
+    assert products["retrain_reason"] == "first training set" and len(products["labeled_fingerprint"]) == 64
     lgb = _meta(instance, "lightgbm_predictions")
     assert lgb["oof_smape"] == pytest.approx(_stored_oof_smape(instance, "lightgbm_predictions"), abs=1e-3)
     assert lgb["labeled_rows"] == slice_files["n_labeled"]

@@ -16,9 +16,12 @@ import pytest
 from pricing_assets.automation import (
     GLOBAL_AUTOMATION,
     GLOBAL_GROUPS,
+    PUBLISHED_ASSETS,
     PUBLISHED_AUTOMATION,
     SCORING_AUTOMATION,
     SCORING_GROUPS,
+    SERVED_LOG,
+    SERVED_LOG_AUTOMATION,
     TRAINED_AUTOMATION,
     with_global_automation,
 )
@@ -237,17 +240,20 @@ def test_code_location_wires_automation_sensor_and_schedule():
         node = graph.get(key)
         if node.partitions_def is None:
             name = key.to_user_string()
-            expected = {"products": GLOBAL_AUTOMATION, "price_predictions": PUBLISHED_AUTOMATION}.get(
+            expected = {"products": GLOBAL_AUTOMATION, **dict.fromkeys(PUBLISHED_ASSETS, PUBLISHED_AUTOMATION)}.get(
                 name, TRAINED_AUTOMATION
             )
             assert node.automation_condition == expected, key
             assert node.group_name in GLOBAL_GROUPS, key
+        elif key.to_user_string() == SERVED_LOG:
+            assert node.automation_condition == SERVED_LOG_AUTOMATION, key
         elif node.group_name in SCORING_GROUPS:
             assert node.automation_condition == SCORING_AUTOMATION, key
         else:
             assert node.automation_condition is None, key
     sensors = {s.name: s for s in defs.sensors}
-    recovery = {"run_worker_watchdog", "transient_failure_retry"}  # only act on dead or failed runs: running by default
+    # only act on dead or failed runs, or only report: running by default
+    recovery = {"run_worker_watchdog", "transient_failure_retry", "run_failure_alert", "asset_alert"}
     assert set(sensors) == {"catalog_inbox_sensor", "pricing_automation_sensor"} | recovery
     assert all(
         s.default_status == (dg.DefaultSensorStatus.RUNNING if n in recovery else dg.DefaultSensorStatus.STOPPED)

@@ -77,10 +77,11 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
         (latest batch wins), joined with its image status/metadata and OCR text, plus its CV ``fold``.
         Products without a price are priced per batch by ``batch_predictions`` and never enter training.
 
-        Stored only when the labels changed: when the latest ``serving_model`` was fitted on exactly these
-        labeled rows (same ``labeled_fingerprint``) nothing is stored and nothing downstream re-runs, so an
-        unlabeled batch costs no retrain (``ProductsConfig.retrain_unchanged`` forces one; the nightly
-        schedule sets it). A batch missing one of its per-row assets, embeddings included (its run failed or
+        Stored only when the labels changed: when the last stored training set has exactly these labeled
+        rows (same ``labeled_fingerprint``, its data version) nothing is stored and nothing downstream
+        re-runs, so an unlabeled batch costs no retrain (``ProductsConfig.retrain_unchanged`` forces one;
+        the nightly schedule sets it). It compares with its own last version, not with the promoted
+        model: a retrain the model gate refused is not repeated on every batch. A batch missing one of its per-row assets, embeddings included (its run failed or
         is still running), is left out and listed."""
         from pricing_assets.lib.features.training_data import assemble_training_set
         from pricing_assets.lib.serving.scoring import labeled_fingerprint
@@ -109,10 +110,10 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
             fingerprint = labeled_fingerprint(out, cv.n_folds, cv.seed)
         from pricing_assets.instance_state import latest_metadata_value
 
-        serving = latest_metadata_value(context.instance, "serving_model", "labeled_fingerprint")
-        if serving == fingerprint and not config.retrain_unchanged:
+        previous = latest_metadata_value(context.instance, "products", "labeled_fingerprint")  # its own last version
+        if previous == fingerprint and not config.retrain_unchanged:
             context.log.info(
-                f"products: the serving model was fitted on these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
+                f"products: the training set already holds these {len(out)} labeled rows (fingerprint {fingerprint[:8]}); "
                 "nothing stored, no retrain (ProductsConfig.retrain_unchanged forces one)"
             )
             return
@@ -129,8 +130,8 @@ def build_products_asset(registry: dict) -> dg.AssetsDefinition:
                 "unlabeled_rows_left_to_batch_predictions": n_unlabeled,
                 "labeled_fingerprint": fingerprint,
                 "retrain_reason": "forced (retrain_unchanged)"
-                if serving == fingerprint
-                else ("first model" if serving is None else "labels changed"),
+                if previous == fingerprint
+                else ("first training set" if previous is None else "labels changed"),
                 "batches": len(set(out["batch"])),
                 "replaced_by_later_batch": replaced,
                 "incomplete_batches_skipped": dg.MetadataValue.json(skipped),
