@@ -7,15 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pricing_assets.lib.catalog.parsing import parse_catalog
-from pricing_assets.lib.features.listing import build_listing_features
 from pricing_assets.lib.features.training_data import (
     ProductEmbeddings,
     build_feature_matrix_and_space,
     feature_rows_for_new_items,
 )
 from pricing_assets.lib.models.blend import blend_oof_predictions
-from pricing_assets.lib.models.cross_validation import assign_folds
 from pricing_assets.lib.models.metrics import smape
 from pricing_assets.lib.models.mlp import MLPConfig, TabularTransform, tabular_matrix
 from pricing_assets.lib.models.registry import (
@@ -32,9 +29,9 @@ from pricing_assets.lib.models.tfidf_ridge import product_text
 from pricing_assets.lib.retrieval.knn import build_knn_features, knn_features_for_new_rows
 from pricing_assets.lib.retrieval.reference import fit_knn_reference
 from pricing_assets.lib.serving.scoring import ServingModel, labeled_fingerprint, model_version, score_new_rows
-from pricing_tests.helpers import LABELED_CSV
+from pricing_tests.lib.features.test_feature_assembly import inputs  # noqa: F401 (the shared fixture)
 
-N, HELD_OUT = 240, 0
+HELD_OUT = 0
 #: Small, fast settings of every registry model (the fusion MLP included).
 CONFIGS = {
     "lightgbm": LightGBMConfig(
@@ -45,32 +42,6 @@ CONFIGS = {
     "tfidf_ridge": TfidfRidgeConfig(),
 }
 KNN = {"k": 5, "unit_k": 8, "n_folds": 4}
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    """240 real labeled rows, 4 grouped folds, a fake 16-d text embedding and a fake 8-d image
-    embedding present on 60 rows."""
-    raw = pd.read_csv(LABELED_CSV, dtype={"sample_id": str}, nrows=N)
-    items = parse_catalog(raw)
-    items["price"] = raw["price"].to_numpy(dtype=float)
-    items["fold"] = assign_folds(items["sample_id"], raw["image_link"], 4, 42)
-    items["is_labeled"] = True
-    rng = np.random.default_rng(0)
-    has_img = np.zeros(N, bool)
-    has_img[rng.choice(N, 60, replace=False)] = True
-    items["status"] = np.where(has_img, "ok", "missing")
-    for col in ("width", "height", "n_bytes"):
-        items[col] = np.where(has_img, rng.integers(100, 1000, N), np.nan)
-    items["n_lines"] = np.where(has_img, rng.integers(0, 5, N), np.nan)
-    text = rng.normal(size=(N, 16)).astype(np.float32)
-    image = rng.normal(size=(N, 8)).astype(np.float32) * has_img[:, None]
-    image[has_img] /= np.linalg.norm(image[has_img], axis=1, keepdims=True)
-    embs = [
-        ("fake_text", "text", text / np.linalg.norm(text, axis=1, keepdims=True), np.ones(N, bool)),
-        ("fake_image", "image", image, has_img),
-    ]
-    return items, build_listing_features(items), embs
 
 
 def _take(items, bf, embs, mask):
@@ -90,10 +61,10 @@ def _train(items, bf, embs):
     fitted, oof = {}, {}
 
     def fit(spec, feature_matrix=None):
-        rows, inputs, y, folds = training_inputs(
+        rows, model_in, y, folds = training_inputs(
             spec.reads, feature_matrix=feature_matrix, products=items, product_embeddings=product_embeddings
         )
-        result = spec.train(inputs, y, folds, CONFIGS[spec.name])
+        result = spec.train(model_in, y, folds, CONFIGS[spec.name])
         fitted[spec.name], oof[spec.name] = result.fitted, oof_predictions_frame(rows, result.cv.oof_log)
 
     stacked = stacked_model()
@@ -121,10 +92,10 @@ def _train(items, bf, embs):
 
 
 @pytest.fixture(scope="module")
-def trained(catalog):
+def trained(inputs):  # noqa: F811
     """The training path over every row (its OOF results for the held-out fold) and a serving model
     fitted on the other folds only; the held-out fold's rows as new products."""
-    items, bf, embs = catalog
+    items, bf, embs = inputs
     held = (items["fold"] == HELD_OUT).to_numpy()
     knn, fm, oof, _ = _train(items, bf, embs)
     *_, model = _train(*_take(items, bf, embs, ~held))
