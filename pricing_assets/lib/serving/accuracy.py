@@ -47,7 +47,8 @@ def served_accuracy(served: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         served: served-price log rows (:data:`SERVED_COLUMNS`; optional ``price_low``, ``price_high``).
-        labels: rows with ``sample_id`` and the true ``price`` (USD; NaN or absent: not known yet).
+        labels: rows with a unique ``sample_id`` and the true ``price`` (USD; NaN: not known yet), e.g.
+            ``products``.
 
     Returns:
         DataFrame with :data:`ACCURACY_COLUMNS`, one row per (model version, batch) with at least one
@@ -60,7 +61,7 @@ def served_accuracy(served: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         KeyError: ``served`` or ``labels`` lacks a needed column.
     """
     truth = labels.loc[labels["price"].notna(), ["sample_id", "price"]].astype({"sample_id": str})
-    truth = truth.drop_duplicates("sample_id", keep="last").rename(columns={"price": "true_price"})
+    truth = truth.rename(columns={"price": "true_price"})
     joined = served.astype({"sample_id": str}).merge(truth, on="sample_id", how="inner")
     rows = []
     for (version, batch), g in joined.groupby(["model_version", "batch"], sort=True):
