@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_contracts.catalog import CatalogQuarantine
 from data_contracts.constants import MAX_PRICE_USD  # one source: the ingest check and the RawCatalog contract agree
 
 RAW_COLUMNS: tuple[str, ...] = ("sample_id", "catalog_content", "image_link", "price")
@@ -36,7 +37,8 @@ MAX_TEXT_CHARS = 20_000
 """Longest accepted ``catalog_content`` in characters. The competition's texts are at most ~8k
 characters (7,216-row sample: max 7,4xx); 20k leaves room while stopping pasted pages or binary junk."""
 
-QUARANTINE_COLUMNS: tuple[str, ...] = ("source", "row", "sample_id", "field", "reason", "value")
+#: Columns of a quarantine record, in order: the ``CatalogQuarantine`` contract's (one source).
+QUARANTINE_COLUMNS: tuple[str, ...] = tuple(CatalogQuarantine.to_schema().columns)
 ROW_COLUMNS: tuple[str, ...] = (
     "sample_id",
     "catalog_content",
