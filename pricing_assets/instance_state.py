@@ -537,3 +537,43 @@ def freshness_states(instance: dg.DagsterInstance, now: float | None = None) -> 
         state = "fail" if age_h > FRESHNESS_FAIL_HOURS else ("warn" if age_h > FRESHNESS_WARN_HOURS else "fresh")
         out.append({"asset": name, "materialized_at": event.timestamp, "age_h": round(age_h, 2), "state": state})
     return out
+
+
+def latest_materialization(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> tuple[dict, object]:
+    """(metadata values by name, the record) of the latest materialization of asset ``key``
+    (``a/b`` for a multi-part key; of one ``partition``), or ``({}, None)`` when there is none."""
+    flt = dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(key.split("/")), asset_partitions=[partition] if partition else None
+    )
+    recs = instance.fetch_materializations(flt, limit=1).records
+    if not recs:
+        return {}, None
+    return {k: v.value for k, v in recs[0].asset_materialization.metadata.items()}, recs[0]
+
+
+def active_batch_run(instance: dg.DagsterInstance, batch: str) -> dg.DagsterRun | None:
+    """The newest queued / started run of batch partition ``batch``, or None."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={"dagster/partition": batch}, statuses=list(IN_PROGRESS)), limit=1
+    )
+    return runs[0] if runs else None
+
+
+def instigator_states(instance: dg.DagsterInstance, location_name: str) -> dict[str, str]:
+    """Sensor / schedule name -> stored state (``RUNNING``, ``STOPPED`` or ``DECLARED_IN_CODE``) of the
+    code location ``location_name`` (state is stored per location name)."""
+    return {
+        s.name: s.status.value
+        for s in instance.all_instigator_state()
+        if s.repository_selector.location_name == location_name
+    }
+
+
+def newest_daemon_heartbeat(instance: dg.DagsterInstance) -> float | None:
+    """Epoch seconds of the newest daemon heartbeat, or None (no daemon ever ran on this instance)."""
+    return max((b.timestamp for b in instance.get_daemon_heartbeats().values()), default=None)
+
+
+def recent_failed_runs(instance: dg.DagsterInstance, limit: int = 5) -> list[dg.DagsterRun]:
+    """The ``limit`` newest failed runs."""
+    return list(instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=limit))

@@ -11,28 +11,22 @@ import dagster as dg
 from pricing_assets.instance_state import (
     IN_PROGRESS,
     RECOVER_COMMAND,
+    active_batch_run,
     freshness_states,
     held_pool_slots,
+    instigator_states,
     last_batch_failure,
+    latest_materialization,
     missing_batches,
     model_gate_reason,
+    newest_daemon_heartbeat,
     oof_smapes,
     predictions_export_verdict,
+    recent_failed_runs,
     registered_batches,
     run_failure_cause,
     stale_runs,
 )
-
-
-def _meta(instance: dg.DagsterInstance, key: str, partition: str | None = None):
-    """(metadata values, record) of the latest materialisation of ``key`` (partition), or ({}, None)."""
-    flt = dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey(key.split("/")), asset_partitions=[partition] if partition else None
-    )
-    recs = instance.fetch_materializations(flt, limit=1).records
-    if not recs:
-        return {}, None
-    return {k: v.value for k, v in recs[0].asset_materialization.metadata.items()}, recs[0]
 
 
 def _age_s(record) -> float | None:
@@ -46,7 +40,7 @@ def _batches(instance: dg.DagsterInstance, defs: dg.Definitions, stale: dict) ->
     missing = set(missing_batches(instance, defs))
     out = []
     for b in registered_batches(instance):
-        meta, _ = _meta(instance, "raw_catalog", b)
+        meta, _ = latest_materialization(instance, "raw_catalog", b)
         row = {
             "batch": b,
             "rows_in": meta.get("rows_in"),
@@ -57,9 +51,8 @@ def _batches(instance: dg.DagsterInstance, defs: dg.Definitions, stale: dict) ->
             "failure": None,
         }
         if b in missing:
-            active = instance.get_runs(
-                filters=dg.RunsFilter(tags={"dagster/partition": b}, statuses=list(IN_PROGRESS)), limit=1
-            )
+            run_now = active_batch_run(instance, b)
+            active = [run_now] if run_now else []
             run = last_batch_failure(instance, b)
             if active and active[0].run_id in stale:
                 worker = stale[active[0].run_id].worker.describe()
@@ -115,9 +108,9 @@ def _pool_slots(instance: dg.DagsterInstance, stale: dict) -> list[dict]:
 
 
 def _model(instance: dg.DagsterInstance) -> dict:
-    blend_meta, blend_rec = _meta(instance, "price_blend")
+    blend_meta, blend_rec = latest_materialization(instance, "price_blend")
     smapes = {key.removesuffix("_predictions"): v for key, v in oof_smapes(instance).items()}
-    served_meta, served_rec = _meta(instance, "serving_model")
+    served_meta, served_rec = latest_materialization(instance, "serving_model")
     gate, gate_run = model_gate_reason(instance)
     return {
         "trained_run_id": blend_rec.run_id if blend_rec else None,
@@ -134,7 +127,7 @@ def _model(instance: dg.DagsterInstance) -> dict:
 
 
 def _predictions(instance: dg.DagsterInstance) -> dict:
-    meta, rec = _meta(instance, "price_predictions")
+    meta, rec = latest_materialization(instance, "price_predictions")
     verdict = predictions_export_verdict(instance)
     return {
         "rows_priced": meta.get("rows"),
@@ -150,7 +143,7 @@ def _predictions(instance: dg.DagsterInstance) -> dict:
 def _served_accuracy(instance: dg.DagsterInstance) -> list[dict]:
     """The realized accuracy per model version (``served_accuracy``'s latest metadata): served prices
     whose true price has arrived, ``[{model_version, rows, smape, median_ape, interval_coverage}]``."""
-    meta, _ = _meta(instance, "served_accuracy")
+    meta, _ = latest_materialization(instance, "served_accuracy")
     return list(meta.get("model_versions") or [])
 
 
@@ -159,11 +152,7 @@ def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
     switched on under another location name is another sensor), and whether the daemon is alive."""
     from pricing_assets.settings import LOCATION_NAME
 
-    stored = {
-        s.name: s.status.value
-        for s in instance.all_instigator_state()
-        if s.repository_selector.location_name == LOCATION_NAME
-    }
+    stored = instigator_states(instance, LOCATION_NAME)
     out = {}
     for inst in [*(defs.sensors or []), *(defs.schedules or [])]:
         st = stored.get(inst.name)
@@ -172,8 +161,7 @@ def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
         else:  # as declared in code (PRICING_AUTOMATION of this process's environment)
             running = inst.default_status.value == "RUNNING"
             out[inst.name] = ("running" if running else "stopped") + " (default)"
-    beats = instance.get_daemon_heartbeats()
-    newest = max((b.timestamp for b in beats.values()), default=None)
+    newest = newest_daemon_heartbeat(instance)
     out["daemon"] = (
         "alive"
         if newest and time.time() - newest < 120
@@ -183,7 +171,7 @@ def _automation(instance: dg.DagsterInstance, defs: dg.Definitions) -> dict:
 
 
 def _failed_runs(instance: dg.DagsterInstance, limit: int = 5) -> list[dict]:
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]), limit=limit)
+    runs = recent_failed_runs(instance, limit)
     return [
         {
             "run_id": r.run_id,
