@@ -100,8 +100,20 @@ class PricePredictions(pa.DataFrameModel):
 
     sample_id: Series[str] = pa.Field(unique=True)
     price: Series[float] = pa.Field(gt=0, le=1e6)
+    price_low: Series[float] | None = pa.Field(gt=0, nullable=True)  # its interval, when the model has one
+    price_high: Series[float] | None = pa.Field(gt=0, nullable=True)
     batch: Series[str]
     model_version: Series[str] = pa.Field(str_length={"min_value": 1})
+
+    @pa.dataframe_check(name="interval_contains_the_price")
+    def interval_contains_the_price(cls, df) -> bool:
+        """Where an interval is given: ``price_low <= price <= price_high`` (USD)."""
+        if "price_low" not in df or "price_high" not in df:
+            return True
+        given = df["price_low"].notna() & df["price_high"].notna()
+        low_ok = df["price_low"] <= df["price"] * (1 + 1e-9)
+        high_ok = df["price"] <= df["price_high"] * (1 + 1e-9)
+        return bool((low_ok & high_ok)[given].all())
 
     @pa.check("price", name="finite")
     def finite(cls, s: Series[float]) -> Series[bool]:

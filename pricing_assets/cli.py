@@ -326,11 +326,16 @@ class ExportRefused(RuntimeError):
     """The stored predictions may not leave Dagster (failed check, failed rebuild, stale, gated)."""
 
 
-def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: str, allow_stale: bool = False) -> int:
+def write_predictions(
+    instance: dg.DagsterInstance, defs: dg.Definitions, out: str, allow_stale: bool = False, intervals: bool = False
+) -> int:
     """Write the latest ``price_predictions`` as CSV ``sample_id,price`` (the competition format; the
-    stored asset also has each row's batch and model version) to ``out``; returns rows.
+    stored asset also has each row's interval, batch and model version) to ``out``; with ``intervals``
+    ``sample_id,price,price_low,price_high`` (USD). Returns rows.
 
     Raises:
+        UsageError: ``intervals`` asked of predictions stored without one (a model trained before
+            intervals existed: run `pricing materialize --retrain`).
         ExportRefused: when :func:`pricing_assets.instance_state.predictions_export_verdict` refuses
             (always when there are none; for stale ones or a failed rebuild unless ``allow_stale``).
     """
@@ -343,8 +348,16 @@ def write_predictions(instance: dg.DagsterInstance, defs: dg.Definitions, out: s
     elif verdict.problem:
         print(f"note: {verdict.problem}", file=sys.stderr)
     df = defs.load_asset_value("price_predictions", instance=instance)
+    columns = ["sample_id", "price"]
+    if intervals:
+        if "price_low" not in df or df["price_low"].isna().any():
+            raise UsageError(
+                "the stored predictions carry no interval (their model predates intervals): "
+                "run `pricing materialize --retrain`, then export again"
+            )
+        columns += ["price_low", "price_high"]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    df[["sample_id", "price"]].to_csv(out, index=False)
+    df[columns].to_csv(out, index=False)
     return len(df)
 
 
@@ -439,9 +452,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         description="Export price_predictions. Refused when there are none, when they are older than the latest\n"
         "retrain (stale, or held back by the model gate) or when their last rebuild failed.",
-        epilog="example:\n  pricing predictions --out artifacts/predictions.csv",
+        epilog="example:\n  pricing predictions --out artifacts/predictions.csv\n"
+        "  pricing predictions --out artifacts/with_intervals.csv --intervals",
     )
     p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument(
+        "--intervals",
+        action="store_true",
+        help="write sample_id,price,price_low,price_high (each price's 80 %% interval, USD); default: the competition format",
+    )
     p.add_argument(
         "--allow-stale",
         action="store_true",
@@ -539,7 +558,7 @@ def _run(args) -> int:
         return 1 if res["failed"] else 0
     if args.cmd == "predictions":
         try:
-            n = write_predictions(instance, defs, args.out, allow_stale=args.allow_stale)
+            n = write_predictions(instance, defs, args.out, allow_stale=args.allow_stale, intervals=args.intervals)
         except ExportRefused as e:
             if predictions_export_verdict(instance).kind == "none":
                 raise UsageError(str(e)) from e

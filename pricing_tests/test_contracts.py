@@ -135,6 +135,11 @@ CASES = [
     ("served_accuracy", _set("smape", 250.0), "smape"),
     ("served_accuracy", _set("interval_coverage", 1.5), "interval_coverage"),
     ("served_accuracy", lambda df: df.assign(model_version="v1"), None),  # a (model version, batch) pair twice
+    (
+        "price_predictions",
+        lambda df: df.assign(price_low=df["price"] * 1.1, price_high=df["price"] * 2),
+        None,
+    ),  # price outside
     ("price_predictions", _dup_id, "sample_id"),
     ("price_predictions", _set("price", 0.0), "price"),
     ("price_predictions", lambda df: df.assign(extra=1), None),

@@ -187,3 +187,27 @@ def test_a_failed_batch_does_not_block_the_global_assets(
     )
     assert res.success
     assert _meta(instance, "products")["rows"] == slice_files["n_labeled"]
+
+
+def test_every_served_price_has_its_interval(instance, defs, materialized_home, tmp_path):
+    from pricing_tests.helpers import run_pricing_here
+
+    preds = defs.load_asset_value("price_predictions", instance=instance)
+    assert (
+        len(preds) > 0
+        and (preds["price_low"] <= preds["price"]).all()
+        and (preds["price"] <= preds["price_high"]).all()
+    )
+    report = _meta(instance, "evaluation_report")
+    assert report["interval_level"] == 0.8
+    assert abs(report["interval_oof_coverage"] - 0.8) <= 0.1  # 120 labeled rows: cross-fitted, noisy
+    assert (
+        "q5" in report["intervals_by_price_quintile"] and "data:image/png;base64," in report["interval_coverage_plot"]
+    )
+    out = tmp_path / "with_intervals.csv"
+    run_pricing_here(["predictions", "--out", out, "--intervals"], materialized_home["env"])
+    df = pd.read_csv(out, dtype={"sample_id": str})
+    assert list(df.columns) == ["sample_id", "price", "price_low", "price_high"] and len(df) == len(preds)
+    np.testing.assert_allclose(df["price_high"].to_numpy(), preds["price_high"].to_numpy())
+    plain = pd.read_csv(materialized_home["csv"])
+    assert list(plain.columns) == ["sample_id", "price"]  # the default export stays the competition format

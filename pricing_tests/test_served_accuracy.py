@@ -30,7 +30,7 @@ def arrived(tmp_path_factory):
     run_pricing_here(["ingest", d / "train.csv"], env)
     run_pricing_here(["ingest", d / "new_products.csv"], env)
     run_pricing_here(["materialize"], env)
-    run_pricing_here(["predictions", "--out", d / "served.csv"], env)
+    run_pricing_here(["predictions", "--out", d / "served.csv", "--intervals"], env)
     before = json.loads(run_pricing_here(["status", "--json"], env).stdout)
     run_pricing_here(["ingest", d / "their_prices.csv"], env)
     run_pricing_here(["materialize"], env)
@@ -69,7 +69,8 @@ def test_status_reports_the_served_smape_of_the_exported_prices(arrived):
     assert acc[0]["rows"] == N_HIDDEN and acc[0]["smape"] == pytest.approx(expected, abs=1e-3)
     ape = np.abs(served["price_served"] - served["price_true"]) / served["price_true"] * 100
     assert acc[0]["median_ape"] == pytest.approx(float(np.median(ape)), abs=1e-3)
-    assert acc[0]["interval_coverage"] is None  # the served prices carry no interval yet
+    inside = (served["price_low"] <= served["price_true"]) & (served["price_true"] <= served["price_high"])
+    assert acc[0]["interval_coverage"] == pytest.approx(float(inside.mean()))  # the served intervals' realized coverage
     assert f"model {first_version}: {N_HIDDEN} products, SMAPE {expected:.2f}" in arrived["text"]
     assert arrived["after"]["model"]["serving_version"] != first_version  # the arrived labels retrained
 

@@ -126,15 +126,27 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
                 io_manager_key="parquet_io_manager",
                 description="Per blended model: its convex weight and OOF SMAPE (serving_model applies them).",
             ),
+            "price_intervals": dg.AssetOut(
+                group_name=GROUP,
+                io_manager_key="io_manager",
+                description="The interval model of served prices: normalized conformal regression on the blend's "
+                "OOF log residuals (lib.serving.intervals.PriceIntervals), pickled.",
+            ),
         },
         ins={asset: dg.AssetIn(asset) for asset in inputs},
         check_specs=[contract_spec("price_blend"), contract_spec("blend_weights")],
     )
     def price_blend(context: dg.AssetExecutionContext, **preds):
         """Blend of the model predictions (weighted geometric mean, weights fitted on OOF SMAPE)."""
-        from pricing_assets.lib.models.blend import blend_oof_predictions
+        from pricing_assets.lib.models.blend import align_predictions, blend_oof_predictions
+        from pricing_assets.lib.serving.intervals import DEFAULT_LEVEL, fit_intervals
 
-        out, weights = blend_oof_predictions({inputs[a]: p for a, p in preds.items()})
+        by_model = {inputs[a]: p for a, p in preds.items()}
+        out, weights = blend_oof_predictions(by_model)
+        base, model_prices = align_predictions(by_model)  # columns: sorted model names, rows: out's
+        intervals = fit_intervals(
+            out["price"].to_numpy(), out["pred_price"].to_numpy(), model_prices, sorted(by_model), DEFAULT_LEVEL
+        )
         contracts = [
             enforce_contract(out, ModelPredictions, "price_blend"),
             enforce_contract(weights, BlendWeights, "blend_weights"),
@@ -155,6 +167,11 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
             weights,
             output_name="blend_weights",
             metadata={"dagster/row_count": len(weights), "preview": preview(weights)},
+        )
+        yield dg.Output(
+            intervals,
+            output_name="price_intervals",
+            metadata={"level": intervals.level, "beta": round(intervals.beta, 4), "calibration_rows": len(out)},
         )
         yield from contracts
 

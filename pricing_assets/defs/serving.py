@@ -39,6 +39,7 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
             "feature_space": dg.AssetIn("feature_space"),
             "price_blend": dg.AssetIn("price_blend"),
             "blend_weights": dg.AssetIn("blend_weights"),
+            "price_intervals": dg.AssetIn("price_intervals"),
             **{s.model_asset: dg.AssetIn(s.model_asset) for s in specs},
         },
     )
@@ -50,6 +51,7 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
         feature_space,
         price_blend: pd.DataFrame,
         blend_weights: pd.DataFrame,
+        price_intervals,
         **fitted,
     ):
         """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
@@ -70,6 +72,7 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
             space=feature_space,
             models={s.name: fitted[s.model_asset] for s in specs},
             blend_oof=price_blend[["sample_id", "fold", "price", "pred_price"]].reset_index(drop=True),
+            intervals=price_intervals,
             blend=dict(zip(blend_weights["model"], blend_weights["weight"].astype(float))),
             oof_smape={
                 **dict(zip(blend_weights["model"], blend_weights["oof_smape"].astype(float))),
@@ -171,7 +174,8 @@ def price_predictions(context: dg.AssetExecutionContext, batch_predictions, prod
     scored = merge_batches(context, batch_predictions, "batch_predictions")
     latest, replaced = latest_batch_wins(scored, batch_order(context))
     labeled_since = latest["sample_id"].isin(set(products["sample_id"].astype(str)))
-    out = latest.loc[~labeled_since, ["sample_id", "price", "batch", "model_version"]].reset_index(drop=True)
+    interval = [c for c in ("price_low", "price_high") if c in latest]
+    out = latest.loc[~labeled_since, ["sample_id", "price", *interval, "batch", "model_version"]].reset_index(drop=True)
     out["sample_id"] = out["sample_id"].astype(str)
     versions = out["model_version"].value_counts()
     _contract = enforce_contract(
@@ -283,19 +287,28 @@ def build_evaluation_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, blend_weights: pd.DataFrame, products: pd.DataFrame, **preds
     ):
         """SMAPE table (one row per model + blend), with plots as PNG in the markdown metadata."""
-        from pricing_assets.lib.models.blend import blended_predictions
+        from pricing_assets.lib.models.blend import align_predictions, blended_predictions
         from pricing_assets.lib.models.evaluation import (
             plot_error_by_bin,
+            plot_interval_coverage,
             plot_pred_vs_actual,
             png_markdown,
             smape_table,
             worst_predictions,
         )
         from pricing_assets.lib.models.metrics import smape_by_bin
+        from pricing_assets.lib.serving.intervals import DEFAULT_LEVEL, coverage_by_quintile, cross_fitted_intervals
 
         by_model = {s.name: preds[s.predictions_asset] for s in specs}
         price_blend = blended_predictions(by_model, blend_weights)  # the same frame price_blend stored
         table = smape_table({**by_model, "blend": price_blend})
+        # the served intervals' honest coverage: each fold's rows calibrated on the other folds
+        _, model_prices = align_predictions(by_model)
+        price = price_blend["price"].to_numpy()
+        low, high = cross_fitted_intervals(
+            price, price_blend["pred_price"].to_numpy(), model_prices, sorted(by_model), price_blend["fold"].to_numpy()
+        )
+        intervals = coverage_by_quintile(price, low, high)
         worst = worst_predictions(price_blend, products.set_index("sample_id")["item_name"])
         blend_smape = float(table.loc[table["model"] == "blend", "oof_smape"].iloc[0])
         bins = smape_by_bin(price_blend["price"].to_numpy(), price_blend["pred_price"].to_numpy())
@@ -313,6 +326,13 @@ def build_evaluation_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
                     png_markdown(plot_pred_vs_actual(price_blend, f"blend, OOF SMAPE {blend_smape:.2f}"))
                 ),
                 "error_by_price_bin": dg.MetadataValue.md(png_markdown(plot_error_by_bin(table))),
+                "interval_level": DEFAULT_LEVEL,
+                "interval_oof_coverage": float(intervals["coverage"].iloc[-1]),
+                "interval_median_width": float(intervals["median_width"].iloc[-1]),
+                "intervals_by_price_quintile": dg.MetadataValue.md(intervals.to_markdown(index=False)),
+                "interval_coverage_plot": dg.MetadataValue.md(
+                    png_markdown(plot_interval_coverage(intervals, DEFAULT_LEVEL))
+                ),
             },
         )
 

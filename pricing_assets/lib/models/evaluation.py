@@ -79,3 +79,24 @@ def plot_error_by_bin(table: pd.DataFrame):
     ax.legend(fontsize=8)
     plt.close(fig)
     return fig
+
+
+def plot_interval_coverage(table: pd.DataFrame, level: float):
+    """Bars of interval coverage per true-price quintile (rows of
+    ``lib.serving.intervals.coverage_by_quintile``) against the nominal ``level``, median width
+    (``high / low``) annotated. Returns a Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = table[table["quintile"] != "all"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(t["quintile"], t["coverage"], color="tab:blue")
+    ax.axhline(level, color="r", ls="--", lw=1, label=f"nominal {level:.0%}")
+    for i, (_, r) in enumerate(t.iterrows()):
+        ax.text(i, r["coverage"] + 0.01, f"x{r['median_width']:.2f}", ha="center", fontsize=8)
+    ax.set(ylim=(0, 1.05), ylabel="OOF coverage", title="Interval coverage by true-price quintile (width: high / low)")
+    ax.legend(fontsize=8, loc="lower right")
+    plt.close(fig)
+    return fig

@@ -53,6 +53,8 @@ class ServingModel:
         blend_oof: the blend's OOF predictions of the training run (``price_blend``: ``sample_id``,
             ``fold``, ``price``, ``pred_price`` USD): the champion the next retrain is compared with
             (``lib.models.model_gate``); None in a model built without it.
+        intervals: ``lib.serving.intervals.PriceIntervals`` of the training run (None: prices
+            without an interval).
     """
 
     version: str
@@ -66,6 +68,7 @@ class ServingModel:
     blend: dict
     oof_smape: dict = field(default_factory=dict)
     blend_oof: pd.DataFrame | None = None
+    intervals: object = None
 
 
 def score_new_rows(
@@ -88,8 +91,9 @@ def score_new_rows(
         device: torch device of the fusion MLP (``cpu``/``cuda``).
 
     Returns:
-        DataFrame (n rows, items' order): ``sample_id``, ``price`` (USD, the blend, > 0),
-        ``model_version`` and ``pred_<model>`` (USD) per blended model.
+        DataFrame (n rows, items' order): ``sample_id``, ``price`` (USD, the blend, > 0), with an interval
+        model ``price_low`` / ``price_high`` (USD, ``price_low <= price <= price_high``), ``model_version``
+        and ``pred_<model>`` (USD) per blended model.
 
     Raises:
         ValueError: when an embedding model of ``model`` is missing or the feature set differs.
@@ -117,6 +121,11 @@ def score_new_rows(
             {
                 "sample_id": pd.Series([], dtype=str),
                 "price": pd.Series([], dtype=float),
+                **(
+                    {c: pd.Series([], dtype=float) for c in ("price_low", "price_high")}
+                    if getattr(model, "intervals", None) is not None
+                    else {}
+                ),
                 "model_version": pd.Series([], dtype=str),
                 **{f"pred_{m}": pd.Series([], dtype=float) for m in names},
             }
@@ -137,10 +146,17 @@ def score_new_rows(
     blend = apply_blend(
         np.column_stack([prices[n] for n in names]), np.asarray([model.blend[n] for n in names], dtype=np.float64)
     )
+    interval = {}
+    if getattr(model, "intervals", None) is not None:
+        low, high = model.intervals.bounds(
+            np.log(blend), np.log(np.column_stack([prices[n] for n in model.intervals.models]))
+        )
+        interval = {"price_low": low, "price_high": high}
     return pd.DataFrame(
         {
             "sample_id": sid.to_numpy(),
             "price": blend,
+            **interval,
             "model_version": model.version,
             **{f"pred_{n}": prices[n] for n in names},
         }

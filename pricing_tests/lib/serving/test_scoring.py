@@ -12,7 +12,7 @@ from pricing_assets.lib.features.training_data import (
     build_feature_matrix_and_space,
     feature_rows_for_new_items,
 )
-from pricing_assets.lib.models.blend import blend_oof_predictions
+from pricing_assets.lib.models.blend import align_predictions, blend_oof_predictions
 from pricing_assets.lib.models.metrics import smape
 from pricing_assets.lib.models.mlp import MLPConfig, TabularTransform, tabular_matrix
 from pricing_assets.lib.models.registry import (
@@ -28,6 +28,7 @@ from pricing_assets.lib.models.registry import (
 from pricing_assets.lib.models.tfidf_ridge import product_text
 from pricing_assets.lib.retrieval.knn import build_knn_features, knn_features_for_new_rows
 from pricing_assets.lib.retrieval.reference import fit_knn_reference
+from pricing_assets.lib.serving.intervals import fit_intervals
 from pricing_assets.lib.serving.scoring import ServingModel, labeled_fingerprint, model_version, score_new_rows
 from pricing_tests.lib.features.test_feature_assembly import inputs  # noqa: F401 (the shared fixture)
 
@@ -75,7 +76,9 @@ def _train(items, bf, embs):
     for name in sorted(PRICE_MODELS):
         if name != stacked.name:
             fit(PRICE_MODELS[name], fm)
-    _, weights = blend_oof_predictions(oof)
+    blended, weights = blend_oof_predictions(oof)
+    _, model_prices = align_predictions(oof)
+    intervals = fit_intervals(blended["price"], blended["pred_price"], model_prices, sorted(oof))
     fp = labeled_fingerprint(items, 4, 42)
     model = ServingModel(
         version=model_version(fp, pd.Timestamp("2026-11-29T12:00:00Z").to_pydatetime()),
@@ -87,6 +90,7 @@ def _train(items, bf, embs):
         space=space,
         models=fitted,
         blend=dict(zip(weights["model"], weights["weight"])),
+        intervals=intervals,
     )
     return knn, fm, oof, model
 
@@ -149,6 +153,8 @@ def test_served_prices_follow_the_held_out_folds_oof_predictions(trained):
     assert scored["sample_id"].tolist() == new["sample_id"].tolist()
     assert (scored["model_version"] == model.version).all() and model.version.startswith("20261129T120000Z-")
     assert set(model.blend) == set(PRICE_MODELS) and (scored["price"] > 0).all()
+    assert (scored["price_low"] <= scored["price"]).all() and (scored["price"] <= scored["price_high"]).all()
+    assert (scored["price_high"] / scored["price_low"] > 1).all()  # every price has a real interval
     truth = new["price"].to_numpy()
     for name, oof in trained["oof"].items():
         served = scored[f"pred_{name}"].to_numpy()
