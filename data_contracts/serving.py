@@ -43,3 +43,27 @@ class ServedAccuracy(pa.DataFrameModel):
     class Config:
         strict = True
         coerce = True
+
+
+class PriceExplanations(pa.DataFrameModel):
+    """The labeled comparables of each priced product: rank 1..k per product, each comparable a labeled
+    product with its price (USD > 0), a similarity in [0, 1] and the view that found it."""
+
+    sample_id: Series[str]
+    rank: Series[int] = pa.Field(ge=1)
+    comparable_id: Series[str]
+    comparable_name: Series[str]
+    comparable_price: Series[float] = pa.Field(gt=0)
+    similarity: Series[float] = pa.Field(ge=0, le=1)
+    view: Series[str] = pa.Field(str_length={"min_value": 1})
+
+    @pa.dataframe_check(name="one_row_per_product_and_rank")
+    def unique_ranks(cls, df) -> bool:
+        """No (product, rank) pair twice, no comparable twice for one product."""
+        return (
+            not df.duplicated(["sample_id", "rank"]).any() and not df.duplicated(["sample_id", "comparable_id"]).any()
+        )
+
+    class Config:
+        strict = True
+        coerce = True

@@ -19,7 +19,8 @@ Rules:
   ``price_predictions`` (``PUBLISHED_AUTOMATION``) also waits for a first scored batch.
 * ``batch_predictions`` (``SCORING_AUTOMATION``): eager per batch partition — its batch's per-row
   assets landed, or a new ``serving_model`` was promoted (every batch is re-scored) — gated likewise;
-  ``served_prices`` (``SERVED_LOG_AUTOMATION``) follows its batch's scoring, not a new ``products``.
+  ``served_prices`` and ``price_explanations`` (``FOLLOW_SCORING_AUTOMATION``) follow their batch's
+  scoring, not a new training set.
 
 Why not plain ``eager() & all_deps_blocking_checks_passed()``: a batch whose run failed (a file with
 a missing column, a dead backend) never gets its per-row partitions (or, when a re-run of a stored
@@ -161,12 +162,14 @@ PUBLISHED_AUTOMATION = (TRAINED_AUTOMATION & ANY_BATCH_SCORED).with_label("eager
 #: new ``serving_model`` is promoted (eager per partition, gated by blocking checks).
 SCORING_AUTOMATION = (dg.AutomationCondition.eager() & DEPS_BLOCKING_CHECKS_PASSED).with_label("eager_scoring")
 
-#: The served-price log of a batch (``served_prices``) follows its scoring; it reads ``products`` only
-#: to leave out products labeled since, so a new training set is no reason to log a batch again.
-SERVED_LOG = "served_prices"
-SERVED_LOG_AUTOMATION = (
+#: The assets that follow a batch's scoring (its served-price log ``served_prices``, its comparables
+#: ``price_explanations``): they read global assets (``products``, the kNN reference and index) too,
+#: but a new training set or reference is no reason to run them; the batch's re-scoring by the model
+#: trained on it is (it follows every promotion).
+FOLLOW_SCORING = ("served_prices", "price_explanations")
+FOLLOW_SCORING_AUTOMATION = (
     eager_from_parts(
-        dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.assets(TRAINING_SET)),
+        dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.groups(*GLOBAL_GROUPS)),
         dg.AutomationCondition.any_deps_missing(),
         HANDLED,
     ).with_label("eager_on_scoring")
@@ -182,8 +185,8 @@ def default_status(on: bool) -> dg.DefaultSensorStatus:
 
 
 def _condition_for(spec: dg.AssetSpec, scoring_keys: set) -> dg.AutomationCondition | None:
-    if spec.key.to_user_string() == SERVED_LOG:
-        return SERVED_LOG_AUTOMATION
+    if spec.key.to_user_string() in FOLLOW_SCORING:
+        return FOLLOW_SCORING_AUTOMATION
     if spec.group_name in SCORING_GROUPS:
         return SCORING_AUTOMATION
     if spec.partitions_def is not None:

@@ -66,6 +66,17 @@ def frames(tmp_path_factory):
             {"model": ["lightgbm", "tfidf_ridge"], "weight": [0.75, 0.25], "oof_smape": [54.7, 62.1]}
         ),
         "served_prices": out.drop(columns=["batch"]).assign(batch="b1", served_at="2026-12-06T10:00:00+00:00"),
+        "price_explanations": pd.DataFrame(
+            {
+                "sample_id": ["a", "a", "b"],
+                "rank": [1, 2, 1],
+                "comparable_id": ["x", "y", "x"],
+                "comparable_name": ["X", "Y", "X"],
+                "comparable_price": [5.0, 7.5, 5.0],
+                "similarity": [0.9, 0.8, 0.7],
+                "view": ["text:m", "tfidf", "text:m"],
+            }
+        ),
         "served_accuracy": pd.DataFrame(
             {
                 "model_version": ["v1", "v2"],
@@ -129,6 +140,9 @@ CASES = [
     ("blend_weights", _set("weight", -0.1), "weight"),
     ("blend_weights", lambda df: df.assign(weight=[0.5, 0.25]), None),  # not convex: the weights sum to 0.75
     ("blend_weights", lambda df: df.assign(model=["lightgbm", "lightgbm"]), "model"),
+    ("price_explanations", _set("similarity", 1.5), "similarity"),
+    ("price_explanations", _set("comparable_price", 0.0), "comparable_price"),
+    ("price_explanations", lambda df: df.assign(rank=[1, 1, 1]), None),  # rank 1 twice for one product
     ("served_prices", _dup_id, "sample_id"),
     ("served_prices", _set("price", -1.0), "price"),
     ("served_prices", _set("model_version", ""), "model_version"),

@@ -211,3 +211,18 @@ def test_every_served_price_has_its_interval(instance, defs, materialized_home, 
     np.testing.assert_allclose(df["price_high"].to_numpy(), preds["price_high"].to_numpy())
     plain = pd.read_csv(materialized_home["csv"])
     assert list(plain.columns) == ["sample_id", "price"]  # the default export stays the competition format
+
+
+def test_every_priced_product_has_labeled_comparables_from_the_stored_index(instance, defs, slice_files):
+    comps = defs.load_asset_value("price_explanations", instance=instance, partition_key="unlabeled")
+    preds = defs.load_asset_value("batch_predictions", instance=instance, partition_key="unlabeled")
+    products = defs.load_asset_value("products", instance=instance).set_index("sample_id")
+    assert set(comps["sample_id"]) == set(preds["sample_id"].astype(str))
+    assert (comps.groupby("sample_id").size() == 5).all()
+    # every comparable is a labeled product carrying its stored price
+    assert comps["comparable_id"].isin(products.index).all()
+    np.testing.assert_allclose(
+        comps["comparable_price"].to_numpy(), products.loc[comps["comparable_id"], "price"].to_numpy()
+    )
+    assert comps.groupby("sample_id")["similarity"].apply(lambda s: s.is_monotonic_decreasing).all()
+    assert set(comps["view"]) <= {"text:minilm_l6", "tfidf"}

@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 
 from pricing_assets.automation import (
+    FOLLOW_SCORING,
+    FOLLOW_SCORING_AUTOMATION,
     GLOBAL_AUTOMATION,
     GLOBAL_GROUPS,
     PUBLISHED_ASSETS,
     PUBLISHED_AUTOMATION,
     SCORING_AUTOMATION,
     SCORING_GROUPS,
-    SERVED_LOG,
-    SERVED_LOG_AUTOMATION,
     TRAINED_AUTOMATION,
     with_global_automation,
 )
@@ -245,8 +245,8 @@ def test_code_location_wires_automation_sensor_and_schedule():
             )
             assert node.automation_condition == expected, key
             assert node.group_name in GLOBAL_GROUPS, key
-        elif key.to_user_string() == SERVED_LOG:
-            assert node.automation_condition == SERVED_LOG_AUTOMATION, key
+        elif key.to_user_string() in FOLLOW_SCORING:
+            assert node.automation_condition == FOLLOW_SCORING_AUTOMATION, key
         elif node.group_name in SCORING_GROUPS:
             assert node.automation_condition == SCORING_AUTOMATION, key
         else:

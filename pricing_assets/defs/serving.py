@@ -3,10 +3,11 @@ batch's products without a price, scored by it, no refit), ``price_predictions``
 product's latest price) and ``evaluation_report``."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from data_contracts import BatchPredictions, PricePredictions
-from data_contracts.serving import ServedAccuracy, ServedPrices
+from data_contracts.serving import PriceExplanations, ServedAccuracy, ServedPrices
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.models import price_models
@@ -159,6 +160,88 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
         yield _contract
 
     return batch_predictions
+
+
+def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
+    """``price_explanations``: per batch, the labeled comparables of every priced product, searched in
+    the stored FAISS index (``product_index``) and the TF-IDF reference (``knn_reference``)."""
+    from pricing_assets.defs.embeddings import embedding_key
+
+    text_specs = [s for s in enabled_models(registry) if s.modality == "text"]
+    if not text_specs:
+        raise ValueError("price_explanations: the embedding registry enables no text model (product_index needs one)")
+    primary = text_specs[0]  # the model product_index indexes (the first enabled text model)
+
+    @dg.asset(
+        group_name=SCORING_GROUP,
+        io_manager_key="parquet_io_manager",
+        partitions_def=catalog_batches,
+        ins={
+            "batch_predictions": dg.AssetIn("batch_predictions"),
+            "catalog_items": dg.AssetIn("catalog_items"),
+            "product_index": dg.AssetIn("product_index"),
+            "knn_reference": dg.AssetIn("knn_reference"),
+            "products": dg.AssetIn("products"),
+            "text_embeddings": dg.AssetIn(embedding_key(primary)),
+        },
+        check_specs=[contract_spec("price_explanations")],
+    )
+    def price_explanations(
+        context: dg.AssetExecutionContext,
+        batch_predictions: pd.DataFrame,
+        catalog_items: pd.DataFrame,
+        product_index,
+        knn_reference,
+        products: pd.DataFrame,
+        text_embeddings: pd.DataFrame,
+    ):
+        """The ``k`` (5) labeled products most like each product this batch priced, with the price each
+        was labeled with, its similarity and the view that found it: the text-embedding index the
+        pipeline stores (``product_index``, no rebuild) and the full-text TF-IDF view."""
+        from pricing_assets.lib.catalog.batches import latest_batch_wins
+        from pricing_assets.lib.features.training_data import embedding_matrix
+        from pricing_assets.lib.retrieval.reference import transform_view, view_texts
+        from pricing_assets.lib.serving.comparables import find_comparables
+
+        with stopwatch() as t:
+            ids = batch_predictions["sample_id"].astype(str)
+            reference = (
+                products.assign(sample_id=products["sample_id"].astype(str))
+                .set_index("sample_id")
+                .loc[knn_reference.sample_ids, ["item_name", "price"]]
+                .reset_index()
+            )
+            vectors, query_rows = np.zeros((0, primary.dim), dtype=np.float32), None  # no product priced here
+            if len(ids):
+                items, _ = latest_batch_wins(catalog_items.assign(sample_id=catalog_items["sample_id"].astype(str)))
+                items = items.set_index("sample_id").loc[ids].reset_index()
+                vectors, _ = embedding_matrix(text_embeddings, ids, primary.dim)
+                query_rows = transform_view(knn_reference.vectorizers["tfidf"], view_texts(items)["tfidf"])
+            out = find_comparables(
+                ids.to_numpy(),
+                product_index,
+                f"text:{primary.name}",
+                vectors,
+                knn_reference.sparse["tfidf"],
+                query_rows,
+                reference,
+            )
+        _contract = enforce_contract(out, PriceExplanations, "price_explanations")  # before storing
+        yield dg.Output(
+            out,
+            metadata={
+                "priced_products": int(ids.nunique()),
+                "median_top1_similarity": round(float(out.loc[out["rank"] == 1, "similarity"].median()), 4)
+                if len(out)
+                else 0.0,
+                "views": dg.MetadataValue.json({str(k): int(v) for k, v in out["view"].value_counts().items()}),
+                "seconds": round(t(), 2),
+                "preview": preview(out),
+            },
+        )
+        yield _contract
+
+    return price_explanations
 
 
 @dg.asset(
@@ -347,6 +430,7 @@ def serving_defs() -> dg.Definitions:
         assets=[
             build_serving_model_asset(registry, specs),
             build_batch_predictions_asset(registry),
+            build_price_explanations_asset(registry),
             price_predictions,
             served_prices,
             served_accuracy,
