@@ -14,9 +14,6 @@ GPU_NODE_SELECTOR = {"pricing/pool": "gpu"}
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 GPU_RESOURCES = {"limits": {"nvidia.com/gpu": 1, "memory": "24Gi"}, "requests": {"cpu": "4", "memory": "16Gi"}}
 CPU_RESOURCES = {"limits": {"memory": "8Gi"}, "requests": {"cpu": "1", "memory": "2Gi"}}
-#: Env var of the code location naming the CUDA image (``infra/Dockerfile.cuda``) for the GPU step
-#: pods (``settings.gpu_image``); unset: they run the code location's own image (a CUDA build then).
-GPU_IMAGE_ENV = "PRICING_GPU_IMAGE"
 
 
 def gpu_step_keys(defs: dg.Definitions) -> list[str]:

@@ -37,7 +37,7 @@ VALUES = yaml.safe_load((REPO / "infra" / "helm" / "values.yaml").read_text())
 DEPLOYMENT = VALUES["dagster-user-deployments"]["deployments"][0]
 #: The image of the code location (CPU) and the CUDA image its GPU steps run on (values.yaml env).
 IMAGE = f"{DEPLOYMENT['image']['repository']}:{DEPLOYMENT['image']['tag']}"
-CUDA_IMAGE = next(e["value"] for e in DEPLOYMENT["env"] if e["name"] == k8s.GPU_IMAGE_ENV)
+CUDA_IMAGE = next(e["value"] for e in DEPLOYMENT["env"] if e["name"] == "PRICING_GPU_IMAGE")
 NAMESPACE = "pricing"
 LOCATION = DEPLOYMENT["name"]
 #: A kubeconfig for a cluster that is never contacted (kubernetes.config only parses it).
@@ -308,7 +308,7 @@ def test_gpu_image_comes_from_the_environment():
 
     assert {
         cfg["container_config"].get("image")
-        for cfg in per_step_config({k8s.GPU_IMAGE_ENV: "registry.example.com/x:cuda"}).values()
+        for cfg in per_step_config({"PRICING_GPU_IMAGE": "registry.example.com/x:cuda"}).values()
     } == {"registry.example.com/x:cuda"}
     assert {cfg["container_config"].get("image") for cfg in per_step_config({}).values()} == {None}
     with pytest.raises(ValueError, match="PRICING_EXECUTOR"):
