@@ -30,6 +30,7 @@ CONTRACTS = {
     "knn_features": KnnFeatures,
     "feature_matrix": FeatureMatrix,
     "model_predictions": ModelPredictions,
+    "promoted_blend": ModelPredictions,
     "blend_weights": BlendWeights,
     "batch_predictions": BatchPredictions,
     "price_predictions": PricePredictions,

@@ -60,6 +60,7 @@ def frames(tmp_path_factory):
         "knn_features": knn,
         "feature_matrix": fm,
         "model_predictions": preds,
+        "promoted_blend": preds,
         "price_predictions": out,
         "batch_predictions": out.drop(columns=["batch"]).assign(pred_lightgbm=1.0),
         "blend_weights": pd.DataFrame(
@@ -135,6 +136,7 @@ CASES = [
     ("feature_matrix", _set("price", np.nan), "price"),
     ("feature_matrix", _set("fold", -1), "fold"),
     ("model_predictions", _set("pred_price", np.inf), "pred_price"),
+    ("promoted_blend", _set("fold", -1), "fold"),
     ("model_predictions", _set("fold", -1), "fold"),
     ("model_predictions", _set("price", np.nan), "price"),
     ("blend_weights", _set("weight", -0.1), "weight"),

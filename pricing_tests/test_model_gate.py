@@ -5,6 +5,8 @@ assets fed by stand-in model assets (real sample prices, controlled errors), so 
 degraded retrain can be made; ``price_predictions`` over stand-in scored batches.
 """
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -80,19 +82,16 @@ def test_bad_arguments_raise():
         compare_with_champion(_frame(0.2, 0), _frame(0.2, 0).drop(columns="pred_price"))
 
 
-def test_the_champion_is_the_promoted_serving_models_blend(tmp_path):
-    """``promoted_blend`` reads the stored ``serving_model`` (no side file): None before any
-    promotion, else its ``blend_oof``."""
-    import pickle
-    from types import SimpleNamespace
-
+def test_the_champion_is_the_stored_promoted_blend(tmp_path):
+    """``promoted_blend`` reads the stored ``promoted_blend`` asset (no side file): None before any
+    promotion, else the frame as stored."""
     from pricing_assets.defs.models import promoted_blend
     from pricing_assets.io_managers import PricingIOManager
 
-    io = PricingIOManager(base_path=str(tmp_path), kind="pickle").create_io_manager(None)
+    io = PricingIOManager(base_path=str(tmp_path), kind="parquet").create_io_manager(None)
     assert promoted_blend(io) is None
     f = _frame(0.2, 0)
-    (tmp_path / "serving_model.pkl").write_bytes(pickle.dumps(SimpleNamespace(blend_oof=f)))
+    f.to_parquet(tmp_path / "promoted_blend.parquet", index=False)
     pd.testing.assert_frame_equal(promoted_blend(io), f)
 
 
@@ -162,13 +161,6 @@ def gated(tmp_path):
     return run, instance, storage
 
 
-def _stored_serving_model(storage):
-    import pickle
-    from pathlib import Path
-
-    return pickle.loads((Path(storage.base_path) / "assets" / "serving_model.pkl").read_bytes())
-
-
 def _promoted_run_ids(instance) -> list[str]:
     return [r.run_id for r in instance.fetch_materializations(dg.AssetKey("serving_model"), limit=10).records]
 
@@ -177,13 +169,13 @@ def test_degraded_retrain_is_not_promoted(gated):
     run, instance, storage = gated
     good = run(0.2)
     assert good.success
-    model = good.output_for_node("serving_model")
+    model = good.output_for_node("serving_model", "serving_model")
     assert model.blend and abs(sum(model.blend.values()) - 1) < 1e-9 and model.labeled_rows == N_LAB
     assert set(model.blend) == set(model.models) == set(PRICE_MODELS)  # one entry per registry model
     assert model.models["lightgbm"] == "fitted lightgbm_model"  # packaged as stored, not refitted
     weights = good.output_for_node("price_blend", "blend_weights")
     assert dict(zip(weights["model"], weights["weight"])) == model.blend
-    champion = model.blend_oof  # the promoted blend is part of the stored serving model
+    champion = good.output_for_node("serving_model", "promoted_blend")  # stored with the serving model
     assert champion is not None and len(champion) == N_LAB
     assert gated_retrain(instance) is None
 
@@ -203,7 +195,8 @@ def test_degraded_retrain_is_not_promoted(gated):
         gate[0].metadata["candidate_oof_smape"].value, abs=1e-3
     )
     assert _promoted_run_ids(instance) == [good.run_id]
-    pd.testing.assert_frame_equal(_stored_serving_model(storage).blend_oof, champion)  # still the first one
+    stored = pd.read_parquet(Path(storage.base_path) / "assets" / "promoted_blend.parquet")
+    pd.testing.assert_frame_equal(stored, champion)  # still the first one
     held = gated_retrain(instance)
     assert held is not None and "model gate" in held and bad.run_id in held
 

@@ -142,8 +142,8 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
         from pricing_assets.lib.serving.intervals import DEFAULT_LEVEL, fit_intervals
 
         by_model = {inputs[a]: p for a, p in preds.items()}
-        out, weights = blend_oof_predictions(by_model)
-        base, model_prices = align_predictions(by_model)  # columns: sorted model names, rows: out's
+        base, model_prices = align_predictions(by_model)  # columns: the sorted model names
+        out, weights = blend_oof_predictions(base, model_prices, sorted(by_model))
         intervals = fit_intervals(
             out["price"].to_numpy(), out["pred_price"].to_numpy(), model_prices, sorted(by_model), DEFAULT_LEVEL
         )
@@ -178,26 +178,25 @@ def build_blend_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     return price_blend
 
 
-#: The asset whose stored value is the promoted model (and holds the champion blend).
-PROMOTED_MODEL = dg.AssetKey("serving_model")
+#: The promoted blend's OOF predictions, stored by ``serving_model`` when it promotes a retrain.
+PROMOTED_BLEND = dg.AssetKey("promoted_blend")
 
 
 def promoted_blend(io_manager) -> "pd.DataFrame | None":
-    """The champion: the OOF blend of the promoted ``serving_model`` as stored (``ServingModel.blend_oof``),
-    loaded through the ``io_manager`` that stores it; None before the first promotion. Read without a
-    graph edge: ``serving_model`` is downstream of the check that reads it."""
+    """The champion: ``promoted_blend`` as stored (a ``ModelPredictions`` frame), loaded through the
+    ``parquet_io_manager`` that stores it; None before the first promotion. Read without a graph
+    edge: ``promoted_blend`` is downstream of the check that reads it."""
     try:
-        model = io_manager.load_input(dg.build_input_context(asset_key=PROMOTED_MODEL))
+        return io_manager.load_input(dg.build_input_context(asset_key=PROMOTED_BLEND))
     except FileNotFoundError:
         return None
-    return getattr(model, "blend_oof", None)
 
 
 @dg.asset_check(
     asset="price_blend",
     name=MODEL_GATE_CHECK,
     blocking=True,
-    required_resource_keys={"io_manager", "model_gate"},
+    required_resource_keys={"parquet_io_manager", "model_gate"},
     description="OOF SMAPE on the labeled rows both scored is not worse than the promoted model's by more than "
     "ModelGateResource.tolerance_smape; else serving_model is not rebuilt and price_predictions keeps the "
     "previous predictions. Its own step: a rejected retrain still stores blend_weights and its evaluation_report.",
@@ -210,7 +209,7 @@ def model_gate_check(context: dg.AssetCheckExecutionContext, price_blend) -> dg.
     model_gate = context.resources.model_gate
     gate = compare_with_champion(
         price_blend,
-        promoted_blend(context.resources.io_manager),
+        promoted_blend(context.resources.parquet_io_manager),
         tolerance_smape=model_gate.tolerance_smape,
         min_rows=model_gate.min_rows,
     )

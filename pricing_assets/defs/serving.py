@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from data_contracts import BatchPredictions, PricePredictions
+from data_contracts import BatchPredictions, ModelPredictions, PricePredictions
 from data_contracts.serving import PriceExplanations, ServedAccuracy, ServedPrices
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
@@ -27,13 +27,25 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
     """``serving_model``: the fitted artifacts of one training run in one versioned object
     (``lib.serving.scoring.ServingModel``), packaged from its inputs only; built only when ``price_blend``
     passed its blocking checks (contract and ``model_gate``), and building it *promotes* that blend:
-    it holds the blend's OOF predictions, the champion the next retrain is compared with, and every
-    batch is re-scored with it."""
+    its OOF predictions are stored beside it as ``promoted_blend`` (the champion the next retrain's
+    model gate reads, a small parquet frame), and every batch is re-scored with it."""
     embedding_specs = enabled_models(registry)
 
-    @dg.asset(
-        group_name=GROUP,
-        io_manager_key="io_manager",
+    @dg.multi_asset(
+        name="serving_model",
+        outs={
+            "serving_model": dg.AssetOut(
+                group_name=GROUP,
+                io_manager_key="io_manager",
+                description="Every fitted artifact of one training run, versioned (lib.serving.scoring.ServingModel).",
+            ),
+            "promoted_blend": dg.AssetOut(
+                group_name=GROUP,
+                io_manager_key="parquet_io_manager",
+                description="The promoted blend's OOF predictions: the champion the next retrain's model gate compares with.",
+            ),
+        },
+        check_specs=[contract_spec("promoted_blend")],
         ins={
             "products": dg.AssetIn("products"),
             "knn_reference": dg.AssetIn("knn_reference"),
@@ -72,7 +84,6 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
             knn=knn_reference,
             space=feature_space,
             models={s.name: fitted[s.model_asset] for s in specs},
-            blend_oof=price_blend[["sample_id", "fold", "price", "pred_price"]].reset_index(drop=True),
             intervals=price_intervals,
             blend=dict(zip(blend_weights["model"], blend_weights["weight"].astype(float))),
             oof_smape={
@@ -83,8 +94,11 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
         context.log.info(f"serving_model {model.version}: {model.labeled_rows} labeled rows, blend {model.blend}")
         # the model version is the data version: each batch_predictions materialization records the
         # model that priced it, and the UI flags the batches a newer model has not re-scored yet
+        champion = price_blend[["sample_id", "fold", "price", "pred_price"]].reset_index(drop=True)
+        _contract = enforce_contract(champion, ModelPredictions, "promoted_blend")  # before storing
         yield dg.Output(
             model,
+            output_name="serving_model",
             data_version=dg.DataVersion(model.version),
             metadata={
                 "model_version": model.version,
@@ -96,6 +110,9 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
                 "embedding_models": dg.MetadataValue.json([n for n, _, _ in model.embedding_models]),
             },
         )
+        # promoted once the model is stored: outputs are written in the order they are yielded
+        yield dg.Output(champion, output_name="promoted_blend", metadata={"model_version": model.version})
+        yield _contract
 
     return serving_model
 
@@ -383,10 +400,11 @@ def build_evaluation_asset(specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
         from pricing_assets.lib.serving.intervals import DEFAULT_LEVEL, coverage_by_quintile, cross_fitted_intervals
 
         by_model = {s.name: preds[s.predictions_asset] for s in specs}
-        price_blend = blended_predictions(by_model, blend_weights)  # the same frame price_blend stored
+        base, model_prices = align_predictions(by_model)
+        # the same frame price_blend stored
+        price_blend = blended_predictions(base, model_prices, sorted(by_model), blend_weights)
         table = smape_table({**by_model, "blend": price_blend})
         # the served intervals' honest coverage: each fold's rows calibrated on the other folds
-        _, model_prices = align_predictions(by_model)
         price = price_blend["price"].to_numpy()
         low, high = cross_fitted_intervals(
             price, price_blend["pred_price"].to_numpy(), model_prices, sorted(by_model), price_blend["fold"].to_numpy()

@@ -145,54 +145,47 @@ def apply_blend(prices: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.exp(np.log(np.clip(prices, 1e-6, None)) @ weights)
 
 
-def blend_oof_predictions(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def blend_oof_predictions(
+    base: pd.DataFrame, prices: np.ndarray, names: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The blend of the models' OOF predictions and its weights.
 
     Args:
-        preds: model name -> ``ModelPredictions`` frame of the same labeled rows (``sample_id``,
-            ``fold``, ``price``, ``pred_price`` USD).
+        base, prices: :func:`align_predictions` of the models' ``ModelPredictions`` frames: the labeled
+            rows (``sample_id``, ``fold``, ``price`` USD) and (n, m) predicted prices (USD).
+        names: the m model names, in column order (sorted).
 
     Returns:
-        ``(blended, weights)``: blended is a ``ModelPredictions`` frame (the first model's rows,
-        ``pred_price`` the weighted geometric mean, USD); weights has one row per model in sorted-name
-        order: ``model`` (str), ``weight`` (float64, convex: >= 0, sum 1), ``oof_smape`` (percent, 3 decimals).
+        ``(blended, weights)``: blended is a ``ModelPredictions`` frame (``base`` with ``pred_price`` the
+        weighted geometric mean, USD); weights has one row per model in ``names`` order: ``model``
+        (str), ``weight`` (float64, convex: >= 0, sum 1), ``oof_smape`` (percent, 3 decimals).
 
     Raises:
-        ValueError: a model lacks a row (:func:`align_predictions`).
         BlendFitError: the weights could not be fitted (:func:`fit_blend_weights`).
     """
-    names = sorted(preds)
-    base, mats = align_predictions(preds)
     y = base["price"].to_numpy()
-    w = fit_blend_weights(mats, y, names=names)
+    w = fit_blend_weights(prices, y, names=list(names))
     weights = pd.DataFrame(
         {
-            "model": names,
+            "model": list(names),
             "weight": np.asarray(w, dtype=np.float64),
-            "oof_smape": [round(smape(y, mats[:, i]), 3) for i in range(len(names))],
+            "oof_smape": [round(smape(y, prices[:, i]), 3) for i in range(len(names))],
         }
     )
-    return base.assign(pred_price=apply_blend(mats, w)), weights
+    return base.assign(pred_price=apply_blend(prices, w)), weights
 
 
-def blended_predictions(preds: dict[str, pd.DataFrame], weights: pd.DataFrame) -> pd.DataFrame:
-    """The blend of the models' OOF predictions with stored weights (what
-    :func:`blend_oof_predictions` returned with them).
-
-    Args:
-        preds: model name -> ``ModelPredictions`` frame of the same labeled rows.
-        weights: ``blend_weights`` rows (``model``, ``weight``), one per model of ``preds``.
-
-    Returns:
-        ``ModelPredictions`` frame: the first model's rows (sorted names), ``pred_price`` the weighted
-        geometric mean (USD).
+def blended_predictions(
+    base: pd.DataFrame, prices: np.ndarray, names: list[str], weights: pd.DataFrame
+) -> pd.DataFrame:
+    """The blend of aligned OOF predictions (``base``, ``prices``, ``names`` as in
+    :func:`blend_oof_predictions`) with stored weights (``blend_weights`` rows: ``model``, ``weight``):
+    the frame :func:`blend_oof_predictions` returned with them.
 
     Raises:
-        ValueError: the weights and the predictions name other models, or a model lacks a row.
+        ValueError: the weights name other models than ``names``.
     """
-    names = sorted(preds)
     w = weights.set_index("model")["weight"]
-    if sorted(w.index) != names:
-        raise ValueError(f"blended_predictions: weights for {sorted(w.index)}, predictions of {names}")
-    base, mats = align_predictions(preds)
-    return base.assign(pred_price=apply_blend(mats, w.reindex(names).to_numpy(dtype=np.float64)))
+    if sorted(w.index) != sorted(names):
+        raise ValueError(f"blended_predictions: weights for {sorted(w.index)}, predictions of {sorted(names)}")
+    return base.assign(pred_price=apply_blend(prices, w.reindex(list(names)).to_numpy(dtype=np.float64)))

@@ -1,8 +1,8 @@
 """Model gate: a retrain is promoted only if its blend is not worse than the blend that priced last.
 
 Pure, Dagster-free. The *champion* is the ``price_blend`` frame (``ModelPredictions``: ``sample_id``,
-``fold``, ``price``, ``pred_price``) of the promoted model: the stored ``serving_model`` holds it
-(``lib.serving.scoring.ServingModel.blend_oof``), replaced only when a new model is promoted. A *candidate* blend is compared with it on the labeled rows both scored with the same
+``fold``, ``price``, ``pred_price``) of the promoted model, stored by ``serving_model`` as the
+``promoted_blend`` asset, replaced only when a new model is promoted. A *candidate* blend is compared with it on the labeled rows both scored with the same
 price (rows new to the candidate, or whose price changed, are left out, so a batch of new labels
 doesn't count as a regression): it passes when its OOF SMAPE on those rows is at most the champion's
 plus ``tolerance_smape`` points.

@@ -50,9 +50,6 @@ class ServingModel:
             spec's ``predict`` takes).
         blend: model name -> convex blend weight (blend order).
         oof_smape: model name (and ``blend``) -> OOF SMAPE of the training run (diagnostics).
-        blend_oof: the blend's OOF predictions of the training run (``price_blend``: ``sample_id``,
-            ``fold``, ``price``, ``pred_price`` USD): the champion the next retrain is compared with
-            (``lib.models.model_gate``); None in a model built without it.
         intervals: ``lib.serving.intervals.PriceIntervals`` of the training run (None: prices
             without an interval).
     """
@@ -67,7 +64,6 @@ class ServingModel:
     models: dict
     blend: dict
     oof_smape: dict = field(default_factory=dict)
-    blend_oof: pd.DataFrame | None = None
     intervals: object = None
 
 
@@ -123,7 +119,7 @@ def score_new_rows(
                 "price": pd.Series([], dtype=float),
                 **(
                     {c: pd.Series([], dtype=float) for c in ("price_low", "price_high")}
-                    if getattr(model, "intervals", None) is not None
+                    if model.intervals is not None
                     else {}
                 ),
                 "model_version": pd.Series([], dtype=str),
@@ -147,7 +143,7 @@ def score_new_rows(
         np.column_stack([prices[n] for n in names]), np.asarray([model.blend[n] for n in names], dtype=np.float64)
     )
     interval = {}
-    if getattr(model, "intervals", None) is not None:
+    if model.intervals is not None:
         low, high = model.intervals.bounds(
             np.log(blend), np.log(np.column_stack([prices[n] for n in model.intervals.models]))
         )

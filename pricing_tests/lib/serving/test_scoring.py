@@ -76,8 +76,8 @@ def _train(items, bf, embs):
     for name in sorted(PRICE_MODELS):
         if name != stacked.name:
             fit(PRICE_MODELS[name], fm)
-    blended, weights = blend_oof_predictions(oof)
-    _, model_prices = align_predictions(oof)
+    base, model_prices = align_predictions(oof)
+    blended, weights = blend_oof_predictions(base, model_prices, sorted(oof))
     intervals = fit_intervals(blended["price"], blended["pred_price"], model_prices, sorted(oof))
     fp = labeled_fingerprint(items, 4, 42)
     model = ServingModel(
