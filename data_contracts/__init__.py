@@ -8,7 +8,7 @@ from data_contracts.catalog import CatalogItems, CatalogQuarantine, RawCatalog
 from data_contracts.embeddings import embedding_schema
 from data_contracts.images import OcrText, ProductImages
 from data_contracts.models import BlendWeights
-from data_contracts.serving import PriceExplanations, ServedAccuracy, ServedPrices
+from data_contracts.serving import PriceDrivers, PriceExplanations, ServedAccuracy, ServedPrices
 from data_contracts.training import (
     BatchPredictions,
     FeatureMatrix,
@@ -36,6 +36,7 @@ CONTRACTS = {
     "price_predictions": PricePredictions,
     "served_prices": ServedPrices,
     "price_explanations": PriceExplanations,
+    "price_drivers": PriceDrivers,
     "served_accuracy": ServedAccuracy,
 }
 

@@ -1,4 +1,5 @@
-"""Contracts of the served-price log (``served_prices``) and the realized accuracy (``served_accuracy``)."""
+"""Contracts of the served-price log (``served_prices``), the realized accuracy (``served_accuracy``) and
+the reasons behind each price (``price_explanations``, ``price_drivers``)."""
 
 import numpy as np
 import pandera.pandas as pa
@@ -63,6 +64,36 @@ class PriceExplanations(pa.DataFrameModel):
         return (
             not df.duplicated(["sample_id", "rank"]).any() and not df.duplicated(["sample_id", "comparable_id"]).any()
         )
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class PriceDrivers(pa.DataFrameModel):
+    """The features that move each priced product's price most: rank 1..k per product, each with its
+    readable name and value, its log-price contribution and multiplicative effect (``exp`` of it, > 0),
+    the model's base price (USD > 0), the model explained and the serving-model version."""
+
+    sample_id: Series[str]
+    rank: Series[int] = pa.Field(ge=1)
+    feature: Series[str] = pa.Field(str_length={"min_value": 1})
+    value: Series[str]
+    contribution: Series[float]
+    effect: Series[float] = pa.Field(gt=0)
+    base_price: Series[float] = pa.Field(gt=0)
+    model_version: Series[str] = pa.Field(str_length={"min_value": 1})
+    model: Series[str] = pa.Field(str_length={"min_value": 1})
+
+    @pa.check("contribution", "effect", "base_price", name="finite")
+    def finite(cls, s: Series[float]) -> Series[bool]:
+        """Per row: no NaN / inf."""
+        return np.isfinite(s)
+
+    @pa.dataframe_check(name="one_row_per_product_and_rank")
+    def unique_ranks(cls, df) -> bool:
+        """No (product, rank) pair twice, no driver twice for one product."""
+        return not df.duplicated(["sample_id", "rank"]).any() and not df.duplicated(["sample_id", "feature"]).any()
 
     class Config:
         strict = True

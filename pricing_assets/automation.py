@@ -19,7 +19,7 @@ Rules:
   ``price_predictions`` (``PUBLISHED_AUTOMATION``) also waits for a first scored batch.
 * ``batch_predictions`` (``SCORING_AUTOMATION``): eager per batch partition — its batch's per-row
   assets landed, or a new ``serving_model`` was promoted (every batch is re-scored) — gated likewise;
-  ``served_prices`` and ``price_explanations`` (``FOLLOW_SCORING_AUTOMATION``) follow their batch's
+  ``served_prices``, ``price_explanations`` and ``price_drivers`` (``FOLLOW_SCORING_AUTOMATION``) follow their batch's
   scoring, not a new training set.
 
 Why not plain ``eager() & all_deps_blocking_checks_passed()``: a batch whose run failed (a file with
@@ -163,10 +163,10 @@ PUBLISHED_AUTOMATION = (TRAINED_AUTOMATION & ANY_BATCH_SCORED).with_label("eager
 SCORING_AUTOMATION = (dg.AutomationCondition.eager() & DEPS_BLOCKING_CHECKS_PASSED).with_label("eager_scoring")
 
 #: The assets that follow a batch's scoring (its served-price log ``served_prices``, its comparables
-#: ``price_explanations``): they read global assets (``products``, the kNN reference and index) too,
+#: ``price_explanations``, its price drivers ``price_drivers``): they read global assets (``products``, the kNN reference and index) too,
 #: but a new training set or reference is no reason to run them; the batch's re-scoring by the model
 #: trained on it is (it follows every promotion).
-FOLLOW_SCORING = ("served_prices", "price_explanations")
+FOLLOW_SCORING = ("served_prices", "price_explanations", "price_drivers")
 FOLLOW_SCORING_AUTOMATION = (
     eager_from_parts(
         dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.groups(*GLOBAL_GROUPS)),

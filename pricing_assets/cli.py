@@ -8,6 +8,7 @@ Examples:
   pricing materialize                      # every batch not built yet, then features, models, predictions
   pricing status                           # batches, model, predictions and automation on one screen
   pricing predictions --out artifacts/predictions.csv
+  pricing explain 217392                   # a served price: interval, comparable products, drivers
   pricing batches --drop bad_delivery      # set a broken batch aside (its file is kept)
   pricing recover                          # fail runs whose process died and free the pool slots they hold
 
@@ -45,6 +46,7 @@ from pricing_assets.instance_state import (
     training_pending,
     unregister_batch,
 )
+from pricing_assets.lib.serving.review import DEFAULT_MAX_WIDTH_RATIO, DEFAULT_MIN_SIMILARITY
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -327,11 +329,18 @@ class ExportRefused(RuntimeError):
 
 
 def write_predictions(
-    instance: dg.DagsterInstance, defs: dg.Definitions, out: str, allow_stale: bool = False, intervals: bool = False
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    out: str,
+    allow_stale: bool = False,
+    intervals: bool = False,
+    review: tuple[float, float] | None = None,
 ) -> int:
     """Write the latest ``price_predictions`` as CSV ``sample_id,price`` (the competition format; the
     stored asset also has each row's interval, batch and model version) to ``out``; with ``intervals``
-    ``sample_id,price,price_low,price_high`` (USD). Returns rows.
+    ``sample_id,price,price_low,price_high`` (USD); with ``review`` = (max width ratio, min
+    similarity) only the prices to review, with their reasons (``pricing_assets.explain.review_list``).
+    Returns rows written.
 
     Raises:
         UsageError: ``intervals`` asked of predictions stored without one (a model trained before
@@ -339,6 +348,13 @@ def write_predictions(
         ExportRefused: when :func:`pricing_assets.instance_state.predictions_export_verdict` refuses
             (always when there are none; for stale ones or a failed rebuild unless ``allow_stale``).
     """
+    if review is not None:
+        from pricing_assets.lib.serving.review import check_thresholds
+
+        try:
+            check_thresholds(*review)
+        except ValueError as e:
+            raise UsageError(f"--needs-review: {e}") from e
     verdict = predictions_export_verdict(instance)
     if verdict.kind in ("none", "contract") or (not verdict.ok and not allow_stale):
         hint = "; `--allow-stale` exports the stored ones anyway" if verdict.kind in ("failed", "stale") else ""
@@ -347,7 +363,16 @@ def write_predictions(
         print(f"warning: {verdict.problem}; exporting them anyway (--allow-stale)", file=sys.stderr)
     elif verdict.problem:
         print(f"note: {verdict.problem}", file=sys.stderr)
-    df = defs.load_asset_value("price_predictions", instance=instance)
+    if review is not None:
+        from pricing_assets.explain import review_list
+
+        df = review_list(instance, defs, *review)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        df.to_csv(out, index=False)
+        return len(df)
+    from pricing_assets.explain import load_stored
+
+    df = load_stored(defs, instance, "price_predictions")
     columns = ["sample_id", "price"]
     if intervals:
         if "price_low" not in df or df["price_low"].isna().any():
@@ -466,6 +491,39 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="export the stored predictions even when a newer model was not promoted or they are stale",
     )
+    p.add_argument(
+        "--needs-review",
+        action="store_true",
+        help="write only the prices to review (sample_id,price,price_low,price_high,width_ratio,best_similarity,reason): "
+        "a wide interval or a far best comparable",
+    )
+    p.add_argument(
+        "--max-width-ratio",
+        type=float,
+        default=DEFAULT_MAX_WIDTH_RATIO,
+        help=f"with --needs-review: flag price_high / price_low above this (default {DEFAULT_MAX_WIDTH_RATIO:g})",
+    )
+    p.add_argument(
+        "--min-similarity",
+        type=float,
+        default=DEFAULT_MIN_SIMILARITY,
+        help=f"with --needs-review: flag a best comparable less similar than this (default {DEFAULT_MIN_SIMILARITY:g})",
+    )
+    p = sub.add_parser(
+        "explain",
+        help="one served price with its interval, comparable products and drivers",
+        formatter_class=fmt,
+        description="Print a product's served price, its interval, the model version, its labeled comparables and the\n"
+        "features that move its price most, from the stored assets (price_predictions, price_explanations,\n"
+        "price_drivers): nothing is refitted or re-embedded. An unknown sample_id is an error (exit 2).",
+        epilog="example:\n  pricing explain 217392\n  pricing explain 217392 --json | jq .drivers",
+    )
+    p.add_argument("sample_id", help="the product's sample_id")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object {sample_id, price, price_low, price_high, model_version, comparables, drivers, ...}",
+    )
     p = sub.add_parser(
         "batches",
         help="list batches (complete / failed with the cause / not built); set one aside",
@@ -556,15 +614,31 @@ def _run(args) -> int:
         if any(k.startswith("batch ") for k in res["failed"]):
             print("error: set a bad batch aside with `pricing batches --drop NAME` (its file is kept)", file=sys.stderr)
         return 1 if res["failed"] else 0
+    if args.cmd == "explain":
+        from pricing_assets.explain import UnknownProduct, explain_product, render_explanation
+
+        try:
+            e = explain_product(instance, defs, args.sample_id)
+        except UnknownProduct as exc:
+            raise UsageError(exc.args[0]) from exc
+        print(json.dumps(e, indent=2) if args.json else render_explanation(e))
+        return 0
     if args.cmd == "predictions":
         try:
-            n = write_predictions(instance, defs, args.out, allow_stale=args.allow_stale, intervals=args.intervals)
+            n = write_predictions(
+                instance,
+                defs,
+                args.out,
+                allow_stale=args.allow_stale,
+                intervals=args.intervals,
+                review=(args.max_width_ratio, args.min_similarity) if args.needs_review else None,
+            )
         except ExportRefused as e:
             if predictions_export_verdict(instance).kind == "none":
                 raise UsageError(str(e)) from e
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"wrote {n} predictions to {args.out}")
+        print(f"wrote {n} {'prices to review' if args.needs_review else 'predictions'} to {args.out}")
         return 0
     if args.cmd == "batches":
         for name in args.drop or []:

@@ -468,15 +468,28 @@ def training_pending(instance: dg.DagsterInstance) -> bool:
 
 def batches_to_score(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[str]:
     """Complete batches (:func:`stored_batches`) whose ``batch_predictions`` are missing or come from
-    another model than the current ``serving_model``, in ingestion order ([] without a model)."""
+    another model than the current ``serving_model``, or that lack a partition of another scoring
+    asset (one added by an upgrade, e.g. ``price_drivers``), in ingestion order ([] without a model)."""
+    from pricing_assets.automation import SCORING_GROUPS
+
     version = serving_version(instance)
     if version is None:
         return []
     complete = stored_batches(instance, defs)
+    graph = defs.resolve_asset_graph()
+    scoring = [
+        set(instance.get_materialized_partitions(k))
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).partitions_def is not None and graph.get(k).group_name in SCORING_GROUPS
+    ]
     return [
         b
         for b in registered_batches(instance)
-        if b in complete and latest_metadata_value(instance, "batch_predictions", "model_version", b) != version
+        if b in complete
+        and (
+            latest_metadata_value(instance, "batch_predictions", "model_version", b) != version
+            or any(b not in done for done in scoring)
+        )
     ]
 
 

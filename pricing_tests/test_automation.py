@@ -132,7 +132,13 @@ def test_new_batch_after_a_failed_one_requests_the_global_assets(defs_new):
     s, requested = _after_a_failed_batch(defs_new)
     # products (which stores nothing when the labels did not change) and the new batch's scoring;
     # never the failed batch's
-    assert requested == {"products", "batch_predictions[b2]", "served_prices[b2]", "price_explanations[b2]"}
+    assert requested == {
+        "products",
+        "batch_predictions[b2]",
+        "served_prices[b2]",
+        "price_explanations[b2]",
+        "price_drivers[b2]",
+    }
     s._report(dg.AssetKey("products"), None)  # the batch brought new labels: products stored
     retrain = s.tick()
     assert retrain == {k.to_user_string() for k in s.global_} - {"products"}  # one run: the whole training side
@@ -148,7 +154,13 @@ def test_a_batch_retrains_only_through_products(defs_new):
     s.global_run()
     assert s.tick() == set()
     s.batch("b2")
-    assert s.tick() == {"products", "batch_predictions[b2]", "served_prices[b2]", "price_explanations[b2]"}
+    assert s.tick() == {
+        "products",
+        "batch_predictions[b2]",
+        "served_prices[b2]",
+        "price_explanations[b2]",
+        "price_drivers[b2]",
+    }
     assert s.tick() == set()  # the requested runs are under way: products ran and stored nothing
     for k in s.scoring:  # the scoring run stored the batch's prices and their log
         s._report(k, "b2")
@@ -158,7 +170,13 @@ def test_a_batch_retrains_only_through_products(defs_new):
     s._report(dg.AssetKey("served_accuracy"), None)
     assert s.tick() == set()
     s.batch("b3")  # a later unlabeled batch: the same again, still no retrain
-    assert s.tick() == {"products", "batch_predictions[b3]", "served_prices[b3]", "price_explanations[b3]"}
+    assert s.tick() == {
+        "products",
+        "batch_predictions[b3]",
+        "served_prices[b3]",
+        "price_explanations[b3]",
+        "price_drivers[b3]",
+    }
     assert s.tick() == set()
     assert s.tick() == set()
 
@@ -177,7 +195,7 @@ def test_a_first_labeled_batch_trains_then_scores_then_publishes(defs_new):
     for k in s.global_:
         if k.to_user_string() not in ("products", "price_predictions"):
             s._report(k, None)
-    assert s.tick() == {"batch_predictions[b1]", "served_prices[b1]", "price_explanations[b1]"}
+    assert s.tick() == {"batch_predictions[b1]", "served_prices[b1]", "price_explanations[b1]", "price_drivers[b1]"}
     for k in s.scoring:
         s._report(k, "b1")
     assert s.tick() == {"price_predictions", "served_accuracy"}

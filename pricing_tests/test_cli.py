@@ -59,6 +59,65 @@ def test_second_materialize_has_nothing_to_do(materialized_home):
     assert "training: up to date with the labeled rows" in res.stdout and "scoring" not in res.stdout
 
 
+def _stored(materialized_home, key, partition=None):
+    from pricing_assets.definitions import build_defs
+    from pricing_assets.settings import load_settings
+
+    defs = build_defs(load_settings({"DAGSTER_HOME": str(materialized_home["home"]), "PRICING_IMAGES_OFFLINE": "1"}))
+    inst = dg.DagsterInstance.from_config(str(materialized_home["home"]))
+    return defs.load_asset_value(key, instance=inst, partition_key=partition)
+
+
+def test_explain_gives_the_served_price_with_its_comparables_and_drivers(materialized_home):
+    import json
+
+    preds = _stored(materialized_home, "price_predictions")
+    row = preds.iloc[3]
+    res = run(["explain", row["sample_id"], "--json"], materialized_home["env"])
+    assert res.returncode == 0, res.stderr
+    e = json.loads(res.stdout)
+    assert {"sample_id", "price", "price_low", "price_high", "model_version", "comparables", "drivers"} <= set(e)
+    # the same price as price_predictions, from the same model
+    assert e["price"] == pytest.approx(row["price"], abs=0.006) and e["model_version"] == row["model_version"]
+    assert e["price_low"] <= e["price"] <= e["price_high"]
+    comps = _stored(materialized_home, "price_explanations", row["batch"])
+    mine = comps[comps["sample_id"] == row["sample_id"]].sort_values("rank")
+    assert [c["sample_id"] for c in e["comparables"]] == mine["comparable_id"].tolist() and len(mine) == 5
+    assert set(e["comparables"][0]) == {"sample_id", "item_name", "price", "similarity", "view"}
+    drivers = _stored(materialized_home, "price_drivers", row["batch"])
+    mine = drivers[drivers["sample_id"] == row["sample_id"]].sort_values("rank")
+    assert [d["feature"] for d in e["drivers"]] == mine["feature"].tolist() and len(mine) == 5
+    assert all(set(d) == {"feature", "value", "effect"} and d["effect"] > 0 for d in e["drivers"])
+    assert e["notes"] == []
+    text = run(["explain", row["sample_id"]], materialized_home["env"]).stdout
+    assert f"sample_id {row['sample_id']}: {row['price']:.2f} USD" in text
+    assert "comparables" in text and "drivers" in text and e["drivers"][0]["feature"] in text
+
+
+def test_explain_of_an_unknown_id_is_one_line(materialized_home):
+    res = run(["explain", "no-such-product"], materialized_home["env"], check=False)
+    _one_line_error(res, "no served price for sample_id 'no-such-product'")
+
+
+def test_needs_review_lists_flagged_prices_with_their_reasons(materialized_home, tmp_path):
+    preds = _stored(materialized_home, "price_predictions")
+    out = tmp_path / "review.csv"
+    res = run(["predictions", "--out", out, "--needs-review", "--max-width-ratio", "1.0001"], materialized_home["env"])
+    assert res.returncode == 0, res.stderr
+    every = pd.read_csv(out, dtype={"sample_id": str})
+    assert sorted(every["sample_id"]) == sorted(preds["sample_id"])  # every interval is wider than x1.0001
+    assert every["reason"].str.contains("wide").all() and every["width_ratio"].is_monotonic_decreasing
+    run(
+        ["predictions", "--out", out, "--needs-review", "--max-width-ratio", "1e9", "--min-similarity", "0"],
+        materialized_home["env"],
+    )
+    assert len(pd.read_csv(out)) == 0  # nothing is that wide, every product has a comparable
+    res = run(
+        ["predictions", "--out", out, "--needs-review", "--min-similarity", "2"], materialized_home["env"], check=False
+    )
+    _one_line_error(res, "--needs-review: min similarity must be in [0, 1]")
+
+
 def _one_line_error(res, *needles) -> None:
     assert res.returncode == 2, (res.returncode, res.stderr)
     lines = res.stderr.strip().splitlines()

@@ -78,6 +78,19 @@ def frames(tmp_path_factory):
                 "view": ["text:m", "tfidf", "text:m"],
             }
         ),
+        "price_drivers": pd.DataFrame(
+            {
+                "sample_id": ["a", "a", "b"],
+                "rank": [1, 2, 1],
+                "feature": ["pack quantity", "brand's typical price", "pack quantity"],
+                "value": ["12", "9.99 USD", "1"],
+                "contribution": [0.59, -0.1, -0.2],
+                "effect": np.exp([0.59, -0.1, -0.2]),
+                "base_price": [14.9, 14.9, 14.9],
+                "model_version": "v1",
+                "model": "lightgbm",
+            }
+        ),
         "served_accuracy": pd.DataFrame(
             {
                 "model_version": ["v1", "v2"],
@@ -145,6 +158,10 @@ CASES = [
     ("price_explanations", _set("similarity", 1.5), "similarity"),
     ("price_explanations", _set("comparable_price", 0.0), "comparable_price"),
     ("price_explanations", lambda df: df.assign(rank=[1, 1, 1]), None),  # rank 1 twice for one product
+    ("price_drivers", _set("effect", 0.0), "effect"),
+    ("price_drivers", _set("contribution", np.inf), "contribution"),
+    ("price_drivers", _set("feature", ""), "feature"),
+    ("price_drivers", lambda df: df.assign(feature="pack quantity"), None),  # one driver twice for a product
     ("served_prices", _dup_id, "sample_id"),
     ("served_prices", _set("price", -1.0), "price"),
     ("served_prices", _set("model_version", ""), "model_version"),

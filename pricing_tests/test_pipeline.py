@@ -226,3 +226,26 @@ def test_every_priced_product_has_labeled_comparables_from_the_stored_index(inst
     )
     assert comps.groupby("sample_id")["similarity"].apply(lambda s: s.is_monotonic_decreasing).all()
     assert set(comps["view"]) <= {"text:minilm_l6", "tfidf"}
+
+
+def test_every_priced_product_has_its_drivers_from_the_serving_model(instance, defs):
+    drivers = defs.load_asset_value("price_drivers", instance=instance, partition_key="unlabeled")
+    preds = defs.load_asset_value("batch_predictions", instance=instance, partition_key="unlabeled")
+    assert set(drivers["sample_id"]) == set(preds["sample_id"].astype(str))
+    assert (drivers.groupby("sample_id").size() == 5).all()
+    assert set(drivers["model_version"]) == set(preds["model_version"]) and set(drivers["model"]) == {"lightgbm"}
+    np.testing.assert_allclose(drivers["effect"], np.exp(drivers["contribution"]))
+    assert drivers.groupby("sample_id")["contribution"].apply(lambda c: c.abs().is_monotonic_decreasing).all()
+    assert not drivers["feature"].str.startswith(("knn_", "uknn_")).any()  # readable names, not columns
+    lab = defs.load_asset_value("price_drivers", instance=instance, partition_key="lab")
+    assert len(lab) == 0  # a batch of labeled products has no price to explain
+
+
+def test_the_serving_model_searches_the_stored_product_index(instance, defs):
+    model = defs.load_asset_value("serving_model", instance=instance)
+    index = defs.load_asset_value("product_index", instance=instance)
+    meta = _meta(instance, "product_index")
+    assert set(model.indexes) == {meta["model"]} and model.indexes[meta["model"]].ntotal == index.ntotal == model.knn.n
+    queries = model.knn.text[meta["model"]][:5]
+    for a, b in zip(model.indexes[meta["model"]].search(queries, 3), index.search(queries, 3)):
+        np.testing.assert_array_equal(a, b)  # the index promoted with the model is the stored one

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from data_contracts import BatchPredictions, ModelPredictions, PricePredictions
-from data_contracts.serving import PriceExplanations, ServedAccuracy, ServedPrices
+from data_contracts.serving import PriceDrivers, PriceExplanations, ServedAccuracy, ServedPrices
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.models import price_models
@@ -23,6 +23,34 @@ GROUP = "serving"
 SCORING_GROUP = "scoring"
 
 
+def indexed_text_model(registry: dict):
+    """The embedding spec whose vectors ``product_index`` indexes: the first enabled text model.
+
+    Raises:
+        ValueError: when the registry enables no text model.
+    """
+    text_specs = [s for s in enabled_models(registry) if s.modality == "text"]
+    if not text_specs:
+        raise ValueError("the embedding registry enables no text model (product_index needs one)")
+    return text_specs[0]
+
+
+def unpriced_batch_rows(specs: list, catalog_items, product_images, ocr_text, embeddings: dict):
+    """A batch's products without a price as scoring reads them: ``(items, listing_features,
+    embeddings)``, items the latest row per ``sample_id`` joined with its photo and OCR facts (the row
+    ``products`` builds), embeddings ``(name, modality, (n, d) float32, has (n,) bool)`` per enabled
+    model ``specs`` from the stored frames ``embeddings[f"emb__{name}"]``."""
+    from pricing_assets.lib.features.listing import build_listing_features
+    from pricing_assets.lib.features.training_data import embedding_matrix, join_images_and_ocr
+
+    items, _ = latest_batch_wins(catalog_items[catalog_items["price"].isna()])
+    items = join_images_and_ocr(items, product_images, ocr_text)
+    embs = [
+        (s.name, s.modality, *embedding_matrix(embeddings[f"emb__{s.name}"], items["sample_id"], s.dim)) for s in specs
+    ]
+    return items, build_listing_features(items), embs
+
+
 def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg.AssetsDefinition:
     """``serving_model``: the fitted artifacts of one training run in one versioned object
     (``lib.serving.scoring.ServingModel``), packaged from its inputs only; built only when ``price_blend``
@@ -30,6 +58,7 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
     its OOF predictions are stored beside it as ``promoted_blend`` (the champion the next retrain's
     model gate reads, a small parquet frame), and every batch is re-scored with it."""
     embedding_specs = enabled_models(registry)
+    indexed = indexed_text_model(registry)
 
     @dg.multi_asset(
         name="serving_model",
@@ -49,6 +78,7 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
         ins={
             "products": dg.AssetIn("products"),
             "knn_reference": dg.AssetIn("knn_reference"),
+            "product_index": dg.AssetIn("product_index"),
             "feature_space": dg.AssetIn("feature_space"),
             "price_blend": dg.AssetIn("price_blend"),
             "blend_weights": dg.AssetIn("blend_weights"),
@@ -61,6 +91,7 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
         cv: CrossValidationResource,
         products: pd.DataFrame,
         knn_reference,
+        product_index,
         feature_space,
         price_blend: pd.DataFrame,
         blend_weights: pd.DataFrame,
@@ -68,8 +99,9 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
         **fitted,
     ):
         """Everything ``batch_predictions`` needs to price a new product, fitted on the labeled rows of
-        ``products`` (their fingerprint names the version): kNN reference, feature space, every blended
-        model and ``blend_weights``, as stored by the training assets."""
+        ``products`` (their fingerprint names the version): kNN reference and the FAISS index of its
+        text vectors (``product_index``, searched as stored), feature space, every blended model and
+        ``blend_weights``, as stored by the training assets."""
         from pricing_assets.lib.models.metrics import smape
         from pricing_assets.lib.serving.scoring import ServingModel, labeled_fingerprint, model_version, now_utc
 
@@ -82,6 +114,7 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
             fingerprint=fingerprint,
             embedding_models=[(s.name, s.modality, s.dim) for s in embedding_specs],
             knn=knn_reference,
+            indexes={indexed.name: product_index},
             space=feature_space,
             models={s.name: fitted[s.model_asset] for s in specs},
             intervals=price_intervals,
@@ -147,20 +180,15 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
     ):
         """Price this batch's products that have no price with the current ``serving_model``: features
         from the fitted artifacts (kNN reference, TF-IDF vectorizers, target-encoding maps), the
-        models' predictions and the blend, no refit (``lib.serving.scoring.score_new_rows``). Each row names
+        models' predictions and the blend, no refit (``lib.serving.scoring.score_new_rows``); the text
+        embedding view is searched in the FAISS index the model was promoted with (``product_index``),
+        not rebuilt. Each row names
         the model version that priced it; re-run for every batch when a new model is promoted."""
-        from pricing_assets.lib.features.listing import build_listing_features
-        from pricing_assets.lib.features.training_data import embedding_matrix, join_images_and_ocr
         from pricing_assets.lib.serving.scoring import score_new_rows
 
         with stopwatch() as t:
-            items, _ = latest_batch_wins(catalog_items[catalog_items["price"].isna()])
-            items = join_images_and_ocr(items, product_images, ocr_text)  # the same row as products builds
-            embs = [
-                (s.name, s.modality, *embedding_matrix(kwargs[f"emb__{s.name}"], items["sample_id"], s.dim))
-                for s in specs
-            ]
-            scored = score_new_rows(serving_model, items, build_listing_features(items), embs, device=device.resolve())
+            items, listing, embs = unpriced_batch_rows(specs, catalog_items, product_images, ocr_text, kwargs)
+            scored = score_new_rows(serving_model, items, listing, embs, device=device.resolve())
         _contract = enforce_contract(scored, BatchPredictions, "batch_predictions")  # before storing
         seconds = t()
         yield dg.Output(
@@ -184,10 +212,7 @@ def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
     the stored FAISS index (``product_index``) and the TF-IDF reference (``knn_reference``)."""
     from pricing_assets.defs.embeddings import embedding_key
 
-    text_specs = [s for s in enabled_models(registry) if s.modality == "text"]
-    if not text_specs:
-        raise ValueError("price_explanations: the embedding registry enables no text model (product_index needs one)")
-    primary = text_specs[0]  # the model product_index indexes (the first enabled text model)
+    primary = indexed_text_model(registry)
 
     @dg.asset(
         group_name=SCORING_GROUP,
@@ -259,6 +284,72 @@ def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
         yield _contract
 
     return price_explanations
+
+
+def build_price_drivers_asset(registry: dict) -> dg.AssetsDefinition:
+    """``price_drivers``: per batch, the features that move each priced product's price most."""
+    from pricing_assets.defs.embeddings import embedding_key
+
+    specs = enabled_models(registry)
+
+    @dg.asset(
+        group_name=SCORING_GROUP,
+        io_manager_key="parquet_io_manager",
+        partitions_def=catalog_batches,
+        ins={
+            "batch_predictions": dg.AssetIn("batch_predictions"),
+            "catalog_items": dg.AssetIn("catalog_items"),
+            "product_images": dg.AssetIn("product_images"),
+            "ocr_text": dg.AssetIn("ocr_text"),
+            "serving_model": dg.AssetIn("serving_model"),
+            **{f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in specs},
+        },
+        check_specs=[contract_spec("price_drivers")],
+    )
+    def price_drivers(
+        context: dg.AssetExecutionContext,
+        batch_predictions: pd.DataFrame,
+        catalog_items: pd.DataFrame,
+        product_images: pd.DataFrame,
+        ocr_text: pd.DataFrame,
+        serving_model,
+        **kwargs,
+    ):
+        """The 5 drivers of every price ``batch_predictions`` served in this batch: LightGBM's per-row
+        feature contributions (TreeSHAP) on the log price, grouped into readable features with their
+        values and shown as multiplicative effects ("pack quantity = 12 -> x1.8";
+        ``lib.serving.drivers``). The features are built as the scoring built them, from the same
+        stored inputs and model (no refit); ``base_price * prod(effects of every feature)`` is the
+        model's served ``pred_lightgbm``."""
+        from pricing_assets.lib.serving.scoring import explain_new_rows
+
+        stale = sorted(set(batch_predictions["model_version"].astype(str)) - {serving_model.version})
+        if stale:
+            raise dg.Failure(
+                f"batch_predictions of batch {context.partition_key} were priced by model {stale[0]}, "
+                f"serving_model is {serving_model.version}: re-score the batch first (`pricing materialize`)"
+            )
+        with stopwatch() as t:
+            items, listing, embs = unpriced_batch_rows(specs, catalog_items, product_images, ocr_text, kwargs)
+            out = explain_new_rows(serving_model, items, listing, embs)
+        _contract = enforce_contract(out, PriceDrivers, "price_drivers")  # before storing
+        seconds = t()
+        top = out.loc[out["rank"] == 1, "feature"].value_counts().head(8)
+        yield dg.Output(
+            out,
+            metadata={
+                "priced_products": int(out["sample_id"].nunique()),
+                "model_version": serving_model.version,
+                "explained_model": str(out["model"].iloc[0]) if len(out) else "none",
+                "top_driver_counts": dg.MetadataValue.json({str(k): int(v) for k, v in top.items()}),
+                "seconds": round(seconds, 2),
+                "rows_per_s": round(len(items) / max(seconds, 1e-9), 1),
+                "preview": preview(out),
+            },
+        )
+        yield _contract
+
+    return price_drivers
 
 
 @dg.asset(
@@ -449,6 +540,7 @@ def serving_defs() -> dg.Definitions:
             build_serving_model_asset(registry, specs),
             build_batch_predictions_asset(registry),
             build_price_explanations_asset(registry),
+            build_price_drivers_asset(registry),
             price_predictions,
             served_prices,
             served_accuracy,

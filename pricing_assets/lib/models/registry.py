@@ -67,6 +67,9 @@ class TrainedModel:
 TrainFn = Callable[..., TrainedModel]
 #: ``predict(fitted, inputs, device) -> (n,) float64 log1p(price USD)``.
 PredictFn = Callable[..., np.ndarray]
+#: ``contributions(fitted, inputs) -> (X (n, p) frame, contributions (n, p) float64, bias (n,) float64)``:
+#: per-row feature contributions on the natural-log price scale (``bias + sum`` = the model's log price).
+ContributionsFn = Callable[..., tuple]
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class PriceModelSpec:
         stacked: its OOF predictions are also a feature of ``feature_matrix`` (it reads only text,
             so it trains before the feature matrix and serving predicts it first).
         config_exclude: fields of ``config`` kept at their defaults (not in the Launchpad).
+        contributions: :data:`ContributionsFn` when the model attributes its prices to its features
+            (the price drivers, ``lib.serving.drivers``), else None.
     """
 
     name: str
@@ -99,6 +104,7 @@ class PriceModelSpec:
     pool: str | None = None
     stacked: bool = False
     config_exclude: tuple[str, ...] = ()
+    contributions: ContributionsFn | None = None
 
     @property
     def model_asset(self) -> str:
@@ -186,6 +192,14 @@ def _predict_lightgbm(fitted, inputs: ModelInputs, device="cpu") -> np.ndarray:
     from pricing_assets.lib.models.lightgbm_regression import predict_lightgbm
 
     return predict_lightgbm(fitted, _tabular(inputs)[0])
+
+
+def _lightgbm_contributions(fitted, inputs: ModelInputs) -> tuple:
+    """TreeSHAP contributions of the refit boosters (``lib.serving.drivers.feature_contributions``)."""
+    from pricing_assets.lib.serving.drivers import feature_contributions
+
+    X = _tabular(inputs)[0]
+    return (X, *feature_contributions(fitted, X))
 
 
 # --- distributional LightGBM (price-bin classifier) ------------------------------------------------
@@ -338,6 +352,7 @@ PRICE_MODELS: dict[str, PriceModelSpec] = {
             _train_lightgbm,
             _predict_lightgbm,
             storage="lightgbm",
+            contributions=_lightgbm_contributions,
         ),
         PriceModelSpec(
             "lightgbm_distributional",

@@ -206,6 +206,7 @@ def knn_features_for_new_rows(
     items: pd.DataFrame,
     listing_features: pd.DataFrame,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
+    indexes: dict | None = None,
 ) -> pd.DataFrame:
     """kNN neighbour-price features of products without a price, searched in ``ref`` (every labeled
     product): the serving path of ``knn_features``, with the columns of :func:`build_knn_features`
@@ -216,12 +217,15 @@ def knn_features_for_new_rows(
         items: n new products with ``sample_id``, ``item_name`` and the columns ``product_text`` reads.
         listing_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (aligned by id).
         embeddings: ``(name, modality, vectors, has)`` aligned to ``items``, the same models as ``ref``.
+        indexes: text model name -> a stored FAISS index over ``ref.text[name]`` (same rows, same order;
+            the ``product_index`` asset), searched instead of an index built from the vectors.
 
     Returns:
         DataFrame (n rows, items' order): ``sample_id`` then float32 ``knn_*`` and ``uknn_*`` columns.
 
     Raises:
-        ValueError: when a text model of ``ref`` has no embedding here.
+        ValueError: when a text model of ``ref`` has no embedding here, or a stored index does not
+            hold ``ref``'s products.
     """
     items = items.reset_index(drop=True)
     n = len(items)
@@ -251,8 +255,20 @@ def knn_features_for_new_rows(
         if unit_prefix:
             unit_parts.append(pd.DataFrame(unit, columns=[f"{unit_prefix}_unit_{s}" for s in UNIT_STATS]))
 
+    indexes = indexes or {}
+    for name, index in indexes.items():
+        if name not in ref.text or index.ntotal != ref.n or index.d != ref.text[name].shape[1]:
+            raise ValueError(
+                f"knn_features_for_new_rows: the stored index of {name!r} holds {index.ntotal} x {index.d} vectors, "
+                f"the reference {ref.n} labeled products"
+            )
     for name, ref_vec in ref.text.items():
-        stats(ref_vec, np.ascontiguousarray(given[name][1], dtype=np.float32), f"knn_{name}", f"uknn_{name}")
+        stats(
+            indexes.get(name, ref_vec),
+            np.ascontiguousarray(given[name][1], dtype=np.float32),
+            f"knn_{name}",
+            f"uknn_{name}",
+        )
     for view in ("tfidf", "title_char", "title_word"):
         q = transform_view(ref.vectorizers[view], texts[view])
         stats(ref.sparse[view], q, f"knn_{view}", "uknn_tfidf" if view == "tfidf" else None)

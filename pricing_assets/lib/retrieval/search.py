@@ -68,7 +68,8 @@ def search_top_k(index_vectors, query_vectors, k):
     """Exact top-k neighbours: ((m, k) float32 similarities best first, (m, k) int64 ids into
     ``index_vectors``). Cosine similarity for L2-normalised rows.
 
-    Dense rows: an exact FAISS inner-product index. SciPy sparse non-negative rows (TF-IDF):
+    Dense rows: an exact FAISS inner-product index (:func:`build_index`); ``index_vectors`` may be that
+    index already (a stored one, e.g. the ``product_index`` asset: searched as it is, not rebuilt). SciPy sparse non-negative rows (TF-IDF):
     ``sparse_dot_topn.sp_matmul_topn`` (the sparse product keeping only each row's ``k`` largest
     values, multi-threaded, never holding the dense (m, n) similarity matrix); a query with fewer than
     ``k`` references of positive similarity is padded with similarity 0 and the lowest unused ids.
@@ -76,6 +77,10 @@ def search_top_k(index_vectors, query_vectors, k):
     """
     import scipy.sparse as sp
 
+    if hasattr(index_vectors, "ntotal"):  # a FAISS index
+        k = min(k, index_vectors.ntotal)
+        sims, ids = index_vectors.search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
+        return sims, ids.astype(np.int64)
     k = min(k, index_vectors.shape[0])
     m = query_vectors.shape[0]
     if not sp.issparse(index_vectors):

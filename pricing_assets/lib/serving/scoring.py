@@ -46,6 +46,10 @@ class ServingModel:
         fingerprint: :func:`labeled_fingerprint` of those rows.
         embedding_models: ``(name, modality, dim)`` per enabled embedding model, in registry order.
         knn: ``lib.retrieval.reference.KnnReference``; space: ``lib.features.training_data.FeatureSpace``.
+        indexes: text model name -> the stored FAISS index of ``knn.text[name]`` (the ``product_index``
+            asset of the same training run), searched as it is; a text model without one (None: none,
+            a model pickled before indexes were kept) is searched through an index built from ``knn``'s
+            vectors.
         models: price-model name (``lib.models.registry.PRICE_MODELS``) -> its fitted model (what its
             spec's ``predict`` takes).
         blend: model name -> convex blend weight (blend order).
@@ -65,6 +69,7 @@ class ServingModel:
     blend: dict
     oof_smape: dict = field(default_factory=dict)
     intervals: object = None
+    indexes: dict | None = None
 
 
 def score_new_rows(
@@ -94,20 +99,12 @@ def score_new_rows(
     Raises:
         ValueError: when an embedding model of ``model`` is missing or the feature set differs.
     """
-    from pricing_assets.lib.features.training_data import feature_rows_for_new_items
     from pricing_assets.lib.models.blend import apply_blend
-    from pricing_assets.lib.models.registry import PRICE_MODELS, ModelInputs, stacked_model, to_price
-    from pricing_assets.lib.models.tfidf_ridge import product_text
-    from pricing_assets.lib.retrieval.knn import knn_features_for_new_rows
+    from pricing_assets.lib.models.registry import PRICE_MODELS, stacked_model, to_price
 
     items = items.reset_index(drop=True)
     sid = items["sample_id"].astype(str)
-    given = {e[0] for e in embeddings}
-    missing = [name for name, _, _ in model.embedding_models if name not in given]
-    if missing:
-        raise ValueError(
-            f"score_new_rows: no embeddings of models {missing} (model {model.version} was trained with them)"
-        )
+    _check_embeddings(model, embeddings, "score_new_rows")
     names = list(model.blend)
     absent = [n for n in names if n not in model.models or n not in PRICE_MODELS]
     if absent:
@@ -126,16 +123,10 @@ def score_new_rows(
                 **{f"pred_{m}": pd.Series([], dtype=float) for m in names},
             }
         )
-    order = {name: i for i, (name, _, _) in enumerate(model.embedding_models)}
-    embs = sorted((e for e in embeddings if e[0] in order), key=lambda e: order[e[0]])
-    knn = knn_features_for_new_rows(model.knn, items, listing_features, embs)
-    text = product_text(items).fillna("").astype(str).reset_index(drop=True)
-    stacked = stacked_model()
-    stacked_log = stacked.predict(model.models[stacked.name], ModelInputs(sid.to_numpy(), text=text), device=device)
-    fm = feature_rows_for_new_items(model.space, items, listing_features, knn, stacked_log, embs)
-    inputs = ModelInputs(sid.to_numpy(), features=fm, text=text, embeddings=embs)
+    inputs, stacked_log = _model_inputs(model, items, listing_features, embeddings, device)
+    stacked = stacked_model().name
     logs = {
-        n: stacked_log if n == stacked.name else PRICE_MODELS[n].predict(model.models[n], inputs, device=device)
+        n: stacked_log if n == stacked else PRICE_MODELS[n].predict(model.models[n], inputs, device=device)
         for n in names
     }
     prices = {n: to_price(logs[n]) for n in names}
@@ -157,6 +148,84 @@ def score_new_rows(
             **{f"pred_{n}": prices[n] for n in names},
         }
     )
+
+
+def _check_embeddings(model: ServingModel, embeddings: list, caller: str) -> None:
+    """ValueError when an embedding model ``model`` was trained with has no vectors in ``embeddings``."""
+    given = {e[0] for e in embeddings}
+    missing = [name for name, _, _ in model.embedding_models if name not in given]
+    if missing:
+        raise ValueError(f"{caller}: no embeddings of models {missing} (model {model.version} was trained with them)")
+
+
+def _model_inputs(model: ServingModel, items: pd.DataFrame, listing_features: pd.DataFrame, embeddings: list, device):
+    """What every price model of ``model`` reads of n new products (``items`` reset, unique ids), and the
+    stacked model's ``log1p`` prices (a feature of the rows, (n,) float64): the kNN features searched
+    in the reference (the text views through ``model.indexes``), the feature rows built with the fitted
+    space, the catalog text."""
+    from pricing_assets.lib.features.training_data import feature_rows_for_new_items
+    from pricing_assets.lib.models.registry import ModelInputs, stacked_model
+    from pricing_assets.lib.models.tfidf_ridge import product_text
+    from pricing_assets.lib.retrieval.knn import knn_features_for_new_rows
+
+    sid = items["sample_id"].astype(str)
+    order = {name: i for i, (name, _, _) in enumerate(model.embedding_models)}
+    embs = sorted((e for e in embeddings if e[0] in order), key=lambda e: order[e[0]])
+    knn = knn_features_for_new_rows(model.knn, items, listing_features, embs, model.indexes or {})
+    text = product_text(items).fillna("").astype(str).reset_index(drop=True)
+    stacked = stacked_model()
+    stacked_log = stacked.predict(model.models[stacked.name], ModelInputs(sid.to_numpy(), text=text), device=device)
+    fm = feature_rows_for_new_items(model.space, items, listing_features, knn, stacked_log, embs)
+    return ModelInputs(sid.to_numpy(), features=fm, text=text, embeddings=embs), stacked_log
+
+
+def drivers_model(model: ServingModel) -> str | None:
+    """The blended model of ``model`` whose prices the drivers attribute: of the models with a
+    ``contributions`` adapter (``lib.models.registry.PriceModelSpec``), the one with the largest blend
+    weight; None when no blended model attributes its prices."""
+    from pricing_assets.lib.models.registry import PRICE_MODELS
+
+    able = [n for n in model.blend if n in PRICE_MODELS and PRICE_MODELS[n].contributions and n in model.models]
+    return max(able, key=lambda n: (model.blend[n], n)) if able else None
+
+
+def explain_new_rows(
+    model: ServingModel,
+    items: pd.DataFrame,
+    listing_features: pd.DataFrame,
+    embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
+    top: int | None = None,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """The price drivers of n new products: the features that move the price of :func:`drivers_model`
+    (LightGBM) most, as multiplicative effects (``lib.serving.drivers``). Same inputs as
+    :func:`score_new_rows`, built the same way, so the drivers explain the prices it serves (for a
+    product, ``base_price * prod(effect over every driver)`` is that model's ``pred_<model>``).
+
+    Returns:
+        ``lib.serving.drivers.top_drivers``'s frame (``top`` rows per product, items' order; default
+        ``lib.serving.drivers.DEFAULT_TOP``) with a ``model`` column naming the model explained.
+
+    Raises:
+        ValueError: when an embedding model is missing, or no blended model attributes its prices.
+    """
+    from pricing_assets.lib.models.registry import PRICE_MODELS
+    from pricing_assets.lib.serving.drivers import DEFAULT_TOP, top_drivers
+
+    items = items.reset_index(drop=True)
+    _check_embeddings(model, embeddings, "explain_new_rows")
+    name = drivers_model(model)
+    if name is None:
+        raise ValueError(f"explain_new_rows: no model blended by {model.version} attributes its prices to features")
+    top = DEFAULT_TOP if top is None else top
+    if len(items) == 0:
+        X = pd.DataFrame()
+        out = top_drivers(np.array([], dtype=str), X, np.zeros((0, 0)), np.zeros(0), model.version, top)
+    else:
+        inputs, _ = _model_inputs(model, items, listing_features, embeddings, device)
+        X, contributions, bias = PRICE_MODELS[name].contributions(model.models[name], inputs)
+        out = top_drivers(inputs.sample_ids, X, contributions, bias, model.version, top)
+    return out.assign(model=name)
 
 
 def score_catalog_rows(

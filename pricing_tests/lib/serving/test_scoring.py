@@ -29,7 +29,14 @@ from pricing_assets.lib.models.tfidf_ridge import product_text
 from pricing_assets.lib.retrieval.knn import build_knn_features, knn_features_for_new_rows
 from pricing_assets.lib.retrieval.reference import fit_knn_reference
 from pricing_assets.lib.serving.intervals import fit_intervals
-from pricing_assets.lib.serving.scoring import ServingModel, labeled_fingerprint, model_version, score_new_rows
+from pricing_assets.lib.serving.scoring import (
+    ServingModel,
+    drivers_model,
+    explain_new_rows,
+    labeled_fingerprint,
+    model_version,
+    score_new_rows,
+)
 from pricing_tests.lib.features.test_feature_assembly import inputs  # noqa: F401 (the shared fixture)
 
 HELD_OUT = 0
@@ -190,6 +197,68 @@ def test_empty_batch_missing_embedding_and_missing_model(trained):
     partial = dataclasses.replace(model, models={k: v for k, v in model.models.items() if k != "lightgbm"})
     with pytest.raises(ValueError, match="blend needs models \\['lightgbm'\\]"):
         score_new_rows(partial, new, new_bf, new_embs)
+
+
+def test_the_stored_index_is_searched_and_must_hold_the_reference(trained):
+    """A model promoted with its text index (``product_index``) prices exactly as one searching an
+    index built from the reference's vectors; an index of other products is refused."""
+    import dataclasses
+
+    from pricing_assets.lib.retrieval.search import build_index
+
+    new, new_bf, new_embs = trained["new"]
+    model = trained["model"]
+    assert model.indexes is None
+    stored = dataclasses.replace(model, indexes={"fake_text": build_index(model.knn.text["fake_text"])})
+    pd.testing.assert_frame_equal(
+        score_new_rows(stored, new, new_bf, new_embs), score_new_rows(model, new, new_bf, new_embs)
+    )
+    wrong = dataclasses.replace(model, indexes={"fake_text": build_index(model.knn.text["fake_text"][:-1])})
+    with pytest.raises(ValueError, match="stored index of 'fake_text'"):
+        score_new_rows(wrong, new, new_bf, new_embs)
+
+
+def test_drivers_rebuild_the_served_lightgbm_price_and_leave_the_prices_alone(trained):
+    """Every feature's effect times the base price is LightGBM's served price (TreeSHAP is exact);
+    the top 5 are the largest |log effects|; explaining changes no served price."""
+    new, new_bf, new_embs = trained["new"]
+    model = trained["model"]
+    before = score_new_rows(model, new, new_bf, new_embs)
+    every = explain_new_rows(model, new, new_bf, new_embs, top=1000)
+    after = score_new_rows(model, new, new_bf, new_embs)
+    pd.testing.assert_frame_equal(before, after)  # scoring with explanations = without
+    assert drivers_model(model) == "lightgbm" and (every["model"] == "lightgbm").all()
+    rebuilt = every.groupby("sample_id", sort=False).apply(
+        lambda g: g["base_price"].iloc[0] * np.prod(g["effect"]), include_groups=False
+    )
+    np.testing.assert_allclose(rebuilt.loc[before["sample_id"]].to_numpy(), before["pred_lightgbm"], rtol=1e-6)
+    top = explain_new_rows(model, new, new_bf, new_embs)
+    assert (top.groupby("sample_id").size() == 5).all() and top["sample_id"].unique().tolist() == new[
+        "sample_id"
+    ].tolist()
+    assert top.groupby("sample_id")["contribution"].apply(lambda c: c.abs().is_monotonic_decreasing).all()
+    np.testing.assert_allclose(top["effect"], np.exp(top["contribution"]))
+    assert (top["model_version"] == model.version).all()
+    # grouped: one row per readable driver, no raw kNN column name left
+    assert not top["feature"].str.startswith(("knn_", "uknn_")).any()
+    same = every.merge(top, on=["sample_id", "feature"], suffixes=("", "_top"))
+    assert len(same) == len(top)
+    np.testing.assert_allclose(same["contribution"], same["contribution_top"])
+
+
+def test_drivers_of_an_empty_batch_and_missing_inputs(trained):
+    import dataclasses
+
+    new, new_bf, new_embs = trained["new"]
+    model = trained["model"]
+    empty = explain_new_rows(model, new.iloc[:0], new_bf.iloc[:0], [(n, m, v[:0], h[:0]) for n, m, v, h in new_embs])
+    assert len(empty) == 0 and {"sample_id", "feature", "effect", "model"} <= set(empty.columns)
+    with pytest.raises(ValueError, match="no embeddings of models \\['fake_image'\\]"):
+        explain_new_rows(model, new, new_bf, new_embs[:1])
+    no_lgbm = dataclasses.replace(model, blend={k: v for k, v in model.blend.items() if k != "lightgbm"})
+    assert drivers_model(no_lgbm) is None
+    with pytest.raises(ValueError, match="attributes its prices"):
+        explain_new_rows(no_lgbm, new, new_bf, new_embs)
 
 
 def test_tabular_transform_applies_the_training_rows_quantiles():
