@@ -20,6 +20,7 @@ from pricing_assets.lib.models.metrics import smape
 from pricing_assets.lib.models.model_gate import compare_with_champion
 from pricing_assets.lib.models.registry import PRICE_MODELS
 from pricing_assets.resources import CrossValidationResource, ModelGateResource, StorageResource
+from pricing_assets.settings import current_registry
 from pricing_tests.helpers import LABELED_CSV
 
 N_LAB, N_UNL = 200, 40
@@ -126,7 +127,7 @@ def _stand_in_models(state: dict) -> list:
     def _products():
         return state["lightgbm_predictions"][["sample_id", "fold", "price"]].assign(item_name="a product")
 
-    objects = ["knn_reference", "feature_space", *(s.model_asset for s in SPECS)]
+    objects = ["knn_reference", "product_index", "feature_space", *(s.model_asset for s in SPECS)]
     return [make(s.predictions_asset) for s in SPECS] + [make_object(n) for n in objects] + [_products]
 
 
@@ -138,7 +139,7 @@ def gated(tmp_path):
     assets = [
         *_stand_in_models(state),
         build_blend_asset(SPECS),
-        build_serving_model_asset({}, SPECS),
+        build_serving_model_asset(current_registry(), SPECS),
         build_evaluation_asset(SPECS),
         model_gate_check,
     ]

@@ -35,6 +35,20 @@ def indexed_text_model(registry: dict):
     return text_specs[0]
 
 
+def scoring_ins(specs: list) -> dict:
+    """What a batch's scoring reads: its catalog rows, photos and OCR, the promoted ``serving_model``
+    and the batch's stored embeddings of every enabled model ``specs`` (``emb__<name>``)."""
+    from pricing_assets.defs.embeddings import embedding_key
+
+    return {
+        "catalog_items": dg.AssetIn("catalog_items"),
+        "product_images": dg.AssetIn("product_images"),
+        "ocr_text": dg.AssetIn("ocr_text"),
+        "serving_model": dg.AssetIn("serving_model"),
+        **{f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in specs},
+    }
+
+
 def unpriced_batch_rows(specs: list, catalog_items, product_images, ocr_text, embeddings: dict):
     """A batch's products without a price as scoring reads them: ``(items, listing_features,
     embeddings)``, items the latest row per ``sample_id`` joined with its photo and OCR facts (the row
@@ -152,7 +166,6 @@ def build_serving_model_asset(registry: dict, specs: list[PriceModelSpec]) -> dg
 
 def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
     """``batch_predictions``: one batch's products without a price, scored by ``serving_model``."""
-    from pricing_assets.defs.embeddings import embedding_key
 
     specs = enabled_models(registry)
 
@@ -160,13 +173,7 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
         group_name=SCORING_GROUP,
         io_manager_key="parquet_io_manager",
         partitions_def=catalog_batches,
-        ins={
-            "catalog_items": dg.AssetIn("catalog_items"),
-            "product_images": dg.AssetIn("product_images"),
-            "ocr_text": dg.AssetIn("ocr_text"),
-            "serving_model": dg.AssetIn("serving_model"),
-            **{f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in specs},
-        },
+        ins=scoring_ins(specs),
         check_specs=[contract_spec("batch_predictions")],
     )
     def batch_predictions(
@@ -288,7 +295,6 @@ def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
 
 def build_price_drivers_asset(registry: dict) -> dg.AssetsDefinition:
     """``price_drivers``: per batch, the features that move each priced product's price most."""
-    from pricing_assets.defs.embeddings import embedding_key
 
     specs = enabled_models(registry)
 
@@ -296,14 +302,7 @@ def build_price_drivers_asset(registry: dict) -> dg.AssetsDefinition:
         group_name=SCORING_GROUP,
         io_manager_key="parquet_io_manager",
         partitions_def=catalog_batches,
-        ins={
-            "batch_predictions": dg.AssetIn("batch_predictions"),
-            "catalog_items": dg.AssetIn("catalog_items"),
-            "product_images": dg.AssetIn("product_images"),
-            "ocr_text": dg.AssetIn("ocr_text"),
-            "serving_model": dg.AssetIn("serving_model"),
-            **{f"emb__{s.name}": dg.AssetIn(embedding_key(s)) for s in specs},
-        },
+        ins={"batch_predictions": dg.AssetIn("batch_predictions"), **scoring_ins(specs)},
         check_specs=[contract_spec("price_drivers")],
     )
     def price_drivers(

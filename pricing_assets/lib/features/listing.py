@@ -829,7 +829,8 @@ _FLAGS: dict[str, re.Pattern] = {
     "is_kosher": re.compile(r"\bkosher\b", re.I),
 }
 
-NUMERIC_FEATURES: tuple[str, ...] = (
+#: The pack-quantity columns of :data:`NUMERIC_FEATURES` (one fact: how much is in the pack).
+QUANTITY_FEATURES: tuple[str, ...] = (
     "pack_count",  # outer pack multiplicity from the item name (parse_pack_count), >= 1
     "ipq_value",  # catalog "Value:" as written (NaN if absent)
     "qty_canonical",  # Value in canonical units: grams / ml / count (NaN if unit unknown)
@@ -840,12 +841,19 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "log_count",  # grams, 0.18 for ml, 0.07 for counts)
     "name_qty",  # first mass/volume in the item name, grams or ml (NaN if none)
     "name_qty_is_volume",  # 1.0 if name_qty is in ml, 0.0 if grams, NaN if none
+)
+#: The listing-length columns of :data:`NUMERIC_FEATURES` (one fact: how much the listing says).
+LENGTH_FEATURES: tuple[str, ...] = (
     "text_chars",  # characters of the product text (lib.catalog.parsing.parse_catalog; no Value/Unit line)
     "text_words",  # whitespace tokens of that text
     "n_bullets",  # number of bullet points
     "has_description",  # 1.0 / 0.0
     "name_chars",  # characters of the item name
     "digits_in_name",  # count of digit characters in the item name
+)
+NUMERIC_FEATURES: tuple[str, ...] = (
+    *QUANTITY_FEATURES,
+    *LENGTH_FEATURES,
     *_FLAGS.keys(),  # keyword flags on item name + bullets, 1.0 / 0.0
 )
 """Numeric (float32) columns of :func:`build_listing_features`. Categorical string columns:

@@ -17,7 +17,7 @@ are additive over groups of features), named for a reader and shown with a reada
 import numpy as np
 import pandas as pd
 
-from pricing_assets.lib.features.listing import NUMERIC_FEATURES
+from pricing_assets.lib.features.listing import LENGTH_FEATURES, NUMERIC_FEATURES, QUANTITY_FEATURES
 from pricing_assets.lib.retrieval.search import KNN_STATS, UNIT_STATS
 
 #: Drivers kept per priced product (the largest |log effect| first).
@@ -26,21 +26,9 @@ DEFAULT_TOP = 5
 #: Columns of a drivers frame: one row per (priced product, rank).
 DRIVER_COLUMNS = ("sample_id", "rank", "feature", "value", "contribution", "effect", "base_price", "model_version")
 
-#: The pack-quantity parse (``lib.features.listing.NUMERIC_FEATURES``): one driver.
-QUANTITY_COLUMNS = (
-    "pack_count",
-    "ipq_value",
-    "qty_canonical",
-    "qty_per_pack",
-    "log_qty",
-    "log_grams",
-    "log_ml",
-    "log_count",
-    "name_qty",
-    "name_qty_is_volume",
-)
-#: How much the listing says: one driver.
-LISTING_LENGTH_COLUMNS = ("text_chars", "text_words", "n_bullets", "has_description", "name_chars", "digits_in_name")
+#: The pack-quantity parse: one driver; how much the listing says: one driver.
+QUANTITY_COLUMNS = QUANTITY_FEATURES
+LISTING_LENGTH_COLUMNS = LENGTH_FEATURES
 #: The photo's facts (``lib.images``) and its OCR: one driver.
 PHOTO_COLUMNS = ("width", "height", "n_bytes", "has_image", "ocr_lines")
 #: Readable names of the kNN views (``lib.retrieval.reference``); an embedding model's view is named
