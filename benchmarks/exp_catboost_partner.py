@@ -1,6 +1,6 @@
 """#32 step 3 experiment: CatBoost with its own text features as a partner in the blend.
 
-    pip install catboost
+    pip install -e '.[bench]'     # catboost
     .venv/bin/python benchmarks/exp_catboost_partner.py <storage>/assets/ [SEEDS...]
 
 CatBoost (RMSE on log price, depth 6, early stopping on an inner 10 % of the training folds) over the
