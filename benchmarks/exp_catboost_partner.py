@@ -64,6 +64,7 @@ def main() -> int:
                 od_type="Iter",
                 od_wait=150,
                 verbose=False,
+                allow_writing_files=False,  # no catboost_info/ folder in the working tree
             )
             model.fit(pool(tr[~inner]), eval_set=pool(tr[inner]), use_best_model=True)
             oof[va] = model.predict(pool(np.flatnonzero(va), label=False))

@@ -12,7 +12,7 @@ from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.models import price_models
 from pricing_assets.lib.catalog.batches import latest_batch_wins
-from pricing_assets.lib.embeddings.registry import enabled_models
+from pricing_assets.lib.embeddings.registry import enabled_models, indexed_text_model
 from pricing_assets.lib.models.registry import PriceModelSpec
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import CrossValidationResource, DeviceResource
@@ -21,18 +21,6 @@ from pricing_assets.settings import current_registry, current_settings
 GROUP = "serving"
 #: The batch-partitioned scoring asset's group (partitioned and unpartitioned assets never share a run).
 SCORING_GROUP = "scoring"
-
-
-def indexed_text_model(registry: dict):
-    """The embedding spec whose vectors ``product_index`` indexes: the first enabled text model.
-
-    Raises:
-        ValueError: when the registry enables no text model.
-    """
-    text_specs = [s for s in enabled_models(registry) if s.modality == "text"]
-    if not text_specs:
-        raise ValueError("the embedding registry enables no text model (product_index needs one)")
-    return text_specs[0]
 
 
 def scoring_ins(specs: list) -> dict:
@@ -216,7 +204,7 @@ def build_batch_predictions_asset(registry: dict) -> dg.AssetsDefinition:
 
 def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
     """``price_explanations``: per batch, the labeled comparables of every priced product, searched in
-    the stored FAISS index (``product_index``) and the TF-IDF reference (``knn_reference``)."""
+    the promoted ``serving_model``'s reference: its stored FAISS index (``product_index``) and TF-IDF rows."""
     from pricing_assets.defs.embeddings import embedding_key
 
     primary = indexed_text_model(registry)
@@ -228,8 +216,7 @@ def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
         ins={
             "batch_predictions": dg.AssetIn("batch_predictions"),
             "catalog_items": dg.AssetIn("catalog_items"),
-            "product_index": dg.AssetIn("product_index"),
-            "knn_reference": dg.AssetIn("knn_reference"),
+            "serving_model": dg.AssetIn("serving_model"),
             "products": dg.AssetIn("products"),
             "text_embeddings": dg.AssetIn(embedding_key(primary)),
         },
@@ -239,39 +226,42 @@ def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         batch_predictions: pd.DataFrame,
         catalog_items: pd.DataFrame,
-        product_index,
-        knn_reference,
+        serving_model,
         products: pd.DataFrame,
         text_embeddings: pd.DataFrame,
     ):
         """The ``k`` (5) labeled products most like each product this batch priced, with the price each
-        was labeled with, its similarity and the view that found it: the text-embedding index the
-        pipeline stores (``product_index``, no rebuild) and the full-text TF-IDF view."""
+        was labeled with, its similarity and the view that found it, searched in the reference of the
+        model that priced them (``serving_model``: the text-embedding index it was promoted with, no
+        rebuild, and the full-text TF-IDF view)."""
         from pricing_assets.lib.catalog.batches import latest_batch_wins
         from pricing_assets.lib.features.training_data import embedding_matrix
         from pricing_assets.lib.retrieval.reference import transform_view, view_texts
         from pricing_assets.lib.serving.comparables import find_comparables
 
+        ref = serving_model.knn
         with stopwatch() as t:
             ids = batch_predictions["sample_id"].astype(str)
-            reference = (
-                products.assign(sample_id=products["sample_id"].astype(str))
-                .set_index("sample_id")
-                .loc[knn_reference.sample_ids, ["item_name", "price"]]
-                .reset_index()
+            names = products.assign(sample_id=products["sample_id"].astype(str)).set_index("sample_id")["item_name"]
+            reference = pd.DataFrame(
+                {
+                    "sample_id": ref.sample_ids,
+                    "item_name": names.reindex(ref.sample_ids).fillna("").to_numpy(),
+                    "price": np.expm1(ref.log_price),  # the price the model learned from (USD)
+                }
             )
             vectors, query_rows = np.zeros((0, primary.dim), dtype=np.float32), None  # no product priced here
             if len(ids):
                 items, _ = latest_batch_wins(catalog_items.assign(sample_id=catalog_items["sample_id"].astype(str)))
                 items = items.set_index("sample_id").loc[ids].reset_index()
                 vectors, _ = embedding_matrix(text_embeddings, ids, primary.dim)
-                query_rows = transform_view(knn_reference.vectorizers["tfidf"], view_texts(items)["tfidf"])
+                query_rows = transform_view(ref.vectorizers["tfidf"], view_texts(items)["tfidf"])
             out = find_comparables(
                 ids.to_numpy(),
-                product_index,
+                (serving_model.indexes or {}).get(primary.name, ref.text[primary.name]),
                 f"text:{primary.name}",
                 vectors,
-                knn_reference.sparse["tfidf"],
+                ref.sparse["tfidf"],
                 query_rows,
                 reference,
             )
@@ -280,6 +270,7 @@ def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
             out,
             metadata={
                 "priced_products": int(ids.nunique()),
+                "model_version": serving_model.version,
                 "median_top1_similarity": round(float(out.loc[out["rank"] == 1, "similarity"].median()), 4)
                 if len(out)
                 else 0.0,

@@ -9,7 +9,7 @@ from data_contracts import FeatureMatrix, KnnFeatures, ListingFeatures, Products
 from pricing_assets.checks import contract_spec, enforce_contract
 from pricing_assets.defs.common import all_batches_in, batch_order, merge_batches, preview, stopwatch
 from pricing_assets.defs.embeddings import embedding_key
-from pricing_assets.lib.embeddings.registry import enabled_models
+from pricing_assets.lib.embeddings.registry import enabled_models, indexed_text_model
 from pricing_assets.lib.features.training_data import DEDUP_RULE
 from pricing_assets.lib.models.registry import stacked_model
 from pricing_assets.resources import CrossValidationResource
@@ -221,6 +221,7 @@ def build_product_embeddings_asset(registry: dict) -> dg.AssetsDefinition:
 
 def build_training_assets(registry: dict) -> list:
     """``product_embeddings``, ``product_index``/``knn_features`` and ``feature_matrix``."""
+    indexed = indexed_text_model(registry)
 
     @dg.multi_asset(
         outs={
@@ -278,8 +279,7 @@ def build_training_assets(registry: dict) -> list:
                 reference=ref,
             )
             lab = products["is_labeled"].to_numpy()
-            primary = next(e for e in embs if e[1] == "text")
-            index = build_index(primary[2][lab])
+            index = build_index(ref.text[indexed.name])  # row i = reference row i (the labeled products)
         log_price = np.log1p(products["price"].to_numpy(dtype=float))
         first = [c for c in knn.columns if c.startswith("knn_")][:2]
         corr = float(np.corrcoef(knn.loc[lab, first[0]], log_price[lab])[0, 1]) if lab.sum() > 2 else float("nan")
@@ -289,7 +289,7 @@ def build_training_assets(registry: dict) -> list:
         yield dg.Output(
             index,
             output_name="product_index",
-            metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": primary[0]},
+            metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": indexed.name},
         )
         yield dg.Output(
             ref,

@@ -173,6 +173,19 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, EmbeddingM
     return out
 
 
+def indexed_text_model(registry: dict[str, EmbeddingModelSpec]) -> EmbeddingModelSpec:
+    """The text model whose vectors the ``product_index`` FAISS index holds (and the comparables are
+    searched in): the first enabled text model, in registry order.
+
+    Raises:
+        ValueError: when the registry enables no text model.
+    """
+    text = enabled_models(registry, "text")
+    if not text:
+        raise ValueError("the embedding registry enables no text model (product_index needs one)")
+    return text[0]
+
+
 def enabled_models(registry: dict[str, EmbeddingModelSpec], modality: str | None = None) -> list[EmbeddingModelSpec]:
     """Enabled specs in registry order, optionally only one modality.
 

@@ -1,7 +1,7 @@
 """Comparable products behind a price: the labeled products most similar to a priced one.
 
-Two views are searched, each exact: the stored FAISS index over the labeled products' text embeddings
-(the ``product_index`` asset, first enabled text model) and the word TF-IDF view of the full catalog
+Two views are searched, each exact: the FAISS index over the labeled products' text embeddings that
+the serving model was promoted with (the ``product_index`` asset, first enabled text model) and the word TF-IDF view of the full catalog
 text fitted on the labeled products (``knn_reference``'s ``tfidf`` rows and vectorizer). The
 comparables of a product are the ``k`` most similar labeled products over both views (a product found
 by both keeps its best similarity and the view that found it), with the price each was labeled with.
@@ -50,8 +50,10 @@ def find_comparables(
 
     Args:
         sample_ids: (n,) str ids of the priced products.
-        text_index: FAISS inner-product index over the m labeled products' text vectors (row i =
-            ``reference`` row i); text_view: its view name (e.g. ``text:minilm_l6``).
+        text_index: the m labeled products' text vectors (row i = ``reference`` row i): a FAISS
+            inner-product index over them (the stored ``product_index``) or the (m, d) float32 vectors
+            (``lib.retrieval.search.search_top_k`` searches either); text_view: its view name (e.g.
+            ``text:minilm_l6``).
         query_vectors: (n, d) float32 L2-normalised text vectors of the priced products (same model).
         sparse_rows: (m, v) csr TF-IDF rows of the labeled products; query_rows: (n, v) csr of the priced ones.
         reference: the m labeled products in index order: ``sample_id``, ``item_name``, ``price`` (USD).
@@ -67,10 +69,9 @@ def find_comparables(
     from pricing_assets.lib.retrieval.search import search_top_k
 
     m = len(reference)
-    if text_index.ntotal != m or sparse_rows.shape[0] != m:
-        raise ValueError(
-            f"find_comparables: index {text_index.ntotal}, tf-idf {sparse_rows.shape[0]}, reference {m} rows"
-        )
+    n_text = text_index.ntotal if hasattr(text_index, "ntotal") else text_index.shape[0]
+    if n_text != m or sparse_rows.shape[0] != m:
+        raise ValueError(f"find_comparables: index {n_text}, tf-idf {sparse_rows.shape[0]}, reference {m} rows")
     if len(sample_ids) == 0:
         return pd.DataFrame(
             {
@@ -79,7 +80,7 @@ def find_comparables(
             }
         )
     kk = min(k, m)
-    sims, ids = text_index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), kk)
+    sims, ids = search_top_k(text_index, query_vectors, kk)
     frames = [_rows(sample_ids, reference["sample_id"], sims, ids, text_view)]
     s_sims, s_ids = search_top_k(sparse_rows, query_rows, kk)
     frames.append(_rows(sample_ids, reference["sample_id"], s_sims, s_ids, "tfidf"))

@@ -28,6 +28,9 @@ def test_best_of_both_views_ranked_with_the_labeled_price():
     assert out["view"].tolist() == ["tfidf", "text:m", "text:m"]
     assert out["similarity"].tolist() == pytest.approx([1.0, 0.8, 0.6])
     assert out["comparable_price"].tolist() == [3.0, 1.0, 2.0] and out["comparable_name"].tolist() == ["C", "A", "B"]
+    # the reference's own vectors (a model pickled without its index) find the same comparables
+    vectors = np.eye(4, dtype=np.float32)
+    pd.testing.assert_frame_equal(find_comparables(np.array(["p"]), vectors, "text:m", q, rows, q_rows, ref, k=3), out)
 
 
 def test_a_product_found_by_both_views_counts_once_and_mismatch_raises():
