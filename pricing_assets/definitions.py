@@ -10,7 +10,7 @@ and code references.
 import dagster as dg
 
 from pricing_assets.asset_policy import apply_asset_policy
-from pricing_assets.lib.embeddings.registry import load_registry
+from pricing_assets.lib.embeddings.registry import load_registry, select_models
 from pricing_assets.settings import REPO_ROOT, Settings, load_settings, overrides
 
 
@@ -20,11 +20,16 @@ def build_defs(settings: Settings | None = None, registry: dict | None = None) -
     Args:
         settings: default: from the environment at this call (``pricing_assets/settings.py``);
             ``executor="k8s"`` adds the Kubernetes executor (``pricing_assets/k8s_executor.py``).
-        registry: ``{name: EmbeddingModelSpec}``; default: ``pricing_assets/embedding_models.toml``.
+        registry: ``{name: EmbeddingModelSpec}``; default: ``pricing_assets/embedding_models.toml``
+            with ``settings.embedding_models`` (``PRICING_EMBEDDING_MODELS``) enabled when set.
+
+    Raises:
+        RegistryError: ``PRICING_EMBEDDING_MODELS`` names an unknown entry or no text model.
     """
     # resolved once here, read by every defs/ module (one TOML read and one env read per load)
     settings = settings or load_settings()
-    with overrides(settings, registry if registry is not None else load_registry()):
+    registry = registry if registry is not None else select_models(load_registry(), settings.embedding_models)
+    with overrides(settings, registry):
         loaded = dg.load_from_defs_folder(
             path_within_project=REPO_ROOT
         )  # the dg project root: pyproject.toml [tool.dg]

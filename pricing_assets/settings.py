@@ -9,6 +9,7 @@
 | ``PRICING_IMAGE_MIRROR`` | ``data/sample/images`` | local folder of photos named by the link's basename, consulted first |
 | ``PRICING_IMAGES_OFFLINE`` | ``0`` | ``1``: never download photos (rows not in mirror/store are ``missing``) |
 | ``PRICING_OCR_BACKEND`` | ``rapidocr`` | ``rapidocr`` / ``paddleocr`` |
+| ``PRICING_EMBEDDING_MODELS`` | unset | comma-separated registry entries to compute instead of the ``enabled`` flags of ``embedding_models.toml``, e.g. ``minilm_l6,effnet_lite0`` on GPU nodes (docs/deployment.md, "Text encoder per deployment") |
 | ``PRICING_MODEL_CACHE`` | ``~/.cache/pricing_assets`` | local folder for models exported at run time (EfficientNet ONNX) |
 | ``PRICING_INBOX`` | ``$DAGSTER_HOME/inbox`` | folder or ``s3://`` prefix watched by the new-catalog sensor |
 | ``PRICING_GATE_TOLERANCE`` | ``1.0`` | model gate: OOF SMAPE points a retrain may lose against the promoted model and still be promoted |
@@ -35,6 +36,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pricing_assets.lib.embeddings.registry import parse_model_list
 from pricing_assets.lib.models.model_gate import DEFAULT_TOLERANCE_SMAPE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +75,7 @@ class Settings:
     slack_token: str | None = field(default=None, repr=False)
     slack_channel: str | None = None
     ui_url: str | None = None
+    embedding_models: tuple[str, ...] | None = None
 
     @property
     def opt_in_price_models(self) -> tuple[str, ...]:
@@ -155,6 +158,7 @@ def load_settings(env: dict | None = None) -> Settings:
         slack_token=env.get("PRICING_SLACK_TOKEN") or None,
         slack_channel=env.get("PRICING_SLACK_CHANNEL") or None,
         ui_url=env.get("PRICING_UI_URL") or None,
+        embedding_models=parse_model_list(env.get("PRICING_EMBEDDING_MODELS")),
     )
 
 
@@ -171,11 +175,16 @@ def current_settings() -> Settings:
 
 def current_registry() -> dict:
     """The embedding registry the ``defs/`` modules build with: an :func:`overrides` value, else
-    ``pricing_assets/embedding_models.toml`` (``{name: EmbeddingModelSpec}``)."""
-    from pricing_assets.lib.embeddings.registry import load_registry
+    ``pricing_assets/embedding_models.toml`` (``{name: EmbeddingModelSpec}``) with the entries of
+    ``PRICING_EMBEDDING_MODELS`` enabled instead of its own flags when that is set.
+
+    Raises:
+        RegistryError: ``PRICING_EMBEDDING_MODELS`` names an unknown entry or no text model.
+    """
+    from pricing_assets.lib.embeddings.registry import load_registry, select_models
 
     registry = _REGISTRY.get()
-    return registry if registry is not None else load_registry()
+    return registry if registry is not None else select_models(load_registry(), current_settings().embedding_models)
 
 
 @contextmanager

@@ -16,6 +16,20 @@ UNLABELED_CSV = SAMPLE / "amazon_pricing_unlabeled.csv"
 IMAGES = SAMPLE / "images"
 
 
+def default_text_model() -> str:
+    """Name of the text encoder the code location computes here (the registry's enabled text model,
+    or the one ``PRICING_EMBEDDING_MODELS`` selects): its asset is ``embeddings/text/<name>``."""
+    from pricing_assets.lib.embeddings.registry import indexed_text_model
+    from pricing_assets.settings import current_registry
+
+    return indexed_text_model(current_registry()).name
+
+
+#: The text encoder of the default registry (``minilm_l6_onnx_int8_t64`` unless the env selects another).
+TEXT_MODEL = default_text_model()
+TEXT_KEY = f"embeddings/text/{TEXT_MODEL}"
+
+
 def image_basenames() -> set[str]:
     return {p.name for p in IMAGES.glob("*.jpg")}
 

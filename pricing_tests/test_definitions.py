@@ -16,6 +16,7 @@ from pricing_assets.definitions import build_defs
 from pricing_assets.lib.embeddings.registry import load_registry
 from pricing_assets.settings import load_settings
 from pricing_tests.asset_snapshot import SNAPSHOT, UPDATE_ENV, diff_snapshots, graph_snapshot, write_snapshot
+from pricing_tests.helpers import TEXT_KEY
 
 PER_ROW = {
     "raw_catalog": "ingest",
@@ -23,7 +24,7 @@ PER_ROW = {
     "catalog_items": "ingest",
     "product_images": "images",
     "ocr_text": "images",
-    "embeddings/text/minilm_l6": "embeddings",
+    TEXT_KEY: "embeddings",
     "embeddings/image/effnet_lite0": "embeddings",
     "batch_predictions": "scoring",
 }
@@ -78,7 +79,7 @@ def test_lineage(graph):
 
     assert parents("catalog_items") == {"raw_catalog"}
     assert parents("ocr_text") == {"product_images"}
-    assert parents("embeddings/text/minilm_l6") == {"catalog_items", "ocr_text"}
+    assert parents(TEXT_KEY) == {"catalog_items", "ocr_text"}
     assert parents("embeddings/image/effnet_lite0") == {"product_images"}
     # every per-row asset the training side reads: a batch counts only once all are stored, and a retry
     # that stores a batch's embeddings alone starts products again
@@ -86,7 +87,7 @@ def test_lineage(graph):
         "catalog_items",
         "product_images",
         "ocr_text",
-        "embeddings/text/minilm_l6",
+        TEXT_KEY,
         "embeddings/image/effnet_lite0",
     }
     assert "feature_matrix" in parents("lightgbm_model")
@@ -101,9 +102,7 @@ def test_lineage(graph):
         "tfidf_ridge_model",
     } <= parents("serving_model")
     assert "fusion_mlp_model" not in parents("serving_model")  # opt-in: PRICING_FUSION_MLP=1
-    assert {"serving_model", "catalog_items", "product_images", "ocr_text", "embeddings/text/minilm_l6"} <= parents(
-        "batch_predictions"
-    )
+    assert {"serving_model", "catalog_items", "product_images", "ocr_text", TEXT_KEY} <= parents("batch_predictions")
     assert parents("price_predictions") == {"batch_predictions", "products"}
 
 
@@ -126,7 +125,7 @@ def test_every_data_asset_has_a_blocking_contract_check(graph):
 
 
 def test_heavy_steps_use_the_gpu_pool(graph):
-    for name in ("ocr_text", "embeddings/text/minilm_l6", "embeddings/image/effnet_lite0"):
+    for name in ("ocr_text", TEXT_KEY, "embeddings/image/effnet_lite0"):
         assert graph.get(dg.AssetKey.from_user_string(name)).pools == {"gpu"}, name
 
 
@@ -219,3 +218,17 @@ def test_fusion_mlp_is_opt_in(tmp_path):
 
     assert "fusion_mlp_predictions" in parents("price_blend") and "fusion_mlp_model" in parents("serving_model")
     assert graph.get(dg.AssetKey("fusion_mlp_model")).pools == {"gpu"}
+
+
+def test_the_environment_selection_reaches_the_code_location():
+    from pricing_assets.definitions import build_defs
+    from pricing_assets.lib.embeddings.registry import RegistryError
+    from pricing_assets.settings import load_settings
+
+    settings = load_settings({"PRICING_EMBEDDING_MODELS": "minilm_l6,effnet_lite0", "DAGSTER_HOME": "/tmp/x"})
+    assert settings.embedding_models == ("minilm_l6", "effnet_lite0")
+    keys = {k.to_user_string() for k in build_defs(settings).resolve_asset_graph().get_all_asset_keys()}
+    assert {"embeddings/text/minilm_l6", "embeddings/image/effnet_lite0"} <= keys
+    assert not any(k.startswith("embeddings/text/") and k != "embeddings/text/minilm_l6" for k in keys)
+    with pytest.raises(RegistryError, match="not in the registry"):
+        build_defs(load_settings({"PRICING_EMBEDDING_MODELS": "nope", "DAGSTER_HOME": "/tmp/x"}))

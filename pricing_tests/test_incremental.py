@@ -18,10 +18,10 @@ from pricing_assets.lib.embeddings.registry import load_registry
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.resources import ImageFetchResource, OcrResource
 from pricing_assets.settings import load_settings
-from pricing_tests.helpers import IMAGES, LABELED_CSV
+from pricing_tests.helpers import IMAGES, LABELED_CSV, TEXT_KEY, TEXT_MODEL
 from pricing_tests.http_server import Reply, ScriptedServer
 
-TEXT = "embeddings/text/minilm_l6"
+TEXT = TEXT_KEY
 
 
 def meta(instance, key: str, batch: str | None = None, first: bool = False) -> dict:
@@ -52,7 +52,7 @@ def run(tmp_path_factory):
 
         storage = tmp / "storage"
         settings = load_settings({"DAGSTER_HOME": str(tmp / "home"), "PRICING_STORAGE": str(storage)})
-        registry = {k: v for k, v in load_registry().items() if k == "minilm_l6"}
+        registry = {k: v for k, v in load_registry().items() if k == TEXT_MODEL}
         base = build_defs(settings, registry=registry)
         resources = {
             **base.resources,

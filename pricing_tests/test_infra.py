@@ -107,12 +107,17 @@ def test_dockerfile_pins_cpu_torch_and_installs_postgres_extra():
 
 
 def test_helm_values_k8s_launcher_and_gpu_steps_match_the_code():
-    from pricing_assets.definitions import defs
+    from pricing_assets.definitions import build_defs
     from pricing_assets.k8s_executor import executor_config, gpu_step_keys
+    from pricing_assets.settings import load_settings
 
     v = load("helm/values.yaml")
     assert v["runLauncher"]["type"] == "K8sRunLauncher"
     deployment = v["dagster-user-deployments"]["deployments"][0]
+    # the code location as the chart's env builds it (GPU nodes: the fp32 MiniLM, fp16 on CUDA)
+    helm_env = {e["name"]: e["value"] for e in deployment["env"] if "value" in e}
+    assert helm_env["PRICING_EMBEDDING_MODELS"] == "minilm_l6,effnet_lite0"
+    defs = build_defs(load_settings({k: v for k, v in helm_env.items() if k != "PRICING_EXECUTOR"}))
     assert deployment["codeServerArgs"] == ["-m", "pricing_assets.definitions"]
     assert {"name": "PRICING_EXECUTOR", "value": "k8s"} in deployment["env"]
     assert (

@@ -31,6 +31,7 @@ from dagster_k8s.client import DagsterKubernetesClient
 from pricing_assets import k8s_executor as k8s
 from pricing_assets.partitions import CATALOG_BATCHES
 from pricing_assets.settings import load_settings
+from pricing_tests.helpers import TEXT_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
 VALUES = yaml.safe_load((REPO / "infra" / "helm" / "values.yaml").read_text())
@@ -51,7 +52,7 @@ current-context: none
 
 GPU_STEPS = [
     ("catalog_batch_job", step)
-    for step in ("embeddings__text__minilm_l6", "embeddings__image__effnet_lite0", "ocr_text")
+    for step in (f"embeddings__text__{TEXT_MODEL}", "embeddings__image__effnet_lite0", "ocr_text")
 ]
 CPU_STEPS = [
     ("catalog_batch_job", "raw_catalog"),
@@ -298,7 +299,7 @@ def test_k8s_definitions_load_with_the_k8s_executor_and_nothing_else_changed():
     assert (
         steps
         == set(k8s.gpu_step_keys(base))
-        >= {"ocr_text", "embeddings__text__minilm_l6", "embeddings__image__effnet_lite0"}
+        >= {"ocr_text", f"embeddings__text__{TEXT_MODEL}", "embeddings__image__effnet_lite0"}
     )
 
 

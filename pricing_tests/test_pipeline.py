@@ -8,6 +8,7 @@ import pytest
 
 from pricing_assets.definitions import build_defs
 from pricing_assets.settings import load_settings
+from pricing_tests.helpers import TEXT_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_counts_reconcile_per_batch(instance, slice_files):
         assert _meta(instance, "catalog_items", batch)["rows"] == raw["rows"]
         assert _meta(instance, "product_images", batch)["rows"] == raw["rows"]
         assert _meta(instance, "ocr_text", batch)["rows"] == raw["rows"]
-        assert _meta(instance, ["embeddings", "text", "minilm_l6"], batch)["rows"] == raw["rows"]
+        assert _meta(instance, ["embeddings", "text", TEXT_MODEL], batch)["rows"] == raw["rows"]
     assert _meta(instance, "raw_catalog", "lab")["labeled_rows"] == slice_files["n_labeled"]
     assert _meta(instance, "raw_catalog", "unlabeled")["labeled_rows"] == 0
 
@@ -111,7 +112,7 @@ def test_global_assets_report_model_figures(instance, slice_files):
     assert _meta(instance, "batch_predictions", "unlabeled")["dagster/row_count"] == slice_files["n_unlabeled"]
     assert _meta(instance, "batch_predictions", "lab")["dagster/row_count"] == 0
     signal = _meta(instance, "embedding_signal_report")
-    assert signal["models"] == 2 and "minilm_l6" in signal["signal_table"] and "effnet_lite0" in signal["signal_table"]
+    assert signal["models"] == 2 and TEXT_MODEL in signal["signal_table"] and "effnet_lite0" in signal["signal_table"]
 
 
 def test_stored_outputs_line_up(instance, defs, slice_files):
@@ -120,7 +121,7 @@ def test_stored_outputs_line_up(instance, defs, slice_files):
     # both stacked ridges (full text, title) are present for every row, in log1p(USD) range
     for col in ("stack_tfidf_ridge", "stack_title_ridge"):
         assert fm[col].notna().all() and fm[col].between(0, np.log1p(1e5)).all(), col
-    emb = defs.load_asset_value(["embeddings", "text", "minilm_l6"], instance=instance, partition_key="lab")
+    emb = defs.load_asset_value(["embeddings", "text", TEXT_MODEL], instance=instance, partition_key="lab")
     m = np.stack(emb["embedding"].to_numpy())
     assert m.shape == (slice_files["n_labeled"], 384)
     np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-4)
@@ -153,7 +154,7 @@ def test_second_run_embeds_nothing(instance, defs):
         selection=dg.AssetSelection.groups("embeddings"),
     )
     assert res.success
-    for key in (["embeddings", "text", "minilm_l6"], ["embeddings", "image", "effnet_lite0"]):
+    for key in (["embeddings", "text", TEXT_MODEL], ["embeddings", "image", "effnet_lite0"]):
         m = _meta(instance, key, "lab")
         assert m["computed"] == 0 and m["cached"] >= 1, (key, m)
 
@@ -225,7 +226,7 @@ def test_every_priced_product_has_labeled_comparables_from_the_stored_index(inst
         comps["comparable_price"].to_numpy(), products.loc[comps["comparable_id"], "price"].to_numpy()
     )
     assert comps.groupby("sample_id")["similarity"].apply(lambda s: s.is_monotonic_decreasing).all()
-    assert set(comps["view"]) <= {"text:minilm_l6", "tfidf"}
+    assert set(comps["view"]) <= {f"text:{TEXT_MODEL}", "tfidf"}
 
 
 def test_every_priced_product_has_its_drivers_from_the_serving_model(instance, defs):

@@ -18,7 +18,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pricing_tests.helpers import IMAGES, LABELED_CSV, REPO
+from pricing_tests.helpers import IMAGES, LABELED_CSV, REPO, TEXT_MODEL
 
 BATCH = "pg_batch"
 
@@ -113,7 +113,7 @@ def test_small_materialisation_lands_in_postgres(pg_instance, postgres, tmp_path
         ingest.catalog_items,
         images.product_images,
         images.ocr_text,
-        build_text_embedding_asset(load_registry()["minilm_l6"]),
+        build_text_embedding_asset(load_registry()[TEXT_MODEL]),
     ]
     keys = [k for a in assets for k in a.keys]
 
@@ -156,7 +156,7 @@ def test_small_materialisation_lands_in_postgres(pg_instance, postgres, tmp_path
         ev = fresh.get_latest_materialization_event(dg.AssetKey("raw_catalog"))
         meta = ev.asset_materialization.metadata
         assert (meta["rows_in"].value, meta["rows"].value, meta["quarantined_rows"].value) == (24, 23, 1)
-        assert fresh.get_materialized_partitions(dg.AssetKey(["embeddings", "text", "minilm_l6"])) == {BATCH}
+        assert fresh.get_materialized_partitions(dg.AssetKey(["embeddings", "text", TEXT_MODEL])) == {BATCH}
         n_ok = (
             fresh.get_latest_materialization_event(dg.AssetKey("product_images"))
             .asset_materialization.metadata["status_counts"]

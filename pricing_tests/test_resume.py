@@ -23,11 +23,11 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from pricing_tests.helpers import REPO, UNLABELED_CSV
+from pricing_tests.helpers import REPO, TEXT_MODEL, UNLABELED_CSV
 
 N_ROWS = 40
 CHUNK = 8
-MODEL = "minilm_l6"
+MODEL = TEXT_MODEL
 EMB_KEY = f"embeddings/text/{MODEL}"
 BATCH = "resume"
 
@@ -208,7 +208,7 @@ def test_killed_embedding_run_resumes_without_redoing_chunks_and_reruns_are_iden
     assert len(first) == 6, (
         first
     )  # raw_catalog, catalog_quarantine, catalog_items, product_images, ocr_text, embeddings
-    vectors = res.output_for_node("embeddings__text__minilm_l6")
+    vectors = res.output_for_node(f"embeddings__text__{MODEL}")
 
     # 3. re-run everything on the same inputs: nothing recomputed, every stored file byte-identical
     res = run(assets, resources, instance, all_keys(assets))
@@ -216,7 +216,7 @@ def test_killed_embedding_run_resumes_without_redoing_chunks_and_reruns_are_iden
     meta = emb_meta(res)
     assert (meta["cached"], meta["computed"], meta["shards_written"]) == (N_ROWS, 0, 0)
     assert stored_hashes(tmp_path) == first
-    again = res.output_for_node("embeddings__text__minilm_l6")
+    again = res.output_for_node(f"embeddings__text__{MODEL}")
     pd.testing.assert_frame_equal(again.drop(columns="embedding"), vectors.drop(columns="embedding"))
     assert all((a == b).all() for a, b in zip(again["embedding"], vectors["embedding"]))
 

@@ -13,7 +13,7 @@ from pricing_assets import cli
 from pricing_assets.automation import PER_ROW_GROUPS
 from pricing_assets.defs.sensors import build_inbox_sensor
 from pricing_assets.resources import OcrResource, StorageResource
-from pricing_tests.helpers import sample_slice
+from pricing_tests.helpers import TEXT_KEY, TEXT_MODEL, sample_slice
 from pricing_tests.s3_server import s3_endpoint, s3_env  # noqa: F401  (fixtures)
 
 N_LAB, N_IMG, N_UNL = 40, 3, 10
@@ -64,7 +64,7 @@ def test_whole_graph_on_s3_storage(s3_env, monkeypatch, tmp_path):  # noqa: F811
     for k in (
         "assets/raw_catalog/lab.parquet",
         "assets/catalog_items/unlabeled.parquet",
-        "assets/embeddings/text/minilm_l6/lab.parquet",
+        f"assets/{TEXT_KEY}/lab.parquet",
         "assets/embeddings/image/effnet_lite0/lab.parquet",
         "assets/products.parquet",
         "assets/product_index.faiss",
@@ -72,7 +72,7 @@ def test_whole_graph_on_s3_storage(s3_env, monkeypatch, tmp_path):  # noqa: F811
         "assets/price_predictions.parquet",
     ):
         assert f"{bucket}/store/{k}" in keys, k
-    assert any(k.startswith(f"{bucket}/store/embedding_cache/minilm_l6/") for k in keys)
+    assert any(k.startswith(f"{bucket}/store/embedding_cache/{TEXT_MODEL}/") for k in keys)
     assert any(k.startswith(f"{bucket}/store/embedding_cache/effnet_lite0/") for k in keys)
     assert any(k.startswith(f"{bucket}/store/images/") for k in keys)
     assert not os.path.exists(tmp_path / "home" / "storage")
@@ -90,7 +90,7 @@ def test_whole_graph_on_s3_storage(s3_env, monkeypatch, tmp_path):  # noqa: F811
         )
         return {k: v.value for k, v in recs.records[0].asset_materialization.metadata.items()} if recs.records else ev
 
-    m = meta("embeddings/text/minilm_l6", "lab")
+    m = meta(TEXT_KEY, "lab")
     assert (m["rows"], m["computed"], m["cached"]) == (N_LAB, N_LAB, 0)
     img = meta("embeddings/image/effnet_lite0", "lab")
     assert img["rows"] >= 1 and img["computed"] == img["rows"]
@@ -104,7 +104,7 @@ def test_whole_graph_on_s3_storage(s3_env, monkeypatch, tmp_path):  # noqa: F811
         selection=dg.AssetSelection.groups(*PER_ROW_GROUPS),
     )
     assert again.success
-    m2 = meta("embeddings/text/minilm_l6", "lab")
+    m2 = meta(TEXT_KEY, "lab")
     assert (m2["computed"], m2["cached"]) == (0, N_LAB)
     assert meta("embeddings/image/effnet_lite0", "lab")["computed"] == 0
 

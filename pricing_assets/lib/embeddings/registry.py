@@ -9,7 +9,7 @@ Pure, Dagster-free, standard library only (the encoders that load a spec are in
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ __all__ = [
     "ModelUnavailableError",
     "load_registry",
     "enabled_models",
+    "select_models",
+    "parse_model_list",
 ]
 
 DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parents[2] / "embedding_models.toml"
@@ -184,6 +186,44 @@ def indexed_text_model(registry: dict[str, EmbeddingModelSpec]) -> EmbeddingMode
     if not text:
         raise ValueError("the embedding registry enables no text model (product_index needs one)")
     return text[0]
+
+
+def parse_model_list(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list of registry entry names (``PRICING_EMBEDDING_MODELS``) as a tuple, blanks
+    dropped; ``None`` for an unset or blank value (the registry's own ``enabled`` flags apply)."""
+    names = tuple(n.strip() for n in (value or "").split(",") if n.strip())
+    return names or None
+
+
+def select_models(
+    registry: dict[str, EmbeddingModelSpec], names: tuple[str, ...] | None
+) -> dict[str, EmbeddingModelSpec]:
+    """The registry with exactly ``names`` enabled (a deployment's choice of encoder variants, e.g.
+    ``minilm_l6`` in fp16 on GPU nodes, ``minilm_l6_onnx_int8_t64`` on CPU-only ones); ``None`` returns
+    ``registry`` unchanged. Each entry is its own asset (``embeddings/<modality>/<name>``) and cache
+    namespace, so switching variants never mixes two kinds of vectors: the batches are embedded again
+    by the new entry's asset.
+
+    Args:
+        registry: ``{name: EmbeddingModelSpec}`` (:func:`load_registry`).
+        names: entry names to enable, or None.
+
+    Returns:
+        A new ``{name: EmbeddingModelSpec}`` in registry order, ``enabled`` set to ``name in names``.
+
+    Raises:
+        RegistryError: a name is not in the registry (the message lists the known ones), or the
+            selection enables no text model (the kNN index and the text features need one).
+    """
+    if names is None:
+        return registry
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise RegistryError(f"embedding models {unknown} are not in the registry; known: {sorted(registry)}")
+    selected = {n: replace(s, enabled=n in names) for n, s in registry.items()}
+    if not enabled_models(selected, "text"):
+        raise RegistryError(f"the selection {list(names)} enables no text model; the pipeline needs one")
+    return selected
 
 
 def enabled_models(registry: dict[str, EmbeddingModelSpec], modality: str | None = None) -> list[EmbeddingModelSpec]:

