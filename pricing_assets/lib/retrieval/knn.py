@@ -5,7 +5,9 @@ labeled, with a fold) query the rows of the *other* CV folds only (out-of-fold,
 :func:`build_knn_features`); a product without a price queries every labeled product
 (:func:`knn_features_for_new_rows`, the serving path).
 
-Exact search and neighbour statistics: :mod:`pricing_assets.lib.retrieval.search`; the labeled
+The search (exact up to :data:`~pricing_assets.lib.retrieval.search.APPROXIMATE_ABOVE` references per
+index, approximate above, the same rule for the training folds and the serving reference) and the
+neighbour statistics: :mod:`pricing_assets.lib.retrieval.search`; the labeled
 products' reference (TF-IDF views, :class:`~pricing_assets.lib.retrieval.reference.KnnReference`):
 :mod:`pricing_assets.lib.retrieval.reference`.
 """
@@ -21,7 +23,14 @@ from pricing_assets.lib.retrieval.reference import (
     transform_view,
     view_texts,
 )
-from pricing_assets.lib.retrieval.search import KNN_STATS, UNIT_STATS, neighbour_stats, search_top_k, unit_price_stats
+from pricing_assets.lib.retrieval.search import (
+    APPROXIMATE_ABOVE,
+    KNN_STATS,
+    UNIT_STATS,
+    neighbour_stats,
+    search_top_k,
+    unit_price_stats,
+)
 
 #: The unit-price statistics that are prices (the neighbours' unit price times the row's own
 #: quantity), so they grow with the row's IPQ; ``n`` is a count and does not.
@@ -49,8 +58,8 @@ def oof_query_plan(folds: np.ndarray):
         yield folds == f, folds != f
 
 
-def _query(index_vectors, index_log_prices, query_vectors, k):
-    sims, ids = search_top_k(index_vectors, query_vectors, k)
+def _query(index_vectors, index_log_prices, query_vectors, k, approximate_above=APPROXIMATE_ABOVE):
+    sims, ids = search_top_k(index_vectors, query_vectors, k, approximate_above=approximate_above)
     return neighbour_stats(sims, index_log_prices[ids])
 
 
@@ -60,18 +69,22 @@ def knn_price_features(
     folds: np.ndarray,
     k: int = 10,
     prefix: str = "knn",
+    approximate_above: int | None = APPROXIMATE_ABOVE,
 ) -> pd.DataFrame:
     """Out-of-fold kNN neighbour-price features of n labeled rows: a row in fold f gets features from
     an index over the rows of the other folds (never itself, never its fold).
 
     Args:
-        vectors: (n, d) float32 L2-normalised embeddings (one per row), dense (searched with an exact
-            FAISS inner-product index) or a SciPy sparse matrix such as TF-IDF rows (exact sparse
-            dot products).
+        vectors: (n, d) float32 L2-normalised embeddings (one per row), dense (searched with a FAISS
+            inner-product index per fold, :func:`~pricing_assets.lib.retrieval.search.build_index`:
+            exact up to ``approximate_above`` references, approximate above) or a SciPy sparse matrix
+            such as TF-IDF rows (exact sparse dot products).
         log_price: (n,) float64 ``log1p(price USD)``, finite.
         folds: (n,) int fold id in ``0..K-1``.
         k: neighbours per query.
         prefix: column prefix.
+        approximate_above: references of a fold's index above which it is approximate
+            (:data:`~pricing_assets.lib.retrieval.search.APPROXIMATE_ABOVE`, the serving path's default too).
 
     Returns:
         DataFrame (n rows, same order) with float32 columns ``{prefix}_{stat}`` for stat in
@@ -94,7 +107,7 @@ def knn_price_features(
         raise ValueError("knn_price_features: need at least 2 rows")
     out = np.full((n, len(KNN_STATS)), np.nan, dtype=np.float32)
     for q, ref in oof_query_plan(folds):
-        out[q] = _query(vectors[ref], log_price[ref], vectors[q], k)
+        out[q] = _query(vectors[ref], log_price[ref], vectors[q], k, approximate_above)
     return pd.DataFrame(out, columns=[f"{prefix}_{s}" for s in KNN_STATS])
 
 
@@ -106,6 +119,7 @@ def knn_unit_price_features(
     folds: np.ndarray,
     k: int = 20,
     prefix: str = "uknn",
+    approximate_above: int | None = APPROXIMATE_ABOVE,
 ) -> pd.DataFrame:
     """Out-of-fold unit-price-transfer kNN features (:func:`unit_price_stats`) of n labeled rows.
 
@@ -124,6 +138,7 @@ def knn_unit_price_features(
             docs/experiments.md, "Unit-price transfer kNN features").
         prefix: column prefix. Columns do not start with ``knn_``: they are NaN where the row has
             no quantity.
+        approximate_above: as :func:`knn_price_features`.
 
     Returns:
         DataFrame (n rows, same order), float32 columns ``{prefix}_unit_{stat}`` for ``UNIT_STATS``.
@@ -132,7 +147,17 @@ def knn_unit_price_features(
         ValueError: on length mismatch, a row without a finite price or with a fold < 0, or fewer
             than 2 rows.
     """
-    return knn_price_and_unit_features(vectors, log_price, log_qty, family, folds, k=k, unit_k=k, unit_prefix=prefix)[1]
+    return knn_price_and_unit_features(
+        vectors,
+        log_price,
+        log_qty,
+        family,
+        folds,
+        k=k,
+        unit_k=k,
+        unit_prefix=prefix,
+        approximate_above=approximate_above,
+    )[1]
 
 
 def knn_price_and_unit_features(
@@ -145,6 +170,7 @@ def knn_price_and_unit_features(
     unit_k: int = 20,
     prefix: str = "knn",
     unit_prefix: str = "uknn",
+    approximate_above: int | None = APPROXIMATE_ABOVE,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`knn_price_features` and :func:`knn_unit_price_features` of one view from one search
     per (query, reference) pair of :func:`oof_query_plan`: the ``max(k, unit_k)`` nearest references,
@@ -156,6 +182,7 @@ def knn_price_and_unit_features(
         vectors, log_price, log_qty, family, folds: as :func:`knn_unit_price_features`.
         k, unit_k: neighbours for the price statistics / the unit-price transfer.
         prefix, unit_prefix: column prefixes of the two frames.
+        approximate_above: as :func:`knn_price_features`.
 
     Returns:
         (price frame: n rows, float32 ``{prefix}_{stat}`` for ``KNN_STATS``; unit frame: n rows,
@@ -185,7 +212,7 @@ def knn_price_and_unit_features(
     price = np.full((n, len(KNN_STATS)), np.nan, dtype=np.float32)
     unit = np.full((n, len(UNIT_STATS)), np.nan, dtype=np.float32)
     for q, ref in oof_query_plan(folds):
-        sims, ids = search_top_k(vectors[ref], vectors[q], max(k, unit_k))
+        sims, ids = search_top_k(vectors[ref], vectors[q], max(k, unit_k), approximate_above=approximate_above)
         g = np.flatnonzero(ref)[ids]
         price[q] = neighbour_stats(sims[:, :k], log_price[g[:, :k]])
         unit[q] = unit_price_stats(
@@ -207,6 +234,7 @@ def knn_features_for_new_rows(
     listing_features: pd.DataFrame,
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
     indexes: dict | None = None,
+    approximate_above: int | None = APPROXIMATE_ABOVE,
 ) -> pd.DataFrame:
     """kNN neighbour-price features of products without a price, searched in ``ref`` (every labeled
     product): the serving path of ``knn_features``, with the columns of :func:`build_knn_features`
@@ -218,7 +246,11 @@ def knn_features_for_new_rows(
         listing_features: rows with ``sample_id``, ``ipq_unit_family``, ``qty_canonical`` (aligned by id).
         embeddings: ``(name, modality, vectors, has)`` aligned to ``items``, the same models as ``ref``.
         indexes: text model name -> a stored FAISS index over ``ref.text[name]`` (same rows, same order;
-            the ``product_index`` asset), searched instead of an index built from the vectors.
+            the ``product_index`` asset, exact or approximate as built), searched instead of an index
+            built from the vectors.
+        approximate_above: references above which an index built here (a text model without a
+            stored index, the image views) is approximate
+            (:func:`~pricing_assets.lib.retrieval.search.build_index`).
 
     Returns:
         DataFrame (n rows, items' order): ``sample_id`` then float32 ``knn_*`` and ``uknn_*`` columns.
@@ -244,7 +276,12 @@ def knn_features_for_new_rows(
         price = np.zeros((0, len(KNN_STATS)), dtype=np.float32)
         unit = np.zeros((0, len(UNIT_STATS)), dtype=np.float32)
         if query.shape[0]:
-            sims, ids = search_top_k(ref_vectors, query, max(ref.k, ref.unit_k) if unit_prefix else ref.k)
+            sims, ids = search_top_k(
+                ref_vectors,
+                query,
+                max(ref.k, ref.unit_k) if unit_prefix else ref.k,
+                approximate_above=approximate_above,
+            )
             price = neighbour_stats(sims[:, : ref.k], ref.log_price[ids[:, : ref.k]])
             if unit_prefix:
                 u = ids[:, : ref.unit_k]
@@ -278,7 +315,9 @@ def knn_features_for_new_rows(
             has = np.asarray(given[name][2], dtype=bool)
             if has.any():
                 vec, lp = ref.image[name]
-                feats.loc[has, :] = _query(vec, lp, np.ascontiguousarray(given[name][1][has], dtype=np.float32), ref.k)
+                feats.loc[has, :] = _query(
+                    vec, lp, np.ascontiguousarray(given[name][1][has], dtype=np.float32), ref.k, approximate_above
+                )
         parts.append(feats)
     return pd.concat(parts + unit_parts, axis=1)
 
@@ -291,6 +330,7 @@ def build_knn_features(
     unit_k: int = 20,
     n_folds: int = 5,
     reference: "KnnReference | None" = None,
+    approximate_above: int | None = APPROXIMATE_ABOVE,
 ) -> pd.DataFrame:
     """Every kNN neighbour-price feature of ``knn_features``, out-of-fold, for every (labeled) product.
 
@@ -318,6 +358,10 @@ def build_knn_features(
             photo (NaN otherwise).
         reference: the :class:`KnnReference` of these same products when already fitted (else fitted
             here); its TF-IDF rows are the products' TF-IDF rows (not tokenised twice).
+        approximate_above: references of a fold's dense index above which it is approximate
+            (:func:`~pricing_assets.lib.retrieval.search.build_index`); also the size above which a
+            reference fitted here caps its TF-IDF terms at an absolute document count
+            (:func:`~pricing_assets.lib.retrieval.reference.max_df_docs`).
 
     Returns:
         DataFrame (n rows, products' order): ``sample_id`` then float32 ``knn_*`` and ``uknn_*`` columns.
@@ -333,7 +377,15 @@ def build_knn_features(
     ref = (
         reference
         if reference is not None
-        else fit_knn_reference(products, listing_features, embeddings, k=k, unit_k=unit_k, n_folds=n_folds)
+        else fit_knn_reference(
+            products,
+            listing_features,
+            embeddings,
+            k=k,
+            unit_k=unit_k,
+            n_folds=n_folds,
+            approximate_above=approximate_above,
+        )
     )
     if not np.array_equal(ref.sample_ids, products["sample_id"].astype(str).to_numpy()):
         raise ValueError(
@@ -344,7 +396,16 @@ def build_knn_features(
     parts, unit_parts = [products[["sample_id"]]], []
     for name, vec in text:
         price, unit = knn_price_and_unit_features(
-            vec, log_price, log_qty, family, folds, k=k, unit_k=unit_k, prefix=f"knn_{name}", unit_prefix=f"uknn_{name}"
+            vec,
+            log_price,
+            log_qty,
+            family,
+            folds,
+            k=k,
+            unit_k=unit_k,
+            prefix=f"knn_{name}",
+            unit_prefix=f"uknn_{name}",
+            approximate_above=approximate_above,
         )
         parts.append(price)
         unit_parts.append(unit)
@@ -361,17 +422,27 @@ def build_knn_features(
                 unit_k=unit_k,
                 prefix=f"knn_{view}",
                 unit_prefix="uknn_tfidf",
+                approximate_above=approximate_above,
             )
             unit_parts.append(unit)
         else:
-            price = knn_price_features(mat, log_price, folds, k=k, prefix=f"knn_{view}")
+            price = knn_price_features(
+                mat, log_price, folds, k=k, prefix=f"knn_{view}", approximate_above=approximate_above
+            )
         parts.append(price)
     for name, modality, vec, has in embeddings:
         if modality != "image":
             continue
         feats = pd.DataFrame(np.nan, index=range(len(products)), columns=_image_columns(name), dtype=np.float32)
         if name in ref.image:
-            sub = knn_price_features(vec[has], log_price[has], folds[has], k=k, prefix=f"knn_image_{name}")
+            sub = knn_price_features(
+                vec[has],
+                log_price[has],
+                folds[has],
+                k=k,
+                prefix=f"knn_image_{name}",
+                approximate_above=approximate_above,
+            )
             feats.loc[has, :] = sub.to_numpy()
         parts.append(feats)
     return pd.concat(parts + unit_parts, axis=1)

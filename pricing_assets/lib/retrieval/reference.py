@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pricing_assets.lib.models.cross_validation import require_labeled
+from pricing_assets.lib.retrieval.search import APPROXIMATE_ABOVE
 
 
 def log_total_quantity(qty_canonical: np.ndarray, family: np.ndarray) -> np.ndarray:
@@ -78,6 +79,19 @@ KNN_TFIDF_MAX_DF = 0.2
 #: ... and only when in more than this many products: a small reference (a test, a first batch) keeps
 #: every term, as the search over it is cheap.
 KNN_TFIDF_MAX_DF_MIN_DOCS = 50
+#: Above :data:`~pricing_assets.lib.retrieval.search.APPROXIMATE_ABOVE` labeled products (the threshold
+#: of the approximate dense index: one threshold, past which neither kind of kNN search grows per query
+#: with the catalog), terms found in more than this many products are left out too: 10,000, the 20 %
+#: share at the threshold (``KNN_TFIDF_MAX_DF * APPROXIMATE_ABOVE``), so the cap is continuous there.
+#: The exact sparse search
+#: touches, per query, every reference sharing one of its terms (the sum of its terms' document
+#: frequencies): with the 20 % share alone that grows with the catalog, with an absolute count it is at
+#: most (query terms) x this count. Measured (``benchmarks/bench_ann_recall.py``, docs/experiments.md,
+#: "Scale: approximate dense kNN search and a bounded TF-IDF search"), 150k references, against the
+#: 20 % share alone: the references a query touches 2.3x (``tfidf``), 3.3x (``title_char``), 1.9x
+#: (``title_word``) fewer, recall@10 0.929 / 0.862 / 0.959; a cap of 5,000 touched ~2x fewer again but
+#: kept 0.879 / 0.740 / 0.921.
+KNN_TFIDF_MAX_DF_DOCS = int(KNN_TFIDF_MAX_DF * APPROXIMATE_ABOVE)
 _TITLE_VECTORIZERS = {
     "title_char": {"analyzer": "char_wb", "ngram_range": (2, 4), "min_df": 2, "sublinear_tf": True},
     "title_word": {"ngram_range": (1, 2), "min_df": 1, "sublinear_tf": True},
@@ -85,16 +99,48 @@ _TITLE_VECTORIZERS = {
 _TFIDF_VIEW = {"ngram_range": (1, 2), "min_df": 2, "sublinear_tf": True}
 
 
-def _fit_vectorizer(params: dict, texts: pd.Series, max_df_share: float = KNN_TFIDF_MAX_DF):
+def max_df_docs(
+    n: int,
+    max_df_share: float = KNN_TFIDF_MAX_DF,
+    capped_above: int | None = APPROXIMATE_ABOVE,
+    cap_docs: int = KNN_TFIDF_MAX_DF_DOCS,
+) -> int:
+    """The document-frequency cap of a kNN TF-IDF view fitted on n texts, as a document count
+    (scikit-learn's integer ``max_df``): ``max(max_df_share * n, KNN_TFIDF_MAX_DF_MIN_DOCS)``, and at
+    most ``cap_docs`` when n > ``capped_above`` (``None``: never).
+
+    Args:
+        n: texts the vectorizer is fitted on (the labeled products).
+        max_df_share: share cap (:data:`KNN_TFIDF_MAX_DF`; 1 keeps every term below ``capped_above``).
+        capped_above: products above which the absolute cap applies (default
+            :data:`~pricing_assets.lib.retrieval.search.APPROXIMATE_ABOVE`).
+        cap_docs: the absolute cap (:data:`KNN_TFIDF_MAX_DF_DOCS`).
+
+    Returns:
+        int, documents.
+    """
+    docs = max(int(max_df_share * n), KNN_TFIDF_MAX_DF_MIN_DOCS)
+    if capped_above is not None and n > capped_above:
+        docs = min(docs, cap_docs)
+    return docs
+
+
+def _fit_vectorizer(
+    params: dict,
+    texts: pd.Series,
+    max_df_share: float = KNN_TFIDF_MAX_DF,
+    capped_above: int | None = APPROXIMATE_ABOVE,
+    cap_docs: int = KNN_TFIDF_MAX_DF_DOCS,
+):
     """(fitted ``TfidfVectorizer`` or None when no term survives ``min_df`` / the document-frequency
     cap, (n, v) csr rows of ``texts``) in one tokenising pass (``fit_transform``: the same rows
-    ``transform`` gives). Terms in more than ``max(max_df_share * n, KNN_TFIDF_MAX_DF_MIN_DOCS)``
-    of the n texts are dropped (``max_df`` as a document count; ``max_df_share=1`` keeps every term)."""
+    ``transform`` gives). Terms in more than :func:`max_df_docs` ``(n, max_df_share, capped_above,
+    cap_docs)`` of the n texts are dropped (``max_df`` as a document count): the 20 % share, and past
+    ``capped_above`` texts at most ``cap_docs`` (:data:`KNN_TFIDF_MAX_DF_DOCS`)."""
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    max_docs = max(int(max_df_share * len(texts)), KNN_TFIDF_MAX_DF_MIN_DOCS)
-    vectorizer = TfidfVectorizer(**params, max_df=max_docs)
+    vectorizer = TfidfVectorizer(**params, max_df=max_df_docs(len(texts), max_df_share, capped_above, cap_docs))
     try:
         return vectorizer, vectorizer.fit_transform(texts).tocsr()
     except ValueError:  # no term survives min_df / max_df (tiny or empty texts): no neighbour signal
@@ -154,6 +200,7 @@ def fit_knn_reference(
     k: int = 10,
     unit_k: int = 20,
     n_folds: int = 5,
+    approximate_above: int | None = APPROXIMATE_ABOVE,
 ) -> KnnReference:
     """The :class:`KnnReference` of the m labeled rows of ``products`` (every row: a price and a fold).
 
@@ -162,6 +209,9 @@ def fit_knn_reference(
 
     Args:
         products, listing_features, embeddings, k, unit_k, n_folds: as :func:`~pricing_assets.lib.retrieval.knn.build_knn_features`.
+        approximate_above: labeled products above which the TF-IDF views' terms are capped at
+            :data:`KNN_TFIDF_MAX_DF_DOCS` documents as well as the 20 % share (:func:`max_df_docs`);
+            default :data:`~pricing_assets.lib.retrieval.search.APPROXIMATE_ABOVE`.
 
     Returns:
         :class:`KnnReference` over the m rows, in ``products`` order.
@@ -182,7 +232,7 @@ def fit_knn_reference(
         raise ValueError("fit_knn_reference: no text embedding given")
     texts = view_texts(products)
     params = {"tfidf": _TFIDF_VIEW, **_TITLE_VECTORIZERS}
-    fitted = {name: _fit_vectorizer(params[name], texts[name]) for name in params}
+    fitted = {name: _fit_vectorizer(params[name], texts[name], capped_above=approximate_above) for name in params}
     vectorizers = {name: v for name, (v, _) in fitted.items()}
     sparse = {name: rows for name, (_, rows) in fitted.items()}
     log_qty, family = log_qty_family(products, listing_features)
