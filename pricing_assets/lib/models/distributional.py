@@ -13,12 +13,13 @@ regression, but its errors differ, so the blend gives it weight and scores lower
 """
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 
 from pricing_assets.lib.models.cross_validation import DEFAULT_SEED, CvResult, inner_split
-from pricing_assets.lib.models.lightgbm_regression import LGBM_PARAMS
+from pricing_assets.lib.models.lightgbm_regression import LGBM_PARAMS, training_slots
 from pricing_assets.lib.models.metrics import smape
 
 #: Multiclass LightGBM settings: learning rate 0.05, 15 leaves, :data:`N_BINS` 20 price bins, the
@@ -159,7 +160,8 @@ def train_lightgbm_dist_cv(
         n_bins: price bins K.
         num_boost_round / early_stopping_rounds: boosting budget (multi_logloss on the inner split).
         seed: LightGBM and inner-split seed (deterministic: same inputs, same predictions).
-        num_threads: 0 = LightGBM default.
+        num_threads: cores to use, 0 = all this process may run on; the folds train side by side
+            (``lib.models.lightgbm_regression.training_slots``).
         categorical: categorical column names of ``X``.
         inner_valid_fraction: share of the training folds held back for early stopping.
         log: optional ``callable(str)``.
@@ -189,17 +191,15 @@ def train_lightgbm_dist_cv(
     categorical = [c for c in (categorical or []) if c in X.columns]
     y = np.log(price)
     oof = np.zeros(len(y))
-    models, iters, scores = [], [], []
-    for f in uniq:
+    workers, threads = training_slots(num_threads, len(uniq))
+
+    def train_fold(f) -> tuple:
         tr_all = np.flatnonzero(folds != f)
-        va = folds == f
         edges, labels = price_bins(y[tr_all], n_bins)
         K = len(edges) - 1
         per_bin = bin_log_prices(y[tr_all], labels)
-        grid = np.linspace(y[tr_all].min(), y[tr_all].max(), GRID_POINTS)
-        loss = bin_loss_matrix(per_bin, grid)
         inner = inner_split(len(tr_all), inner_valid_fraction, seed + int(f))
-        p = {**DIST_PARAMS, **(params or {}), "num_class": K, "seed": seed, "num_threads": num_threads}
+        p = {**DIST_PARAMS, **(params or {}), "num_class": K, "seed": seed, "num_threads": threads}
         dtr = lgb.Dataset(
             X.iloc[tr_all[~inner]], labels[~inner], categorical_feature=categorical or "auto", free_raw_data=False
         )
@@ -211,6 +211,15 @@ def train_lightgbm_dist_cv(
             valid_sets=[des],
             callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
         )
+        return booster, per_bin, tr_all, K
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # folds side by side (training_slots)
+        trained = list(pool.map(train_fold, uniq))
+    models, iters, scores = [], [], []
+    for f, (booster, per_bin, tr_all, K) in zip(uniq, trained):
+        va = folds == f
+        grid = np.linspace(y[tr_all].min(), y[tr_all].max(), GRID_POINTS)
+        loss = bin_loss_matrix(per_bin, grid)
         model = {"booster": booster, "bin_log_prices": per_bin}
         oof[va] = expected_smape_decision(booster.predict(X[va], num_iteration=booster.best_iteration), loss, grid)
         models.append(model)

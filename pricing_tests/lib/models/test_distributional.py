@@ -91,6 +91,8 @@ def test_cv_learns_is_deterministic_and_predicts_unlabeled_rows():
     a = train_lightgbm_dist_cv(X, y, folds, **kw)
     b = train_lightgbm_dist_cv(X, y, folds, **kw)
     assert np.array_equal(a.oof_log, b.oof_log)
+    side = train_lightgbm_dist_cv(X, y, folds, **{**kw, "num_threads": 2})  # two folds at a time, 1 thread each
+    assert np.array_equal(a.oof_log, side.oof_log) and a.best_iterations == side.best_iterations
     assert len(a.models) == 4 and len(a.fold_smape) == 4 and all(len(m["bin_log_prices"]) == 8 for m in a.models)
     med = smape(np.expm1(y), np.full(len(y), np.expm1(np.median(y))))
     assert a.oof_smape(y) < 0.6 * med

@@ -5,11 +5,13 @@ import pandas as pd
 import pytest
 
 from pricing_assets.lib.models.lightgbm_regression import (
+    MAX_PARALLEL_TRAININGS,
     REFIT_ROUNDS_FACTOR,
     model_input,
     predict_lightgbm,
     refit_lightgbm,
     train_lightgbm_cv,
+    training_slots,
 )
 from pricing_assets.lib.models.metrics import smape
 
@@ -166,3 +168,27 @@ def test_lightgbm_is_non_decreasing_in_the_pack_quantity():
     )
     free_pred = predict_lightgbm(free.models, grid.rename(columns={"log_qty": "q"})).reshape(50, 5)
     assert (np.diff(free_pred, axis=0) < -1e-3).any()
+
+
+def test_training_slots_spread_the_trainings_over_the_cores():
+    assert training_slots(2, 15) == (2, 1)
+    assert training_slots(1, 15) == (1, 1)
+    assert training_slots(8, 3) == (3, 2)  # fewer trainings than cores: each gets more threads
+    assert training_slots(16, 18) == (MAX_PARALLEL_TRAININGS, 16 // MAX_PARALLEL_TRAININGS)
+    assert training_slots(2, 1) == (1, 2)
+    workers, threads = training_slots(0, 10)  # 0 = every core this process may use
+    assert workers >= 1 and threads >= 1
+
+
+def test_trainings_side_by_side_give_the_models_of_one_after_the_other():
+    """num_threads=2 trains two single-threaded boosters at a time; num_threads=1 one after the other:
+    the same boosters (fold-major order), so the same OOF and refit predictions, bit for bit."""
+    X, y, folds = _tabular()
+    kw = {"num_boost_round": 200, "early_stopping_rounds": 20, "categorical": ["category"], "n_bags": 2}
+    serial = train_lightgbm_cv(X, y, folds, num_threads=1, **kw)
+    side = train_lightgbm_cv(X, y, folds, num_threads=2, **kw)
+    assert np.array_equal(serial.oof_log, side.oof_log)
+    assert serial.best_iterations == side.best_iterations and serial.fold_smape == side.fold_smape
+    a = refit_lightgbm(X, y, serial.best_iterations, categorical=["category"], num_threads=1, n_bags=3)
+    b = refit_lightgbm(X, y, serial.best_iterations, categorical=["category"], num_threads=2, n_bags=3)
+    assert [m.model_to_string() for m in a] == [m.model_to_string() for m in b]
