@@ -40,7 +40,7 @@ def run(rows: int, caps: list[float], k: int = 20) -> list[dict]:
     out = []
     for view, p in params.items():
         ref_t, q_t = texts[view][lab].reset_index(drop=True), texts[view][~lab].reset_index(drop=True)
-        vec, ref = reference._fit_vectorizer(p, ref_t, max_df_share=1.0)
+        vec, ref = reference._fit_vectorizer(p, ref_t, max_df_share=1.0, capped_above=None)
         t = time.perf_counter()
         q = reference.transform_view(vec, q_t)
         res = {

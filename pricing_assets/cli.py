@@ -28,6 +28,7 @@ import dagster as dg
 from pricing_assets.automation import GLOBAL_GROUPS, PER_ROW_GROUPS, PUBLISHED_ASSETS, SCORING_GROUPS, TRAINING_SET
 from pricing_assets.instance_state import (
     RECOVER_COMMAND,
+    batch_selection,
     batch_states,
     batches_to_score,
     gated_retrain,
@@ -176,9 +177,10 @@ def materialize(
     new_batches = 0
     for i, batch in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] batch {batch}: {', '.join(PER_ROW_GROUPS)} …", flush=True)
+        # only what the batch lacks: the steps after a failure, a new encoder's asset after a switch
         new_batches += _report(
             f"batch {batch}",
-            run(f"batch:{batch}", dg.AssetSelection.groups(*PER_ROW_GROUPS), partition=batch),
+            run(f"batch:{batch}", batch_selection(instance, defs, batch), partition=batch),
             timings,
             f"batch:{batch}",
             failed,

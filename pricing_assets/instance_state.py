@@ -411,6 +411,24 @@ def missing_batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[
     return [b for b in registered_batches(instance) if any(b not in d for d in done)]
 
 
+def missing_assets(instance: dg.DagsterInstance, defs: dg.Definitions, batch: str) -> list[dg.AssetKey]:
+    """The per-row assets (:func:`per_row_keys`) with no materialisation of ``batch`` yet, e.g. every
+    one for a new batch, the steps after a failure, or the asset of an embedding model a deployment
+    switched to (``PRICING_EMBEDDING_MODELS``)."""
+    return [k for k in per_row_keys(defs) if batch not in set(instance.get_materialized_partitions(k))]
+
+
+def batch_selection(instance: dg.DagsterInstance, defs: dg.Definitions, batch: str) -> dg.AssetSelection:
+    """What a run of ``batch``'s per-row assets must build: the assets it lacks (:func:`missing_assets`)
+    when it has some stored, else every per-row group (``automation.PER_ROW_GROUPS``)."""
+    from pricing_assets.automation import PER_ROW_GROUPS
+
+    lacking = missing_assets(instance, defs, batch)
+    if lacking and len(lacking) < len(per_row_keys(defs)):
+        return dg.AssetSelection.assets(*lacking)
+    return dg.AssetSelection.groups(*PER_ROW_GROUPS)
+
+
 def stored_batches(instance: dg.DagsterInstance, defs: dg.Definitions) -> set[str]:
     """Batches for which every per-row asset (:func:`per_row_keys`) is stored (complete batches)."""
     return set.intersection(*(set(instance.get_materialized_partitions(k)) for k in per_row_keys(defs)))

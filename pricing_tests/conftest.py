@@ -14,6 +14,7 @@ SLOW_MODULES = {
     "test_behaviour",
     "test_pipeline",
     "test_incremental",
+    "test_encoder_switch",
     "test_model_gate",
     "test_automation",
     "test_resume",

@@ -289,7 +289,13 @@ def build_training_assets(registry: dict) -> list:
         yield dg.Output(
             index,
             output_name="product_index",
-            metadata={"vectors": int(index.ntotal), "dim": int(index.d), "model": indexed.name},
+            metadata={
+                "vectors": int(index.ntotal),
+                "dim": int(index.d),
+                "model": indexed.name,
+                # IndexFlatIP (exact) up to lib.retrieval.search.APPROXIMATE_ABOVE references, IndexIVFFlat past it
+                "kind": type(index).__name__,
+            },
         )
         yield dg.Output(
             ref,
