@@ -6,9 +6,11 @@ catalog sizes, the fitted growth exponent of each, and the largest size that fit
 What it runs, per size N (each size in a fresh interpreter, in a fresh temporary ``DAGSTER_HOME``):
 
 1. A catalog of N rows built from the bundled labeled sample (:func:`scaled_catalog`): new ids;
-   copies of a listing get their bullets reordered, the ``Value`` (pack quantity) scaled by a factor
-   and the price moved by ``factor ** 0.8`` (bigger packs cost more, less than proportionally), so no
-   two rows are identical; half of the rows keep their price (labeled), half are unlabeled.
+   copies of a listing are other listings of the product, not near-copies: bullets reordered, a fifth
+   of the words dropped, a bullet of another listing appended, the ``Value`` (pack quantity) scaled by
+   a factor and the price moved by ``factor ** 0.8`` (bigger packs cost more, less than
+   proportionally) times a log-normal seller factor (sigma 0.3), so neighbours are informative but
+   not exact; half of the rows keep their price (labeled), half are unlabeled.
 2. The catalog is ingested as two batches, ``scale_labeled`` (the rows with a price) and
    ``scale_unlabeled`` (a file without a price column), with ``pricing_assets.cli.ingest``; their cheap
    per-row assets run for real (``raw_catalog``, ``catalog_quarantine``, ``catalog_items``; a
@@ -58,6 +60,12 @@ IMAGES_DIR = REPO / "data" / "sample" / "images"
 #: ``factor ** PRICE_ELASTICITY`` (a bigger pack costs more, less than proportionally).
 FACTORS = (1.0, 2.0, 3.0, 0.5, 4.0, 6.0, 1.5, 12.0, 0.25, 8.0)
 PRICE_ELASTICITY = 0.8
+#: Copies k > 0 of a listing are other sellers' / editions' listings, not near-copies: each non-header
+#: word is dropped with this probability, one bullet of another (random) listing is appended, and the
+#: price gets a log-normal factor of this sigma (sellers price the same product differently; about the
+#: spread of the sample's prices around their 10 nearest text neighbours, 0.3-0.6 in log price).
+WORD_DROPOUT = 0.2
+PRICE_NOISE_SIGMA = 0.3
 #: The two ingested batches: the labeled half (a file with prices) and the unlabeled half (no price
 #: column), as a retailer delivers them; a labeled file's row without a price would be quarantined.
 BATCHES = {"labeled": "scale_labeled", "unlabeled": "scale_unlabeled"}
@@ -69,8 +77,9 @@ PAGE = 4096
 # ------------------------------------------------------------------------------------------ data
 
 
-def _vary(text: str, copy: int, rng: np.random.Generator) -> tuple[str, float]:
-    """Copy ``copy`` of one listing: bullets reordered, Value scaled; (text, pack factor)."""
+def _vary(text: str, copy: int, rng: np.random.Generator, donor: str = "") -> tuple[str, float]:
+    """Copy ``copy`` of one listing: bullets reordered, words dropped (:data:`WORD_DROPOUT`), one bullet
+    of ``donor`` (another listing) appended, Value scaled; (text, pack factor). Copy 0 is the listing."""
     if copy == 0:
         return text, 1.0
     lines = text.split("\n")
@@ -80,6 +89,16 @@ def _vary(text: str, copy: int, rng: np.random.Generator) -> tuple[str, float]:
         moved = [lines[bullets[j]] for j in order]
         for i, line in zip(bullets, moved):
             lines[i] = line
+    for i, line in enumerate(lines):
+        head, sep, body = line.partition(":")
+        if not sep or head in ("Value", "Unit") or not body.strip():
+            continue
+        words = body.split()
+        kept = [w for w in words if rng.random() >= WORD_DROPOUT] or words[:1]
+        lines[i] = f"{head}: {' '.join(kept)}"
+    borrowed = [ln for ln in donor.split("\n") if ln.lower().startswith("bullet point")]
+    if borrowed:
+        lines.append(f"Bullet Point {len(bullets) + 1}: {borrowed[0].partition(':')[2].strip()}")
     factor = FACTORS[copy % len(FACTORS)]
     scaled = False
     for i, line in enumerate(lines):
@@ -99,8 +118,9 @@ def _vary(text: str, copy: int, rng: np.random.Generator) -> tuple[str, float]:
 
 def scaled_catalog(n_rows: int, seed: int = 0) -> pd.DataFrame:
     """``n_rows`` catalog rows (``sample_id, catalog_content, image_link, price``) from the bundled
-    labeled sample: row i copies listing ``i % 7216``, copy ``i // 7216`` varied by :func:`_vary`;
-    price NaN for a seeded half (unlabeled). Also returns column ``template`` (the listing's row).
+    labeled sample: row i copies listing ``i % 7216``, copy ``i // 7216`` varied by :func:`_vary`
+    (another seeded listing as donor) and priced ``price * factor ** PRICE_ELASTICITY * seller
+    factor``; price NaN for a seeded half (unlabeled). Also returns column ``template`` (the listing's row).
 
     Raises:
         ValueError: n_rows < 100.
@@ -114,10 +134,13 @@ def scaled_catalog(n_rows: int, seed: int = 0) -> pd.DataFrame:
     tmpl = np.arange(n_rows) % len(base)
     copy = np.arange(n_rows) // len(base)
     texts, prices = [], []
-    for t, c in zip(tmpl, copy):
-        text, factor = _vary(base.at[t, "catalog_content"], int(c), rng)
+    donors = rng.integers(0, len(base), n_rows)
+    noise = np.exp(rng.normal(0.0, PRICE_NOISE_SIGMA, n_rows))
+    for i, (t, c) in enumerate(zip(tmpl, copy)):
+        text, factor = _vary(base.at[t, "catalog_content"], int(c), rng, base.at[donors[i], "catalog_content"])
         texts.append(text)
-        prices.append(round(float(base.at[t, "price"]) * factor**PRICE_ELASTICITY, 2))
+        price = float(base.at[t, "price"]) * factor**PRICE_ELASTICITY * (noise[i] if c else 1.0)
+        prices.append(round(price, 2))
     out = pd.DataFrame(
         {
             "sample_id": [f"s{i}" for i in range(n_rows)],

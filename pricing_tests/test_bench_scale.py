@@ -31,6 +31,37 @@ def test_scaled_catalog_is_unique_half_labeled_and_prices_follow_the_pack():
         bench_scale.scaled_catalog(10)
 
 
+def test_scaled_catalog_copies_are_other_listings_not_near_copies():
+    """Copies k > 0: words dropped and a bullet borrowed (the texts overlap, not match), prices
+    scattered around ``price * factor ** 0.8`` by the seller factor (log sd PRICE_NOISE_SIGMA)."""
+    import pandas as pd
+
+    cat = bench_scale.scaled_catalog(14432, seed=3)  # copies 0 and 1 of every listing
+    sample = pd.read_csv(bench_scale.LABELED_CSV, dtype={"sample_id": str})
+    first, second = cat.iloc[:7216].reset_index(drop=True), cat.iloc[7216:].reset_index(drop=True)
+    assert (first["catalog_content"] == sample["catalog_content"]).all()  # copy 0 is the listing itself
+
+    def words(t: str) -> set:
+        return set(t.split())
+
+    jac = np.array(
+        [
+            len(words(a) & words(b)) / len(words(a) | words(b))
+            for a, b in zip(first.catalog_content, second.catalog_content)
+        ]
+    )
+    assert 0.4 < jac.mean() < 0.9  # neighbours, yet not the same text
+    value0 = first["catalog_content"].str.extract(r"Value: ([0-9.]+)")[0].astype(float)
+    value1 = second["catalog_content"].str.extract(r"Value: ([0-9.]+)")[0].astype(float)
+    factor = (value1 / value0).fillna(1.0).to_numpy()
+    from pricing_assets.lib.catalog.parsing import MAX_PRICE_USD
+
+    both = second["price"].between(1.0, 0.99 * MAX_PRICE_USD).to_numpy()  # labeled, neither rounded nor clipped
+    expected = sample["price"].to_numpy() * factor**bench_scale.PRICE_ELASTICITY
+    seller = np.log(second["price"].to_numpy()[both] / expected[both])
+    assert abs(seller.mean()) < 0.05 and abs(seller.std() - bench_scale.PRICE_NOISE_SIGMA) < 0.05
+
+
 def test_growth_exponent_and_largest_fitting_size():
     rows = [10_000, 20_000, 40_000]
     assert bench_scale.growth_exponent(rows, [5.0, 10.0, 20.0]) == pytest.approx(1.0)
