@@ -394,36 +394,29 @@ def build_knn_features(
     text = [(name, vec) for name, modality, vec, _ in embeddings if modality == "text"]
     log_qty, family = log_qty_family(products, listing_features)
     parts, unit_parts = [products[["sample_id"]]], []
-    for name, vec in text:
-        price, unit = knn_price_and_unit_features(
-            vec,
+
+    def price_and_unit(vectors, prefix: str, unit_prefix: str):
+        return knn_price_and_unit_features(
+            vectors,
             log_price,
             log_qty,
             family,
             folds,
             k=k,
             unit_k=unit_k,
-            prefix=f"knn_{name}",
-            unit_prefix=f"uknn_{name}",
+            prefix=prefix,
+            unit_prefix=unit_prefix,
             approximate_above=approximate_above,
         )
+
+    for name, vec in text:
+        price, unit = price_and_unit(vec, f"knn_{name}", f"uknn_{name}")
         parts.append(price)
         unit_parts.append(unit)
     for view in ("tfidf", "title_char", "title_word"):
         mat = ref.sparse[view]
         if view == "tfidf":
-            price, unit = knn_price_and_unit_features(
-                mat,
-                log_price,
-                log_qty,
-                family,
-                folds,
-                k=k,
-                unit_k=unit_k,
-                prefix=f"knn_{view}",
-                unit_prefix="uknn_tfidf",
-                approximate_above=approximate_above,
-            )
+            price, unit = price_and_unit(mat, f"knn_{view}", "uknn_tfidf")
             unit_parts.append(unit)
         else:
             price = knn_price_features(
