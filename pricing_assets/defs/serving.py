@@ -14,6 +14,7 @@ from pricing_assets.defs.models import price_models
 from pricing_assets.lib.catalog.batches import latest_batch_wins
 from pricing_assets.lib.embeddings.registry import enabled_models, indexed_text_model
 from pricing_assets.lib.models.registry import PriceModelSpec
+from pricing_assets.lib.serving.drivers import DEFAULT_METHOD
 from pricing_assets.partitions import catalog_batches
 from pricing_assets.resources import CrossValidationResource, DeviceResource
 from pricing_assets.settings import current_registry, current_settings
@@ -284,6 +285,14 @@ def build_price_explanations_asset(registry: dict) -> dg.AssetsDefinition:
     return price_explanations
 
 
+class DriversConfig(dg.Config):
+    """``price_drivers`` run config: how the contributions are computed (``lib.serving.drivers``):
+    ``path`` (decision paths, the default: linear in the model's trees) or ``treeshap`` (Shapley
+    values, 8-35x slower; docs/experiments.md, "Price drivers by decision path")."""
+
+    method: str = DEFAULT_METHOD
+
+
 def build_price_drivers_asset(registry: dict) -> dg.AssetsDefinition:
     """``price_drivers``: per batch, the features that move each priced product's price most."""
 
@@ -298,6 +307,7 @@ def build_price_drivers_asset(registry: dict) -> dg.AssetsDefinition:
     )
     def price_drivers(
         context: dg.AssetExecutionContext,
+        config: DriversConfig,
         batch_predictions: pd.DataFrame,
         catalog_items: pd.DataFrame,
         product_images: pd.DataFrame,
@@ -306,7 +316,7 @@ def build_price_drivers_asset(registry: dict) -> dg.AssetsDefinition:
         **kwargs,
     ):
         """The 5 drivers of every price ``batch_predictions`` served in this batch: LightGBM's per-row
-        feature contributions (TreeSHAP) on the log price, grouped into readable features with their
+        feature contributions on the log price (by decision path; TreeSHAP with ``method: treeshap``), grouped into readable features with their
         values and shown as multiplicative effects ("pack quantity = 12 -> x1.8";
         ``lib.serving.drivers``). The features are built as the scoring built them, from the same
         stored inputs and model (no refit); ``base_price * prod(effects of every feature)`` is the
@@ -321,7 +331,7 @@ def build_price_drivers_asset(registry: dict) -> dg.AssetsDefinition:
             )
         with stopwatch() as t:
             items, listing, embs = unpriced_batch_rows(specs, catalog_items, product_images, ocr_text, kwargs)
-            out = explain_new_rows(serving_model, items, listing, embs)
+            out = explain_new_rows(serving_model, items, listing, embs, method=config.method)
         _contract = enforce_contract(out, PriceDrivers, "price_drivers")  # before storing
         seconds = t()
         top = out.loc[out["rank"] == 1, "feature"].value_counts().head(8)
@@ -331,6 +341,7 @@ def build_price_drivers_asset(registry: dict) -> dg.AssetsDefinition:
                 "priced_products": int(out["sample_id"].nunique()),
                 "model_version": serving_model.version,
                 "explained_model": str(out["model"].iloc[0]) if len(out) else "none",
+                "method": config.method,
                 "top_driver_counts": dg.MetadataValue.json({str(k): int(v) for k, v in top.items()}),
                 "seconds": round(seconds, 2),
                 "rows_per_s": round(len(items) / max(seconds, 1e-9), 1),

@@ -67,8 +67,9 @@ class TrainedModel:
 TrainFn = Callable[..., TrainedModel]
 #: ``predict(fitted, inputs, device) -> (n,) float64 log1p(price USD)``.
 PredictFn = Callable[..., np.ndarray]
-#: ``contributions(fitted, inputs) -> (X (n, p) frame, contributions (n, p) float64, bias (n,) float64)``:
-#: per-row feature contributions on the natural-log price scale (``bias + sum`` = the model's log price).
+#: ``contributions(fitted, inputs, method) -> (X (n, p) frame, contributions (n, p) float64, bias (n,) float64)``:
+#: per-row feature contributions on the natural-log price scale (``bias + sum`` = the model's log price);
+#: ``method`` one of ``lib.serving.drivers.CONTRIBUTION_METHODS``.
 ContributionsFn = Callable[..., tuple]
 
 
@@ -194,12 +195,13 @@ def _predict_lightgbm(fitted, inputs: ModelInputs, device="cpu") -> np.ndarray:
     return predict_lightgbm(fitted, _tabular(inputs)[0])
 
 
-def _lightgbm_contributions(fitted, inputs: ModelInputs) -> tuple:
-    """TreeSHAP contributions of the refit boosters (``lib.serving.drivers.feature_contributions``)."""
-    from pricing_assets.lib.serving.drivers import feature_contributions
+def _lightgbm_contributions(fitted, inputs: ModelInputs, method: str) -> tuple:
+    """Contributions of the refit boosters by ``method`` (``lib.serving.drivers.booster_contributions``:
+    decision paths or TreeSHAP)."""
+    from pricing_assets.lib.serving.drivers import booster_contributions
 
     X = _tabular(inputs)[0]
-    return (X, *feature_contributions(fitted, X))
+    return (X, *booster_contributions(fitted, X, method))
 
 
 # --- distributional LightGBM (price-bin classifier) ------------------------------------------------

@@ -196,21 +196,31 @@ def explain_new_rows(
     embeddings: list[tuple[str, str, np.ndarray, np.ndarray]],
     top: int | None = None,
     device: str = "cpu",
+    method: str | None = None,
 ) -> pd.DataFrame:
     """The price drivers of n new products: the features that move the price of :func:`drivers_model`
     (LightGBM) most, as multiplicative effects (``lib.serving.drivers``). Same inputs as
     :func:`score_new_rows`, built the same way, so the drivers explain the prices it serves (for a
     product, ``base_price * prod(effect over every driver)`` is that model's ``pred_<model>``).
 
+    Args:
+        method: how the contributions are computed, one of ``lib.serving.drivers.CONTRIBUTION_METHODS``
+            (default ``lib.serving.drivers.DEFAULT_METHOD``, decision paths).
+
     Returns:
         ``lib.serving.drivers.top_drivers``'s frame (``top`` rows per product, items' order; default
         ``lib.serving.drivers.DEFAULT_TOP``) with a ``model`` column naming the model explained.
 
     Raises:
-        ValueError: when an embedding model is missing, or no blended model attributes its prices.
+        ValueError: when an embedding model is missing, no blended model attributes its prices, or
+            ``method`` is unknown.
     """
     from pricing_assets.lib.models.registry import PRICE_MODELS
-    from pricing_assets.lib.serving.drivers import DEFAULT_TOP, top_drivers
+    from pricing_assets.lib.serving.drivers import CONTRIBUTION_METHODS, DEFAULT_METHOD, DEFAULT_TOP, top_drivers
+
+    method = method or DEFAULT_METHOD
+    if method not in CONTRIBUTION_METHODS:
+        raise ValueError(f"explain_new_rows: contributions method {method!r} not in {list(CONTRIBUTION_METHODS)}")
 
     items = items.reset_index(drop=True)
     _check_embeddings(model, embeddings, "explain_new_rows")
@@ -223,7 +233,7 @@ def explain_new_rows(
         out = top_drivers(np.array([], dtype=str), X, np.zeros((0, 0)), np.zeros(0), model.version, top)
     else:
         inputs, _ = _model_inputs(model, items, listing_features, embeddings, device)
-        X, contributions, bias = PRICE_MODELS[name].contributions(model.models[name], inputs)
+        X, contributions, bias = PRICE_MODELS[name].contributions(model.models[name], inputs, method)
         out = top_drivers(inputs.sample_ids, X, contributions, bias, model.version, top)
     return out.assign(model=name)
 

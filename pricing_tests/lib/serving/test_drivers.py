@@ -6,10 +6,12 @@ import pytest
 
 from pricing_assets.lib.serving.drivers import (
     DRIVER_COLUMNS,
+    booster_contributions,
     driver_of,
     driver_value,
     feature_contributions,
     format_effect,
+    path_contributions,
     top_drivers,
 )
 
@@ -100,6 +102,10 @@ def test_bad_shapes_and_empty_input():
     assert len(empty) == 0 and list(empty.columns) == list(DRIVER_COLUMNS)
     with pytest.raises(ValueError, match="no booster"):
         feature_contributions([], X)
+    with pytest.raises(ValueError, match="no booster"):
+        path_contributions([], X)
+    with pytest.raises(ValueError, match="method 'shapley'"):
+        booster_contributions([object()], X, "shapley")
 
 
 def test_contributions_of_boosters_add_up_to_their_mean_log_price():
@@ -117,3 +123,47 @@ def test_contributions_of_boosters_add_up_to_their_mean_log_price():
     mean_log = np.mean([b.predict(X) for b in boosters], axis=0)
     np.testing.assert_allclose(bias + contrib.sum(axis=1), mean_log, rtol=1e-9, atol=1e-9)
     assert np.corrcoef(contrib[:, 0], X["ipq_value"])[0, 1] > 0.9  # the quantity's effect grows with it
+
+
+def _boosters(n=300, with_category=False):
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"ipq_value": rng.uniform(1, 20, n), "knn_tfidf_median": rng.normal(2.5, 0.5, n)})
+    X["text_chars"] = rng.normal(size=n)  # noise the trees may split on
+    if with_category:
+        X["category"] = pd.Categorical(rng.choice(["food", "toys", "home"], n))
+    y = 0.1 * X["ipq_value"] + X["knn_tfidf_median"] + rng.normal(0, 0.1, n)
+    if with_category:
+        y = y + 0.7 * (X["category"] == "toys").to_numpy()
+    params = {"verbosity": -1, "bagging_fraction": 0.8, "bagging_freq": 1, "num_leaves": 15}
+    return X, [lgb.train({**params, "seed": s}, lgb.Dataset(X, y), 40) for s in (1, 2)]
+
+
+@pytest.mark.parametrize("with_category", [False, True])
+def test_path_contributions_add_up_exactly_and_agree_with_treeshap(with_category):
+    """Decision-path contributions sum, with their bias, to the boosters' mean log price (as TreeSHAP's
+    do), over numeric and categorical splits; per row they rank the same strong feature first and
+    are not TreeSHAP's values (a different method)."""
+    X, boosters = _boosters(with_category=with_category)
+    contrib, bias = path_contributions(boosters, X)
+    shap, shap_bias = feature_contributions(boosters, X)
+    assert contrib.shape == shap.shape == (len(X), X.shape[1]) and bias.shape == (len(X),)
+    mean_log = np.mean([b.predict(X) for b in boosters], axis=0)
+    np.testing.assert_allclose(bias + contrib.sum(axis=1), mean_log, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(bias, shap_bias, rtol=1e-6)  # both: the trees' expected value (dump_model rounds)
+    assert not np.allclose(contrib, shap)
+    assert np.corrcoef(contrib[:, 1], shap[:, 1])[0, 1] > 0.95  # the strong feature: the same story
+    assert np.corrcoef(contrib[:, 0], X["ipq_value"])[0, 1] > 0.9
+    block, _ = path_contributions(boosters, X.iloc[:7])  # rows are independent of the batch
+    np.testing.assert_allclose(block, contrib[:7], rtol=1e-12, atol=1e-12)
+
+
+def test_path_contributions_in_blocks_equal_one_pass(monkeypatch):
+    from pricing_assets.lib.serving import drivers
+
+    X, boosters = _boosters(n=250)
+    whole, _ = path_contributions(boosters, X)
+    monkeypatch.setattr(drivers, "PATH_BLOCK_ROWS", 64)  # 4 blocks, the last one short
+    np.testing.assert_allclose(path_contributions(boosters, X)[0], whole, rtol=1e-12, atol=1e-12)
+    assert booster_contributions(boosters, X, "treeshap")[0].shape == whole.shape

@@ -219,8 +219,8 @@ def test_the_stored_index_is_searched_and_must_hold_the_reference(trained):
 
 
 def test_drivers_rebuild_the_served_lightgbm_price_and_leave_the_prices_alone(trained):
-    """Every feature's effect times the base price is LightGBM's served price (TreeSHAP is exact);
-    the top 5 are the largest |log effects|; explaining changes no served price."""
+    """Every feature's effect times the base price is LightGBM's served price (both methods are exact
+    in sum); the top 5 are the largest |log effects|; explaining changes no served price."""
     new, new_bf, new_embs = trained["new"]
     model = trained["model"]
     before = score_new_rows(model, new, new_bf, new_embs)
@@ -232,6 +232,13 @@ def test_drivers_rebuild_the_served_lightgbm_price_and_leave_the_prices_alone(tr
         lambda g: g["base_price"].iloc[0] * np.prod(g["effect"]), include_groups=False
     )
     np.testing.assert_allclose(rebuilt.loc[before["sample_id"]].to_numpy(), before["pred_lightgbm"], rtol=1e-6)
+    shap = explain_new_rows(model, new, new_bf, new_embs, top=1000, method="treeshap")
+    rebuilt = shap.groupby("sample_id", sort=False).apply(
+        lambda g: g["base_price"].iloc[0] * np.prod(g["effect"]), include_groups=False
+    )
+    np.testing.assert_allclose(rebuilt.loc[before["sample_id"]].to_numpy(), before["pred_lightgbm"], rtol=1e-6)
+    with pytest.raises(ValueError, match="method 'lime'"):
+        explain_new_rows(model, new, new_bf, new_embs, method="lime")
     top = explain_new_rows(model, new, new_bf, new_embs)
     assert (top.groupby("sample_id").size() == 5).all() and top["sample_id"].unique().tolist() == new[
         "sample_id"
