@@ -209,8 +209,10 @@ def _path_matrix(booster, p: int):
     return S, offsets, bias
 
 
-#: Rows per block of :func:`path_contributions` (bounds its memory: rows x trees x depth entries).
-PATH_BLOCK_ROWS = 1024
+#: Rows per block of :func:`path_contributions`: a block holds rows x trees x depth path entries (about
+#: 12 bytes each, twice); at 1,024 rows the 150k benchmark's 3 x 3,257 trees peaked the scoring run at
+#: 8.4 GB (docs/deployment.md, 2026-12-07), 256 keeps a block near 0.6 GB there.
+PATH_BLOCK_ROWS = 256
 
 
 def path_contributions(boosters: list, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
