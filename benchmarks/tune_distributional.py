@@ -34,7 +34,6 @@ SPACE = {
     "lambda_l2": (0.1, 20.0, True),
     "n_bins": (12, 32, False),
 }
-SEEDS = (42, 7, 123)
 #: The models whose stored OOF predictions the distributional model is blended with.
 PARTNERS = ("lightgbm", "tfidf_ridge")
 
@@ -48,6 +47,7 @@ def main() -> int:
 
     import optuna
 
+    from benchmarks.tune_lightgbm import SEEDS, suggest
     from pricing_assets import cli
     from pricing_assets.definitions import defs
     from pricing_assets.lib.models.blend import align_predictions, blend_oof_predictions
@@ -80,12 +80,7 @@ def main() -> int:
         return float(smape(price, pred)), float(smape(blended["price"], blended["pred_price"])), weights, seconds
 
     def objective(trial) -> float:
-        params = {}
-        for name, (lo, hi, log) in SPACE.items():
-            if isinstance(lo, int) and isinstance(hi, int):
-                params[name] = trial.suggest_int(name, lo, hi, log=log)
-            else:
-                params[name] = trial.suggest_float(name, lo, hi, log=log)
+        params = suggest(trial, SPACE)
         alone, blend, weights, seconds = scores(params, SEEDS[0])
         trial.set_user_attr("alone", alone)
         print(

@@ -35,6 +35,18 @@ SPACE = {
 SEEDS = (42, 7, 123)
 
 
+def suggest(trial, space: dict) -> dict:
+    """One Optuna trial's parameters from a ``{name: (low, high, log scale)}`` space: integers where
+    both bounds are integers, floats otherwise (shared with ``tune_distributional.py``)."""
+    params = {}
+    for name, (lo, hi, log) in space.items():
+        if isinstance(lo, int) and isinstance(hi, int):
+            params[name] = trial.suggest_int(name, lo, hi, log=log)
+        else:
+            params[name] = trial.suggest_float(name, lo, hi, log=log)
+    return params
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=20)
@@ -60,12 +72,7 @@ def main() -> int:
         return float(smape(price, np.expm1(cv.oof_log))), time.perf_counter() - t0
 
     def objective(trial) -> float:
-        params = {}
-        for name, (lo, hi, log) in SPACE.items():
-            if isinstance(lo, int) and isinstance(hi, int):
-                params[name] = trial.suggest_int(name, lo, hi, log=log)
-            else:
-                params[name] = trial.suggest_float(name, lo, hi, log=log)
+        params = suggest(trial, SPACE)
         score, seconds = oof_smape(params, SEEDS[0])
         print(f"trial {trial.number}: {score:.3f} ({seconds:.0f} s) {params}", flush=True)
         return score
